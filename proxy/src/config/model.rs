@@ -1,0 +1,388 @@
+//! The validated, typed configuration. Built by `parse` from HAProxy-syntax files and never
+//! mutated afterwards: the data path holds it behind an `Arc` and a reload swaps the whole value.
+//!
+//! Everything a seed file may say is kept here, also what later parts of the proxy act on
+//! (TLS, cookies, stats, HTTP rules), so that loading a config never silently drops a directive.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Where a directive came from, for `file:line: reason` messages at load and at run time.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Loc {
+    pub file: PathBuf,
+    pub line: usize,
+}
+
+impl std::fmt::Display for Loc {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{}", self.file.display(), self.line)
+    }
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct Config {
+    pub global: Global,
+    /// Frontends, backends and listens in file order.
+    pub proxies: Vec<Proxy>,
+}
+
+impl Config {
+    pub fn proxy(&self, name: &str) -> Option<&Proxy> {
+        self.proxies.iter().find(|p| p.name == name)
+    }
+
+    /// Proxies that accept connections (frontend, listen).
+    pub fn frontends(&self) -> impl Iterator<Item = &Proxy> {
+        self.proxies.iter().filter(|p| p.kind.has_frontend())
+    }
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct Global {
+    pub maxconn: Option<u32>,
+    /// Worker threads; `None` means one per online CPU.
+    pub nbthread: Option<usize>,
+    pub user: Option<String>,
+    pub group: Option<String>,
+    pub daemon: bool,
+    pub logs: Vec<LogTarget>,
+    /// `hard-stop-after`: how long established flows may run on after SIGTERM/SIGINT.
+    pub hard_stop_after: Option<Duration>,
+    /// `tune.bufsize`: per-direction buffer of the userspace engines and HTTP heads.
+    pub bufsize: Option<usize>,
+    /// `stats socket`, `chroot`, `pidfile`, `ssl-default-bind-*` … kept as raw lines.
+    pub other: Vec<RawDirective>,
+}
+
+/// A directive the proxy accepts and keeps verbatim because it has no effect on this proxy's
+/// behaviour yet (or only on a part not built yet); `-c -d` lists them so nothing is hidden.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RawDirective {
+    pub words: Vec<String>,
+    pub loc: Loc,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProxyKind {
+    Frontend,
+    Backend,
+    Listen,
+}
+
+impl ProxyKind {
+    pub fn has_frontend(self) -> bool {
+        matches!(self, ProxyKind::Frontend | ProxyKind::Listen)
+    }
+    pub fn has_backend(self) -> bool {
+        matches!(self, ProxyKind::Backend | ProxyKind::Listen)
+    }
+    pub fn keyword(self) -> &'static str {
+        match self {
+            ProxyKind::Frontend => "frontend",
+            ProxyKind::Backend => "backend",
+            ProxyKind::Listen => "listen",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Mode {
+    #[default]
+    Tcp,
+    Http,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Balance {
+    #[default]
+    RoundRobin,
+    LeastConn,
+    Source,
+    First,
+}
+
+/// `forward-engine` (our own keyword): which engine moves the bytes of an established pair.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum EngineChoice {
+    #[default]
+    Auto,
+    Sockmap,
+    Splice,
+    Copy,
+}
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Timeouts {
+    pub connect: Option<Duration>,
+    pub client: Option<Duration>,
+    pub server: Option<Duration>,
+    pub tunnel: Option<Duration>,
+    pub client_fin: Option<Duration>,
+    pub server_fin: Option<Duration>,
+    pub check: Option<Duration>,
+    pub queue: Option<Duration>,
+    pub http_request: Option<Duration>,
+    pub http_keep_alive: Option<Duration>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Options {
+    pub redispatch: bool,
+    pub forwardfor: Option<ForwardFor>,
+    pub http_server_close: bool,
+    pub http_keep_alive: bool,
+    pub httpclose: bool,
+    pub httplog: bool,
+    pub tcplog: bool,
+    pub dontlognull: bool,
+    pub splice_auto: bool,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ForwardFor {
+    /// Header name, `X-Forwarded-For` unless `header NAME` is given.
+    pub header: String,
+    /// `except NETWORK`, as written (parsed by the HTTP room).
+    pub except: Option<String>,
+    pub if_none: bool,
+}
+
+/// The logging a section asks for: `log global` inherits the global targets.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ProxyLog {
+    pub global: bool,
+    pub targets: Vec<LogTarget>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct LogTarget {
+    pub dest: LogDest,
+    /// syslog facility name as written (`local0`, `daemon`, …), validated by the parser.
+    pub facility: String,
+    /// Most verbose level sent (`notice`, `info`, …); `None` sends all.
+    pub level: Option<String>,
+    pub loc: Loc,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum LogDest {
+    Udp(SocketAddr),
+    Unix(PathBuf),
+    Stderr,
+    Stdout,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Bind {
+    pub addr: SocketAddr,
+    pub ssl: Option<SslBind>,
+    pub loc: Loc,
+}
+
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct SslBind {
+    /// `crt PATH` (file or directory), possibly several.
+    pub crt: Vec<PathBuf>,
+    pub alpn: Vec<String>,
+    pub min_ver: Option<String>,
+}
+
+/// Per-server settings; `default-server` fills the same struct and servers start from it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ServerParams {
+    pub check: bool,
+    pub inter: Duration,
+    pub fastinter: Option<Duration>,
+    pub downinter: Option<Duration>,
+    pub rise: u32,
+    pub fall: u32,
+    pub weight: u32,
+    pub backup: bool,
+    pub maxconn: Option<u32>,
+    pub disabled: bool,
+    pub cookie: Option<String>,
+    /// `port N`: check a different port than the traffic port.
+    pub check_port: Option<u16>,
+    pub send_proxy: bool,
+}
+
+impl Default for ServerParams {
+    /// HAProxy's defaults: inter 2s, rise 2, fall 3, weight 1.
+    fn default() -> Self {
+        ServerParams {
+            check: false,
+            inter: Duration::from_secs(2),
+            fastinter: None,
+            downinter: None,
+            rise: 2,
+            fall: 3,
+            weight: 1,
+            backup: false,
+            maxconn: None,
+            disabled: false,
+            cookie: None,
+            check_port: None,
+            send_proxy: false,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Server {
+    pub name: String,
+    pub addr: SocketAddr,
+    pub params: ServerParams,
+    pub loc: Loc,
+}
+
+/// A condition after `if`/`unless`, kept as words; the HTTP room compiles the ACL subset.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Condition {
+    pub negate: bool,
+    pub words: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct UseBackend {
+    pub backend: String,
+    pub cond: Option<Condition>,
+    pub loc: Loc,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Acl {
+    pub name: String,
+    pub words: Vec<String>,
+    pub loc: Loc,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CookieMode {
+    Prefix,
+    Insert,
+    Rewrite,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct CookieSpec {
+    pub name: String,
+    pub mode: CookieMode,
+    pub indirect: bool,
+    pub nocache: bool,
+    pub httponly: bool,
+    pub secure: bool,
+    pub maxidle: Option<Duration>,
+    pub maxlife: Option<Duration>,
+    pub loc: Loc,
+}
+
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct StatsSpec {
+    pub enabled: bool,
+    pub uri: Option<String>,
+    pub realm: Option<String>,
+    /// `stats auth USER:PASSWORD`, possibly several.
+    pub auth: Vec<(String, String)>,
+    pub hide_version: bool,
+    pub refresh: Option<Duration>,
+    pub show_legends: bool,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ErrorFile {
+    pub status: u16,
+    pub path: PathBuf,
+    pub loc: Loc,
+}
+
+/// `http-request …`, `reqadd …` (legacy spelling of `http-request add-header`), `redirect …`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HttpRule {
+    pub action: HttpAction,
+    pub cond: Option<Condition>,
+    pub loc: Loc,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum HttpAction {
+    AddHeader { name: String, value: String },
+    SetHeader { name: String, value: String },
+    DelHeader { name: String },
+    Deny { status: u16 },
+    Redirect(Redirect),
+    /// `http-request use-service prometheus-exporter`.
+    UseService(String),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Redirect {
+    pub kind: RedirectKind,
+    /// `code N`; HAProxy's default is 302.
+    pub code: u16,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum RedirectKind {
+    Scheme(String),
+    Location(String),
+    Prefix(String),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Proxy {
+    pub name: String,
+    pub kind: ProxyKind,
+    pub loc: Loc,
+    pub mode: Mode,
+    pub binds: Vec<Bind>,
+    pub default_backend: Option<String>,
+    pub use_backends: Vec<UseBackend>,
+    pub servers: Vec<Server>,
+    pub default_server: ServerParams,
+    pub balance: Balance,
+    pub maxconn: Option<u32>,
+    pub timeouts: Timeouts,
+    pub retries: u32,
+    pub options: Options,
+    pub log: ProxyLog,
+    pub engine: EngineChoice,
+    pub acls: Vec<Acl>,
+    pub http_rules: Vec<HttpRule>,
+    pub cookie: Option<CookieSpec>,
+    pub stats: Option<StatsSpec>,
+    pub errorfiles: Vec<ErrorFile>,
+    /// Accepted directives with no effect yet, kept verbatim (see [`RawDirective`]).
+    pub other: Vec<RawDirective>,
+}
+
+impl Proxy {
+    /// A proxy as a section header creates it, before any defaults are applied.
+    pub fn new(name: &str, kind: ProxyKind, loc: Loc) -> Proxy {
+        Proxy {
+            name: name.to_string(),
+            kind,
+            loc,
+            mode: Mode::Tcp,
+            binds: Vec::new(),
+            default_backend: None,
+            use_backends: Vec::new(),
+            servers: Vec::new(),
+            default_server: ServerParams::default(),
+            balance: Balance::RoundRobin,
+            maxconn: None,
+            timeouts: Timeouts::default(),
+            retries: 3,
+            options: Options::default(),
+            log: ProxyLog::default(),
+            engine: EngineChoice::Auto,
+            acls: Vec::new(),
+            http_rules: Vec::new(),
+            cookie: None,
+            stats: None,
+            errorfiles: Vec::new(),
+            other: Vec::new(),
+        }
+    }
+}
