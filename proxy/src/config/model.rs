@@ -33,6 +33,11 @@ impl Config {
         self.proxies.iter().find(|p| p.name == name)
     }
 
+    /// A proxy that can receive traffic from a frontend: a backend or a listen section.
+    pub fn proxy_backend(&self, name: &str) -> Option<&Proxy> {
+        self.proxies.iter().find(|p| p.name == name && p.kind.has_backend())
+    }
+
     /// Proxies that accept connections (frontend, listen).
     pub fn frontends(&self) -> impl Iterator<Item = &Proxy> {
         self.proxies.iter().filter(|p| p.kind.has_frontend())
@@ -163,6 +168,8 @@ pub struct LogTarget {
     pub facility: String,
     /// Most verbose level sent (`notice`, `info`, …); `None` sends all.
     pub level: Option<String>,
+    /// Least verbose level sent (HAProxy's `minlevel`): more urgent messages are lowered to it.
+    pub minlevel: Option<String>,
     pub loc: Loc,
 }
 
@@ -178,6 +185,13 @@ pub enum LogDest {
 pub struct Bind {
     pub addr: SocketAddr,
     pub ssl: Option<SslBind>,
+    /// `name X`: the listener's label in stats and logs.
+    pub name: Option<String>,
+    /// `maxconn N` on this listener alone.
+    pub maxconn: Option<u32>,
+    /// `v6only` → `Some(true)`, `v4v6` → `Some(false)`; `None` keeps the system default
+    /// (`net.ipv6.bindv6only`, off on Linux: an IPv6 wildcard then also takes IPv4).
+    pub v6only: Option<bool>,
     pub loc: Loc,
 }
 

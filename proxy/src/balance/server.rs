@@ -1,0 +1,126 @@
+//! One server's live state: written by the health checker and by sessions, read by pickers.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use crate::config;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum ServerState {
+    Up = 0,
+    Down = 1,
+    /// `disabled` in the config: never picked, never checked.
+    Maint = 2,
+}
+
+impl ServerState {
+    fn from_u8(v: u8) -> ServerState {
+        match v {
+            0 => ServerState::Up,
+            1 => ServerState::Down,
+            _ => ServerState::Maint,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ServerState::Up => "UP",
+            ServerState::Down => "DOWN",
+            ServerState::Maint => "MAINT",
+        }
+    }
+}
+
+#[derive(Debug)]
+pub struct Server {
+    /// Position in its backend, stable for the life of the config.
+    pub index: usize,
+    pub name: String,
+    pub addr: SocketAddr,
+    pub weight: u32,
+    pub backup: bool,
+    pub maxconn: Option<u32>,
+    pub params: config::ServerParams,
+    state: AtomicU8,
+    /// Unix milliseconds of the last state change, for logs and the stats page.
+    changed_at_ms: AtomicU64,
+    current: AtomicU32,
+    total: AtomicU64,
+}
+
+impl Server {
+    pub fn from_config(index: usize, s: &config::Server) -> Server {
+        let state = if s.params.disabled { ServerState::Maint } else { ServerState::Up };
+        Server {
+            index,
+            name: s.name.clone(),
+            addr: s.addr,
+            weight: s.params.weight,
+            backup: s.params.backup,
+            maxconn: s.params.maxconn,
+            params: s.params.clone(),
+            state: AtomicU8::new(state as u8),
+            changed_at_ms: AtomicU64::new(now_ms()),
+            current: AtomicU32::new(0),
+            total: AtomicU64::new(0),
+        }
+    }
+
+    pub fn state(&self) -> ServerState {
+        ServerState::from_u8(self.state.load(Ordering::Acquire))
+    }
+
+    /// Records a state change; returns the previous state.
+    pub fn set_state(&self, state: ServerState) -> ServerState {
+        let previous = ServerState::from_u8(self.state.swap(state as u8, Ordering::AcqRel));
+        if previous != state {
+            self.changed_at_ms.store(now_ms(), Ordering::Relaxed);
+        }
+        previous
+    }
+
+    /// How long the server has been in its current state.
+    pub fn since_change(&self) -> Duration {
+        Duration::from_millis(now_ms().saturating_sub(self.changed_at_ms.load(Ordering::Relaxed)))
+    }
+
+    /// UP, weighted, and below its `maxconn`.
+    pub fn is_usable(&self) -> bool {
+        self.state() == ServerState::Up
+            && self.weight > 0
+            && self.maxconn.is_none_or(|max| self.current() < max)
+    }
+
+    pub fn current(&self) -> u32 {
+        self.current.load(Ordering::Relaxed)
+    }
+
+    pub fn total(&self) -> u64 {
+        self.total.load(Ordering::Relaxed)
+    }
+
+    /// Counts a connection against this server until the guard drops.
+    pub fn claim(self: &std::sync::Arc<Self>) -> ServerClaim {
+        self.current.fetch_add(1, Ordering::Relaxed);
+        self.total.fetch_add(1, Ordering::Relaxed);
+        ServerClaim { server: self.clone() }
+    }
+}
+
+/// A connection's hold on a server's `current` count.
+#[derive(Debug)]
+pub struct ServerClaim {
+    pub server: std::sync::Arc<Server>,
+}
+
+impl Drop for ServerClaim {
+    fn drop(&mut self) {
+        self.server.current.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}

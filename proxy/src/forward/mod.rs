@@ -1,0 +1,95 @@
+//! Moving the bytes of an established client/server pair. Engines differ in how bytes move
+//! (userspace copy over io_uring now; splice(2) and eBPF sockmap later) but share one contract:
+//! half-close is passed on (FIN → shutdown(SHUT_WR) on the peer), a reset is passed on as a
+//! reset (abortive close of the peer), and an idle flow is closed at its timeout.
+//! See LIFECYCLE.md beside this file.
+
+mod copy;
+mod idle;
+
+use compio::net::TcpStream;
+
+pub use idle::IdleLimits;
+
+/// Which engine moves a flow's bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Engine {
+    /// Userspace read/write through the thread's io_uring (or epoll) runtime.
+    Copy,
+}
+
+impl Engine {
+    pub fn name(self) -> &'static str {
+        match self {
+            Engine::Copy => "copy",
+        }
+    }
+}
+
+/// How a flow ended, in the terms of HAProxy's two-letter termination state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FlowEnd {
+    /// Both sides closed cleanly.
+    Closed,
+    /// The client reset or failed; the server was reset in turn.
+    ClientAbort,
+    /// The server reset or failed; the client was reset in turn.
+    ServerAbort,
+    /// No byte moved for the idle limit; the client side was waiting.
+    ClientTimeout,
+    /// No byte moved for the idle limit while only the server side was still open.
+    ServerTimeout,
+}
+
+impl FlowEnd {
+    /// HAProxy's termination flags for a session that reached the data phase.
+    pub fn haproxy_flags(self) -> &'static str {
+        match self {
+            FlowEnd::Closed => "--",
+            FlowEnd::ClientAbort => "CD",
+            FlowEnd::ServerAbort => "SD",
+            FlowEnd::ClientTimeout => "cD",
+            FlowEnd::ServerTimeout => "sD",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct FlowStats {
+    /// Client → server.
+    pub bytes_up: u64,
+    /// Server → client.
+    pub bytes_down: u64,
+    pub end: FlowEnd,
+}
+
+/// Per-flow settings the engines need.
+#[derive(Debug, Clone, Copy)]
+pub struct FlowParams {
+    pub limits: IdleLimits,
+    pub bufsize: usize,
+}
+
+impl Default for FlowParams {
+    fn default() -> Self {
+        FlowParams { limits: IdleLimits::default(), bufsize: 16 * 1024 }
+    }
+}
+
+/// Forwards until both directions are closed, a side fails, or the flow goes idle.
+pub async fn forward(engine: Engine, client: TcpStream, server: TcpStream, p: FlowParams) -> FlowStats {
+    match engine {
+        Engine::Copy => copy::forward(client, server, p).await,
+    }
+}
+
+/// Reads that end like this mean the peer reset the connection, not that it finished.
+fn is_reset(e: &std::io::Error) -> bool {
+    use std::io::ErrorKind::*;
+    matches!(e.kind(), ConnectionReset | ConnectionAborted | BrokenPipe | NotConnected | TimedOut)
+}
+
+/// Zero-duration linger turns the next close into a RST, which is how a reset is passed on.
+fn reset(stream: &TcpStream) {
+    let _ = stream.set_zero_linger();
+}

@@ -1,0 +1,134 @@
+//! Active health checks. They run on a thread of their own so a slow check never delays a
+//! worker; results reach the workers only through each server's atomic state.
+
+mod state;
+
+pub use state::{CheckState, Transition};
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::balance::{Server, ServerSet, ServerState};
+use crate::runtime::driver::{self, DriverChoice};
+
+/// One backend's servers and the time a check may take.
+pub struct CheckedBackend {
+    pub servers: Arc<ServerSet>,
+    pub timeout: Option<Duration>,
+}
+
+/// Starts the checker thread for every server with `check`; returns `None` when there is none.
+pub fn spawn_checker(
+    backends: Vec<CheckedBackend>,
+    choice: DriverChoice,
+) -> io::Result<Option<std::thread::JoinHandle<()>>> {
+    let any = backends.iter().any(|b| b.servers.servers.iter().any(|s| is_checked(s)));
+    if !any {
+        return Ok(None);
+    }
+    let handle = std::thread::Builder::new().name("health".into()).spawn(move || {
+        let rt = match driver::build_runtime(choice) {
+            Ok(rt) => rt,
+            Err(e) => {
+                log::error!("health checker cannot start its runtime: {e}; servers stay UP");
+                return;
+            }
+        };
+        rt.block_on(run_all(backends));
+    })?;
+    Ok(Some(handle))
+}
+
+fn is_checked(s: &Server) -> bool {
+    s.params.check && s.state() != ServerState::Maint
+}
+
+async fn run_all(backends: Vec<CheckedBackend>) {
+    let mut tasks = Vec::new();
+    for b in &backends {
+        for s in b.servers.servers.iter().filter(|s| is_checked(s)) {
+            let set = b.servers.clone();
+            let server = s.clone();
+            let timeout = check_timeout(b.timeout, server.params.inter);
+            tasks.push(compio::runtime::spawn(check_loop(set, server, timeout)));
+        }
+    }
+    for t in tasks {
+        let _ = t.await;
+    }
+}
+
+/// HAProxy bounds a check by `timeout check` when set, and never lets it outlive `inter`.
+fn check_timeout(configured: Option<Duration>, inter: Duration) -> Duration {
+    configured.unwrap_or(inter).min(inter)
+}
+
+async fn check_loop(set: Arc<ServerSet>, server: Arc<Server>, timeout: Duration) {
+    let mut state = CheckState::new(&server.params);
+    let target = check_target(&server);
+    loop {
+        let started = Instant::now();
+        let result = tcp_check(target, timeout).await;
+        let took = started.elapsed();
+        match state.record(result.is_ok()) {
+            Transition::WentDown => {
+                server.set_state(ServerState::Down);
+                report(&set, &server, "DOWN", &result, took);
+            }
+            Transition::WentUp => {
+                server.set_state(ServerState::Up);
+                report(&set, &server, "UP", &result, took);
+            }
+            Transition::None => {}
+        }
+        compio::time::sleep(state.next_interval().saturating_sub(took)).await;
+    }
+}
+
+fn check_target(server: &Server) -> SocketAddr {
+    let mut addr = server.addr;
+    if let Some(port) = server.params.check_port {
+        addr.set_port(port);
+    }
+    addr
+}
+
+/// Layer-4 check: the server accepts a TCP connection within the timeout.
+async fn tcp_check(addr: SocketAddr, timeout: Duration) -> Result<(), String> {
+    match compio::time::timeout(timeout, compio::net::TcpStream::connect(addr)).await {
+        Ok(Ok(stream)) => {
+            let _ = stream.close().await;
+            Ok(())
+        }
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => Err("Connection timeout".to_string()),
+    }
+}
+
+/// Logs a transition in HAProxy's words, so operators' log alerts keep matching.
+fn report(set: &ServerSet, server: &Server, now: &str, result: &Result<(), String>, took: Duration) {
+    let active = set.servers.iter().filter(|s| !s.backup && s.state() == ServerState::Up).count();
+    let backup = set.servers.iter().filter(|s| s.backup && s.state() == ServerState::Up).count();
+    let ms = took.as_millis();
+    match result {
+        Ok(()) => log::warn!(
+            "Server {}/{} is {now}, reason: Layer4 check passed, check duration: {ms}ms. \
+             {active} active and {backup} backup servers online.",
+            set.backend,
+            server.name
+        ),
+        Err(info) => log::warn!(
+            "Server {}/{} is {now}, reason: Layer4 connection problem, info: \"{info}\", \
+             check duration: {ms}ms. {active} active and {backup} backup servers left. \
+             {} sessions active.",
+            set.backend,
+            server.name,
+            server.current()
+        ),
+    }
+    if active + backup == 0 {
+        log::error!("backend {} has no server available!", set.backend);
+    }
+}

@@ -1,0 +1,55 @@
+//! Process logging (stderr for now; syslog comes with the observability work) and the
+//! per-session access log line in HAProxy's `tcplog` format.
+
+mod tcplog;
+
+pub use tcplog::{SessionRecord, TermState};
+
+use std::io::Write;
+
+/// Writes `[LEVEL] message` lines to stderr, one `write` per line so threads never interleave.
+struct StderrLogger {
+    max: log::LevelFilter,
+}
+
+impl log::Log for StderrLogger {
+    fn enabled(&self, m: &log::Metadata<'_>) -> bool {
+        m.level() <= self.max
+    }
+
+    fn log(&self, record: &log::Record<'_>) {
+        if !self.enabled(record.metadata()) {
+            return;
+        }
+        let line = if record.target() == ACCESS {
+            format!("{}\n", record.args())
+        } else {
+            format!("[{}] {}\n", level_word(record.level()), record.args())
+        };
+        let _ = std::io::stderr().lock().write_all(line.as_bytes());
+    }
+
+    fn flush(&self) {}
+}
+
+/// HAProxy's words for severities, so existing log filters keep matching.
+fn level_word(l: log::Level) -> &'static str {
+    match l {
+        log::Level::Error => "ALERT",
+        log::Level::Warn => "WARNING",
+        log::Level::Info => "NOTICE",
+        log::Level::Debug => "DEBUG",
+        log::Level::Trace => "TRACE",
+    }
+}
+
+/// Target of access-log records: printed bare, without a severity prefix.
+pub const ACCESS: &str = "access";
+
+/// Installs the stderr logger; `debug` is the CLI's `-d`.
+pub fn init(debug: bool) {
+    let max = if debug { log::LevelFilter::Debug } else { log::LevelFilter::Info };
+    if log::set_boxed_logger(Box::new(StderrLogger { max })).is_ok() {
+        log::set_max_level(max);
+    }
+}

@@ -1,0 +1,133 @@
+//! Process lifecycle: worker threads (one compio runtime per core), listeners, signals,
+//! graceful stop, privilege drop. This room never parses config.
+
+pub mod driver;
+mod limit;
+mod listen;
+mod plan;
+mod privileges;
+mod signals;
+mod worker;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::config::{Config, Loc};
+use crate::health::{self, CheckedBackend};
+use crate::tcp::session_count;
+
+pub use driver::DriverChoice;
+pub use limit::ConnLimit;
+use plan::Plan;
+use worker::{Shutdown, WorkerListener};
+
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    #[error("{loc}: {reason}")]
+    Plan { loc: Loc, reason: String },
+    #[error("{loc}: cannot bind {addr}: {source}")]
+    Bind { loc: Loc, addr: std::net::SocketAddr, source: std::io::Error },
+    #[error("cannot drop privileges: {0}")]
+    Privileges(String),
+    #[error("cannot start: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("signal handling: {0}")]
+    Signal(#[from] nix::Error),
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct RunOptions {
+    pub driver: DriverChoice,
+}
+
+/// Default for `hard-stop-after`: how long established flows may finish after a stop signal.
+const DEFAULT_GRACE: Duration = Duration::from_secs(30);
+
+/// Runs the proxy until a stop signal and the drain that follows.
+pub fn run(cfg: &Config, opts: &RunOptions) -> Result<(), RuntimeError> {
+    signals::block()?;
+    let plan = Plan::build(cfg)?;
+    let workers = cfg.global.nbthread.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let mut per_worker = bind_all(&plan, workers)?;
+    privileges::drop_privileges(cfg.global.user.as_deref(), cfg.global.group.as_deref())?;
+    report_start(cfg, &plan, workers, opts.driver)?;
+
+    let checked = plan.backends.iter().map(|(b, timeout)| CheckedBackend { servers: b.set.clone(), timeout: *timeout }).collect();
+    health::spawn_checker(checked, opts.driver)?;
+
+    let stop = Arc::new(Shutdown::default());
+    let global = ConnLimit::new(Some(cfg.global.maxconn.unwrap_or_else(default_maxconn)));
+    for (id, listeners) in per_worker.drain(..).enumerate() {
+        let (stop, global, choice) = (stop.clone(), global.clone(), opts.driver);
+        std::thread::Builder::new()
+            .name(format!("worker-{id}"))
+            .spawn(move || worker::run_worker(id, listeners, global, stop, choice))?;
+    }
+    wait_for_stop(&stop, cfg.global.hard_stop_after.unwrap_or(DEFAULT_GRACE))
+}
+
+/// Every bind is opened once per worker before any worker starts, so a port conflict stops
+/// the start with the bind's line instead of leaving a half-started proxy.
+fn bind_all(plan: &Plan, workers: usize) -> Result<Vec<Vec<WorkerListener>>, RuntimeError> {
+    let mut per_worker: Vec<Vec<WorkerListener>> = (0..workers).map(|_| Vec::new()).collect();
+    for b in &plan.binds {
+        for list in per_worker.iter_mut() {
+            let socket = listen::bind_reuseport(b.addr).map_err(|source| RuntimeError::Bind { loc: b.loc.clone(), addr: b.addr, source })?;
+            list.push(WorkerListener { socket, frontend: b.frontend.clone(), limit: b.limit.clone() });
+        }
+    }
+    Ok(per_worker)
+}
+
+/// Two descriptors per session, with headroom for listeners, checks and logs.
+fn default_maxconn() -> u32 {
+    let soft = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE).map_or(1024, |(soft, _)| soft);
+    (soft.saturating_sub(64) / 2).clamp(1, u32::MAX as u64) as u32
+}
+
+fn report_start(cfg: &Config, plan: &Plan, workers: usize, choice: DriverChoice) -> Result<(), RuntimeError> {
+    let probe = driver::build_runtime(choice)?;
+    log::info!(
+        "proxy {} starting: {workers} worker(s), event driver {}, forward engine copy (userspace; splice(2) and sockmap not built yet), kTLS not built yet",
+        env!("CARGO_PKG_VERSION"),
+        driver::driver_name(probe.driver_type()),
+    );
+    for b in &plan.binds {
+        log::info!("frontend {} listening on {} -> backend {}", b.frontend.name, b.addr, b.frontend.backend.set.backend);
+    }
+    for line in &plan.not_served {
+        log::warn!("{line}");
+    }
+    if !cfg.global.logs.is_empty() {
+        log::warn!("global 'log' targets are not used yet: logs go to stderr");
+    }
+    if cfg.global.daemon {
+        log::warn!("'daemon' ignored: the proxy runs in the foreground (use a service manager)");
+    }
+    Ok(())
+}
+
+/// Blocks on signals. The first stop signal closes the listeners and lets sessions finish for
+/// up to `grace`; a second one, or the end of the grace period, ends the process at once.
+fn wait_for_stop(stop: &Shutdown, grace: Duration) -> Result<(), RuntimeError> {
+    loop {
+        match signals::wait()? {
+            signals::Request::Reload => log::warn!("SIGHUP: reload is not supported yet; ignored"),
+            signals::Request::Stop => break,
+        }
+    }
+    stop.trigger();
+    let deadline = Instant::now() + grace;
+    log::info!("stopping: listeners closed, {} session(s) may finish within {grace:?}", session_count());
+    while session_count() > 0 && Instant::now() < deadline {
+        if signals::poll(Duration::from_millis(100))? == Some(signals::Request::Stop) {
+            log::warn!("second stop signal: exiting now with {} session(s) open", session_count());
+            return Ok(());
+        }
+    }
+    let left = session_count();
+    if left > 0 {
+        log::warn!("grace period over: closing {left} session(s)");
+    }
+    Ok(())
+}

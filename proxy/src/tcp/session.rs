@@ -1,0 +1,119 @@
+//! One `mode tcp` session from accept to the access-log line.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use compio::net::TcpStream;
+
+use crate::balance::ServerSet;
+use crate::forward::{self, Engine, FlowParams};
+use crate::log::{SessionRecord, TermState, ACCESS};
+
+use super::connect::{connect_server, ConnectFailure};
+
+/// A backend as the data path sees it: immutable settings plus shared live counters.
+#[derive(Debug)]
+pub struct Backend {
+    pub set: Arc<ServerSet>,
+    pub connect_timeout: Option<Duration>,
+    pub retries: u32,
+    pub redispatch: bool,
+    pub engine: Engine,
+    pub conns: AtomicUsize,
+}
+
+#[derive(Debug)]
+pub struct Frontend {
+    pub name: String,
+    pub backend: Arc<Backend>,
+    /// Client-side timeouts come from the frontend, server-side ones from the backend.
+    pub flow: FlowParams,
+    /// `option dontlognull`: sessions that carried no byte are not logged.
+    pub dont_log_null: bool,
+    pub conns: AtomicUsize,
+}
+
+/// Live sessions of the whole process, for logs and for draining at shutdown.
+static ACTIVE: AtomicUsize = AtomicUsize::new(0);
+
+/// Decrements a counter when the session ends, however it ends.
+struct Count<'a>(&'a AtomicUsize);
+
+impl<'a> Count<'a> {
+    fn new(c: &'a AtomicUsize) -> Count<'a> {
+        c.fetch_add(1, Ordering::Relaxed);
+        Count(c)
+    }
+}
+
+impl Drop for Count<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+pub async fn run_session(client: TcpStream, peer: SocketAddr, fe: Arc<Frontend>) {
+    let accepted = SystemTime::now();
+    let started = Instant::now();
+    let _active = Count::new(&ACTIVE);
+    let _fe = Count::new(&fe.conns);
+    let be = &fe.backend;
+    let _be = Count::new(&be.conns);
+    let _ = client.set_nodelay(true);
+
+    let mut record = SessionRecord {
+        client: peer,
+        accepted,
+        frontend: &fe.name,
+        backend: &be.set.backend,
+        server: "<NOSRV>",
+        queue_wait: Some(Duration::ZERO),
+        connect: None,
+        total: Duration::ZERO,
+        bytes_down: 0,
+        term: TermState(*b"SC"),
+        active: ACTIVE.load(Ordering::Relaxed),
+        frontend_conns: fe.conns.load(Ordering::Relaxed),
+        backend_conns: be.conns.load(Ordering::Relaxed),
+        server_conns: 0,
+        retries: 0,
+    };
+
+    let server_name;
+    match connect_server(be, peer.ip()).await {
+        Ok(c) => {
+            server_name = c.claim.server.name.clone();
+            record.server = &server_name;
+            record.connect = Some(c.connect_time);
+            record.retries = c.retries;
+            record.server_conns = c.claim.server.current() as usize;
+            let flow = forward::forward(be.engine, client, c.stream, fe.flow).await;
+            record.bytes_down = flow.bytes_down;
+            record.term = TermState(flow.end.haproxy_flags().as_bytes().try_into().unwrap_or(*b"--"));
+            record.total = started.elapsed();
+            if fe.dont_log_null && flow.bytes_up == 0 && flow.bytes_down == 0 {
+                return;
+            }
+            drop(c.claim);
+        }
+        Err(ConnectFailure::NoServer) => {
+            record.total = started.elapsed();
+            log::warn!("backend {} has no server available!", be.set.backend);
+        }
+        Err(ConnectFailure::Failed { server, retries, timed_out }) => {
+            server_name = server.name.clone();
+            record.server = &server_name;
+            record.retries = retries;
+            record.term = TermState(if timed_out { *b"sC" } else { *b"SC" });
+            record.total = started.elapsed();
+        }
+    }
+    log::info!(target: ACCESS, "{record}");
+}
+
+/// Sessions open in the whole process.
+pub fn session_count() -> usize {
+    ACTIVE.load(Ordering::Relaxed)
+}
