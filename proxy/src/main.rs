@@ -7,7 +7,11 @@ use clap::Parser;
 use proxy::runtime::{self, DriverChoice, RunOptions};
 
 #[derive(Parser, Debug)]
-#[command(name = "proxy", version, about = "HAProxy-compatible load balancer for Ant Media Server clusters")]
+#[command(
+    name = "proxy",
+    version,
+    about = "HAProxy-compatible load balancer for Ant Media Server clusters"
+)]
 struct Cli {
     /// Configuration file or directory (its *.cfg files in order); repeatable.
     #[arg(short = 'f', value_name = "FILE", required = true)]

@@ -48,7 +48,11 @@ impl ServerSet {
     /// Active servers are used while any is usable; backups only when none is.
     pub fn pick_server(&self, ctx: PickContext<'_>) -> Option<Arc<Server>> {
         let eligible = self.eligible(ctx.avoid, false);
-        let eligible = if eligible.is_empty() { self.eligible(ctx.avoid, true) } else { eligible };
+        let eligible = if eligible.is_empty() {
+            self.eligible(ctx.avoid, true)
+        } else {
+            eligible
+        };
         let index = match self.algorithm {
             Balance::RoundRobin => self.pick_roundrobin(&eligible),
             Balance::LeastConn => self.pick_leastconn(&eligible),
@@ -70,7 +74,10 @@ impl ServerSet {
 
     /// Weighted round robin: position `cursor mod total_weight` walks the cumulative weights.
     fn pick_roundrobin(&self, eligible: &[usize]) -> Option<usize> {
-        let total: usize = eligible.iter().map(|&i| self.servers[i].weight as usize).sum();
+        let total: usize = eligible
+            .iter()
+            .map(|&i| self.servers[i].weight as usize)
+            .sum();
         if total == 0 {
             return None;
         }
@@ -90,13 +97,11 @@ impl ServerSet {
     fn pick_leastconn(&self, eligible: &[usize]) -> Option<usize> {
         let start = self.cursor.fetch_add(1, Ordering::Relaxed);
         let n = eligible.len();
-        (0..n)
-            .map(|k| eligible[(start + k) % n])
-            .min_by_key(|&i| {
-                let s = &self.servers[i];
-                // Cross-multiplied comparison key: conns/weight scaled to avoid floats.
-                (s.current() as u64 * 256) / s.weight.max(1) as u64
-            })
+        (0..n).map(|k| eligible[(start + k) % n]).min_by_key(|&i| {
+            let s = &self.servers[i];
+            // Cross-multiplied comparison key: conns/weight scaled to avoid floats.
+            (s.current() as u64 * 256) / s.weight.max(1) as u64
+        })
     }
 }
 
@@ -114,7 +119,9 @@ fn pick_source(eligible: &[usize], ip: IpAddr) -> Option<usize> {
 }
 
 fn fnv1a(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| (h ^ b as u64).wrapping_mul(0x0100_0000_01b3))
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| {
+        (h ^ b as u64).wrapping_mul(0x0100_0000_01b3)
+    })
 }
 
 #[cfg(test)]

@@ -52,7 +52,11 @@ pub struct Server {
 
 impl Server {
     pub fn from_config(index: usize, s: &config::Server) -> Server {
-        let state = if s.params.disabled { ServerState::Maint } else { ServerState::Up };
+        let state = if s.params.disabled {
+            ServerState::Maint
+        } else {
+            ServerState::Up
+        };
         Server {
             index,
             name: s.name.clone(),
@@ -105,7 +109,9 @@ impl Server {
     pub fn claim(self: &std::sync::Arc<Self>) -> ServerClaim {
         self.current.fetch_add(1, Ordering::Relaxed);
         self.total.fetch_add(1, Ordering::Relaxed);
-        ServerClaim { server: self.clone() }
+        ServerClaim {
+            server: self.clone(),
+        }
     }
 }
 
@@ -122,5 +128,8 @@ impl Drop for ServerClaim {
 }
 
 fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
 }

@@ -10,7 +10,11 @@ fn set(balance: Balance, servers: &[(&str, u32, bool)]) -> ServerSet {
         p.servers.push(config::Server {
             name: name.to_string(),
             addr: format!("127.0.0.{}:1935", i + 2).parse().unwrap(),
-            params: ServerParams { weight: *weight, backup: *backup, ..ServerParams::default() },
+            params: ServerParams {
+                weight: *weight,
+                backup: *backup,
+                ..ServerParams::default()
+            },
             loc: Loc::default(),
         });
     }
@@ -18,7 +22,10 @@ fn set(balance: Balance, servers: &[(&str, u32, bool)]) -> ServerSet {
 }
 
 fn ctx(avoid: &[usize]) -> PickContext<'_> {
-    PickContext { client_ip: IpAddr::V4(Ipv4Addr::LOCALHOST), avoid }
+    PickContext {
+        client_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
+        avoid,
+    }
 }
 
 fn counts(set: &ServerSet, n: usize) -> HashMap<String, usize> {
@@ -40,7 +47,10 @@ fn roundrobin_follows_weights() {
 
 #[test]
 fn down_servers_are_skipped_and_backups_take_over() {
-    let s = set(Balance::RoundRobin, &[("a", 1, false), ("b", 1, false), ("bk", 1, true)]);
+    let s = set(
+        Balance::RoundRobin,
+        &[("a", 1, false), ("b", 1, false), ("bk", 1, true)],
+    );
     assert!(!counts(&s, 10).contains_key("bk"));
     s.servers[0].set_state(ServerState::Down);
     assert_eq!(counts(&s, 10)["b"], 10);
@@ -75,7 +85,10 @@ fn leastconn_prefers_idle_server() {
 
 #[test]
 fn source_is_stable_per_client() {
-    let s = set(Balance::Source, &[("a", 1, false), ("b", 1, false), ("c", 1, false)]);
+    let s = set(
+        Balance::Source,
+        &[("a", 1, false), ("b", 1, false), ("c", 1, false)],
+    );
     let first = s.pick_server(ctx(&[])).unwrap().name.clone();
     for _ in 0..10 {
         assert_eq!(s.pick_server(ctx(&[])).unwrap().name, first);

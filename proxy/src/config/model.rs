@@ -35,7 +35,9 @@ impl Config {
 
     /// A proxy that can receive traffic from a frontend: a backend or a listen section.
     pub fn proxy_backend(&self, name: &str) -> Option<&Proxy> {
-        self.proxies.iter().find(|p| p.name == name && p.kind.has_backend())
+        self.proxies
+            .iter()
+            .find(|p| p.name == name && p.kind.has_backend())
     }
 
     /// Proxies that accept connections (frontend, listen).
@@ -321,10 +323,20 @@ pub struct HttpRule {
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum HttpAction {
-    AddHeader { name: String, value: String },
-    SetHeader { name: String, value: String },
-    DelHeader { name: String },
-    Deny { status: u16 },
+    AddHeader {
+        name: String,
+        value: String,
+    },
+    SetHeader {
+        name: String,
+        value: String,
+    },
+    DelHeader {
+        name: String,
+    },
+    Deny {
+        status: u16,
+    },
     Redirect(Redirect),
     /// `http-request use-service prometheus-exporter`.
     UseService(String),

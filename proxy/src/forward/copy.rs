@@ -28,7 +28,13 @@ pub async fn forward(client: TcpStream, server: TcpStream, p: FlowParams) -> Flo
     let mut down_bytes = 0u64;
     let end = {
         let up = pin!(pump(&client, &server, p.bufsize, &activity, &mut up_bytes));
-        let down = pin!(pump(&server, &client, p.bufsize, &activity, &mut down_bytes));
+        let down = pin!(pump(
+            &server,
+            &client,
+            p.bufsize,
+            &activity,
+            &mut down_bytes
+        ));
         let watchdog = pin!(activity.expired(p.limits.idle));
         match select(select(up, down), watchdog).await {
             Either::Right(((), _)) => FlowEnd::ClientTimeout,
@@ -41,11 +47,21 @@ pub async fn forward(client: TcpStream, server: TcpStream, p: FlowParams) -> Flo
         }
     };
     apply_end(end, &client, &server);
-    FlowStats { bytes_up: up_bytes, bytes_down: down_bytes, end }
+    FlowStats {
+        bytes_up: up_bytes,
+        bytes_down: down_bytes,
+        end,
+    }
 }
 
 /// One direction is over; a clean FIN lets the other run on (half-close), a failure ends both.
-async fn finish_other<F>(first: DirEnd, first_is_up: bool, other: F, activity: &Activity, p: &FlowParams) -> FlowEnd
+async fn finish_other<F>(
+    first: DirEnd,
+    first_is_up: bool,
+    other: F,
+    activity: &Activity,
+    p: &FlowParams,
+) -> FlowEnd
 where
     F: std::future::Future<Output = DirEnd> + Unpin,
 {
@@ -86,7 +102,13 @@ fn apply_end(end: FlowEnd, client: &TcpStream, server: &TcpStream) {
     }
 }
 
-async fn pump(from: &TcpStream, to: &TcpStream, bufsize: usize, activity: &Activity, moved: &mut u64) -> DirEnd {
+async fn pump(
+    from: &TcpStream,
+    to: &TcpStream,
+    bufsize: usize,
+    activity: &Activity,
+    moved: &mut u64,
+) -> DirEnd {
     let mut reader = from;
     let mut writer = to;
     let mut buf = Vec::with_capacity(bufsize);

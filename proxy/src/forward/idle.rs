@@ -22,12 +22,20 @@ impl IdleLimits {
             (Some(c), Some(s)) => Some(c.min(s)),
             (c, s) => c.or(s),
         };
-        IdleLimits { idle: t.tunnel.or(both), client_fin: t.client_fin, server_fin: t.server_fin }
+        IdleLimits {
+            idle: t.tunnel.or(both),
+            client_fin: t.client_fin,
+            server_fin: t.server_fin,
+        }
     }
 
     /// The limit once one direction is finished; `client_done` says which one.
     pub fn after_half_close(&self, client_done: bool) -> Option<Duration> {
-        let fin = if client_done { self.server_fin } else { self.client_fin };
+        let fin = if client_done {
+            self.server_fin
+        } else {
+            self.client_fin
+        };
         match (self.idle, fin) {
             (Some(i), Some(f)) => Some(i.min(f)),
             (i, f) => i.or(f),
@@ -75,7 +83,10 @@ mod tests {
             tunnel: Some(Duration::from_secs(7200)),
             ..Timeouts::default()
         };
-        assert_eq!(IdleLimits::from_timeouts(&t).idle, Some(Duration::from_secs(7200)));
+        assert_eq!(
+            IdleLimits::from_timeouts(&t).idle,
+            Some(Duration::from_secs(7200))
+        );
     }
 
     #[test]
@@ -85,7 +96,10 @@ mod tests {
             server: Some(Duration::from_secs(3)),
             ..Timeouts::default()
         };
-        assert_eq!(IdleLimits::from_timeouts(&t).idle, Some(Duration::from_secs(3)));
+        assert_eq!(
+            IdleLimits::from_timeouts(&t).idle,
+            Some(Duration::from_secs(3))
+        );
     }
 
     #[test]

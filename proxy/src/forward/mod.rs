@@ -72,12 +72,20 @@ pub struct FlowParams {
 
 impl Default for FlowParams {
     fn default() -> Self {
-        FlowParams { limits: IdleLimits::default(), bufsize: 16 * 1024 }
+        FlowParams {
+            limits: IdleLimits::default(),
+            bufsize: 16 * 1024,
+        }
     }
 }
 
 /// Forwards until both directions are closed, a side fails, or the flow goes idle.
-pub async fn forward(engine: Engine, client: TcpStream, server: TcpStream, p: FlowParams) -> FlowStats {
+pub async fn forward(
+    engine: Engine,
+    client: TcpStream,
+    server: TcpStream,
+    p: FlowParams,
+) -> FlowStats {
     match engine {
         Engine::Copy => copy::forward(client, server, p).await,
     }
@@ -86,7 +94,10 @@ pub async fn forward(engine: Engine, client: TcpStream, server: TcpStream, p: Fl
 /// Reads that end like this mean the peer reset the connection, not that it finished.
 fn is_reset(e: &std::io::Error) -> bool {
     use std::io::ErrorKind::*;
-    matches!(e.kind(), ConnectionReset | ConnectionAborted | BrokenPipe | NotConnected | TimedOut)
+    matches!(
+        e.kind(),
+        ConnectionReset | ConnectionAborted | BrokenPipe | NotConnected | TimedOut
+    )
 }
 
 /// Zero-duration linger turns the next close into a RST, which is how a reset is passed on.

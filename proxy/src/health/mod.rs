@@ -24,20 +24,24 @@ pub fn spawn_checker(
     backends: Vec<CheckedBackend>,
     choice: DriverChoice,
 ) -> io::Result<Option<std::thread::JoinHandle<()>>> {
-    let any = backends.iter().any(|b| b.servers.servers.iter().any(|s| is_checked(s)));
+    let any = backends
+        .iter()
+        .any(|b| b.servers.servers.iter().any(|s| is_checked(s)));
     if !any {
         return Ok(None);
     }
-    let handle = std::thread::Builder::new().name("health".into()).spawn(move || {
-        let rt = match driver::build_runtime(choice) {
-            Ok(rt) => rt,
-            Err(e) => {
-                log::error!("health checker cannot start its runtime: {e}; servers stay UP");
-                return;
-            }
-        };
-        rt.block_on(run_all(backends));
-    })?;
+    let handle = std::thread::Builder::new()
+        .name("health".into())
+        .spawn(move || {
+            let rt = match driver::build_runtime(choice) {
+                Ok(rt) => rt,
+                Err(e) => {
+                    log::error!("health checker cannot start its runtime: {e}; servers stay UP");
+                    return;
+                }
+            };
+            rt.block_on(run_all(backends));
+        })?;
     Ok(Some(handle))
 }
 
@@ -108,9 +112,23 @@ async fn tcp_check(addr: SocketAddr, timeout: Duration) -> Result<(), String> {
 }
 
 /// Logs a transition in HAProxy's words, so operators' log alerts keep matching.
-fn report(set: &ServerSet, server: &Server, now: &str, result: &Result<(), String>, took: Duration) {
-    let active = set.servers.iter().filter(|s| !s.backup && s.state() == ServerState::Up).count();
-    let backup = set.servers.iter().filter(|s| s.backup && s.state() == ServerState::Up).count();
+fn report(
+    set: &ServerSet,
+    server: &Server,
+    now: &str,
+    result: &Result<(), String>,
+    took: Duration,
+) {
+    let active = set
+        .servers
+        .iter()
+        .filter(|s| !s.backup && s.state() == ServerState::Up)
+        .count();
+    let backup = set
+        .servers
+        .iter()
+        .filter(|s| s.backup && s.state() == ServerState::Up)
+        .count();
     let ms = took.as_millis();
     match result {
         Ok(()) => log::warn!(

@@ -48,7 +48,11 @@ pub const ACCESS: &str = "access";
 
 /// Installs the stderr logger; `debug` is the CLI's `-d`.
 pub fn init(debug: bool) {
-    let max = if debug { log::LevelFilter::Debug } else { log::LevelFilter::Info };
+    let max = if debug {
+        log::LevelFilter::Debug
+    } else {
+        log::LevelFilter::Info
+    };
     if log::set_boxed_logger(Box::new(StderrLogger { max })).is_ok() {
         log::set_max_level(max);
     }

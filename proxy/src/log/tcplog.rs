@@ -76,8 +76,9 @@ impl fmt::Display for HaproxyDate {
         let secs = since.as_secs();
         let (y, m, d) = civil_from_days((secs / 86_400) as i64);
         let tod = secs % 86_400;
-        const MONTHS: [&str; 12] =
-            ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
+        const MONTHS: [&str; 12] = [
+            "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+        ];
         let month = MONTHS.get(m as usize - 1).copied().unwrap_or("???");
         write!(
             f,

@@ -23,7 +23,9 @@ impl FromStr for DriverChoice {
             "auto" => Ok(DriverChoice::Auto),
             "io-uring" | "io_uring" | "uring" => Ok(DriverChoice::IoUring),
             "poll" | "epoll" => Ok(DriverChoice::Poll),
-            other => Err(format!("unknown driver '{other}' (expected auto, io-uring or poll)")),
+            other => Err(format!(
+                "unknown driver '{other}' (expected auto, io-uring or poll)"
+            )),
         }
     }
 }
@@ -44,7 +46,10 @@ pub fn build_runtime(choice: DriverChoice) -> io::Result<Runtime> {
     }
     let rt = Runtime::builder().with_proactor(proactor).build()?;
     if choice == DriverChoice::IoUring && !rt.driver_type().is_iouring() {
-        return Err(io::Error::new(io::ErrorKind::Unsupported, "io_uring is not available"));
+        return Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            "io_uring is not available",
+        ));
     }
     Ok(rt)
 }

@@ -25,7 +25,9 @@ impl ConnLimit {
 
     fn try_take(&self) -> bool {
         self.current
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |c| (c < self.max).then_some(c + 1))
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |c| {
+                (c < self.max).then_some(c + 1)
+            })
             .is_ok()
     }
 

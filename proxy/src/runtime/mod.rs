@@ -26,7 +26,11 @@ pub enum RuntimeError {
     #[error("{loc}: {reason}")]
     Plan { loc: Loc, reason: String },
     #[error("{loc}: cannot bind {addr}: {source}")]
-    Bind { loc: Loc, addr: std::net::SocketAddr, source: std::io::Error },
+    Bind {
+        loc: Loc,
+        addr: std::net::SocketAddr,
+        source: std::io::Error,
+    },
     #[error("cannot drop privileges: {0}")]
     Privileges(String),
     #[error("cannot start: {0}")]
@@ -47,12 +51,22 @@ const DEFAULT_GRACE: Duration = Duration::from_secs(30);
 pub fn run(cfg: &Config, opts: &RunOptions) -> Result<(), RuntimeError> {
     signals::block()?;
     let plan = Plan::build(cfg)?;
-    let workers = cfg.global.nbthread.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let workers = cfg
+        .global
+        .nbthread
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
     let mut per_worker = bind_all(&plan, workers)?;
     privileges::drop_privileges(cfg.global.user.as_deref(), cfg.global.group.as_deref())?;
     report_start(cfg, &plan, workers, opts.driver)?;
 
-    let checked = plan.backends.iter().map(|(b, timeout)| CheckedBackend { servers: b.set.clone(), timeout: *timeout }).collect();
+    let checked = plan
+        .backends
+        .iter()
+        .map(|(b, timeout)| CheckedBackend {
+            servers: b.set.clone(),
+            timeout: *timeout,
+        })
+        .collect();
     health::spawn_checker(checked, opts.driver)?;
 
     let stop = Arc::new(Shutdown::default());
@@ -72,8 +86,16 @@ fn bind_all(plan: &Plan, workers: usize) -> Result<Vec<Vec<WorkerListener>>, Run
     let mut per_worker: Vec<Vec<WorkerListener>> = (0..workers).map(|_| Vec::new()).collect();
     for b in &plan.binds {
         for list in per_worker.iter_mut() {
-            let socket = listen::bind_reuseport(b.addr).map_err(|source| RuntimeError::Bind { loc: b.loc.clone(), addr: b.addr, source })?;
-            list.push(WorkerListener { socket, frontend: b.frontend.clone(), limit: b.limit.clone() });
+            let socket = listen::bind_reuseport(b.addr).map_err(|source| RuntimeError::Bind {
+                loc: b.loc.clone(),
+                addr: b.addr,
+                source,
+            })?;
+            list.push(WorkerListener {
+                socket,
+                frontend: b.frontend.clone(),
+                limit: b.limit.clone(),
+            });
         }
     }
     Ok(per_worker)
@@ -81,11 +103,17 @@ fn bind_all(plan: &Plan, workers: usize) -> Result<Vec<Vec<WorkerListener>>, Run
 
 /// Two descriptors per session, with headroom for listeners, checks and logs.
 fn default_maxconn() -> u32 {
-    let soft = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE).map_or(1024, |(soft, _)| soft);
+    let soft = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
+        .map_or(1024, |(soft, _)| soft);
     (soft.saturating_sub(64) / 2).clamp(1, u32::MAX as u64) as u32
 }
 
-fn report_start(cfg: &Config, plan: &Plan, workers: usize, choice: DriverChoice) -> Result<(), RuntimeError> {
+fn report_start(
+    cfg: &Config,
+    plan: &Plan,
+    workers: usize,
+    choice: DriverChoice,
+) -> Result<(), RuntimeError> {
     let probe = driver::build_runtime(choice)?;
     log::info!(
         "proxy {} starting: {workers} worker(s), event driver {}, forward engine copy (userspace; splice(2) and sockmap not built yet), kTLS not built yet",
@@ -93,7 +121,12 @@ fn report_start(cfg: &Config, plan: &Plan, workers: usize, choice: DriverChoice)
         driver::driver_name(probe.driver_type()),
     );
     for b in &plan.binds {
-        log::info!("frontend {} listening on {} -> backend {}", b.frontend.name, b.addr, b.frontend.backend.set.backend);
+        log::info!(
+            "frontend {} listening on {} -> backend {}",
+            b.frontend.name,
+            b.addr,
+            b.frontend.backend.set.backend
+        );
     }
     for line in &plan.not_served {
         log::warn!("{line}");
@@ -110,18 +143,21 @@ fn report_start(cfg: &Config, plan: &Plan, workers: usize, choice: DriverChoice)
 /// Blocks on signals. The first stop signal closes the listeners and lets sessions finish for
 /// up to `grace`; a second one, or the end of the grace period, ends the process at once.
 fn wait_for_stop(stop: &Shutdown, grace: Duration) -> Result<(), RuntimeError> {
-    loop {
-        match signals::wait()? {
-            signals::Request::Reload => log::warn!("SIGHUP: reload is not supported yet; ignored"),
-            signals::Request::Stop => break,
-        }
+    while signals::wait()? == signals::Request::Reload {
+        log::warn!("SIGHUP: reload is not supported yet; ignored");
     }
     stop.trigger();
     let deadline = Instant::now() + grace;
-    log::info!("stopping: listeners closed, {} session(s) may finish within {grace:?}", session_count());
+    log::info!(
+        "stopping: listeners closed, {} session(s) may finish within {grace:?}",
+        session_count()
+    );
     while session_count() > 0 && Instant::now() < deadline {
         if signals::poll(Duration::from_millis(100))? == Some(signals::Request::Stop) {
-            log::warn!("second stop signal: exiting now with {} session(s) open", session_count());
+            log::warn!(
+                "second stop signal: exiting now with {} session(s) open",
+                session_count()
+            );
             return Ok(());
         }
     }

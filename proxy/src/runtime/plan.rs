@@ -32,10 +32,19 @@ impl Plan {
     pub fn build(cfg: &Config) -> Result<Plan, RuntimeError> {
         let bufsize = cfg.global.bufsize.unwrap_or(16 * 1024);
         let mut backends: HashMap<String, Arc<Backend>> = HashMap::new();
-        let mut plan = Plan { binds: Vec::new(), backends: Vec::new(), not_served: Vec::new() };
+        let mut plan = Plan {
+            binds: Vec::new(),
+            backends: Vec::new(),
+            not_served: Vec::new(),
+        };
         for fe in cfg.frontends() {
             if let Some(why) = not_served_reason(fe) {
-                plan.not_served.push(format!("{} '{}' at {}: {why}", fe.kind.keyword(), fe.name, fe.loc));
+                plan.not_served.push(format!(
+                    "{} '{}' at {}: {why}",
+                    fe.kind.keyword(),
+                    fe.name,
+                    fe.loc
+                ));
                 continue;
             }
             let be_proxy = backend_of(cfg, fe)?;
@@ -51,13 +60,21 @@ impl Plan {
             let frontend = Arc::new(Frontend {
                 name: fe.name.clone(),
                 backend,
-                flow: FlowParams { limits: flow_limits(&fe.timeouts, &be_proxy.timeouts), bufsize },
+                flow: FlowParams {
+                    limits: flow_limits(&fe.timeouts, &be_proxy.timeouts),
+                    bufsize,
+                },
                 dont_log_null: fe.options.dontlognull,
                 conns: AtomicUsize::new(0),
             });
             let limit = ConnLimit::new(fe.maxconn.or(cfg.global.maxconn));
             for b in &fe.binds {
-                plan.binds.push(PlannedBind { addr: b.addr, loc: b.loc.clone(), frontend: frontend.clone(), limit: limit.clone() });
+                plan.binds.push(PlannedBind {
+                    addr: b.addr,
+                    loc: b.loc.clone(),
+                    frontend: frontend.clone(),
+                    limit: limit.clone(),
+                });
             }
         }
         Ok(plan)
@@ -83,14 +100,21 @@ fn backend_of<'a>(cfg: &'a Config, fe: &'a Proxy) -> Result<&'a Proxy, RuntimeEr
             reason: "conditional 'use_backend' in mode tcp is not supported yet".into(),
         });
     }
-    let name = fe.use_backends.first().map(|r| &r.backend).or(fe.default_backend.as_ref());
+    let name = fe
+        .use_backends
+        .first()
+        .map(|r| &r.backend)
+        .or(fe.default_backend.as_ref());
     match name {
         Some(name) => cfg.proxy_backend(name).ok_or_else(|| RuntimeError::Plan {
             loc: fe.loc.clone(),
             reason: format!("backend '{name}' not found"),
         }),
         None if fe.kind.has_backend() => Ok(fe),
-        None => Err(RuntimeError::Plan { loc: fe.loc.clone(), reason: "no backend to send traffic to".into() }),
+        None => Err(RuntimeError::Plan {
+            loc: fe.loc.clone(),
+            reason: "no backend to send traffic to".into(),
+        }),
     }
 }
 
@@ -112,7 +136,8 @@ fn engine_for(p: &Proxy) -> Result<Engine, RuntimeError> {
         EngineChoice::Auto | EngineChoice::Copy => Ok(Engine::Copy),
         forced @ (EngineChoice::Sockmap | EngineChoice::Splice) => Err(RuntimeError::Plan {
             loc: p.loc.clone(),
-            reason: format!("forward-engine {forced:?} is not available in this build (only copy)").to_lowercase(),
+            reason: format!("forward-engine {forced:?} is not available in this build (only copy)")
+                .to_lowercase(),
         }),
     }
 }

@@ -15,12 +15,19 @@ pub fn drop_privileges(user: Option<&str>, group: Option<&str>) -> Result<(), Ru
     let err = |what: String| RuntimeError::Privileges(what);
     let gid = match group {
         Some(g) => Some(
-            Group::from_name(g).map_err(|e| err(format!("group '{g}': {e}")))?.ok_or_else(|| err(format!("no group '{g}'")))?.gid,
+            Group::from_name(g)
+                .map_err(|e| err(format!("group '{g}': {e}")))?
+                .ok_or_else(|| err(format!("no group '{g}'")))?
+                .gid,
         ),
         None => None,
     };
     let uid = match user {
-        Some(u) => Some(User::from_name(u).map_err(|e| err(format!("user '{u}': {e}")))?.ok_or_else(|| err(format!("no user '{u}'")))?),
+        Some(u) => Some(
+            User::from_name(u)
+                .map_err(|e| err(format!("user '{u}': {e}")))?
+                .ok_or_else(|| err(format!("no user '{u}'")))?,
+        ),
         None => None,
     };
     let gid: Option<Gid> = gid.or(uid.as_ref().map(|u| u.gid));

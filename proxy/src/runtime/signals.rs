@@ -13,7 +13,12 @@ pub enum Request {
 
 fn handled() -> SigSet {
     let mut set = SigSet::empty();
-    for s in [Signal::SIGTERM, Signal::SIGINT, Signal::SIGUSR1, Signal::SIGHUP] {
+    for s in [
+        Signal::SIGTERM,
+        Signal::SIGINT,
+        Signal::SIGUSR1,
+        Signal::SIGHUP,
+    ] {
         set.add(s);
     }
     set
@@ -34,12 +39,23 @@ pub fn wait() -> nix::Result<Request> {
 /// Waits up to `timeout` for one of our signals.
 pub fn poll(timeout: std::time::Duration) -> nix::Result<Option<Request>> {
     let set = handled();
-    let ts = libc::timespec { tv_sec: timeout.as_secs() as libc::time_t, tv_nsec: timeout.subsec_nanos() as libc::c_long };
+    let ts = libc::timespec {
+        tv_sec: timeout.as_secs() as libc::time_t,
+        tv_nsec: timeout.subsec_nanos() as libc::c_long,
+    };
     // SAFETY: `set` is a valid sigset_t and the info pointer may be null.
     let r = unsafe { libc::sigtimedwait(set.as_ref(), std::ptr::null_mut(), &ts) };
     if r < 0 {
         let e = nix::errno::Errno::last();
-        return if e == nix::errno::Errno::EAGAIN || e == nix::errno::Errno::EINTR { Ok(None) } else { Err(e) };
+        return if e == nix::errno::Errno::EAGAIN || e == nix::errno::Errno::EINTR {
+            Ok(None)
+        } else {
+            Err(e)
+        };
     }
-    Ok(Some(if r == libc::SIGHUP { Request::Reload } else { Request::Stop }))
+    Ok(Some(if r == libc::SIGHUP {
+        Request::Reload
+    } else {
+        Request::Stop
+    }))
 }

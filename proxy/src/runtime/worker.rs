@@ -48,7 +48,13 @@ pub struct WorkerListener {
     pub limit: Arc<ConnLimit>,
 }
 
-pub fn run_worker(id: usize, listeners: Vec<WorkerListener>, global: Arc<ConnLimit>, stop: Arc<Shutdown>, choice: DriverChoice) {
+pub fn run_worker(
+    id: usize,
+    listeners: Vec<WorkerListener>,
+    global: Arc<ConnLimit>,
+    stop: Arc<Shutdown>,
+    choice: DriverChoice,
+) {
     let rt = match driver::build_runtime(choice) {
         Ok(rt) => rt,
         Err(e) => {
@@ -56,12 +62,21 @@ pub fn run_worker(id: usize, listeners: Vec<WorkerListener>, global: Arc<ConnLim
             return;
         }
     };
-    log::debug!("worker {id}: driver {}", driver::driver_name(rt.driver_type()));
+    log::debug!(
+        "worker {id}: driver {}",
+        driver::driver_name(rt.driver_type())
+    );
     rt.block_on(async move {
         let mut loops = Vec::new();
         for l in listeners {
             match TcpListener::from_std(l.socket) {
-                Ok(listener) => loops.push(compio::runtime::spawn(accept_loop(listener, l.frontend, l.limit, global.clone(), stop.clone()))),
+                Ok(listener) => loops.push(compio::runtime::spawn(accept_loop(
+                    listener,
+                    l.frontend,
+                    l.limit,
+                    global.clone(),
+                    stop.clone(),
+                ))),
                 Err(e) => log::error!("worker {id}: cannot register listener: {e}"),
             }
         }
@@ -81,12 +96,22 @@ async fn until_stop<F: std::future::Future>(stop: &Shutdown, fut: F) -> Option<F
     }
 }
 
-async fn accept_loop(listener: TcpListener, fe: Arc<Frontend>, limit: Arc<ConnLimit>, global: Arc<ConnLimit>, stop: Arc<Shutdown>) {
+async fn accept_loop(
+    listener: TcpListener,
+    fe: Arc<Frontend>,
+    limit: Arc<ConnLimit>,
+    global: Arc<ConnLimit>,
+    stop: Arc<Shutdown>,
+) {
     loop {
         // Take the slots first: at maxconn we stop accepting and the backlog holds the rest.
         let slots = async { (global.acquire().await, limit.acquire().await) };
-        let Some(slots) = until_stop(&stop, slots).await else { break };
-        let Some(accepted) = until_stop(&stop, listener.accept()).await else { break };
+        let Some(slots) = until_stop(&stop, slots).await else {
+            break;
+        };
+        let Some(accepted) = until_stop(&stop, listener.accept()).await else {
+            break;
+        };
         match accepted {
             Ok((stream, peer)) => {
                 let fe = fe.clone();
@@ -99,7 +124,10 @@ async fn accept_loop(listener: TcpListener, fe: Arc<Frontend>, limit: Arc<ConnLi
             Err(e) => {
                 log::warn!("frontend {}: accept failed: {e}", fe.name);
                 // Out of descriptors or memory: back off instead of spinning on the error.
-                if !matches!(e.kind(), ErrorKind::ConnectionAborted | ErrorKind::Interrupted) {
+                if !matches!(
+                    e.kind(),
+                    ErrorKind::ConnectionAborted | ErrorKind::Interrupted
+                ) {
                     compio::time::sleep(Duration::from_millis(100)).await;
                 }
             }

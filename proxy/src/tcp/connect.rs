@@ -22,7 +22,11 @@ pub enum ConnectFailure {
     /// No server is UP (or all are full): HAProxy's `<NOSRV>`.
     NoServer,
     /// Every attempt failed; the last server tried, and whether the last failure was a timeout.
-    Failed { server: Arc<Server>, retries: u32, timed_out: bool },
+    Failed {
+        server: Arc<Server>,
+        retries: u32,
+        timed_out: bool,
+    },
 }
 
 /// HAProxy waits min(`timeout connect`, 1 s) before retrying the same server, so a restarting
@@ -31,21 +35,43 @@ const TURNAROUND: Duration = Duration::from_secs(1);
 
 pub async fn connect_server(be: &Backend, client_ip: IpAddr) -> Result<Connected, ConnectFailure> {
     let mut tried: Vec<usize> = Vec::new();
-    let mut server = be.set.pick_server(PickContext { client_ip, avoid: &[] }).ok_or(ConnectFailure::NoServer)?;
+    let mut server = be
+        .set
+        .pick_server(PickContext {
+            client_ip,
+            avoid: &[],
+        })
+        .ok_or(ConnectFailure::NoServer)?;
     let started = Instant::now();
     let mut timed_out = false;
     for attempt in 0..=be.retries {
         if attempt > 0 {
             let redispatch = be.redispatch && attempt == be.retries;
-            match redispatch.then(|| be.set.pick_server(PickContext { client_ip, avoid: &tried })).flatten() {
+            match redispatch
+                .then(|| {
+                    be.set.pick_server(PickContext {
+                        client_ip,
+                        avoid: &tried,
+                    })
+                })
+                .flatten()
+            {
                 Some(other) => server = other,
-                None => compio::time::sleep(be.connect_timeout.unwrap_or(TURNAROUND).min(TURNAROUND)).await,
+                None => {
+                    compio::time::sleep(be.connect_timeout.unwrap_or(TURNAROUND).min(TURNAROUND))
+                        .await
+                }
             }
         }
         let claim = server.claim();
         match try_connect(&server, be.connect_timeout).await {
             Ok(stream) => {
-                return Ok(Connected { stream, claim, retries: attempt, connect_time: started.elapsed() })
+                return Ok(Connected {
+                    stream,
+                    claim,
+                    retries: attempt,
+                    connect_time: started.elapsed(),
+                })
             }
             Err(e) => {
                 timed_out = e.kind() == std::io::ErrorKind::TimedOut;
@@ -56,7 +82,11 @@ pub async fn connect_server(be: &Backend, client_ip: IpAddr) -> Result<Connected
             }
         }
     }
-    Err(ConnectFailure::Failed { server, retries: be.retries, timed_out })
+    Err(ConnectFailure::Failed {
+        server,
+        retries: be.retries,
+        timed_out,
+    })
 }
 
 async fn try_connect(server: &Server, limit: Option<Duration>) -> std::io::Result<TcpStream> {

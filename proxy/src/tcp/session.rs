@@ -91,7 +91,13 @@ pub async fn run_session(client: TcpStream, peer: SocketAddr, fe: Arc<Frontend>)
             record.server_conns = c.claim.server.current() as usize;
             let flow = forward::forward(be.engine, client, c.stream, fe.flow).await;
             record.bytes_down = flow.bytes_down;
-            record.term = TermState(flow.end.haproxy_flags().as_bytes().try_into().unwrap_or(*b"--"));
+            record.term = TermState(
+                flow.end
+                    .haproxy_flags()
+                    .as_bytes()
+                    .try_into()
+                    .unwrap_or(*b"--"),
+            );
             record.total = started.elapsed();
             if fe.dont_log_null && flow.bytes_up == 0 && flow.bytes_down == 0 {
                 return;
@@ -102,7 +108,11 @@ pub async fn run_session(client: TcpStream, peer: SocketAddr, fe: Arc<Frontend>)
             record.total = started.elapsed();
             log::warn!("backend {} has no server available!", be.set.backend);
         }
-        Err(ConnectFailure::Failed { server, retries, timed_out }) => {
+        Err(ConnectFailure::Failed {
+            server,
+            retries,
+            timed_out,
+        }) => {
             server_name = server.name.clone();
             record.server = &server_name;
             record.retries = retries;

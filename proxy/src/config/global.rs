@@ -1,0 +1,282 @@
+//! Directives of the `global` section, and the `log` line shared with proxies.
+
+use std::path::PathBuf;
+
+use super::addr::parse_log_dest;
+use super::args::Args;
+use super::keywords;
+use super::model::{Global, Loc, LogTarget, RawDirective};
+use super::num::{parse_positive, parse_uint};
+use super::time::parse_duration;
+
+const FACILITIES: &[&str] = &[
+    "kern", "user", "mail", "daemon", "auth", "syslog", "lpr", "news", "uucp", "cron", "auth2",
+    "ftp", "ntp", "audit", "alert", "cron2", "local0", "local1", "local2", "local3", "local4",
+    "local5", "local6", "local7",
+];
+
+const LEVELS: &[&str] = &[
+    "emerg", "alert", "crit", "err", "warning", "notice", "info", "debug",
+];
+
+/// Applies one `global` line. `crt_base` is updated by `crt-base` for later `bind … crt`.
+pub(crate) fn directive(
+    global: &mut Global,
+    crt_base: &mut Option<PathBuf>,
+    words: &[String],
+    loc: &Loc,
+) -> Result<(), String> {
+    let Some((keyword, rest)) = words.split_first() else {
+        return Ok(());
+    };
+    let mut args = Args::new(keyword, rest);
+    let raw = || RawDirective {
+        words: words.to_vec(),
+        loc: loc.clone(),
+    };
+    match keyword.as_str() {
+        "log" => global.logs.push(log_target(&mut args, loc)?),
+        "maxconn" => global.maxconn = Some(parse_positive(args.need("a number")?, keyword)?),
+        "nbthread" => global.nbthread = Some(parse_positive(args.need("a number")?, keyword)?),
+        "user" => global.user = Some(args.need("a user name")?.to_string()),
+        "group" => global.group = Some(args.need("a group name")?.to_string()),
+        "daemon" => global.daemon = true,
+        "hard-stop-after" => {
+            global.hard_stop_after = Some(parse_duration(args.need("a time")?, keyword)?)
+        }
+        "tune.bufsize" => {
+            global.bufsize = Some(parse_positive(args.need("a size in bytes")?, keyword)?)
+        }
+        "crt-base" => {
+            *crt_base = Some(PathBuf::from(args.need("a directory")?));
+            global.other.push(raw());
+        }
+        "chroot"
+        | "pidfile"
+        | "ca-base"
+        | "node"
+        | "log-tag"
+        | "ssl-default-bind-ciphers"
+        | "ssl-default-bind-ciphersuites" => {
+            args.need("a value")?;
+            global.other.push(raw());
+        }
+        "ssl-default-bind-options" | "description" => {
+            args.need("a value")?;
+            args.rest();
+            global.other.push(raw());
+        }
+        "tune.ssl.default-dh-param" | "ulimit-n" => {
+            parse_positive::<u32>(args.need("a number")?, keyword)?;
+            global.other.push(raw());
+        }
+        "nbproc" => {
+            let n: u32 = parse_uint(args.need("a number")?, keyword)?;
+            if n != 1 {
+                return Err(format!(
+                    "'nbproc {n}' is not supported: only one process (use 'nbthread')"
+                ));
+            }
+            global.other.push(raw());
+        }
+        "stats" => {
+            global_stats(&mut args)?;
+            global.other.push(raw());
+        }
+        other if other == "option" || other == "timeout" || keywords::is_proxy_keyword(other) => {
+            return Err(format!("'{other}' is not allowed in a global section"));
+        }
+        other => return Err(format!("unknown keyword '{other}' in 'global' section")),
+    }
+    args.end()
+}
+
+/// `stats socket PATH [params]`, `stats timeout T`, `stats maxconn N`: checked, kept raw.
+fn global_stats(args: &mut Args<'_>) -> Result<(), String> {
+    match args.need("'socket', 'timeout' or 'maxconn'")? {
+        "socket" => {
+            args.need("a path or address")?;
+            args.rest();
+        }
+        "timeout" => {
+            parse_duration(args.need("a time")?, "stats timeout")?;
+        }
+        "maxconn" => {
+            parse_positive::<u32>(args.need("a number")?, "stats maxconn")?;
+        }
+        other => {
+            return Err(format!(
+            "unsupported 'stats {other}' in 'global' section (supported: socket, timeout, maxconn)"
+        ))
+        }
+    }
+    Ok(())
+}
+
+/// `log ADDR FACILITY [LEVEL [MINLEVEL]]` (global or proxy; `log global` is the proxy's).
+pub(crate) fn log_target(args: &mut Args<'_>, loc: &Loc) -> Result<LogTarget, String> {
+    let dest = parse_log_dest(args.need("an address")?)?;
+    let facility = args.need("a facility")?;
+    if matches!(facility, "len" | "format" | "sample") {
+        return Err(format!("log option '{facility}' is not supported"));
+    }
+    if !FACILITIES.contains(&facility) {
+        return Err(format!("unknown log facility '{facility}'"));
+    }
+    let level = args.next().map(check_level).transpose()?;
+    let minlevel = args.next().map(check_level).transpose()?;
+    args.end()?;
+    Ok(LogTarget {
+        dest,
+        facility: facility.to_string(),
+        level,
+        minlevel,
+        loc: loc.clone(),
+    })
+}
+
+fn check_level(level: &str) -> Result<String, String> {
+    if LEVELS.contains(&level) {
+        Ok(level.to_string())
+    } else {
+        Err(format!(
+            "unknown log level '{level}' (expected one of: {})",
+            LEVELS.join(", ")
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::model::LogDest;
+    use std::time::Duration;
+
+    fn apply(lines: &[&str]) -> (Global, Option<PathBuf>, Vec<String>) {
+        let mut global = Global::default();
+        let mut crt_base = None;
+        let mut errors = Vec::new();
+        for (i, line) in lines.iter().enumerate() {
+            let words: Vec<String> = line.split_whitespace().map(String::from).collect();
+            let loc = Loc {
+                file: "g.cfg".into(),
+                line: i + 1,
+            };
+            if let Err(e) = directive(&mut global, &mut crt_base, &words, &loc) {
+                errors.push(e);
+            }
+        }
+        (global, crt_base, errors)
+    }
+
+    fn error(line: &str) -> String {
+        apply(&[line])
+            .2
+            .pop()
+            .unwrap_or_else(|| panic!("no error for {line}"))
+    }
+
+    #[test]
+    fn seed_global() {
+        let (g, _, e) = apply(&[
+            "log 127.0.0.1 local0 notice",
+            "maxconn 2000",
+            "user haproxy",
+            "group haproxy",
+        ]);
+        assert!(e.is_empty(), "{e:?}");
+        assert_eq!(g.maxconn, Some(2000));
+        assert_eq!(g.user.as_deref(), Some("haproxy"));
+        assert_eq!(g.group.as_deref(), Some("haproxy"));
+        let log = g
+            .logs
+            .first()
+            .map(|l| (&l.dest, l.facility.as_str(), l.level.as_deref(), l.loc.line));
+        let dest = LogDest::Udp("127.0.0.1:514".parse().unwrap_or_else(|_| unreachable!()));
+        assert_eq!(log, Some((&dest, "local0", Some("notice"), 1)));
+    }
+
+    #[test]
+    fn typed_values() {
+        let (g, base, e) = apply(&[
+            "nbthread 4",
+            "daemon",
+            "hard-stop-after 30s",
+            "tune.bufsize 32768",
+            "log /dev/log daemon info err",
+            "log stderr local1",
+            "crt-base /etc/ssl",
+        ]);
+        assert!(e.is_empty(), "{e:?}");
+        assert_eq!(g.nbthread, Some(4));
+        assert!(g.daemon);
+        assert_eq!(g.hard_stop_after, Some(Duration::from_secs(30)));
+        assert_eq!(g.bufsize, Some(32768));
+        assert_eq!(
+            g.logs.first().and_then(|l| l.minlevel.as_deref()),
+            Some("err")
+        );
+        assert_eq!(g.logs.get(1).map(|l| &l.dest), Some(&LogDest::Stderr));
+        assert_eq!(base, Some(PathBuf::from("/etc/ssl")));
+    }
+
+    #[test]
+    fn kept_raw() {
+        let (g, _, e) = apply(&[
+            "chroot /var/lib/haproxy",
+            "pidfile /run/haproxy.pid",
+            "stats socket /run/haproxy/admin.sock mode 660 level admin expose-fd listeners",
+            "stats timeout 30s",
+            "ca-base /etc/ssl/certs",
+            "ssl-default-bind-ciphers ECDH+AESGCM:!aNULL",
+            "ssl-default-bind-ciphersuites TLS_AES_128_GCM_SHA256",
+            "ssl-default-bind-options ssl-min-ver TLSv1.2 no-tls-tickets",
+            "tune.ssl.default-dh-param 2048",
+            "nbproc 1",
+            "ulimit-n 65536",
+            "node lb1",
+            "description the AMS balancer",
+            "log-tag haproxy",
+        ]);
+        assert!(e.is_empty(), "{e:?}");
+        assert_eq!(g.other.len(), 14);
+        assert_eq!(g.other.get(2).map(|r| r.words.len()), Some(9));
+        assert_eq!(g.other.get(13).map(|r| r.loc.line), Some(14));
+    }
+
+    #[test]
+    fn errors() {
+        assert_eq!(error("maxconn 0"), "'maxconn' must be greater than 0");
+        assert!(error("maxconn 2k").contains("invalid number '2k'"));
+        assert_eq!(error("nbthread 0"), "'nbthread' must be greater than 0");
+        assert!(error("nbproc 2").contains("not supported"));
+        assert_eq!(error("daemon yes"), "unexpected argument 'yes' to 'daemon'");
+        assert_eq!(error("user"), "'user' needs a user name");
+        assert_eq!(error("user a b"), "unexpected argument 'b' to 'user'");
+        assert!(error("hard-stop-after 5x").contains("invalid time"));
+        assert_eq!(
+            error("bind :80"),
+            "'bind' is not allowed in a global section"
+        );
+        assert_eq!(
+            error("timeout client 5s"),
+            "'timeout' is not allowed in a global section"
+        );
+        assert_eq!(
+            error("frobnicate"),
+            "unknown keyword 'frobnicate' in 'global' section"
+        );
+        assert!(error("stats enable").contains("unsupported 'stats enable'"));
+        assert!(error("stats timeout x").contains("invalid time"));
+        assert_eq!(
+            error("log 127.0.0.1 local9"),
+            "unknown log facility 'local9'"
+        );
+        assert!(error("log 127.0.0.1 local0 loud").contains("unknown log level 'loud'"));
+        assert!(error("log 127.0.0.1 len 1024 local0").contains("not supported"));
+        assert_eq!(error("log 127.0.0.1"), "'log' needs a facility");
+        assert!(
+            error("log 127.0.0.1 local0 info err debug").contains("unexpected argument 'debug'")
+        );
+    }
+}

@@ -1,0 +1,548 @@
+//! HTTP directives: `http-request`, `reqadd`, `redirect`, `cookie`, `stats`.
+//! Conditions are kept as words (see `Args::condition`); the HTTP room compiles them.
+
+use super::args::Args;
+use super::model::{
+    CookieMode, CookieSpec, HttpAction, HttpRule, Loc, Proxy, RawDirective, Redirect, RedirectKind,
+};
+use super::num::parse_uint;
+use super::proxy::{codes_list, ERROR_CODES};
+use super::time::parse_duration;
+
+const REDIRECT_CODES: &[u16] = &[301, 302, 303, 307, 308];
+
+/// `http-request ACTION … [if|unless COND]`.
+pub(crate) fn http_request(
+    proxy: &mut Proxy,
+    args: &mut Args<'_>,
+    loc: &Loc,
+) -> Result<(), String> {
+    let action = match args.need("an action")? {
+        "add-header" => {
+            let (name, value) = header_and_value(args)?;
+            HttpAction::AddHeader { name, value }
+        }
+        "set-header" => {
+            let (name, value) = header_and_value(args)?;
+            HttpAction::SetHeader { name, value }
+        }
+        "del-header" => HttpAction::DelHeader {
+            name: header_name(args.need("a header name")?)?,
+        },
+        "deny" => HttpAction::Deny {
+            status: deny_status(args)?,
+        },
+        "redirect" => HttpAction::Redirect(redirect_spec(args)?),
+        "use-service" => match args.need("a service name")? {
+            "prometheus-exporter" => HttpAction::UseService("prometheus-exporter".to_string()),
+            other => {
+                return Err(format!(
+                    "unknown service '{other}' (supported: prometheus-exporter)"
+                ))
+            }
+        },
+        other => {
+            return Err(format!(
+                "unsupported http-request action '{other}' (supported: add-header, set-header, \
+                 del-header, deny, redirect, use-service)"
+            ))
+        }
+    };
+    let cond = args.condition()?;
+    proxy.http_rules.push(HttpRule {
+        action,
+        cond,
+        loc: loc.clone(),
+    });
+    Ok(())
+}
+
+/// `reqadd NAME:\ VALUE [if|unless COND]`: HAProxy ≤ 2.0's spelling of
+/// `http-request add-header NAME VALUE`, which seed 001 uses.
+pub(crate) fn reqadd(proxy: &mut Proxy, args: &mut Args<'_>, loc: &Loc) -> Result<(), String> {
+    let line = args.need("a header line")?;
+    let (name, value) = line
+        .split_once(':')
+        .ok_or_else(|| format!("'reqadd' needs 'Name: value', got '{line}'"))?;
+    let name = header_name(name.trim_end())?;
+    let action = HttpAction::AddHeader {
+        name,
+        value: value.trim_start().to_string(),
+    };
+    let cond = args.condition()?;
+    proxy.http_rules.push(HttpRule {
+        action,
+        cond,
+        loc: loc.clone(),
+    });
+    Ok(())
+}
+
+/// `redirect scheme|location|prefix X [code N] [if|unless COND]`.
+pub(crate) fn redirect(proxy: &mut Proxy, args: &mut Args<'_>, loc: &Loc) -> Result<(), String> {
+    let action = HttpAction::Redirect(redirect_spec(args)?);
+    let cond = args.condition()?;
+    proxy.http_rules.push(HttpRule {
+        action,
+        cond,
+        loc: loc.clone(),
+    });
+    Ok(())
+}
+
+fn redirect_spec(args: &mut Args<'_>) -> Result<Redirect, String> {
+    let kind = args.need("'scheme', 'location' or 'prefix'")?;
+    let target = args.value_of(kind)?.to_string();
+    let kind = match kind {
+        "scheme" => RedirectKind::Scheme(target),
+        "location" => RedirectKind::Location(target),
+        "prefix" => RedirectKind::Prefix(target),
+        other => {
+            return Err(format!(
+                "unknown redirect type '{other}' (supported: scheme, location, prefix)"
+            ))
+        }
+    };
+    let mut code = 302;
+    while let Some(word) = args.peek().filter(|w| *w != "if" && *w != "unless") {
+        args.next();
+        match word {
+            "code" => code = redirect_code(args.value_of(word)?)?,
+            other => {
+                return Err(format!(
+                    "unsupported redirect option '{other}' (supported: code)"
+                ))
+            }
+        }
+    }
+    Ok(Redirect { kind, code })
+}
+
+fn redirect_code(text: &str) -> Result<u16, String> {
+    parse_uint::<u16>(text, "code")
+        .ok()
+        .filter(|c| REDIRECT_CODES.contains(c))
+        .ok_or_else(|| {
+            format!("unsupported redirect code '{text}' (supported: 301, 302, 303, 307, 308)")
+        })
+}
+
+/// `deny [deny_status N]` (HAProxy 2.0) or `deny [status N]` (later versions); 403 by default.
+fn deny_status(args: &mut Args<'_>) -> Result<u16, String> {
+    if !matches!(args.peek(), Some("deny_status" | "status")) {
+        return Ok(403);
+    }
+    let option = args.next().unwrap_or_default();
+    let text = args.value_of(option)?;
+    parse_uint::<u16>(text, option)
+        .ok()
+        .filter(|c| ERROR_CODES.contains(c))
+        .ok_or_else(|| {
+            format!(
+                "unsupported deny status '{text}' (supported: {})",
+                codes_list()
+            )
+        })
+}
+
+fn header_and_value(args: &mut Args<'_>) -> Result<(String, String), String> {
+    let name = header_name(args.need("a header name")?)?;
+    let value = args.need("a header value")?.to_string();
+    Ok((name, value))
+}
+
+/// An HTTP token (RFC 9110): what may appear in a header name.
+fn header_name(name: &str) -> Result<String, String> {
+    let token_char = |c: char| c.is_ascii_alphanumeric() || "!#$%&'*+-.^_`|~".contains(c);
+    if name.is_empty() || !name.chars().all(token_char) {
+        return Err(format!("invalid header name '{name}'"));
+    }
+    Ok(name.to_string())
+}
+
+/// `cookie NAME rewrite|insert|prefix [options]`. HAProxy's options without a field in the
+/// model (`preserve`, `postonly`, `dynamic`, `domain`, `attr`) are accepted and the whole line
+/// is also kept in `other`, so that nothing is dropped silently.
+pub(crate) fn cookie(
+    proxy: &mut Proxy,
+    args: &mut Args<'_>,
+    words: &[String],
+    loc: &Loc,
+) -> Result<(), String> {
+    let name = args.need("a cookie name")?.to_string();
+    let mut mode = None;
+    let mut spec = CookieSpec {
+        name,
+        mode: CookieMode::Insert,
+        indirect: false,
+        nocache: false,
+        httponly: false,
+        secure: false,
+        maxidle: None,
+        maxlife: None,
+        loc: loc.clone(),
+    };
+    let mut unkept = false;
+    while let Some(word) = args.next() {
+        match word {
+            "rewrite" | "insert" | "prefix" => {
+                if mode.is_some() {
+                    return Err("'rewrite', 'insert' and 'prefix' are mutually exclusive".to_string());
+                }
+                mode = Some(match word {
+                    "rewrite" => CookieMode::Rewrite,
+                    "insert" => CookieMode::Insert,
+                    _ => CookieMode::Prefix,
+                });
+            }
+            "indirect" => spec.indirect = true,
+            "nocache" => spec.nocache = true,
+            "httponly" => spec.httponly = true,
+            "secure" => spec.secure = true,
+            "maxidle" => spec.maxidle = Some(parse_duration(args.value_of(word)?, "cookie maxidle")?),
+            "maxlife" => spec.maxlife = Some(parse_duration(args.value_of(word)?, "cookie maxlife")?),
+            "preserve" | "postonly" | "dynamic" => unkept = true,
+            "domain" | "attr" => {
+                args.value_of(word)?;
+                unkept = true;
+            }
+            other => {
+                return Err(format!(
+                    "unknown cookie option '{other}' (supported: rewrite, insert, prefix, indirect, \
+                     nocache, httponly, secure, maxidle, maxlife, preserve, postonly, dynamic, domain, attr)"
+                ))
+            }
+        }
+    }
+    // HAProxy's "passive" cookie (no mode: only read, never set) has no place in the model.
+    spec.mode = mode.ok_or("'cookie' needs one of 'rewrite', 'insert' or 'prefix'")?;
+    proxy.cookie = Some(spec);
+    if unkept {
+        proxy.other.push(RawDirective {
+            words: words.to_vec(),
+            loc: loc.clone(),
+        });
+    }
+    Ok(())
+}
+
+/// `stats enable|uri X|realm X|auth U:P|hide-version|refresh T|show-legends|admin if COND`.
+/// As in HAProxy, every `stats` line enables the stats page. `stats admin` has no field in
+/// the model yet and is kept in `other`.
+pub(crate) fn stats(
+    proxy: &mut Proxy,
+    args: &mut Args<'_>,
+    words: &[String],
+    loc: &Loc,
+) -> Result<(), String> {
+    let mut spec = proxy.stats.clone().unwrap_or_default();
+    match args.need("a sub-keyword")? {
+        "enable" => {}
+        "uri" => spec.uri = Some(uri(args.value_of("uri")?)?),
+        "realm" => spec.realm = Some(args.value_of("realm")?.to_string()),
+        "auth" => spec.auth.push(auth(args.value_of("auth")?)?),
+        "hide-version" => spec.hide_version = true,
+        "refresh" => {
+            spec.refresh = Some(parse_duration(args.value_of("refresh")?, "stats refresh")?)
+        }
+        "show-legends" => spec.show_legends = true,
+        "admin" => {
+            if args.condition()?.is_none() {
+                return Err("'stats admin' needs an 'if' or 'unless' condition".to_string());
+            }
+            proxy.other.push(RawDirective {
+                words: words.to_vec(),
+                loc: loc.clone(),
+            });
+        }
+        other => {
+            return Err(format!(
+                "unsupported 'stats {other}' (supported: enable, uri, realm, auth, hide-version, \
+                 refresh, show-legends, admin)"
+            ))
+        }
+    }
+    spec.enabled = true;
+    proxy.stats = Some(spec);
+    Ok(())
+}
+
+fn uri(text: &str) -> Result<String, String> {
+    if !text.starts_with('/') {
+        return Err(format!("stats uri '{text}' must start with '/'"));
+    }
+    Ok(text.to_string())
+}
+
+fn auth(text: &str) -> Result<(String, String), String> {
+    match text.split_once(':') {
+        Some((user, password)) if !user.is_empty() => Ok((user.to_string(), password.to_string())),
+        _ => Err(format!("'stats auth' needs 'user:password', got '{text}'")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::keywords::Scope;
+    use crate::config::model::{Condition, StatsSpec};
+    use crate::config::proxy::tests::{err, ok};
+    use std::time::Duration;
+
+    fn words(s: &str) -> Vec<String> {
+        s.split_whitespace().map(String::from).collect()
+    }
+
+    fn actions(lines: &[&str]) -> Vec<HttpAction> {
+        ok(Scope::Frontend, lines)
+            .http_rules
+            .into_iter()
+            .map(|r| r.action)
+            .collect()
+    }
+
+    #[test]
+    fn seed_reqadd() {
+        let p = ok(Scope::Frontend, &[r"reqadd X-Forwarded-Proto:\ https"]);
+        let rule = p.http_rules.first().cloned();
+        let want = HttpAction::AddHeader {
+            name: "X-Forwarded-Proto".into(),
+            value: "https".into(),
+        };
+        assert_eq!(
+            rule.map(|r| (r.action, r.cond, r.loc.line)),
+            Some((want, None, 1))
+        );
+        let p = ok(Scope::Frontend, &[r"reqadd X-A:b\ c unless x"]);
+        let rule = p.http_rules.first().cloned();
+        assert_eq!(
+            rule.map(|r| r.action),
+            Some(HttpAction::AddHeader {
+                name: "X-A".into(),
+                value: "b c".into()
+            })
+        );
+        assert_eq!(
+            err(Scope::Frontend, "reqadd NoColon"),
+            "'reqadd' needs 'Name: value', got 'NoColon'"
+        );
+        assert!(err(Scope::Frontend, r"reqadd Bad\ Name:\ x").contains("invalid header name"));
+    }
+
+    #[test]
+    fn seed_redirect() {
+        let p = ok(Scope::Backend, &["redirect scheme https if ! { ssl_fc }  "]);
+        let rule = p.http_rules.first().cloned();
+        let want = HttpAction::Redirect(Redirect {
+            kind: RedirectKind::Scheme("https".into()),
+            code: 302,
+        });
+        let cond = Condition {
+            negate: false,
+            words: words("! { ssl_fc }"),
+        };
+        assert_eq!(rule.map(|r| (r.action, r.cond)), Some((want, Some(cond))));
+    }
+
+    #[test]
+    fn redirects() {
+        let rules = ok(
+            Scope::Frontend,
+            &[
+                "redirect location /new code 301 unless ok",
+                "redirect prefix https://b code 308",
+            ],
+        )
+        .http_rules;
+        let got: Vec<_> = rules
+            .into_iter()
+            .map(|r| (r.action, r.cond.map(|c| c.negate)))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                (
+                    HttpAction::Redirect(Redirect {
+                        kind: RedirectKind::Location("/new".into()),
+                        code: 301
+                    }),
+                    Some(true)
+                ),
+                (
+                    HttpAction::Redirect(Redirect {
+                        kind: RedirectKind::Prefix("https://b".into()),
+                        code: 308
+                    }),
+                    None
+                ),
+            ]
+        );
+        assert!(err(Scope::Frontend, "redirect scheme https code 304")
+            .contains("unsupported redirect code '304'"));
+        assert!(err(Scope::Frontend, "redirect scheme https drop-query")
+            .contains("unsupported redirect option 'drop-query'"));
+        assert!(err(Scope::Frontend, "redirect elsewhere x").contains("unknown redirect type"));
+        assert!(err(Scope::Frontend, "redirect scheme")
+            .contains("'scheme' in 'redirect' needs a value"));
+        assert!(err(Scope::Frontend, "redirect scheme https if").contains("missing condition"));
+    }
+
+    #[test]
+    fn http_request_actions() {
+        let got = actions(&[
+            "http-request add-header X-A a",
+            "http-request set-header X-Forwarded-Proto https if { ssl_fc }",
+            "http-request del-header Proxy",
+            "http-request deny",
+            "http-request deny deny_status 429 if abuse",
+            "http-request redirect scheme https code 301 unless { ssl_fc }",
+            "http-request use-service prometheus-exporter if { path /metrics }",
+        ]);
+        assert_eq!(
+            got,
+            [
+                HttpAction::AddHeader {
+                    name: "X-A".into(),
+                    value: "a".into()
+                },
+                HttpAction::SetHeader {
+                    name: "X-Forwarded-Proto".into(),
+                    value: "https".into()
+                },
+                HttpAction::DelHeader {
+                    name: "Proxy".into()
+                },
+                HttpAction::Deny { status: 403 },
+                HttpAction::Deny { status: 429 },
+                HttpAction::Redirect(Redirect {
+                    kind: RedirectKind::Scheme("https".into()),
+                    code: 301
+                }),
+                HttpAction::UseService("prometheus-exporter".into()),
+            ]
+        );
+    }
+
+    #[test]
+    fn http_request_errors() {
+        assert!(err(Scope::Frontend, "http-request tarpit")
+            .contains("unsupported http-request action 'tarpit'"));
+        assert_eq!(
+            err(Scope::Frontend, "http-request add-header X"),
+            "'http-request' needs a header value"
+        );
+        assert!(err(Scope::Frontend, "http-request add-header X a b")
+            .contains("unexpected argument 'b'"));
+        assert!(err(Scope::Frontend, "http-request deny deny_status 999")
+            .contains("unsupported deny status '999'"));
+        assert!(err(Scope::Frontend, "http-request use-service lua.x").contains("unknown service"));
+        assert!(err(Scope::Frontend, "http-request del-header X if").contains("missing condition"));
+        assert_eq!(
+            err(Scope::Defaults, "http-request deny"),
+            "'http-request' is not allowed in a defaults section"
+        );
+    }
+
+    #[test]
+    fn seed_cookie() {
+        let p = ok(Scope::Backend, &["cookie JSESSIONID prefix nocache  "]);
+        let c = p.cookie.clone();
+        assert_eq!(
+            c.as_ref()
+                .map(|c| (c.name.as_str(), c.mode, c.nocache, c.indirect, c.loc.line)),
+            Some(("JSESSIONID", CookieMode::Prefix, true, false, 1))
+        );
+        assert!(p.other.is_empty());
+    }
+
+    #[test]
+    fn cookie_options() {
+        let p = ok(
+            Scope::Backend,
+            &["cookie SRV insert indirect httponly secure maxidle 30m maxlife 8h"],
+        );
+        let c = p.cookie.unwrap_or_else(|| unreachable!());
+        assert!(c.indirect && c.httponly && c.secure && c.mode == CookieMode::Insert);
+        assert_eq!(
+            (c.maxidle, c.maxlife),
+            (
+                Some(Duration::from_secs(1800)),
+                Some(Duration::from_secs(8 * 3600))
+            )
+        );
+        let p = ok(
+            Scope::Backend,
+            &["cookie SRV insert preserve domain .example.com"],
+        );
+        assert_eq!(
+            p.other.first().map(|r| r.words.len()),
+            Some(6),
+            "unkept options keep the line"
+        );
+        assert!(err(Scope::Backend, "cookie SRV insert tasty")
+            .contains("unknown cookie option 'tasty'"));
+        assert!(err(Scope::Backend, "cookie SRV").contains("needs one of"));
+        assert!(err(Scope::Backend, "cookie SRV insert prefix").contains("mutually exclusive"));
+        assert!(err(Scope::Backend, "cookie SRV insert maxidle x").contains("invalid time"));
+    }
+
+    #[test]
+    fn seed_stats() {
+        let p = ok(
+            Scope::Listen,
+            &[
+                "stats enable",
+                "stats hide-version",
+                r"stats realm Haproxy\ Statistics",
+                "stats uri /haproxy_stats",
+                "stats auth Username:Password",
+            ],
+        );
+        let want = StatsSpec {
+            enabled: true,
+            uri: Some("/haproxy_stats".into()),
+            realm: Some("Haproxy Statistics".into()),
+            auth: vec![("Username".into(), "Password".into())],
+            hide_version: true,
+            refresh: None,
+            show_legends: false,
+        };
+        assert_eq!(p.stats, Some(want));
+    }
+
+    #[test]
+    fn stats_details() {
+        let p = ok(Scope::Listen, &["stats uri /s"]);
+        assert!(
+            p.stats.is_some_and(|s| s.enabled),
+            "any stats line enables the page"
+        );
+        let p = ok(
+            Scope::Listen,
+            &[
+                "stats refresh 10s",
+                "stats show-legends",
+                "stats admin if LOCALHOST",
+            ],
+        );
+        let s = p.stats.clone().unwrap_or_default();
+        assert_eq!(
+            (s.refresh, s.show_legends),
+            (Some(Duration::from_secs(10)), true)
+        );
+        assert_eq!(
+            p.other.first().map(|r| r.words.join(" ")),
+            Some("stats admin if LOCALHOST".to_string())
+        );
+        assert!(err(Scope::Listen, "stats admin").contains("needs an 'if' or 'unless'"));
+        assert_eq!(
+            err(Scope::Defaults, "stats admin if x"),
+            "'stats admin' is not allowed in a defaults section"
+        );
+        assert!(err(Scope::Listen, "stats auth nopassword").contains("user:password"));
+        assert!(err(Scope::Listen, "stats uri stats").contains("must start with '/'"));
+        assert!(err(Scope::Listen, "stats scope .").contains("unsupported 'stats scope'"));
+        assert!(err(Scope::Listen, "stats enable now").contains("unexpected argument 'now'"));
+        assert_eq!(err(Scope::Listen, "stats"), "'stats' needs a sub-keyword");
+    }
+}

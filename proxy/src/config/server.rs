@@ -1,0 +1,205 @@
+//! `server NAME ADDR:PORT [params]` and `default-server [params]`.
+//!
+//! A server starts from the section's `default-server` settings as they stand when its
+//! line is read (those of the `defaults` section included), then applies its own words.
+//! The `no-…` and `enabled` words undo what a `default-server` line turned on.
+
+use super::addr::parse_server_addr;
+use super::args::Args;
+use super::model::{Loc, Proxy, Server, ServerParams};
+use super::num::{parse_in_range, parse_port, parse_positive};
+use super::time::parse_nonzero_duration;
+
+const MAX_WEIGHT: u32 = 256;
+
+pub(crate) fn server(proxy: &mut Proxy, args: &mut Args<'_>, loc: &Loc) -> Result<(), String> {
+    let name = args.need("a name")?;
+    if let Some(c) = name
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | ':')))
+    {
+        return Err(format!("invalid character '{c}' in server name '{name}'"));
+    }
+    let addr = parse_server_addr(args.need("an address")?)?;
+    let mut params = proxy.default_server.clone();
+    apply_params(&mut params, args)?;
+    proxy.servers.push(Server {
+        name: name.to_string(),
+        addr,
+        params,
+        loc: loc.clone(),
+    });
+    Ok(())
+}
+
+pub(crate) fn default_server(proxy: &mut Proxy, args: &mut Args<'_>) -> Result<(), String> {
+    // Build on a copy so that a bad word leaves the section's defaults as they were.
+    let mut params = proxy.default_server.clone();
+    apply_params(&mut params, args)?;
+    proxy.default_server = params;
+    Ok(())
+}
+
+fn apply_params(p: &mut ServerParams, args: &mut Args<'_>) -> Result<(), String> {
+    while let Some(word) = args.next() {
+        match word {
+            "check" => p.check = true,
+            "no-check" => p.check = false,
+            "inter" => p.inter = parse_nonzero_duration(args.value_of(word)?, word)?,
+            "fastinter" => p.fastinter = Some(parse_nonzero_duration(args.value_of(word)?, word)?),
+            "downinter" => p.downinter = Some(parse_nonzero_duration(args.value_of(word)?, word)?),
+            "rise" => p.rise = parse_positive(args.value_of(word)?, word)?,
+            "fall" => p.fall = parse_positive(args.value_of(word)?, word)?,
+            "weight" => p.weight = parse_in_range(args.value_of(word)?, word, 0, MAX_WEIGHT)?,
+            "backup" => p.backup = true,
+            "no-backup" => p.backup = false,
+            "maxconn" => p.maxconn = Some(parse_positive(args.value_of(word)?, word)?),
+            "disabled" => p.disabled = true,
+            "enabled" => p.disabled = false,
+            "cookie" => p.cookie = Some(args.value_of(word)?.to_string()),
+            "port" => p.check_port = Some(parse_port(args.value_of(word)?, word)?),
+            "send-proxy" => p.send_proxy = true,
+            "no-send-proxy" => p.send_proxy = false,
+            _ => {
+                return Err(format!(
+                "unsupported {} option '{word}' (supported: check, inter, fastinter, downinter, \
+                     rise, fall, weight, backup, maxconn, disabled, cookie, port, send-proxy and \
+                     their no-/enabled forms)",
+                args.keyword()
+            ))
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::config::keywords::Scope;
+    use crate::config::model::ServerParams;
+    use crate::config::proxy::tests::{err, ok};
+    use std::time::Duration;
+
+    #[test]
+    fn seed_servers() {
+        let p = ok(
+            Scope::Backend,
+            &[
+                "server ams1 172.30.0.42:5080 check cookie ams1",
+                "server ams2 172.30.0.48:1935",
+            ],
+        );
+        let s1 = p.servers.first().map(|s| {
+            (
+                s.name.as_str(),
+                s.addr.to_string(),
+                s.params.check,
+                s.params.cookie.clone(),
+                s.loc.line,
+            )
+        });
+        assert_eq!(
+            s1,
+            Some((
+                "ams1",
+                "172.30.0.42:5080".to_string(),
+                true,
+                Some("ams1".to_string()),
+                1
+            ))
+        );
+        assert_eq!(
+            p.servers.get(1).map(|s| s.params.clone()),
+            Some(ServerParams::default())
+        );
+    }
+
+    #[test]
+    fn all_params() {
+        let p = ok(
+            Scope::Listen,
+            &["server a 10.0.0.1:80 check inter 5s fastinter 1s downinter 10s rise 1 fall 5 weight 256 backup maxconn 9 disabled port 8080 send-proxy"],
+        );
+        let s = p
+            .servers
+            .first()
+            .map(|s| s.params.clone())
+            .unwrap_or_default();
+        assert!(s.check && s.backup && s.disabled && s.send_proxy);
+        assert_eq!(
+            (s.inter, s.fastinter, s.downinter),
+            (
+                Duration::from_secs(5),
+                Some(Duration::from_secs(1)),
+                Some(Duration::from_secs(10))
+            )
+        );
+        assert_eq!(
+            (s.rise, s.fall, s.weight, s.maxconn, s.check_port),
+            (1, 5, 256, Some(9), Some(8080))
+        );
+    }
+
+    #[test]
+    fn default_server_applies_to_later_servers() {
+        let p = ok(
+            Scope::Backend,
+            &[
+                "server a 10.0.0.1:80",
+                "default-server check inter 3s weight 10",
+                "server b 10.0.0.2:80",
+                "server c 10.0.0.3:80 no-check weight 0",
+            ],
+        );
+        let params: Vec<_> = p
+            .servers
+            .iter()
+            .map(|s| (s.params.check, s.params.inter, s.params.weight))
+            .collect();
+        let two = Duration::from_secs(2);
+        let three = Duration::from_secs(3);
+        assert_eq!(
+            params,
+            [(false, two, 1), (true, three, 10), (false, three, 0)]
+        );
+    }
+
+    #[test]
+    fn errors() {
+        assert_eq!(err(Scope::Backend, "server"), "'server' needs a name");
+        assert_eq!(err(Scope::Backend, "server a"), "'server' needs an address");
+        assert!(err(Scope::Backend, "server a/b 1.2.3.4:80").contains("invalid character '/'"));
+        assert!(err(Scope::Backend, "server a 1.2.3.4:70000").contains("must be 1..65535"));
+        assert!(err(Scope::Backend, "server a 1.2.3.4:0").contains("must be 1..65535"));
+        assert!(err(Scope::Backend, "server a 1.2.3.4:80 weight 300")
+            .contains("'weight' must be between 0 and 256, got 300"));
+        assert_eq!(
+            err(Scope::Backend, "server a 1.2.3.4:80 rise 0"),
+            "'rise' must be greater than 0"
+        );
+        assert_eq!(
+            err(Scope::Backend, "server a 1.2.3.4:80 fall 0"),
+            "'fall' must be greater than 0"
+        );
+        assert_eq!(
+            err(Scope::Backend, "server a 1.2.3.4:80 maxconn 0"),
+            "'maxconn' must be greater than 0"
+        );
+        assert!(err(Scope::Backend, "server a 1.2.3.4:80 inter 0").contains("greater than 0"));
+        assert!(err(Scope::Backend, "server a 1.2.3.4:80 inter")
+            .contains("'inter' in 'server' needs a value"));
+        assert!(err(Scope::Backend, "server a 1.2.3.4:80 port 0").contains("must be 1..65535"));
+        assert!(err(Scope::Backend, "server a 1.2.3.4:80 ssl")
+            .contains("unsupported server option 'ssl'"));
+        assert!(err(Scope::Backend, "default-server frob")
+            .contains("unsupported default-server option 'frob'"));
+    }
+
+    #[test]
+    fn a_bad_default_server_changes_nothing() {
+        let (draft, errors) =
+            crate::config::proxy::tests::run(Scope::Backend, &["default-server check weight 300"]);
+        assert_eq!(errors.len(), 1);
+        assert_eq!(draft.proxy.default_server, ServerParams::default());
+    }
+}

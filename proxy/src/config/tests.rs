@@ -1,0 +1,395 @@
+//! The loader against the fixtures in `tests/configs/` (the seeds and the bad corpus), and
+//! `load`'s own duties: directories, several files, unreadable input, error order.
+//!
+//! Fixture paths are relative to the workspace root, which these tests pass as the working
+//! directory (cargo runs unit tests from the package directory).
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use super::*;
+
+fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+fn fixture(name: &str) -> PathBuf {
+    workspace().join("tests/configs").join(name)
+}
+
+fn no_env(_: &str) -> Option<String> {
+    None
+}
+
+fn load_fixture(names: &[&str]) -> Result<Config, ConfigErrors> {
+    let paths: Vec<PathBuf> = names.iter().map(|n| fixture(n)).collect();
+    load_with(&paths, &workspace(), &no_env)
+}
+
+fn lines_of(errors: &ConfigErrors) -> Vec<String> {
+    errors.0.iter().map(ToString::to_string).collect()
+}
+
+/// A scratch directory removed when dropped.
+struct Scratch(PathBuf);
+
+impl Scratch {
+    fn new(tag: &str) -> Scratch {
+        let dir = std::env::temp_dir().join(format!("proxy-config-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
+        Scratch(dir)
+    }
+
+    fn write(&self, name: &str, text: &[u8]) -> PathBuf {
+        let path = self.0.join(name);
+        std::fs::write(&path, text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        path
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+#[test]
+fn seed000_is_valid() {
+    let config = load_fixture(&["seed000.cfg"]).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(config.global.maxconn, Some(2000));
+    let names: Vec<_> = config.proxies.iter().map(|p| p.name.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "stats",
+            "rtmp_lb",
+            "backend_rtmp",
+            "http_lb",
+            "backend_http"
+        ]
+    );
+    let stats = config
+        .proxy("stats")
+        .and_then(|p| p.stats.clone())
+        .unwrap_or_default();
+    assert_eq!(stats.realm.as_deref(), Some("Haproxy Statistics"));
+    let rtmp = config
+        .proxy_backend("backend_rtmp")
+        .map(|b| b.servers.len());
+    assert_eq!(rtmp, Some(2));
+}
+
+#[test]
+fn seed001_fixed_is_valid() {
+    let config = load_fixture(&["seed001-fixed.cfg"]).unwrap_or_else(|e| panic!("{e}"));
+    let https = config
+        .proxy("frontend_https")
+        .cloned()
+        .unwrap_or_else(|| panic!("no frontend_https"));
+    assert_eq!(https.mode, Mode::Http, "inherited from defaults");
+    assert_eq!(https.timeouts.tunnel, Some(Duration::from_secs(7200)));
+    assert_eq!(https.errorfiles.len(), 7);
+    assert!(https
+        .errorfiles
+        .iter()
+        .all(|e| e.path.is_file() && e.loc.line >= 18));
+    assert!(https.binds.iter().all(|b| b.ssl.is_some()));
+    let http_lb = config
+        .proxy("http_lb")
+        .cloned()
+        .unwrap_or_else(|| panic!("no http_lb"));
+    let reqadd = http_lb.http_rules.first().map(|r| r.action.clone());
+    assert_eq!(
+        reqadd,
+        Some(HttpAction::AddHeader {
+            name: "X-Forwarded-Proto".into(),
+            value: "http".into()
+        })
+    );
+    let rtmp = config
+        .proxy("rtmp_lb")
+        .cloned()
+        .unwrap_or_else(|| panic!("no rtmp_lb"));
+    assert!(
+        rtmp.options.tcplog && !rtmp.options.httplog,
+        "httplog falls back to tcplog in mode tcp"
+    );
+    let backend = config
+        .proxy_backend("backend_http")
+        .cloned()
+        .unwrap_or_else(|| panic!("no backend_http"));
+    assert_eq!(
+        backend.cookie.map(|c| (c.name, c.mode, c.nocache)),
+        Some(("JSESSIONID".into(), CookieMode::Prefix, true))
+    );
+    let rtmps = config
+        .proxy("rtmps")
+        .map(|p| p.servers.iter().map(|s| s.name.clone()).collect::<Vec<_>>());
+    assert_eq!(rtmps, Some(vec!["rtmp".to_string(), "rtmp2".to_string()]));
+}
+
+#[test]
+fn seed001_reports_the_443_conflict_and_the_duplicate_server() {
+    let errors = load_fixture(&["seed001.cfg"])
+        .map(|_| ())
+        .expect_err("seed 001 has errors");
+    let file = fixture("seed001.cfg").display().to_string();
+    let lines = lines_of(&errors);
+    let conflict = format!("{file}:70: bind *:443 conflicts with 'frontend_https' at {file}:54");
+    let duplicate = format!(
+        "{file}:72: duplicate server name 'rtmp' in listen 'rtmps' (first defined at {file}:71)"
+    );
+    assert!(lines.iter().any(|l| l.starts_with(&conflict)), "{lines:#?}");
+    assert!(lines.contains(&duplicate), "{lines:#?}");
+}
+
+/// The bad corpus: each file's first line is `# expect: LINE: SUBSTRING`, and the file
+/// must give exactly that one error.
+#[test]
+fn bad_corpus() {
+    let dir = fixture("bad");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .filter_map(|entry| entry.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "cfg"))
+        .collect();
+    files.sort();
+    assert!(files.len() >= 20, "only {} bad configs", files.len());
+    let mut failures = Vec::new();
+    for file in &files {
+        let text = std::fs::read_to_string(file).unwrap_or_default();
+        let Some((line, needle)) = expectation(&text) else {
+            failures.push(format!(
+                "{}: no '# expect: LINE: SUBSTRING' first line",
+                file.display()
+            ));
+            continue;
+        };
+        let want = format!("{}:{line}: ", file.display());
+        let got = match load_with(std::slice::from_ref(file), &workspace(), &no_env) {
+            Ok(_) => Vec::new(),
+            Err(errors) => lines_of(&errors),
+        };
+        let matches = got
+            .iter()
+            .any(|l| l.starts_with(&want) && l.contains(needle));
+        if !matches || got.len() != 1 {
+            failures.push(format!(
+                "{}: want line {line} with {needle:?}, got {got:#?}",
+                file.display()
+            ));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// Parses `# expect: LINE: SUBSTRING`.
+fn expectation(text: &str) -> Option<(usize, &str)> {
+    let rest = text.lines().next()?.strip_prefix("# expect: ")?;
+    let (line, needle) = rest.split_once(": ")?;
+    Some((line.parse().ok()?, needle))
+}
+
+#[test]
+fn directory_gives_its_cfg_files_in_order() {
+    let scratch = Scratch::new("dir");
+    scratch.write("20-backend.cfg", b"backend be\n server s 10.0.0.1:80\n");
+    scratch.write(
+        "10-frontend.cfg",
+        b"frontend fe\n bind :80\n default_backend be\n",
+    );
+    scratch.write("README", b"not a config\n");
+    let config = load_with(std::slice::from_ref(&scratch.0), &scratch.0, &no_env)
+        .unwrap_or_else(|e| panic!("{e}"));
+    let names: Vec<_> = config.proxies.iter().map(|p| p.name.as_str()).collect();
+    assert_eq!(names, ["fe", "be"]);
+}
+
+#[test]
+fn defaults_carry_over_files_but_sections_do_not() {
+    let scratch = Scratch::new("files");
+    let a = scratch.write("a.cfg", b"defaults\n mode http\n");
+    let b = scratch.write("b.cfg", b" retries 2\nlisten l\n bind :80\n stats enable\n");
+    let errors = load_with(&[a.clone(), b.clone()], &scratch.0, &no_env)
+        .map(|_| ())
+        .expect_err("b starts outside any section");
+    let lines = lines_of(&errors);
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert!(lines.iter().all(|l| l.starts_with(&format!(
+        "{}:1: 'retries' found before any section",
+        b.display()
+    ))));
+    let c = scratch.write("c.cfg", b"listen l\n bind :80\n stats enable\n");
+    let config = load_with(&[a, c], &scratch.0, &no_env).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(config.proxy("l").map(|p| p.mode), Some(Mode::Http));
+}
+
+#[test]
+fn unreadable_input() {
+    let scratch = Scratch::new("unreadable");
+    let missing = scratch.0.join("missing.cfg");
+    let lines = load_with(std::slice::from_ref(&missing), &scratch.0, &no_env)
+        .map(|_| ())
+        .map_err(|e| lines_of(&e));
+    let want = format!("{}:0: cannot read configuration file", missing.display());
+    assert!(
+        lines
+            .as_ref()
+            .err()
+            .is_some_and(|l| l.len() == 1 && l.iter().all(|l| l.starts_with(&want))),
+        "{lines:?}"
+    );
+
+    let empty = Scratch::new("empty-dir");
+    let lines = load_with(std::slice::from_ref(&empty.0), &scratch.0, &no_env)
+        .map(|_| ())
+        .map_err(|e| lines_of(&e));
+    assert!(lines
+        .err()
+        .is_some_and(|l| l.iter().any(|l| l.contains("no *.cfg file"))));
+
+    let bad = scratch.write("latin1.cfg", b"global\n maxconn 1\n description caf\xe9\n");
+    let lines = load_with(std::slice::from_ref(&bad), &scratch.0, &no_env)
+        .map(|_| ())
+        .map_err(|e| lines_of(&e));
+    assert_eq!(
+        lines,
+        Err(vec![format!("{}:3: invalid UTF-8 text", bad.display())])
+    );
+}
+
+#[test]
+fn errors_are_all_reported_in_order() {
+    let text = "frontend fe\n bind :80\n default_backend nope\n frob\nbackend b\n server s 10.0.0.1:0\n maxconn 5\n";
+    let lines = parse_str(text, Path::new("all.cfg"))
+        .map(|_| ())
+        .map_err(|e| lines_of(&e));
+    let lines = lines.err().unwrap_or_default();
+    let numbers: Vec<_> = lines
+        .iter()
+        .map(|l| l.split(':').nth(1).unwrap_or_default().to_string())
+        .collect();
+    assert_eq!(numbers, ["3", "4", "6", "7"], "{lines:#?}");
+}
+
+#[test]
+fn parse_str_expands_the_process_environment() {
+    // PATH is set in any test environment; only its non-emptiness is checked.
+    let config = parse_str("global\n node \"$PATH\"\n", Path::new("env.cfg"))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let node = config
+        .global
+        .other
+        .first()
+        .and_then(|r| r.words.get(1).cloned())
+        .unwrap_or_default();
+    assert!(!node.is_empty() && node != "$PATH");
+}
+
+#[test]
+fn display_is_file_line_reason() {
+    let errors = parse_str("bogus\n", Path::new("/etc/x.cfg"))
+        .map(|_| ())
+        .expect_err("bad");
+    assert_eq!(errors.to_string(), "/etc/x.cfg:1: 'bogus' found before any section (global, defaults, frontend, backend or listen)");
+}
+
+/// Random lines built from keywords and troublesome words must give errors, never a panic.
+/// (No word is a resolvable `host:port`, so nothing reaches the resolver.)
+#[test]
+fn random_input_never_panics() {
+    const WORDS: &[&str] = &[
+        "global",
+        "defaults",
+        "frontend",
+        "backend",
+        "listen",
+        "f",
+        "b",
+        "server",
+        "bind",
+        "s1",
+        "10.0.0.1:80",
+        ":80",
+        "*:0",
+        "[::1]:1",
+        "ipv6@:1",
+        "'",
+        "\"",
+        "\\",
+        "#",
+        "\"$X\"",
+        "\"${\"",
+        "if",
+        "unless",
+        "{",
+        "}",
+        "!",
+        "ssl",
+        "crt",
+        "weight",
+        "300",
+        "0",
+        "-1",
+        "99999999999999999999",
+        "timeout",
+        "client",
+        "5s",
+        "30d",
+        "option",
+        "no",
+        "stats",
+        "cookie",
+        "redirect",
+        "http-request",
+        "reqadd",
+        "X:\\ y",
+        "mode",
+        "http",
+        "tcp",
+        "\t",
+        "default_backend",
+        "use_backend",
+        "default-server",
+        "errorfile",
+        "503",
+        "é",
+        "\\x4",
+        "acl",
+        "balance",
+        "forward-engine",
+        "maxconn",
+        "nbthread",
+        "enable",
+        "admin",
+        "auth",
+        "scheme",
+        "code",
+        "deny",
+        "deny_status",
+        "add-header",
+        "insert",
+        "prefix",
+        "maxidle",
+    ];
+    let mut state: u64 = 0x2545_f491_4f6c_dd1d;
+    let mut next = |n: usize| {
+        // xorshift64: deterministic, no dependency.
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        usize::try_from(state % n as u64).unwrap_or(0)
+    };
+    for _ in 0..2000 {
+        let mut text = String::new();
+        for _ in 0..(1 + next(12)) {
+            for _ in 0..(1 + next(6)) {
+                text.push_str(WORDS.get(next(WORDS.len())).copied().unwrap_or_default());
+                text.push(if next(5) == 0 { '\t' } else { ' ' });
+            }
+            text.push_str(if next(4) == 0 { "\r\n" } else { "\n" });
+        }
+        let _ = parse_str(&text, Path::new("random.cfg"));
+    }
+}
