@@ -1,1 +1,32 @@
+//! Harness for the end-to-end tests: starts the proxy binary against real servers and clients
+//! (nginx with the RTMP module, ffmpeg, a Rust byte-exact TCP backend), all on 127.0.0.0/8.
+//!
+//! * `proxy`: `Proxy::start(cfg)`, `proxy_bin()`; `E2E_PROXY=haproxy` runs HAProxy instead.
+//! * `ports`: `free_port(ip)`, `loopback(n)`: ports safe across parallel tests.
+//! * `nginx`: `Nginx::rtmp(..)`, `rtmp_pair()`, `/stat` parsing (`streams()`).
+//! * `ffmpeg`: `ffmpeg_publish`, `ffmpeg_play(_count_frames)`, `rtmp_handshake`.
+//! * `tcp`: `TcpServer`, `TcpClient`, `pump`, digests, half-close and reset helpers.
+//! * `util`: `TestDir`, `wait_until`, `require_tool`.
+//!
+//! Rules the helpers keep: every wait and every client is bounded (a stuck test fails, it does
+//! not hang), bounds are generous and never an assertion about speed, and a missing tool is a
+//! failure with the command that installs it, never a skip.
 
+pub mod ffmpeg;
+pub mod nginx;
+pub mod nginx_conf;
+pub mod ports;
+pub mod process;
+pub mod proxy;
+pub mod tcp;
+pub mod util;
+
+pub use ffmpeg::{
+    ffmpeg_play, ffmpeg_play_count_frames, ffmpeg_publish, rtmp_handshake, Play, Publisher,
+};
+pub use nginx::{rtmp_pair, Nginx};
+pub use nix::sys::signal::Signal;
+pub use ports::{free_addr, free_port, loopback};
+pub use proxy::{proxy_bin, Proxy};
+pub use tcp::{pump, End, Reply, TcpClient, TcpServer};
+pub use util::{hex, wait_until, TestDir};
