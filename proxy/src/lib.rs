@@ -4,6 +4,8 @@ pub mod balance;
 pub mod config;
 pub mod forward;
 pub mod health;
+pub mod http;
 pub mod log;
 pub mod runtime;
+pub mod stats;
 pub mod tcp;

@@ -40,8 +40,7 @@ fn main() -> ExitCode {
         }
     };
     if cli.check {
-        println!("Configuration file is valid");
-        return ExitCode::SUCCESS;
+        return check(&cfg);
     }
     match runtime::run(&cfg, &RunOptions { driver: cli.driver }) {
         Ok(()) => ExitCode::SUCCESS,
@@ -50,4 +49,22 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// `-c`: beyond the syntax, everything the start would refuse (rules and ACLs, engines,
+/// certificates), without opening a socket.
+fn check(cfg: &proxy::config::Config) -> ExitCode {
+    let http_errors = proxy::http::check_config(cfg, cfg.global.bufsize());
+    for e in &http_errors {
+        eprintln!("{e}");
+    }
+    if !http_errors.is_empty() {
+        return ExitCode::FAILURE;
+    }
+    if let Err(e) = runtime::check(cfg) {
+        eprintln!("{e}");
+        return ExitCode::FAILURE;
+    }
+    println!("Configuration file is valid");
+    ExitCode::SUCCESS
 }

@@ -13,8 +13,10 @@
 //! failure with the command that installs it, never a skip.
 
 pub mod ffmpeg;
+pub mod http_client;
 pub mod nginx;
 pub mod nginx_conf;
+pub mod nginx_http;
 pub mod ports;
 pub mod process;
 pub mod proxy;

@@ -59,7 +59,18 @@ fn expectation(text: &str) -> Option<(usize, String)> {
 
 #[test]
 fn bad_configs_are_refused_with_their_line() {
-    let dir = workspace_root().join("tests/configs/bad");
+    assert_corpus_refused("bad", 20);
+}
+
+/// Configs whose syntax is fine but that the start would refuse (rules, ACLs, engines):
+/// `-c` must find those too, without opening a socket.
+#[test]
+fn configs_the_start_would_refuse_fail_the_check() {
+    assert_corpus_refused("bad-runtime", 2);
+}
+
+fn assert_corpus_refused(folder: &str, at_least: usize) {
+    let dir = workspace_root().join("tests/configs").join(folder);
     let mut names: Vec<String> = std::fs::read_dir(&dir)
         .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
         .filter_map(|entry| entry.ok()?.file_name().into_string().ok())
@@ -67,7 +78,7 @@ fn bad_configs_are_refused_with_their_line() {
         .collect();
     names.sort();
     assert!(
-        names.len() >= 20,
+        names.len() >= at_least,
         "only {} bad configs in {}",
         names.len(),
         dir.display()
@@ -75,7 +86,7 @@ fn bad_configs_are_refused_with_their_line() {
 
     let mut failures = Vec::new();
     for name in &names {
-        let file = format!("tests/configs/bad/{name}");
+        let file = format!("tests/configs/{folder}/{name}");
         let text = std::fs::read_to_string(workspace_root().join(&file)).unwrap_or_default();
         let Some((line, needle)) = expectation(&text) else {
             failures.push(format!(

@@ -19,6 +19,8 @@ pub struct ServerSet {
     pub servers: Vec<Arc<Server>>,
     /// Round-robin position; wraps freely, only its value modulo the eligible weight matters.
     cursor: AtomicUsize,
+    /// Backend-wide figures for the stats page and the exporter.
+    pub stats: crate::stats::BackendStats,
 }
 
 /// What the caller knows about the connection being placed.
@@ -41,6 +43,7 @@ impl ServerSet {
                 .map(|(i, s)| Arc::new(Server::from_config(i, s)))
                 .collect(),
             cursor: AtomicUsize::new(0),
+            stats: crate::stats::BackendStats::default(),
         }
     }
 

@@ -48,6 +48,8 @@ pub struct Server {
     changed_at_ms: AtomicU64,
     current: AtomicU32,
     total: AtomicU64,
+    /// Traffic, check and UP/DOWN figures for the stats page and the exporter.
+    pub stats: crate::stats::ServerStats,
 }
 
 impl Server {
@@ -69,6 +71,7 @@ impl Server {
             changed_at_ms: AtomicU64::new(now_ms()),
             current: AtomicU32::new(0),
             total: AtomicU64::new(0),
+            stats: crate::stats::ServerStats::default(),
         }
     }
 
@@ -81,6 +84,7 @@ impl Server {
         let previous = ServerState::from_u8(self.state.swap(state as u8, Ordering::AcqRel));
         if previous != state {
             self.changed_at_ms.store(now_ms(), Ordering::Relaxed);
+            self.stats.transitions.record(state == ServerState::Up);
         }
         previous
     }
@@ -107,8 +111,9 @@ impl Server {
 
     /// Counts a connection against this server until the guard drops.
     pub fn claim(self: &std::sync::Arc<Self>) -> ServerClaim {
-        self.current.fetch_add(1, Ordering::Relaxed);
+        let current = self.current.fetch_add(1, Ordering::Relaxed) + 1;
         self.total.fetch_add(1, Ordering::Relaxed);
+        self.stats.traffic.note_current(u64::from(current));
         ServerClaim {
             server: self.clone(),
         }

@@ -4,6 +4,7 @@
 use super::args::Args;
 use super::model::{
     CookieMode, CookieSpec, HttpAction, HttpRule, Loc, Proxy, RawDirective, Redirect, RedirectKind,
+    RuleOrigin,
 };
 use super::num::parse_uint;
 use super::proxy::{codes_list, ERROR_CODES};
@@ -49,10 +50,11 @@ pub(crate) fn http_request(
         }
     };
     let cond = args.condition()?;
-    proxy.http_rules.push(HttpRule {
+    proxy.add_http_rule(HttpRule {
         action,
         cond,
         loc: loc.clone(),
+        origin: RuleOrigin::HttpRequest,
     });
     Ok(())
 }
@@ -70,10 +72,11 @@ pub(crate) fn reqadd(proxy: &mut Proxy, args: &mut Args<'_>, loc: &Loc) -> Resul
         value: value.trim_start().to_string(),
     };
     let cond = args.condition()?;
-    proxy.http_rules.push(HttpRule {
+    proxy.add_http_rule(HttpRule {
         action,
         cond,
         loc: loc.clone(),
+        origin: RuleOrigin::Reqadd,
     });
     Ok(())
 }
@@ -82,10 +85,11 @@ pub(crate) fn reqadd(proxy: &mut Proxy, args: &mut Args<'_>, loc: &Loc) -> Resul
 pub(crate) fn redirect(proxy: &mut Proxy, args: &mut Args<'_>, loc: &Loc) -> Result<(), String> {
     let action = HttpAction::Redirect(redirect_spec(args)?);
     let cond = args.condition()?;
-    proxy.http_rules.push(HttpRule {
+    proxy.add_http_rule(HttpRule {
         action,
         cond,
         loc: loc.clone(),
+        origin: RuleOrigin::Redirect,
     });
     Ok(())
 }

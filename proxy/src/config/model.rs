@@ -63,6 +63,13 @@ pub struct Global {
     pub other: Vec<RawDirective>,
 }
 
+impl Global {
+    /// `tune.bufsize`, or HAProxy's default of 16 KiB.
+    pub fn bufsize(&self) -> usize {
+        self.bufsize.unwrap_or(16 * 1024)
+    }
+}
+
 /// A directive the proxy accepts and keeps verbatim because it has no effect on this proxy's
 /// behaviour yet (or only on a part not built yet); `-c -d` lists them so nothing is hidden.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -314,11 +321,23 @@ pub struct ErrorFile {
 }
 
 /// `http-request …`, `reqadd …` (legacy spelling of `http-request add-header`), `redirect …`.
+/// `Proxy::http_rules` keeps them in the order HAProxy evaluates them: by `origin` first
+/// (see [`Proxy::add_http_rule`]), then in file order.
 #[derive(Debug, Clone, PartialEq)]
 pub struct HttpRule {
     pub action: HttpAction,
     pub cond: Option<Condition>,
     pub loc: Loc,
+    pub origin: RuleOrigin,
+}
+
+/// Which keyword wrote a rule. HAProxy runs all `http-request` rules, then the legacy `req*`
+/// rules, then `redirect` rules, whatever their order in the file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum RuleOrigin {
+    HttpRequest,
+    Reqadd,
+    Redirect,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -384,6 +403,17 @@ pub struct Proxy {
 }
 
 impl Proxy {
+    /// Adds a rule where HAProxy would evaluate it: after every rule of the same or an
+    /// earlier phase, before the rules of later phases.
+    pub fn add_http_rule(&mut self, rule: HttpRule) {
+        let at = self
+            .http_rules
+            .iter()
+            .position(|r| r.origin > rule.origin)
+            .unwrap_or(self.http_rules.len());
+        self.http_rules.insert(at, rule);
+    }
+
     /// A proxy as a section header creates it, before any defaults are applied.
     pub fn new(name: &str, kind: ProxyKind, loc: Loc) -> Proxy {
         Proxy {

@@ -393,3 +393,24 @@ fn random_input_never_panics() {
         let _ = parse_str(&text, Path::new("random.cfg"));
     }
 }
+
+#[test]
+fn http_rules_are_kept_in_haproxy_evaluation_order() {
+    let text = "defaults\n    mode http\nfrontend f\n    bind :8080\n    redirect scheme https\n    reqadd X-A:\\ 1\n    http-request set-header X-B 2\n    default_backend b\nbackend b\n    server s 127.0.0.1:80\n";
+    let cfg = parse_str(text, Path::new("order.cfg")).expect("valid config");
+    let origins: Vec<RuleOrigin> = cfg.proxies[0].http_rules.iter().map(|r| r.origin).collect();
+    assert_eq!(
+        origins,
+        vec![
+            RuleOrigin::HttpRequest,
+            RuleOrigin::Reqadd,
+            RuleOrigin::Redirect
+        ]
+    );
+    let lines: Vec<usize> = cfg.proxies[0]
+        .http_rules
+        .iter()
+        .map(|r| r.loc.line)
+        .collect();
+    assert_eq!(lines, vec![7, 6, 5]);
+}

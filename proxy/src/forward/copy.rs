@@ -88,17 +88,14 @@ fn failure(end: &DirEnd, is_up: bool) -> Option<FlowEnd> {
     }
 }
 
-/// A reset on one side becomes a reset on the other; a timeout resets both, as HAProxy does,
-/// so neither peer mistakes a cut flow for a complete one.
+/// A reset on one side becomes a reset on the other, so a cut stream is never mistaken for a
+/// complete one. A timed-out flow is idle, nothing is in flight: both sides get a plain FIN
+/// when the streams drop, as HAProxy closes them.
 fn apply_end(end: FlowEnd, client: &TcpStream, server: &TcpStream) {
     match end {
-        FlowEnd::Closed => {}
         FlowEnd::ClientAbort => reset(server),
         FlowEnd::ServerAbort => reset(client),
-        FlowEnd::ClientTimeout | FlowEnd::ServerTimeout => {
-            reset(client);
-            reset(server);
-        }
+        FlowEnd::Closed | FlowEnd::ClientTimeout | FlowEnd::ServerTimeout => {}
     }
 }
 

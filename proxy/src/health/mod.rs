@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use crate::balance::{Server, ServerSet, ServerState};
 use crate::runtime::driver::{self, DriverChoice};
+use crate::stats::CheckStatus;
 
 /// One backend's servers and the time a check may take.
 pub struct CheckedBackend {
@@ -76,7 +77,15 @@ async fn check_loop(set: Arc<ServerSet>, server: Arc<Server>, timeout: Duration)
         let started = Instant::now();
         let result = tcp_check(target, timeout).await;
         let took = started.elapsed();
-        match state.record(result.is_ok()) {
+        let was_up = state.is_up();
+        let transition = state.record(result.is_ok());
+        server.stats.check.record(
+            check_status(&result),
+            took.as_millis() as u64,
+            state.streak(),
+            was_up,
+        );
+        match transition {
             Transition::WentDown => {
                 server.set_state(ServerState::Down);
                 report(&set, &server, "DOWN", &result, took);
@@ -99,6 +108,18 @@ fn check_target(server: &Server) -> SocketAddr {
     addr
 }
 
+/// The failure text of a check that ran out of time.
+const CHECK_TIMEOUT: &str = "Connection timeout";
+
+/// HAProxy's check status code for a layer-4 check result (stats page, exporter).
+fn check_status(result: &Result<(), String>) -> CheckStatus {
+    match result {
+        Ok(()) => CheckStatus::Ok,
+        Err(e) if e == CHECK_TIMEOUT => CheckStatus::Timeout,
+        Err(_) => CheckStatus::ConnRefused,
+    }
+}
+
 /// Layer-4 check: the server accepts a TCP connection within the timeout.
 async fn tcp_check(addr: SocketAddr, timeout: Duration) -> Result<(), String> {
     match compio::time::timeout(timeout, compio::net::TcpStream::connect(addr)).await {
@@ -107,7 +128,7 @@ async fn tcp_check(addr: SocketAddr, timeout: Duration) -> Result<(), String> {
             Ok(())
         }
         Ok(Err(e)) => Err(e.to_string()),
-        Err(_) => Err("Connection timeout".to_string()),
+        Err(_) => Err(CHECK_TIMEOUT.to_string()),
     }
 }
 
@@ -146,6 +167,7 @@ fn report(
             server.current()
         ),
     }
+    set.stats.transitions.record(active + backup > 0);
     if active + backup == 0 {
         log::error!("backend {} has no server available!", set.backend);
     }

@@ -44,6 +44,11 @@ impl CheckState {
         self.up
     }
 
+    /// Consecutive results against the current state so far (the stats page's `UP 1/3`).
+    pub fn streak(&self) -> u32 {
+        self.streak
+    }
+
     pub fn record(&mut self, success: bool) -> Transition {
         if success == self.up {
             self.streak = 0;

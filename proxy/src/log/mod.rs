@@ -1,9 +1,16 @@
-//! Process logging (stderr for now; syslog comes with the observability work) and the
-//! per-session access log line in HAProxy's `tcplog` format.
+//! Process logging (stderr, plus the global `log` targets once [`start`] ran) and the
+//! per-session access log line in HAProxy's `tcplog` format, sent to each proxy's targets
+//! through [`AccessLog`] (syslog over UDP or `/dev/log`, stderr, stdout; see `sink.rs`).
 
+mod sink;
+mod syslog;
+mod targets;
 mod tcplog;
 
-pub use tcplog::{SessionRecord, TermState};
+pub use sink::{dropped, Sink, TargetSpec};
+pub use syslog::{Format, Sender};
+pub use targets::{flush, start, AccessLog};
+pub use tcplog::{HaproxyDate, SessionRecord, TermState};
 
 use std::io::Write;
 
@@ -27,6 +34,9 @@ impl log::Log for StderrLogger {
             format!("[{}] {}\n", level_word(record.level()), record.args())
         };
         let _ = std::io::stderr().lock().write_all(line.as_bytes());
+        if record.target() != ACCESS {
+            targets::process_message(record.level(), record.args());
+        }
     }
 
     fn flush(&self) {}

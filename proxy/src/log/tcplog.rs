@@ -67,8 +67,8 @@ fn ms_or_minus(d: Option<Duration>) -> String {
     d.map_or_else(|| "-1".to_string(), |d| d.as_millis().to_string())
 }
 
-/// `21/Nov/2026:07:30:00.123`, in UTC.
-struct HaproxyDate(SystemTime);
+/// `21/Nov/2026:07:30:00.123`, in UTC (also used by the HTTP room's httplog line).
+pub struct HaproxyDate(pub SystemTime);
 
 impl fmt::Display for HaproxyDate {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

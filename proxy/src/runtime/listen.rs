@@ -1,5 +1,5 @@
-//! Listening sockets: one per bind per worker, with SO_REUSEPORT so the kernel spreads new
-//! connections across workers without a shared accept lock.
+//! Listening sockets. SO_REUSEPORT is set so a second process (a reload, an upgrade) can bind
+//! the same address while this one drains.
 
 use std::net::SocketAddr;
 

@@ -14,7 +14,6 @@ use std::time::{Duration, Instant};
 
 use crate::config::{Config, Loc};
 use crate::health::{self, CheckedBackend};
-use crate::tcp::session_count;
 
 pub use driver::DriverChoice;
 pub use limit::ConnLimit;
@@ -47,10 +46,18 @@ pub struct RunOptions {
 /// Default for `hard-stop-after`: how long established flows may finish after a stop signal.
 const DEFAULT_GRACE: Duration = Duration::from_secs(30);
 
+/// Everything `run` would refuse before opening a socket: the `-c` check.
+pub fn check(cfg: &Config) -> Result<(), RuntimeError> {
+    Plan::build(cfg).map(|_| ())
+}
+
 /// Runs the proxy until a stop signal and the drain that follows.
 pub fn run(cfg: &Config, opts: &RunOptions) -> Result<(), RuntimeError> {
     signals::block()?;
+    // Before the plan: the frontends' access-log handles point into the started log system.
+    crate::log::start(cfg)?;
     let plan = Plan::build(cfg)?;
+    crate::stats::install(plan.registry.clone());
     let workers = cfg
         .global
         .nbthread
@@ -71,29 +78,40 @@ pub fn run(cfg: &Config, opts: &RunOptions) -> Result<(), RuntimeError> {
 
     let stop = Arc::new(Shutdown::default());
     let global = ConnLimit::new(Some(cfg.global.maxconn.unwrap_or_else(default_maxconn)));
+    plan.registry
+        .process()
+        .set_maxconn(cfg.global.maxconn.unwrap_or_else(default_maxconn));
     for (id, listeners) in per_worker.drain(..).enumerate() {
         let (stop, global, choice) = (stop.clone(), global.clone(), opts.driver);
         std::thread::Builder::new()
             .name(format!("worker-{id}"))
             .spawn(move || worker::run_worker(id, listeners, global, stop, choice))?;
     }
-    wait_for_stop(&stop, cfg.global.hard_stop_after.unwrap_or(DEFAULT_GRACE))
+    let stopped = wait_for_stop(&stop, cfg.global.hard_stop_after.unwrap_or(DEFAULT_GRACE));
+    crate::log::flush(Duration::from_millis(500));
+    stopped
 }
 
-/// Every bind is opened once per worker before any worker starts, so a port conflict stops
-/// the start with the bind's line instead of leaving a half-started proxy.
+/// Every bind is opened once, before any worker starts, so a port conflict stops the start
+/// with the bind's line instead of leaving a half-started proxy. Workers share the socket
+/// (each holds a dup): a worker accepts only while it holds a `maxconn` slot, so with one
+/// shared accept queue a connection never waits behind a worker that cannot take it — with
+/// one SO_REUSEPORT socket per worker the kernel would hash it to a worker at its limit.
+/// SO_REUSEPORT stays set so that a new process can bind beside this one during a reload.
 fn bind_all(plan: &Plan, workers: usize) -> Result<Vec<Vec<WorkerListener>>, RuntimeError> {
     let mut per_worker: Vec<Vec<WorkerListener>> = (0..workers).map(|_| Vec::new()).collect();
     for b in &plan.binds {
+        let bind_error = |source| RuntimeError::Bind {
+            loc: b.loc.clone(),
+            addr: b.addr,
+            source,
+        };
+        let socket = listen::bind_reuseport(b.addr).map_err(bind_error)?;
         for list in per_worker.iter_mut() {
-            let socket = listen::bind_reuseport(b.addr).map_err(|source| RuntimeError::Bind {
-                loc: b.loc.clone(),
-                addr: b.addr,
-                source,
-            })?;
+            let socket = socket.try_clone().map_err(bind_error)?;
             list.push(WorkerListener {
                 socket,
-                frontend: b.frontend.clone(),
+                service: b.service.clone(),
                 limit: b.limit.clone(),
             });
         }
@@ -115,6 +133,11 @@ fn report_start(
     choice: DriverChoice,
 ) -> Result<(), RuntimeError> {
     let probe = driver::build_runtime(choice)?;
+    let uring = probe.driver_type().is_iouring();
+    let info = plan.registry.process();
+    info.set_threads(workers);
+    info.set_driver(if uring { "io_uring" } else { "epoll" });
+    info.set_features(vec![("io_uring", uring)]);
     log::info!(
         "proxy {} starting: {workers} worker(s), event driver {}, forward engine copy (userspace; splice(2) and sockmap not built yet), kTLS not built yet",
         env!("CARGO_PKG_VERSION"),
@@ -122,22 +145,24 @@ fn report_start(
     );
     for b in &plan.binds {
         log::info!(
-            "frontend {} listening on {} -> backend {}",
-            b.frontend.name,
+            "frontend {} listening on {} -> {}",
+            b.service.name(),
             b.addr,
-            b.frontend.backend.set.backend
+            b.service.destination()
         );
     }
     for line in &plan.not_served {
         log::warn!("{line}");
     }
-    if !cfg.global.logs.is_empty() {
-        log::warn!("global 'log' targets are not used yet: logs go to stderr");
-    }
     if cfg.global.daemon {
         log::warn!("'daemon' ignored: the proxy runs in the foreground (use a service manager)");
     }
     Ok(())
+}
+
+/// Live client connections, both modes.
+fn session_count() -> usize {
+    crate::tcp::session_count() + crate::http::session_count()
 }
 
 /// Blocks on signals. The first stop signal closes the listeners and lets sessions finish for

@@ -9,15 +9,42 @@ use std::sync::Arc;
 use crate::balance::ServerSet;
 use crate::config::{Config, EngineChoice, Loc, Mode, Proxy, Timeouts};
 use crate::forward::{Engine, FlowParams, IdleLimits};
+use crate::http;
+use crate::log::AccessLog;
+use crate::stats::Registry;
 use crate::tcp::{Backend, Frontend};
 
 use super::limit::ConnLimit;
 use super::RuntimeError;
 
+/// What accepted connections of a bind are handed to.
+#[derive(Clone)]
+pub enum Service {
+    Tcp(Arc<Frontend>),
+    Http(Arc<http::Frontend>),
+}
+
+impl Service {
+    pub fn name(&self) -> &str {
+        match self {
+            Service::Tcp(f) => &f.name,
+            Service::Http(f) => &f.name,
+        }
+    }
+
+    /// For the start-up report: where traffic goes.
+    pub fn destination(&self) -> String {
+        match self {
+            Service::Tcp(f) => format!("backend {}", f.backend.set.backend),
+            Service::Http(_) => "HTTP rules".to_string(),
+        }
+    }
+}
+
 pub struct PlannedBind {
     pub addr: SocketAddr,
     pub loc: Loc,
-    pub frontend: Arc<Frontend>,
+    pub service: Service,
     pub limit: Arc<ConnLimit>,
 }
 
@@ -26,16 +53,19 @@ pub struct Plan {
     pub backends: Vec<(Arc<Backend>, Option<std::time::Duration>)>,
     /// Sections this build accepts in the config but does not serve yet, with the reason.
     pub not_served: Vec<String>,
+    /// Live figures of every section; the data path below holds the same `Arc`s.
+    pub registry: Arc<Registry>,
 }
 
 impl Plan {
     pub fn build(cfg: &Config) -> Result<Plan, RuntimeError> {
-        let bufsize = cfg.global.bufsize.unwrap_or(16 * 1024);
+        let bufsize = cfg.global.bufsize();
         let mut backends: HashMap<String, Arc<Backend>> = HashMap::new();
         let mut plan = Plan {
             binds: Vec::new(),
             backends: Vec::new(),
             not_served: Vec::new(),
+            registry: Arc::new(Registry::from_config(cfg)),
         };
         for fe in cfg.frontends() {
             if let Some(why) = not_served_reason(fe) {
@@ -47,16 +77,14 @@ impl Plan {
                 ));
                 continue;
             }
+            let limit = ConnLimit::new(fe.maxconn.or(cfg.global.maxconn));
+            if fe.mode == Mode::Http {
+                let service = http_service(cfg, fe, bufsize, &mut backends, &mut plan)?;
+                plan.add_binds(fe, &service, &limit);
+                continue;
+            }
             let be_proxy = backend_of(cfg, fe)?;
-            let backend = match backends.get(&be_proxy.name) {
-                Some(b) => b.clone(),
-                None => {
-                    let b = Arc::new(backend_from(be_proxy)?);
-                    backends.insert(be_proxy.name.clone(), b.clone());
-                    plan.backends.push((b.clone(), be_proxy.timeouts.check));
-                    b
-                }
-            };
+            let backend = shared_backend(be_proxy, &mut backends, &mut plan)?;
             let frontend = Arc::new(Frontend {
                 name: fe.name.clone(),
                 backend,
@@ -66,27 +94,70 @@ impl Plan {
                 },
                 dont_log_null: fe.options.dontlognull,
                 conns: AtomicUsize::new(0),
+                stats: plan.registry.frontend(&fe.name).unwrap_or_default(),
+                access_log: AccessLog::for_proxy(fe),
             });
-            let limit = ConnLimit::new(fe.maxconn.or(cfg.global.maxconn));
-            for b in &fe.binds {
-                plan.binds.push(PlannedBind {
-                    addr: b.addr,
-                    loc: b.loc.clone(),
-                    frontend: frontend.clone(),
-                    limit: limit.clone(),
-                });
-            }
+            plan.add_binds(fe, &Service::Tcp(frontend), &limit);
         }
         Ok(plan)
     }
+
+    fn add_binds(&mut self, fe: &Proxy, service: &Service, limit: &Arc<ConnLimit>) {
+        for b in &fe.binds {
+            self.binds.push(PlannedBind {
+                addr: b.addr,
+                loc: b.loc.clone(),
+                service: service.clone(),
+                limit: limit.clone(),
+            });
+        }
+    }
 }
 
-/// Until the HTTP and TLS rooms land, such sections are loaded and checked but not opened:
-/// serving TLS as plain TCP, or HTTP without its rules, would be worse than not serving.
-fn not_served_reason(fe: &Proxy) -> Option<&'static str> {
-    if fe.mode == Mode::Http {
-        return Some("mode http is not served by this build yet; its binds stay closed");
+/// One server set per backend, shared by every frontend (tcp or http) that uses it, so that
+/// health state and connection counts are the backend's, not a frontend's.
+fn shared_backend(
+    be: &Proxy,
+    backends: &mut HashMap<String, Arc<Backend>>,
+    plan: &mut Plan,
+) -> Result<Arc<Backend>, RuntimeError> {
+    if let Some(b) = backends.get(&be.name) {
+        return Ok(b.clone());
     }
+    let b = Arc::new(backend_from(be, &plan.registry)?);
+    backends.insert(be.name.clone(), b.clone());
+    plan.backends.push((b.clone(), be.timeouts.check));
+    Ok(b)
+}
+
+/// An HTTP frontend: its server sets, then its rules compiled by the HTTP room.
+fn http_service(
+    cfg: &Config,
+    fe: &Proxy,
+    bufsize: usize,
+    backends: &mut HashMap<String, Arc<Backend>>,
+    plan: &mut Plan,
+) -> Result<Service, RuntimeError> {
+    for name in http::backend_names(fe) {
+        let be = cfg.proxy_backend(&name).ok_or_else(|| RuntimeError::Plan {
+            loc: fe.loc.clone(),
+            reason: format!("backend '{name}' not found"),
+        })?;
+        shared_backend(be, backends, plan)?;
+    }
+    let frontend = http::Frontend::build(cfg, fe, bufsize, backends).map_err(|e| match e {
+        http::HttpError::Config { loc, reason } => RuntimeError::Plan { loc, reason },
+        other => RuntimeError::Plan {
+            loc: fe.loc.clone(),
+            reason: other.to_string(),
+        },
+    })?;
+    Ok(Service::Http(Arc::new(frontend)))
+}
+
+/// Until the TLS room lands, TLS binds are loaded and checked but not opened: serving TLS as
+/// plain TCP or plain HTTP would be worse than not serving.
+fn not_served_reason(fe: &Proxy) -> Option<&'static str> {
     if fe.binds.iter().any(|b| b.ssl.is_some()) {
         return Some("TLS termination is not built yet; its binds stay closed");
     }
@@ -118,13 +189,20 @@ fn backend_of<'a>(cfg: &'a Config, fe: &'a Proxy) -> Result<&'a Proxy, RuntimeEr
     }
 }
 
-fn backend_from(p: &Proxy) -> Result<Backend, RuntimeError> {
+/// The server set comes from the registry, so the stats page sees the set the data path and
+/// the health checker use.
+fn backend_from(p: &Proxy, registry: &Registry) -> Result<Backend, RuntimeError> {
+    let set = registry
+        .backend(&p.name)
+        .unwrap_or_else(|| Arc::new(ServerSet::from_config(p)));
+    let engine = engine_for(p)?;
+    set.stats.set_engine(engine.name());
     Ok(Backend {
-        set: Arc::new(ServerSet::from_config(p)),
+        set,
         connect_timeout: p.timeouts.connect,
         retries: p.retries,
         redispatch: p.options.redispatch,
-        engine: engine_for(p)?,
+        engine,
         conns: AtomicUsize::new(0),
     })
 }

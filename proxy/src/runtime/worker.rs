@@ -10,10 +10,9 @@ use compio::net::TcpListener;
 use event_listener::Event;
 use futures_util::future::{select, Either};
 
-use crate::tcp::{run_session, Frontend};
-
 use super::driver::{self, DriverChoice};
 use super::limit::ConnLimit;
+use super::plan::Service;
 
 /// Set once on SIGTERM/SIGINT; every accept loop watches it.
 #[derive(Debug, Default)]
@@ -44,7 +43,7 @@ impl Shutdown {
 
 pub struct WorkerListener {
     pub socket: std::net::TcpListener,
-    pub frontend: Arc<Frontend>,
+    pub service: Service,
     pub limit: Arc<ConnLimit>,
 }
 
@@ -72,7 +71,7 @@ pub fn run_worker(
             match TcpListener::from_std(l.socket) {
                 Ok(listener) => loops.push(compio::runtime::spawn(accept_loop(
                     listener,
-                    l.frontend,
+                    l.service,
                     l.limit,
                     global.clone(),
                     stop.clone(),
@@ -98,7 +97,7 @@ async fn until_stop<F: std::future::Future>(stop: &Shutdown, fut: F) -> Option<F
 
 async fn accept_loop(
     listener: TcpListener,
-    fe: Arc<Frontend>,
+    service: Service,
     limit: Arc<ConnLimit>,
     global: Arc<ConnLimit>,
     stop: Arc<Shutdown>,
@@ -114,15 +113,18 @@ async fn accept_loop(
         };
         match accepted {
             Ok((stream, peer)) => {
-                let fe = fe.clone();
+                let service = service.clone();
                 compio::runtime::spawn(async move {
                     let _slots = slots;
-                    run_session(stream, peer, fe).await;
+                    match service {
+                        Service::Tcp(fe) => crate::tcp::run_session(stream, peer, fe).await,
+                        Service::Http(fe) => crate::http::run_session(stream, peer, fe).await,
+                    }
                 })
                 .detach();
             }
             Err(e) => {
-                log::warn!("frontend {}: accept failed: {e}", fe.name);
+                log::warn!("frontend {}: accept failed: {e}", service.name());
                 // Out of descriptors or memory: back off instead of spinning on the error.
                 if !matches!(
                     e.kind(),

@@ -7,9 +7,10 @@ use std::time::{Duration, Instant, SystemTime};
 
 use compio::net::TcpStream;
 
-use crate::balance::ServerSet;
-use crate::forward::{self, Engine, FlowParams};
-use crate::log::{SessionRecord, TermState, ACCESS};
+use crate::balance::{Server, ServerSet};
+use crate::forward::{self, Engine, FlowEnd, FlowParams, FlowStats};
+use crate::log::{AccessLog, SessionRecord, TermState};
+use crate::stats::Counters;
 
 use super::connect::{connect_server, ConnectFailure};
 
@@ -33,6 +34,10 @@ pub struct Frontend {
     /// `option dontlognull`: sessions that carried no byte are not logged.
     pub dont_log_null: bool,
     pub conns: AtomicUsize,
+    /// This frontend's figures, shared with the stats registry.
+    pub stats: Arc<Counters>,
+    /// Where this frontend's access lines go (its `log` targets).
+    pub access_log: AccessLog,
 }
 
 /// Live sessions of the whole process, for logs and for draining at shutdown.
@@ -61,6 +66,9 @@ pub async fn run_session(client: TcpStream, peer: SocketAddr, fe: Arc<Frontend>)
     let _fe = Count::new(&fe.conns);
     let be = &fe.backend;
     let _be = Count::new(&be.conns);
+    fe.stats.accepted();
+    let _fe_session = fe.stats.open_session();
+    let _be_session = be.set.stats.traffic.open_session();
     let _ = client.set_nodelay(true);
 
     let mut record = SessionRecord {
@@ -89,7 +97,9 @@ pub async fn run_session(client: TcpStream, peer: SocketAddr, fe: Arc<Frontend>)
             record.connect = Some(c.connect_time);
             record.retries = c.retries;
             record.server_conns = c.claim.server.current() as usize;
+            count_connect(be, &c.claim.server, c.retries, Some(c.connect_time));
             let flow = forward::forward(be.engine, client, c.stream, fe.flow).await;
+            count_flow(&fe.stats, be, &c.claim.server, &flow, started.elapsed());
             record.bytes_down = flow.bytes_down;
             record.term = TermState(
                 flow.end
@@ -105,6 +115,7 @@ pub async fn run_session(client: TcpStream, peer: SocketAddr, fe: Arc<Frontend>)
             drop(c.claim);
         }
         Err(ConnectFailure::NoServer) => {
+            Counters::bump(&be.set.stats.traffic.failed_conn);
             record.total = started.elapsed();
             log::warn!("backend {} has no server available!", be.set.backend);
         }
@@ -113,6 +124,7 @@ pub async fn run_session(client: TcpStream, peer: SocketAddr, fe: Arc<Frontend>)
             retries,
             timed_out,
         }) => {
+            count_connect(be, &server, retries, None);
             server_name = server.name.clone();
             record.server = &server_name;
             record.retries = retries;
@@ -120,7 +132,40 @@ pub async fn run_session(client: TcpStream, peer: SocketAddr, fe: Arc<Frontend>)
             record.total = started.elapsed();
         }
     }
-    log::info!(target: ACCESS, "{record}");
+    fe.access_log.send(&record);
+}
+
+/// Connection attempts, retries, connect time or the final failure, on the backend and the
+/// server. `connected` is the time to connect, `None` when every attempt failed.
+fn count_connect(be: &Backend, server: &Server, retries: u32, connected: Option<Duration>) {
+    let attempts = u64::from(retries) + 1;
+    for c in [&be.set.stats.traffic, &server.stats.traffic] {
+        c.connect_attempts.fetch_add(attempts, Ordering::Relaxed);
+        c.retries.fetch_add(u64::from(retries), Ordering::Relaxed);
+        match connected {
+            Some(t) => c.timings.connect.add(t.as_millis() as u64),
+            None => Counters::bump(&c.failed_conn),
+        }
+    }
+}
+
+/// Bytes, flows and who ended the flow, on the frontend, the backend and the server.
+fn count_flow(fe: &Counters, be: &Backend, server: &Server, flow: &FlowStats, took: Duration) {
+    fe.add_bytes(flow.bytes_up, flow.bytes_down);
+    for c in [&be.set.stats.traffic, &server.stats.traffic] {
+        c.add_bytes(flow.bytes_up, flow.bytes_down);
+        c.timings.total.add(took.as_millis() as u64);
+        Counters::bump(&c.flows);
+        match flow.end {
+            FlowEnd::Closed => {}
+            FlowEnd::ClientAbort | FlowEnd::ClientTimeout => Counters::bump(&c.client_aborts),
+            // HAProxy counts server aborts in the response errors too.
+            FlowEnd::ServerAbort | FlowEnd::ServerTimeout => {
+                Counters::bump(&c.server_aborts);
+                Counters::bump(&c.failed_resp);
+            }
+        }
+    }
 }
 
 /// Sessions open in the whole process.

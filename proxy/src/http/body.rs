@@ -1,0 +1,256 @@
+//! Moving a message body from one side to the other with bounded memory: never more than one
+//! buffer (`tune.bufsize`) of it is held. Chunked bodies are parsed and re-encoded, not passed
+//! through: the next hop gets canonical chunk lines (no extensions, no odd spacing), so a
+//! chunk syntax the two ends would read differently cannot cross the proxy.
+
+use std::io;
+use std::time::Duration;
+
+use compio::net::TcpStream;
+
+use super::error::HttpError;
+use super::head::{check_line_ends, head_end, Framing};
+use super::side::{deadline, write_all, Side};
+
+/// Which way the body goes; decides whose fault a failure is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dir {
+    /// Client → server (a request body).
+    Up,
+    /// Server → client (a response body).
+    Down,
+}
+
+/// Longest chunk-size line (with extensions) accepted.
+const MAX_CHUNK_LINE: usize = 4096;
+
+/// How a body moves: its framing in and whether it leaves chunked.
+pub struct Relay<'a> {
+    pub from: &'a mut Side,
+    pub to: &'a TcpStream,
+    pub dir: Dir,
+    /// Idle limit reading the source, and writing the destination.
+    pub read_idle: Option<Duration>,
+    pub write_idle: Option<Duration>,
+}
+
+impl Relay<'_> {
+    /// Moves the whole body; returns the bytes written to the destination.
+    pub async fn run(&mut self, framing: Framing, chunked_out: bool) -> Result<u64, HttpError> {
+        match framing {
+            Framing::Empty => Ok(0),
+            Framing::Length(n) => self.exact(n).await.map(|()| n),
+            Framing::UntilClose => self.until_close().await,
+            Framing::Chunked => self.chunked(chunked_out).await,
+        }
+    }
+
+    fn read_failed(&self, e: io::Error) -> HttpError {
+        match (self.dir, e.kind()) {
+            (Dir::Up, io::ErrorKind::TimedOut) => HttpError::ClientTimeout,
+            (Dir::Down, io::ErrorKind::TimedOut) => HttpError::ServerTimeout,
+            (Dir::Up, _) => HttpError::ClientClosed(e),
+            (Dir::Down, _) => HttpError::ServerClosed(e),
+        }
+    }
+
+    fn write_failed(&self, e: io::Error) -> HttpError {
+        match (self.dir, e.kind()) {
+            (Dir::Up, io::ErrorKind::TimedOut) => HttpError::ServerTimeout,
+            (Dir::Down, io::ErrorKind::TimedOut) => HttpError::ClientTimeout,
+            (Dir::Up, _) => HttpError::ServerClosed(e),
+            (Dir::Down, _) => HttpError::ClientClosed(e),
+        }
+    }
+
+    fn malformed(&self, reason: &'static str) -> HttpError {
+        match self.dir {
+            Dir::Up => HttpError::bad_request(400, reason),
+            Dir::Down => HttpError::BadResponse(reason),
+        }
+    }
+
+    fn early_eof(&self) -> HttpError {
+        match self.dir {
+            Dir::Up => HttpError::client_eof(),
+            Dir::Down => HttpError::server_eof(),
+        }
+    }
+
+    /// Reads more; EOF is an error here (the body is not complete).
+    async fn more(&mut self) -> Result<(), HttpError> {
+        match self.from.fill(deadline(self.read_idle)).await {
+            Ok(0) => Err(self.early_eof()),
+            Ok(_) => Ok(()),
+            Err(e) => Err(self.read_failed(e)),
+        }
+    }
+
+    async fn pass(&mut self, n: usize) -> Result<(), HttpError> {
+        let to = self.to;
+        let limit = deadline(self.write_idle);
+        match self.from.pass_to(n, to, limit).await {
+            Ok(()) => Ok(()),
+            Err(e) => Err(self.write_failed(e)),
+        }
+    }
+
+    async fn send(&mut self, bytes: Vec<u8>) -> Result<(), HttpError> {
+        match write_all(self.to, bytes, deadline(self.write_idle)).await {
+            Ok(()) => Ok(()),
+            Err(e) => Err(self.write_failed(e)),
+        }
+    }
+
+    async fn exact(&mut self, mut left: u64) -> Result<(), HttpError> {
+        while left > 0 {
+            if self.from.data().is_empty() {
+                self.more().await?;
+            }
+            let n = (self.from.data().len() as u64).min(left) as usize;
+            self.pass(n).await?;
+            left -= n as u64;
+        }
+        Ok(())
+    }
+
+    async fn until_close(&mut self) -> Result<u64, HttpError> {
+        let mut total = 0u64;
+        loop {
+            if self.from.data().is_empty() {
+                match self.from.fill(deadline(self.read_idle)).await {
+                    Ok(0) => return Ok(total),
+                    Ok(_) => {}
+                    Err(e) => return Err(self.read_failed(e)),
+                }
+            }
+            let n = self.from.data().len();
+            self.pass(n).await?;
+            total += n as u64;
+        }
+    }
+
+    /// A line ending in CRLF at the start of the unread bytes, without the CRLF; consumed.
+    async fn line(&mut self, max: usize) -> Result<Vec<u8>, HttpError> {
+        loop {
+            let data = self.from.data();
+            if let Some(i) = data.windows(2).position(|w| w == b"\r\n") {
+                let line = data.get(..i).unwrap_or_default().to_vec();
+                if line.iter().any(|&b| b == b'\r' || b == b'\n') {
+                    return Err(self.malformed("bare CR or LF in a chunk line"));
+                }
+                self.from.consume(i + 2);
+                return Ok(line);
+            }
+            if data.len() >= max || self.from.is_full() {
+                return Err(self.malformed("chunk line too long"));
+            }
+            self.more().await?;
+        }
+    }
+
+    async fn chunked(&mut self, chunked_out: bool) -> Result<u64, HttpError> {
+        let mut total = 0u64;
+        loop {
+            let line = self.line(MAX_CHUNK_LINE).await?;
+            let size = parse_chunk_size(&line).map_err(|r| self.malformed(r))?;
+            if size == 0 {
+                break;
+            }
+            if chunked_out {
+                self.send(format!("{size:x}\r\n").into_bytes()).await?;
+            }
+            self.exact(size).await?;
+            total += size;
+            let end = self.line(2).await?;
+            if !end.is_empty() {
+                return Err(self.malformed("chunk data longer than its size"));
+            }
+            if chunked_out {
+                self.send(b"\r\n".to_vec()).await?;
+            }
+        }
+        let trailers = self.trailers().await?;
+        if chunked_out {
+            let mut last = b"0\r\n".to_vec();
+            last.extend_from_slice(&trailers);
+            last.extend_from_slice(b"\r\n");
+            self.send(last).await?;
+        }
+        Ok(total)
+    }
+
+    /// The trailer section after the last chunk, checked like a head; returned without the
+    /// final blank line (empty when there is none).
+    async fn trailers(&mut self) -> Result<Vec<u8>, HttpError> {
+        loop {
+            let data = self.from.data();
+            if data.starts_with(b"\r\n") {
+                self.from.consume(2);
+                return Ok(Vec::new());
+            }
+            if let Some(end) = head_end(data, 0) {
+                let block = data.get(..end).unwrap_or_default().to_vec();
+                self.from.consume(end);
+                check_line_ends(&block).map_err(|r| self.malformed(r))?;
+                let mut fields = [httparse::EMPTY_HEADER; super::head::MAX_HEADERS];
+                match httparse::parse_headers(&block, &mut fields) {
+                    Ok(httparse::Status::Complete(_)) => {}
+                    _ => return Err(self.malformed("malformed trailer section")),
+                }
+                return Ok(block.get(..end - 2).unwrap_or_default().to_vec());
+            }
+            if self.from.is_full() {
+                return Err(self.malformed("trailer section too large"));
+            }
+            // A lone CR so far may still become the final CRLF.
+            self.more().await?;
+        }
+    }
+}
+
+/// `1*HEXDIG [ BWS ";" chunk-ext ]`: at most 16 hex digits (no u64 overflow), and extensions
+/// made of visible characters, spaces and tabs only. Extensions are dropped on re-encoding.
+pub fn parse_chunk_size(line: &[u8]) -> Result<u64, &'static str> {
+    let digits = line.iter().take_while(|b| b.is_ascii_hexdigit()).count();
+    if digits == 0 {
+        return Err("missing chunk size");
+    }
+    if digits > 16 {
+        return Err("chunk size overflow");
+    }
+    let rest = line.get(digits..).unwrap_or_default();
+    let ext = rest.trim_ascii_start();
+    if !ext.is_empty() && !ext.starts_with(b";") {
+        return Err("invalid chunk size");
+    }
+    if ext
+        .iter()
+        .any(|&b| !(b.is_ascii_graphic() || b == b' ' || b == b'\t'))
+    {
+        return Err("invalid chunk extension");
+    }
+    let text = std::str::from_utf8(line.get(..digits).unwrap_or_default())
+        .map_err(|_| "invalid chunk size")?;
+    u64::from_str_radix(text, 16).map_err(|_| "chunk size overflow")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chunk_sizes() {
+        assert_eq!(parse_chunk_size(b"1a"), Ok(26));
+        assert_eq!(parse_chunk_size(b"0"), Ok(0));
+        assert_eq!(parse_chunk_size(b"A;name=val"), Ok(10));
+        assert_eq!(parse_chunk_size(b"A ;name=\"v v\""), Ok(10));
+        assert_eq!(parse_chunk_size(b"ffffffffffffffff"), Ok(u64::MAX));
+        assert!(parse_chunk_size(b"10000000000000000").is_err());
+        assert!(parse_chunk_size(b"").is_err());
+        assert!(parse_chunk_size(b"-1").is_err());
+        assert!(parse_chunk_size(b"0x10").is_err());
+        assert!(parse_chunk_size(b"1 2").is_err());
+        assert!(parse_chunk_size(b"1;\x01").is_err());
+    }
+}

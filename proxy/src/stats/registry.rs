@@ -1,0 +1,237 @@
+//! The registry: every proxy of the config with the live objects the data path updates. Built
+//! once at start, before any worker runs, and never changed afterwards, so readers (the stats
+//! page, the exporter) walk it without locks while sessions bump the same atomics.
+
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, OnceLock};
+
+use crate::balance::ServerSet;
+use crate::config::{Balance, Config, Mode, Proxy, ProxyKind};
+
+use super::counters::{now_ms, Counters};
+
+/// One `frontend`, `backend` or `listen` section.
+#[derive(Debug)]
+pub struct ProxyEntry {
+    pub name: String,
+    /// HAProxy's `iid`: position in the config, from 1.
+    pub id: u32,
+    pub kind: ProxyKind,
+    pub mode: Mode,
+    pub balance: Balance,
+    /// Session limit of the frontend side (`maxconn` of the section, else the global one).
+    pub maxconn: Option<u32>,
+    /// Session limit shown for the backend side: HAProxy's default `fullconn`, a tenth of the
+    /// limits of the frontends that can send traffic here.
+    pub fullconn: Option<u32>,
+    /// Counters of the frontend side, shared with the data path's frontend.
+    pub frontend: Option<Arc<Counters>>,
+    /// Servers of the backend side, shared with the data path's backend and the checker.
+    pub backend: Option<Arc<ServerSet>>,
+}
+
+/// Process-wide facts the runtime sets once at start.
+#[derive(Debug)]
+pub struct ProcessInfo {
+    pub start_ms: u64,
+    threads: AtomicU32,
+    maxconn: AtomicU32,
+    driver: OnceLock<&'static str>,
+    /// Kernel fast paths probed at start and whether each is in use.
+    features: OnceLock<Vec<(&'static str, bool)>>,
+}
+
+impl Default for ProcessInfo {
+    fn default() -> Self {
+        ProcessInfo {
+            start_ms: now_ms(),
+            threads: AtomicU32::new(1),
+            maxconn: AtomicU32::new(0),
+            driver: OnceLock::new(),
+            features: OnceLock::new(),
+        }
+    }
+}
+
+impl ProcessInfo {
+    pub fn set_threads(&self, n: usize) {
+        self.threads
+            .store(u32::try_from(n).unwrap_or(u32::MAX), Ordering::Relaxed);
+    }
+
+    pub fn threads(&self) -> u32 {
+        self.threads.load(Ordering::Relaxed)
+    }
+
+    pub fn set_maxconn(&self, n: u32) {
+        self.maxconn.store(n, Ordering::Relaxed);
+    }
+
+    pub fn maxconn(&self) -> u32 {
+        self.maxconn.load(Ordering::Relaxed)
+    }
+
+    /// The event driver the workers run on (`io_uring`, `epoll`); the first call wins.
+    pub fn set_driver(&self, name: &'static str) {
+        let _ = self.driver.set(name);
+    }
+
+    pub fn driver(&self) -> Option<&'static str> {
+        self.driver.get().copied()
+    }
+
+    /// The probe results; the first call wins.
+    pub fn set_features(&self, features: Vec<(&'static str, bool)>) {
+        let _ = self.features.set(features);
+    }
+
+    pub fn features(&self) -> &[(&'static str, bool)] {
+        self.features.get().map_or(&[], Vec::as_slice)
+    }
+}
+
+#[derive(Debug, Default)]
+pub struct Registry {
+    proxies: Vec<ProxyEntry>,
+    process: ProcessInfo,
+    prometheus: super::prom::Exporter,
+}
+
+impl Registry {
+    /// One entry per section, with fresh counters and server sets the plan then hands to the
+    /// data path (`frontend`, `backend`), so both sides share the same atomics.
+    pub fn from_config(cfg: &Config) -> Registry {
+        let proxies = cfg
+            .proxies
+            .iter()
+            .enumerate()
+            .map(|(i, p)| ProxyEntry {
+                name: p.name.clone(),
+                id: u32::try_from(i + 1).unwrap_or(u32::MAX),
+                kind: p.kind,
+                mode: p.mode,
+                balance: p.balance,
+                maxconn: p.maxconn.or(cfg.global.maxconn),
+                fullconn: p.kind.has_backend().then(|| fullconn(cfg, p)).flatten(),
+                frontend: p.kind.has_frontend().then(|| Arc::new(Counters::default())),
+                backend: p
+                    .kind
+                    .has_backend()
+                    .then(|| Arc::new(ServerSet::from_config(p))),
+            })
+            .collect();
+        let registry = Registry {
+            proxies,
+            ..Registry::default()
+        };
+        if let Some(n) = cfg.global.nbthread {
+            registry.process.set_threads(n);
+        }
+        if let Some(n) = cfg.global.maxconn {
+            registry.process.set_maxconn(n);
+        }
+        registry
+    }
+
+    pub fn proxies(&self) -> &[ProxyEntry] {
+        &self.proxies
+    }
+
+    pub fn proxy(&self, name: &str) -> Option<&ProxyEntry> {
+        self.proxies.iter().find(|p| p.name == name)
+    }
+
+    /// The frontend counters of a `frontend`/`listen` section.
+    pub fn frontend(&self, name: &str) -> Option<Arc<Counters>> {
+        self.proxy(name).and_then(|p| p.frontend.clone())
+    }
+
+    /// The server set of a `backend`/`listen` section.
+    pub fn backend(&self, name: &str) -> Option<Arc<ServerSet>> {
+        self.proxy(name).and_then(|p| p.backend.clone())
+    }
+
+    pub fn process(&self) -> &ProcessInfo {
+        &self.process
+    }
+
+    pub(crate) fn exporter(&self) -> &super::prom::Exporter {
+        &self.prometheus
+    }
+}
+
+/// A tenth of the summed `maxconn` of the frontends routing to `backend` (at least 1); `None`
+/// when none routes there or one of them has no known limit.
+fn fullconn(cfg: &Config, backend: &Proxy) -> Option<u32> {
+    let mut sum: u64 = 0;
+    let mut any = false;
+    for fe in cfg.frontends().filter(|fe| routes_to(fe, &backend.name)) {
+        sum += u64::from(fe.maxconn.or(cfg.global.maxconn)?);
+        any = true;
+    }
+    any.then(|| u32::try_from((sum / 10).max(1)).unwrap_or(u32::MAX))
+}
+
+fn routes_to(fe: &Proxy, backend: &str) -> bool {
+    let named = fe.default_backend.as_deref() == Some(backend)
+        || fe.use_backends.iter().any(|u| u.backend == backend);
+    let itself = fe.name == backend && fe.default_backend.is_none() && fe.use_backends.is_empty();
+    named || itself
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::stats::tests::config;
+
+    #[test]
+    fn every_section_gets_its_sides() {
+        let reg = Registry::from_config(&config());
+        let kinds: Vec<_> = reg
+            .proxies()
+            .iter()
+            .map(|p| (p.name.as_str(), p.frontend.is_some(), p.backend.is_some()))
+            .collect();
+        assert_eq!(
+            kinds,
+            [
+                ("stats", true, true),
+                ("rtmp_lb", true, false),
+                ("backend_rtmp", false, true)
+            ]
+        );
+        assert_eq!(reg.proxy("rtmp_lb").map(|p| p.id), Some(2));
+        assert_eq!(reg.proxy("rtmp_lb").and_then(|p| p.maxconn), Some(2000));
+        assert_eq!(
+            reg.proxy("backend_rtmp").and_then(|p| p.fullconn),
+            Some(200)
+        );
+        assert_eq!(reg.proxy("stats").and_then(|p| p.fullconn), Some(200));
+        assert_eq!(reg.proxy("rtmp_lb").and_then(|p| p.fullconn), None);
+        let set = reg.backend("backend_rtmp").expect("backend");
+        assert_eq!(set.servers.len(), 2);
+        assert!(reg.backend("rtmp_lb").is_none());
+        assert!(reg.frontend("nope").is_none());
+    }
+
+    #[test]
+    fn handles_are_shared_not_copied() {
+        let reg = Registry::from_config(&config());
+        let a = reg.frontend("rtmp_lb").expect("frontend");
+        let b = reg.frontend("rtmp_lb").expect("frontend");
+        assert!(Arc::ptr_eq(&a, &b));
+        let _s = a.open_session();
+        assert_eq!(b.current.load(Ordering::Relaxed), 1);
+    }
+
+    #[test]
+    fn process_facts_are_set_once() {
+        let reg = Registry::from_config(&config());
+        assert_eq!(reg.process().threads(), 2);
+        reg.process().set_driver("io_uring");
+        reg.process().set_driver("epoll");
+        assert_eq!(reg.process().driver(), Some("io_uring"));
+        reg.process().set_features(vec![("io_uring", true)]);
+        assert_eq!(reg.process().features(), [("io_uring", true)]);
+    }
+}
