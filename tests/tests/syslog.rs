@@ -153,6 +153,31 @@ fn access_lines_reach_a_udp_syslog_in_rfc3164() {
     assert_tcplog(msg, 2000);
 }
 
+/// `log ADDR format rfc5424 FACILITY LEVEL`: `<PRI>1 TIMESTAMP HOST TAG PID - - MSG`.
+#[test]
+fn access_lines_in_rfc5424_when_asked() {
+    let rx = UdpSocket::bind("127.0.0.1:0").expect("bind the syslog listener");
+    let target = format!("{} format rfc5424", rx.local_addr().expect("addr"));
+    let server = TcpServer::start(free_addr(loopback(2)));
+    let port = free_port(Ipv4Addr::LOCALHOST);
+    let proxy = Proxy::start(&config(&target, "info", port, &server));
+
+    pump(proxy.addr(), &server, 10, 20).assert_intact(10, 20);
+
+    let (line, others) = wait_for(&rx, is_access_line);
+    let line = line.unwrap_or_else(|| panic!("no access line arrived; got {others:?}"));
+    let rest = line
+        .strip_prefix("<134>1 ")
+        .unwrap_or_else(|| panic!("RFC 5424 header with PRI 134 and version 1: {line:?}"));
+    let f: Vec<&str> = rest.splitn(7, ' ').collect();
+    assert_eq!(f.len(), 7, "{line:?}");
+    assert!(f[0].len() >= 20 && f[0].as_bytes()[10] == b'T', "ISO timestamp: {line:?}");
+    assert_eq!(f[2], "haproxy", "app name: {line:?}");
+    assert_eq!(f[3], proxy.pid().to_string(), "proc id: {line:?}");
+    assert_eq!((f[4], f[5]), ("-", "-"), "no msgid, no structured data: {line:?}");
+    assert_tcplog(f[6].trim_end_matches('\n'), 20);
+}
+
 #[test]
 fn process_messages_go_to_the_global_target_and_levels_filter() {
     let rx = UdpSocket::bind("127.0.0.1:0").expect("bind the syslog listener");

@@ -56,6 +56,14 @@ pub const PACKAGES: &[Package] = &[
         name: "procps",
         why: "`ps`/`pgrep` to inspect processes",
     },
+    Package {
+        name: "chromium",
+        why: "headless browser that renders the stats page in the stats tests",
+    },
+    Package {
+        name: "prometheus",
+        why: "`promtool check metrics` on the /metrics output",
+    },
 ];
 
 /// Programs and files the packages must have provided; checked after installing.

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use super::addr::parse_log_dest;
 use super::args::Args;
 use super::keywords;
-use super::model::{Global, Loc, LogTarget, RawDirective};
+use super::model::{Global, Loc, LogFormat, LogTarget, RawDirective};
 use super::num::{parse_positive, parse_uint};
 use super::time::parse_duration;
 
@@ -113,13 +113,20 @@ fn global_stats(args: &mut Args<'_>) -> Result<(), String> {
     Ok(())
 }
 
-/// `log ADDR FACILITY [LEVEL [MINLEVEL]]` (global or proxy; `log global` is the proxy's).
+/// `log ADDR [len N] [format F] FACILITY [LEVEL [MINLEVEL]]` (global or proxy; `log global`
+/// is the proxy's).
 pub(crate) fn log_target(args: &mut Args<'_>, loc: &Loc) -> Result<LogTarget, String> {
     let dest = parse_log_dest(args.need("an address")?)?;
-    let facility = args.need("a facility")?;
-    if matches!(facility, "len" | "format" | "sample") {
-        return Err(format!("log option '{facility}' is not supported"));
-    }
+    let mut format = LogFormat::Rfc3164;
+    let mut len = 1024;
+    let facility = loop {
+        match args.need("a facility")? {
+            "len" => len = log_len(args.need("a length")?)?,
+            "format" => format = log_format(args.need("a format")?)?,
+            "sample" => return Err("log option 'sample' is not supported".to_string()),
+            other => break other,
+        }
+    };
     if !FACILITIES.contains(&facility) {
         return Err(format!("unknown log facility '{facility}'"));
     }
@@ -131,8 +138,31 @@ pub(crate) fn log_target(args: &mut Args<'_>, loc: &Loc) -> Result<LogTarget, St
         facility: facility.to_string(),
         level,
         minlevel,
+        format,
+        len,
         loc: loc.clone(),
     })
+}
+
+/// HAProxy accepts 80..=65535 bytes; shorter could not hold a syslog header and a log line.
+fn log_len(word: &str) -> Result<usize, String> {
+    match word.parse::<usize>() {
+        Ok(n) if (80..=65535).contains(&n) => Ok(n),
+        _ => Err(format!(
+            "log length '{word}' must be a number from 80 to 65535"
+        )),
+    }
+}
+
+fn log_format(word: &str) -> Result<LogFormat, String> {
+    match word {
+        "rfc3164" => Ok(LogFormat::Rfc3164),
+        "rfc5424" => Ok(LogFormat::Rfc5424),
+        "raw" => Ok(LogFormat::Raw),
+        other => Err(format!(
+            "unsupported log format '{other}' (supported: rfc3164, rfc5424, raw)"
+        )),
+    }
 }
 
 fn check_level(level: &str) -> Result<String, String> {
@@ -273,7 +303,9 @@ mod tests {
             "unknown log facility 'local9'"
         );
         assert!(error("log 127.0.0.1 local0 loud").contains("unknown log level 'loud'"));
-        assert!(error("log 127.0.0.1 len 1024 local0").contains("not supported"));
+        assert!(error("log 127.0.0.1 sample 1:2 local0").contains("not supported"));
+        assert!(error("log 127.0.0.1 len 10 local0").contains("from 80 to 65535"));
+        assert!(error("log 127.0.0.1 format short local0").contains("unsupported log format"));
         assert_eq!(error("log 127.0.0.1"), "'log' needs a facility");
         assert!(
             error("log 127.0.0.1 local0 info err debug").contains("unexpected argument 'debug'")

@@ -179,7 +179,19 @@ pub struct LogTarget {
     pub level: Option<String>,
     /// Least verbose level sent (HAProxy's `minlevel`): more urgent messages are lowered to it.
     pub minlevel: Option<String>,
+    /// `format rfc3164|rfc5424|raw`; HAProxy's default is RFC 3164.
+    pub format: LogFormat,
+    /// `len N`: longest message sent, framing included (HAProxy's default 1024).
+    pub len: usize,
     pub loc: Loc,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LogFormat {
+    #[default]
+    Rfc3164,
+    Rfc5424,
+    Raw,
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -14,14 +14,12 @@ use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use crate::config::{LogDest, LogTarget};
+use crate::config::{LogDest, LogFormat, LogTarget};
 
 use super::syslog::{self, Format, LocalTime, Sender};
 
 /// Lines waiting for the logger thread; past this, new lines are dropped and counted.
 pub const QUEUE_LEN: usize = 1024;
-/// HAProxy's default `len`: the longest line sent, header included.
-pub const MAX_LINE: usize = 1024;
 
 static DROPPED: AtomicU64 = AtomicU64::new(0);
 
@@ -44,6 +42,8 @@ pub struct TargetSpec {
     /// More urgent severities are lowered to this one (HAProxy's `minlevel`).
     pub minlevel: u8,
     pub format: Format,
+    /// Longest datagram, framing included (`len`).
+    pub len: usize,
 }
 
 impl TargetSpec {
@@ -60,8 +60,12 @@ impl TargetSpec {
             facility: syslog::facility(&t.facility).unwrap_or(16),
             level: level(&t.level, 7),
             minlevel: level(&t.minlevel, 0),
-            // The config has no `format` argument yet: HAProxy's default framing.
-            format: Format::Rfc3164,
+            format: match t.format {
+                LogFormat::Rfc3164 => Format::Rfc3164,
+                LogFormat::Rfc5424 => Format::Rfc5424,
+                LogFormat::Raw => Format::Raw,
+            },
+            len: t.len,
         }
     }
 
@@ -117,7 +121,14 @@ impl Sink {
         if !wanted {
             return;
         }
-        let text = truncate(text, MAX_LINE).to_string();
+        // No target sends more than its `len`, so the queue never holds more than that.
+        let longest = targets
+            .iter()
+            .filter_map(|&i| self.specs.get(i))
+            .map(|s| s.len)
+            .max()
+            .unwrap_or(0);
+        let text = truncate(text, longest).to_string();
         let msg = Message::Line {
             targets: targets.clone(),
             severity,
@@ -257,7 +268,7 @@ fn run(rx: Receiver<Message>, specs: &[TargetSpec], mut outputs: Vec<Output>, fr
                 &local,
                 from,
                 &text,
-                MAX_LINE,
+                spec.len,
             );
             if let Err(e) = out.write(&bytes) {
                 drop_one();
@@ -290,6 +301,8 @@ mod tests {
             facility: "local0".into(),
             level: level.map(String::from),
             minlevel: minlevel.map(String::from),
+            format: LogFormat::Rfc3164,
+            len: 1024,
             loc: Loc::default(),
         })
     }

@@ -135,7 +135,10 @@ pub fn frame(
     let mut out = String::with_capacity(64 + msg.len());
     match format {
         Format::Rfc3164 => {
-            let month = MONTHS.get(time.month as usize - 1).unwrap_or(&"Jan");
+            let month = (time.month as usize)
+                .checked_sub(1)
+                .and_then(|i| MONTHS.get(i))
+                .unwrap_or(&"Jan");
             let _ = write!(
                 out,
                 "<{pri}>{month} {:>2} {:02}:{:02}:{:02} {}[{}]: ",

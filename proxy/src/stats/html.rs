@@ -405,7 +405,7 @@ fn server_title(s: &ServerView) -> String {
             c.rise,
             c.fall,
             c.health,
-            c.rise + c.fall - 1
+            c.rise.saturating_add(c.fall) - 1
         );
     }
     t

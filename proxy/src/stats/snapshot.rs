@@ -337,7 +337,7 @@ fn check(s: &Server) -> CheckView {
     let (rise, fall) = (s.params.rise.max(1), s.params.fall.max(1));
     let streak = c.streak();
     let health = if s.state() == ServerState::Up {
-        (rise + fall - 1).saturating_sub(streak)
+        (rise.saturating_add(fall) - 1).saturating_sub(streak)
     } else {
         streak.min(rise.saturating_sub(1))
     };
