@@ -2,14 +2,18 @@
 //! section in front of a `mode tcp` backend of two harness `TcpServer`s: authentication (401
 //! and realm), both servers and their states, hidden version, a killed backend going DOWN
 //! within inter × fall and back UP after rise, counters moving by exactly what a test sends,
-//! `promtool check metrics`, and a headless Chromium rendering of the page.
+//! `promtool check metrics`, and a headless Chromium rendering of the page. A `mode http`
+//! frontend in front of a real nginx checks the HTTP columns (requests, answers by class,
+//! denials, bytes per row) and its httplog lines over UDP syslog.
 
+use e2e::http_client::{raw_exchange, status_of};
+use e2e::nginx_http::NginxHttp;
 use e2e::tcp::{End, Reply, TcpClient, TcpServer};
-use e2e::util::require_tool;
+use e2e::util::{require_tool, TestDir};
 use e2e::{free_addr, free_port, loopback, wait_until, Proxy};
 use std::collections::HashMap;
 use std::io::{Read, Write};
-use std::net::{Ipv4Addr, SocketAddr, TcpStream};
+use std::net::{Ipv4Addr, SocketAddr, TcpStream, UdpSocket};
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -483,4 +487,291 @@ fn artifacts() -> PathBuf {
         .join("stats");
     std::fs::create_dir_all(&dir).expect("artifact folder");
     dir
+}
+
+// ---------------------------------------------------------------------------------------------
+// `mode http`: one frontend denying `/forbidden`, its backend denying `/private`, one nginx
+// (`ams1`) and, for the redispatch test, a server where nothing listens before it.
+
+struct HttpSetup {
+    proxy: Proxy,
+    stats: SocketAddr,
+    http: SocketAddr,
+    syslog: UdpSocket,
+    _nginx: NginxHttp,
+    _files: TestDir,
+}
+
+/// `dead_first`: the backend balances round robin over a dead server and `ams1`, with one
+/// retry that `option redispatch` sends to the other server.
+fn http_setup(dead_first: bool) -> HttpSetup {
+    let files = TestDir::new("stats-http");
+    let hls = files.join("hls");
+    std::fs::create_dir_all(&hls).expect("hls folder");
+    // `/hls/…` serves files from this (empty) folder: a real 404 from the server.
+    let nginx = NginxHttp::start("ams1", free_addr(loopback(2)), Some(&hls));
+    let syslog = UdpSocket::bind("127.0.0.1:0").expect("bind the syslog listener");
+    let target = syslog.local_addr().expect("syslog addr");
+    let stats_port = free_port(Ipv4Addr::LOCALHOST);
+    let http_port = free_port(Ipv4Addr::LOCALHOST);
+    let dead = if dead_first {
+        let addr = free_addr(loopback(3));
+        format!("    retries 1\n    option redispatch\n    server dead {addr}\n")
+    } else {
+        String::new()
+    };
+    let cfg = format!(
+        "global
+    log {target} local0 info
+    nbthread 2
+
+defaults
+    mode http
+    log global
+    option httplog
+    timeout connect 2s
+    timeout client 30s
+    timeout server 30s
+
+listen stats
+    bind 127.0.0.1:{stats_port}
+    stats enable
+    stats uri /haproxy_stats
+    stats auth {USER}:{PASSWORD}
+
+frontend http_lb
+    bind 127.0.0.1:{http_port}
+    http-request deny if {{ path_beg /forbidden }}
+    default_backend backend_http
+
+backend backend_http
+    http-request deny if {{ path_beg /private }}
+{dead}    server ams1 {}
+",
+        nginx.addr()
+    );
+    HttpSetup {
+        proxy: Proxy::start(&cfg),
+        stats: SocketAddr::from((Ipv4Addr::LOCALHOST, stats_port)),
+        http: SocketAddr::from((Ipv4Addr::LOCALHOST, http_port)),
+        syslog,
+        _nginx: nginx,
+        _files: files,
+    }
+}
+
+impl HttpSetup {
+    fn csv(&self) -> Csv {
+        let r = http_get(self.stats, "/haproxy_stats;csv", Some((USER, PASSWORD)));
+        assert_eq!(r.status, 200, "{}", r.body);
+        Csv::parse(&r.body)
+    }
+
+    /// One request on its own connection: (bytes sent, bytes received, status).
+    fn send(&self, path: &str) -> (u64, u64, u16) {
+        let req = format!("GET {path} HTTP/1.1\r\nHost: stats-test\r\nConnection: close\r\n\r\n");
+        let got = raw_exchange(self.http, req.as_bytes());
+        let status = status_of(&got).unwrap_or_else(|| panic!("no answer to {path}: {got:?}"));
+        (req.len() as u64, got.len() as u64, status)
+    }
+}
+
+/// A syslog datagram's message after HAProxy's RFC 3164 header (`<PRI>date haproxy[pid]: `),
+/// sent at `info` on `local0` (16 * 8 + 6).
+fn syslog_message(datagram: &str, pid: u32) -> &str {
+    assert!(datagram.starts_with("<134>"), "{datagram:?}");
+    let tag = format!(" haproxy[{pid}]: ");
+    datagram
+        .split_once(&tag)
+        .map(|(_, m)| m.trim_end_matches('\n'))
+        .unwrap_or_else(|| panic!("no {tag:?} in {datagram:?}"))
+}
+
+/// The first datagram that `want` accepts, within a generous bound. `seen` keeps every
+/// datagram read so far, so the order in which lines arrive does not matter.
+fn wait_for_datagram(
+    rx: &UdpSocket,
+    seen: &mut Vec<String>,
+    want: impl Fn(&str) -> bool,
+) -> String {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Some(d) = seen.iter().find(|d| want(d)) {
+            return d.clone();
+        }
+        let Some(left) = deadline.checked_duration_since(Instant::now()) else {
+            panic!("no such datagram arrived; got {seen:?}")
+        };
+        rx.set_read_timeout(Some(left.max(Duration::from_millis(1))))
+            .expect("timeout");
+        let mut buf = [0u8; 4096];
+        if let Ok(n) = rx.recv(&mut buf) {
+            seen.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+        }
+    }
+}
+
+#[test]
+fn http_counters_follow_haproxys_columns() {
+    let s = http_setup(false);
+    let reference = e2e::proxy::is_reference_haproxy();
+    let mut sent = HashMap::<&str, (u64, u64)>::new();
+    let mut total = (0u64, 0u64);
+    for (path, want) in [
+        ("/app/1", 200),
+        ("/hls/missing-1.ts", 404),
+        ("/app/2", 200),
+        ("/forbidden", 403),
+        ("/hls/missing-2.ts", 404),
+        ("/private", 403),
+        ("/app/3", 200),
+    ] {
+        let (up, down, status) = s.send(path);
+        assert_eq!(status, want, "answer to {path}");
+        sent.insert(path, (up, down));
+        total = (total.0 + up, total.1 + down);
+    }
+    // Answers are counted when each request ends, which may follow the close a moment.
+    let csv = wait_until("all requests counted", Duration::from_secs(20), || {
+        let csv = s.csv();
+        (csv.num("http_lb", "FRONTEND", "req_tot") == 7
+            && csv.num("http_lb", "FRONTEND", "scur") == 0
+            && csv.num("backend_http", "BACKEND", "hrsp_4xx") == 3
+            && csv.num("backend_http", "BACKEND", "scur") == 0)
+            .then_some(csv)
+    });
+    let fe = |col| csv.num("http_lb", "FRONTEND", col);
+    let be = |col| csv.num("backend_http", "BACKEND", col);
+    let srv = |col| csv.num("backend_http", "ams1", col);
+    // Frontend: every connection, request and answer, its own 403s included.
+    assert_eq!(fe("stot"), 7, "one session per connection");
+    assert_eq!((fe("hrsp_2xx"), fe("hrsp_4xx"), fe("hrsp_5xx")), (3, 4, 0));
+    assert_eq!(fe("dreq"), 2, "both denials count on the frontend");
+    assert_eq!(fe("ereq"), 0);
+    // Backend: the requests routed to it, its own denial included.
+    assert_eq!((be("stot"), be("req_tot")), (6, 6));
+    assert_eq!((be("hrsp_2xx"), be("hrsp_4xx")), (3, 3));
+    assert_eq!(be("dreq"), 1, "only the backend's own rule");
+    assert_eq!(
+        (be("econ"), be("eresp"), be("wretr"), be("wredis")),
+        (0, 0, 0, 0)
+    );
+    // Server: what nginx itself answered.
+    assert_eq!((srv("stot"), srv("req_tot")), (5, 5));
+    assert_eq!((srv("hrsp_2xx"), srv("hrsp_4xx")), (3, 2));
+    assert_eq!((srv("econ"), srv("eresp")), (0, 0));
+    // Bytes: every row counts the requests it saw, so each row holds the next one's bytes
+    // plus those of the requests that stopped at it.
+    for col in ["bin", "bout"] {
+        assert!(
+            fe(col) > be(col) && be(col) > srv(col) && srv(col) > 0,
+            "{col}: frontend {} > backend {} > server {} > 0",
+            fe(col),
+            be(col),
+            srv(col)
+        );
+    }
+    if !reference {
+        // HAProxy counts its internal (HTX) form of a message; ours are the bytes on the wire.
+        assert_eq!(
+            (fe("bin"), fe("bout")),
+            total,
+            "bytes on the client connections"
+        );
+        let (forbidden, private) = (sent["/forbidden"], sent["/private"]);
+        assert_eq!(fe("bin") - be("bin"), forbidden.0);
+        assert_eq!(fe("bout") - be("bout"), forbidden.1);
+        assert_eq!(be("bin") - srv("bin"), private.0);
+        assert_eq!(be("bout") - srv("bout"), private.1);
+    }
+    assert!(srv("rtime_max") <= srv("ttime_max"), "timings are sampled");
+
+    // The stats page counts its own requests on the `listen`'s frontend row; its backend row
+    // gets their bytes only (HAProxy answers before the section becomes its own backend).
+    let before = s.csv();
+    let after = s.csv();
+    for col in ["req_tot", "hrsp_2xx"] {
+        assert_eq!(
+            after.num("stats", "FRONTEND", col),
+            before.num("stats", "FRONTEND", col) + 1,
+            "stats FRONTEND {col} counts the page's own requests"
+        );
+    }
+    assert_eq!(after.num("stats", "BACKEND", "req_tot"), 0);
+    assert_eq!(after.num("stats", "BACKEND", "stot"), 0);
+    for col in ["bin", "bout"] {
+        assert!(after.num("stats", "BACKEND", col) > before.num("stats", "BACKEND", col));
+        assert_eq!(
+            after.num("stats", "BACKEND", col),
+            after.num("stats", "FRONTEND", col),
+            "stats {col}: the page's bytes on both rows"
+        );
+    }
+
+    // Access lines in httplog format reach the frontend's syslog target.
+    let mut seen = Vec::new();
+    let app = wait_for_datagram(&s.syslog, &mut seen, |d| {
+        d.contains(" http_lb backend_http/ams1 ") && d.contains("\"GET /app/1 HTTP/1.1\"")
+    });
+    let msg = syslog_message(&app, s.proxy.pid());
+    let f: Vec<&str> = msg.split(' ').collect();
+    assert_eq!(f.len(), 15, "httplog fields: {msg:?}");
+    assert!(f[0].starts_with("127.0.0.1:"), "{msg:?}");
+    assert!(f[1].starts_with('[') && f[1].ends_with(']'), "{msg:?}");
+    let timers: Vec<&str> = f[4].split('/').collect();
+    assert_eq!(timers.len(), 5, "TR/Tw/Tc/Tr/Ta in {msg:?}");
+    assert!(timers.iter().all(|t| t.parse::<u64>().is_ok()), "{msg:?}");
+    assert_eq!(f[5], "200");
+    if !reference {
+        assert_eq!(
+            f[6],
+            sent["/app/1"].1.to_string(),
+            "bytes sent to the client"
+        );
+    }
+    assert_eq!((f[7], f[8], f[9]), ("-", "-", "----"), "{msg:?}");
+    assert_eq!(f[11], "0/0");
+    let denied = wait_for_datagram(&s.syslog, &mut seen, |d| {
+        d.contains("\"GET /forbidden HTTP/1.1\"")
+    });
+    let msg = syslog_message(&denied, s.proxy.pid());
+    assert!(msg.contains(" http_lb http_lb/<NOSRV> "), "{msg:?}");
+    assert!(msg.contains(" 403 ") && msg.contains(" PR-- "), "{msg:?}");
+}
+
+/// A request whose first server refuses is redispatched to the other one on its retry:
+/// HAProxy books that in `wredis` of the backend and of the server left (not in `wretr`, and
+/// not as a connection error), and its log line shows `+1` retries.
+#[test]
+fn http_redispatch_counts_wredis() {
+    let s = http_setup(true);
+    let requests = 6;
+    for i in 0..requests {
+        let (_, _, status) = s.send(&format!("/app/{i}"));
+        assert_eq!(status, 200, "every request reaches ams1");
+    }
+    let csv = wait_until("all requests counted", Duration::from_secs(20), || {
+        let csv = s.csv();
+        (csv.num("backend_http", "BACKEND", "req_tot") == requests).then_some(csv)
+    });
+    let be = |col| csv.num("backend_http", "BACKEND", col);
+    let dead = |col| csv.num("backend_http", "dead", col);
+    let ams1 = |col| csv.num("backend_http", "ams1", col);
+    assert_eq!(ams1("hrsp_2xx"), requests, "ams1 served them all");
+    let moved = be("wredis");
+    assert!(
+        moved >= 1,
+        "round robin sent some requests to the dead server first"
+    );
+    assert_eq!(dead("wredis"), moved, "booked on the server left");
+    assert_eq!(ams1("wredis"), 0);
+    assert_eq!((be("wretr"), dead("wretr"), ams1("wretr")), (0, 0, 0));
+    assert_eq!((be("econ"), dead("econ"), ams1("econ")), (0, 0, 0));
+    assert_eq!(dead("connect"), moved, "one attempt each");
+    assert_eq!(be("connect"), requests + moved);
+    let mut seen = Vec::new();
+    let line = wait_for_datagram(&s.syslog, &mut seen, |d| {
+        d.contains(" http_lb backend_http/ams1 ") && d.contains("/+1 0/0 ")
+    });
+    assert!(line.contains(" 200 "), "{line:?}");
 }

@@ -149,6 +149,8 @@ impl Relay<'_> {
         }
     }
 
+    /// Returns the bytes written, chunk framing included (the log's `%B` and the `bout`
+    /// counters are bytes on the wire).
     async fn chunked(&mut self, chunked_out: bool) -> Result<u64, HttpError> {
         let mut total = 0u64;
         loop {
@@ -158,7 +160,9 @@ impl Relay<'_> {
                 break;
             }
             if chunked_out {
-                self.send(format!("{size:x}\r\n").into_bytes()).await?;
+                let size_line = format!("{size:x}\r\n").into_bytes();
+                total += size_line.len() as u64;
+                self.send(size_line).await?;
             }
             self.exact(size).await?;
             total += size;
@@ -168,6 +172,7 @@ impl Relay<'_> {
             }
             if chunked_out {
                 self.send(b"\r\n".to_vec()).await?;
+                total += 2;
             }
         }
         let trailers = self.trailers().await?;
@@ -175,6 +180,7 @@ impl Relay<'_> {
             let mut last = b"0\r\n".to_vec();
             last.extend_from_slice(&trailers);
             last.extend_from_slice(b"\r\n");
+            total += last.len() as u64;
             self.send(last).await?;
         }
         Ok(total)

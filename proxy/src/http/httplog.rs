@@ -35,6 +35,8 @@ pub struct HttpRecord {
     pub backend_conns: usize,
     pub server_conns: usize,
     pub retries: u32,
+    /// The last retry went to another server: HAProxy writes `%rc` as `+N` then.
+    pub redispatched: bool,
     /// The request line; `<BADREQ>` when none could be read.
     pub request: String,
 }
@@ -60,6 +62,7 @@ impl HttpRecord {
             backend_conns: 0,
             server_conns: 0,
             retries: 0,
+            redispatched: false,
             request: "<BADREQ>".into(),
         }
     }
@@ -88,7 +91,7 @@ impl fmt::Display for HttpRecord {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "{}:{} [{}] {} {}/{} {}/0/{}/{}/{} {} {} - - {}{}{}{} {}/{}/{}/{}/{} 0/0 {}",
+            "{}:{} [{}] {} {}/{} {}/0/{}/{}/{} {} {} - - {}{}{}{} {}/{}/{}/{}/{}{} 0/0 {}",
             self.client.ip(),
             self.client.port(),
             HaproxyDate(self.started),
@@ -109,6 +112,7 @@ impl fmt::Display for HttpRecord {
             self.frontend_conns,
             self.backend_conns,
             self.server_conns,
+            if self.redispatched { "+" } else { "" },
             self.retries,
             quoted(&self.request),
         )
@@ -142,5 +146,8 @@ mod tests {
             r.to_string(),
             "10.0.0.9:40000 [21/Nov/2026:07:30:00.123] http_lb backend_http/ams1 2/0/1/5/9 200 512 - - --NR 1/1/1/1/0 0/0 \"GET /a#22b HTTP/1.1\""
         );
+        r.retries = 1;
+        r.redispatched = true;
+        assert!(r.to_string().contains(" 1/1/1/1/+1 0/0 "), "{r}");
     }
 }

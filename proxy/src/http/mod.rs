@@ -7,15 +7,16 @@
 //! - `side`: a socket with its bounded read buffer;
 //! - `acl`, `rules`, `cookie`: conditions, request rules, persistence;
 //! - `answers`: error pages (`errorfile`), redirects; `stats_hook`: where the stats page plugs in;
-//! - `connect`, `pool`: reaching a server, idle server connections per worker;
-//! - `session`: one client connection from accept to close; `httplog`: its access log lines.
+//! - `pool`: idle server connections per worker (new ones come from `tcp::connect`, shared
+//!   with `mode tcp` so retries and redispatch behave and count the same);
+//! - `session`: one client connection from accept to close; `httplog`: its access log lines;
+//!   `tally`: what each request adds to the stats counters.
 //!
 //! Built once at start from the config (`Frontend::build`), immutable afterwards.
 
 mod acl;
 mod answers;
 mod body;
-mod connect;
 mod cookie;
 mod error;
 mod head;
@@ -25,6 +26,7 @@ mod rules;
 mod session;
 mod side;
 pub mod stats_hook;
+mod tally;
 
 pub use error::HttpError;
 pub use session::{run_session, session_count};
@@ -34,8 +36,10 @@ use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::balance::ServerSet;
 use crate::config::{Config, Proxy, StatsSpec};
 use crate::log::AccessLog;
+use crate::stats::{Counters, Registry};
 use crate::tcp;
 
 use acl::{AclSet, Cond};
@@ -83,6 +87,11 @@ pub struct Frontend {
     /// Where this frontend's httplog lines go (its `log` targets, else stderr).
     access_log: AccessLog,
     pub conns: AtomicUsize,
+    /// This frontend's figures, shared with the stats registry (`stats` is its stats page).
+    pub counters: Arc<Counters>,
+    /// A `listen` section's own backend row: HAProxy counts there the bytes of the requests
+    /// no backend was assigned to (its stats page's, those its frontend rules denied).
+    own_backend: Option<Arc<ServerSet>>,
 }
 
 /// HAProxy's `pool-purge-delay`: idle server connections older than this are closed, well
@@ -141,12 +150,14 @@ pub fn check_config(cfg: &Config, bufsize: usize) -> Vec<HttpError> {
 
 impl Frontend {
     /// Compiles `fe`'s rules and those of every backend it routes to. `servers` must hold the
-    /// shared server sets of all `backend_names(fe)`.
+    /// shared server sets of all `backend_names(fe)`; `registry` holds the counters the
+    /// sessions update (the same the stats page reads).
     pub fn build(
         cfg: &Config,
         fe: &Proxy,
         bufsize: usize,
         servers: &HashMap<String, Arc<tcp::Backend>>,
+        registry: &Registry,
     ) -> Result<Frontend, HttpError> {
         let acls = AclSet::compile(&fe.acls)?;
         let mut built: HashMap<String, Arc<Backend>> = HashMap::new();
@@ -198,6 +209,8 @@ impl Frontend {
             bufsize,
             access_log: AccessLog::for_proxy(fe),
             conns: AtomicUsize::new(0),
+            counters: registry.frontend(&fe.name).unwrap_or_default(),
+            own_backend: registry.backend(&fe.name),
         })
     }
 }

@@ -16,12 +16,12 @@ use compio::net::TcpStream;
 
 use crate::balance::{PickContext, Server, ServerClaim};
 use crate::config::Timeouts;
-use crate::forward::{self, FlowParams, IdleLimits};
+use crate::forward::{self, FlowEnd, FlowParams, IdleLimits};
+use crate::tcp::connect::connect_from;
 
 use super::acl::Ctx;
 use super::answers::{self, CONTINUE};
 use super::body::{Dir, Relay};
-use super::connect::connect;
 use super::cookie::Seen;
 use super::error::HttpError;
 use super::head::{head_end, parse_request, parse_response, Framing, Request, Response};
@@ -30,6 +30,7 @@ use super::pool;
 use super::rules::Verdict;
 use super::side::{deadline, shutdown, write_all, Side};
 use super::stats_hook::{self, StatsAnswer, StatsRequest};
+use super::tally::Tally;
 use super::{Backend, Frontend};
 
 /// Live HTTP client connections of the whole process (for the drain at shutdown).
@@ -61,29 +62,35 @@ impl Drop for Count<'_> {
 const LINGER: Duration = Duration::from_secs(1);
 const LINGER_BYTES: usize = 256 * 1024;
 
-/// What follows an exchange.
-enum Next {
+/// What follows an exchange. `'f` is the frontend's lifetime: a tunnel carries the request's
+/// counts (and its place in the backend's sessions) until its flow ends.
+enum Next<'f> {
     KeepAlive,
     Close,
-    Tunnel(Box<Tunnel>),
+    Tunnel(Box<Tunnel<'f>>),
 }
 
 /// A `101`/CONNECT pair on its way to the forward room.
-struct Tunnel {
+struct Tunnel<'f> {
     server: Side,
     be: Arc<Backend>,
     record: HttpRecord,
     _claim: ServerClaim,
+    tally: Tally<'f>,
 }
 
 pub async fn run_session(stream: TcpStream, peer: SocketAddr, fe: Arc<Frontend>) {
     let _active = Count::new(&ACTIVE);
     let _fe = Count::new(&fe.conns);
+    fe.counters.accepted();
+    // The frontend's sessions are client connections, however many requests each carries.
+    let _fe_session = fe.counters.open_session();
     let _ = stream.set_nodelay(true);
     let mut client = Side::new(stream, fe.bufsize);
     let accepted = Instant::now();
     let mut first = true;
     loop {
+        let read_mark = client.read_total;
         let next = Exchange {
             fe: &fe,
             peer,
@@ -92,6 +99,11 @@ pub async fn run_session(stream: TcpStream, peer: SocketAddr, fe: Arc<Frontend>)
             accepted,
             record: HttpRecord::new(peer, &fe.name),
             t0: Instant::now(),
+            tally: Tally::new(
+                &fe.counters,
+                fe.own_backend.as_ref().map(|b| &b.stats.traffic),
+                read_mark,
+            ),
         }
         .run()
         .await;
@@ -124,14 +136,15 @@ async fn linger_close(client: &mut Side) {
 }
 
 /// One request and its response.
-struct Exchange<'a> {
-    fe: &'a Frontend,
+struct Exchange<'f, 'c> {
+    fe: &'f Frontend,
     peer: SocketAddr,
-    client: &'a mut Side,
+    client: &'c mut Side,
     first: bool,
     accepted: Instant,
     record: HttpRecord,
     t0: Instant,
+    tally: Tally<'f>,
 }
 
 /// Why no request head could be read.
@@ -143,19 +156,24 @@ enum NoRequest {
     Failed(HttpError),
 }
 
-impl Exchange<'_> {
-    async fn run(mut self) -> Next {
+impl<'f> Exchange<'f, '_> {
+    async fn run(mut self) -> Next<'f> {
         let req = match self.read_request().await {
             Ok(r) => r,
             Err(NoRequest::Quiet { timed_out }) => {
+                // Not a request error: HAProxy's H1 mux makes no stream for a connection
+                // that sent nothing, so only its stray bytes (blank lines) are counted.
                 if self.first && !self.fe.dont_log_null {
                     self.record.term = if timed_out { *b"cR" } else { *b"CR" };
-                    self.log(None);
+                    self.finish(None);
+                } else {
+                    self.tally.settle(&self.record, self.client.read_total);
                 }
                 return Next::Close;
             }
             Err(NoRequest::Failed(e)) => return self.request_failed(e).await,
         };
+        self.tally.request();
         self.record.head = Some(self.t0.elapsed());
         self.record.request = req.line();
         self.route(req).await
@@ -235,7 +253,10 @@ impl Exchange<'_> {
         }
     }
 
-    async fn request_failed(&mut self, e: HttpError) -> Next {
+    /// Every case is a request error (`ereq`); those the proxy answers also count as a
+    /// request, as HAProxy's H1 mux counts them.
+    async fn request_failed(&mut self, e: HttpError) -> Next<'f> {
+        self.tally.bad_request();
         match e {
             HttpError::BadRequest { status, reason } => {
                 log::info!(
@@ -243,12 +264,16 @@ impl Exchange<'_> {
                     self.fe.name,
                     self.peer
                 );
+                self.tally.request();
                 self.fail(status, *b"PR", None).await
             }
-            HttpError::ClientTimeout => self.fail(408, *b"cR", None).await,
+            HttpError::ClientTimeout => {
+                self.tally.request();
+                self.fail(408, *b"cR", None).await
+            }
             _ => {
                 self.record.term = *b"CR";
-                self.log(None);
+                self.finish(None);
                 Next::Close
             }
         }
@@ -256,7 +281,7 @@ impl Exchange<'_> {
 
     /// Sends an error page (the backend's errorfile, else the frontend's, else built-in),
     /// logs, and closes.
-    async fn fail(&mut self, status: u16, term: [u8; 2], be: Option<&Backend>) -> Next {
+    async fn fail(&mut self, status: u16, term: [u8; 2], be: Option<&Backend>) -> Next<'f> {
         let page = match be {
             Some(b) if b.errors.has(status) => b.errors.page(status),
             _ => self.fe.errors.page(status),
@@ -270,16 +295,20 @@ impl Exchange<'_> {
         {
             self.record.bytes += len;
         }
-        self.log(be);
+        self.finish(be);
         Next::Close
     }
 
-    fn log(&mut self, be: Option<&Backend>) {
+    /// The request is over: its counts are settled and its httplog line sent (to the
+    /// frontend's `log` targets, else stderr). Every way out of an exchange but a tunnel ends
+    /// here; a tunnel settles when its flow ends.
+    fn finish(&mut self, be: Option<&Backend>) {
         let r = &mut self.record;
         r.total = self.t0.elapsed();
         r.active = ACTIVE.load(Ordering::Relaxed);
         r.frontend_conns = self.fe.conns.load(Ordering::Relaxed);
         r.backend_conns = be.map_or(0, |b| b.servers.conns.load(Ordering::Relaxed));
+        self.tally.settle(r, self.client.read_total);
         self.fe.access_log.send(&*r);
     }
 
@@ -292,8 +321,8 @@ impl Exchange<'_> {
     }
 
     /// Frontend rules, then `use_backend`/`default_backend`.
-    async fn route(mut self, mut req: Request) -> Next {
-        let fe = self.fe;
+    async fn route(mut self, mut req: Request) -> Next<'f> {
+        let fe: &'f Frontend = self.fe;
         let verdict = fe.rules.apply(&mut req, self.peer.ip(), false);
         if verdict != Verdict::Pass {
             return self.verdict(verdict, &req, None).await;
@@ -310,10 +339,15 @@ impl Exchange<'_> {
             .routes
             .iter()
             .find(|(cond, _)| cond.matches(&ctx))
-            .map(|(_, b)| b.clone())
-            .or_else(|| fe.default.clone());
+            .map(|(_, b)| b)
+            .or(fe.default.as_ref());
         match be {
-            Some(be) => self.forward_to(req, be).await,
+            Some(be) => {
+                // From here on the request is the backend's (HAProxy's `SF_BE_ASSIGNED`):
+                // its rules' denials, answers and bytes count there too.
+                self.tally.assign(&be.servers.set.stats.traffic);
+                self.forward_to(req, be.clone()).await
+            }
             None => self.fail(503, *b"SC", None).await,
         }
     }
@@ -328,10 +362,13 @@ impl Exchange<'_> {
         }
     }
 
-    async fn verdict(&mut self, v: Verdict, req: &Request, be: Option<&Backend>) -> Next {
+    async fn verdict(&mut self, v: Verdict, req: &Request, be: Option<&Backend>) -> Next<'f> {
         match v {
             Verdict::Pass => Next::Close,
-            Verdict::Deny(status) => self.fail(status, *b"PR", be).await,
+            Verdict::Deny(status) => {
+                self.tally.denied();
+                self.fail(status, *b"PR", be).await
+            }
             Verdict::Redirect { code, location } => {
                 let close = self.must_close_after_local_answer(req);
                 let page = answers::redirect(code, &location, close);
@@ -351,7 +388,12 @@ impl Exchange<'_> {
             || !matches!(req.framing, Framing::Empty | Framing::Length(0))
     }
 
-    async fn local_answer(&mut self, req: &Request, a: StatsAnswer, be: Option<&Backend>) -> Next {
+    async fn local_answer(
+        &mut self,
+        req: &Request,
+        a: StatsAnswer,
+        be: Option<&Backend>,
+    ) -> Next<'f> {
         let close = self.must_close_after_local_answer(req);
         let mut out =
             format!("HTTP/1.1 {} {}\r\n", a.status, answers::reason(a.status)).into_bytes();
@@ -377,7 +419,7 @@ impl Exchange<'_> {
         status: u16,
         close: bool,
         be: Option<&Backend>,
-    ) -> Next {
+    ) -> Next<'f> {
         self.record.status = Some(status);
         self.record.term = *b"LR";
         let len = bytes.len() as u64;
@@ -387,7 +429,7 @@ impl Exchange<'_> {
         } else {
             self.record.term = *b"CD";
         }
-        self.log(be);
+        self.finish(be);
         if close || sent.is_err() {
             Next::Close
         } else {
@@ -396,7 +438,7 @@ impl Exchange<'_> {
     }
 
     /// Backend rules, stats, forwardfor, persistence, then the server.
-    async fn forward_to(mut self, mut req: Request, be: Arc<Backend>) -> Next {
+    async fn forward_to(mut self, mut req: Request, be: Arc<Backend>) -> Next<'f> {
         self.record.backend = be.name.clone();
         let src = self.peer.ip();
         if be.name != self.fe.name {
@@ -431,6 +473,7 @@ impl Exchange<'_> {
         });
         let Some(first) = first else {
             log::warn!("backend {} has no server available!", be.name);
+            self.tally.no_server();
             return self.fail(503, *b"SC", Some(&be)).await;
         };
         let _count = Count::new(&be.servers.conns);
@@ -445,7 +488,7 @@ impl Exchange<'_> {
         be: &Arc<Backend>,
         first: Arc<Server>,
         seen: Seen,
-    ) -> Next {
+    ) -> Next<'f> {
         let fe = self.fe;
         let close_server =
             fe.server_close || be.server_close || fe.httpclose || be.httpclose || req.minor == 0;
@@ -488,6 +531,7 @@ impl Exchange<'_> {
                         self.client.consume(n);
                     }
                     self.record.response = Some(sent_at.elapsed());
+                    self.tally.response_head(resp.status);
                     let done = Done {
                         server,
                         claim,
@@ -500,7 +544,10 @@ impl Exchange<'_> {
                     may_reuse = false;
                     continue;
                 }
-                Err(ResponseFail::Nothing) => return self.fail(502, *b"SH", Some(be)).await,
+                Err(ResponseFail::Nothing) => {
+                    self.tally.error(|c| &c.failed_resp);
+                    return self.fail(502, *b"SH", Some(be)).await;
+                }
                 Err(ResponseFail::Error(e)) => return self.response_failed(e, be).await,
             }
         }
@@ -512,22 +559,29 @@ impl Exchange<'_> {
         be: &Backend,
         first: &Arc<Server>,
         may_reuse: bool,
-    ) -> Result<(TcpStream, Arc<Server>, ServerClaim, bool), Next> {
+    ) -> Result<(TcpStream, Arc<Server>, ServerClaim, bool), Next<'f>> {
         if may_reuse {
             if let Some(stream) = pool::take(first, be.pool_idle) {
                 self.record.connect = Some(Duration::ZERO);
+                self.tally.server(first);
+                self.tally.reused();
                 return Ok((stream, first.clone(), first.claim(), true));
             }
         }
-        match connect(&be.servers, first.clone(), self.peer.ip()).await {
+        // Attempts, retries, redispatches and a final failure are counted by `connect_from`.
+        match connect_from(&be.servers, first.clone(), self.peer.ip()).await {
             Ok(c) => {
                 self.record.connect = Some(c.connect_time);
                 self.record.retries = c.retries;
-                Ok((c.stream, c.server, c.claim, false))
+                self.record.redispatched = c.redispatched;
+                let server = c.claim.server.clone();
+                self.tally.server(&server);
+                Ok((c.stream, server, c.claim, false))
             }
             Err(f) => {
                 self.record.server = f.server.name.clone();
                 self.record.retries = f.retries;
+                self.record.redispatched = f.redispatched;
                 let term = if f.timed_out { *b"sC" } else { *b"SC" };
                 Err(self.fail(503, term, Some(be)).await)
             }
@@ -582,7 +636,7 @@ impl Exchange<'_> {
         relay.run(req.framing, true).await.map(|_| ())
     }
 
-    async fn upload_failed(&mut self, e: HttpError, be: &Backend) -> Next {
+    async fn upload_failed(&mut self, e: HttpError, be: &Backend) -> Next<'f> {
         match e {
             HttpError::BadRequest { status, reason } => {
                 log::info!(
@@ -590,22 +644,33 @@ impl Exchange<'_> {
                     self.fe.name,
                     self.peer
                 );
+                self.tally.bad_request();
                 self.fail(status, *b"PD", Some(be)).await
             }
-            HttpError::ClientTimeout => self.fail(408, *b"cD", Some(be)).await,
-            HttpError::ServerTimeout => self.fail(504, *b"sD", Some(be)).await,
+            HttpError::ClientTimeout => {
+                self.tally.error(|c| &c.client_aborts);
+                self.fail(408, *b"cD", Some(be)).await
+            }
+            HttpError::ServerTimeout => {
+                self.tally.server_abort();
+                self.fail(504, *b"sD", Some(be)).await
+            }
             HttpError::ServerClosed(_) | HttpError::BadResponse(_) => {
+                self.tally.server_abort();
                 self.fail(502, *b"SD", Some(be)).await
             }
             _ => {
+                self.tally.error(|c| &c.client_aborts);
                 self.record.term = *b"CD";
-                self.log(Some(be));
+                self.finish(Some(be));
                 Next::Close
             }
         }
     }
 
-    async fn response_failed(&mut self, e: HttpError, be: &Backend) -> Next {
+    /// No usable response head: the backend's and server's `eresp`, whatever the cause.
+    async fn response_failed(&mut self, e: HttpError, be: &Backend) -> Next<'f> {
+        self.tally.error(|c| &c.failed_resp);
         match e {
             HttpError::ServerTimeout => self.fail(504, *b"sH", Some(be)).await,
             HttpError::BadResponse(reason) => {
@@ -624,11 +689,12 @@ impl Exchange<'_> {
         mut server: Side,
         be: &Arc<Backend>,
         done: Done,
-    ) -> Next {
+    ) -> Next<'f> {
         self.record.status = Some(resp.status);
         let tunnel = (resp.status == 101 && req.upgrade.is_some())
             || (req.method == "CONNECT" && (200..300).contains(&resp.status));
         if resp.status == 101 && !tunnel {
+            self.tally.error(|c| &c.failed_resp);
             return self.fail(502, *b"PH", Some(be)).await;
         }
         if let Some(s) = &be.sticky {
@@ -673,7 +739,7 @@ impl Exchange<'_> {
         if reusable {
             pool::put(&done.server, server.stream, be.pool_idle);
         }
-        self.log(Some(be));
+        self.finish(Some(be));
         drop(done.claim);
         if client_close {
             Next::Close
@@ -683,7 +749,7 @@ impl Exchange<'_> {
     }
 
     /// The response could not be passed on whole: the client gets a cut stream, as HAProxy's.
-    fn aborted(&mut self, e: HttpError, be: &Backend) -> Next {
+    fn aborted(&mut self, e: HttpError, be: &Backend) -> Next<'f> {
         self.record.term = match e {
             HttpError::ClientTimeout => *b"cD",
             HttpError::ServerTimeout => *b"sD",
@@ -691,8 +757,13 @@ impl Exchange<'_> {
             HttpError::BadResponse(_) => *b"PD",
             _ => *b"CD",
         };
+        match e {
+            HttpError::ServerTimeout | HttpError::ServerClosed(_) => self.tally.server_abort(),
+            HttpError::BadResponse(_) => self.tally.error(|c| &c.failed_resp),
+            _ => self.tally.error(|c| &c.client_aborts),
+        }
         let _ = self.client.stream.set_zero_linger();
-        self.log(Some(be));
+        self.finish(Some(be));
         Next::Close
     }
 
@@ -702,7 +773,7 @@ impl Exchange<'_> {
         server: Side,
         be: &Arc<Backend>,
         done: Done,
-    ) -> Next {
+    ) -> Next<'f> {
         let head = resp.serialize(Some("upgrade"), true);
         let len = head.len() as u64;
         if let Err(e) = write_all(&self.client.stream, head, deadline(self.client_idle())).await {
@@ -714,6 +785,7 @@ impl Exchange<'_> {
             be: be.clone(),
             record: self.record,
             _claim: done.claim,
+            tally: self.tally,
         }))
     }
 }
@@ -790,12 +862,13 @@ async fn read_response(
 
 /// Hands an upgraded pair to the forward room: leftovers first (bytes that came with the
 /// heads), then the engine with `timeout tunnel`.
-async fn tunnel(mut client: Side, t: Tunnel, fe: &Frontend) {
+async fn tunnel(mut client: Side, t: Tunnel<'_>, fe: &Frontend) {
     let Tunnel {
         mut server,
         be,
         mut record,
         _claim,
+        tally,
     } = t;
     let started = Instant::now();
     let to_server = client.data().len();
@@ -806,8 +879,8 @@ async fn tunnel(mut client: Side, t: Tunnel, fe: &Frontend) {
             .is_err()
     {
         record.term = *b"SD";
-        fe.access_log.send(&record);
-        return;
+        tally.server_abort();
+        return end_tunnel(fe, tally, record, client.read_total);
     }
     let to_client = server.data().len();
     if to_client > 0
@@ -817,8 +890,8 @@ async fn tunnel(mut client: Side, t: Tunnel, fe: &Frontend) {
             .is_err()
     {
         record.term = *b"CD";
-        fe.access_log.send(&record);
-        return;
+        tally.error(|c| &c.client_aborts);
+        return end_tunnel(fe, tally, record, client.read_total);
     }
     record.bytes += to_client as u64;
     let limits = IdleLimits::from_timeouts(&Timeouts {
@@ -833,6 +906,7 @@ async fn tunnel(mut client: Side, t: Tunnel, fe: &Frontend) {
         limits,
         bufsize: fe.bufsize,
     };
+    let read_before = client.read_total;
     let stats = forward::forward(be.servers.engine, client.stream, server.stream, flow).await;
     record.bytes += stats.bytes_down;
     let flags = stats.end.haproxy_flags().as_bytes();
@@ -840,7 +914,20 @@ async fn tunnel(mut client: Side, t: Tunnel, fe: &Frontend) {
         flags.first().copied().unwrap_or(b'-'),
         flags.get(1).copied().unwrap_or(b'-'),
     ];
+    // Who cut the tunnel, as `mode tcp` counts its flows.
+    match stats.end {
+        FlowEnd::Closed => {}
+        FlowEnd::ClientAbort | FlowEnd::ClientTimeout => tally.error(|c| &c.client_aborts),
+        FlowEnd::ServerAbort | FlowEnd::ServerTimeout => tally.server_abort(),
+    }
     record.total += started.elapsed();
+    end_tunnel(fe, tally, record, read_before + stats.bytes_up);
+}
+
+/// The tunnel's request is over: counted (HAProxy counts an upgraded stream at its end),
+/// then logged.
+fn end_tunnel(fe: &Frontend, mut tally: Tally<'_>, mut record: HttpRecord, client_read: u64) {
     record.active = ACTIVE.load(Ordering::Relaxed);
+    tally.settle(&record, client_read);
     fe.access_log.send(&record);
 }

@@ -1,6 +1,7 @@
 //! `mode tcp` sessions: accept → pick a server → connect (retries, redispatch) → forward.
 
-mod connect;
+/// Shared with `mode http`, which brings its own first server (see `connect_from`).
+pub(crate) mod connect;
 mod session;
 
-pub use session::{run_session, session_count, Backend, Frontend};
+pub use session::{run_session, run_tls_session, session_count, Backend, Frontend};

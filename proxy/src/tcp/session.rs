@@ -59,7 +59,49 @@ impl Drop for Count<'_> {
     }
 }
 
+/// The client side of a session: a plain socket, or a TLS connection after its handshake.
+pub enum Client {
+    Plain(TcpStream),
+    Tls(crate::tls::TlsClient),
+}
+
+impl Client {
+    fn tcp(&self) -> &TcpStream {
+        match self {
+            Client::Plain(s) => s,
+            Client::Tls(t) => t.tcp(),
+        }
+    }
+}
+
 pub async fn run_session(client: TcpStream, peer: SocketAddr, fe: Arc<Frontend>) {
+    run(Client::Plain(client), peer, fe).await
+}
+
+/// `bind … ssl`: the TLS handshake (bounded by its timeout), then the session as usual with
+/// the decrypted stream; a failed handshake ends here, before any server is picked.
+pub async fn run_tls_session(
+    client: TcpStream,
+    peer: SocketAddr,
+    fe: Arc<Frontend>,
+    tls: Arc<crate::tls::Acceptor>,
+) {
+    let accepted = {
+        // Counted while handshaking so that a drain at shutdown waits for it too.
+        let _active = Count::new(&ACTIVE);
+        let _ = client.set_nodelay(true);
+        tls.accept(client).await
+    };
+    match accepted {
+        Ok(c) => run(Client::Tls(c), peer, fe).await,
+        Err(e) => log::info!(
+            "frontend {}: TLS handshake with {peer} failed: {e}",
+            fe.name
+        ),
+    }
+}
+
+async fn run(client: Client, peer: SocketAddr, fe: Arc<Frontend>) {
     let accepted = SystemTime::now();
     let started = Instant::now();
     let _active = Count::new(&ACTIVE);
@@ -69,7 +111,7 @@ pub async fn run_session(client: TcpStream, peer: SocketAddr, fe: Arc<Frontend>)
     fe.stats.accepted();
     let _fe_session = fe.stats.open_session();
     let _be_session = be.set.stats.traffic.open_session();
-    let _ = client.set_nodelay(true);
+    let _ = client.tcp().set_nodelay(true);
 
     let mut record = SessionRecord {
         client: peer,
@@ -97,8 +139,10 @@ pub async fn run_session(client: TcpStream, peer: SocketAddr, fe: Arc<Frontend>)
             record.connect = Some(c.connect_time);
             record.retries = c.retries;
             record.server_conns = c.claim.server.current() as usize;
-            count_connect(be, &c.claim.server, c.retries, Some(c.connect_time));
-            let flow = forward::forward(be.engine, client, c.stream, fe.flow).await;
+            let flow = match client {
+                Client::Plain(s) => forward::forward(be.engine, s, c.stream, fe.flow).await,
+                Client::Tls(t) => crate::tls::forward(t, c.stream, fe.flow).await,
+            };
             count_flow(&fe.stats, be, &c.claim.server, &flow, started.elapsed());
             record.bytes_down = flow.bytes_down;
             record.term = TermState(
@@ -124,7 +168,6 @@ pub async fn run_session(client: TcpStream, peer: SocketAddr, fe: Arc<Frontend>)
             retries,
             timed_out,
         }) => {
-            count_connect(be, &server, retries, None);
             server_name = server.name.clone();
             record.server = &server_name;
             record.retries = retries;
@@ -133,20 +176,6 @@ pub async fn run_session(client: TcpStream, peer: SocketAddr, fe: Arc<Frontend>)
         }
     }
     fe.access_log.send(&record);
-}
-
-/// Connection attempts, retries, connect time or the final failure, on the backend and the
-/// server. `connected` is the time to connect, `None` when every attempt failed.
-fn count_connect(be: &Backend, server: &Server, retries: u32, connected: Option<Duration>) {
-    let attempts = u64::from(retries) + 1;
-    for c in [&be.set.stats.traffic, &server.stats.traffic] {
-        c.connect_attempts.fetch_add(attempts, Ordering::Relaxed);
-        c.retries.fetch_add(u64::from(retries), Ordering::Relaxed);
-        match connected {
-            Some(t) => c.timings.connect.add(t.as_millis() as u64),
-            None => Counters::bump(&c.failed_conn),
-        }
-    }
 }
 
 /// Bytes, flows and who ended the flow, on the frontend, the backend and the server.
