@@ -230,15 +230,17 @@ fn start_demo_backends(dir: &Path) -> Result<Vec<Guard>> {
 fn print_demo_help() {
     println!(
         r#"
-The demo is up: the proxy listens on 127.0.0.1:1935 (RTMP) and 127.0.0.1:5080 (HTTP, mode tcp)
-in front of ams1 (127.0.0.2) and ams2 (127.0.0.3). Each node pushes what it receives to the
+The demo is up: the proxy listens on 127.0.0.1:1935 (RTMP), 127.0.0.1:5080 (HTTP) and
+127.0.0.1:6080 (stats page and Prometheus metrics) in front of ams1 (127.0.0.2) and ams2 (127.0.0.3). Each node pushes what it receives to the
 other, so a stream can be played from either. In another terminal:
 
   publish:  ffmpeg -re -f lavfi -i testsrc=size=640x360:rate=25 -c:v libx264 -preset veryfast \
               -tune zerolatency -g 25 -pix_fmt yuv420p -f flv rtmp://127.0.0.1:1935/live/test
   play:     ffplay rtmp://127.0.0.1:1935/live/test
             (headless: ffmpeg -i rtmp://127.0.0.1:1935/live/test -f null -)
-  http:     curl http://127.0.0.1:5080/      answers "node ams1" or "node ams2"
+  http:     curl -i http://127.0.0.1:5080/   answers "node ams1" or "node ams2"
+  stats:    http://127.0.0.1:6080/haproxy_stats  (user admin, password demo; ;csv and ;json too)
+  metrics:  curl http://127.0.0.1:6080/metrics
   streams:  curl http://127.0.0.2:5080/stat  (each node's nginx-rtmp statistics)
 
 Publish before you play: a node asked for a stream nobody publishes yet waits for it, and
