@@ -1,0 +1,16 @@
+//! `cargo xtask bench`: the same workloads against a direct connection, HAProxy and this proxy,
+//! with whole-machine CPU accounting. `main.rs` is the CLI; everything else lives here.
+
+pub mod error;
+pub mod hop;
+pub mod machine;
+pub mod measure;
+pub mod peers;
+pub mod pin;
+pub mod procfs;
+pub mod record;
+pub mod report;
+pub mod scenario;
+pub mod stats;
+
+pub use error::{BenchError, Result};

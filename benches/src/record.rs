@@ -1,0 +1,155 @@
+//! One run's raw result (kept whole in the JSON) and the per-unit figures derived from it.
+
+use crate::measure::{Background, Window};
+use serde::Serialize;
+
+/// What a scenario counts; the cost figures are per one of these.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum Unit {
+    /// Gigabits delivered to the receiving peer.
+    Gbit,
+    Connection,
+    Request,
+    Handshake,
+}
+
+impl Unit {
+    pub fn rate_label(self) -> &'static str {
+        match self {
+            Unit::Gbit => "Gbit/s",
+            Unit::Connection => "conn/s",
+            Unit::Request => "req/s",
+            Unit::Handshake => "hs/s",
+        }
+    }
+
+    /// Cost per unit is shown in CPU-seconds per Gbit, or CPU-µs per connection/request.
+    pub fn cost_scale(self) -> (f64, &'static str) {
+        match self {
+            Unit::Gbit => (1.0, "CPU-s/Gbit"),
+            Unit::Connection => (1e6, "CPU-µs/conn"),
+            Unit::Request => (1e6, "CPU-µs/req"),
+            Unit::Handshake => (1e6, "CPU-µs/hs"),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct RunRecord {
+    pub scenario: String,
+    pub variant: String,
+    pub rep: usize,
+    pub background: Background,
+    pub window: Option<Window>,
+    /// Units delivered inside the window.
+    pub units: f64,
+    /// What the load offered (ingest only), in units per second.
+    pub offered_rate: Option<f64>,
+    pub p50_us: Option<u64>,
+    pub p99_us: Option<u64>,
+    /// Failed flows, connections or requests.
+    pub errors: u64,
+    /// Bytes sent but never received (ingest, upload), after teardown.
+    pub lost_bytes: Option<i64>,
+    /// Why the run produced no figures.
+    pub failure: Option<String>,
+    /// Something to know about a run that still produced figures.
+    pub note: Option<String>,
+}
+
+impl RunRecord {
+    pub fn new(scenario: &str, variant: &str, rep: usize, background: Background) -> Self {
+        RunRecord {
+            scenario: scenario.to_string(),
+            variant: variant.to_string(),
+            rep,
+            background,
+            window: None,
+            units: 0.0,
+            offered_rate: None,
+            p50_us: None,
+            p99_us: None,
+            errors: 0,
+            lost_bytes: None,
+            failure: None,
+            note: None,
+        }
+    }
+
+    fn usable(&self) -> Option<&Window> {
+        let w = self.window.as_ref()?;
+        (self.failure.is_none() && self.units > 0.0 && w.secs > 0.0).then_some(w)
+    }
+
+    pub fn rate(&self) -> Option<f64> {
+        let w = self.usable()?;
+        Some(self.units / w.secs)
+    }
+
+    /// Whole-machine CPU-seconds per unit.
+    pub fn machine_per_unit(&self) -> Option<f64> {
+        let w = self.usable()?;
+        Some(w.machine_cpu_s / self.units)
+    }
+
+    /// Load + hop + kernel-thread CPU-seconds per unit (see `measure`).
+    pub fn attributed_per_unit(&self) -> Option<f64> {
+        let w = self.usable()?;
+        Some(w.attributed_cpu_s() / self.units)
+    }
+
+    /// The hop process's own CPU-seconds per unit.
+    pub fn hop_per_unit(&self) -> Option<f64> {
+        let w = self.usable()?;
+        Some(w.hop_cpu_s? / self.units)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn window(secs: f64, machine: f64, hop: Option<f64>) -> Window {
+        Window {
+            secs,
+            machine_cpu_s: machine,
+            per_cpu_busy: vec![],
+            softirq_s: 0.0,
+            kthreads_s: 0.0,
+            load_cpu_s: 0.0,
+            hop_cpu_s: hop,
+            hop_rss_kib: None,
+            tcp_mem_kib: None,
+            slab_delta_kib: None,
+        }
+    }
+
+    fn bg() -> Background {
+        Background {
+            loadavg_1m: None,
+            busy_pct: 0.0,
+        }
+    }
+
+    #[test]
+    fn per_unit_figures() {
+        let mut r = RunRecord::new("s", "v", 0, bg());
+        assert_eq!(r.rate(), None);
+        r.window = Some(window(2.0, 1.0, Some(0.25)));
+        r.units = 4.0;
+        assert_eq!(r.rate(), Some(2.0));
+        assert_eq!(r.machine_per_unit(), Some(0.25));
+        assert_eq!(r.hop_per_unit(), Some(0.0625));
+        r.failure = Some("boom".into());
+        assert_eq!(r.machine_per_unit(), None);
+    }
+
+    #[test]
+    fn direct_run_has_no_hop_figure() {
+        let mut r = RunRecord::new("s", "direct", 0, bg());
+        r.window = Some(window(1.0, 1.0, None));
+        r.units = 1.0;
+        assert_eq!(r.hop_per_unit(), None);
+        assert_eq!(Unit::Request.cost_scale().0, 1e6);
+    }
+}

@@ -1,0 +1,463 @@
+//! From runs to figures: per-variant medians, hop cost against the direct run of the same
+//! repetition, ratios to HAProxy and to direct; then the Markdown table and the SVG chart.
+
+use crate::hop::Variant;
+use crate::record::{RunRecord, Unit};
+use crate::scenario::Outcome;
+use crate::stats::{median, median_of, paired_diffs, ratio};
+use serde::Serialize;
+use std::fmt::Write as _;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Summary {
+    pub scenario: String,
+    pub variant: String,
+    pub unit: Unit,
+    pub runs_ok: usize,
+    pub runs: usize,
+    pub rate: Option<f64>,
+    pub rate_vs_direct: Option<f64>,
+    pub rate_vs_haproxy: Option<f64>,
+    /// Whole-machine CPU-seconds per unit.
+    pub machine_per_unit: Option<f64>,
+    /// Machine CPU per unit minus the direct run's (paired by repetition, then median).
+    pub hop_cost: Option<f64>,
+    pub hop_cost_vs_haproxy: Option<f64>,
+    /// Load + hop + kernel threads, CPU-seconds per unit, and the hop's share of it.
+    pub attributed_per_unit: Option<f64>,
+    pub hop_cost_attributed: Option<f64>,
+    pub hop_cost_attributed_vs_haproxy: Option<f64>,
+    /// The hop process alone, CPU-seconds per unit.
+    pub hop_process: Option<f64>,
+    pub hop_process_vs_haproxy: Option<f64>,
+    pub p50_us: Option<f64>,
+    pub p99_us: Option<f64>,
+    pub hop_rss_kib: Option<f64>,
+    pub tcp_mem_kib: Option<f64>,
+    pub kthreads_softirq_s: Option<f64>,
+    /// Median busy share of the machine just before the runs (other users of the machine).
+    pub background_busy_pct: Option<f64>,
+    pub errors: u64,
+    pub lost_bytes: i64,
+}
+
+/// Summaries of one scenario, in the order its variants were listed.
+pub fn summarize(o: &Outcome) -> Vec<Summary> {
+    let unit = o.scenario.kind.unit();
+    let runs = |v: Variant| -> Vec<&RunRecord> {
+        let label = v.label();
+        let mut r: Vec<&RunRecord> = o.records.iter().filter(|r| r.variant == label).collect();
+        r.sort_by_key(|r| r.rep);
+        r
+    };
+    let reps = o.records.iter().map(|r| r.rep + 1).max().unwrap_or(0);
+    // Per-repetition cost, indexed by repetition (None where the run failed).
+    let by_rep = |v: Variant, get: fn(&RunRecord) -> Option<f64>| -> Vec<Option<f64>> {
+        let rs = runs(v);
+        (0..reps)
+            .map(|i| rs.iter().find(|r| r.rep == i).and_then(|r| get(r)))
+            .collect()
+    };
+    let hop_cost = |v: Variant, get: fn(&RunRecord) -> Option<f64>| -> Option<f64> {
+        if v == Variant::Direct {
+            return None;
+        }
+        median(&paired_diffs(
+            &by_rep(v, get),
+            &by_rep(Variant::Direct, get),
+        ))
+    };
+    let mut out: Vec<Summary> = o
+        .variants
+        .iter()
+        .map(|&v| {
+            let rs = runs(v);
+            Summary {
+                scenario: o.scenario.name.to_string(),
+                variant: v.label(),
+                unit,
+                runs_ok: rs.iter().filter(|r| r.rate().is_some()).count(),
+                runs: rs.len(),
+                rate: median_of(rs.iter().map(|r| r.rate())),
+                rate_vs_direct: None,
+                rate_vs_haproxy: None,
+                machine_per_unit: median_of(rs.iter().map(|r| r.machine_per_unit())),
+                hop_cost: hop_cost(v, RunRecord::machine_per_unit),
+                hop_cost_vs_haproxy: None,
+                attributed_per_unit: median_of(rs.iter().map(|r| r.attributed_per_unit())),
+                hop_cost_attributed: hop_cost(v, RunRecord::attributed_per_unit),
+                hop_cost_attributed_vs_haproxy: None,
+                hop_process: median_of(rs.iter().map(|r| r.hop_per_unit())),
+                hop_process_vs_haproxy: None,
+                p50_us: median_of(rs.iter().map(|r| r.p50_us.map(|x| x as f64))),
+                p99_us: median_of(rs.iter().map(|r| r.p99_us.map(|x| x as f64))),
+                hop_rss_kib: median_of(
+                    rs.iter()
+                        .map(|r| win(r, |w| w.hop_rss_kib.map(|x| x as f64))),
+                ),
+                tcp_mem_kib: median_of(
+                    rs.iter()
+                        .map(|r| win(r, |w| w.tcp_mem_kib.map(|x| x as f64))),
+                ),
+                kthreads_softirq_s: median_of(rs.iter().map(|r| {
+                    win(r, |w| {
+                        Some((w.kthreads_s + w.softirq_s) / r.units.max(1e-12))
+                    })
+                })),
+                background_busy_pct: median_of(rs.iter().map(|r| Some(r.background.busy_pct))),
+                errors: rs.iter().map(|r| r.errors).sum(),
+                lost_bytes: rs.iter().filter_map(|r| r.lost_bytes).sum(),
+            }
+        })
+        .collect();
+    add_ratios(&mut out);
+    out
+}
+
+fn win<T>(r: &RunRecord, f: impl Fn(&crate::measure::Window) -> Option<T>) -> Option<T> {
+    if r.failure.is_some() {
+        return None;
+    }
+    r.window.as_ref().and_then(f)
+}
+
+fn add_ratios(out: &mut [Summary]) {
+    let find = |label: &str| out.iter().find(|s| s.variant == label).cloned();
+    let direct = find(&Variant::Direct.label());
+    let haproxy = find(&Variant::Haproxy.label());
+    for s in out.iter_mut() {
+        s.rate_vs_direct = ratio(s.rate, direct.as_ref().and_then(|d| d.rate));
+        if let Some(h) = &haproxy {
+            s.rate_vs_haproxy = ratio(s.rate, h.rate);
+            s.hop_cost_vs_haproxy = ratio(s.hop_cost, h.hop_cost);
+            s.hop_cost_attributed_vs_haproxy = ratio(s.hop_cost_attributed, h.hop_cost_attributed);
+            s.hop_process_vs_haproxy = ratio(s.hop_process, h.hop_process);
+        }
+    }
+}
+
+/// Background busy share above which whole-machine figures are flagged as unreliable.
+const BUSY_PCT: f64 = 20.0;
+
+/// A reason fit for one table cell: no pipes, at most ~200 characters (the JSON keeps it all).
+fn cell(s: &str) -> String {
+    let s = s.replace('|', "/").replace('\n', " ");
+    if s.chars().count() > 200 {
+        format!("{}…", s.chars().take(200).collect::<String>())
+    } else {
+        s
+    }
+}
+
+fn f(x: Option<f64>, digits: usize) -> String {
+    x.map_or("–".into(), |v| format!("{v:.digits$}"))
+}
+
+fn x(r: Option<f64>) -> String {
+    r.map_or("–".into(), |v| format!("{v:.2}×"))
+}
+
+/// The Markdown section of one scenario: a title line, the table, and what did not run.
+pub fn markdown(o: &Outcome, sums: &[Summary]) -> String {
+    let unit = o.scenario.kind.unit();
+    let (scale, cost) = unit.cost_scale();
+    let sc = |v: Option<f64>| v.map(|v| v * scale);
+    let mut m = String::new();
+    let _ = writeln!(m, "### {}: {}\n", o.scenario.name, o.scenario.title);
+    let _ = writeln!(
+        m,
+        "| variant | {rate} | ×direct | ×HAProxy | hop cost, machine {cost} | ×HAProxy | hop cost, attributed {cost} | ×HAProxy | hop process {cost} | ×HAProxy | p50 ms | p99 ms | hop RSS MiB | TCP mem MiB | bg busy % | runs ok | errors / lost B |",
+        rate = unit.rate_label()
+    );
+    m.push_str(
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
+    );
+    let digits = if unit == Unit::Gbit { 3 } else { 1 };
+    let rate_digits = if unit == Unit::Gbit { 3 } else { 0 };
+    for s in sums {
+        // The direct row shows its absolute cost in parentheses: the baseline subtracted.
+        let (machine, attributed) = if s.variant == Variant::Direct.label() {
+            let p = |v: Option<f64>| format!("({})", f(sc(v), digits));
+            (p(s.machine_per_unit), p(s.attributed_per_unit))
+        } else {
+            (
+                f(sc(s.hop_cost), digits),
+                f(sc(s.hop_cost_attributed), digits),
+            )
+        };
+        let _ = writeln!(
+            m,
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {}/{} | {} / {} |",
+            s.variant,
+            f(s.rate, rate_digits),
+            x(s.rate_vs_direct),
+            x(s.rate_vs_haproxy),
+            machine,
+            x(s.hop_cost_vs_haproxy),
+            attributed,
+            x(s.hop_cost_attributed_vs_haproxy),
+            f(sc(s.hop_process), digits),
+            x(s.hop_process_vs_haproxy),
+            f(s.p50_us.map(|u| u / 1e3), 2),
+            f(s.p99_us.map(|u| u / 1e3), 2),
+            f(s.hop_rss_kib.map(|k| k / 1024.0), 1),
+            f(s.tcp_mem_kib.map(|k| k / 1024.0), 1),
+            f(s.background_busy_pct, 0),
+            s.runs_ok,
+            s.runs,
+            s.errors,
+            s.lost_bytes,
+        );
+    }
+    for (v, why) in &o.unavailable {
+        let _ = writeln!(m, "| {v} | {} ||||||||||||||||", cell(why));
+    }
+    let busy = median_of(sums.iter().map(|s| s.background_busy_pct));
+    if let Some(b) = busy.filter(|b| *b > BUSY_PCT) {
+        let _ = writeln!(
+            m,
+            "\nWarning: the machine was {b:.0}% busy with other work just before these runs \
+             (median): the whole-machine hop cost is mostly that work's noise; read the \
+             attributed column."
+        );
+    }
+    let failures: Vec<String> = o
+        .records
+        .iter()
+        .filter_map(|r| {
+            r.failure
+                .as_ref()
+                .map(|f| format!("- {} rep {}: {}", r.variant, r.rep + 1, cell(f)))
+        })
+        .collect();
+    if !failures.is_empty() {
+        let _ = writeln!(m, "\nFailed runs:\n{}", failures.join("\n"));
+    }
+    let notes: Vec<String> = o
+        .records
+        .iter()
+        .filter_map(|r| {
+            let n = r.note.as_ref()?;
+            Some(format!("- {} rep {}: {}", r.variant, r.rep + 1, cell(n)))
+        })
+        .collect();
+    if !notes.is_empty() {
+        let _ = writeln!(m, "\nNotes:\n{}", notes.join("\n"));
+    }
+    m.push('\n');
+    m
+}
+
+/// A chart panel: its title and the ratio it plots.
+type Panel = (&'static str, fn(&Summary) -> Option<f64>);
+
+const PANELS: [Panel; 3] = [
+    (
+        "hop cost per unit, whole machine (/proc/stat), ratio to HAProxy (lower is better)",
+        |s| s.hop_cost_vs_haproxy,
+    ),
+    (
+        "hop cost per unit, attributed (load+hop+kthreads), ratio to HAProxy (lower is better)",
+        |s| s.hop_cost_attributed_vs_haproxy,
+    ),
+    ("throughput, ratio to HAProxy (higher is better)", |s| {
+        s.rate_vs_haproxy
+    }),
+];
+
+/// The chart: per scenario, each hop's cost and throughput as a ratio to HAProxy
+/// (1.0 = HAProxy, the black line).
+pub fn svg(all: &[Vec<Summary>], path: &std::path::Path) -> Result<(), String> {
+    use plotters::prelude::*;
+    let scen: Vec<&Vec<Summary>> = all.iter().filter(|s| !s.is_empty()).collect();
+    let mut variants: Vec<String> = Vec::new();
+    for s in scen.iter().flat_map(|v| v.iter()) {
+        if s.variant != Variant::Direct.label() && !variants.contains(&s.variant) {
+            variants.push(s.variant.clone());
+        }
+    }
+    let width = 160 * scen.len().max(1) as u32 + 260;
+    let root = SVGBackend::new(path, (width, 1000)).into_drawing_area();
+    root.fill(&WHITE).map_err(|e| e.to_string())?;
+    for (area, (title, get)) in root.split_evenly((3, 1)).iter().zip(PANELS) {
+        // Rows: scenarios; columns: variants.
+        let vals: Vec<Vec<Option<f64>>> = scen
+            .iter()
+            .map(|sums| {
+                variants
+                    .iter()
+                    .map(|v| sums.iter().find(|s| &s.variant == v).and_then(get))
+                    .collect()
+            })
+            .collect();
+        let names: Vec<String> = scen.iter().map(|v| v[0].scenario.clone()).collect();
+        draw_panel(area, title, &names, &variants, &vals)?;
+    }
+    root.present().map_err(|e| e.to_string())
+}
+
+fn draw_panel<DB: plotters::prelude::DrawingBackend>(
+    area: &plotters::prelude::DrawingArea<DB, plotters::coord::Shift>,
+    title: &str,
+    names: &[String],
+    variants: &[String],
+    vals: &[Vec<Option<f64>>],
+) -> Result<(), String> {
+    use plotters::prelude::*;
+    let n = names.len().max(1);
+    let ymax = vals
+        .iter()
+        .flatten()
+        .flatten()
+        .fold(1.5f64, |a, &b| a.max(b))
+        .min(5.0)
+        * 1.1;
+    let mut chart = ChartBuilder::on(area)
+        .caption(title, ("sans-serif", 16))
+        .margin(10)
+        .x_label_area_size(30)
+        .y_label_area_size(40)
+        // One empty column on the right keeps the legend off the bars.
+        .build_cartesian_2d(0f64..n as f64 + 1.0, 0f64..ymax)
+        .map_err(|e| e.to_string())?;
+    let label = |v: &f64| {
+        let i = (*v - 0.5).round();
+        let on_centre = (v - 0.5 - i).abs() < 0.01 && i >= 0.0;
+        on_centre
+            .then(|| names.get(i as usize).cloned())
+            .flatten()
+            .unwrap_or_default()
+    };
+    chart
+        .configure_mesh()
+        .disable_x_mesh()
+        .x_labels(n * 2 + 3)
+        .x_label_formatter(&label)
+        .draw()
+        .map_err(|e| e.to_string())?;
+    let w = 0.8 / variants.len().max(1) as f64;
+    for (vi, vname) in variants.iter().enumerate() {
+        let color = Palette99::pick(vi).to_rgba();
+        let bars = vals.iter().enumerate().filter_map(|(si, row)| {
+            // Negative ratios (noise larger than the hop's cost) are drawn as zero.
+            let y = row[vi]?.clamp(0.0, ymax);
+            let x0 = si as f64 + 0.1 + vi as f64 * w;
+            Some(Rectangle::new(
+                [(x0, 0.0), (x0 + w * 0.9, y)],
+                color.filled(),
+            ))
+        });
+        chart
+            .draw_series(bars)
+            .map_err(|e| e.to_string())?
+            .label(vname.as_str())
+            .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 10, y + 5)], color.filled()));
+    }
+    chart
+        .draw_series(LineSeries::new(
+            [(0.0, 1.0), (n as f64 + 1.0, 1.0)],
+            BLACK.stroke_width(1),
+        ))
+        .map_err(|e| e.to_string())?;
+    chart
+        .configure_series_labels()
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .draw()
+        .map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::measure::{Background, Window};
+    use crate::scenario::{all, Outcome};
+
+    fn rec(variant: Variant, rep: usize, units: f64, machine: f64, hop: Option<f64>) -> RunRecord {
+        let mut r = RunRecord::new(
+            "ingest-200x4",
+            &variant.label(),
+            rep,
+            Background {
+                loadavg_1m: None,
+                busy_pct: 10.0,
+            },
+        );
+        r.units = units;
+        r.window = Some(Window {
+            secs: 1.0,
+            machine_cpu_s: machine,
+            per_cpu_busy: vec![],
+            softirq_s: 0.0,
+            kthreads_s: 0.0,
+            load_cpu_s: 0.0,
+            hop_cpu_s: hop,
+            hop_rss_kib: Some(2048),
+            tcp_mem_kib: None,
+            slab_delta_kib: None,
+        });
+        r
+    }
+
+    fn outcome() -> Outcome {
+        let d = Variant::Direct;
+        let h = Variant::Haproxy;
+        let p = Variant::Proxy(crate::hop::Engine::Copy);
+        let records = vec![
+            rec(d, 0, 1.0, 0.30, None),
+            rec(h, 0, 1.0, 0.50, Some(0.2)),
+            rec(p, 0, 1.0, 0.40, Some(0.1)),
+            rec(d, 1, 1.0, 0.40, None),
+            rec(h, 1, 1.0, 0.60, Some(0.2)),
+            rec(p, 1, 2.0, 1.00, Some(0.2)),
+        ];
+        Outcome {
+            scenario: all().remove(0),
+            variants: vec![d, h, p],
+            records,
+            unavailable: vec![("proxy sockmap".into(), "not available in this build".into())],
+        }
+    }
+
+    #[test]
+    fn hop_cost_is_paired_against_direct() {
+        let s = summarize(&outcome());
+        assert_eq!(s[0].variant, "direct");
+        assert_eq!(s[0].hop_cost, None);
+        // haproxy: 0.5-0.3, 0.6-0.4 → 0.2; proxy: 0.4-0.3, 0.5-0.4 → 0.1
+        assert!((s[1].hop_cost.unwrap() - 0.2).abs() < 1e-9);
+        assert!((s[2].hop_cost.unwrap() - 0.1).abs() < 1e-9);
+        assert!((s[2].hop_cost_vs_haproxy.unwrap() - 0.5).abs() < 1e-9);
+        assert!((s[2].rate.unwrap() - 1.5).abs() < 1e-9);
+        assert!((s[2].rate_vs_haproxy.unwrap() - 1.5).abs() < 1e-9);
+        assert!((s[2].rate_vs_direct.unwrap() - 1.5).abs() < 1e-9);
+        assert!((s[2].hop_process.unwrap() - 0.1).abs() < 1e-9);
+        assert_eq!(s[1].hop_rss_kib, Some(2048.0));
+    }
+
+    #[test]
+    fn markdown_lists_unavailable_and_failures() {
+        let mut o = outcome();
+        o.records[5].failure = Some("proxy died".into());
+        let s = summarize(&o);
+        assert_eq!(s[2].runs_ok, 1);
+        let md = markdown(&o, &s);
+        assert!(md.contains("| proxy copy |"));
+        assert!(md.contains("not available in this build"));
+        assert!(md.contains("proxy copy rep 2: proxy died"));
+    }
+
+    #[test]
+    fn svg_renders() {
+        let o = outcome();
+        let s = summarize(&o);
+        let dir = std::env::temp_dir().join(format!("bench-svg-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("chart.svg");
+        svg(&[s], &path).unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(text.starts_with("<svg"));
+        assert!(text.contains("ingest-200x4"));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

@@ -1,0 +1,769 @@
+//! The scenarios, their timings, and the interleaved runner: for each repetition every variant
+//! runs once, in an order rotated by one each repetition (A B C, B C A, …) so that no variant
+//! always runs right after the same neighbour or always first.
+
+use crate::error::{BenchError, Result};
+use crate::hop::{self, Engine, Hop, Mode, Spec, Variant};
+use crate::measure::{self, Pids, Snapshot, Window};
+use crate::peers::backend::Backend;
+use crate::peers::bulk::{self, Direction};
+use crate::peers::nginx::{Nginx, OBJECT_PATH};
+use crate::peers::tls::{self, CertFiles};
+use crate::peers::{ingest, rate, rtmp, wrk};
+use crate::pin::Plan;
+use crate::record::{RunRecord, Unit};
+use crate::stats::percentile;
+use std::io::{Read, Write};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream};
+use std::path::PathBuf;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// Frontends (hops) listen here, backends there: loopback only, away from 127.0.0.1 where the
+/// e2e tests and the demo bind.
+pub const FRONT_IP: IpAddr = IpAddr::V4(Ipv4Addr::new(127, 0, 77, 1));
+pub const BACK_IP: IpAddr = IpAddr::V4(Ipv4Addr::new(127, 0, 77, 2));
+
+/// How long a hop may take to listen in a run, and in an availability probe (a proxy that
+/// keeps a bind closed because it lacks the feature must not cost the whole run much time).
+const START_LIMIT: Duration = Duration::from_secs(5);
+const PROBE_LIMIT: Duration = Duration::from_secs(2);
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Kind {
+    Ingest {
+        flows: usize,
+        mbit: f64,
+    },
+    Bulk(Direction),
+    ConnRate,
+    HttpKeepAlive,
+    HttpsHandshake,
+    HttpsBulk,
+    /// Real ffmpeg publishers into nginx-rtmp.
+    RtmpFfmpeg {
+        publishers: usize,
+    },
+}
+
+impl Kind {
+    pub fn unit(self) -> Unit {
+        match self {
+            Kind::Ingest { .. } | Kind::Bulk(_) | Kind::HttpsBulk | Kind::RtmpFfmpeg { .. } => {
+                Unit::Gbit
+            }
+            Kind::ConnRate => Unit::Connection,
+            Kind::HttpKeepAlive => Unit::Request,
+            Kind::HttpsHandshake => Unit::Handshake,
+        }
+    }
+
+    /// HTTP scenarios run the proxy once (its HTTP engine); TCP ones once per engine.
+    pub fn needs_http(self) -> bool {
+        matches!(
+            self,
+            Kind::HttpKeepAlive | Kind::HttpsHandshake | Kind::HttpsBulk
+        )
+    }
+
+    fn needs_tls(self) -> bool {
+        matches!(self, Kind::HttpsHandshake | Kind::HttpsBulk)
+    }
+
+    /// Repetitions, warm-up and measured window; `quick` keeps the whole bench under 5 min.
+    pub fn timing(self, quick: bool) -> Timing {
+        let (reps, warm, win) = match (self, quick) {
+            (Kind::Ingest { .. }, true) => (3, 0.5, 1.5),
+            (Kind::Ingest { .. }, false) => (6, 2.0, 10.0),
+            // Publishers need a second to connect and handshake.
+            (Kind::RtmpFfmpeg { .. }, true) => (3, 2.0, 2.0),
+            (Kind::RtmpFfmpeg { .. }, false) => (6, 3.0, 10.0),
+            (_, true) => (3, 0.2, 1.0),
+            (_, false) => (6, 1.0, 5.0),
+        };
+        Timing {
+            reps,
+            warmup: Duration::from_secs_f64(warm),
+            window: Duration::from_secs_f64(win),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct Timing {
+    pub reps: usize,
+    pub warmup: Duration,
+    pub window: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct Scenario {
+    pub name: &'static str,
+    pub title: &'static str,
+    pub kind: Kind,
+    /// Part of `--quick` when no scenario is named (the 5-minute budget decides).
+    pub in_quick: bool,
+}
+
+pub fn all() -> Vec<Scenario> {
+    let s = |name, title, kind| Scenario {
+        name,
+        title,
+        kind,
+        in_quick: true,
+    };
+    vec![
+        s(
+            "ingest-200x4",
+            "RTMP-like ingest: 200 flows x 4 Mbit/s, 4 KiB chunks, 16 B ack per 64 KiB",
+            Kind::Ingest {
+                flows: 200,
+                mbit: 4.0,
+            },
+        ),
+        s(
+            "ingest-1000x1",
+            "RTMP-like ingest: 1000 flows x 1 Mbit/s, 4 KiB chunks, 16 B ack per 64 KiB",
+            Kind::Ingest {
+                flows: 1000,
+                mbit: 1.0,
+            },
+        ),
+        s("bulk-up", "one bulk TCP flow, client to backend", Kind::Bulk(Direction::Up)),
+        s("bulk-down", "one bulk TCP flow, backend to client", Kind::Bulk(Direction::Down)),
+        s(
+            "conn-rate",
+            "new TCP connections/s: 32 in parallel, 64 B request, 64 B answer, server closes",
+            Kind::ConnRate,
+        ),
+        s(
+            "http-keepalive",
+            "HTTP/1.1 keep-alive, 1 KiB objects, wrk -t1 -c16",
+            Kind::HttpKeepAlive,
+        ),
+        s(
+            "https-handshake",
+            "HTTPS new connections/s: full TLS handshake (no resumption) + one 1 KiB GET, 4 in parallel",
+            Kind::HttpsHandshake,
+        ),
+        s(
+            "https-bulk",
+            "one bulk HTTPS download (TLS terminated by the hop; direct: by nginx)",
+            Kind::HttpsBulk,
+        ),
+        Scenario {
+            in_quick: false,
+            ..s(
+                "rtmp-ffmpeg",
+                "real RTMP: 20 ffmpeg publishers (-re, ~2 Mbit/s clip, stream copy) into nginx-rtmp",
+                Kind::RtmpFfmpeg { publishers: 20 },
+            )
+        },
+    ]
+}
+
+/// Everything the runs share.
+pub struct Ctx {
+    pub plan: Plan,
+    pub proxy_bin: PathBuf,
+    /// Configs, logs, certificates of this bench run.
+    pub work: PathBuf,
+    pub quick: bool,
+    /// Proxy variants for TCP scenarios (engines this build has, or the one asked for).
+    pub tcp_engines: Vec<Engine>,
+    /// The engine the proxy runs with in HTTP scenarios.
+    pub http_engine: Engine,
+    probes: Mutex<Probes>,
+}
+
+#[derive(Default)]
+struct Probes {
+    clip: Option<PathBuf>,
+    http: Option<std::result::Result<(), String>>,
+    tls: Option<std::result::Result<(), String>>,
+    cert: Option<std::sync::Arc<CertFiles>>,
+}
+
+impl Ctx {
+    pub fn new(
+        plan: Plan,
+        proxy_bin: PathBuf,
+        work: PathBuf,
+        quick: bool,
+        tcp_engines: Vec<Engine>,
+        http_engine: Engine,
+    ) -> Ctx {
+        Ctx {
+            plan,
+            proxy_bin,
+            work,
+            quick,
+            tcp_engines,
+            http_engine,
+            probes: Mutex::new(Probes::default()),
+        }
+    }
+}
+
+/// The result of one scenario: its runs, or why it did not run for some variant.
+pub struct Outcome {
+    pub scenario: Scenario,
+    pub variants: Vec<Variant>,
+    pub records: Vec<RunRecord>,
+    /// (variant label, why it was not run)
+    pub unavailable: Vec<(String, String)>,
+}
+
+pub fn run(ctx: &Ctx, sc: &Scenario, unavailable_engines: &[(String, String)]) -> Outcome {
+    let mut variants = vec![Variant::Direct, Variant::Haproxy];
+    let mut unavailable = Vec::new();
+    if !sc.kind.needs_http() {
+        variants.push(Variant::HaproxySplice);
+        variants.extend(ctx.tcp_engines.iter().map(|e| Variant::Proxy(*e)));
+        unavailable.extend_from_slice(unavailable_engines);
+    }
+    // The HTTP scenarios share one nginx; it also serves the proxy's availability probe.
+    let mut nginx = None;
+    let mut cert = None;
+    if sc.kind.needs_http() {
+        match http_setup(ctx, sc.kind) {
+            Ok((n, c)) => {
+                nginx = Some(n);
+                cert = c;
+            }
+            Err(e) => {
+                println!("  {}: cannot set up backends: {e}", sc.name);
+                return Outcome {
+                    scenario: sc.clone(),
+                    variants: vec![],
+                    records: vec![],
+                    unavailable: vec![("all".into(), e.to_string())],
+                };
+            }
+        }
+        let n = nginx.as_ref().expect("set above");
+        match proxy_serves(ctx, sc.kind, n, cert.as_deref()) {
+            Ok(()) => variants.push(Variant::Proxy(ctx.http_engine)),
+            Err(why) => {
+                println!("  {}: proxy: {why}", sc.name);
+                unavailable.push((Variant::Proxy(ctx.http_engine).label(), why));
+            }
+        }
+    }
+    let timing = sc.kind.timing(ctx.quick);
+    let mut records = Vec::new();
+    for rep in 0..timing.reps {
+        for j in 0..variants.len() {
+            let v = variants[(j + rep) % variants.len()];
+            let rec = run_once(ctx, sc, v, rep, timing, nginx.as_ref(), cert.as_deref());
+            println!("{}", progress_line(sc, &rec, timing.reps));
+            records.push(rec);
+        }
+    }
+    Outcome {
+        scenario: sc.clone(),
+        variants,
+        records,
+        unavailable,
+    }
+}
+
+fn progress_line(sc: &Scenario, r: &RunRecord, reps: usize) -> String {
+    let head = format!("  [{} {}/{}] {:<20}", sc.name, r.rep + 1, reps, r.variant);
+    if let Some(f) = &r.failure {
+        return format!("{head} FAILED: {f}");
+    }
+    let unit = sc.kind.unit();
+    let (scale, cost) = unit.cost_scale();
+    let fmt = |x: Option<f64>| x.map_or("-".into(), |v| format!("{:.3}", v * scale));
+    format!(
+        "{head} {:>10.3} {}  {cost}: machine {} attributed {} hop-process {}  p99 {}  errors {}  (bg {:.0}% busy, load {})",
+        r.rate().unwrap_or(0.0),
+        unit.rate_label(),
+        fmt(r.machine_per_unit()),
+        fmt(r.attributed_per_unit()),
+        fmt(r.hop_per_unit()),
+        r.p99_us.map_or("-".into(), |u| format!("{:.2} ms", u as f64 / 1e3)),
+        r.errors,
+        r.background.busy_pct,
+        r.background
+            .loadavg_1m
+            .map_or("-".into(), |l| format!("{l:.2}")),
+    )
+}
+
+fn run_once(
+    ctx: &Ctx,
+    sc: &Scenario,
+    v: Variant,
+    rep: usize,
+    timing: Timing,
+    nginx: Option<&Nginx>,
+    cert: Option<&CertFiles>,
+) -> RunRecord {
+    // The sample also lets the previous run's sockets and processes wind down.
+    let bg = measure::background(Duration::from_millis(if ctx.quick { 100 } else { 250 }));
+    let mut rec = RunRecord::new(sc.name, &v.label(), rep, bg);
+    let res = match (sc.kind, nginx) {
+        (Kind::Ingest { flows, mbit }, _) => ingest_run(ctx, v, timing, flows, mbit, &mut rec),
+        (Kind::Bulk(d), _) => bulk_run(ctx, v, timing, d, &mut rec),
+        (Kind::ConnRate, _) => rate_run(ctx, v, timing, &mut rec),
+        (Kind::RtmpFfmpeg { publishers }, _) => rtmp_run(ctx, v, timing, publishers, &mut rec),
+        (k, Some(n)) => http_run(ctx, k, v, timing, n, cert, &mut rec),
+        (_, None) => Err(BenchError::Run("no HTTP backend".into())),
+    };
+    if let Err(e) = res {
+        rec.failure = Some(e.to_string());
+    } else if rec.units <= 0.0 {
+        rec.failure = Some("nothing delivered in the measured window".into());
+    }
+    rec
+}
+
+/// Starts the hop for `v` in front of `backend` (none for direct); returns it and the address
+/// the load must connect to.
+fn start_hop(
+    ctx: &Ctx,
+    v: Variant,
+    mode: Mode,
+    backend: SocketAddr,
+    tls_cert: Option<PathBuf>,
+) -> Result<(Option<Hop>, SocketAddr)> {
+    if v == Variant::Direct {
+        return Ok((None, backend));
+    }
+    let spec = Spec {
+        mode,
+        frontend: hop::free_addr(FRONT_IP)?,
+        backend,
+        tls_cert,
+    };
+    let h = Hop::start(v, &spec, &ctx.work, &ctx.plan, &ctx.proxy_bin, START_LIMIT)?;
+    Ok((Some(h), spec.frontend))
+}
+
+/// Sleeps through the warm-up, then measures a window around `during`, reading `counter`
+/// at both edges; returns the window and the counter's growth.
+fn measured<F: FnMut()>(
+    pids: Pids,
+    timing: Timing,
+    counter: impl Fn() -> u64,
+    mut during: F,
+) -> (Window, u64) {
+    std::thread::sleep(timing.warmup);
+    let (s0, c0) = (Snapshot::take(&pids), counter());
+    during();
+    let (s1, c1) = (Snapshot::take(&pids), counter());
+    (Window::between(&s0, &s1, &pids), c1.saturating_sub(c0))
+}
+
+fn pids(hop: Option<&Hop>, others: &[u32]) -> Pids {
+    Pids {
+        hop: hop.map(|h| h.pid),
+        others: others.to_vec(),
+    }
+}
+
+fn check_alive(hop: &mut Option<Hop>) -> Result<()> {
+    match hop {
+        Some(h) => {
+            if h.alive() {
+                Ok(())
+            } else {
+                Err(BenchError::peer(
+                    h.variant.label(),
+                    format!("died during the run: {}", h.log_tail()),
+                ))
+            }
+        }
+        None => Ok(()),
+    }
+}
+
+fn wait_for(limit: Duration, mut done: impl FnMut() -> bool) -> bool {
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        if done() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    done()
+}
+
+fn latencies(v: &Mutex<Vec<u64>>, rec: &mut RunRecord) {
+    if let Ok(v) = v.lock() {
+        rec.p50_us = percentile(&v, 50.0);
+        rec.p99_us = percentile(&v, 99.0);
+    }
+}
+
+fn gbit(bytes: u64) -> f64 {
+    bytes as f64 * 8.0 / 1e9
+}
+
+fn ingest_run(
+    ctx: &Ctx,
+    v: Variant,
+    timing: Timing,
+    flows: usize,
+    mbit: f64,
+    rec: &mut RunRecord,
+) -> Result<()> {
+    let backend = Backend::start(BACK_IP)?;
+    let (mut hop, target) = start_hop(ctx, v, Mode::Tcp, backend.addr, None)?;
+    let params = ingest::Params {
+        flows,
+        mbit_per_flow: mbit,
+    };
+    let client = ingest::Client::start(target, params)?;
+    client.wait_connected(flows, Duration::from_secs(15))?;
+    let shared = client.shared.clone();
+    let counters = backend.counters.clone();
+    let (w, bytes) = measured(
+        pids(hop.as_ref(), &[]),
+        timing,
+        || counters.received.load(Relaxed),
+        || {
+            shared.recording.store(true, Relaxed);
+            std::thread::sleep(timing.window);
+            shared.recording.store(false, Relaxed);
+        },
+    );
+    rec.window = Some(w);
+    rec.units = gbit(bytes);
+    rec.offered_rate = Some(flows as f64 * mbit / 1e3);
+    let sent = client.finish();
+    wait_for(Duration::from_secs(10), || {
+        counters.finished.load(Relaxed) >= flows as u64
+    });
+    let unfinished = shared.unfinished.load(Relaxed);
+    let lost = sent as i64 - counters.received.load(Relaxed) as i64;
+    if unfinished == 0 {
+        rec.lost_bytes = Some(lost);
+    } else {
+        // Not proof of loss: those flows' bytes may still have been queued in the hop.
+        rec.note = Some(format!(
+            "{unfinished} flows not closed 10 s after the load stopped; {lost} bytes not \
+             (yet) received"
+        ));
+    }
+    rec.errors = shared.errors.load(Relaxed) + counters.errors.load(Relaxed);
+    latencies(&shared.latencies_us, rec);
+    check_alive(&mut hop)
+}
+
+fn bulk_run(
+    ctx: &Ctx,
+    v: Variant,
+    timing: Timing,
+    d: Direction,
+    rec: &mut RunRecord,
+) -> Result<()> {
+    let backend = Backend::start(BACK_IP)?;
+    let (mut hop, target) = start_hop(ctx, v, Mode::Tcp, backend.addr, None)?;
+    let client = bulk::Client::start(target, d)?;
+    let counters = backend.counters.clone();
+    let shared = client.shared.clone();
+    // Count what the receiving side got: that is what was delivered.
+    let counter = || match d {
+        Direction::Up => counters.received.load(Relaxed),
+        Direction::Down => shared.bytes.load(Relaxed),
+    };
+    let (w, bytes) = measured(pids(hop.as_ref(), &[]), timing, counter, || {
+        std::thread::sleep(timing.window)
+    });
+    rec.window = Some(w);
+    rec.units = gbit(bytes);
+    if d == Direction::Down {
+        backend.stop_downloads();
+    }
+    let got = client.finish()?;
+    wait_for(Duration::from_secs(5), || {
+        counters.finished.load(Relaxed) >= 1
+    });
+    rec.lost_bytes = Some(match d {
+        Direction::Up => got as i64 - counters.received.load(Relaxed) as i64,
+        Direction::Down => counters.sent.load(Relaxed) as i64 - got as i64,
+    });
+    rec.errors = counters.errors.load(Relaxed);
+    check_alive(&mut hop)
+}
+
+fn rate_run(ctx: &Ctx, v: Variant, timing: Timing, rec: &mut RunRecord) -> Result<()> {
+    let backend = Backend::start(BACK_IP)?;
+    let (mut hop, target) = start_hop(ctx, v, Mode::Tcp, backend.addr, None)?;
+    let client = rate::Client::start(target, 32)?;
+    let shared = client.shared.clone();
+    let (w, n) = measured(
+        pids(hop.as_ref(), &[]),
+        timing,
+        || shared.completed.load(Relaxed),
+        || {
+            shared.recording.store(true, Relaxed);
+            std::thread::sleep(timing.window);
+            shared.recording.store(false, Relaxed);
+        },
+    );
+    rec.window = Some(w);
+    rec.units = n as f64;
+    client.finish();
+    rec.errors = shared.errors.load(Relaxed) + backend.counters.errors.load(Relaxed);
+    latencies(&shared.latencies_us, rec);
+    check_alive(&mut hop)
+}
+
+fn rtmp_run(
+    ctx: &Ctx,
+    v: Variant,
+    timing: Timing,
+    publishers: usize,
+    rec: &mut RunRecord,
+) -> Result<()> {
+    let clip = {
+        let mut p = ctx.probes.lock().expect("probe lock");
+        match &p.clip {
+            Some(c) => c.clone(),
+            None => {
+                let c = rtmp::make_clip(&ctx.work, &ctx.plan)?;
+                p.clip = Some(c.clone());
+                c
+            }
+        }
+    };
+    let port = || hop::free_addr(BACK_IP).map(|a| a.port());
+    let node = rtmp::RtmpNode::start(&ctx.work, &ctx.plan, BACK_IP, port()?, port()?)?;
+    let (mut hop, target) = start_hop(ctx, v, Mode::Tcp, node.rtmp, None)?;
+    let mut pubs = rtmp::Publishers::start(&ctx.plan, &clip, target, publishers)?;
+    let mut others = pubs.pids();
+    others.push(node.pid());
+    let (w, bytes) = measured(
+        pids(hop.as_ref(), &others),
+        timing,
+        || node.bytes_in(),
+        || std::thread::sleep(timing.window),
+    );
+    rec.window = Some(w);
+    rec.units = gbit(bytes);
+    rec.errors = pubs.exited() as u64;
+    check_alive(&mut hop)
+}
+
+/// nginx (plain HTTP, plus TLS for the HTTPS scenarios) and the certificate, made once.
+fn http_setup(ctx: &Ctx, kind: Kind) -> Result<(Nginx, Option<std::sync::Arc<CertFiles>>)> {
+    let cert = if kind.needs_tls() {
+        Some(cert_once(ctx)?)
+    } else {
+        None
+    };
+    let http = hop::free_addr(BACK_IP)?;
+    let https = match &cert {
+        Some(c) => Some((hop::free_addr(BACK_IP)?, &c.split)),
+        None => None,
+    };
+    let n = Nginx::start(&ctx.work, &ctx.plan, http, https)?;
+    Ok((n, cert))
+}
+
+fn cert_once(ctx: &Ctx) -> Result<std::sync::Arc<CertFiles>> {
+    let mut p = ctx.probes.lock().expect("probe lock");
+    if let Some(c) = &p.cert {
+        return Ok(c.clone());
+    }
+    let c = std::sync::Arc::new(tls::make_cert(&ctx.work)?);
+    p.cert = Some(c.clone());
+    Ok(c)
+}
+
+/// Whether this proxy build serves mode http (and TLS, for the HTTPS scenarios): `proxy -c`
+/// accepts the config, the proxy starts, and a real request through it gets a 200. Cached.
+fn proxy_serves(
+    ctx: &Ctx,
+    kind: Kind,
+    nginx: &Nginx,
+    cert: Option<&CertFiles>,
+) -> std::result::Result<(), String> {
+    let tls = kind.needs_tls();
+    {
+        let p = ctx.probes.lock().expect("probe lock");
+        let cached = if tls { &p.tls } else { &p.http };
+        if let Some(r) = cached {
+            return r.clone();
+        }
+    }
+    let r = probe_http(ctx, nginx, cert.filter(|_| tls)).map_err(|why| {
+        let what = if tls { "HTTPS (TLS)" } else { "HTTP mode" };
+        format!("{what} not available in this build ({why})")
+    });
+    let mut p = ctx.probes.lock().expect("probe lock");
+    if tls {
+        p.tls = Some(r.clone());
+    } else {
+        p.http = Some(r.clone());
+    }
+    r
+}
+
+fn probe_http(
+    ctx: &Ctx,
+    nginx: &Nginx,
+    cert: Option<&CertFiles>,
+) -> std::result::Result<(), String> {
+    let v = Variant::Proxy(ctx.http_engine);
+    let spec = Spec {
+        mode: Mode::Http,
+        frontend: hop::free_addr(FRONT_IP).map_err(|e| e.to_string())?,
+        backend: nginx.http,
+        tls_cert: cert.map(|c| c.combined.clone()),
+    };
+    let tag = if cert.is_some() { "https" } else { "http" };
+    if !hop::proxy_check(&ctx.proxy_bin, &hop::render(v, &spec), &ctx.work, tag)
+        .map_err(|e| e.to_string())?
+    {
+        return Err("`proxy -c` rejects the config".into());
+    }
+    let _hop = Hop::start(v, &spec, &ctx.work, &ctx.plan, &ctx.proxy_bin, PROBE_LIMIT)
+        .map_err(|e| e.to_string())?;
+    let ok = match cert {
+        Some(_) => tls::client_config()
+            .map(|cfg| tls::one_connection(&cfg, spec.frontend))
+            .unwrap_or(false),
+        None => plain_get_ok(spec.frontend),
+    };
+    if ok {
+        Ok(())
+    } else {
+        Err("started, but a GET through it did not get a 200 answer".into())
+    }
+}
+
+fn plain_get_ok(addr: SocketAddr) -> bool {
+    let Ok(mut s) = TcpStream::connect_timeout(&addr, Duration::from_secs(2)) else {
+        return false;
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
+    let req = format!("GET {OBJECT_PATH} HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n");
+    if s.write_all(req.as_bytes()).is_err() {
+        return false;
+    }
+    let mut head = [0u8; 12];
+    s.read_exact(&mut head).is_ok() && head.starts_with(b"HTTP/1.1 200")
+}
+
+fn http_run(
+    ctx: &Ctx,
+    kind: Kind,
+    v: Variant,
+    timing: Timing,
+    nginx: &Nginx,
+    cert: Option<&CertFiles>,
+    rec: &mut RunRecord,
+) -> Result<()> {
+    let tls_cert = cert.map(|c| c.combined.clone());
+    let (mut hop, mut target) = start_hop(ctx, v, Mode::Http, nginx.http, tls_cert)?;
+    if v == Variant::Direct && kind.needs_tls() {
+        target = nginx
+            .https
+            .ok_or_else(|| BenchError::Run("nginx has no TLS listener".into()))?;
+    }
+    match kind {
+        Kind::HttpKeepAlive => {
+            let p = pids(hop.as_ref(), &[nginx.pid()]);
+            wrk_run(ctx, p, target, timing, rec)?
+        }
+        Kind::HttpsHandshake => {
+            let load = tls::Load::handshakes(target, 4)?;
+            let s = load.shared.clone();
+            let (w, n) = measured(
+                pids(hop.as_ref(), &[nginx.pid()]),
+                timing,
+                || s.completed.load(Relaxed),
+                || {
+                    s.recording.store(true, Relaxed);
+                    std::thread::sleep(timing.window);
+                    s.recording.store(false, Relaxed);
+                },
+            );
+            load.finish();
+            rec.window = Some(w);
+            rec.units = n as f64;
+            rec.errors = s.errors.load(Relaxed);
+            latencies(&s.latencies_us, rec);
+        }
+        Kind::HttpsBulk => {
+            let load = tls::Load::bulk(target)?;
+            let s = load.shared.clone();
+            let (w, bytes) = measured(
+                pids(hop.as_ref(), &[nginx.pid()]),
+                timing,
+                || s.bytes.load(Relaxed),
+                || std::thread::sleep(timing.window),
+            );
+            load.finish();
+            rec.window = Some(w);
+            rec.units = gbit(bytes);
+            rec.errors = s.errors.load(Relaxed);
+        }
+        _ => return Err(BenchError::Run("not an HTTP scenario".into())),
+    }
+    check_alive(&mut hop)
+}
+
+/// wrk runs as its own process, so the window is the whole wrk run (its start-up is a few ms).
+fn wrk_run(
+    ctx: &Ctx,
+    pid: Pids,
+    target: SocketAddr,
+    timing: Timing,
+    rec: &mut RunRecord,
+) -> Result<()> {
+    let secs = Duration::from_secs(timing.window.as_secs_f64().ceil() as u64);
+    let s0 = Snapshot::take(&pid);
+    let r = wrk::run(&ctx.plan, target, OBJECT_PATH, 16, secs)?;
+    let s1 = Snapshot::take(&pid);
+    rec.window = Some(Window::between(&s0, &s1, &pid));
+    rec.units = r.requests as f64;
+    rec.p50_us = r.p50_us;
+    rec.p99_us = r.p99_us;
+    rec.errors = r.errors;
+    Ok(())
+}
+
+/// Which explicit engines this proxy build accepts: `proxy -c` must accept
+/// `forward-engine X`, and the proxy must then start with it (the engine may be known to the
+/// config checker but missing from the build, which only the start reveals).
+pub fn detect_engines(
+    proxy_bin: &std::path::Path,
+    work: &std::path::Path,
+    plan: &Plan,
+) -> Vec<(Engine, std::result::Result<(), String>)> {
+    Engine::EXPLICIT
+        .iter()
+        .map(|&e| (e, probe_engine(proxy_bin, work, plan, e)))
+        .collect()
+}
+
+fn probe_engine(
+    proxy_bin: &std::path::Path,
+    work: &std::path::Path,
+    plan: &Plan,
+    e: Engine,
+) -> std::result::Result<(), String> {
+    let spec = Spec {
+        mode: Mode::Tcp,
+        frontend: hop::free_addr(FRONT_IP).map_err(|x| x.to_string())?,
+        // Nothing listens there; the probe only needs the proxy to start.
+        backend: hop::free_addr(BACK_IP).map_err(|x| x.to_string())?,
+        tls_cert: None,
+    };
+    let v = Variant::Proxy(e);
+    match hop::proxy_check(proxy_bin, &hop::render(v, &spec), work, e.keyword()) {
+        Ok(true) => {}
+        Ok(false) => return Err("`proxy -c` rejects it".into()),
+        Err(x) => return Err(x.to_string()),
+    }
+    Hop::start(v, &spec, work, plan, proxy_bin, PROBE_LIMIT)
+        .map(drop)
+        .map_err(|x| x.to_string())
+}
