@@ -9,3 +9,4 @@ pub mod log;
 pub mod runtime;
 pub mod stats;
 pub mod tcp;
+pub mod tls;

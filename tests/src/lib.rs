@@ -21,6 +21,7 @@ pub mod ports;
 pub mod process;
 pub mod proxy;
 pub mod tcp;
+pub mod tls;
 pub mod util;
 
 pub use ffmpeg::{

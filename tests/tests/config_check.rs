@@ -123,6 +123,8 @@ fn seed000_is_valid() {
 
 #[test]
 fn seed001_fixed_is_valid() {
+    // `-c` loads the certificates the config names; the fixture's is made at test time.
+    e2e::tls::ensure_example_cert();
     let result = check("tests/configs/seed001-fixed.cfg");
     assert_eq!(result.code, Some(0), "stderr:\n{}", result.stderr);
     assert!(

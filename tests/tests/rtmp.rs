@@ -38,12 +38,22 @@ frontend rtmp_lb
 backend backend_rtmp
     mode tcp
     balance roundrobin
-    server ams1 {} check inter 500ms fall 2 rise 2
+{}    server ams1 {} check inter 500ms fall 2 rise 2
     server ams2 {} check inter 500ms fall 2 rise 2
 ",
+        engine_line(),
         a.rtmp_addr(),
         b.rtmp_addr()
     )
+}
+
+/// `E2E_ENGINE=copy|splice|sockmap` runs these tests with that forward engine forced (the
+/// engine tests in engines.rs run a publish/play with each; this runs the whole file).
+fn engine_line() -> String {
+    match std::env::var("E2E_ENGINE") {
+        Ok(e) if !e.is_empty() => format!("    forward-engine {e}\n"),
+        _ => String::new(),
+    }
 }
 
 /// A two-node cluster behind a freshly started proxy.

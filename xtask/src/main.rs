@@ -4,12 +4,15 @@
 //! * `test`:  setup, build the proxy, `cargo test --workspace`, rustfmt and clippy checks.
 //! * `run`:   setup, build the proxy (release) and run it; without `--config`, in front of two
 //!   local nginx-rtmp nodes with `examples/demo.cfg`.
+//! * `bench`: setup, build proxy and benches (release), run the side-by-side benchmarks.
 //!
-//! `bench` and `vmtest` come with the features they measure and test.
+//! `vmtest` comes with the features it tests.
 
+mod bench;
 mod run;
 mod setup;
 mod test;
+mod vmtest;
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
@@ -40,6 +43,16 @@ enum Cmd {
         #[arg(long, short = 'f')]
         config: Option<PathBuf>,
     },
+    /// Boot Debian's 6.1 and 6.12 cloud kernels under qemu (TCG) and run the kernel-facing
+    /// tests there (kTLS); everything downloaded is Debian packages, cached in target/vmtest.
+    Vmtest {
+        /// Test name filters and test-binary flags (default: the TLS room's tests).
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        filters: Vec<String>,
+    },
+    /// Side-by-side benchmarks: direct, HAProxy, HAProxy splice-auto, this proxy (per forward
+    /// engine); results under benches/results/. See README "Benchmarks".
+    Bench(bench::BenchArgs),
 }
 
 fn main() {
@@ -48,6 +61,8 @@ fn main() {
         Cmd::Setup => setup::setup(),
         Cmd::Test { args } => test::test(&args),
         Cmd::Run { config } => run::run(config.as_deref()),
+        Cmd::Vmtest { filters } => vmtest::vmtest(&filters),
+        Cmd::Bench(args) => bench::bench(&args),
     };
     if let Err(e) = result {
         eprintln!("xtask: error: {e:#}");

@@ -3,6 +3,11 @@
 //!
 //! The package list is kept in one place (`PACKAGES`) so that later tools join it: the eBPF
 //! toolchain, chromium, testssl.sh, qemu.
+//!
+//! The eBPF toolchain (`bpf_toolchain`): the pinned nightly with `rust-src`, and bpf-linker
+//! built against that nightly's own libLLVM (Debian's LLVM is too old; see
+//! ../shared/KERNEL-NOTES.md). A stamp records what bpf-linker was built for, so a second run
+//! costs a few `rustup`/`bpf-linker --version` calls.
 
 use anyhow::{bail, Context, Result};
 use std::path::Path;
@@ -41,6 +46,10 @@ pub const PACKAGES: &[Package] = &[
         why: "the reference implementation and a peer in e2e tests",
     },
     Package {
+        name: "wrk",
+        why: "HTTP/1.1 keep-alive load generator of `cargo xtask bench`",
+    },
+    Package {
         name: "socat",
         why: "raw TCP clients in tests",
     },
@@ -64,6 +73,14 @@ pub const PACKAGES: &[Package] = &[
         name: "prometheus",
         why: "`promtool check metrics` on the /metrics output",
     },
+    Package {
+        name: "testssl.sh",
+        why: "TLS listener audit in the TLS tests (no old protocol, no weak cipher)",
+    },
+    Package {
+        name: "openssl",
+        why: "test certificates made at test time, and s_client as a verifying TLS client",
+    },
 ];
 
 /// Programs and files the packages must have provided; checked after installing.
@@ -75,10 +92,13 @@ const PROVIDED: &[&str] = &[
     "/usr/bin/ffmpeg",
     "/usr/bin/ffprobe",
     "/usr/sbin/haproxy",
+    "/usr/bin/wrk",
     "/usr/bin/socat",
     "/usr/bin/curl",
     "/usr/bin/ss",
     "/usr/bin/pgrep",
+    "/usr/bin/testssl",
+    "/usr/bin/openssl",
 ];
 
 pub fn setup() -> Result<()> {
@@ -100,7 +120,8 @@ pub fn setup() -> Result<()> {
     if !absent.is_empty() {
         bail!("the packages are installed but these files are missing: {absent:?}");
     }
-    rust_components()
+    rust_components()?;
+    bpf_toolchain()
 }
 
 /// Packages of `PACKAGES` that dpkg does not report as installed.
@@ -187,4 +208,139 @@ fn rust_components() -> Result<()> {
             .args(&missing),
     )
     .context("rustfmt and clippy are needed by `cargo xtask test`")
+}
+
+/// The nightly the BPF program is built with (proxy/build.rs names the same one). Pinned by
+/// the name `rustup toolchain list` shows on the project's machines: bpf-linker is linked
+/// against this toolchain's libLLVM, so the two move together.
+const BPF_TOOLCHAIN: &str = "nightly-x86_64-unknown-linux-gnu";
+/// The nightly this was set up and measured with (a different one works if bpf-linker
+/// supports its LLVM; setup rebuilds bpf-linker for it).
+const BPF_TOOLCHAIN_TESTED: &str = "1.97.0-nightly (e50aa6fba 2026-05-19)";
+const BPF_LINKER_VERSION: &str = "0.13.0";
+
+/// Nightly + rust-src + bpf-linker, each only if missing.
+fn bpf_toolchain() -> Result<()> {
+    let toolchain = std::env::var("PROXY_BPF_TOOLCHAIN").unwrap_or_else(|_| BPF_TOOLCHAIN.into());
+    let sysroot = nightly_sysroot(&toolchain)?;
+    if !sysroot.join("lib/rustlib/src/rust/library/core").is_dir() {
+        println!("setup: adding rust-src to {toolchain} (build-std for the BPF target)");
+        crate::run_checked(Command::new("rustup").args([
+            "component",
+            "add",
+            "rust-src",
+            "--toolchain",
+            &toolchain,
+        ]))?;
+    }
+    let (libllvm, major) = find_libllvm(&sysroot)?;
+    let prefix = llvm_prefix(&libllvm, major)?;
+    let stamp = prefix.join("bpf-linker.stamp");
+    let want = format!("bpf-linker {BPF_LINKER_VERSION} {}", libllvm.display());
+    let have = std::fs::read_to_string(&stamp).unwrap_or_default();
+    if have.trim() == want && bpf_linker_runs() {
+        println!("setup: BPF toolchain present ({toolchain}, bpf-linker {BPF_LINKER_VERSION})");
+        return Ok(());
+    }
+    println!(
+        "setup: building bpf-linker {BPF_LINKER_VERSION} against {} (a minute or more)",
+        libllvm.display()
+    );
+    crate::run_checked(
+        crate::cargo()
+            .args([
+                "install",
+                &format!("bpf-linker@{BPF_LINKER_VERSION}"),
+                "--locked",
+                "--force",
+            ])
+            .args([
+                "--no-default-features",
+                "--features",
+                &format!("llvm-{major}"),
+            ])
+            .env("LLVM_PREFIX", &prefix),
+    )
+    .context("building bpf-linker (needed to build the sockmap engine's BPF program)")?;
+    if !bpf_linker_runs() {
+        bail!("bpf-linker was installed but does not run (is ~/.cargo/bin on PATH?)");
+    }
+    std::fs::write(&stamp, want)?;
+    Ok(())
+}
+
+/// The sysroot of `toolchain`, which must be installed; warns if it is not the tested one.
+fn nightly_sysroot(toolchain: &str) -> Result<std::path::PathBuf> {
+    let out = Command::new("rustup")
+        .args(["run", toolchain, "rustc", "-vV"])
+        .output()
+        .context("rustup not found")?;
+    if !out.status.success() {
+        bail!(
+            "the BPF toolchain {toolchain} is not installed; install the tested nightly with\n  \
+             rustup toolchain install nightly-2026-05-19 --component rust-src\n\
+             and set PROXY_BPF_TOOLCHAIN=nightly-2026-05-19 (for build.rs and this setup)"
+        );
+    }
+    let version = String::from_utf8_lossy(&out.stdout);
+    if !version.contains(BPF_TOOLCHAIN_TESTED.split(' ').next().unwrap_or_default()) {
+        println!(
+            "setup: note: {toolchain} is not the tested {BPF_TOOLCHAIN_TESTED}; \
+             bpf-linker is built for its LLVM"
+        );
+    }
+    let sysroot = Command::new("rustup")
+        .args(["run", toolchain, "rustc", "--print", "sysroot"])
+        .output()?;
+    Ok(std::path::PathBuf::from(
+        String::from_utf8_lossy(&sysroot.stdout).trim(),
+    ))
+}
+
+/// The nightly's `lib/libLLVM.so.<major>.<minor>-rust-…` and its major version.
+fn find_libllvm(sysroot: &Path) -> Result<(std::path::PathBuf, u32)> {
+    let lib = sysroot.join("lib");
+    for e in std::fs::read_dir(&lib)?.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if let Some(rest) = name.strip_prefix("libLLVM.so.") {
+            if let Some(Ok(major)) = rest.split('.').next().map(str::parse::<u32>) {
+                return Ok((e.path(), major));
+            }
+        }
+    }
+    bail!(
+        "no libLLVM.so.* in {}: cannot build bpf-linker",
+        lib.display()
+    )
+}
+
+/// A folder whose `lib/` has `libLLVM.so` (and the versioned name) linking to the nightly's
+/// library: what bpf-linker's build looks for under LLVM_PREFIX. It also becomes bpf-linker's
+/// RUNPATH, so it stays (under the user's cache, not `target/`).
+fn llvm_prefix(libllvm: &Path, major: u32) -> Result<std::path::PathBuf> {
+    let cache = std::env::var_os("XDG_CACHE_HOME")
+        .map(std::path::PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| std::path::PathBuf::from(h).join(".cache")))
+        .context("neither XDG_CACHE_HOME nor HOME is set")?;
+    let prefix = cache.join("proxy-bpf").join(format!("llvm-{major}"));
+    let lib = prefix.join("lib");
+    std::fs::create_dir_all(&lib)?;
+    let versioned = libllvm.file_name().context("libLLVM has a file name")?;
+    for name in [std::ffi::OsStr::new("libLLVM.so"), versioned] {
+        let link = lib.join(name);
+        if std::fs::read_link(&link).ok().as_deref() != Some(libllvm) {
+            let _ = std::fs::remove_file(&link);
+            std::os::unix::fs::symlink(libllvm, &link)?;
+        }
+    }
+    Ok(prefix)
+}
+
+fn bpf_linker_runs() -> bool {
+    Command::new("bpf-linker")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| {
+            o.status.success() && String::from_utf8_lossy(&o.stdout).contains(BPF_LINKER_VERSION)
+        })
 }

@@ -76,6 +76,13 @@ pub fn test(extra: &[String]) -> Result<()> {
         });
     }
 
+    // The kernel matrix (kTLS needs CONFIG_TLS, which the host may lack): only on a full run.
+    if extra.is_empty() {
+        step(&mut steps, "cargo xtask vmtest", || {
+            crate::vmtest::vmtest(&[])
+        });
+    }
+
     step(&mut steps, "cargo fmt --check", || {
         cargo_step(&["fmt", "--all", "--check"], &[])
     });

@@ -1,29 +1,53 @@
 //! Moving the bytes of an established client/server pair. Engines differ in how bytes move
-//! (userspace copy over io_uring now; splice(2) and eBPF sockmap later) but share one contract:
+//! (userspace copy over io_uring, splice(2) through a pipe, eBPF sockmap) but share one contract:
 //! half-close is passed on (FIN → shutdown(SHUT_WR) on the peer), a reset is passed on as a
 //! reset (abortive close of the peer), and an idle flow is closed at its timeout.
 //! See LIFECYCLE.md beside this file.
 
 mod copy;
 mod idle;
+mod pair;
+mod select;
+mod sockmap;
+mod splice;
 
 use compio::net::TcpStream;
 
 pub use idle::IdleLimits;
+pub use select::{choose, probed, summary, Probed};
+pub use sockmap::{set_budget as set_sockmap_budget, status as sockmap_status};
 
 /// Which engine moves a flow's bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Engine {
     /// Userspace read/write through the thread's io_uring (or epoll) runtime.
     Copy,
+    /// splice(2) socket → pipe → socket, one pooled pipe per direction.
+    Splice,
+    /// eBPF sockmap: the kernel redirects each packet to the peer socket, within a budget.
+    Sockmap,
 }
 
 impl Engine {
     pub fn name(self) -> &'static str {
         match self {
             Engine::Copy => "copy",
+            Engine::Splice => "splice",
+            Engine::Sockmap => "sockmap",
         }
     }
+}
+
+/// Why a kernel engine cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ForwardError {
+    #[error(
+        "not built: the BPF toolchain was missing when this proxy was compiled \
+         (run `cargo xtask setup`, then rebuild)"
+    )]
+    NotBuilt,
+    #[error("{what}: {reason}")]
+    Bpf { what: &'static str, reason: String },
 }
 
 /// How a flow ended, in the terms of HAProxy's two-letter termination state.
@@ -88,6 +112,8 @@ pub async fn forward(
 ) -> FlowStats {
     match engine {
         Engine::Copy => copy::forward(client, server, p).await,
+        Engine::Splice => splice::forward(client, server, p).await,
+        Engine::Sockmap => sockmap::forward(client, server, p).await,
     }
 }
 

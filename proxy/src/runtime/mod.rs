@@ -43,12 +43,15 @@ pub struct RunOptions {
     pub driver: DriverChoice,
 }
 
+/// How often certificate files are checked for changes.
+const CERT_POLL: Duration = Duration::from_secs(1);
+
 /// Default for `hard-stop-after`: how long established flows may finish after a stop signal.
 const DEFAULT_GRACE: Duration = Duration::from_secs(30);
 
 /// Everything `run` would refuse before opening a socket: the `-c` check.
 pub fn check(cfg: &Config) -> Result<(), RuntimeError> {
-    Plan::build(cfg).map(|_| ())
+    Plan::build(cfg, false).map(|_| ())
 }
 
 /// Runs the proxy until a stop signal and the drain that follows.
@@ -56,7 +59,7 @@ pub fn run(cfg: &Config, opts: &RunOptions) -> Result<(), RuntimeError> {
     signals::block()?;
     // Before the plan: the frontends' access-log handles point into the started log system.
     crate::log::start(cfg)?;
-    let plan = Plan::build(cfg)?;
+    let plan = Plan::build(cfg, crate::tls::ktls::support().available())?;
     crate::stats::install(plan.registry.clone());
     let workers = cfg
         .global
@@ -87,7 +90,11 @@ pub fn run(cfg: &Config, opts: &RunOptions) -> Result<(), RuntimeError> {
             .name(format!("worker-{id}"))
             .spawn(move || worker::run_worker(id, listeners, global, stop, choice))?;
     }
-    let stopped = wait_for_stop(&stop, cfg.global.hard_stop_after.unwrap_or(DEFAULT_GRACE));
+    let stopped = wait_for_stop(
+        &stop,
+        cfg.global.hard_stop_after.unwrap_or(DEFAULT_GRACE),
+        &plan.certs,
+    );
     crate::log::flush(Duration::from_millis(500));
     stopped
 }
@@ -113,6 +120,7 @@ fn bind_all(plan: &Plan, workers: usize) -> Result<Vec<Vec<WorkerListener>>, Run
                 socket,
                 service: b.service.clone(),
                 limit: b.limit.clone(),
+                tls: b.tls.clone(),
             });
         }
     }
@@ -137,17 +145,26 @@ fn report_start(
     let info = plan.registry.process();
     info.set_threads(workers);
     info.set_driver(if uring { "io_uring" } else { "epoll" });
-    info.set_features(vec![("io_uring", uring)]);
+    info.set_features(vec![
+        ("io_uring", uring),
+        ("ktls", crate::tls::ktls::support().available()),
+    ]);
     log::info!(
-        "proxy {} starting: {workers} worker(s), event driver {}, forward engine copy (userspace; splice(2) and sockmap not built yet), kTLS not built yet",
+        "proxy {} starting: {workers} worker(s), event driver {}, {}, {}",
         env!("CARGO_PKG_VERSION"),
         driver::driver_name(probe.driver_type()),
+        crate::forward::summary(),
+        crate::tls::ktls::support().describe(),
     );
     for b in &plan.binds {
         log::info!(
-            "frontend {} listening on {} -> {}",
+            "frontend {} listening on {}{} -> {}",
             b.service.name(),
             b.addr,
+            b.tls
+                .as_ref()
+                .map(|t| format!(" ({})", t.describe()))
+                .unwrap_or_default(),
             b.service.destination()
         );
     }
@@ -167,9 +184,24 @@ fn session_count() -> usize {
 
 /// Blocks on signals. The first stop signal closes the listeners and lets sessions finish for
 /// up to `grace`; a second one, or the end of the grace period, ends the process at once.
-fn wait_for_stop(stop: &Shutdown, grace: Duration) -> Result<(), RuntimeError> {
-    while signals::wait()? == signals::Request::Reload {
-        log::warn!("SIGHUP: reload is not supported yet; ignored");
+fn wait_for_stop(
+    stop: &Shutdown,
+    grace: Duration,
+    certs: &crate::tls::CertWatch,
+) -> Result<(), RuntimeError> {
+    // Certificates are polled for changes (certbot renewals) between signals; SIGHUP reloads
+    // them at once. The rest of the config is not reloaded in place.
+    loop {
+        match signals::poll(CERT_POLL)? {
+            Some(signals::Request::Stop) => break,
+            Some(signals::Request::Reload) => {
+                log::info!(
+                    "SIGHUP: reloading certificates (the rest of the config needs a restart)"
+                );
+                certs.check(true);
+            }
+            None => certs.check(false),
+        }
     }
     stop.trigger();
     let deadline = Instant::now() + grace;

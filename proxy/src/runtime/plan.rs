@@ -7,12 +7,13 @@ use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
 
 use crate::balance::ServerSet;
-use crate::config::{Config, EngineChoice, Loc, Mode, Proxy, Timeouts};
+use crate::config::{Config, Loc, Mode, Proxy, Timeouts};
 use crate::forward::{Engine, FlowParams, IdleLimits};
 use crate::http;
 use crate::log::AccessLog;
 use crate::stats::Registry;
 use crate::tcp::{Backend, Frontend};
+use crate::tls;
 
 use super::limit::ConnLimit;
 use super::RuntimeError;
@@ -35,7 +36,11 @@ impl Service {
     /// For the start-up report: where traffic goes.
     pub fn destination(&self) -> String {
         match self {
-            Service::Tcp(f) => format!("backend {}", f.backend.set.backend),
+            Service::Tcp(f) => format!(
+                "backend {} (forward engine {})",
+                f.backend.set.backend,
+                f.backend.engine.name()
+            ),
             Service::Http(_) => "HTTP rules".to_string(),
         }
     }
@@ -46,6 +51,8 @@ pub struct PlannedBind {
     pub loc: Loc,
     pub service: Service,
     pub limit: Arc<ConnLimit>,
+    /// `ssl`: the handshake (and kTLS) in front of the service.
+    pub tls: Option<Arc<tls::Acceptor>>,
 }
 
 pub struct Plan {
@@ -55,17 +62,22 @@ pub struct Plan {
     pub not_served: Vec<String>,
     /// Live figures of every section; the data path below holds the same `Arc`s.
     pub registry: Arc<Registry>,
+    /// Certificate files the control thread watches for reloads.
+    pub certs: tls::CertWatch,
 }
 
 impl Plan {
-    pub fn build(cfg: &Config) -> Result<Plan, RuntimeError> {
+    /// `ktls`: TLS sessions may be handed to the kernel (the start-up probe said so).
+    pub fn build(cfg: &Config, ktls: bool) -> Result<Plan, RuntimeError> {
         let bufsize = cfg.global.bufsize();
+        let mut certs = tls::Builder::new(ktls);
         let mut backends: HashMap<String, Arc<Backend>> = HashMap::new();
         let mut plan = Plan {
             binds: Vec::new(),
             backends: Vec::new(),
             not_served: Vec::new(),
             registry: Arc::new(Registry::from_config(cfg)),
+            certs: tls::CertWatch::default(),
         };
         for fe in cfg.frontends() {
             if let Some(why) = not_served_reason(fe) {
@@ -80,7 +92,7 @@ impl Plan {
             let limit = ConnLimit::new(fe.maxconn.or(cfg.global.maxconn));
             if fe.mode == Mode::Http {
                 let service = http_service(cfg, fe, bufsize, &mut backends, &mut plan)?;
-                plan.add_binds(fe, &service, &limit);
+                plan.add_binds(fe, &service, &limit, &mut certs)?;
                 continue;
             }
             let be_proxy = backend_of(cfg, fe)?;
@@ -97,20 +109,58 @@ impl Plan {
                 stats: plan.registry.frontend(&fe.name).unwrap_or_default(),
                 access_log: AccessLog::for_proxy(fe),
             });
-            plan.add_binds(fe, &Service::Tcp(frontend), &limit);
+            plan.add_binds(fe, &Service::Tcp(frontend), &limit, &mut certs)?;
         }
+        plan.certs = certs.watch();
         Ok(plan)
     }
 
-    fn add_binds(&mut self, fe: &Proxy, service: &Service, limit: &Arc<ConnLimit>) {
+    /// Certificates are loaded here, so a bad `crt` stops the start (and `-c`) with the bind's
+    /// line; HTTPS binds wait for the HTTP room to run over `tls::TlsClient`.
+    fn add_binds(
+        &mut self,
+        fe: &Proxy,
+        service: &Service,
+        limit: &Arc<ConnLimit>,
+        certs: &mut tls::Builder,
+    ) -> Result<(), RuntimeError> {
         for b in &fe.binds {
+            let tls = match &b.ssl {
+                None => None,
+                Some(ssl) => {
+                    if let Some(note) = tls::notes(ssl) {
+                        self.not_served
+                            .push(format!("bind {} at {}: {note}", b.addr, b.loc));
+                    }
+                    let timeout = fe.timeouts.client.unwrap_or(tls::DEFAULT_HANDSHAKE_TIMEOUT);
+                    let acceptor = certs.acceptor(ssl, &b.loc, timeout).map_err(|e| match e {
+                        tls::TlsError::Config { loc, reason } => RuntimeError::Plan { loc, reason },
+                        other => RuntimeError::Plan {
+                            loc: b.loc.clone(),
+                            reason: other.to_string(),
+                        },
+                    })?;
+                    if fe.mode == Mode::Http {
+                        // Certificates checked all the same, so `-c` reports them.
+                        self.not_served.push(format!(
+                            "bind {} at {}: HTTPS is not served yet (the HTTP room does not \
+                             run over the TLS stream yet); this bind stays closed",
+                            b.addr, b.loc
+                        ));
+                        continue;
+                    }
+                    Some(acceptor)
+                }
+            };
             self.binds.push(PlannedBind {
                 addr: b.addr,
                 loc: b.loc.clone(),
                 service: service.clone(),
                 limit: limit.clone(),
+                tls,
             });
         }
+        Ok(())
     }
 }
 
@@ -145,7 +195,9 @@ fn http_service(
         })?;
         shared_backend(be, backends, plan)?;
     }
-    let frontend = http::Frontend::build(cfg, fe, bufsize, backends).map_err(|e| match e {
+    // The registry's counters: the stats page reads what the sessions write.
+    let frontend = http::Frontend::build(cfg, fe, bufsize, backends, &plan.registry);
+    let frontend = frontend.map_err(|e| match e {
         http::HttpError::Config { loc, reason } => RuntimeError::Plan { loc, reason },
         other => RuntimeError::Plan {
             loc: fe.loc.clone(),
@@ -155,12 +207,9 @@ fn http_service(
     Ok(Service::Http(Arc::new(frontend)))
 }
 
-/// Until the TLS room lands, TLS binds are loaded and checked but not opened: serving TLS as
-/// plain TCP or plain HTTP would be worse than not serving.
-fn not_served_reason(fe: &Proxy) -> Option<&'static str> {
-    if fe.binds.iter().any(|b| b.ssl.is_some()) {
-        return Some("TLS termination is not built yet; its binds stay closed");
-    }
+/// Nothing is refused whole any more: TLS binds of `mode http` are skipped one by one in
+/// `add_binds` (serving TLS as plain HTTP would be worse than not serving).
+fn not_served_reason(_fe: &Proxy) -> Option<&'static str> {
     None
 }
 
@@ -207,17 +256,13 @@ fn backend_from(p: &Proxy, registry: &Registry) -> Result<Backend, RuntimeError>
     })
 }
 
-/// `forward-engine`: only the userspace copy engine exists in this build, so forcing another
-/// one is an error rather than a silent fallback.
+/// `forward-engine`: the forward room probes the kernel once and says which engine serves;
+/// forcing an engine this kernel lacks is a config error rather than a silent fallback.
 fn engine_for(p: &Proxy) -> Result<Engine, RuntimeError> {
-    match p.engine {
-        EngineChoice::Auto | EngineChoice::Copy => Ok(Engine::Copy),
-        forced @ (EngineChoice::Sockmap | EngineChoice::Splice) => Err(RuntimeError::Plan {
-            loc: p.loc.clone(),
-            reason: format!("forward-engine {forced:?} is not available in this build (only copy)")
-                .to_lowercase(),
-        }),
-    }
+    crate::forward::choose(p.engine).map_err(|reason| RuntimeError::Plan {
+        loc: p.loc.clone(),
+        reason,
+    })
 }
 
 fn flow_limits(fe: &Timeouts, be: &Timeouts) -> IdleLimits {

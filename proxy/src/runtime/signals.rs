@@ -29,13 +29,6 @@ pub fn block() -> nix::Result<()> {
     handled().thread_block()
 }
 
-pub fn wait() -> nix::Result<Request> {
-    Ok(match handled().wait()? {
-        Signal::SIGHUP => Request::Reload,
-        _ => Request::Stop,
-    })
-}
-
 /// Waits up to `timeout` for one of our signals.
 pub fn poll(timeout: std::time::Duration) -> nix::Result<Option<Request>> {
     let set = handled();

@@ -45,6 +45,8 @@ pub struct WorkerListener {
     pub socket: std::net::TcpListener,
     pub service: Service,
     pub limit: Arc<ConnLimit>,
+    /// `ssl` binds: the TLS handshake runs before the service.
+    pub tls: Option<Arc<crate::tls::Acceptor>>,
 }
 
 pub fn run_worker(
@@ -72,6 +74,7 @@ pub fn run_worker(
                 Ok(listener) => loops.push(compio::runtime::spawn(accept_loop(
                     listener,
                     l.service,
+                    l.tls,
                     l.limit,
                     global.clone(),
                     stop.clone(),
@@ -98,6 +101,7 @@ async fn until_stop<F: std::future::Future>(stop: &Shutdown, fut: F) -> Option<F
 async fn accept_loop(
     listener: TcpListener,
     service: Service,
+    tls: Option<Arc<crate::tls::Acceptor>>,
     limit: Arc<ConnLimit>,
     global: Arc<ConnLimit>,
     stop: Arc<Shutdown>,
@@ -114,11 +118,16 @@ async fn accept_loop(
         match accepted {
             Ok((stream, peer)) => {
                 let service = service.clone();
+                let tls = tls.clone();
                 compio::runtime::spawn(async move {
                     let _slots = slots;
-                    match service {
-                        Service::Tcp(fe) => crate::tcp::run_session(stream, peer, fe).await,
-                        Service::Http(fe) => crate::http::run_session(stream, peer, fe).await,
+                    match (service, tls) {
+                        (Service::Tcp(fe), Some(tls)) => {
+                            crate::tcp::run_tls_session(stream, peer, fe, tls).await
+                        }
+                        (Service::Tcp(fe), None) => crate::tcp::run_session(stream, peer, fe).await,
+                        // The plan opens no TLS bind in mode http yet.
+                        (Service::Http(fe), _) => crate::http::run_session(stream, peer, fe).await,
                     }
                 })
                 .detach();

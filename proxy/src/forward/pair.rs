@@ -1,0 +1,119 @@
+//! The part of the close protocol every engine shares: two directions run at once; a clean
+//! end of one lets the other run on (half-close), a failure of either ends both, and a
+//! watchdog ends an idle flow. Engines supply the two directions and the watchdog.
+
+use std::future::Future;
+use std::pin::pin;
+use std::time::Duration;
+
+use futures_util::future::{select, Either};
+
+use super::{reset, FlowEnd, IdleLimits};
+use compio::net::TcpStream;
+
+/// How one direction finished.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DirEnd {
+    /// The source sent FIN and the destination was shut down for writing in turn.
+    Eof,
+    /// Reading from the source failed: the source reset.
+    SourceFailed,
+    /// Writing to the destination failed: the destination reset.
+    DestFailed,
+}
+
+/// Runs both directions to their end. `watchdog(limit)` resolves once nothing has moved
+/// for `limit` (never for `None`); it is asked again with the half-closed limit once one
+/// direction has finished cleanly.
+pub async fn run<U, D, W, F>(up: U, down: D, limits: &IdleLimits, watchdog: W) -> FlowEnd
+where
+    U: Future<Output = DirEnd>,
+    D: Future<Output = DirEnd>,
+    W: Fn(Option<Duration>) -> F,
+    F: Future<Output = ()>,
+{
+    let up = pin!(up);
+    let down = pin!(down);
+    let dog = pin!(watchdog(limits.idle));
+    match select(select(up, down), dog).await {
+        Either::Right(((), _)) => FlowEnd::ClientTimeout,
+        Either::Left((Either::Left((up_end, down)), _)) => {
+            finish_other(up_end, true, down, limits, &watchdog).await
+        }
+        Either::Left((Either::Right((down_end, up)), _)) => {
+            finish_other(down_end, false, up, limits, &watchdog).await
+        }
+    }
+}
+
+/// One direction is over; a clean FIN lets the other run on (half-close), a failure ends both.
+async fn finish_other<O, W, F>(
+    first: DirEnd,
+    first_is_up: bool,
+    other: O,
+    limits: &IdleLimits,
+    watchdog: &W,
+) -> FlowEnd
+where
+    O: Future<Output = DirEnd> + Unpin,
+    W: Fn(Option<Duration>) -> F,
+    F: Future<Output = ()>,
+{
+    if let Some(end) = failure(first, first_is_up) {
+        return end;
+    }
+    let dog = pin!(watchdog(limits.after_half_close(first_is_up)));
+    match select(other, dog).await {
+        Either::Left((second, _)) => failure(second, !first_is_up).unwrap_or(FlowEnd::Closed),
+        // Waiting on the side that has not finished yet.
+        Either::Right(_) if first_is_up => FlowEnd::ServerTimeout,
+        Either::Right(_) => FlowEnd::ClientTimeout,
+    }
+}
+
+/// Maps a direction's failure to who aborted: for client → server (`is_up`), a failed read is
+/// the client's fault and a failed write the server's; the reverse for the other direction.
+pub fn failure(end: DirEnd, is_up: bool) -> Option<FlowEnd> {
+    match (end, is_up) {
+        (DirEnd::Eof, _) => None,
+        (DirEnd::SourceFailed, true) | (DirEnd::DestFailed, false) => Some(FlowEnd::ClientAbort),
+        (DirEnd::SourceFailed, false) | (DirEnd::DestFailed, true) => Some(FlowEnd::ServerAbort),
+    }
+}
+
+/// A reset on one side becomes a reset on the other, so a cut stream is never mistaken for a
+/// complete one. A timed-out flow is idle, nothing is in flight: both sides get a plain FIN
+/// when the streams drop, as HAProxy closes them.
+pub fn apply_end(end: FlowEnd, client: &TcpStream, server: &TcpStream) {
+    match end {
+        FlowEnd::ClientAbort => reset(server),
+        FlowEnd::ServerAbort => reset(client),
+        FlowEnd::Closed | FlowEnd::ClientTimeout | FlowEnd::ServerTimeout => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn who_aborted() {
+        assert_eq!(failure(DirEnd::Eof, true), None);
+        assert_eq!(
+            failure(DirEnd::SourceFailed, true),
+            Some(FlowEnd::ClientAbort)
+        );
+        assert_eq!(
+            failure(DirEnd::DestFailed, true),
+            Some(FlowEnd::ServerAbort)
+        );
+        assert_eq!(
+            failure(DirEnd::SourceFailed, false),
+            Some(FlowEnd::ServerAbort)
+        );
+        assert_eq!(
+            failure(DirEnd::DestFailed, false),
+            Some(FlowEnd::ClientAbort)
+        );
+    }
+}

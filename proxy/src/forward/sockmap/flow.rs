@@ -1,0 +1,270 @@
+//! One flow on the sockmap engine: registration of the pair (routes, slots, socket hash, the
+//! SO_RCVLOWAT nudge), the two directions under the shared close protocol, and the removal of
+//! every map entry at the end.
+
+use std::cell::Cell;
+use std::io;
+use std::os::fd::{AsRawFd, RawFd};
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use compio::net::TcpStream;
+use compio::runtime::fd::PollFd;
+use socket2::Socket;
+
+use proxy_ebpf::{Route, MODE_RESUME};
+
+use super::dir::Dir;
+use super::slots::Slot;
+use super::watch::Registration;
+use super::{kernel, sys, Kernel};
+use crate::forward::pair;
+use crate::forward::{FlowParams, FlowStats};
+
+/// One socket of the pair.
+pub struct Side {
+    pub poll: PollFd<Socket>,
+    pub fd: RawFd,
+    pub cookie: u64,
+}
+
+impl Side {
+    fn new(stream: &TcpStream) -> io::Result<Side> {
+        let poll = stream.to_poll_fd()?;
+        let fd = poll.as_raw_fd();
+        let cookie = poll.cookie()?;
+        Ok(Side { poll, fd, cookie })
+    }
+}
+
+pub async fn forward(client: TcpStream, server: TcpStream, p: FlowParams) -> FlowStats {
+    let registered = kernel()
+        .ok()
+        .and_then(|k| match Flow::register(k, &client, &server) {
+            Ok(f) => Some(f),
+            Err(e) => {
+                k.fallbacks.fetch_add(1, Ordering::Relaxed);
+                log::debug!("sockmap: flow not registered ({e}); copying it instead");
+                None
+            }
+        });
+    let Some(mut flow) = registered else {
+        return crate::forward::copy::forward(client, server, p).await;
+    };
+    let (up_slot, down_slot) = (flow.slot(0), flow.slot(1));
+    let user_stamp = Cell::new(sys::coarse_now_ns());
+    let mut up = Dir::new(&flow, up_slot, 0, &user_stamp, p.bufsize);
+    let mut down = Dir::new(&flow, down_slot, 1, &user_stamp, p.bufsize);
+    let end = {
+        let stamps = Stamps {
+            slots: [up_slot, down_slot],
+            user: &user_stamp,
+        };
+        pair::run(up.run(), down.run(), &p.limits, |limit| {
+            stamps.expired(limit)
+        })
+        .await
+    };
+    let stats = FlowStats {
+        bytes_up: up.moved(),
+        bytes_down: down.moved(),
+        end,
+    };
+    log::debug!(
+        "sockmap flow {:?}: up {} redirected + {} copied ({} budget stops, {} overruns), \
+         down {} + {} ({}, {})",
+        end,
+        up_slot.redirected(),
+        stats.bytes_up - up_slot.redirected(),
+        up_slot.flips(),
+        up_slot.overruns(),
+        down_slot.redirected(),
+        stats.bytes_down - down_slot.redirected(),
+        down_slot.flips(),
+        down_slot.overruns(),
+    );
+    drop((up, down));
+    // Every byte is delivered (clean end) or the flow is being reset: the entries can go.
+    flow.unregister();
+    pair::apply_end(end, &client, &server);
+    stats
+}
+
+/// A registered pair; its map entries and slots are removed when it is dropped.
+pub struct Flow {
+    pub k: &'static Kernel,
+    /// 0 = client, 1 = server.
+    pub sides: [Side; 2],
+    /// Slot index of the direction whose source is side 0 (up) and side 1 (down).
+    slots: [u32; 2],
+    slot_refs: [Slot<'static>; 2],
+    /// Bytes the proxy read from each side before the flow was registered.
+    pub consumed_before: [u64; 2],
+    in_hash: [bool; 2],
+    routed: bool,
+    /// Only one socket joined the hash: both directions are copied in userspace.
+    pub pinned: bool,
+    pub reg: Option<Registration>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RegisterError {
+    #[error("the slot table is full")]
+    Full,
+    #[error("a socket is no longer established")]
+    NotEstablished,
+    #[error("{0}")]
+    Io(#[from] io::Error),
+}
+
+impl Flow {
+    fn register(
+        k: &'static Kernel,
+        client: &TcpStream,
+        server: &TcpStream,
+    ) -> Result<Flow, RegisterError> {
+        let sides = [Side::new(client)?, Side::new(server)?];
+        let (up, down) = k.slots.take_pair().ok_or(RegisterError::Full)?;
+        let (Some(up_ref), Some(down_ref)) = (k.slots.get(up), k.slots.get(down)) else {
+            k.slots.give_back(up);
+            k.slots.give_back(down);
+            return Err(RegisterError::Full);
+        };
+        let mut flow = Flow {
+            k,
+            sides,
+            slots: [up, down],
+            slot_refs: [up_ref, down_ref],
+            consumed_before: [0; 2],
+            in_hash: [false; 2],
+            routed: false,
+            pinned: false,
+            reg: None,
+        };
+        // On any error below, dropping `flow` undoes what was done.
+        flow.prepare()?;
+        flow.join_hash()?;
+        Ok(flow)
+    }
+
+    /// The slot of the direction whose source is `side` (0 or 1).
+    pub fn slot(&self, side: usize) -> Slot<'static> {
+        self.slot_refs[side & 1]
+    }
+
+    /// Slots and routes, while no socket is in the hash yet (the program cannot see them).
+    fn prepare(&mut self) -> Result<(), RegisterError> {
+        let now = sys::coarse_now_ns();
+        let budget = self.k.budget.load(Ordering::Relaxed);
+        for s in 0..2 {
+            let (src, dst) = (&self.sides[s], &self.sides[1 - s]);
+            if sys::tcp_info(src.fd)?.state != sys::TCP_ESTABLISHED {
+                // A FIN already arrived: the hash refuses such sockets.
+                return Err(RegisterError::NotEstablished);
+            }
+            self.consumed_before[s] = sys::bytes_consumed(src.fd)?;
+            let written = sys::bytes_written(dst.fd)?;
+            let acked = sys::tcp_info(dst.fd)?.bytes_acked;
+            self.slot(s).reset(budget, written, acked, now);
+        }
+        for s in 0..2 {
+            let route = Route {
+                peer: self.sides[1 - s].cookie,
+                slot: self.slots[s],
+                other: self.slots[1 - s],
+            };
+            self.routed = true;
+            sys::map_update(self.k.routes, &self.sides[s].cookie, &route)?;
+        }
+        self.reg = Some(Registration::new(self.sides[0].fd, self.sides[1].fd)?);
+        Ok(())
+    }
+
+    /// Both sockets into the hash, then redirection allowed, then the nudge that runs the
+    /// verdict over bytes that arrived before.
+    fn join_hash(&mut self) -> Result<(), RegisterError> {
+        let fd0 = self.sides[0].fd as u32;
+        sys::map_update(self.k.socks, &self.sides[0].cookie, &fd0)?;
+        self.in_hash[0] = true;
+        let fd1 = self.sides[1].fd as u32;
+        if let Err(e) = sys::map_update(self.k.socks, &self.sides[1].cookie, &fd1) {
+            // The client may already have bytes passed to it that removing it would destroy;
+            // keep it and copy both directions in userspace.
+            log::debug!("sockmap: server socket refused by the hash ({e}); copying this flow");
+            self.pinned = true;
+        } else {
+            self.in_hash[1] = true;
+            for s in 0..2 {
+                self.slot(s).set_mode(MODE_RESUME);
+            }
+        }
+        for side in &self.sides {
+            sys::set_rcvlowat(side.fd, 1)?;
+        }
+        Ok(())
+    }
+
+    /// Removes the routes, the sockets from the hash and gives the slots back. Idempotent.
+    pub fn unregister(&mut self) {
+        if self.routed {
+            for side in &self.sides {
+                let _ = sys::map_delete(self.k.routes, &side.cookie);
+            }
+            self.routed = false;
+        }
+        for (side, in_hash) in self.sides.iter().zip(self.in_hash.iter_mut()) {
+            if *in_hash {
+                let _ = sys::map_delete(self.k.socks, &side.cookie);
+                *in_hash = false;
+            }
+        }
+        self.reg = None;
+        for s in std::mem::take(&mut self.slots) {
+            if s != u32::MAX {
+                self.k.slots.give_back(s);
+            }
+        }
+        self.slots = [u32::MAX; 2];
+    }
+}
+
+impl Drop for Flow {
+    fn drop(&mut self) {
+        self.unregister();
+    }
+}
+
+/// Last activity of a flow: the program's per-direction stamps and the proxy's own.
+struct Stamps<'a> {
+    slots: [Slot<'static>; 2],
+    user: &'a Cell<u64>,
+}
+
+impl Stamps<'_> {
+    fn last(&self) -> u64 {
+        self.slots
+            .iter()
+            .map(Slot::last_ns)
+            .chain([self.user.get()])
+            .max()
+            .unwrap_or(0)
+    }
+
+    /// Resolves once nothing moved for `limit`; never without a limit.
+    async fn expired(&self, limit: Option<Duration>) {
+        let Some(limit) = limit else {
+            return std::future::pending().await;
+        };
+        let limit = u64::try_from(limit.as_nanos()).unwrap_or(u64::MAX);
+        loop {
+            let deadline = self.last().saturating_add(limit);
+            let now = sys::coarse_now_ns();
+            if now >= deadline {
+                return;
+            }
+            // The coarse clock moves by jiffies; a few ms late is within HAProxy's accuracy.
+            compio::time::sleep(Duration::from_nanos(deadline - now) + Duration::from_millis(4))
+                .await;
+        }
+    }
+}

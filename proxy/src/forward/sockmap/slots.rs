@@ -1,0 +1,203 @@
+//! The direction slots: the BPF array map `SLOTS`, mapped into the proxy (BPF_F_MMAPABLE), so
+//! that reading the program's counters and publishing the proxy's own fields costs no system
+//! call. Every field is accessed whole through an atomic of its width (the program writes its
+//! fields with plain aligned stores, which are single-copy atomic on the 64-bit targets BPF
+//! runs on).
+
+use std::io;
+use std::mem::offset_of;
+use std::os::fd::RawFd;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::Mutex;
+
+use proxy_ebpf::DirSlot;
+
+/// The mapped array and the free slot indexes.
+pub struct Slots {
+    base: *mut DirSlot,
+    len: usize,
+    count: u32,
+    /// Slots not in use. Taken and given back once per flow, never on the byte path.
+    free: Mutex<Vec<u32>>,
+}
+
+// SAFETY: the mapping is shared memory that lives as long as `Slots`; every access through it
+// is an atomic load or store of one aligned word (see `Slot`), so sharing across threads is
+// sound. Slot ownership is handed out through the mutex-guarded free list.
+unsafe impl Send for Slots {}
+// SAFETY: as above.
+unsafe impl Sync for Slots {}
+
+impl Slots {
+    /// Maps `count` slots of the array map `fd`.
+    pub fn map(fd: RawFd, count: u32) -> io::Result<Slots> {
+        let page = 4096usize;
+        let len = (count as usize * std::mem::size_of::<DirSlot>()).div_ceil(page) * page;
+        // SAFETY: a fresh shared mapping of the map's memory; the kernel checks `len` against
+        // the map's size and refuses a map created without BPF_F_MMAPABLE.
+        let p = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED,
+                fd,
+                0,
+            )
+        };
+        if p == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(Slots {
+            base: p.cast(),
+            len,
+            count,
+            free: Mutex::new((0..count).rev().collect()),
+        })
+    }
+
+    /// Two slots for a new flow, or `None` when the table is full.
+    pub fn take_pair(&self) -> Option<(u32, u32)> {
+        let mut free = self.free.lock().unwrap_or_else(|e| e.into_inner());
+        if free.len() < 2 {
+            return None;
+        }
+        Some((free.pop()?, free.pop()?))
+    }
+
+    /// Gives a slot back once its flow's route is gone (the program no longer touches it).
+    pub fn give_back(&self, index: u32) {
+        if index < self.count {
+            self.free
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(index);
+        }
+    }
+
+    pub fn in_use(&self) -> u32 {
+        let free = self.free.lock().unwrap_or_else(|e| e.into_inner()).len() as u32;
+        self.count - free
+    }
+
+    /// Access to one slot; `None` past the end.
+    pub fn get(&self, index: u32) -> Option<Slot<'_>> {
+        (index < self.count).then(|| Slot {
+            // SAFETY: `index` is within the mapping.
+            ptr: unsafe { self.base.add(index as usize) },
+            _slots: self,
+        })
+    }
+}
+
+impl Drop for Slots {
+    fn drop(&mut self) {
+        // SAFETY: unmaps exactly what `map` mapped; no `Slot` outlives `self`.
+        unsafe { libc::munmap(self.base.cast(), self.len) };
+    }
+}
+
+/// One direction's slot.
+#[derive(Clone, Copy)]
+pub struct Slot<'a> {
+    ptr: *mut DirSlot,
+    _slots: &'a Slots,
+}
+
+impl Slot<'_> {
+    fn u64_at(&self, offset: usize) -> &AtomicU64 {
+        // SAFETY: `offset` is a field offset of an 8-aligned u64 inside the mapped slot, which
+        // lives as long as the borrow of `Slots`.
+        unsafe { &*self.ptr.cast::<u8>().add(offset).cast::<AtomicU64>() }
+    }
+
+    fn u32_at(&self, offset: usize) -> &AtomicU32 {
+        // SAFETY: as `u64_at`, for a 4-aligned u32 field.
+        unsafe { &*self.ptr.cast::<u8>().add(offset).cast::<AtomicU32>() }
+    }
+
+    pub fn redirected(&self) -> u64 {
+        self.u64_at(offset_of!(DirSlot, redirected))
+            .load(Ordering::Acquire)
+    }
+    pub fn passed(&self) -> u64 {
+        self.u64_at(offset_of!(DirSlot, passed))
+            .load(Ordering::Acquire)
+    }
+    pub fn last_ns(&self) -> u64 {
+        self.u64_at(offset_of!(DirSlot, last_ns))
+            .load(Ordering::Acquire)
+    }
+    pub fn mode(&self) -> u32 {
+        self.u32_at(offset_of!(DirSlot, mode))
+            .load(Ordering::Acquire)
+    }
+    pub fn flips(&self) -> u32 {
+        self.u32_at(offset_of!(DirSlot, flips))
+            .load(Ordering::Acquire)
+    }
+    pub fn overruns(&self) -> u64 {
+        self.u64_at(offset_of!(DirSlot, overruns))
+            .load(Ordering::Acquire)
+    }
+    pub fn consumed(&self) -> u64 {
+        self.u64_at(offset_of!(DirSlot, consumed))
+            .load(Ordering::Acquire)
+    }
+    pub fn acked(&self) -> u64 {
+        self.u64_at(offset_of!(DirSlot, acked))
+            .load(Ordering::Acquire)
+    }
+    pub fn dest_base(&self) -> u64 {
+        self.u64_at(offset_of!(DirSlot, dest_base))
+            .load(Ordering::Acquire)
+    }
+    pub fn budget(&self) -> u64 {
+        self.u64_at(offset_of!(DirSlot, budget))
+            .load(Ordering::Acquire)
+    }
+
+    pub fn set_mode(&self, mode: u32) {
+        self.u32_at(offset_of!(DirSlot, mode))
+            .store(mode, Ordering::Release);
+    }
+    pub fn set_consumed(&self, v: u64) {
+        self.u64_at(offset_of!(DirSlot, consumed))
+            .store(v, Ordering::Release);
+    }
+    pub fn set_acked(&self, v: u64) {
+        self.u64_at(offset_of!(DirSlot, acked))
+            .store(v, Ordering::Release);
+    }
+
+    /// A fresh slot for a new flow, before its route exists (the program cannot see it yet).
+    /// It starts passing: nothing is redirected until both sockets are in the hash.
+    pub fn reset(&self, budget: u64, dest_base: u64, acked: u64, now_ns: u64) {
+        for (off, v) in [
+            (offset_of!(DirSlot, redirected), 0),
+            (offset_of!(DirSlot, passed), 0),
+            (offset_of!(DirSlot, last_ns), now_ns),
+            (offset_of!(DirSlot, overruns), 0),
+            (offset_of!(DirSlot, budget), budget),
+            (offset_of!(DirSlot, dest_base), dest_base),
+            (offset_of!(DirSlot, consumed), 0),
+            (offset_of!(DirSlot, acked), acked),
+        ] {
+            self.u64_at(off).store(v, Ordering::Relaxed);
+        }
+        self.u32_at(offset_of!(DirSlot, flips))
+            .store(0, Ordering::Relaxed);
+        self.set_mode(proxy_ebpf::MODE_PASS);
+    }
+
+    /// Bytes taken off the source and not yet acknowledged by the destination, by the last
+    /// published acknowledgement.
+    pub fn queued_estimate(&self) -> i64 {
+        DirSlot::queued(
+            self.redirected(),
+            self.consumed(),
+            self.dest_base(),
+            self.acked(),
+        )
+    }
+}
