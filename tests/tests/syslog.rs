@@ -171,10 +171,17 @@ fn access_lines_in_rfc5424_when_asked() {
         .unwrap_or_else(|| panic!("RFC 5424 header with PRI 134 and version 1: {line:?}"));
     let f: Vec<&str> = rest.splitn(7, ' ').collect();
     assert_eq!(f.len(), 7, "{line:?}");
-    assert!(f[0].len() >= 20 && f[0].as_bytes()[10] == b'T', "ISO timestamp: {line:?}");
+    assert!(
+        f[0].len() >= 20 && f[0].as_bytes()[10] == b'T',
+        "ISO timestamp: {line:?}"
+    );
     assert_eq!(f[2], "haproxy", "app name: {line:?}");
     assert_eq!(f[3], proxy.pid().to_string(), "proc id: {line:?}");
-    assert_eq!((f[4], f[5]), ("-", "-"), "no msgid, no structured data: {line:?}");
+    assert_eq!(
+        (f[4], f[5]),
+        ("-", "-"),
+        "no msgid, no structured data: {line:?}"
+    );
     assert_tcplog(f[6].trim_end_matches('\n'), 20);
 }
 

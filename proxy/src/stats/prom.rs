@@ -312,6 +312,7 @@ fn process(e: &Exporter, p: &ProcessView) {
             on,
         );
     }
+    tls(e);
     for (feature, on) in &p.features {
         let help = "Kernel fast paths probed at start (1 = available and used)";
         e.set(
@@ -322,6 +323,29 @@ fn process(e: &Exporter, p: &ProcessView) {
             f64::from(u8::from(*on)),
         );
     }
+}
+
+/// TLS sessions by who encrypts their records (the kernel with kTLS, or rustls in
+/// userspace), and failed handshakes.
+fn tls(e: &Exporter) {
+    use crate::tls::ktls::{KERNEL_SESSIONS, USER_SESSIONS};
+    use std::sync::atomic::Ordering::Relaxed;
+    for (carrier, n) in [("kernel", &KERNEL_SESSIONS), ("userspace", &USER_SESSIONS)] {
+        e.set(
+            Kind::Counter,
+            "proxy_tls_handshakes_total".into(),
+            "TLS handshakes completed, by where records are encrypted (kernel = kTLS engaged)",
+            &[("carrier", carrier)],
+            n.load(Relaxed) as f64,
+        );
+    }
+    e.set(
+        Kind::Counter,
+        "proxy_tls_handshake_failures_total".into(),
+        "TLS handshakes that failed",
+        &[],
+        crate::tls::HANDSHAKE_FAILURES.load(Relaxed) as f64,
+    );
 }
 
 /// Our own figures per forwarding engine (`proxy_forward_*{engine}`).
@@ -531,6 +555,14 @@ mod tests {
             value(&s, "proxy_forward_bytes_out_total", &[("engine", "copy")]),
             Some(2000.0)
         );
+        // Global TLS counters: other tests may move them, so only their presence is checked.
+        for carrier in ["kernel", "userspace"] {
+            assert!(
+                value(&s, "proxy_tls_handshakes_total", &[("carrier", carrier)]).is_some(),
+                "{carrier} handshakes in:\n{s:?}"
+            );
+        }
+        assert!(value(&s, "proxy_tls_handshake_failures_total", &[]).is_some());
         // Other tests in this process drop lines on purpose: only the series is checked.
         assert!(value(&s, "haproxy_process_dropped_logs_total", &[]).is_some());
     }

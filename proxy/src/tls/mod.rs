@@ -112,8 +112,17 @@ impl Acceptor {
         format!("TLS, {} certificate(s), {carrier}", self.store.len())
     }
 
-    /// Handshake, then the kernel takes the session if it can.
+    /// Handshake, then the kernel takes the session if it can. Failures are counted for the
+    /// `proxy_tls_handshake_failures_total` metric.
     pub async fn accept(&self, tcp: TcpStream) -> Result<TlsClient, TlsError> {
+        let result = self.accept_counted(tcp).await;
+        if result.is_err() {
+            HANDSHAKE_FAILURES.fetch_add(1, Ordering::Relaxed);
+        }
+        result
+    }
+
+    async fn accept_counted(&self, tcp: TcpStream) -> Result<TlsClient, TlsError> {
         let conn = handshake::handshake(&tcp, self.config.clone(), self.handshake_timeout).await?;
         if !self.ktls {
             ktls::USER_SESSIONS.fetch_add(1, Ordering::Relaxed);
@@ -133,6 +142,10 @@ impl Acceptor {
         }
     }
 }
+
+/// Handshakes that failed (bad client hello, timeout, no usable certificate, a kTLS install
+/// that broke the session): read by the stats room.
+pub static HANDSHAKE_FAILURES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 /// An accepted TLS connection after its handshake: plaintext in and out.
 pub enum TlsClient {
