@@ -1,7 +1,8 @@
 //! The sockmap engine's SK_SKB stream verdict, attached (verdict only, no parser) to the
-//! socket hash. It runs for every packet a registered socket receives and decides: redirect to
-//! the peer's egress while the direction is within its budget, pass to the socket itself (for
-//! the proxy to copy with backpressure) otherwise. See proxy/src/forward/sockmap/LIFECYCLE.md.
+//! `ACTIVE` socket hash. It runs for every packet a socket in that hash receives and redirects
+//! it to the peer socket's egress, looked up in `TARGETS`. A direction is slowed down by the
+//! proxy taking its source out of `ACTIVE` (parking it), never by the program: see
+//! proxy/src/forward/sockmap/LIFECYCLE.md.
 #![no_std]
 #![no_main]
 
@@ -14,19 +15,22 @@ use aya_ebpf::{
     EbpfContext,
 };
 use core::ptr::{addr_of, addr_of_mut, read_volatile, write_volatile};
-use proxy_ebpf::{
-    DirSlot, Route, BPF_F_MMAPABLE, MAX_SLOTS, MAX_SOCKETS, MODE_PASS, MODE_REDIRECT, MODE_RESUME,
-};
+use proxy_ebpf::{DirSlot, Route, BPF_F_MMAPABLE, MAX_SLOTS, MAX_SOCKETS};
 
-/// Registered sockets, keyed by socket cookie.
+/// Sockets whose received bytes the verdict handles (the program is attached here).
 #[map]
-static SOCKS: SockHash<u64> = SockHash::with_max_entries(MAX_SOCKETS, 0);
+static ACTIVE: SockHash<u64> = SockHash::with_max_entries(MAX_SOCKETS, 0);
+
+/// Every socket of a registered flow, keyed by cookie: what redirects look up. No program is
+/// attached, so a socket taken out of `ACTIVE` keeps its psock (and the bytes queued to it).
+#[map]
+static TARGETS: SockHash<u64> = SockHash::with_max_entries(MAX_SOCKETS, 0);
 
 /// Source socket cookie → where its bytes go and its direction slot.
 #[map]
 static ROUTES: HashMap<u64, Route> = HashMap::with_max_entries(MAX_SOCKETS, 0);
 
-/// Per-direction counters and mode, shared with the proxy through mmap.
+/// Per-direction counters, shared with the proxy through mmap.
 #[map]
 static SLOTS: Array<DirSlot> = Array::with_max_entries(MAX_SLOTS, BPF_F_MMAPABLE);
 
@@ -48,77 +52,35 @@ pub fn verdict(ctx: SkBuffContext) -> u32 {
     let Some(slot) = SLOTS.get_ptr_mut(route.slot) else {
         return SK_PASS;
     };
+    let mut peer = route.peer;
+    if TARGETS.redirect_skb(&ctx, &mut peer, 0) != i64::from(SK_PASS) {
+        // The peer left the hash (it closed): the flow is ending anyway.
+        return SK_DROP;
+    }
     // SAFETY: `slot` points into the array map's value, valid for the program's run; every
     // field is an aligned word accessed whole.
-    unsafe { decide(&ctx, slot, &route, u64::from(len)) }
+    unsafe { account(slot, u64::from(len)) };
+    SK_PASS
 }
 
-/// Whether the opposite direction has nothing queued towards this socket. Passing a packet
-/// to its own socket is only reliable then: with the peer's bytes waiting in this socket's
-/// psock backlog, the kernel queues the passed packet behind them, and a retry from that
-/// backlog (when the socket's receive memory is full) sends it out as if redirected (seen on
-/// 6.18: the client received its own bytes). The estimate never undercounts.
-///
-/// SAFETY: none beyond the map access; the slot is read through volatile loads.
-#[inline(always)]
-unsafe fn other_quiet(other: u32) -> bool {
-    let Some(o) = SLOTS.get_ptr_mut(other) else {
-        return false;
-    };
-    let queued = DirSlot::queued(
-        read_volatile(addr_of!((*o).redirected)),
-        read_volatile(addr_of!((*o).consumed)),
-        read_volatile(addr_of!((*o).dest_base)),
-        read_volatile(addr_of!((*o).acked)),
-    );
-    queued <= 0
-}
-
-/// Redirect or pass one packet of `len` bytes, keeping the direction's counters.
+/// Counts a redirected packet of `len` bytes.
 ///
 /// SAFETY: `slot` must point to a live slot of the SLOTS map.
 #[inline(always)]
-unsafe fn decide(ctx: &SkBuffContext, slot: *mut DirSlot, route: &Route, len: u64) -> u32 {
+unsafe fn account(slot: *mut DirSlot, len: u64) {
     write_volatile(addr_of_mut!((*slot).last_ns), bpf_ktime_get_coarse_ns());
-    let passed = read_volatile(addr_of!((*slot).passed));
-    let mut mode = read_volatile(addr_of!((*slot).mode));
-    // The proxy asked to redirect again: only once it has consumed every passed byte, or a
-    // redirected packet would overtake passed ones still waiting on this socket.
-    if mode == MODE_RESUME && passed == read_volatile(addr_of!((*slot).consumed)) {
-        mode = MODE_REDIRECT;
-        write_volatile(addr_of_mut!((*slot).mode), mode);
+    let redirected = read_volatile(addr_of!((*slot).redirected));
+    let queued = DirSlot::queued(
+        redirected,
+        read_volatile(addr_of!((*slot).consumed)),
+        read_volatile(addr_of!((*slot).dest_base)),
+        read_volatile(addr_of!((*slot).written)),
+    );
+    if queued.saturating_add(len as i64) > read_volatile(addr_of!((*slot).budget)) as i64 {
+        let o = read_volatile(addr_of!((*slot).overruns));
+        write_volatile(addr_of_mut!((*slot).overruns), o + 1);
     }
-    if mode == MODE_REDIRECT {
-        let redirected = read_volatile(addr_of!((*slot).redirected));
-        let queued = DirSlot::queued(
-            redirected,
-            read_volatile(addr_of!((*slot).consumed)),
-            read_volatile(addr_of!((*slot).dest_base)),
-            read_volatile(addr_of!((*slot).acked)),
-        );
-        let budget = read_volatile(addr_of!((*slot).budget)) as i64;
-        let within = queued.saturating_add(len as i64) <= budget;
-        if within || !other_quiet(route.other) {
-            if !within {
-                let o = read_volatile(addr_of!((*slot).overruns));
-                write_volatile(addr_of_mut!((*slot).overruns), o + 1);
-            }
-            let mut key = route.peer;
-            if SOCKS.redirect_skb(ctx, &mut key, 0) != i64::from(SK_PASS) {
-                // The peer left the hash (it closed): the flow is ending anyway.
-                return SK_DROP;
-            }
-            write_volatile(addr_of_mut!((*slot).redirected), redirected + len);
-            return SK_PASS;
-        }
-        // Over budget: the destination is not keeping up. From here the proxy copies with
-        // backpressure until it asks to resume.
-        write_volatile(addr_of_mut!((*slot).mode), MODE_PASS);
-        let flips = read_volatile(addr_of!((*slot).flips));
-        write_volatile(addr_of_mut!((*slot).flips), flips.wrapping_add(1));
-    }
-    write_volatile(addr_of_mut!((*slot).passed), passed + len);
-    SK_PASS
+    write_volatile(addr_of_mut!((*slot).redirected), redirected + len);
 }
 
 #[cfg(not(test))]

@@ -533,11 +533,12 @@ fn slow_backend_bounded(engine: &str) {
         *backend.peer.lock().unwrap_or_else(|e| e.into_inner())
     });
     if engine == "sockmap" {
-        // The flow is registered: two sockets in the hash, two routes.
+        // The flow is registered: two sockets in each socket hash (the backend side may
+        // already be parked, out of the verdict's), two routes.
         let counts = bpf_maps::entries(proxy.pid());
         assert!(
-            counts.len() >= 2 && counts.iter().all(|(_, n)| *n == 2),
-            "a live flow should have 2 entries in each map: {counts:?}"
+            counts.len() >= 3 && counts.iter().filter(|(_, n)| *n == 2).count() >= 2,
+            "a live flow should have 2 entries in its maps: {counts:?}"
         );
     }
     let mut max = Held::default();
@@ -588,23 +589,15 @@ fn slow_backend_bounded(engine: &str) {
     let (bound, what) = match engine {
         "copy" => (16 * KIB, "the copy buffer (tune.bufsize)"),
         "splice" => (64 * KIB, "the pipe"),
-        _ => (SOCKMAP_BUDGET, "the sockmap budget"),
+        _ => (SOCKMAP_BUDGET, "the sockmap budget (psock backlog)"),
     };
     // The two sockets are read one after the other; allow for what moves meanwhile.
     let slack = 256 * KIB;
-    if engine == "sockmap" {
-        assert!(
-            max.taken <= bound + slack,
-            "the proxy held {} bytes, over {what} ({bound}) + {slack}: {max:?}",
-            max.taken
-        );
-    } else {
-        assert!(
-            engine_share <= bound + slack,
-            "the engine held {engine_share} bytes beyond its send queue, over {what} ({bound}): \
-             {max:?}"
-        );
-    }
+    assert!(
+        engine_share <= bound + slack,
+        "the engine held {engine_share} bytes beyond the server-side send queue, over {what} \
+         ({bound}) + {slack}: {max:?}"
+    );
     assert!(
         total > 31 * MIB,
         "the client pushed only {total} bytes in 30 s"
@@ -919,7 +912,11 @@ fn hop_cost() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(3);
     let modes = ["direct", "copy", "splice", "sockmap"];
-    for load in &loads {
+    // E2E_HOP_FLOWS=200 measures only that load.
+    let only: Option<usize> = std::env::var("E2E_HOP_FLOWS")
+        .ok()
+        .and_then(|v| v.parse().ok());
+    for load in loads.iter().filter(|l| only.is_none_or(|n| n == l.flows)) {
         let mut per_mode: Vec<Vec<f64>> = vec![Vec::new(); modes.len()];
         for round in 0..rounds {
             for (i, mode) in modes.iter().enumerate() {

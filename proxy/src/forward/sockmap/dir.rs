@@ -1,7 +1,8 @@
 //! One direction of a sockmap flow (source side `s` → destination side `1 - s`): mostly
-//! asleep while the kernel redirects; wakes to publish the destination's acknowledgements
-//! (which the verdict's budget check reads), to copy passed bytes with backpressure when the
-//! budget was hit, and to run the end of the stream (drain, then FIN). See LIFECYCLE.md.
+//! asleep while the kernel redirects; wakes to publish how much the destination socket took,
+//! to park the direction when its psock backlog nears the budget and copy it with TCP backpressure until
+//! the destination catches up, and to run the end of the stream (drain, then FIN). See
+//! LIFECYCLE.md.
 
 use std::cell::Cell;
 use std::io;
@@ -9,7 +10,6 @@ use std::pin::pin;
 use std::time::{Duration, Instant};
 
 use futures_util::future::{select, Either};
-use proxy_ebpf::{MODE_PASS, MODE_REDIRECT, MODE_RESUME};
 
 use super::flow::{Flow, Side};
 use super::slots::Slot;
@@ -17,14 +17,11 @@ use super::sys;
 use super::watch::{Events, ERR, HUP, RDHUP};
 use crate::forward::pair::DirEnd;
 
-/// Bounds of the interval between two publications of the destination's acknowledgements.
+/// Bounds of the interval between two looks at the destination.
 const MIN_TICK: Duration = Duration::from_millis(2);
 const MAX_TICK: Duration = Duration::from_secs(1);
 /// How long the end-of-stream waits for the kernel to catch up before giving up on the flow.
 const DRAIN_LIMIT: Duration = Duration::from_secs(60);
-/// SO_RCVLOWAT while handing a direction back to the verdict: bytes up to this much wait in
-/// the source's TCP queue instead of reaching the verdict.
-const HOLD: libc::c_int = 1 << 20;
 
 pub struct Dir<'a> {
     flow: &'a Flow,
@@ -34,11 +31,12 @@ pub struct Dir<'a> {
     /// The proxy's own activity stamp, shared by both directions.
     stamp: &'a Cell<u64>,
     buf: Vec<u8>,
-    /// Passed bytes read from the source and written to the destination (mirrors the slot).
+    /// Bytes this direction copied in userspace (mirrors the slot's `consumed`).
     consumed: u64,
-    /// `redirected` when the acknowledgements were last published, and when.
+    /// `redirected` at the last look, when, and the interval then chosen.
     tick_redirected: u64,
     tick_at: Instant,
+    tick: Duration,
     eof: bool,
 }
 
@@ -59,6 +57,7 @@ impl<'a> Dir<'a> {
             consumed: 0,
             tick_redirected: 0,
             tick_at: Instant::now(),
+            tick: MIN_TICK,
             eof: false,
         }
     }
@@ -101,45 +100,52 @@ impl<'a> Dir<'a> {
             if src_ev & (RDHUP | HUP) != 0 || self.eof {
                 return self.finish().await;
             }
-            if self.needs_copy() {
-                if let Err(end) = self.copy_passed().await {
+            if !self.flow.is_active(self.s) {
+                if let Err(end) = self.copy_parked().await {
                     return end;
                 }
                 continue;
             }
-            self.publish_acked();
-            let tick = self.next_tick();
+            self.publish_written();
+            if self.slot.queued_estimate() >= (self.budget() / 2) as i64 {
+                // Parking failed (it cannot, short of a vanished map) would just leave the
+                // direction redirecting; try again at the next tick.
+                let _ = self.flow.set_active(self.s, false);
+                continue;
+            }
+            let (tick, idle) = self.next_tick();
             let sleep = pin!(compio::time::sleep(tick));
-            let _ = select(listener, sleep).await;
+            if idle {
+                // An idle direction sleeps until its next packet (one wake-up: the verdict
+                // wakes the socket's readers as it redirects), so a burst after silence is
+                // looked at within MIN_TICK instead of MAX_TICK.
+                let data = pin!(self.src().poll.read_ready());
+                let _ = select(select(listener, data), sleep).await;
+            } else {
+                let _ = select(listener, sleep).await;
+            }
         }
     }
 
-    /// Passed bytes wait on the source socket, or this direction copies in userspace anyway.
-    fn needs_copy(&self) -> bool {
-        self.flow.pinned
-            || match self.slot.mode() {
-                MODE_REDIRECT => false,
-                MODE_RESUME => self.slot.passed() != self.consumed,
-                _ => true,
-            }
-    }
-
-    /// Tells the verdict how much the destination has acknowledged, so that its budget check
-    /// sees bytes leave the queue. Skipped when nothing was redirected since and nothing is
+    /// Tells the verdict's accounting (and this direction's parking decision) how much the
+    /// destination socket has taken. Skipped when nothing was redirected since and nothing is
     /// thought to be queued.
-    fn publish_acked(&mut self) {
+    fn publish_written(&mut self) {
         let r = self.slot.redirected();
         if r == self.tick_redirected && self.slot.queued_estimate() <= 0 {
             return;
         }
-        if let Ok(info) = sys::tcp_info(self.dst().fd) {
-            self.slot.set_acked(info.bytes_acked);
+        if let Ok(w) = sys::bytes_written(self.dst().fd) {
+            self.slot.set_written(w);
         }
     }
 
-    /// Time to the next publication: half the time the current rate needs to fill what is
-    /// left of the budget, so that a direction keeping up never hits it for staleness.
-    fn next_tick(&mut self) -> Duration {
+    /// Time to the next look: half the time the current rate needs to reach the parking
+    /// point (half the budget), at most double the previous interval (so a direction that
+    /// starts or wakes up is looked at after MIN_TICK, then less and less often), and whether
+    /// the direction is idle. A direction is parked before its backlog exceeds the budget
+    /// unless it grows by half the budget within MIN_TICK (2 MiB in 2 ms: 1 GB/s).
+    fn next_tick(&mut self) -> (Duration, bool) {
         let now = Instant::now();
         let r = self.slot.redirected();
         let moved = r.saturating_sub(self.tick_redirected) as f64;
@@ -147,19 +153,26 @@ impl<'a> Dir<'a> {
         self.tick_redirected = r;
         self.tick_at = now;
         if moved == 0.0 {
-            return MAX_TICK;
+            self.tick = MIN_TICK;
+            return (MAX_TICK, true);
         }
-        let headroom = (self.budget() as i64 - self.slot.queued_estimate().max(0)).max(0) as f64;
+        let park_at = (self.budget() / 2) as i64;
+        let headroom = (park_at - self.slot.queued_estimate().max(0)).max(0) as f64;
         let t = headroom / (moved / secs) / 2.0;
-        Duration::try_from_secs_f64(t)
+        self.tick = Duration::try_from_secs_f64(t)
             .unwrap_or(MAX_TICK)
             .clamp(MIN_TICK, MAX_TICK)
+            .min(self.tick * 2);
+        (self.tick, false)
     }
 
-    /// The userspace leg: wait until the kernel has sent every redirected byte (so nothing
-    /// copied overtakes them), then copy passed bytes with backpressure until the destination
-    /// has room again, then hand the direction back to the verdict.
-    async fn copy_passed(&mut self) -> Result<(), DirEnd> {
+    /// The parked leg. The verdict no longer runs for the source, so its bytes stay in its
+    /// TCP queue and its window backpressures the sender. Wait until the destination holds
+    /// every redirected byte (so nothing copied overtakes them), copy (at most a buffer held
+    /// here, the destination's send queue kept within the budget), and unpark once that queue
+    /// is under a quarter of the budget: the verdict then takes the rest of the TCP queue, in
+    /// order, and the backlog starts from empty.
+    async fn copy_parked(&mut self) -> Result<(), DirEnd> {
         self.wait_redirected_sent().await?;
         loop {
             match sys::recv(self.src().fd, &mut self.buf) {
@@ -167,18 +180,13 @@ impl<'a> Dir<'a> {
                     self.eof = true;
                     return Ok(());
                 }
-                Ok(n) => {
-                    self.write_dest(n).await?;
-                    if self.dest_has_room() {
-                        return self.hand_back().await;
-                    }
-                }
+                Ok(n) => self.write_dest(n).await?,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    if self.dest_has_room() {
-                        return self.hand_back().await;
-                    }
-                    if self.resumed() {
+                    // Only with the source's queue empty: the verdict takes whole packets
+                    // from the queue (tcp_read_skb ignores a read offset), so one partly
+                    // read here would be sent twice.
+                    if self.dest_has_room() && self.flow.set_active(self.s, true).is_ok() {
                         return Ok(());
                     }
                     self.wait_source().await?;
@@ -188,64 +196,12 @@ impl<'a> Dir<'a> {
         }
     }
 
-    /// The destination's queue is back under half the budget (never for a pinned flow).
+    /// The destination's send queue is under a quarter of the budget.
     fn dest_has_room(&self) -> bool {
-        !self.flow.pinned && sys::outq(self.dst().fd).is_ok_and(|q| q <= self.budget() / 2)
+        sys::outq(self.dst().fd).is_ok_and(|q| q <= self.budget() / 4)
     }
 
-    /// The verdict redirects again and nothing passed is left to copy.
-    fn resumed(&self) -> bool {
-        !self.flow.pinned && self.slot.mode() != MODE_PASS && self.slot.passed() == self.consumed
-    }
-
-    /// Back to redirecting. The verdict may only redirect once every passed byte is copied,
-    /// which a source that keeps sending never allows; so new bytes are held in the source's
-    /// TCP queue (a high SO_RCVLOWAT keeps the verdict from running, and the TCP window
-    /// backpressures the sender) while the last passed bytes are copied, then the direction is
-    /// switched and released: the verdict runs over the held bytes and redirects them.
-    async fn hand_back(&mut self) -> Result<(), DirEnd> {
-        if self.resumed() {
-            return Ok(());
-        }
-        let fd = self.src().fd;
-        let clamp = sys::window_clamp(fd).ok();
-        let _ = sys::set_rcvlowat(fd, HOLD);
-        let drained = self.drain_passed().await;
-        if drained.is_ok() && !self.eof && self.slot.passed() == self.consumed {
-            // Fresh acknowledgements first, or the verdict would stop right away again.
-            if let Ok(info) = sys::tcp_info(self.dst().fd) {
-                self.slot.set_acked(info.bytes_acked);
-            }
-            // Writing RESUME over a concurrent switch of the verdict is harmless: either way
-            // it redirects only once every passed byte is copied.
-            if self.slot.mode() != MODE_REDIRECT {
-                self.slot.set_mode(MODE_RESUME);
-            }
-        }
-        let _ = sys::set_rcvlowat(fd, 1);
-        if let Some(c) = clamp {
-            let _ = sys::set_window_clamp(fd, c);
-        }
-        drained
-    }
-
-    /// Copies passed bytes until the source has none ready (or sent its FIN).
-    async fn drain_passed(&mut self) -> Result<(), DirEnd> {
-        loop {
-            match sys::recv(self.src().fd, &mut self.buf) {
-                Ok(0) => {
-                    self.eof = true;
-                    return Ok(());
-                }
-                Ok(n) => self.write_dest(n).await?,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
-                Err(_) => return Err(DirEnd::SourceFailed),
-            }
-        }
-    }
-
-    /// Until the source has bytes (or its FIN), with a bound so that a resume is retried.
+    /// Until the source has bytes (or its FIN), with a bound so that unparking is retried.
     async fn wait_source(&self) -> Result<(), DirEnd> {
         let ready = pin!(self.src().poll.read_ready());
         let nap = pin!(compio::time::sleep(Duration::from_millis(50)));
@@ -277,8 +233,7 @@ impl<'a> Dir<'a> {
         Ok(())
     }
 
-    /// The budget bounds this direction in the userspace leg too: the destination's send
-    /// queue plus what is about to be written stays within it.
+    /// The destination's send queue plus what is about to be written stays within the budget.
     async fn wait_budget(&self, more: usize) -> Result<(), DirEnd> {
         loop {
             let q = sys::outq(self.dst().fd).map_err(|_| DirEnd::DestFailed)?;
@@ -299,6 +254,10 @@ impl<'a> Dir<'a> {
     /// Until the destination socket holds every redirected byte: the psock backlog sends them
     /// asynchronously, and the destination's `bytes_acked + SIOCOUTQ` counts what it took.
     async fn wait_redirected_sent(&self) -> Result<(), DirEnd> {
+        // A verdict run that began before the source left the verdict's hash may still be
+        // redirecting; it holds the source's socket lock, which TCP_INFO takes too: after this
+        // read, `redirected` is final and the target complete.
+        sys::tcp_info(self.src().fd).map_err(|_| DirEnd::SourceFailed)?;
         let target = self
             .slot
             .dest_base()
@@ -319,28 +278,20 @@ impl<'a> Dir<'a> {
         }
     }
 
-    /// The source sent FIN (or is gone). Make sure the verdict has seen every byte before it,
-    /// copy what was passed, wait until the destination holds everything, then pass the FIN.
+    /// The source sent FIN (or is gone). Make sure every byte before it went through the
+    /// verdict (or, parked, is copied), wait until the destination holds everything, then pass
+    /// the FIN on.
     async fn finish(&mut self) -> DirEnd {
         if self.events().is_some_and(|e| e.of(self.s) & ERR != 0) {
             return DirEnd::SourceFailed;
         }
-        if !self.flow.pinned {
-            if let Err(end) = self.wait_verdict_done().await {
-                return end;
-            }
-        }
-        // Read to EOF: passed bytes still queued on the source are copied first (a passed
-        // packet may still be on its way to the socket's queue, hence the loop on the count).
-        let start = Instant::now();
-        while !self.eof || (!self.flow.pinned && self.slot.passed() != self.consumed) {
-            self.eof = false;
-            if let Err(end) = self.copy_to_eof().await {
-                return end;
-            }
-            if start.elapsed() > DRAIN_LIMIT {
-                return DirEnd::SourceFailed;
-            }
+        let done = if self.flow.is_active(self.s) {
+            self.wait_verdict_done().await
+        } else {
+            self.copy_to_eof().await
+        };
+        if let Err(end) = done {
+            return end;
         }
         if let Err(end) = self.wait_redirected_sent().await {
             return end;
@@ -351,16 +302,16 @@ impl<'a> Dir<'a> {
         }
     }
 
-    /// Copies until the source reports EOF.
+    /// Parked: copies the rest of the source's TCP queue, up to its FIN.
     async fn copy_to_eof(&mut self) -> Result<(), DirEnd> {
+        if self.eof {
+            return Ok(());
+        }
         self.wait_redirected_sent().await?;
         loop {
             match sys::recv(self.src().fd, &mut self.buf) {
                 Ok(0) => {
                     self.eof = true;
-                    if self.slot.passed() != self.consumed && !self.flow.pinned {
-                        compio::time::sleep(Duration::from_millis(1)).await;
-                    }
                     return Ok(());
                 }
                 Ok(n) => self.write_dest(n).await?,
@@ -372,7 +323,8 @@ impl<'a> Dir<'a> {
     }
 
     /// After the FIN, until the verdict has run over every byte received before it: the
-    /// socket counts received bytes (and the FIN) as they arrive, the verdict as it runs.
+    /// socket counts received bytes (and the FIN) as they arrive, the verdict as it runs; an
+    /// RDHUP can be seen while the last packets still wait in the TCP queue.
     async fn wait_verdict_done(&self) -> Result<(), DirEnd> {
         let before = self.flow.consumed_before[self.s & 1];
         let start = Instant::now();
@@ -380,7 +332,7 @@ impl<'a> Dir<'a> {
             let received = sys::tcp_info(self.src().fd)
                 .map_err(|_| DirEnd::SourceFailed)?
                 .bytes_received;
-            let seen = before + self.slot.redirected() + self.slot.passed();
+            let seen = before + self.slot.redirected() + self.consumed;
             // `received` counts the FIN; without one (a reset) nothing more is owed anyway.
             if received <= seen + 1 {
                 return Ok(());

@@ -1,6 +1,6 @@
-//! One flow on the sockmap engine: registration of the pair (routes, slots, socket hash, the
-//! SO_RCVLOWAT nudge), the two directions under the shared close protocol, and the removal of
-//! every map entry at the end.
+//! One flow on the sockmap engine: registration of the pair (routes, slots, the two socket
+//! hashes, the SO_RCVLOWAT nudge), parking and unparking a direction, the two directions under
+//! the shared close protocol, and the removal of every map entry at the end.
 
 use std::cell::Cell;
 use std::io;
@@ -12,7 +12,7 @@ use compio::net::TcpStream;
 use compio::runtime::fd::PollFd;
 use socket2::Socket;
 
-use proxy_ebpf::{Route, MODE_RESUME};
+use proxy_ebpf::Route;
 
 use super::dir::Dir;
 use super::slots::Slot;
@@ -71,16 +71,13 @@ pub async fn forward(client: TcpStream, server: TcpStream, p: FlowParams) -> Flo
         end,
     };
     log::debug!(
-        "sockmap flow {:?}: up {} redirected + {} copied ({} budget stops, {} overruns), \
-         down {} + {} ({}, {})",
+        "sockmap flow {:?}: up {} redirected + {} copied ({} over budget), down {} + {} ({})",
         end,
         up_slot.redirected(),
         stats.bytes_up - up_slot.redirected(),
-        up_slot.flips(),
         up_slot.overruns(),
         down_slot.redirected(),
         stats.bytes_down - down_slot.redirected(),
-        down_slot.flips(),
         down_slot.overruns(),
     );
     drop((up, down));
@@ -100,10 +97,11 @@ pub struct Flow {
     slot_refs: [Slot<'static>; 2],
     /// Bytes the proxy read from each side before the flow was registered.
     pub consumed_before: [u64; 2],
-    in_hash: [bool; 2],
+    in_targets: [bool; 2],
+    /// Whether each side's received bytes go through the verdict (else the direction it
+    /// sources is parked and copied in userspace).
+    active: [Cell<bool>; 2],
     routed: bool,
-    /// Only one socket joined the hash: both directions are copied in userspace.
-    pub pinned: bool,
     pub reg: Option<Registration>,
 }
 
@@ -136,14 +134,15 @@ impl Flow {
             slots: [up, down],
             slot_refs: [up_ref, down_ref],
             consumed_before: [0; 2],
-            in_hash: [false; 2],
+            in_targets: [false; 2],
+            active: [Cell::new(false), Cell::new(false)],
             routed: false,
-            pinned: false,
             reg: None,
         };
-        // On any error below, dropping `flow` undoes what was done.
+        // On any error below, dropping `flow` undoes what was done; nothing has touched the
+        // sockets' bytes until the verdict is attached, the last step.
         flow.prepare()?;
-        flow.join_hash()?;
+        flow.join()?;
         Ok(flow)
     }
 
@@ -152,26 +151,25 @@ impl Flow {
         self.slot_refs[side & 1]
     }
 
-    /// Slots and routes, while no socket is in the hash yet (the program cannot see them).
+    /// Slots, routes and the event watch, before any socket is in a hash.
     fn prepare(&mut self) -> Result<(), RegisterError> {
         let now = sys::coarse_now_ns();
         let budget = self.k.budget.load(Ordering::Relaxed);
         for s in 0..2 {
             let (src, dst) = (&self.sides[s], &self.sides[1 - s]);
             if sys::tcp_info(src.fd)?.state != sys::TCP_ESTABLISHED {
-                // A FIN already arrived: the hash refuses such sockets.
+                // A FIN already arrived: the hashes refuse such sockets.
                 return Err(RegisterError::NotEstablished);
             }
             self.consumed_before[s] = sys::bytes_consumed(src.fd)?;
             let written = sys::bytes_written(dst.fd)?;
-            let acked = sys::tcp_info(dst.fd)?.bytes_acked;
-            self.slot(s).reset(budget, written, acked, now);
+            self.slot(s).reset(budget, written, now);
         }
         for s in 0..2 {
             let route = Route {
                 peer: self.sides[1 - s].cookie,
                 slot: self.slots[s],
-                other: self.slots[1 - s],
+                _pad: 0,
             };
             self.routed = true;
             sys::map_update(self.k.routes, &self.sides[s].cookie, &route)?;
@@ -180,31 +178,53 @@ impl Flow {
         Ok(())
     }
 
-    /// Both sockets into the hash, then redirection allowed, then the nudge that runs the
-    /// verdict over bytes that arrived before.
-    fn join_hash(&mut self) -> Result<(), RegisterError> {
-        let fd0 = self.sides[0].fd as u32;
-        sys::map_update(self.k.socks, &self.sides[0].cookie, &fd0)?;
-        self.in_hash[0] = true;
-        let fd1 = self.sides[1].fd as u32;
-        if let Err(e) = sys::map_update(self.k.socks, &self.sides[1].cookie, &fd1) {
-            // The client may already have bytes passed to it that removing it would destroy;
-            // keep it and copy both directions in userspace.
-            log::debug!("sockmap: server socket refused by the hash ({e}); copying this flow");
-            self.pinned = true;
-        } else {
-            self.in_hash[1] = true;
-            for s in 0..2 {
-                self.slot(s).set_mode(MODE_RESUME);
-            }
+    /// Both sockets into the target hash (no program there: their bytes are not touched),
+    /// then into the verdict's hash, then the nudge that runs the verdict over bytes that
+    /// arrived before. A socket the verdict's hash refuses starts parked.
+    fn join(&mut self) -> Result<(), RegisterError> {
+        for s in 0..2 {
+            let fd = self.sides[s].fd as u32;
+            sys::map_update(self.k.targets, &self.sides[s].cookie, &fd)?;
+            self.in_targets[s] = true;
         }
-        for side in &self.sides {
-            sys::set_rcvlowat(side.fd, 1)?;
+        for s in 0..2 {
+            // The proxy read from this socket before (an HTTP tunnel's head) and bytes are
+            // queued: the first packet may be partly read, and the verdict would take it
+            // whole. Start parked; the copy leg unparks once the queue is empty.
+            if self.consumed_before[s] > 0 && sys::inq(self.sides[s].fd)? > 0 {
+                continue;
+            }
+            if let Err(e) = self.set_active(s, true) {
+                log::debug!("sockmap: side {s} starts parked ({e})");
+            }
         }
         Ok(())
     }
 
-    /// Removes the routes, the sockets from the hash and gives the slots back. Idempotent.
+    pub fn is_active(&self, side: usize) -> bool {
+        self.active[side & 1].get()
+    }
+
+    /// Parks (`false`) or unparks (`true`) the direction whose source is `side`: takes the
+    /// socket out of, or puts it into, the verdict's hash. Its psock stays (it is still a
+    /// target), so bytes the peer redirected to it keep flowing out. Unparking nudges TCP so
+    /// that bytes waiting in the socket's queue go through the verdict, in order.
+    pub fn set_active(&self, side: usize, on: bool) -> io::Result<()> {
+        let s = &self.sides[side & 1];
+        if on {
+            let fd = s.fd as u32;
+            sys::map_update(self.k.active, &s.cookie, &fd)?;
+            self.active[side & 1].set(true);
+            sys::set_rcvlowat(s.fd, 1)
+        } else {
+            sys::map_delete(self.k.active, &s.cookie)?;
+            self.active[side & 1].set(false);
+            Ok(())
+        }
+    }
+
+    /// Removes the routes and both sockets from both hashes, and gives the slots back.
+    /// Idempotent.
     pub fn unregister(&mut self) {
         if self.routed {
             for side in &self.sides {
@@ -212,19 +232,20 @@ impl Flow {
             }
             self.routed = false;
         }
-        for (side, in_hash) in self.sides.iter().zip(self.in_hash.iter_mut()) {
-            if *in_hash {
-                let _ = sys::map_delete(self.k.socks, &side.cookie);
-                *in_hash = false;
+        for s in 0..2 {
+            if self.active[s].replace(false) {
+                let _ = sys::map_delete(self.k.active, &self.sides[s].cookie);
+            }
+            if std::mem::take(&mut self.in_targets[s]) {
+                let _ = sys::map_delete(self.k.targets, &self.sides[s].cookie);
             }
         }
         self.reg = None;
-        for s in std::mem::take(&mut self.slots) {
+        for s in std::mem::replace(&mut self.slots, [u32::MAX; 2]) {
             if s != u32::MAX {
                 self.k.slots.give_back(s);
             }
         }
-        self.slots = [u32::MAX; 2];
     }
 }
 

@@ -1,8 +1,8 @@
 //! The eBPF sockmap engine: both sockets of a flow join a socket hash whose SK_SKB verdict
 //! program (proxy-ebpf) redirects each received packet to the peer socket's egress, so the
-//! proxy does no per-byte work while a direction keeps within its budget. Past the budget the
-//! program passes packets to the source socket instead and the proxy copies them with
-//! backpressure until the destination catches up. See LIFECYCLE.md beside this file.
+//! proxy does no per-byte work while a direction keeps within its budget. Near the budget the
+//! proxy parks the direction (takes its source out of the verdict's hash) and copies it with
+//! TCP backpressure until the destination catches up. See LIFECYCLE.md beside this file.
 
 mod dir;
 mod flow;
@@ -31,14 +31,24 @@ static OBJECT: &[u8] = aya::include_bytes_aligned!(env!("PROXY_EBPF_OBJECT"));
 
 /// The loaded program and its maps, for the life of the process.
 pub struct Kernel {
-    socks: RawFd,
+    /// Socket hash the verdict is attached to.
+    active: RawFd,
+    /// Socket hash of every registered socket (redirect targets), no program attached.
+    targets: RawFd,
     routes: RawFd,
     slots: Slots,
     budget: AtomicU64,
     /// Flows that could not be registered and ran on the copy engine instead.
     fallbacks: AtomicU64,
     /// Owners of the descriptors above and of the attached program (detached when dropped).
-    _keep: Mutex<(Ebpf, SockHash<MapData, u64>, MapData, MapData)>,
+    _keep: Mutex<Owners>,
+}
+
+/// The loaded object (with the attached program) and the maps, kept open.
+struct Owners {
+    _ebpf: Ebpf,
+    _active: SockHash<MapData, u64>,
+    _maps: [MapData; 3],
 }
 
 static KERNEL: OnceLock<Result<Kernel, String>> = OnceLock::new();
@@ -69,9 +79,10 @@ impl Kernel {
             return Err(ForwardError::NotBuilt);
         }
         let mut ebpf = Ebpf::load(OBJECT).map_err(|e| bpf("loading the object", e))?;
-        let socks = take_map(&mut ebpf, "SOCKS")?;
-        let socks: SockHash<MapData, u64> =
-            SockHash::try_from(socks).map_err(|e| bpf("the socket hash", e))?;
+        let active = take_map(&mut ebpf, "ACTIVE")?;
+        let active: SockHash<MapData, u64> =
+            SockHash::try_from(active).map_err(|e| bpf("the socket hash", e))?;
+        let targets = map_data(take_map(&mut ebpf, "TARGETS")?)?;
         let routes = map_data(take_map(&mut ebpf, "ROUTES")?)?;
         let slots_map = map_data(take_map(&mut ebpf, "SLOTS")?)?;
         let prog: &mut SkSkb = ebpf
@@ -80,17 +91,22 @@ impl Kernel {
             .try_into()
             .map_err(|e| bpf("the verdict program", e))?;
         prog.load().map_err(|e| bpf("verifying the verdict", e))?;
-        prog.attach(socks.fd())
+        prog.attach(active.fd())
             .map_err(|e| bpf("attaching the verdict", e))?;
         let slots = Slots::map(slots_map.fd().as_fd().as_raw_fd(), proxy_ebpf::MAX_SLOTS)
             .map_err(|e| bpf("mapping the slots", e))?;
         Ok(Kernel {
-            socks: socks.fd().as_fd().as_raw_fd(),
+            active: active.fd().as_fd().as_raw_fd(),
+            targets: targets.fd().as_fd().as_raw_fd(),
             routes: routes.fd().as_fd().as_raw_fd(),
             slots,
             budget: AtomicU64::new(DEFAULT_BUDGET),
             fallbacks: AtomicU64::new(0),
-            _keep: Mutex::new((ebpf, socks, routes, slots_map)),
+            _keep: Mutex::new(Owners {
+                _ebpf: ebpf,
+                _active: active,
+                _maps: [targets, routes, slots_map],
+            }),
         })
     }
 }
@@ -116,7 +132,7 @@ fn take_map(ebpf: &mut Ebpf, name: &'static str) -> Result<Map, ForwardError> {
 
 fn map_data(map: Map) -> Result<MapData, ForwardError> {
     match map {
-        Map::HashMap(d) | Map::Array(d) => Ok(d),
+        Map::HashMap(d) | Map::Array(d) | Map::SockHash(d) => Ok(d),
         _ => Err(bpf("a map", "unexpected map type")),
     }
 }
@@ -143,7 +159,7 @@ mod tests {
         use proxy_ebpf::DirSlot;
         assert_eq!(DirSlot::queued(1000, 0, 10, 10), 1000);
         assert_eq!(DirSlot::queued(1000, 500, 10, 1510), 0);
-        // A stale `acked` (published before the latest redirects) only overestimates.
+        // A stale `written` (published before the latest redirects) only overestimates.
         assert_eq!(DirSlot::queued(2000, 0, 0, 1000), 1000);
         // Totals near wrap-around still subtract correctly.
         assert_eq!(DirSlot::queued(u64::MAX - 5, 10, 0, u64::MAX - 5), 10);

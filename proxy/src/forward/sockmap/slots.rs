@@ -1,13 +1,12 @@
 //! The direction slots: the BPF array map `SLOTS`, mapped into the proxy (BPF_F_MMAPABLE), so
 //! that reading the program's counters and publishing the proxy's own fields costs no system
-//! call. Every field is accessed whole through an atomic of its width (the program writes its
-//! fields with plain aligned stores, which are single-copy atomic on the 64-bit targets BPF
-//! runs on).
+//! call. Every field is accessed whole through a 64-bit atomic (the program writes its fields
+//! with plain aligned stores, which are single-copy atomic on the 64-bit targets BPF runs on).
 
 use std::io;
 use std::mem::offset_of;
 use std::os::fd::RawFd;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
 use proxy_ebpf::DirSlot;
@@ -111,29 +110,12 @@ impl Slot<'_> {
         unsafe { &*self.ptr.cast::<u8>().add(offset).cast::<AtomicU64>() }
     }
 
-    fn u32_at(&self, offset: usize) -> &AtomicU32 {
-        // SAFETY: as `u64_at`, for a 4-aligned u32 field.
-        unsafe { &*self.ptr.cast::<u8>().add(offset).cast::<AtomicU32>() }
-    }
-
     pub fn redirected(&self) -> u64 {
         self.u64_at(offset_of!(DirSlot, redirected))
             .load(Ordering::Acquire)
     }
-    pub fn passed(&self) -> u64 {
-        self.u64_at(offset_of!(DirSlot, passed))
-            .load(Ordering::Acquire)
-    }
     pub fn last_ns(&self) -> u64 {
         self.u64_at(offset_of!(DirSlot, last_ns))
-            .load(Ordering::Acquire)
-    }
-    pub fn mode(&self) -> u32 {
-        self.u32_at(offset_of!(DirSlot, mode))
-            .load(Ordering::Acquire)
-    }
-    pub fn flips(&self) -> u32 {
-        self.u32_at(offset_of!(DirSlot, flips))
             .load(Ordering::Acquire)
     }
     pub fn overruns(&self) -> u64 {
@@ -142,10 +124,6 @@ impl Slot<'_> {
     }
     pub fn consumed(&self) -> u64 {
         self.u64_at(offset_of!(DirSlot, consumed))
-            .load(Ordering::Acquire)
-    }
-    pub fn acked(&self) -> u64 {
-        self.u64_at(offset_of!(DirSlot, acked))
             .load(Ordering::Acquire)
     }
     pub fn dest_base(&self) -> u64 {
@@ -157,47 +135,38 @@ impl Slot<'_> {
             .load(Ordering::Acquire)
     }
 
-    pub fn set_mode(&self, mode: u32) {
-        self.u32_at(offset_of!(DirSlot, mode))
-            .store(mode, Ordering::Release);
-    }
     pub fn set_consumed(&self, v: u64) {
         self.u64_at(offset_of!(DirSlot, consumed))
             .store(v, Ordering::Release);
     }
-    pub fn set_acked(&self, v: u64) {
-        self.u64_at(offset_of!(DirSlot, acked))
+    pub fn set_written(&self, v: u64) {
+        self.u64_at(offset_of!(DirSlot, written))
             .store(v, Ordering::Release);
     }
 
     /// A fresh slot for a new flow, before its route exists (the program cannot see it yet).
-    /// It starts passing: nothing is redirected until both sockets are in the hash.
-    pub fn reset(&self, budget: u64, dest_base: u64, acked: u64, now_ns: u64) {
+    pub fn reset(&self, budget: u64, dest_base: u64, now_ns: u64) {
         for (off, v) in [
             (offset_of!(DirSlot, redirected), 0),
-            (offset_of!(DirSlot, passed), 0),
             (offset_of!(DirSlot, last_ns), now_ns),
             (offset_of!(DirSlot, overruns), 0),
             (offset_of!(DirSlot, budget), budget),
             (offset_of!(DirSlot, dest_base), dest_base),
             (offset_of!(DirSlot, consumed), 0),
-            (offset_of!(DirSlot, acked), acked),
+            (offset_of!(DirSlot, written), dest_base),
         ] {
-            self.u64_at(off).store(v, Ordering::Relaxed);
+            self.u64_at(off).store(v, Ordering::Release);
         }
-        self.u32_at(offset_of!(DirSlot, flips))
-            .store(0, Ordering::Relaxed);
-        self.set_mode(proxy_ebpf::MODE_PASS);
     }
 
-    /// Bytes taken off the source and not yet acknowledged by the destination, by the last
-    /// published acknowledgement.
+    /// Bytes in the destination's psock backlog, by the last published `written`.
     pub fn queued_estimate(&self) -> i64 {
         DirSlot::queued(
             self.redirected(),
             self.consumed(),
             self.dest_base(),
-            self.acked(),
+            self.u64_at(offset_of!(DirSlot, written))
+                .load(Ordering::Acquire),
         )
     }
 }

@@ -164,47 +164,6 @@ pub fn set_rcvlowat(fd: RawFd, v: libc::c_int) -> io::Result<()> {
     Ok(())
 }
 
-fn tcp_int_opt(fd: RawFd, opt: libc::c_int) -> io::Result<libc::c_int> {
-    let mut v: libc::c_int = 0;
-    let mut len = size_of::<libc::c_int>() as libc::socklen_t;
-    // SAFETY: the option value is one int, written through the pointer with its size.
-    let r = unsafe {
-        libc::getsockopt(
-            fd,
-            libc::IPPROTO_TCP,
-            opt,
-            (&mut v as *mut libc::c_int).cast(),
-            &mut len,
-        )
-    };
-    if r < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(v)
-}
-
-/// TCP_WINDOW_CLAMP: raising SO_RCVLOWAT also clamps the window; it is put back afterwards.
-pub fn window_clamp(fd: RawFd) -> io::Result<libc::c_int> {
-    tcp_int_opt(fd, libc::TCP_WINDOW_CLAMP)
-}
-
-pub fn set_window_clamp(fd: RawFd, v: libc::c_int) -> io::Result<()> {
-    // SAFETY: the option value is one int, passed with its size.
-    let r = unsafe {
-        libc::setsockopt(
-            fd,
-            libc::IPPROTO_TCP,
-            libc::TCP_WINDOW_CLAMP,
-            (&v as *const libc::c_int).cast(),
-            size_of::<libc::c_int>() as libc::socklen_t,
-        )
-    };
-    if r < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
-}
-
 /// Nonblocking recv; `Ok(0)` is the peer's FIN.
 pub fn recv(fd: RawFd, buf: &mut [u8]) -> io::Result<usize> {
     // SAFETY: `buf` is writable for its length.
