@@ -76,9 +76,6 @@ impl fmt::Display for HaproxyDate {
         let secs = since.as_secs();
         let (y, m, d) = civil_from_days((secs / 86_400) as i64);
         let tod = secs % 86_400;
-        const MONTHS: [&str; 12] = [
-            "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
-        ];
         let month = MONTHS.get(m as usize - 1).copied().unwrap_or("???");
         write!(
             f,
@@ -91,8 +88,13 @@ impl fmt::Display for HaproxyDate {
     }
 }
 
+/// English month abbreviations, as both HAProxy's log date and RFC 3164 write them.
+pub(super) const MONTHS: [&str; 12] = [
+    "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+];
+
 /// Days since 1970-01-01 → (year, month 1..=12, day), Howard Hinnant's algorithm.
-fn civil_from_days(z: i64) -> (i64, u32, u32) {
+pub(super) fn civil_from_days(z: i64) -> (i64, u32, u32) {
     let z = z + 719_468;
     let era = z.div_euclid(146_097);
     let doe = z.rem_euclid(146_097);
