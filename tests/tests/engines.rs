@@ -654,50 +654,61 @@ backend backend_rtmp
 }
 
 macro_rules! engine_tests {
-    ($module:ident, $engine:literal) => {
+    ($module:ident, $engine:literal $(, $attr:meta)?) => {
         mod $module {
             const ENGINE: &str = $engine;
             #[test]
+            $(#[$attr])?
             fn one_gib_each_way() {
                 super::one_gib_each_way(ENGINE)
             }
             #[test]
+            $(#[$attr])?
             fn half_close_client_first() {
                 super::half_close_client_first(ENGINE)
             }
             #[test]
+            $(#[$attr])?
             fn half_close_server_first() {
                 super::half_close_server_first(ENGINE)
             }
             #[test]
+            $(#[$attr])?
             fn backend_reset_reaches_client() {
                 super::backend_reset_reaches_client(ENGINE)
             }
             #[test]
+            $(#[$attr])?
             fn client_reset_reaches_backend() {
                 super::client_reset_reaches_backend(ENGINE)
             }
             #[test]
+            $(#[$attr])?
             fn client_data_before_setup() {
                 super::client_data_before_setup(ENGINE)
             }
             #[test]
+            $(#[$attr])?
             fn server_data_before_setup() {
                 super::server_data_before_setup(ENGINE)
             }
             #[test]
+            $(#[$attr])?
             fn many_short_connections() {
                 super::many_short_connections(ENGINE)
             }
             #[test]
+            $(#[$attr])?
             fn idle_timeout() {
                 super::idle_timeout(ENGINE)
             }
             #[test]
+            $(#[$attr])?
             fn slow_backend_bounded() {
                 super::slow_backend_bounded(ENGINE)
             }
             #[test]
+            $(#[$attr])?
             fn rtmp_publish_and_play() {
                 super::rtmp_publish_and_play(ENGINE)
             }
@@ -707,11 +718,18 @@ macro_rules! engine_tests {
 
 engine_tests!(copy, "copy");
 engine_tests!(splice, "splice");
-engine_tests!(sockmap, "sockmap");
+// Kept compiled and listed as ignored (with the reason) until the tail loss is fixed.
+engine_tests!(
+    sockmap,
+    "sockmap",
+    ignore =
+        "sockmap is disabled: a tail-loss bug is open (proxy/src/forward/LIFECYCLE.md, issue #3)"
+);
 
 /// Debugging aid (run by hand): 1 GiB each way where every 8-byte word names its stream and
 /// offset, so a duplicated, lost or misrouted chunk is reported with where it came from.
 #[test]
+#[ignore = "sockmap is disabled: a tail-loss bug is open (proxy/src/forward/LIFECYCLE.md, issue #3)"]
 fn sockmap_word_streams() {
     const LEN: u64 = 256 * MIB;
     let listener = TcpListener::bind(free_addr(loopback(2))).expect("bind");

@@ -41,11 +41,18 @@ pub fn choose(choice: EngineChoice) -> Result<Engine, String> {
                 format!("forward-engine splice: not available on this kernel ({why})")
             })
         }
-        EngineChoice::Sockmap => p
-            .sockmap
-            .clone()
-            .map(|()| Engine::Sockmap)
-            .map_err(|why| format!("forward-engine sockmap: not available here ({why})")),
+        // Two fresh-clone runs each lost the last 65 483 bytes of one direction under sockmap
+        // with a clean close (LIFECYCLE.md). A proxy must not lose bytes: the engine stays
+        // built and probed, but cannot be chosen until that is fixed.
+        EngineChoice::Sockmap => Err(format!(
+            "forward-engine sockmap: disabled in this build: a tail-loss bug is open \
+             (proxy/src/forward/LIFECYCLE.md){}",
+            p.sockmap
+                .as_ref()
+                .err()
+                .map(|why| format!("; probe: {why}"))
+                .unwrap_or_default()
+        )),
     }
 }
 
@@ -57,7 +64,7 @@ pub fn summary() -> String {
         Err(why) => format!("no ({why})"),
     };
     format!(
-        "forward engines: copy yes, splice {}, sockmap {}; auto -> {}",
+        "forward engines: copy yes, splice {}, sockmap {} (disabled: open tail-loss bug); auto -> {}",
         state(&p.splice),
         state(&p.sockmap),
         choose(EngineChoice::Auto).map_or("copy", Engine::name)
