@@ -16,6 +16,7 @@ use compio::net::TcpStream;
 pub use idle::IdleLimits;
 pub use select::{choose, probed, summary, Probed};
 pub use sockmap::{set_budget as set_sockmap_budget, status as sockmap_status};
+pub(crate) use splice::{splice as splice_once, Pipe};
 
 /// Which engine moves a flow's bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -24,17 +24,29 @@ use super::{FlowParams, FlowStats};
 /// Pipes kept per worker thread for the next flows; more are closed when returned.
 const POOL_MAX: usize = 256;
 
-/// One pipe: the in-kernel buffer of one direction.
+/// One pipe: the in-kernel buffer of one direction (also used by the TLS room's kTLS path).
 #[derive(Debug)]
-pub(super) struct Pipe {
-    read: OwnedFd,
-    write: OwnedFd,
+pub(crate) struct Pipe {
+    pub(crate) read: OwnedFd,
+    pub(crate) write: OwnedFd,
     /// Its capacity in bytes (F_GETPIPE_SZ).
-    capacity: usize,
+    pub(crate) capacity: usize,
 }
 
 impl Pipe {
-    fn new() -> io::Result<Pipe> {
+    /// A pipe asked to hold `size` bytes; a refusal (a lower pipe-max-size) leaves the
+    /// kernel's default, and `capacity` says what it got.
+    pub(crate) fn with_size(size: libc::c_int) -> io::Result<Pipe> {
+        let pipe = Pipe::new()?;
+        // SAFETY: F_SETPIPE_SZ takes an int size and changes only this pipe.
+        unsafe { libc::fcntl(pipe.write.as_raw_fd(), libc::F_SETPIPE_SZ, size) };
+        Ok(Pipe {
+            capacity: pipe_size(&pipe.write),
+            ..pipe
+        })
+    }
+
+    pub(crate) fn new() -> io::Result<Pipe> {
         let mut fds = [0 as RawFd; 2];
         // SAFETY: `fds` is a valid array of two descriptors for pipe2 to fill.
         if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC | libc::O_NONBLOCK) } < 0 {
@@ -42,15 +54,19 @@ impl Pipe {
         }
         // SAFETY: pipe2 succeeded, so both descriptors are open and owned by nobody else.
         let (read, write) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
-        // SAFETY: F_GETPIPE_SZ takes no argument and only reads the pipe's size.
-        let size = unsafe { libc::fcntl(write.as_raw_fd(), libc::F_GETPIPE_SZ) };
-        let capacity = usize::try_from(size).unwrap_or(0).max(4096);
+        let capacity = pipe_size(&write);
         Ok(Pipe {
             read,
             write,
             capacity,
         })
     }
+}
+
+fn pipe_size(write: &OwnedFd) -> usize {
+    // SAFETY: F_GETPIPE_SZ takes no argument and only reads the pipe's size.
+    let size = unsafe { libc::fcntl(write.as_raw_fd(), libc::F_GETPIPE_SZ) };
+    usize::try_from(size).unwrap_or(0).max(4096)
 }
 
 thread_local! {
@@ -79,7 +95,8 @@ fn give_back(pipe: Pipe, left: usize) {
 }
 
 /// Moves up to `len` bytes from `from` to `to`, one of which is a pipe, without blocking.
-fn splice(from: RawFd, to: RawFd, len: usize) -> io::Result<usize> {
+/// One nonblocking splice(2) between a pipe and a socket (either way round).
+pub(crate) fn splice(from: RawFd, to: RawFd, len: usize) -> io::Result<usize> {
     // SAFETY: both descriptors are open for the whole call (the flow owns them); null offsets
     // are what pipes and sockets require.
     let n = unsafe {

@@ -10,7 +10,7 @@
 //! FIN becomes close_notify + FIN toward the client.
 
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, RawFd};
 
 use compio::net::TcpStream;
 use compio::runtime::fd::PollFd;
@@ -18,55 +18,11 @@ use socket2::Socket;
 
 use super::flow::{Activity, DirEnd};
 use super::ktls::KtlsStream;
+use crate::forward::{splice_once as splice, Pipe};
 
-/// Pipe size asked for: 64 page slots.
+/// Pipe size asked for: 64 page slots, room for a whole TLS record in as many slots as its
+/// pages may take (see `Dir::fill`); a lower pipe-max-size leaves the default 64 KiB.
 const PIPE_SIZE: libc::c_int = 256 * 1024;
-
-/// One direction's in-kernel buffer.
-struct Pipe {
-    read: OwnedFd,
-    write: OwnedFd,
-    capacity: usize,
-}
-
-impl Pipe {
-    fn new() -> io::Result<Pipe> {
-        let mut fds = [0 as RawFd; 2];
-        // SAFETY: `fds` is a valid array of two descriptors for pipe2 to fill.
-        if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC | libc::O_NONBLOCK) } < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        // SAFETY: pipe2 succeeded: both descriptors are open and owned by nobody else.
-        let (read, write) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
-        // Room for a whole TLS record in as many page slots as its pages may take (see
-        // `Dir::fill`); failure (a lower pipe-max-size) leaves the default 64 KiB.
-        // SAFETY: F_SETPIPE_SZ takes an int size and changes only this pipe.
-        unsafe { libc::fcntl(write.as_raw_fd(), libc::F_SETPIPE_SZ, PIPE_SIZE) };
-        // SAFETY: F_GETPIPE_SZ only reads the pipe's size.
-        let size = unsafe { libc::fcntl(write.as_raw_fd(), libc::F_GETPIPE_SZ) };
-        Ok(Pipe {
-            read,
-            write,
-            capacity: usize::try_from(size).unwrap_or(0).max(4096),
-        })
-    }
-}
-
-fn splice(from: RawFd, to: RawFd, len: usize) -> io::Result<usize> {
-    // SAFETY: both descriptors stay open for the call (the flow owns them); null offsets are
-    // what pipes and sockets require.
-    let n = unsafe {
-        libc::splice(
-            from,
-            std::ptr::null_mut(),
-            to,
-            std::ptr::null_mut(),
-            len,
-            libc::SPLICE_F_MOVE | libc::SPLICE_F_NONBLOCK,
-        )
-    };
-    usize::try_from(n).map_err(|_| io::Error::last_os_error())
-}
 
 fn would_block(e: &io::Error) -> bool {
     matches!(
@@ -95,8 +51,8 @@ impl Spliced {
         Ok(Spliced {
             client,
             server,
-            up: Pipe::new()?,
-            down: Pipe::new()?,
+            up: Pipe::with_size(PIPE_SIZE)?,
+            down: Pipe::with_size(PIPE_SIZE)?,
         })
     }
 }
