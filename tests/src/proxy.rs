@@ -63,7 +63,9 @@ fn proxy_command(cfg: &Path) -> Command {
         }
         Ok("") | Err(_) => {
             let mut c = Command::new(proxy_bin());
-            c.arg("-f").arg(cfg);
+            // Debug mode: proxies without a `log` line print their traffic lines to stderr,
+            // which the tests read (without `-d` they log nothing, as HAProxy).
+            c.arg("-d").arg("-f").arg(cfg);
             c
         }
         Ok(other) => panic!("E2E_PROXY={other}: only `haproxy` (or unset) is known"),

@@ -28,15 +28,9 @@ impl log::Log for StderrLogger {
         if !self.enabled(record.metadata()) {
             return;
         }
-        let line = if record.target() == ACCESS {
-            format!("{}\n", record.args())
-        } else {
-            format!("[{}] {}\n", level_word(record.level()), record.args())
-        };
+        let line = format!("[{}] {}\n", level_word(record.level()), record.args());
         let _ = std::io::stderr().lock().write_all(line.as_bytes());
-        if record.target() != ACCESS {
-            targets::process_message(record.level(), record.args());
-        }
+        targets::process_message(record.level(), record.args());
     }
 
     fn flush(&self) {}
@@ -53,11 +47,16 @@ fn level_word(l: log::Level) -> &'static str {
     }
 }
 
-/// Target of access-log records: printed bare, without a severity prefix.
-pub const ACCESS: &str = "access";
+/// Whether the process runs with `-d` (set once by [`init`]).
+static DEBUG: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+pub(crate) fn debug_mode() -> bool {
+    DEBUG.load(std::sync::atomic::Ordering::Relaxed)
+}
 
 /// Installs the stderr logger; `debug` is the CLI's `-d`.
 pub fn init(debug: bool) {
+    DEBUG.store(debug, std::sync::atomic::Ordering::Relaxed);
     let max = if debug {
         log::LevelFilter::Debug
     } else {

@@ -27,12 +27,14 @@ struct System {
 static SYSTEM: OnceLock<System> = OnceLock::new();
 
 /// Opens every `log` target of `cfg` and starts the logger thread. Without any target this
-/// does nothing (lines stay on stderr). Only the first call in a process has an effect.
+/// does nothing: as in HAProxy, a proxy without `log` lines logs no traffic, unless the
+/// process runs in debug mode (`-d`), where such a proxy's lines go to stderr through the
+/// logger thread. Only the first call in a process has an effect.
 pub fn start(cfg: &Config) -> io::Result<()> {
     if SYSTEM.get().is_some() {
         return Ok(());
     }
-    let r = resolve(cfg);
+    let r = resolve(cfg, super::debug_mode());
     if r.specs.is_empty() {
         return Ok(());
     }
@@ -52,8 +54,9 @@ struct Resolved {
     proxies: HashMap<String, Arc<[usize]>>,
 }
 
-/// The global targets first, then each proxy's own.
-fn resolve(cfg: &Config) -> Resolved {
+/// The global targets first, then each proxy's own; in debug mode a proxy with none gets
+/// one raw stderr target (shared), so `-d` shows the traffic as before any `log` line.
+fn resolve(cfg: &Config, debug: bool) -> Resolved {
     let mut specs: Vec<TargetSpec> = cfg
         .global
         .logs
@@ -62,6 +65,7 @@ fn resolve(cfg: &Config) -> Resolved {
         .collect();
     let global: Vec<usize> = (0..specs.len()).collect();
     let mut proxies = HashMap::new();
+    let mut debug_target = None;
     for p in &cfg.proxies {
         let mut mine: Vec<usize> = if p.log.global {
             global.clone()
@@ -71,6 +75,9 @@ fn resolve(cfg: &Config) -> Resolved {
         for t in &p.log.targets {
             mine.push(specs.len());
             specs.push(TargetSpec::from_config(t));
+        }
+        if debug && mine.is_empty() {
+            mine.push(debug_stderr(&mut specs, &mut debug_target));
         }
         proxies.insert(p.name.clone(), mine.into());
     }
@@ -84,6 +91,22 @@ fn resolve(cfg: &Config) -> Resolved {
         process: process.into(),
         proxies,
     }
+}
+
+/// The index of the shared debug-mode stderr target, added on first use.
+fn debug_stderr(specs: &mut Vec<TargetSpec>, at: &mut Option<usize>) -> usize {
+    *at.get_or_insert_with(|| {
+        specs.push(TargetSpec {
+            dest: LogDest::Stderr,
+            facility: 16,
+            level: 7,
+            minlevel: 0,
+            format: super::Format::Raw,
+            // Long request lines stay whole on a terminal.
+            len: 64 * 1024,
+        });
+        specs.len() - 1
+    })
 }
 
 /// `log-tag` (kept raw by the config) or HAProxy's default tag, so syslog rules written for
@@ -144,8 +167,7 @@ pub struct AccessLog {
 }
 
 impl AccessLog {
-    /// The targets of `proxy` as `start` resolved them; a proxy without any target keeps
-    /// writing its lines to stderr, as before targets existed.
+    /// The targets of `proxy` as `start` resolved them; a proxy without any logs nothing.
     pub fn for_proxy(proxy: &Proxy) -> AccessLog {
         let to = SYSTEM.get().and_then(|sys| {
             let targets = sys.proxies.get(&proxy.name)?;
@@ -161,11 +183,10 @@ impl AccessLog {
         }
     }
 
-    /// Sends one traffic line; never blocks.
+    /// Sends one traffic line; never blocks. Formats nothing when the proxy has no target.
     pub fn send(&self, line: impl Display) {
-        match &self.to {
-            Some((sink, targets)) => sink.send(targets, TRAFFIC, &line.to_string()),
-            None => log::info!(target: super::ACCESS, "{line}"),
+        if let Some((sink, targets)) = &self.to {
+            sink.send(targets, TRAFFIC, &line.to_string());
         }
     }
 }
@@ -196,7 +217,7 @@ frontend c
 backend b
     server s 127.0.0.1:9
 ");
-        let r = resolve(&c);
+        let r = resolve(&c, false);
         assert_eq!(r.specs.len(), 2);
         assert_eq!(&*r.process, &[0]);
         assert_eq!(r.proxies.get("a").map(|t| t.to_vec()), Some(vec![0, 1]));
@@ -208,9 +229,28 @@ backend b
     #[test]
     fn stderr_targets_do_not_repeat_process_messages() {
         let c = cfg("global\n    log stderr local0\n    log 127.0.0.1 local1\n");
-        let r = resolve(&c);
+        let r = resolve(&c, false);
         assert_eq!(r.specs.len(), 2);
         assert_eq!(&*r.process, &[1]);
+    }
+
+    #[test]
+    fn only_debug_mode_gives_a_silent_proxy_stderr() {
+        let c = cfg(
+            "global\n    log 127.0.0.1 local1\n\
+             frontend quiet\n    bind :1\n    default_backend b\n\
+             frontend talks\n    bind :2\n    log global\n    default_backend b\n\
+             backend b\n    server s 127.0.0.1:9\n",
+        );
+        let r = resolve(&c, false);
+        assert!(r.proxies["quiet"].is_empty(), "no `log` line: no traffic lines");
+        assert_eq!(&*r.proxies["talks"], &[0]);
+        let d = resolve(&c, true);
+        let quiet = &d.proxies["quiet"];
+        assert_eq!(quiet.len(), 1);
+        assert_eq!(d.specs[quiet[0]].dest, LogDest::Stderr);
+        assert_eq!(d.proxies["b"], d.proxies["quiet"], "one shared stderr target");
+        assert_eq!(&*d.proxies["talks"], &[0], "explicit targets are kept as they are");
     }
 
     #[test]
@@ -232,7 +272,7 @@ backend b
              backend b\n    server s 127.0.0.1:9\n",
             listener.local_addr().expect("addr")
         ));
-        let r = resolve(&c);
+        let r = resolve(&c, false);
         let sink = Sink::start(r.specs, sender(&c)).expect("sink");
         let log = AccessLog::with_sink(sink, r.proxies["a"].clone());
         log.send("127.0.0.1:5000 [x] a b/s 0/0/1 0 -- 1/1/1/1/0 0/0");
