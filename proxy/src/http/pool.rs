@@ -36,7 +36,7 @@ pub fn take(server: &Arc<Server>, max_idle: Duration) -> Option<TcpStream> {
     POOL.with(|pool| {
         let mut pool = pool.borrow_mut();
         let list = pool.get_mut(&key(server))?;
-        list.retain(|i| i.since.elapsed() < max_idle);
+        drop_expired(list, max_idle);
         while let Some(idle) = list.pop() {
             if is_quiet(&idle.stream) {
                 return Some(idle.stream);
@@ -50,7 +50,7 @@ pub fn put(server: &Arc<Server>, stream: TcpStream, max_idle: Duration) {
     POOL.with(|pool| {
         let mut pool = pool.borrow_mut();
         let list = pool.entry(key(server)).or_default();
-        list.retain(|i| i.since.elapsed() < max_idle);
+        drop_expired(list, max_idle);
         if list.len() >= MAX_IDLE_PER_SERVER {
             list.remove(0);
         }
@@ -59,6 +59,16 @@ pub fn put(server: &Arc<Server>, stream: TcpStream, max_idle: Duration) {
             since: Instant::now(),
         });
     });
+}
+
+/// Closes the connections idle for `max_idle` or more. The list is in the order they were
+/// put back, oldest first, so they are a prefix: one clock read, not one per connection.
+fn drop_expired(list: &mut Vec<Idle>, max_idle: Duration) {
+    let Some(oldest_kept) = Instant::now().checked_sub(max_idle) else {
+        return;
+    };
+    let expired = list.partition_point(|i| i.since <= oldest_kept);
+    list.drain(..expired);
 }
 
 /// Open, and nothing unread: a server that closed shows EOF, and bytes it sent while idle
