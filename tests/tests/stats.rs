@@ -313,6 +313,16 @@ fn a_killed_backend_is_down_within_inter_times_fall_and_up_after_rise() {
     });
     let down_after = killed.elapsed();
     eprintln!("ams2 DOWN {down_after:?} after the kill (inter {INTER:?} x fall {FALL})");
+    // `last_chk` as HAProxy fills it: the system's error text for a failed layer-4 check,
+    // nothing for a passed one.
+    let csv = s.csv();
+    assert_eq!(csv.get("backend_rtmp", "ams2", "check_status"), "L4CON");
+    assert_eq!(
+        csv.get("backend_rtmp", "ams2", "last_chk"),
+        "Connection refused"
+    );
+    assert_eq!(csv.get("backend_rtmp", "ams1", "check_status"), "L4OK");
+    assert_eq!(csv.get("backend_rtmp", "ams1", "last_chk"), "");
     let page = s.get("/haproxy_stats").body;
     assert!(page.contains("DOWN"), "the page shows the DOWN server");
     let metrics = s.get("/metrics").body;
@@ -774,4 +784,243 @@ fn http_redispatch_counts_wredis() {
         d.contains(" http_lb backend_http/ams1 ") && d.contains("/+1 0/0 ")
     });
     assert!(line.contains(" 200 "), "{line:?}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Live byte counts: a long-lived flow (an RTMP stream) shows its bytes while it runs, and its
+// end adds nothing more.
+
+/// An echo backend: every byte received goes straight back, until the client closes.
+fn echo_server(addr: SocketAddr) -> SocketAddr {
+    let listener = std::net::TcpListener::bind(addr).expect("echo server bind");
+    let addr = listener.local_addr().expect("echo addr");
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(conn) = conn else { continue };
+            std::thread::spawn(move || {
+                let mut r = &conn;
+                let mut w = &conn;
+                let _ = std::io::copy(&mut r, &mut w);
+            });
+        }
+    });
+    addr
+}
+
+struct LiveSetup {
+    proxy: Proxy,
+    stats: SocketAddr,
+    front: SocketAddr,
+}
+
+/// A `mode tcp` frontend (TLS when `crt` is given) whose backend, on `engine`, has one echo
+/// server; and the stats page with the exporter.
+fn live_setup(engine: &str, crt: Option<&std::path::Path>) -> LiveSetup {
+    let echo = echo_server(free_addr(loopback(2)));
+    let stats_port = free_port(Ipv4Addr::LOCALHOST);
+    let port = free_port(Ipv4Addr::LOCALHOST);
+    let ssl = crt.map_or(String::new(), |c| format!(" ssl crt {}", c.display()));
+    let cfg = format!(
+        "global
+    nbthread 2
+
+defaults
+    timeout connect 2s
+    timeout client 30s
+    timeout server 30s
+
+listen stats
+    bind 127.0.0.1:{stats_port}
+    mode http
+    stats enable
+    stats uri /haproxy_stats
+    stats auth {USER}:{PASSWORD}
+    http-request use-service prometheus-exporter if {{ path /metrics }}
+
+frontend live
+    bind 127.0.0.1:{port}{ssl}
+    mode tcp
+    default_backend live_be
+
+backend live_be
+    mode tcp
+    forward-engine {engine}
+    server echo {echo}
+"
+    );
+    LiveSetup {
+        proxy: Proxy::start(&cfg),
+        stats: SocketAddr::from((Ipv4Addr::LOCALHOST, stats_port)),
+        front: SocketAddr::from((Ipv4Addr::LOCALHOST, port)),
+    }
+}
+
+impl LiveSetup {
+    fn csv(&self) -> Csv {
+        let r = http_get(self.stats, "/haproxy_stats;csv", Some((USER, PASSWORD)));
+        assert_eq!(r.status, 200, "{}", r.body);
+        Csv::parse(&r.body)
+    }
+
+    /// Every row's `bin`/`bout`, the frontend's exporter figure and the engine's.
+    fn assert_bytes(&self, csv: &Csv, n: u64, engine: &str) {
+        for (px, sv) in [
+            ("live", "FRONTEND"),
+            ("live_be", "BACKEND"),
+            ("live_be", "echo"),
+        ] {
+            assert_eq!(csv.num(px, sv, "bin"), n, "{px}/{sv} bin");
+            assert_eq!(csv.num(px, sv, "bout"), n, "{px}/{sv} bout");
+        }
+        let metrics = http_get(self.stats, "/metrics", Some((USER, PASSWORD))).body;
+        assert_eq!(
+            metric(
+                &metrics,
+                "haproxy_frontend_bytes_in_total",
+                &[("proxy", "live")]
+            ),
+            Some(n as f64)
+        );
+        assert_eq!(
+            metric(
+                &metrics,
+                "haproxy_backend_bytes_out_total",
+                &[("proxy", "live_be")]
+            ),
+            Some(n as f64)
+        );
+        assert_eq!(
+            metric(
+                &metrics,
+                "proxy_forward_bytes_in_total",
+                &[("engine", engine)]
+            ),
+            Some(n as f64)
+        );
+    }
+
+    /// Sends `n` bytes through `conn`, reads the `n` echoed back, checks the figures while
+    /// the flow is still open, then closes it and checks they did not move.
+    fn check_live_then_closed<S: Read + Write>(&self, mut conn: S, n: u64, engine: &str) {
+        let data: Vec<u8> = (0..n).map(|i| (i % 251) as u8).collect();
+        conn.write_all(&data).expect("send through the proxy");
+        let mut back = vec![0u8; data.len()];
+        conn.read_exact(&mut back)
+            .expect("the echo through the proxy");
+        assert!(back == data, "echoed bytes intact");
+        let csv = wait_until(
+            "the open flow's bytes counted",
+            Duration::from_secs(20),
+            || {
+                let csv = self.csv();
+                (csv.num("live", "FRONTEND", "bin") == n
+                    && csv.num("live", "FRONTEND", "bout") == n)
+                    .then_some(csv)
+            },
+        );
+        assert_eq!(
+            csv.num("live", "FRONTEND", "scur"),
+            1,
+            "the flow is still open"
+        );
+        self.assert_bytes(&csv, n, engine);
+        drop(conn);
+        let csv = wait_until("the flow ended", Duration::from_secs(20), || {
+            let csv = self.csv();
+            (csv.num("live", "FRONTEND", "scur") == 0).then_some(csv)
+        });
+        assert_eq!(csv.num("live_be", "BACKEND", "stot"), 1);
+        self.assert_bytes(&csv, n, engine);
+    }
+}
+
+/// 300 000 bytes each way: several chunks on every engine.
+const LIVE_BYTES: u64 = 300_000;
+
+#[test]
+fn an_open_flow_shows_its_bytes_on_the_copy_engine() {
+    let s = live_setup("copy", None);
+    let conn = TcpStream::connect(s.front).expect("connect to the frontend");
+    conn.set_read_timeout(Some(Duration::from_secs(20)))
+        .expect("timeout");
+    s.check_live_then_closed(conn, LIVE_BYTES, "copy");
+}
+
+#[test]
+fn an_open_flow_shows_its_bytes_on_the_splice_engine() {
+    let s = live_setup("splice", None);
+    let conn = TcpStream::connect(s.front).expect("connect to the frontend");
+    conn.set_read_timeout(Some(Duration::from_secs(20)))
+        .expect("timeout");
+    s.check_live_then_closed(conn, LIVE_BYTES, "splice");
+}
+
+/// A TLS client for the RTMPS case: sends `n` bytes, checks their echo, says so on stdout,
+/// then holds the connection open until its stdin closes.
+const TLS_ECHO_CLIENT: &str = r#"
+import socket, ssl, sys
+host, port, ca, n = sys.argv[1], int(sys.argv[2]), sys.argv[3], int(sys.argv[4])
+ctx = ssl.create_default_context(cafile=ca)
+s = ctx.wrap_socket(socket.create_connection((host, port), timeout=20), server_hostname="localhost")
+data = bytes(i % 251 for i in range(n))
+s.sendall(data)
+got = bytearray()
+while len(got) < n:
+    chunk = s.recv(n - len(got))
+    if not chunk:
+        break
+    got += chunk
+print("intact" if bytes(got) == data else "broken after %d bytes" % len(got), flush=True)
+sys.stdin.read()
+s.close()
+"#;
+
+#[test]
+fn an_open_rtmps_flow_shows_its_plaintext_bytes() {
+    use std::io::BufRead;
+    let python = require_tool("python3");
+    let dir = TestDir::new("stats-rtmps");
+    let ca = e2e::tls::TestCa::new(dir.path());
+    let crt = ca.leaf("live", &["localhost"], e2e::tls::KeyKind::EcPkcs8, false);
+    let s = live_setup("copy", Some(&crt));
+    let mut client = Command::new(python)
+        .args(["-c", TLS_ECHO_CLIENT, "127.0.0.1"])
+        .arg(s.front.port().to_string())
+        .arg(ca.cert())
+        .arg(LIVE_BYTES.to_string())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("python3 TLS client");
+    let mut said = String::new();
+    let stdout = client.stdout.take().expect("client stdout");
+    std::io::BufReader::new(stdout)
+        .read_line(&mut said)
+        .expect("the client's verdict");
+    assert_eq!(said.trim(), "intact", "the TLS client's echo");
+    // Plaintext bytes, as HAProxy counts them on an `ssl` bind.
+    let csv = wait_until(
+        "the open flow's bytes counted",
+        Duration::from_secs(20),
+        || {
+            let csv = s.csv();
+            (csv.num("live", "FRONTEND", "bin") == LIVE_BYTES
+                && csv.num("live", "FRONTEND", "bout") == LIVE_BYTES)
+                .then_some(csv)
+        },
+    );
+    assert_eq!(
+        csv.num("live", "FRONTEND", "scur"),
+        1,
+        "the flow is still open"
+    );
+    s.assert_bytes(&csv, LIVE_BYTES, "copy");
+    drop(client.stdin.take());
+    let status = client.wait().expect("the client exits");
+    assert!(status.success(), "TLS client: {status}");
+    let csv = wait_until("the flow ended", Duration::from_secs(20), || {
+        let csv = s.csv();
+        (csv.num("live", "FRONTEND", "scur") == 0).then_some(csv)
+    });
+    s.assert_bytes(&csv, LIVE_BYTES, "copy");
 }

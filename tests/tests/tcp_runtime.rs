@@ -34,6 +34,11 @@ backend be
     )
 }
 
+/// The access-log lines of the proxy's stderr, without its `[LEVEL]` diagnostics.
+fn traffic_lines(stderr: &str) -> impl Iterator<Item = &str> {
+    stderr.lines().filter(|l| !l.starts_with('['))
+}
+
 fn one_server(server: &TcpServer) -> Vec<String> {
     vec![format!("server s1 {}", server.addr())]
 }
@@ -148,8 +153,9 @@ fn roundrobin_weights_and_redispatch() {
             .filter(|l| (l.contains(" be/a ") || l.contains(" be/b ")) && l.contains(" -- "));
         (served.count() == 25).then_some(log)
     });
+    // Traffic lines only: `-d` also prints `[DEBUG] connect to be/dead failed` diagnostics.
     assert!(
-        !log.contains(" be/dead "),
+        !traffic_lines(&log).any(|l| l.contains(" be/dead ")),
         "no session ends on the dead server:\n{log}"
     );
 }
@@ -172,9 +178,7 @@ fn dead_server_without_redispatch_is_logged_sc() {
     let n = s.read(&mut buf).unwrap_or(0);
     assert_eq!(n, 0, "the client gets no data, only a close");
     let line = wait_until("the session's log line", Duration::from_secs(10), || {
-        proxy
-            .stderr()
-            .lines()
+        traffic_lines(&proxy.stderr())
             .find(|l| l.contains(" be/dead "))
             .map(str::to_string)
     });
@@ -258,4 +262,254 @@ fn busy_port_fails_the_start_with_the_bind_line() {
         err.contains("proxy.cfg:11: cannot bind 127.0.0.1:"),
         "stderr:\n{err}"
     );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Server `maxconn` and the backend queue.
+
+/// A frontend in front of `be`, whose servers are `servers` (with their `maxconn`), and a stats
+/// page; `mode` and `backend_extra` (e.g. `timeout queue 1s`) as given.
+fn queue_cfg(port: u16, stats: u16, mode: &str, backend_extra: &str, servers: &str) -> String {
+    format!(
+        "global
+    nbthread 2
+
+defaults
+    mode {mode}
+    timeout connect 2s
+    timeout client 30s
+    timeout server 30s
+
+listen stats
+    bind 127.0.0.1:{stats}
+    mode http
+    stats enable
+    stats uri /stats
+
+frontend fe
+    bind 127.0.0.1:{port}
+    default_backend be
+
+backend be
+{backend_extra}
+    server {servers}
+"
+    )
+}
+
+/// The `fe` frontend's address (the stats listener is the first bind).
+fn front(port: u16) -> SocketAddr {
+    SocketAddr::from((Ipv4Addr::LOCALHOST, port))
+}
+
+/// One column of one CSV row of the stats page.
+fn csv_field(stats: u16, proxy: &str, service: &str, column: &str) -> String {
+    let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, stats));
+    let (status, body) = e2e::nginx::http_get(addr, "/stats;csv").expect("the stats CSV");
+    assert_eq!(status, 200, "{body}");
+    let mut lines = body.lines();
+    let header: Vec<&str> = lines
+        .next()
+        .expect("a CSV header")
+        .trim_start_matches("# ")
+        .split(',')
+        .collect();
+    let at = header
+        .iter()
+        .position(|c| *c == column)
+        .unwrap_or_else(|| panic!("no column {column}"));
+    lines
+        .map(|l| l.split(',').collect::<Vec<_>>())
+        .find(|r| r.first() == Some(&proxy) && r.get(1) == Some(&service))
+        .and_then(|r| r.get(at).map(|v| v.to_string()))
+        .unwrap_or_else(|| panic!("no row {proxy}/{service}"))
+}
+
+/// `server … maxconn 1`: a second client waits in the backend queue (counted in `qcur`, not
+/// sent to the server) and gets the slot, bytes intact, when the first client leaves.
+#[test]
+fn server_maxconn_queues_the_second_client_until_the_first_leaves() {
+    let server = TcpServer::start(free_addr(loopback(2)));
+    let (port, stats) = (
+        free_port(Ipv4Addr::LOCALHOST),
+        free_port(Ipv4Addr::LOCALHOST),
+    );
+    let servers = format!("s1 {} maxconn 1", server.addr());
+    let _proxy = Proxy::start(&queue_cfg(
+        port,
+        stats,
+        "tcp",
+        "    timeout queue 60s",
+        &servers,
+    ));
+    let first = TcpClient::connect(front(port), Reply::AfterEof { bytes: 10 });
+    server.wait_received(first.id, 0, IO_LIMIT);
+    let second = TcpClient::connect(front(port), Reply::AfterEof { bytes: 20 });
+    let sent = second.send(100_000).expect("the second client's upload");
+    second.shutdown_write();
+    wait_until("the second client queued", Duration::from_secs(20), || {
+        (csv_field(stats, "be", "BACKEND", "qcur") == "1").then_some(())
+    });
+    assert_eq!(
+        server.accepted(),
+        1,
+        "a queued session must not reach the server"
+    );
+    assert_eq!(csv_field(stats, "be", "s1", "slim"), "1");
+    assert_eq!(csv_field(stats, "be", "s1", "scur"), "1");
+
+    first.shutdown_write();
+    assert_eq!(first.read_all().bytes, 10);
+    let got = second.read_all();
+    assert_eq!((got.bytes, got.end), (20, End::Eof), "the second is served");
+    assert_eq!(got.sha256, second.expected_from_server(20));
+    let report = server.report(second.id, IO_LIMIT);
+    assert_eq!(report.received.bytes, 100_000);
+    assert_eq!(
+        report.received.sha256, sent,
+        "upload intact after the queue"
+    );
+    wait_until("the queue empty", Duration::from_secs(20), || {
+        (csv_field(stats, "be", "BACKEND", "qcur") == "0").then_some(())
+    });
+    assert_eq!(csv_field(stats, "be", "BACKEND", "qmax"), "1");
+    assert_eq!(server.accepted(), 2);
+}
+
+/// With `timeout queue 1s` and the slot never freed, the queued client is closed with `sQ`.
+#[test]
+fn a_queued_session_times_out_with_sq() {
+    let server = TcpServer::start(free_addr(loopback(2)));
+    let (port, stats) = (
+        free_port(Ipv4Addr::LOCALHOST),
+        free_port(Ipv4Addr::LOCALHOST),
+    );
+    let servers = format!("s1 {} maxconn 1", server.addr());
+    let proxy = Proxy::start(&queue_cfg(
+        port,
+        stats,
+        "tcp",
+        "    timeout queue 1s",
+        &servers,
+    ));
+    let first = TcpClient::connect(front(port), Reply::AfterEof { bytes: 10 });
+    server.wait_received(first.id, 0, IO_LIMIT);
+    let second = TcpClient::connect(front(port), Reply::AfterEof { bytes: 20 });
+    let started = std::time::Instant::now();
+    let got = second.read_all();
+    eprintln!("queued client closed after {:?}", started.elapsed());
+    assert_eq!(got.bytes, 0, "the queued client gets nothing but a close");
+    let line = wait_until(
+        "the queued session's log line",
+        Duration::from_secs(10),
+        || {
+            traffic_lines(&proxy.stderr())
+                .find(|l| l.contains(" fe be/<NOSRV> "))
+                .map(str::to_string)
+        },
+    );
+    let fields: Vec<&str> = line.split_whitespace().collect();
+    assert_eq!(fields[6], "sQ", "termination state in {line}");
+    assert_eq!(csv_field(stats, "be", "BACKEND", "qmax"), "1");
+    assert_eq!(csv_field(stats, "be", "BACKEND", "qcur"), "0");
+    assert_eq!(
+        server.accepted(),
+        1,
+        "the queued session never reached the server"
+    );
+    first.shutdown_write();
+    assert_eq!(first.read_all().bytes, 10);
+}
+
+/// `mode http`: a request queued behind a server's only slot is answered 503 once `timeout
+/// queue` passes, logged `sQ`.
+#[test]
+fn a_queued_http_request_gets_503_after_the_queue_timeout() {
+    // A server that accepts and never answers: the first request holds the only slot.
+    let silent = TcpListener::bind(free_addr(loopback(2))).expect("bind the silent server");
+    let (port, stats) = (
+        free_port(Ipv4Addr::LOCALHOST),
+        free_port(Ipv4Addr::LOCALHOST),
+    );
+    let servers = format!("s1 {} maxconn 1", silent.local_addr().expect("addr"));
+    let proxy = Proxy::start(&queue_cfg(
+        port,
+        stats,
+        "http",
+        "    timeout queue 1s",
+        &servers,
+    ));
+    let req = b"GET / HTTP/1.1\r\nHost: q\r\n\r\n";
+    let mut first = TcpStream::connect(front(port)).expect("connect");
+    std::io::Write::write_all(&mut first, req).expect("first request");
+    silent.set_nonblocking(true).expect("nonblocking accept");
+    let _held = wait_until(
+        "the first request at the server",
+        Duration::from_secs(20),
+        || silent.accept().ok(),
+    );
+    let got = e2e::http_client::raw_exchange(front(port), req);
+    assert_eq!(
+        e2e::http_client::status_of(&got),
+        Some(503),
+        "{}",
+        String::from_utf8_lossy(&got)
+    );
+    let line = wait_until("the 503's log line", Duration::from_secs(10), || {
+        traffic_lines(&proxy.stderr())
+            .find(|l| l.contains(" 503 "))
+            .map(str::to_string)
+    });
+    assert!(line.contains(" sQ"), "termination state in {line}");
+    assert_eq!(csv_field(stats, "be", "BACKEND", "qmax"), "1");
+}
+
+/// A request whose persistence cookie names a full server waits for that server (in its own
+/// queue, its `qcur`), not for the other free one, and gets 503 when `timeout queue` passes.
+#[test]
+fn a_cookie_pinned_request_waits_in_its_servers_queue() {
+    let ams1 = TcpListener::bind(free_addr(loopback(2))).expect("bind ams1");
+    let ams2 = TcpListener::bind(free_addr(loopback(3))).expect("bind ams2");
+    let (port, stats) = (
+        free_port(Ipv4Addr::LOCALHOST),
+        free_port(Ipv4Addr::LOCALHOST),
+    );
+    let servers = format!(
+        "ams1 {} maxconn 1 maxqueue 5 cookie ams1\n    server ams2 {} cookie ams2",
+        ams1.local_addr().expect("addr"),
+        ams2.local_addr().expect("addr")
+    );
+    let extra = "    timeout queue 1s\n    cookie SRV insert indirect nocache";
+    let proxy = Proxy::start(&queue_cfg(port, stats, "http", extra, &servers));
+    let req = b"GET / HTTP/1.1\r\nHost: q\r\nCookie: SRV=ams1\r\n\r\n";
+    let mut first = TcpStream::connect(front(port)).expect("connect");
+    std::io::Write::write_all(&mut first, req).expect("first request");
+    ams1.set_nonblocking(true).expect("nonblocking accept");
+    let _held = wait_until("the first request at ams1", Duration::from_secs(20), || {
+        ams1.accept().ok()
+    });
+    let mut second = TcpStream::connect(front(port)).expect("connect");
+    std::io::Write::write_all(&mut second, req).expect("second request");
+    wait_until(
+        "the pinned request queued on ams1",
+        Duration::from_secs(20),
+        || (csv_field(stats, "be", "ams1", "qcur") == "1").then_some(()),
+    );
+    assert_eq!(csv_field(stats, "be", "BACKEND", "qcur"), "0");
+    assert_eq!(csv_field(stats, "be", "ams1", "qlimit"), "5");
+    assert_eq!(csv_field(stats, "be", "ams2", "qlimit"), "");
+    second.set_read_timeout(Some(IO_LIMIT)).expect("timeout");
+    let mut got = Vec::new();
+    let _ = second.read_to_end(&mut got);
+    assert_eq!(
+        e2e::http_client::status_of(&got),
+        Some(503),
+        "{}",
+        String::from_utf8_lossy(&got)
+    );
+    assert_eq!(csv_field(stats, "be", "ams1", "qmax"), "1");
+    assert_eq!(csv_field(stats, "be", "BACKEND", "qmax"), "0");
+    ams2.set_nonblocking(true).expect("nonblocking accept");
+    assert!(ams2.accept().is_err(), "nothing went to the free ams2");
+    drop(proxy);
 }

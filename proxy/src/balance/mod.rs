@@ -1,8 +1,10 @@
 //! Server sets and load-balancing algorithms. No I/O here: `health` writes server state,
 //! workers read it, both through atomics, so picking a server never takes a lock.
 
+mod queue;
 mod server;
 
+pub use queue::{Queue, Waiting};
 pub use server::{Server, ServerClaim, ServerState};
 
 use std::net::IpAddr;
@@ -21,6 +23,8 @@ pub struct ServerSet {
     cursor: AtomicUsize,
     /// Backend-wide figures for the stats page and the exporter.
     pub stats: crate::stats::BackendStats,
+    /// Sessions waiting for a slot while every usable server is at its `maxconn`.
+    pub queue: Arc<Queue>,
 }
 
 /// What the caller knows about the connection being placed.
@@ -33,6 +37,9 @@ pub struct PickContext<'a> {
 
 impl ServerSet {
     pub fn from_config(proxy: &config::Proxy) -> ServerSet {
+        // HAProxy waits `timeout connect` in the queue when `timeout queue` is not set.
+        let t = &proxy.timeouts;
+        let queue = Arc::new(Queue::new(t.queue.or(t.connect)));
         ServerSet {
             backend: proxy.name.clone(),
             algorithm: proxy.balance,
@@ -40,19 +47,31 @@ impl ServerSet {
                 .servers
                 .iter()
                 .enumerate()
-                .map(|(i, s)| Arc::new(Server::from_config(i, s)))
+                .map(|(i, s)| Arc::new(Server::in_backend(i, s, queue.clone())))
                 .collect(),
             cursor: AtomicUsize::new(0),
             stats: crate::stats::BackendStats::default(),
+            queue,
         }
     }
 
-    /// Picks the server for a new connection, or `None` when no usable server is left.
-    /// Active servers are used while any is usable; backups only when none is.
+    /// Picks the server for a new connection, or `None` when no server is UP. When every UP
+    /// server is at its `maxconn` the algorithm's pick among them is returned, full: the
+    /// caller then waits in the queue ([`Server::is_full`]).
     pub fn pick_server(&self, ctx: PickContext<'_>) -> Option<Arc<Server>> {
-        let eligible = self.eligible(ctx.avoid, false);
+        self.pick_free(ctx).or_else(|| self.pick(ctx, true))
+    }
+
+    /// Picks among the servers with a free slot only.
+    pub fn pick_free(&self, ctx: PickContext<'_>) -> Option<Arc<Server>> {
+        self.pick(ctx, false)
+    }
+
+    /// Active servers are used while any is usable; backups only when none is.
+    fn pick(&self, ctx: PickContext<'_>, full_too: bool) -> Option<Arc<Server>> {
+        let eligible = self.eligible(ctx.avoid, false, full_too);
         let eligible = if eligible.is_empty() {
-            self.eligible(ctx.avoid, true)
+            self.eligible(ctx.avoid, true, full_too)
         } else {
             eligible
         };
@@ -65,12 +84,18 @@ impl ServerSet {
         Some(self.servers[index].clone())
     }
 
-    /// Usable servers of one tier (active or backup), as indexes into `servers`.
-    fn eligible(&self, avoid: &[usize], backup: bool) -> Vec<usize> {
+    /// Usable servers of one tier (active or backup), as indexes into `servers`; with
+    /// `full_too`, also those whose every slot is taken.
+    fn eligible(&self, avoid: &[usize], backup: bool, full_too: bool) -> Vec<usize> {
         self.servers
             .iter()
             .enumerate()
-            .filter(|(i, s)| s.backup == backup && s.is_usable() && !avoid.contains(i))
+            .filter(|(i, s)| {
+                s.backup == backup
+                    && s.is_up_and_weighted()
+                    && (full_too || !s.is_full())
+                    && !avoid.contains(i)
+            })
             .map(|(i, _)| i)
             .collect()
     }

@@ -2,8 +2,12 @@
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use event_listener::{Event, EventListener};
+
+use super::queue::Queue;
 use crate::config;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -50,10 +54,22 @@ pub struct Server {
     total: AtomicU64,
     /// Traffic, check and UP/DOWN figures for the stats page and the exporter.
     pub stats: crate::stats::ServerStats,
+    /// Its backend's queue, told when one of this server's `maxconn` slots frees and no
+    /// session waits for this server in particular.
+    queue: Arc<Queue>,
+    /// Sessions pinned to this server (a persistence cookie) wait here, counted in its
+    /// `qcur`; a freed slot goes to them first.
+    freed: Event,
 }
 
 impl Server {
+    /// A server alone, with a queue of its own (tests, tools).
     pub fn from_config(index: usize, s: &config::Server) -> Server {
+        Server::in_backend(index, s, Arc::new(Queue::new(None)))
+    }
+
+    /// A server of a backend whose waiters sit in `queue`.
+    pub fn in_backend(index: usize, s: &config::Server, queue: Arc<Queue>) -> Server {
         let state = if s.params.disabled {
             ServerState::Maint
         } else {
@@ -72,6 +88,8 @@ impl Server {
             current: AtomicU32::new(0),
             total: AtomicU64::new(0),
             stats: crate::stats::ServerStats::default(),
+            queue,
+            freed: Event::new(),
         }
     }
 
@@ -96,9 +114,34 @@ impl Server {
 
     /// UP, weighted, and below its `maxconn`.
     pub fn is_usable(&self) -> bool {
-        self.state() == ServerState::Up
-            && self.weight > 0
-            && self.maxconn.is_none_or(|max| self.current() < max)
+        self.is_up_and_weighted() && !self.is_full()
+    }
+
+    /// Could take traffic if it had a free slot.
+    pub fn is_up_and_weighted(&self) -> bool {
+        self.state() == ServerState::Up && self.weight > 0
+    }
+
+    /// Register before the last look at `try_claim`, so a slot freed in between wakes us.
+    pub fn listen(&self) -> EventListener {
+        self.freed.listen()
+    }
+
+    /// Sessions waiting for this server in particular (its `qcur`).
+    pub fn queued(&self) -> u64 {
+        self.stats.traffic.queue_current.load(Ordering::SeqCst)
+    }
+
+    /// Its own queue holds `maxqueue` sessions already: the next one goes elsewhere.
+    pub fn queue_is_full(&self) -> bool {
+        self.params
+            .maxqueue
+            .is_some_and(|max| self.queued() >= u64::from(max))
+    }
+
+    /// Every `maxconn` slot is taken.
+    pub fn is_full(&self) -> bool {
+        self.maxconn.is_some_and(|max| self.current() >= max)
     }
 
     pub fn current(&self) -> u32 {
@@ -109,9 +152,29 @@ impl Server {
         self.total.load(Ordering::Relaxed)
     }
 
-    /// Counts a connection against this server until the guard drops.
-    pub fn claim(self: &std::sync::Arc<Self>) -> ServerClaim {
+    /// Counts a connection against this server until the guard drops, whatever its
+    /// `maxconn` (a pooled HTTP connection already holds its place).
+    pub fn claim(self: &Arc<Self>) -> ServerClaim {
         let current = self.current.fetch_add(1, Ordering::Relaxed) + 1;
+        self.claimed(current)
+    }
+
+    /// Takes one of the server's `maxconn` slots, or `None` when all are taken. One atomic
+    /// step: two workers cannot both take the last slot.
+    pub fn try_claim(self: &Arc<Self>) -> Option<ServerClaim> {
+        let max = self.maxconn.unwrap_or(u32::MAX);
+        let before = self
+            .current
+            // SeqCst, with the release below and `Waiting`: a waiter that counted itself in
+            // `qcur` either sees the freed slot here or is seen by the releaser.
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |c| {
+                (c < max).then_some(c + 1)
+            })
+            .ok()?;
+        Some(self.claimed(before + 1))
+    }
+
+    fn claimed(self: &Arc<Self>, current: u32) -> ServerClaim {
         self.total.fetch_add(1, Ordering::Relaxed);
         self.stats.traffic.note_current(u64::from(current));
         ServerClaim {
@@ -123,12 +186,21 @@ impl Server {
 /// A connection's hold on a server's `current` count.
 #[derive(Debug)]
 pub struct ServerClaim {
-    pub server: std::sync::Arc<Server>,
+    pub server: Arc<Server>,
 }
 
 impl Drop for ServerClaim {
     fn drop(&mut self) {
-        self.server.current.fetch_sub(1, Ordering::Relaxed);
+        let server = &self.server;
+        server.current.fetch_sub(1, Ordering::SeqCst);
+        // Only a server with a limit can make anyone wait; its own waiters come first.
+        if server.maxconn.is_some() {
+            if server.queued() > 0 {
+                server.freed.notify(1);
+            } else {
+                server.queue.slot_freed();
+            }
+        }
     }
 }
 

@@ -59,6 +59,11 @@ pub struct Global {
     pub hard_stop_after: Option<Duration>,
     /// `tune.bufsize`: per-direction buffer of the userspace engines and HTTP heads.
     pub bufsize: Option<usize>,
+    /// `tune.sockmap.budget`: per-direction psock backlog bound of the sockmap engine.
+    pub sockmap_budget: Option<u64>,
+    /// `tune.ssl.ktls on|off`: `off` keeps TLS records in userspace rustls even where the
+    /// kernel has kTLS (to compare the two, or to step around a kernel bug). Default on.
+    pub ssl_ktls: Option<bool>,
     /// `stats socket`, `chroot`, `pidfile`, `ssl-default-bind-*` … kept as raw lines.
     pub other: Vec<RawDirective>,
 }
@@ -67,6 +72,11 @@ impl Global {
     /// `tune.bufsize`, or HAProxy's default of 16 KiB.
     pub fn bufsize(&self) -> usize {
         self.bufsize.unwrap_or(16 * 1024)
+    }
+
+    /// Whether TLS sessions may be handed to the kernel (`tune.ssl.ktls`, default on).
+    pub fn ktls_allowed(&self) -> bool {
+        self.ssl_ktls != Some(false)
     }
 }
 
@@ -236,6 +246,9 @@ pub struct ServerParams {
     pub weight: u32,
     pub backup: bool,
     pub maxconn: Option<u32>,
+    /// `maxqueue N`: at most N requests wait in this server's own queue (cookie-pinned ones);
+    /// more go to any server through the backend queue.
+    pub maxqueue: Option<u32>,
     pub disabled: bool,
     pub cookie: Option<String>,
     /// `port N`: check a different port than the traffic port.
@@ -256,6 +269,7 @@ impl Default for ServerParams {
             weight: 1,
             backup: false,
             maxconn: None,
+            maxqueue: None,
             disabled: false,
             cookie: None,
             check_port: None,

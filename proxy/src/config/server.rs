@@ -54,6 +54,7 @@ fn apply_params(p: &mut ServerParams, args: &mut Args<'_>) -> Result<(), String>
             "backup" => p.backup = true,
             "no-backup" => p.backup = false,
             "maxconn" => p.maxconn = Some(parse_positive(args.value_of(word)?, word)?),
+            "maxqueue" => p.maxqueue = Some(parse_positive(args.value_of(word)?, word)?),
             "disabled" => p.disabled = true,
             "enabled" => p.disabled = false,
             "cookie" => p.cookie = Some(args.value_of(word)?.to_string()),
@@ -63,7 +64,7 @@ fn apply_params(p: &mut ServerParams, args: &mut Args<'_>) -> Result<(), String>
             _ => {
                 return Err(format!(
                 "unsupported {} option '{word}' (supported: check, inter, fastinter, downinter, \
-                     rise, fall, weight, backup, maxconn, disabled, cookie, port, send-proxy and \
+                     rise, fall, weight, backup, maxconn, maxqueue, disabled, cookie, port, send-proxy and \
                      their no-/enabled forms)",
                 args.keyword()
             ))
@@ -118,7 +119,7 @@ mod tests {
     fn all_params() {
         let p = ok(
             Scope::Listen,
-            &["server a 10.0.0.1:80 check inter 5s fastinter 1s downinter 10s rise 1 fall 5 weight 256 backup maxconn 9 disabled port 8080 send-proxy"],
+            &["server a 10.0.0.1:80 check inter 5s fastinter 1s downinter 10s rise 1 fall 5 weight 256 backup maxconn 9 maxqueue 4 disabled port 8080 send-proxy"],
         );
         let s = p
             .servers
@@ -135,8 +136,15 @@ mod tests {
             )
         );
         assert_eq!(
-            (s.rise, s.fall, s.weight, s.maxconn, s.check_port),
-            (1, 5, 256, Some(9), Some(8080))
+            (
+                s.rise,
+                s.fall,
+                s.weight,
+                s.maxconn,
+                s.maxqueue,
+                s.check_port
+            ),
+            (1, 5, 256, Some(9), Some(4), Some(8080))
         );
     }
 

@@ -7,15 +7,30 @@ use compio::net::TcpStream;
 
 use super::idle::Activity;
 use super::pair::{self, DirEnd};
-use super::{is_reset, FlowParams, FlowStats};
+use super::{is_reset, FlowParams, FlowStats, Progress};
 
-pub async fn forward(client: TcpStream, server: TcpStream, p: FlowParams) -> FlowStats {
+pub async fn forward(
+    client: TcpStream,
+    server: TcpStream,
+    p: FlowParams,
+    progress: Progress<'_>,
+) -> FlowStats {
     let activity = Activity::new();
     let mut up_bytes = 0u64;
     let mut down_bytes = 0u64;
     let end = {
-        let up = pump(&client, &server, p.bufsize, &activity, &mut up_bytes);
-        let down = pump(&server, &client, p.bufsize, &activity, &mut down_bytes);
+        let up_count = Count {
+            total: &mut up_bytes,
+            progress,
+            is_up: true,
+        };
+        let down_count = Count {
+            total: &mut down_bytes,
+            progress,
+            is_up: false,
+        };
+        let up = pump(&client, &server, p.bufsize, &activity, up_count);
+        let down = pump(&server, &client, p.bufsize, &activity, down_count);
         pair::run(up, down, &p.limits, |limit| activity.expired(limit)).await
     };
     pair::apply_end(end, &client, &server);
@@ -26,12 +41,26 @@ pub async fn forward(client: TcpStream, server: TcpStream, p: FlowParams) -> Flo
     }
 }
 
+/// One direction's delivered bytes: its own total and the live rows.
+struct Count<'a> {
+    total: &'a mut u64,
+    progress: Progress<'a>,
+    is_up: bool,
+}
+
+impl Count<'_> {
+    fn add(&mut self, n: usize) {
+        *self.total += n as u64;
+        self.progress.moved(self.is_up, n as u64);
+    }
+}
+
 async fn pump(
     from: &TcpStream,
     to: &TcpStream,
     bufsize: usize,
     activity: &Activity,
-    moved: &mut u64,
+    mut moved: Count<'_>,
 ) -> DirEnd {
     let mut reader = from;
     let mut writer = to;
@@ -55,7 +84,7 @@ async fn pump(
                 if res.is_err() {
                     return DirEnd::DestFailed;
                 }
-                *moved += n as u64;
+                moved.add(n);
                 activity.touch();
             }
             Err(e) if is_reset(&e) => return DirEnd::SourceFailed,

@@ -7,6 +7,7 @@
 mod copy;
 mod idle;
 mod pair;
+mod progress;
 mod select;
 mod sockmap;
 mod splice;
@@ -14,6 +15,7 @@ mod splice;
 use compio::net::TcpStream;
 
 pub use idle::IdleLimits;
+pub use progress::Progress;
 pub use select::{choose, probed, summary, Probed};
 pub use sockmap::{set_budget as set_sockmap_budget, status as sockmap_status};
 pub(crate) use splice::{splice as splice_once, Pipe};
@@ -104,17 +106,31 @@ impl Default for FlowParams {
     }
 }
 
-/// Forwards until both directions are closed, a side fails, or the flow goes idle.
+/// Forwards until both directions are closed, a side fails, or the flow goes idle. The
+/// caller books the flow's bytes from the returned totals.
 pub async fn forward(
     engine: Engine,
     client: TcpStream,
     server: TcpStream,
     p: FlowParams,
 ) -> FlowStats {
+    forward_counted(engine, client, server, p, Progress::none()).await
+}
+
+/// As [`forward`], and every byte is also added to the rows of `progress` as it is delivered,
+/// so a long-lived flow shows its bytes while it runs. The returned totals are the same bytes:
+/// the caller must not add them again.
+pub async fn forward_counted(
+    engine: Engine,
+    client: TcpStream,
+    server: TcpStream,
+    p: FlowParams,
+    progress: Progress<'_>,
+) -> FlowStats {
     match engine {
-        Engine::Copy => copy::forward(client, server, p).await,
-        Engine::Splice => splice::forward(client, server, p).await,
-        Engine::Sockmap => sockmap::forward(client, server, p).await,
+        Engine::Copy => copy::forward(client, server, p, progress).await,
+        Engine::Splice => splice::forward(client, server, p, progress).await,
+        Engine::Sockmap => sockmap::forward(client, server, p, progress).await,
     }
 }
 

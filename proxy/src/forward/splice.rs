@@ -19,7 +19,7 @@ use socket2::Socket;
 
 use super::idle::Activity;
 use super::pair::{self, DirEnd};
-use super::{FlowParams, FlowStats};
+use super::{FlowParams, FlowStats, Progress};
 
 /// Pipes kept per worker thread for the next flows; more are closed when returned.
 const POOL_MAX: usize = 256;
@@ -165,17 +165,22 @@ impl Setup {
     }
 }
 
-pub async fn forward(client: TcpStream, server: TcpStream, p: FlowParams) -> FlowStats {
+pub async fn forward(
+    client: TcpStream,
+    server: TcpStream,
+    p: FlowParams,
+    progress: Progress<'_>,
+) -> FlowStats {
     let s = match Setup::new(&client, &server) {
         Ok(s) => s,
         Err(e) => {
             log::debug!("splice engine unavailable for this flow ({e}); copying instead");
-            return super::copy::forward(client, server, p).await;
+            return super::copy::forward(client, server, p, progress).await;
         }
     };
     let activity = Activity::new();
-    let mut up = Dir::new(&s.up);
-    let mut down = Dir::new(&s.down);
+    let mut up = Dir::new(&s.up, progress, true);
+    let mut down = Dir::new(&s.down, progress, false);
     let end = {
         let u = up.pump(&s.client, &s.server, &activity);
         let d = down.pump(&s.server, &s.client, &activity);
@@ -198,14 +203,18 @@ struct Dir<'a> {
     pipe: &'a Pipe,
     in_pipe: usize,
     moved: u64,
+    progress: Progress<'a>,
+    is_up: bool,
 }
 
 impl<'a> Dir<'a> {
-    fn new(pipe: &'a Pipe) -> Dir<'a> {
+    fn new(pipe: &'a Pipe, progress: Progress<'a>, is_up: bool) -> Dir<'a> {
         Dir {
             pipe,
             in_pipe: 0,
             moved: 0,
+            progress,
+            is_up,
         }
     }
 
@@ -273,6 +282,7 @@ impl<'a> Dir<'a> {
             Ok(n) => {
                 self.in_pipe -= n;
                 self.moved += n as u64;
+                self.progress.moved(self.is_up, n as u64);
                 Ok(n > 0)
             }
             Err(e) if would_block(&e) => Ok(false),

@@ -85,6 +85,7 @@ async fn check_loop(set: Arc<ServerSet>, server: Arc<Server>, timeout: Duration)
             state.streak(),
             was_up,
         );
+        server.stats.check.set_info(last_check_text(&result));
         match transition {
             Transition::WentDown => {
                 server.set_state(ServerState::Down);
@@ -92,6 +93,8 @@ async fn check_loop(set: Arc<ServerSet>, server: Arc<Server>, timeout: Duration)
             }
             Transition::WentUp => {
                 server.set_state(ServerState::Up);
+                // Sessions queued while every server was full or down may take it now.
+                set.queue.wake_all();
                 report(&set, &server, "UP", &result, took);
             }
             Transition::None => {}
@@ -117,6 +120,16 @@ fn check_status(result: &Result<(), String>) -> CheckStatus {
         Ok(()) => CheckStatus::Ok,
         Err(e) if e == CHECK_TIMEOUT => CheckStatus::Timeout,
         Err(_) => CheckStatus::ConnRefused,
+    }
+}
+
+/// HAProxy's `last_chk` for a layer-4 check: the system's error text ("Connection refused"),
+/// nothing for a pass, and nothing for a timeout (no error was raised, HAProxy prints none).
+fn last_check_text(result: &Result<(), String>) -> &str {
+    match result {
+        Ok(()) => "",
+        Err(e) if e == CHECK_TIMEOUT => "",
+        Err(e) => e.split(" (os error").next().unwrap_or(e),
     }
 }
 
@@ -170,5 +183,18 @@ fn report(
     set.stats.transitions.record(active + backup > 0);
     if active + backup == 0 {
         log::error!("backend {} has no server available!", set.backend);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn last_check_text_is_haproxys() {
+        let refused = std::io::Error::from_raw_os_error(libc::ECONNREFUSED).to_string();
+        assert_eq!(last_check_text(&Err(refused)), "Connection refused");
+        assert_eq!(last_check_text(&Ok(())), "");
+        assert_eq!(last_check_text(&Err(CHECK_TIMEOUT.into())), "");
     }
 }

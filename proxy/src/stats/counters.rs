@@ -4,7 +4,7 @@
 //! a single uncontended instruction on the data path.
 
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, Ordering};
-use std::sync::OnceLock;
+use std::sync::{Mutex, OnceLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 /// Unix time in milliseconds; 0 if the clock is before 1970 (never on a sane host).
@@ -373,6 +373,10 @@ pub struct CheckStats {
     streak: AtomicU32,
     /// Failed checks while the server was UP (HAProxy's `chkfail`).
     failures: AtomicU64,
+    /// What the last check said beyond its status (HAProxy's `last_chk`: the system's error
+    /// text, empty for a pass). A lock, not atomics: a string written once per check by the
+    /// checker thread and read by the stats page, never on the data path.
+    info: Mutex<String>,
 }
 
 impl CheckStats {
@@ -388,6 +392,17 @@ impl CheckStats {
 
     pub fn status(&self) -> CheckStatus {
         CheckStatus::from_u8(self.status.load(Ordering::Relaxed))
+    }
+
+    pub fn set_info(&self, text: &str) {
+        if let Ok(mut info) = self.info.lock() {
+            info.clear();
+            info.push_str(text);
+        }
+    }
+
+    pub fn info(&self) -> String {
+        self.info.lock().map(|i| i.clone()).unwrap_or_default()
     }
 
     pub fn duration_ms(&self) -> u64 {
@@ -520,6 +535,9 @@ mod tests {
         c.record(CheckStatus::Ok, 1, 1, false);
         assert_eq!(c.failures(), 1);
         assert_eq!(c.status().code(), "L4OK");
+        assert_eq!(c.info(), "");
+        c.set_info("Connection refused");
+        assert_eq!(c.info(), "Connection refused");
         assert_eq!(c.duration_ms(), 1);
         assert_eq!(c.streak(), 1);
     }

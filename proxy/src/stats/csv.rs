@@ -345,6 +345,7 @@ fn server(col: &str, p: &ProxyView, s: &ServerView, opts: Options) -> Option<Fie
     Some(match col {
         "svname" => Field::Str(s.name.clone()),
         "slim" => s.traffic.limit.map_or(Field::Empty, n),
+        "qlimit" => s.queue_limit.map_or(Field::Empty, |q| n(u64::from(q))),
         "status" => Field::Str(s.status.text()),
         "weight" | "uweight" => n(u64::from(s.weight)),
         "act" => n(u64::from(!s.backup)),
@@ -370,6 +371,7 @@ fn server_check(col: &str, s: &ServerView) -> Option<Field> {
         "check_status" => Field::Str(c.status.code().into()),
         "check_duration" if c.status.code() != "INI" => n(c.duration_ms),
         "check_desc" => Field::Str(c.status.description().into()),
+        "last_chk" => Field::Str(c.info.clone()),
         "check_rise" => n(u64::from(c.rise)),
         "check_fall" => n(u64::from(c.fall)),
         "check_health" => n(u64::from(c.health)),

@@ -157,6 +157,7 @@ const SERVER: &[Def<ServerView>] = &[
     gauge("backup", "Is the server backup", |s| Some(f64::from(u8::from(s.backup)))),
     gauge("check_last_change_seconds", "How long ago the last state change happened, in seconds", |s| Some(s.last_change_secs as f64)),
     gauge("used_connections_current", "Current number of connections in use", |s| Some(s.traffic.current as f64)),
+    gauge("queue_limit", "Configured maxqueue for the server (0 meaning no limit)", |s| s.queue_limit.map(f64::from)),
 ];
 
 /// Servers with `check` only.
@@ -313,6 +314,13 @@ fn process(e: &Exporter, p: &ProcessView) {
         );
     }
     tls(e);
+    e.set(
+        Kind::Counter,
+        "proxy_http_spliced_bytes_total".into(),
+        "HTTP body bytes (Content-Length >= 64 KiB) moved by splice(2) instead of a copy",
+        &[],
+        crate::http::SPLICED_BYTES.load(std::sync::atomic::Ordering::Relaxed) as f64,
+    );
     for (feature, on) in &p.features {
         let help = "Kernel fast paths probed at start (1 = available and used)";
         e.set(

@@ -157,6 +157,8 @@ pub struct CheckView {
     /// HAProxy's `check_health`: 0 (DOWN) ..= rise+fall-1 (UP).
     pub health: u32,
     pub failures: u64,
+    /// HAProxy's `last_chk`: the last check's error text, empty for a pass.
+    pub info: String,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -171,6 +173,8 @@ pub struct ServerView {
     pub last_change_secs: u64,
     pub downtime_secs: u64,
     pub downs: u64,
+    /// `maxqueue` (HAProxy's `qlimit`).
+    pub queue_limit: Option<u32>,
     pub traffic: Traffic,
 }
 
@@ -328,6 +332,7 @@ fn server(s: &Server, now: u64) -> ServerView {
         last_change_secs: s.since_change().as_secs(),
         downtime_secs: t.downtime_ms(now) / 1000,
         downs: t.downs(),
+        queue_limit: s.params.maxqueue,
         traffic,
     }
 }
@@ -348,6 +353,7 @@ fn check(s: &Server) -> CheckView {
         fall,
         health,
         failures: c.failures(),
+        info: c.info(),
     }
 }
 

@@ -6,6 +6,10 @@
 //! it: every attempt in `connect` (backend and server), a retry on the same server in `wretr`
 //! of that server, a move to another server in `wredis` of the server left (not in `wretr`),
 //! the time to connect in `ctime`, and the final failure in `econ` of the last server tried.
+//!
+//! Before the first attempt a session needs one of the server's `maxconn` slots. When every
+//! usable server is full it waits in the backend's queue (`qcur`, `qmax`, `qtime`) for the
+//! first slot that frees on any of them, up to `timeout queue`, as HAProxy does.
 
 use std::net::IpAddr;
 use std::sync::atomic::AtomicU64;
@@ -14,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use compio::net::TcpStream;
 
-use crate::balance::{PickContext, Server, ServerClaim};
+use crate::balance::{PickContext, Server, ServerClaim, ServerSet, Waiting};
 use crate::stats::Counters;
 
 use super::session::Backend;
@@ -26,6 +30,8 @@ pub struct Connected {
     /// The last retry went to another server than the first (HAProxy's `+` before `%rc`).
     pub redispatched: bool,
     pub connect_time: Duration,
+    /// Time spent in the queue waiting for a free slot (HAProxy's `Tw`).
+    pub queue_wait: Duration,
 }
 
 /// Every attempt failed.
@@ -37,17 +43,30 @@ pub struct Failed {
     pub redispatched: bool,
     /// The last failure was a timeout.
     pub timed_out: bool,
+    /// No server slot freed within `timeout queue`: nothing was attempted.
+    pub queue_timeout: bool,
+    pub queue_wait: Duration,
+}
+
+impl Failed {
+    /// HAProxy's termination flags: `sQ` for a queue timeout, `sC` for a connect timeout,
+    /// `SC` for a refused connection.
+    pub fn term(&self) -> [u8; 2] {
+        if self.queue_timeout {
+            *b"sQ"
+        } else if self.timed_out {
+            *b"sC"
+        } else {
+            *b"SC"
+        }
+    }
 }
 
 #[derive(Debug)]
 pub enum ConnectFailure {
     /// No server is UP (or all are full): HAProxy's `<NOSRV>`.
     NoServer,
-    Failed {
-        server: Arc<Server>,
-        retries: u32,
-        timed_out: bool,
-    },
+    Failed(Failed),
 }
 
 /// HAProxy waits min(`timeout connect`, 1 s) before retrying the same server, so a restarting
@@ -66,43 +85,152 @@ pub async fn connect_server(be: &Backend, client_ip: IpAddr) -> Result<Connected
         .ok_or(ConnectFailure::NoServer)?;
     connect_from(be, first, client_ip)
         .await
-        .map_err(|f| ConnectFailure::Failed {
-            server: f.server,
-            retries: f.retries,
-            timed_out: f.timed_out,
-        })
+        .map_err(ConnectFailure::Failed)
 }
 
-/// Connects to `first`; failed attempts are retried on the same server, and with `option
-/// redispatch` the last retry goes to another server when one is usable.
+/// One of the server slots: `first`'s when it has one free. Else a session `pinned` to
+/// `first` (its persistence cookie) waits in `first`'s own queue, unless that queue holds
+/// `maxqueue` already; any other waits in the backend's queue for the first slot that frees
+/// on any usable server. `Err` with the time waited when `timeout queue` runs out.
+async fn take_slot(
+    set: &ServerSet,
+    first: &Arc<Server>,
+    client_ip: IpAddr,
+    pinned: bool,
+) -> Result<(ServerClaim, Duration), Duration> {
+    if let Some(claim) = first.try_claim() {
+        return Ok((claim, Duration::ZERO));
+    }
+    let pinned = pinned && !first.queue_is_full();
+    if !pinned {
+        // `first` filled up since it was picked (or its queue is full): another may have room.
+        if let Some(claim) = claim_free(set, first, client_ip) {
+            return Ok((claim, Duration::ZERO));
+        }
+    }
+    let started = Instant::now();
+    let claim = if pinned {
+        let _waiting = Waiting::enter(&first.stats.traffic);
+        let wait = async {
+            loop {
+                let freed = first.listen();
+                if let Some(claim) = first.try_claim() {
+                    return claim;
+                }
+                freed.await;
+            }
+        };
+        within(set.queue.timeout, wait).await
+    } else {
+        let _waiting = Waiting::enter(&set.stats.traffic);
+        let wait = async {
+            loop {
+                let freed = set.queue.listen();
+                if let Some(claim) = claim_free(set, first, client_ip) {
+                    return claim;
+                }
+                freed.await;
+            }
+        };
+        within(set.queue.timeout, wait).await
+    };
+    claim
+        .map(|c| (c, started.elapsed()))
+        .ok_or_else(|| started.elapsed())
+}
+
+/// `wait` bounded by `limit` (`timeout queue`); `None` when the limit passed first.
+async fn within<T>(
+    limit: Option<Duration>,
+    wait: impl std::future::Future<Output = T>,
+) -> Option<T> {
+    match limit {
+        Some(limit) => compio::time::timeout(limit, wait).await.ok(),
+        None => Some(wait.await),
+    }
+}
+
+/// A free slot now: on `first` when it has one, else on the algorithm's pick among the
+/// servers with room (retried while racing sessions take the slots picked).
+fn claim_free(set: &ServerSet, first: &Arc<Server>, client_ip: IpAddr) -> Option<ServerClaim> {
+    if first.is_up_and_weighted() {
+        if let Some(claim) = first.try_claim() {
+            return Some(claim);
+        }
+    }
+    let ctx = PickContext {
+        client_ip,
+        avoid: &[],
+    };
+    for _ in 0..set.servers.len() {
+        if let Some(claim) = set.pick_free(ctx)?.try_claim() {
+            return Some(claim);
+        }
+    }
+    None
+}
+
+/// Connects to `first` (picked by the balancing algorithm); failed attempts are retried on the
+/// same server, and with `option redispatch` the last retry goes to another server when one
+/// is usable.
 pub async fn connect_from(
     be: &Backend,
     first: Arc<Server>,
     client_ip: IpAddr,
 ) -> Result<Connected, Failed> {
+    connect_pinned(be, first, client_ip, false).await
+}
+
+/// As [`connect_from`]; `pinned`: `first` was named by a persistence cookie, so while it is
+/// full the session waits for it in particular (in its own queue), as HAProxy does.
+pub async fn connect_pinned(
+    be: &Backend,
+    first: Arc<Server>,
+    client_ip: IpAddr,
+    pinned: bool,
+) -> Result<Connected, Failed> {
     let backend = &be.set.stats.traffic;
+    let (mut claim, queue_wait) = match take_slot(&be.set, &first, client_ip, pinned).await {
+        Ok(got) => got,
+        Err(queue_wait) => {
+            return Err(Failed {
+                server: first,
+                retries: 0,
+                redispatched: false,
+                timed_out: false,
+                queue_timeout: true,
+                queue_wait,
+            })
+        }
+    };
+    let mut server = claim.server.clone();
+    let queued_ms = queue_wait.as_millis() as u64;
+    backend.timings.queue.add(queued_ms);
+    server.stats.traffic.timings.queue.add(queued_ms);
     let started = Instant::now();
-    let mut server = first;
     let mut tried: Vec<usize> = Vec::new();
     let mut timed_out = false;
     let mut redispatched = false;
     for attempt in 0..=be.retries {
         if attempt > 0 {
             let redispatch = be.redispatch && attempt == be.retries;
+            // Only a server with a free slot is worth moving to.
             let other = redispatch
                 .then(|| {
-                    be.set.pick_server(PickContext {
+                    be.set.pick_free(PickContext {
                         client_ip,
                         avoid: &tried,
                     })
                 })
                 .flatten()
-                .filter(|o| o.index != server.index);
+                .filter(|o| o.index != server.index)
+                .and_then(|o| o.try_claim());
             // Booked against the server being left, as HAProxy's `assign_server_and_queue`.
             match other {
                 Some(o) => {
                     bump(backend, &server, |c| &c.redispatches);
-                    server = o;
+                    server = o.server.clone();
+                    claim = o;
                     redispatched = true;
                 }
                 None => {
@@ -113,7 +241,6 @@ pub async fn connect_from(
             }
         }
         bump(backend, &server, |c| &c.connect_attempts);
-        let claim = server.claim();
         match try_connect(&server, be.connect_timeout).await {
             Ok(stream) => {
                 let connect_time = started.elapsed();
@@ -126,6 +253,7 @@ pub async fn connect_from(
                     retries: attempt,
                     redispatched,
                     connect_time,
+                    queue_wait,
                 });
             }
             Err(e) => {
@@ -143,6 +271,8 @@ pub async fn connect_from(
         retries: be.retries,
         redispatched,
         timed_out,
+        queue_timeout: false,
+        queue_wait,
     })
 }
 
@@ -254,5 +384,123 @@ mod tests {
             assert_eq!(get(&c.connect_attempts), 3);
             assert_eq!(get(&c.failed_conn), 1);
         }
+    }
+}
+
+#[cfg(test)]
+mod queue_tests {
+    use super::*;
+    use crate::balance::ServerSet;
+    use crate::forward::Engine;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    fn backend(cfg: &str) -> Backend {
+        let cfg = crate::config::parse_str(cfg, std::path::Path::new("t.cfg")).expect("valid");
+        let p = cfg.proxy("be").expect("backend");
+        Backend {
+            set: Arc::new(ServerSet::from_config(p)),
+            connect_timeout: p.timeouts.connect,
+            retries: 0,
+            redispatch: false,
+            engine: Engine::Copy,
+            conns: AtomicUsize::new(0),
+        }
+    }
+
+    fn run<T>(f: impl std::future::Future<Output = T>) -> T {
+        compio::runtime::Runtime::new()
+            .expect("runtime")
+            .block_on(f)
+    }
+
+    #[test]
+    fn a_full_server_times_out_in_the_queue() {
+        let live = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = live.local_addr().expect("addr");
+        let be = backend(&format!(
+            "backend be\n    timeout connect 50ms\n    server s {addr} maxconn 1\n"
+        ));
+        let first = be.set.servers[0].clone();
+        let _held = first.try_claim().expect("the one slot");
+        assert!(first.try_claim().is_none(), "maxconn 1 is one slot");
+        let picked = be.set.pick_server(PickContext {
+            client_ip: [127, 0, 0, 1].into(),
+            avoid: &[],
+        });
+        assert!(picked.is_some_and(|s| s.is_full()), "full, not absent");
+        let Err(f) = run(connect_from(&be, first, [127, 0, 0, 1].into())) else {
+            panic!("no slot ever frees")
+        };
+        assert_eq!(&f.term(), b"sQ");
+        let q = &be.set.stats.traffic;
+        assert_eq!(q.queue_max.load(Ordering::Relaxed), 1);
+        assert_eq!(q.queue_current.load(Ordering::Relaxed), 0);
+        assert_eq!(q.connect_attempts.load(Ordering::Relaxed), 0);
+    }
+
+    #[test]
+    fn a_freed_slot_goes_to_the_waiter() {
+        let live = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = live.local_addr().expect("addr");
+        let be = Arc::new(backend(&format!(
+            "backend be\n    timeout connect 2s\n    timeout queue 30s\n    server s {addr} maxconn 1\n"
+        )));
+        let first = be.set.servers[0].clone();
+        let held = first.try_claim().expect("the one slot");
+        let got = run(async {
+            let waiter = connect_from(&be, first.clone(), [127, 0, 0, 1].into());
+            let release = async {
+                // Let the waiter queue first; then free the slot.
+                while be.set.stats.traffic.queue_current.load(Ordering::Relaxed) == 0 {
+                    compio::time::sleep(Duration::from_millis(5)).await;
+                }
+                drop(held);
+            };
+            futures_util::future::join(waiter, release).await.0
+        });
+        let c = got.map_err(|f| f.term()).expect("the slot freed");
+        assert_eq!(c.claim.server.current(), 1);
+        assert_eq!(be.set.stats.traffic.queue_max.load(Ordering::Relaxed), 1);
+    }
+
+    fn two_servers(a_extra: &str) -> (Backend, std::net::TcpListener) {
+        let live = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = live.local_addr().expect("addr");
+        let be = backend(&format!(
+            "backend be\n    timeout connect 50ms\n    server a {addr} maxconn 1 {a_extra}\n    server b {addr}\n"
+        ));
+        (be, live)
+    }
+
+    #[test]
+    fn a_pinned_session_waits_for_its_own_server() {
+        let (be, _live) = two_servers("");
+        let a = be.set.servers[0].clone();
+        let _held = a.try_claim().expect("a's one slot");
+        let Err(f) = run(connect_pinned(&be, a.clone(), [127, 0, 0, 1].into(), true)) else {
+            panic!("a never frees; a pinned session must not move to b")
+        };
+        assert_eq!(&f.term(), b"sQ");
+        assert_eq!(a.stats.traffic.queue_max.load(Ordering::Relaxed), 1);
+        assert_eq!(be.set.stats.traffic.queue_max.load(Ordering::Relaxed), 0);
+        // Not pinned: the algorithm's other server takes it at once.
+        let c = run(connect_pinned(&be, a, [127, 0, 0, 1].into(), false))
+            .map_err(|f| f.term())
+            .expect("b has room");
+        assert_eq!(c.claim.server.name, "b");
+        assert_eq!(c.queue_wait, Duration::ZERO);
+        assert_eq!(be.set.stats.traffic.queue_max.load(Ordering::Relaxed), 0);
+    }
+
+    #[test]
+    fn maxqueue_sends_the_next_pinned_session_elsewhere() {
+        let (be, _live) = two_servers("maxqueue 1");
+        let a = be.set.servers[0].clone();
+        let _held = a.try_claim().expect("a's one slot");
+        let _queued = crate::balance::Waiting::enter(&a.stats.traffic);
+        let c = run(connect_pinned(&be, a.clone(), [127, 0, 0, 1].into(), true))
+            .map_err(|f| f.term())
+            .expect("a's queue is full: b serves it");
+        assert_eq!(c.claim.server.name, "b");
     }
 }

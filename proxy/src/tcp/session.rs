@@ -8,7 +8,7 @@ use std::time::{Duration, Instant, SystemTime};
 use compio::net::TcpStream;
 
 use crate::balance::{Server, ServerSet};
-use crate::forward::{self, Engine, FlowEnd, FlowParams, FlowStats};
+use crate::forward::{self, Engine, FlowEnd, FlowParams, FlowStats, Progress};
 use crate::log::{AccessLog, SessionRecord, TermState};
 use crate::stats::Counters;
 
@@ -136,14 +136,19 @@ async fn run(client: Client, peer: SocketAddr, fe: Arc<Frontend>) {
         Ok(c) => {
             server_name = c.claim.server.name.clone();
             record.server = &server_name;
+            record.queue_wait = Some(c.queue_wait);
             record.connect = Some(c.connect_time);
             record.retries = c.retries;
             record.server_conns = c.claim.server.current() as usize;
+            let server = &c.claim.server;
+            let live = Progress::to(&fe.stats, &be.set.stats.traffic, &server.stats.traffic);
             let flow = match client {
-                Client::Plain(s) => forward::forward(be.engine, s, c.stream, fe.flow).await,
-                Client::Tls(t) => crate::tls::forward(t, c.stream, fe.flow).await,
+                Client::Plain(s) => {
+                    forward::forward_counted(be.engine, s, c.stream, fe.flow, live).await
+                }
+                Client::Tls(t) => crate::tls::forward_counted(t, c.stream, fe.flow, live).await,
             };
-            count_flow(&fe.stats, be, &c.claim.server, &flow, started.elapsed());
+            count_flow(be, &c.claim.server, &flow, started.elapsed());
             record.bytes_down = flow.bytes_down;
             record.term = TermState(
                 flow.end
@@ -163,26 +168,29 @@ async fn run(client: Client, peer: SocketAddr, fe: Arc<Frontend>) {
             record.total = started.elapsed();
             log::warn!("backend {} has no server available!", be.set.backend);
         }
-        Err(ConnectFailure::Failed {
-            server,
-            retries,
-            timed_out,
-        }) => {
-            server_name = server.name.clone();
+        Err(ConnectFailure::Failed(f)) if f.queue_timeout => {
+            // No server was assigned: HAProxy logs `<NOSRV>` and counts a connection error.
+            Counters::bump(&be.set.stats.traffic.failed_conn);
+            record.queue_wait = Some(f.queue_wait);
+            record.term = TermState(f.term());
+            record.total = started.elapsed();
+        }
+        Err(ConnectFailure::Failed(f)) => {
+            server_name = f.server.name.clone();
             record.server = &server_name;
-            record.retries = retries;
-            record.term = TermState(if timed_out { *b"sC" } else { *b"SC" });
+            record.retries = f.retries;
+            record.queue_wait = Some(f.queue_wait);
+            record.term = TermState(f.term());
             record.total = started.elapsed();
         }
     }
     fe.access_log.send(&record);
 }
 
-/// Bytes, flows and who ended the flow, on the frontend, the backend and the server.
-fn count_flow(fe: &Counters, be: &Backend, server: &Server, flow: &FlowStats, took: Duration) {
-    fe.add_bytes(flow.bytes_up, flow.bytes_down);
+/// Flows and who ended the flow, on the backend and the server. The bytes are already in
+/// every row: the engine added them as it moved them (`Progress`).
+fn count_flow(be: &Backend, server: &Server, flow: &FlowStats, took: Duration) {
     for c in [&be.set.stats.traffic, &server.stats.traffic] {
-        c.add_bytes(flow.bytes_up, flow.bytes_down);
         c.timings.total.add(took.as_millis() as u64);
         Counters::bump(&c.flows);
         match flow.end {

@@ -19,7 +19,7 @@ use compio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use compio::net::TcpStream;
 use futures_util::future::{select, Either};
 
-use crate::forward::{FlowEnd, FlowParams, FlowStats};
+use crate::forward::{FlowEnd, FlowParams, FlowStats, Progress};
 
 use super::splice::{self, Spliced};
 use super::TlsClient;
@@ -35,9 +35,20 @@ pub(super) enum DirEnd {
 /// client is spliced (no userspace copy); a userspace one, or a kTLS one whose pipes cannot
 /// be had, is copied through one bounded buffer per direction.
 pub async fn forward(client: TlsClient, server: TcpStream, p: FlowParams) -> FlowStats {
+    forward_counted(client, server, p, Progress::none()).await
+}
+
+/// As [`forward`], with every delivered byte also added to the live rows of `progress`
+/// (the returned totals are the same bytes: the caller must not add them again).
+pub async fn forward_counted(
+    client: TlsClient,
+    server: TcpStream,
+    p: FlowParams,
+    progress: Progress<'_>,
+) -> FlowStats {
     let activity = Activity(Cell::new(Instant::now()));
-    let mut up = 0u64;
-    let mut down = 0u64;
+    let mut up = Moved::new(progress, true);
+    let mut down = Moved::new(progress, false);
     let spliced = match &client {
         TlsClient::Kernel(k) => match Spliced::new(k.tcp(), &server) {
             Ok(s) => {
@@ -74,9 +85,31 @@ pub async fn forward(client: TlsClient, server: TcpStream, p: FlowParams) -> Flo
         FlowEnd::Closed | FlowEnd::ClientTimeout | FlowEnd::ServerTimeout => {}
     }
     FlowStats {
-        bytes_up: up,
-        bytes_down: down,
+        bytes_up: up.total,
+        bytes_down: down.total,
         end,
+    }
+}
+
+/// Plaintext bytes one direction delivered: its own total and the live rows.
+pub(super) struct Moved<'a> {
+    total: u64,
+    progress: Progress<'a>,
+    is_up: bool,
+}
+
+impl<'a> Moved<'a> {
+    fn new(progress: Progress<'a>, is_up: bool) -> Moved<'a> {
+        Moved {
+            total: 0,
+            progress,
+            is_up,
+        }
+    }
+
+    pub(super) fn add(&mut self, n: usize) {
+        self.total += n as u64;
+        self.progress.moved(self.is_up, n as u64);
     }
 }
 
@@ -132,7 +165,7 @@ async fn client_to_server(
     to: &TcpStream,
     bufsize: usize,
     activity: &Activity,
-    moved: &mut u64,
+    moved: &mut Moved<'_>,
 ) -> DirEnd {
     let mut buf = vec![0u8; bufsize.max(1024)];
     let mut writer = to;
@@ -158,7 +191,7 @@ async fn client_to_server(
         if res.is_err() {
             return DirEnd::DestFailed;
         }
-        *moved += n as u64;
+        moved.add(n);
         activity.touch();
         buf.resize(bufsize.max(1024), 0);
     }
@@ -169,7 +202,7 @@ async fn server_to_client(
     to: &TlsClient,
     bufsize: usize,
     activity: &Activity,
-    moved: &mut u64,
+    moved: &mut Moved<'_>,
 ) -> DirEnd {
     let mut reader = from;
     let mut buf = Vec::with_capacity(bufsize.max(1024));
@@ -189,7 +222,7 @@ async fn server_to_client(
                 if to.write_plain(&buf).await.is_err() {
                     return DirEnd::DestFailed;
                 }
-                *moved += n as u64;
+                moved.add(n);
                 activity.touch();
             }
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,

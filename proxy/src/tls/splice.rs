@@ -16,7 +16,7 @@ use compio::net::TcpStream;
 use compio::runtime::fd::PollFd;
 use socket2::Socket;
 
-use super::flow::{Activity, DirEnd};
+use super::flow::{Activity, DirEnd, Moved};
 use super::ktls::KtlsStream;
 use crate::forward::{splice_once as splice, Pipe};
 
@@ -101,14 +101,14 @@ impl Dir<'_> {
         }
     }
 
-    fn drain(&mut self, to: RawFd, moved: &mut u64) -> Result<bool, DirEnd> {
+    fn drain(&mut self, to: RawFd, moved: &mut Moved<'_>) -> Result<bool, DirEnd> {
         if self.in_pipe == 0 {
             return Ok(false);
         }
         match splice(self.pipe.read.as_raw_fd(), to, self.in_pipe) {
             Ok(n) => {
                 self.in_pipe -= n;
-                *moved += n as u64;
+                moved.add(n);
                 Ok(n > 0)
             }
             Err(e) if would_block(&e) => Ok(false),
@@ -118,7 +118,7 @@ impl Dir<'_> {
 }
 
 /// Client (kTLS) → server.
-pub async fn up(s: &Spliced, k: &KtlsStream, activity: &Activity, moved: &mut u64) -> DirEnd {
+pub async fn up(s: &Spliced, k: &KtlsStream, activity: &Activity, moved: &mut Moved<'_>) -> DirEnd {
     let mut fair = Fair::default();
     let mut d = Dir {
         pipe: &s.up,
@@ -139,8 +139,11 @@ pub async fn up(s: &Spliced, k: &KtlsStream, activity: &Activity, moved: &mut u6
             // Everything before the record has reached the server: read the record itself.
             d.control = false;
             match control_record(k, &s.server).await {
-                Ok(true) => d.eof = true,
-                Ok(false) => activity.touch(),
+                Ok(None) => d.eof = true,
+                Ok(Some(n)) => {
+                    moved.add(n);
+                    activity.touch()
+                }
                 Err(end) => return end,
             }
             continue;
@@ -164,7 +167,12 @@ pub async fn up(s: &Spliced, k: &KtlsStream, activity: &Activity, moved: &mut u6
 }
 
 /// Server → client (kTLS): the server's FIN becomes close_notify + FIN.
-pub async fn down(s: &Spliced, k: &KtlsStream, activity: &Activity, moved: &mut u64) -> DirEnd {
+pub async fn down(
+    s: &Spliced,
+    k: &KtlsStream,
+    activity: &Activity,
+    moved: &mut Moved<'_>,
+) -> DirEnd {
     let mut fair = Fair::default();
     let mut d = Dir {
         pipe: &s.down,
@@ -276,15 +284,16 @@ async fn wait(d: &Dir<'_>, from: &PollFd<Socket>, to: &PollFd<Socket>) -> Result
     }
 }
 
-/// The record splice refused. `Ok(true)`: close_notify (end of stream); `Ok(false)`: it was
-/// data after all (passed on); `Err`: an alert or post-handshake message that ends the session.
-async fn control_record(k: &KtlsStream, server: &PollFd<Socket>) -> Result<bool, DirEnd> {
+/// The record splice refused. `Ok(None)`: close_notify (end of stream); `Ok(Some(n))`: it was
+/// `n` bytes of data after all (passed on); `Err`: an alert or post-handshake message that ends
+/// the session.
+async fn control_record(k: &KtlsStream, server: &PollFd<Socket>) -> Result<Option<usize>, DirEnd> {
     let mut buf = vec![0u8; super::handshake::MAX_RECORD_BODY];
     match k.read_plain(&mut buf).await {
-        Ok(0) => Ok(true),
+        Ok(0) => Ok(None),
         Ok(n) => send_all(server, buf.get(..n).unwrap_or_default())
             .await
-            .map(|()| false)
+            .map(|()| Some(n))
             .map_err(|_| DirEnd::DestFailed),
         Err(e) => {
             log::debug!("kTLS session ended: {e}");

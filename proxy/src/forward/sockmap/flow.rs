@@ -19,7 +19,7 @@ use super::slots::Slot;
 use super::watch::Registration;
 use super::{kernel, sys, Kernel};
 use crate::forward::pair;
-use crate::forward::{FlowParams, FlowStats};
+use crate::forward::{FlowParams, FlowStats, Progress};
 
 /// One socket of the pair.
 pub struct Side {
@@ -37,7 +37,12 @@ impl Side {
     }
 }
 
-pub async fn forward(client: TcpStream, server: TcpStream, p: FlowParams) -> FlowStats {
+pub async fn forward(
+    client: TcpStream,
+    server: TcpStream,
+    p: FlowParams,
+    progress: Progress<'_>,
+) -> FlowStats {
     let registered = kernel()
         .ok()
         .and_then(|k| match Flow::register(k, &client, &server) {
@@ -49,16 +54,19 @@ pub async fn forward(client: TcpStream, server: TcpStream, p: FlowParams) -> Flo
             }
         });
     let Some(mut flow) = registered else {
-        return crate::forward::copy::forward(client, server, p).await;
+        return crate::forward::copy::forward(client, server, p, progress).await;
     };
     let (up_slot, down_slot) = (flow.slot(0), flow.slot(1));
     let user_stamp = Cell::new(sys::coarse_now_ns());
+    let reported = [Cell::new(0u64), Cell::new(0u64)];
     let mut up = Dir::new(&flow, up_slot, 0, &user_stamp, p.bufsize);
     let mut down = Dir::new(&flow, down_slot, 1, &user_stamp, p.bufsize);
     let end = {
         let stamps = Stamps {
             slots: [up_slot, down_slot],
             user: &user_stamp,
+            progress,
+            reported: &reported,
         };
         pair::run(up.run(), down.run(), &p.limits, |limit| {
             stamps.expired(limit)
@@ -70,15 +78,23 @@ pub async fn forward(client: TcpStream, server: TcpStream, p: FlowParams) -> Flo
         bytes_down: down.moved(),
         end,
     };
+    // The rest of the bytes (the copied ones, the last redirected ones) reach the live rows
+    // now, so the rows end on exactly the flow's totals.
+    for (i, total) in [stats.bytes_up, stats.bytes_down].into_iter().enumerate() {
+        progress.moved(i == 0, total.saturating_sub(reported[i].get()));
+    }
     log::debug!(
-        "sockmap flow {:?}: up {} redirected + {} copied ({} over budget), down {} + {} ({})",
+        "sockmap flow {:?}: up {} redirected + {} copied ({} over budget, parked {} times), \
+         down {} + {} ({}, {})",
         end,
         up_slot.redirected(),
         stats.bytes_up - up_slot.redirected(),
         up_slot.overruns(),
+        up.parks(),
         down_slot.redirected(),
         stats.bytes_down - down_slot.redirected(),
         down_slot.overruns(),
+        down.parks(),
     );
     drop((up, down));
     // Every byte is delivered (clean end) or the flow is being reset: the entries can go.
@@ -217,7 +233,8 @@ impl Flow {
             self.active[side & 1].set(true);
             sys::set_rcvlowat(s.fd, 1)
         } else {
-            sys::map_delete(self.k.active, &s.cookie)?;
+            // Under the socket's lock, never a plain delete: see Kernel::park.
+            self.k.park(s.cookie)?;
             self.active[side & 1].set(false);
             Ok(())
         }
@@ -255,11 +272,18 @@ impl Drop for Flow {
     }
 }
 
-/// Last activity of a flow: the program's per-direction stamps and the proxy's own.
+/// Last activity of a flow: the program's per-direction stamps and the proxy's own. Its
+/// watchdog also passes the program's redirected-byte counters on to the live rows.
 struct Stamps<'a> {
     slots: [Slot<'static>; 2],
     user: &'a Cell<u64>,
+    progress: Progress<'a>,
+    /// Bytes per direction already passed on to `progress`.
+    reported: &'a [Cell<u64>; 2],
 }
+
+/// How often a running flow's redirected bytes reach the stats rows.
+const REPORT_EVERY: Duration = Duration::from_secs(1);
 
 impl Stamps<'_> {
     fn last(&self) -> u64 {
@@ -271,21 +295,31 @@ impl Stamps<'_> {
             .unwrap_or(0)
     }
 
-    /// Resolves once nothing moved for `limit`; never without a limit.
+    /// Passes on what the program redirected since the last report.
+    fn report(&self) {
+        for (i, slot) in self.slots.iter().enumerate() {
+            let now = slot.redirected();
+            let before = self.reported[i].replace(now.max(self.reported[i].get()));
+            self.progress.moved(i == 0, now.saturating_sub(before));
+        }
+    }
+
+    /// Resolves once nothing moved for `limit`; never without a limit. Wakes at least every
+    /// [`REPORT_EVERY`] to report the bytes moved meanwhile.
     async fn expired(&self, limit: Option<Duration>) {
-        let Some(limit) = limit else {
-            return std::future::pending().await;
-        };
-        let limit = u64::try_from(limit.as_nanos()).unwrap_or(u64::MAX);
+        let limit = limit.map_or(u64::MAX, |l| {
+            u64::try_from(l.as_nanos()).unwrap_or(u64::MAX)
+        });
         loop {
+            self.report();
             let deadline = self.last().saturating_add(limit);
             let now = sys::coarse_now_ns();
             if now >= deadline {
                 return;
             }
             // The coarse clock moves by jiffies; a few ms late is within HAProxy's accuracy.
-            compio::time::sleep(Duration::from_nanos(deadline - now) + Duration::from_millis(4))
-                .await;
+            let wait = Duration::from_nanos(deadline - now) + Duration::from_millis(4);
+            compio::time::sleep(wait.min(REPORT_EVERY)).await;
         }
     }
 }
