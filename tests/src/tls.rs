@@ -236,3 +236,49 @@ pub fn ensure_example_cert() -> PathBuf {
     std::fs::rename(&staged, &path).expect("placing example.pem");
     path
 }
+
+/// Connects over TLS (trusting `ca`), sends `first`, stays idle `idle` seconds, sends
+/// `second`, prints both answers: python3-websockets as in `http_client::ws_exchange`, with an
+/// SSL context that trusts the test CA.
+const WSS_CLIENT: &str = r#"
+import asyncio, ssl, sys, websockets
+url, ca, cookie, idle = sys.argv[1], sys.argv[2], sys.argv[3], float(sys.argv[4])
+async def main():
+    ctx = ssl.create_default_context(cafile=ca)
+    headers = {"Cookie": cookie} if cookie else {}
+    async with websockets.connect(url, ssl=ctx, extra_headers=headers, ping_interval=None, open_timeout=10) as ws:
+        await ws.send("first")
+        print(await asyncio.wait_for(ws.recv(), 10), flush=True)
+        await asyncio.sleep(idle)
+        await ws.send("second")
+        print(await asyncio.wait_for(ws.recv(), 10), flush=True)
+asyncio.run(main())
+"#;
+
+/// Runs the WSS client against `url` (`wss://…`): the two answers it got, or its error output.
+/// Bounded by `timeout 60`.
+pub fn wss_exchange(
+    url: &str,
+    ca: &Path,
+    cookie: &str,
+    idle_secs: f64,
+) -> Result<Vec<String>, String> {
+    let dir = crate::util::TestDir::new("wss-client");
+    let script = dir.join("client.py");
+    std::fs::write(&script, WSS_CLIENT).expect("writing client.py");
+    let out = Command::new(require_tool("timeout"))
+        .args(["60", "/usr/bin/python3"])
+        .arg(&script)
+        .arg(url)
+        .arg(ca)
+        .args([cookie, &idle_secs.to_string()])
+        .output()
+        .expect("running the websocket client");
+    if !out.status.success() {
+        return Err(String::from_utf8_lossy(&out.stderr).into_owned());
+    }
+    Ok(String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(String::from)
+        .collect())
+}

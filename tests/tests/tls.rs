@@ -2,15 +2,19 @@
 //! behind the proxy, as seed 001's `listen rtmps`), SNI from a certificate directory, every
 //! key format certbot or openssl writes, TLS versions, certificate reload on change and on
 //! SIGHUP, bad certificate files as `file:line` config errors, and testssl.sh's verdict.
+//! HTTPS and WSS (`bind … ssl` in `mode http`): curl and python3-websockets through the proxy
+//! to nginx echo nodes and WebSocket nodes, seed 001's `frontend_https`.
 //!
 //! This host has no kTLS: these tests run the userspace rustls path; the kernel path runs in
 //! `cargo xtask vmtest`. Certificates are made at test time (`e2e::tls`).
 
 use e2e::ffmpeg::{ffmpeg_play, ffmpeg_publish, FPS};
+use e2e::http_client::{curl, WsServer};
 use e2e::nginx::rtmp_pair;
-use e2e::tls::{s_client, KeyKind, TestCa};
+use e2e::nginx_http::NginxHttp;
+use e2e::tls::{s_client, wss_exchange, KeyKind, TestCa};
 use e2e::util::{poll_until, require_tool, wait_until};
-use e2e::{free_port, proxy_bin, Proxy, Signal, TestDir};
+use e2e::{free_addr, free_port, hex, loopback, proxy_bin, Proxy, Signal, TestDir};
 use std::net::Ipv4Addr;
 use std::path::Path;
 use std::process::Command;
@@ -440,4 +444,314 @@ fn parse_findings(json: &str) -> Vec<(String, String, String)> {
         })
         .filter(|(id, _, _)| !id.is_empty())
         .collect()
+}
+
+// ---- HTTPS and WSS (`bind … ssl` in `mode http`) ----
+
+/// Two nginx echo nodes behind seed 001's HTTP part: `http_lb` (plain) and `frontend_https`
+/// (`ssl`), each with its `reqadd X-Forwarded-Proto`, a frontend with one plain and one TLS
+/// bind that sets the header from `ssl_fc`, and `backend_secure` with seed 001's
+/// `redirect scheme https if ! { ssl_fc }`.
+struct HttpsSite {
+    dir: TestDir,
+    ca: TestCa,
+    a: NginxHttp,
+    b: NginxHttp,
+    proxy: Proxy,
+    plain: u16,
+    tls: u16,
+    both_plain: u16,
+    both_tls: u16,
+}
+
+fn https_site() -> HttpsSite {
+    let dir = TestDir::new("https");
+    let ca = TestCa::new(dir.path());
+    let crt = ca.leaf("site", &["localhost"], KeyKind::EcPkcs8, false);
+    let hls = dir.join("hls");
+    std::fs::create_dir_all(&hls).expect("hls folder");
+    let a = NginxHttp::start("ams1", free_addr(loopback(2)), Some(&hls));
+    let b = NginxHttp::start("ams2", free_addr(loopback(3)), Some(&hls));
+    let [plain, tls, both_plain, both_tls] = [(); 4].map(|()| free_port(Ipv4Addr::LOCALHOST));
+    let crt = crt.display();
+    let cfg = format!(
+        r"global
+    nbthread 2
+
+defaults
+    mode http
+    option forwardfor
+    option http-server-close
+    option httplog
+    timeout connect 2s
+    timeout client 20s
+    timeout server 20s
+
+frontend http_lb
+    bind 127.0.0.1:{plain}
+    reqadd X-Forwarded-Proto:\ http
+    use_backend backend_secure if {{ path_beg /secure }}
+    default_backend backend_http
+
+frontend frontend_https
+    bind 127.0.0.1:{tls} ssl crt {crt}
+    reqadd X-Forwarded-Proto:\ https
+    use_backend backend_secure if {{ path_beg /secure }}
+    default_backend backend_http
+
+frontend both
+    bind 127.0.0.1:{both_plain}
+    bind 127.0.0.1:{both_tls} ssl crt {crt}
+    http-request set-header X-Forwarded-Proto https if {{ ssl_fc }}
+    http-request set-header X-Forwarded-Proto http if !{{ ssl_fc }}
+    default_backend backend_http
+
+backend backend_http
+    cookie JSESSIONID prefix nocache
+    server ams1 {} cookie ams1
+    server ams2 {} cookie ams2
+
+backend backend_secure
+    redirect scheme https if ! {{ ssl_fc }}
+    server ams1 {}
+",
+        a.addr(),
+        b.addr(),
+        a.addr()
+    );
+    let proxy = Proxy::start(&cfg);
+    HttpsSite {
+        dir,
+        ca,
+        a,
+        b,
+        proxy,
+        plain,
+        tls,
+        both_plain,
+        both_tls,
+    }
+}
+
+impl HttpsSite {
+    /// curl over HTTPS to `localhost:port`, trusting only the test CA.
+    fn https(&self, port: u16, args: &[&str], paths: &[&str]) -> std::process::Output {
+        let urls: Vec<String> = paths
+            .iter()
+            .map(|p| format!("https://localhost:{port}{p}"))
+            .collect();
+        let ca = self.ca.cert().display().to_string();
+        let mut all: Vec<&str> = vec!["--cacert", &ca];
+        all.extend_from_slice(args);
+        all.extend(urls.iter().map(String::as_str));
+        curl(&all)
+    }
+}
+
+/// The values of header `name` in the request head an nginx echo node printed.
+fn echoed(body: &str, name: &str) -> Vec<String> {
+    body.lines()
+        .filter_map(|l| l.split_once(": "))
+        .filter(|(n, _)| n.eq_ignore_ascii_case(name))
+        .map(|(_, v)| v.trim_end().to_string())
+        .collect()
+}
+
+fn ok_text(out: &std::process::Output) -> String {
+    assert!(
+        out.status.success(),
+        "curl failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// curl verifies the proxy's certificate against the test CA and gets nginx's answer; the
+/// backend sees `X-Forwarded-Proto: https` (seed 001's `reqadd` on the TLS frontend, and
+/// `set-header … if { ssl_fc }` on a frontend with both kinds of bind); `redirect scheme https
+/// if ! { ssl_fc }` leaves TLS requests alone while plain ones are still redirected.
+#[test]
+fn https_reaches_nginx_with_forwarded_proto_and_no_redirect() {
+    let s = https_site();
+    let log = s.proxy.stderr();
+    assert!(
+        log.contains(&format!(
+            "listening on 127.0.0.1:{} (TLS, 1 certificate(s), ",
+            s.tls
+        )),
+        "the HTTPS listener is reported with its TLS carrier:\n{log}"
+    );
+    assert!(!log.contains("HTTPS is not served"), "{log}");
+
+    let text = ok_text(&s.https(s.tls, &["-i"], &["/app/hello"]));
+    assert!(text.starts_with("HTTP/1.1 200 OK\r\n"), "{text}");
+    assert!(text.contains("\r\n\r\nnode ams"), "nginx's body: {text}");
+    assert_eq!(echoed(&text, "x-forwarded-proto"), ["https"], "{text}");
+    assert_eq!(echoed(&text, "x-forwarded-for"), ["127.0.0.1"], "{text}");
+
+    let plain = ok_text(&curl(&[&format!("http://127.0.0.1:{}/app/p", s.plain)]));
+    assert_eq!(echoed(&plain, "x-forwarded-proto"), ["http"], "{plain}");
+    let both_tls = ok_text(&s.https(s.both_tls, &[], &["/app/b"]));
+    assert_eq!(
+        echoed(&both_tls, "x-forwarded-proto"),
+        ["https"],
+        "{both_tls}"
+    );
+    let both_plain = ok_text(&curl(&[&format!(
+        "http://127.0.0.1:{}/app/b",
+        s.both_plain
+    )]));
+    assert_eq!(
+        echoed(&both_plain, "x-forwarded-proto"),
+        ["http"],
+        "{both_plain}"
+    );
+
+    // `redirect scheme https if ! { ssl_fc }`: served over TLS, redirected over plain HTTP.
+    let secure = ok_text(&s.https(s.tls, &["-i"], &["/secure/page"]));
+    assert!(secure.starts_with("HTTP/1.1 200 OK\r\n"), "{secure}");
+    assert!(secure.contains("node ams1"), "{secure}");
+    let redirected = ok_text(&curl(&[
+        "-i",
+        "-H",
+        "Host: lb.example:5080",
+        &format!("http://127.0.0.1:{}/secure/page", s.plain),
+    ]));
+    assert!(
+        redirected.starts_with("HTTP/1.1 302 Found\r\n"),
+        "{redirected}"
+    );
+    assert!(
+        redirected.contains("\r\nlocation: https://lb.example:5080/secure/page\r\n"),
+        "{redirected}"
+    );
+    let secure_seen =
+        s.a.requests()
+            .iter()
+            .filter(|r| r.contains("/secure"))
+            .count();
+    assert_eq!(secure_seen, 1, "only the TLS request reached a server");
+}
+
+/// Seed 001's `cookie JSESSIONID prefix nocache` over HTTPS: the first answer sets the
+/// prefixed cookie, and twenty requests carrying it, all on one TLS connection (curl reuses
+/// it: one connect in all), reach the same node, which sees its own cookie value.
+#[test]
+fn cookie_stickiness_and_keep_alive_over_https() {
+    let s = https_site();
+    let first = ok_text(&s.https(s.tls, &["-i"], &["/app/login"]));
+    let set = echoed(&first, "set-cookie");
+    let owner = first
+        .lines()
+        .find_map(|l| l.strip_prefix("node "))
+        .unwrap_or_else(|| panic!("no node line: {first}"))
+        .trim()
+        .to_string();
+    assert_eq!(set, [format!("JSESSIONID={owner}~sess-{owner}; Path=/")]);
+    let cookie = format!("Cookie: JSESSIONID={owner}~sess-{owner}");
+    let paths: Vec<String> = (0..20).map(|i| format!("/app/sticky/{i}")).collect();
+    let paths: Vec<&str> = paths.iter().map(String::as_str).collect();
+    let text = ok_text(&s.https(
+        s.tls,
+        &["-H", &cookie, "-w", "connects=%{num_connects}\n"],
+        &paths,
+    ));
+    let nodes: Vec<&str> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("node "))
+        .collect();
+    assert_eq!(nodes, vec![owner.as_str(); 20], "{text}");
+    let connects: Vec<&str> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("connects="))
+        .collect();
+    let mut want = vec!["0"; 20];
+    want[0] = "1";
+    assert_eq!(connects, want, "all twenty on one TLS connection");
+    assert!(
+        text.lines()
+            .filter(|l| l.starts_with("cookie "))
+            .all(|l| l == format!("cookie JSESSIONID=sess-{owner}")),
+        "the server sees its own value, without the prefix: {text}"
+    );
+    let served = |n: &NginxHttp| {
+        n.requests()
+            .iter()
+            .filter(|l| l.contains("/app/sticky/"))
+            .count()
+    };
+    let (on_owner, elsewhere) = if owner == "ams1" {
+        (served(&s.a), served(&s.b))
+    } else {
+        (served(&s.b), served(&s.a))
+    };
+    assert_eq!((on_owner, elsewhere), (20, 0));
+}
+
+/// A multi-MiB file (an HLS segment's worth of bytes) over HTTPS arrives byte-exact.
+#[test]
+fn large_file_over_https_is_byte_exact() {
+    let s = https_site();
+    let body: Vec<u8> = (0..12_000_000u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 11) as u8)
+        .collect();
+    std::fs::write(s.dir.join("hls/seg0.ts"), &body).expect("segment");
+    let out_file = s.dir.join("seg0.out");
+    let out = s.https(
+        s.tls,
+        &[
+            "-o",
+            &out_file.display().to_string(),
+            "-w",
+            "%{http_code} %{size_download}",
+        ],
+        &["/hls/seg0.ts"],
+    );
+    assert_eq!(ok_text(&out), "200 12000000");
+    let got = std::fs::read(&out_file).expect("downloaded file");
+    let sha = |b: &[u8]| hex(ring::digest::digest(&ring::digest::SHA256, b).as_ref());
+    assert_eq!(
+        sha(&got),
+        sha(&body),
+        "sha256 of the body through the proxy"
+    );
+}
+
+/// WSS: python3-websockets over TLS (trusting the test CA) through the proxy to plain
+/// WebSocket nodes picked by cookie; the tunnel idles past `timeout client` (1 s) within
+/// `timeout tunnel`, and is logged as a 101 like a plain tunnel.
+#[test]
+fn wss_idles_past_timeout_client_within_timeout_tunnel() {
+    let dir = TestDir::new("wss");
+    let ca = TestCa::new(dir.path());
+    let crt = ca.leaf("site", &["localhost"], KeyKind::EcPkcs8, false);
+    let w1 = WsServer::start("ws1", free_addr(loopback(6)));
+    let w2 = WsServer::start("ws2", free_addr(loopback(7)));
+    let port = free_port(Ipv4Addr::LOCALHOST);
+    let cfg = format!(
+        "defaults\n    mode http\n    option httplog\n    option http-server-close\n\
+         \x20   timeout connect 2s\n    timeout client 1s\n    timeout server 1s\n\
+         \x20   timeout tunnel 30s\n\
+         frontend wss\n    bind 127.0.0.1:{port} ssl crt {}\n    default_backend ws_nodes\n\
+         backend ws_nodes\n    cookie JSESSIONID prefix\n\
+         \x20   server ws1 {} cookie ws1\n    server ws2 {} cookie ws2\n",
+        crt.display(),
+        w1.addr,
+        w2.addr
+    );
+    let p = Proxy::start(&cfg);
+    let url = format!("wss://localhost:{port}/socket");
+    for target in ["ws1", "ws2"] {
+        let got = wss_exchange(&url, ca.cert(), &format!("JSESSIONID={target}~abc"), 3.0)
+            .unwrap_or_else(|e| panic!("WSS through the proxy failed: {e}\n{}", p.stderr()));
+        assert_eq!(got, [format!("{target}:first"), format!("{target}:second")]);
+    }
+    let logged = poll_until(Duration::from_secs(10), || {
+        let log = p.stderr();
+        ["ws_nodes/ws1", "ws_nodes/ws2"]
+            .iter()
+            .all(|s| log.lines().any(|l| l.contains(s) && l.contains(" 101 ")))
+            .then_some(())
+    });
+    assert!(logged.is_some(), "both tunnels logged:\n{}", p.stderr());
 }

@@ -8,9 +8,11 @@ use std::time::Duration;
 
 use compio::net::TcpStream;
 
+use super::conn::Conn;
 use super::error::HttpError;
 use super::head::{check_line_ends, head_end, Framing};
 use super::side::{deadline, write_all, Side};
+use super::splice::{self, Cut, Splicer};
 
 /// Which way the body goes; decides whose fault a failure is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -25,21 +27,21 @@ pub enum Dir {
 const MAX_CHUNK_LINE: usize = 4096;
 
 /// How a body moves: its framing in and whether it leaves chunked.
-pub struct Relay<'a> {
-    pub from: &'a mut Side,
-    pub to: &'a TcpStream,
+pub struct Relay<'a, F = TcpStream, T = TcpStream> {
+    pub from: &'a mut Side<F>,
+    pub to: &'a T,
     pub dir: Dir,
     /// Idle limit reading the source, and writing the destination.
     pub read_idle: Option<Duration>,
     pub write_idle: Option<Duration>,
 }
 
-impl Relay<'_> {
+impl<F: Conn, T: Conn> Relay<'_, F, T> {
     /// Moves the whole body; returns the bytes written to the destination.
     pub async fn run(&mut self, framing: Framing, chunked_out: bool) -> Result<u64, HttpError> {
         match framing {
             Framing::Empty => Ok(0),
-            Framing::Length(n) => self.exact(n).await.map(|()| n),
+            Framing::Length(n) => self.length(n).await.map(|()| n),
             Framing::UntilClose => self.until_close().await,
             Framing::Chunked => self.chunked(chunked_out).await,
         }
@@ -99,6 +101,40 @@ impl Relay<'_> {
         match write_all(self.to, bytes, deadline(self.write_idle)).await {
             Ok(()) => Ok(()),
             Err(e) => Err(self.write_failed(e)),
+        }
+    }
+
+    /// A Content-Length body: what is buffered goes first, then the rest by splice(2) when
+    /// it is large and both sockets allow it (see `splice.rs`), else through the buffer.
+    async fn length(&mut self, n: u64) -> Result<(), HttpError> {
+        let buffered = (self.from.data().len() as u64).min(n);
+        if n - buffered < splice::MIN_BODY {
+            return self.exact(n).await;
+        }
+        // Bytes already read sit in the buffer: they reach the destination before any
+        // spliced byte does (and before the sockets turn nonblocking for the splice).
+        self.exact(buffered).await?;
+        let rest = n - buffered;
+        let splicer = match (self.from.stream.splice_source(), self.to.splice_sink()) {
+            (Some(src), Some(dst)) => match Splicer::new(src, dst) {
+                Ok(s) => s,
+                Err(e) => {
+                    log::debug!("splice unavailable for this body ({e}); copying");
+                    return self.exact(rest).await;
+                }
+            },
+            _ => return self.exact(rest).await,
+        };
+        let mut read = 0u64;
+        let cut = splicer
+            .run(rest, &mut read, self.read_idle, self.write_idle)
+            .await;
+        self.from.read_total += read;
+        match cut {
+            Ok(()) => Ok(()),
+            Err(Cut::Eof) => Err(self.early_eof()),
+            Err(Cut::Read(e)) => Err(self.read_failed(e)),
+            Err(Cut::Write(e)) => Err(self.write_failed(e)),
         }
     }
 

@@ -4,6 +4,8 @@
 //! Modules, one concern each:
 //! - `head`: request/response heads (httparse + our smuggling checks), re-serialisation;
 //! - `body`: Content-Length, chunked (re-encoded) and close-delimited bodies, bounded memory;
+//!   `splice`: large Content-Length bodies moved by splice(2) where both sockets allow it;
+//! - `conn`: the sockets an exchange uses (plain TCP, or a TLS client for HTTPS/WSS);
 //! - `side`: a socket with its bounded read buffer;
 //! - `acl`, `rules`, `cookie`: conditions, request rules, persistence;
 //! - `answers`: error pages (`errorfile`), redirects; `stats_hook`: where the stats page plugs in;
@@ -17,6 +19,7 @@
 mod acl;
 mod answers;
 mod body;
+mod conn;
 mod cookie;
 mod error;
 mod head;
@@ -25,11 +28,13 @@ mod pool;
 mod rules;
 mod session;
 mod side;
+mod splice;
 pub mod stats_hook;
 mod tally;
 
 pub use error::HttpError;
-pub use session::{run_session, session_count};
+pub use session::{run_session, run_tls_session, session_count};
+pub use splice::SPLICED_BYTES;
 
 use std::collections::HashMap;
 use std::sync::atomic::AtomicUsize;

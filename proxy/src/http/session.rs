@@ -17,11 +17,12 @@ use compio::net::TcpStream;
 use crate::balance::{PickContext, Server, ServerClaim};
 use crate::config::Timeouts;
 use crate::forward::{self, FlowEnd, FlowParams, IdleLimits};
-use crate::tcp::connect::connect_from;
+use crate::tcp::connect::connect_pinned;
 
 use super::acl::Ctx;
 use super::answers::{self, CONTINUE};
 use super::body::{Dir, Relay};
+use super::conn::{ClientConn, Conn};
 use super::cookie::Seen;
 use super::error::HttpError;
 use super::head::{head_end, parse_request, parse_response, Framing, Request, Response};
@@ -80,12 +81,40 @@ struct Tunnel<'f> {
 }
 
 pub async fn run_session(stream: TcpStream, peer: SocketAddr, fe: Arc<Frontend>) {
+    run(ClientConn::Plain(stream), peer, fe).await
+}
+
+/// `bind … ssl` in `mode http` (HTTPS, WSS): the TLS handshake (bounded by its timeout, kTLS
+/// when the kernel takes the session), then the same session over the decrypted stream. A
+/// failed handshake ends here, before any request exists, as in `mode tcp`.
+pub async fn run_tls_session(
+    stream: TcpStream,
+    peer: SocketAddr,
+    fe: Arc<Frontend>,
+    tls: Arc<crate::tls::Acceptor>,
+) {
+    let accepted = {
+        // Counted while handshaking so that a drain at shutdown waits for it too.
+        let _active = Count::new(&ACTIVE);
+        let _ = stream.set_nodelay(true);
+        tls.accept(stream).await
+    };
+    match accepted {
+        Ok(c) => run(ClientConn::Tls(c), peer, fe).await,
+        Err(e) => log::info!(
+            "frontend {}: TLS handshake with {peer} failed: {e}",
+            fe.name
+        ),
+    }
+}
+
+async fn run(stream: ClientConn, peer: SocketAddr, fe: Arc<Frontend>) {
     let _active = Count::new(&ACTIVE);
     let _fe = Count::new(&fe.conns);
     fe.counters.accepted();
     // The frontend's sessions are client connections, however many requests each carries.
     let _fe_session = fe.counters.open_session();
-    let _ = stream.set_nodelay(true);
+    let _ = stream.tcp().set_nodelay(true);
     let mut client = Side::new(stream, fe.bufsize);
     let accepted = Instant::now();
     let mut first = true;
@@ -122,7 +151,7 @@ pub async fn run_session(stream: TcpStream, peer: SocketAddr, fe: Arc<Frontend>)
     }
 }
 
-async fn linger_close(client: &mut Side) {
+async fn linger_close(client: &mut Side<ClientConn>) {
     shutdown(&client.stream).await;
     let until = Instant::now() + LINGER;
     let mut drained = 0;
@@ -139,7 +168,7 @@ async fn linger_close(client: &mut Side) {
 struct Exchange<'f, 'c> {
     fe: &'f Frontend,
     peer: SocketAddr,
-    client: &'c mut Side,
+    client: &'c mut Side<ClientConn>,
     first: bool,
     accepted: Instant,
     record: HttpRecord,
@@ -316,14 +345,15 @@ impl<'f> Exchange<'f, '_> {
         Ctx {
             req,
             src: self.peer.ip(),
-            ssl: false,
+            ssl: self.client.stream.is_tls(),
         }
     }
 
     /// Frontend rules, then `use_backend`/`default_backend`.
     async fn route(mut self, mut req: Request) -> Next<'f> {
         let fe: &'f Frontend = self.fe;
-        let verdict = fe.rules.apply(&mut req, self.peer.ip(), false);
+        let ssl = self.client.stream.is_tls();
+        let verdict = fe.rules.apply(&mut req, self.peer.ip(), ssl);
         if verdict != Verdict::Pass {
             return self.verdict(verdict, &req, None).await;
         }
@@ -442,7 +472,8 @@ impl<'f> Exchange<'f, '_> {
         self.record.backend = be.name.clone();
         let src = self.peer.ip();
         if be.name != self.fe.name {
-            let verdict = be.rules.apply(&mut req, src, false);
+            let ssl = self.client.stream.is_tls();
+            let verdict = be.rules.apply(&mut req, src, ssl);
             if verdict != Verdict::Pass {
                 return self.verdict(verdict, &req, Some(&be)).await;
             }
@@ -569,7 +600,9 @@ impl<'f> Exchange<'f, '_> {
             }
         }
         // Attempts, retries, redispatches and a final failure are counted by `connect_from`.
-        match connect_from(&be.servers, first.clone(), self.peer.ip()).await {
+        // A server named by a valid persistence cookie ('V') is waited for when full.
+        let pinned = self.record.cookie[0] == 'V';
+        match connect_pinned(&be.servers, first.clone(), self.peer.ip(), pinned).await {
             Ok(c) => {
                 self.record.connect = Some(c.connect_time);
                 self.record.retries = c.retries;
@@ -582,7 +615,7 @@ impl<'f> Exchange<'f, '_> {
                 self.record.server = f.server.name.clone();
                 self.record.retries = f.retries;
                 self.record.redispatched = f.redispatched;
-                let term = if f.timed_out { *b"sC" } else { *b"SC" };
+                let term = f.term();
                 Err(self.fail(503, term, Some(be)).await)
             }
         }
@@ -762,7 +795,7 @@ impl<'f> Exchange<'f, '_> {
             HttpError::BadResponse(_) => self.tally.error(|c| &c.failed_resp),
             _ => self.tally.error(|c| &c.client_aborts),
         }
-        let _ = self.client.stream.set_zero_linger();
+        let _ = self.client.stream.tcp().set_zero_linger();
         self.finish(Some(be));
         Next::Close
     }
@@ -807,7 +840,7 @@ fn server_write_error(e: std::io::Error) -> HttpError {
 }
 
 /// The body length when the whole body already sits in the client buffer.
-fn buffered_body(req: &Request, client: &Side) -> Option<usize> {
+fn buffered_body(req: &Request, client: &Side<ClientConn>) -> Option<usize> {
     match req.framing {
         Framing::Empty => Some(0),
         Framing::Length(n) if (client.data().len() as u64) >= n => usize::try_from(n).ok(),
@@ -862,7 +895,7 @@ async fn read_response(
 
 /// Hands an upgraded pair to the forward room: leftovers first (bytes that came with the
 /// heads), then the engine with `timeout tunnel`.
-async fn tunnel(mut client: Side, t: Tunnel<'_>, fe: &Frontend) {
+async fn tunnel(mut client: Side<ClientConn>, t: Tunnel<'_>, fe: &Frontend) {
     let Tunnel {
         mut server,
         be,
@@ -907,7 +940,12 @@ async fn tunnel(mut client: Side, t: Tunnel<'_>, fe: &Frontend) {
         bufsize: fe.bufsize,
     };
     let read_before = client.read_total;
-    let stats = forward::forward(be.servers.engine, client.stream, server.stream, flow).await;
+    // A TLS client goes to the TLS room's forwarding (kTLS + splice when the kernel holds the
+    // session, else rustls in userspace), as RTMPS does; close_notify is sent there.
+    let stats = match client.stream {
+        ClientConn::Plain(s) => forward::forward(be.servers.engine, s, server.stream, flow).await,
+        ClientConn::Tls(t) => crate::tls::forward(t, server.stream, flow).await,
+    };
     record.bytes += stats.bytes_down;
     let flags = stats.end.haproxy_flags().as_bytes();
     record.term = [

@@ -7,11 +7,13 @@ use std::io;
 use std::time::Instant;
 
 use compio::buf::{BufResult, IntoInner, IoBuf};
-use compio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use compio::net::TcpStream;
 
-pub struct Side {
-    pub stream: TcpStream,
+use super::conn::Conn;
+
+/// `S` is a server's plain `TcpStream` or the client's `ClientConn`.
+pub struct Side<S = TcpStream> {
+    pub stream: S,
     buf: Vec<u8>,
     /// Start of the unread bytes in `buf`.
     pos: usize,
@@ -21,8 +23,8 @@ pub struct Side {
     pub read_total: u64,
 }
 
-impl Side {
-    pub fn new(stream: TcpStream, limit: usize) -> Side {
+impl<S: Conn> Side<S> {
+    pub fn new(stream: S, limit: usize) -> Side<S> {
         Side {
             stream,
             buf: Vec::new(),
@@ -64,7 +66,7 @@ impl Side {
         }
         self.buf.reserve_exact(self.limit - len);
         let buf = std::mem::take(&mut self.buf).slice(len..self.limit);
-        let mut stream = &self.stream;
+        let stream = &self.stream;
         let (res, buf) = match deadline {
             None => {
                 let BufResult(res, buf) = stream.read(buf).await;
@@ -84,10 +86,10 @@ impl Side {
     }
 
     /// Sends the first `n` unread bytes to `to` and consumes them (a body passing through).
-    pub async fn pass_to(
+    pub async fn pass_to<T: Conn>(
         &mut self,
         n: usize,
-        to: &TcpStream,
+        to: &T,
         deadline: Option<Instant>,
     ) -> io::Result<()> {
         let n = n.min(self.data().len());
@@ -107,8 +109,8 @@ impl Side {
 }
 
 /// Writes all of `bytes`, bounded by `deadline`.
-pub async fn write_all(
-    to: &TcpStream,
+pub async fn write_all<T: Conn>(
+    to: &T,
     bytes: Vec<u8>,
     deadline: Option<Instant>,
 ) -> io::Result<()> {
@@ -116,18 +118,17 @@ pub async fn write_all(
 }
 
 /// `write_all` that returns the buffer, unless the write timed out (then it is gone).
-async fn write_timed<B: IoBuf>(
-    to: &TcpStream,
+async fn write_timed<T: Conn, B: IoBuf>(
+    to: &T,
     bytes: B,
     deadline: Option<Instant>,
 ) -> (io::Result<()>, Option<B>) {
-    let mut writer = to;
     match deadline {
         None => {
-            let BufResult(res, b) = writer.write_all(bytes).await;
+            let BufResult(res, b) = to.write_all(bytes).await;
             (res, Some(b))
         }
-        Some(at) => match compio::time::timeout_at(at, writer.write_all(bytes)).await {
+        Some(at) => match compio::time::timeout_at(at, to.write_all(bytes)).await {
             Ok(BufResult(res, b)) => (res, Some(b)),
             Err(_) => (Err(io::Error::from(io::ErrorKind::TimedOut)), None),
         },
@@ -139,8 +140,8 @@ pub fn deadline(t: Option<std::time::Duration>) -> Option<Instant> {
     t.map(|t| Instant::now() + t)
 }
 
-/// Shuts the write side down so the peer sees EOF after everything queued.
-pub async fn shutdown(stream: &TcpStream) {
-    let mut s = stream;
-    let _ = s.shutdown().await;
+/// Shuts the write side down so the peer sees EOF after everything queued (after a
+/// close_notify on TLS).
+pub async fn shutdown<S: Conn>(stream: &S) {
+    let _ = stream.shutdown().await;
 }

@@ -67,6 +67,9 @@ pub fn run(cfg: &Config, opts: &RunOptions) -> Result<(), RuntimeError> {
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
     let mut per_worker = bind_all(&plan, workers)?;
     privileges::drop_privileges(cfg.global.user.as_deref(), cfg.global.group.as_deref())?;
+    if let Some(bytes) = cfg.global.sockmap_budget {
+        crate::forward::set_sockmap_budget(bytes);
+    }
     report_start(cfg, &plan, workers, opts.driver)?;
 
     let checked = plan

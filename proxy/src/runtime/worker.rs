@@ -126,8 +126,12 @@ async fn accept_loop(
                             crate::tcp::run_tls_session(stream, peer, fe, tls).await
                         }
                         (Service::Tcp(fe), None) => crate::tcp::run_session(stream, peer, fe).await,
-                        // The plan opens no TLS bind in mode http yet.
-                        (Service::Http(fe), _) => crate::http::run_session(stream, peer, fe).await,
+                        (Service::Http(fe), Some(tls)) => {
+                            crate::http::run_tls_session(stream, peer, fe, tls).await
+                        }
+                        (Service::Http(fe), None) => {
+                            crate::http::run_session(stream, peer, fe).await
+                        }
                     }
                 })
                 .detach();

@@ -39,7 +39,7 @@ use rustls::server::ServerConfig;
 use crate::config::{Loc, SslBind};
 
 pub use config::notes;
-pub use flow::forward;
+pub use flow::{forward, forward_counted};
 pub use ktls::KtlsStream;
 pub use store::CertStore;
 pub use stream::TlsStream;
