@@ -94,10 +94,20 @@ pub fn run(config: Option<&Path>) -> Result<()> {
             start_demo_backends(&target.join("demo"))?,
         ),
     };
+    // The demo's HTTPS and RTMPS listeners use a self-signed certificate made here (never
+    // committed); a config of the caller's is left to its own paths.
+    let demo_cert = match config {
+        Some(_) => None,
+        None => Some(demo_cert(&target.join("demo"))?),
+    };
 
+    let mut command = Command::new(&bin);
+    if let Some(pem) = &demo_cert {
+        command.env("DEMO_CERT", pem);
+    }
     let mut proxy = Guard {
         name: "proxy".into(),
-        child: Command::new(&bin)
+        child: command
             .arg("-f")
             .arg(&cfg)
             .current_dir(crate::root())
@@ -227,18 +237,61 @@ fn start_demo_backends(dir: &Path) -> Result<Vec<Guard>> {
     Ok(guards)
 }
 
+/// A self-signed ECDSA certificate for `localhost` and 127.0.0.1, key and chain in one PEM
+/// file as certbot's `fullchain + privkey` concatenation. Made once and reused.
+fn demo_cert(dir: &Path) -> Result<PathBuf> {
+    let pem = dir.join("demo.pem");
+    if pem.exists() {
+        return Ok(pem);
+    }
+    std::fs::create_dir_all(dir)?;
+    let (key, crt) = (dir.join("demo.key"), dir.join("demo.crt"));
+    crate::run_checked(
+        Command::new("openssl")
+            .args([
+                "req",
+                "-x509",
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:prime256v1",
+                "-nodes",
+                "-days",
+                "365",
+                "-subj",
+                "/CN=localhost",
+                "-addext",
+                "subjectAltName=DNS:localhost,IP:127.0.0.1",
+            ])
+            .arg("-keyout")
+            .arg(&key)
+            .arg("-out")
+            .arg(&crt)
+            .stderr(Stdio::null()),
+    )
+    .context("making the demo certificate with openssl")?;
+    let mut bundle = std::fs::read(&crt)?;
+    bundle.extend(std::fs::read(&key)?);
+    std::fs::write(&pem, bundle)?;
+    Ok(pem)
+}
+
 fn print_demo_help() {
     println!(
         r#"
-The demo is up: the proxy listens on 127.0.0.1:1935 (RTMP), 127.0.0.1:5080 (HTTP) and
-127.0.0.1:6080 (stats page and Prometheus metrics) in front of ams1 (127.0.0.2) and ams2 (127.0.0.3). Each node pushes what it receives to the
-other, so a stream can be played from either. In another terminal:
+The demo is up: the proxy listens on 127.0.0.1:1935 (RTMP), 1936 (RTMPS), 5080 (HTTP),
+5443 (HTTPS, self-signed certificate in target/demo/demo.pem) and 6080 (stats page and
+Prometheus metrics) in front of ams1 (127.0.0.2) and ams2 (127.0.0.3). Each node pushes what
+it receives to the other, so a stream can be played from either. In another terminal:
 
   publish:  ffmpeg -re -f lavfi -i testsrc=size=640x360:rate=25 -c:v libx264 -preset veryfast \
               -tune zerolatency -g 25 -pix_fmt yuv420p -f flv rtmp://127.0.0.1:1935/live/test
   play:     ffplay rtmp://127.0.0.1:1935/live/test
             (headless: ffmpeg -i rtmp://127.0.0.1:1935/live/test -f null -)
   http:     curl -i http://127.0.0.1:5080/   answers "node ams1" or "node ams2"
+  https:    curl -i --cacert target/demo/demo.pem https://localhost:5443/
+  rtmps:    ffmpeg -i rtmps://127.0.0.1:1936/live/test -f null -   (self-signed: ffmpeg does
+            not verify by default)
   stats:    http://127.0.0.1:6080/haproxy_stats  (user admin, password demo; ;csv and ;json too)
   metrics:  curl http://127.0.0.1:6080/metrics
   streams:  curl http://127.0.0.2:5080/stat  (each node's nginx-rtmp statistics)
