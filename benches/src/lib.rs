@@ -12,5 +12,6 @@ pub mod record;
 pub mod report;
 pub mod scenario;
 pub mod stats;
+pub mod vm;
 
 pub use error::{BenchError, Result};

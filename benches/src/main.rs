@@ -7,7 +7,8 @@ use benches::hop::Engine;
 use benches::machine::{self, Machine};
 use benches::pin::Plan;
 use benches::report::{self, Summary};
-use benches::scenario::{self, Ctx, Outcome, Scenario};
+use benches::scenario::{self, Ctx, Kind, Outcome, Scenario};
+use benches::vm::VmReport;
 use clap::Parser;
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -37,6 +38,9 @@ struct Cli {
     /// List the scenarios and exit.
     #[arg(long)]
     list: bool,
+    /// The console of the `https-bulk-vm` VM run (written by `cargo xtask bench`).
+    #[arg(long, value_name = "PATH")]
+    vm_console: Option<PathBuf>,
 }
 
 fn main() {
@@ -84,7 +88,14 @@ fn real_main() -> Result<()> {
         engine.unwrap_or(Engine::Auto),
     );
     let mut outcomes: Vec<(Outcome, Vec<Summary>)> = Vec::new();
+    let mut vm_reports: Vec<VmReport> = Vec::new();
     for sc in &selected {
+        if sc.kind == Kind::HttpsBulkVm {
+            let r = vm_report(sc, cli.vm_console.as_deref());
+            println!("\n{}", r.markdown());
+            vm_reports.push(r);
+            continue;
+        }
         let t = sc.kind.timing(cli.quick);
         println!(
             "\n== {} — {} ({} reps, {:.1} s warm-up + {:.1} s window each)",
@@ -100,7 +111,11 @@ fn real_main() -> Result<()> {
         outcomes.push((o, sums));
     }
     let elapsed = started.elapsed().as_secs_f64();
-    write_results(&cli.out, &stamp, &m, &ctx, &outcomes, elapsed)?;
+    let results = Results {
+        outcomes: &outcomes,
+        vm: &vm_reports,
+    };
+    write_results(&cli.out, &stamp, &m, &ctx, &results, elapsed)?;
     println!("bench: done in {elapsed:.0} s");
     Ok(())
 }
@@ -163,14 +178,29 @@ fn engines(
     (run, notes)
 }
 
+/// The VM scenario's section, from the console the xtask saved (it ran before this runner).
+fn vm_report(sc: &Scenario, console: Option<&Path>) -> VmReport {
+    let text = console.map(|p| {
+        fs::read_to_string(p).unwrap_or_else(|e| format!("cannot read {}: {e}", p.display()))
+    });
+    VmReport::from_console(sc.title, text.as_deref())
+}
+
+/// What a run produced: host scenarios and the VM one.
+struct Results<'a> {
+    outcomes: &'a [(Outcome, Vec<Summary>)],
+    vm: &'a [VmReport],
+}
+
 fn write_results(
     out: &Path,
     stamp: &str,
     m: &Machine,
     ctx: &Ctx,
-    outcomes: &[(Outcome, Vec<Summary>)],
+    results: &Results<'_>,
     elapsed: f64,
 ) -> Result<()> {
+    let outcomes = results.outcomes;
     let mut md = format!(
         "## cargo xtask bench{} — {stamp} UTC\n\nMachine: {}\n\nPinning: {}\n\n",
         if ctx.quick { " --quick" } else { "" },
@@ -179,6 +209,9 @@ fn write_results(
     );
     for (o, s) in outcomes {
         md.push_str(&report::markdown(o, s));
+    }
+    for r in results.vm {
+        md.push_str(&r.markdown());
     }
     let json = serde_json::json!({
         "timestamp_utc": stamp,
@@ -193,6 +226,7 @@ fn write_results(
             "summaries": s,
             "runs": o.records,
         })).collect::<Vec<_>>(),
+        "vm_scenarios": results.vm,
     });
     let files = [
         ("md", md.clone()),

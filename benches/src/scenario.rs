@@ -45,14 +45,19 @@ pub enum Kind {
     RtmpFfmpeg {
         publishers: usize,
     },
+    /// HTTPS bulk inside a qemu VM, kTLS vs userspace: booted by the xtask, reported by
+    /// `crate::vm` (never through [`run`]).
+    HttpsBulkVm,
 }
 
 impl Kind {
     pub fn unit(self) -> Unit {
         match self {
-            Kind::Ingest { .. } | Kind::Bulk(_) | Kind::HttpsBulk | Kind::RtmpFfmpeg { .. } => {
-                Unit::Gbit
-            }
+            Kind::Ingest { .. }
+            | Kind::Bulk(_)
+            | Kind::HttpsBulk
+            | Kind::RtmpFfmpeg { .. }
+            | Kind::HttpsBulkVm => Unit::Gbit,
             Kind::ConnRate => Unit::Connection,
             Kind::HttpKeepAlive => Unit::Request,
             Kind::HttpsHandshake => Unit::Handshake,
@@ -63,7 +68,7 @@ impl Kind {
     pub fn needs_http(self) -> bool {
         matches!(
             self,
-            Kind::HttpKeepAlive | Kind::HttpsHandshake | Kind::HttpsBulk
+            Kind::HttpKeepAlive | Kind::HttpsHandshake | Kind::HttpsBulk | Kind::HttpsBulkVm
         )
     }
 
@@ -152,6 +157,14 @@ pub fn all() -> Vec<Scenario> {
             "one bulk HTTPS download (TLS terminated by the hop; direct: by nginx)",
             Kind::HttpsBulk,
         ),
+        Scenario {
+            in_quick: false,
+            ..s(
+                crate::vm::SCENARIO,
+                "HTTPS bulk download inside a qemu VM (Linux 6.12, TCG): kTLS vs userspace rustls, AES-128-GCM and ChaCha20 (relative figures only)",
+                Kind::HttpsBulkVm,
+            )
+        },
         Scenario {
             in_quick: false,
             ..s(

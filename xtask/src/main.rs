@@ -12,6 +12,7 @@ mod bench;
 mod run;
 mod setup;
 mod test;
+mod vmbench;
 mod vmtest;
 
 use anyhow::{bail, Context, Result};

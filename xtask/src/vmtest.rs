@@ -19,8 +19,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-/// Test filters run in the VM (the proxy's unit tests whose subject is the kernel).
-const FILTERS: &[&str] = &["tls::"];
+/// Test filters run in the VM (the proxy's unit tests whose subject is the kernel): the TLS
+/// room's, and HTTPS through the plan's HTTP-over-TLS session (kTLS, spliced bodies).
+const FILTERS: &[&str] = &["tls::", "http_over_tls"];
 /// Bound for one VM run (boot, module load, tests, power-off). TCG is slow; generous.
 const VM_LIMIT: Duration = Duration::from_secs(900);
 
@@ -31,16 +32,49 @@ deb http://deb.debian.org/debian-security bookworm-security main
 ";
 
 /// A kernel to boot: the package and the version string of its files.
-struct Kernel {
+pub(crate) struct Kernel {
     package: String,
-    release: String,
+    pub(crate) release: String,
+}
+
+/// What booting needs, downloaded and unpacked once (also used by `cargo xtask bench`).
+pub(crate) struct Vm {
+    /// `target/vmtest` (or `VMTEST_CACHE`): apt state, unpacked tools, initramfs images.
+    pub(crate) cache: PathBuf,
+    /// The unpacked kernels, modules, busybox and qemu.
+    pub(crate) root: PathBuf,
+    /// The newest 6.1 and 6.12, in that order.
+    pub(crate) kernels: Vec<Kernel>,
+}
+
+impl Vm {
+    pub(crate) fn prepare() -> Result<Vm> {
+        let cache = cache_dir();
+        let apt = Apt::new(&cache)?;
+        let kernels = apt.kernels()?;
+        let root = apt.unpack_tools(&kernels)?;
+        Ok(Vm {
+            cache,
+            root,
+            kernels,
+        })
+    }
+
+    /// The kernel of a series (`"6.12"`).
+    pub(crate) fn kernel(&self, series: &str) -> Result<&Kernel> {
+        self.kernels
+            .iter()
+            .find(|k| k.release.starts_with(&format!("{series}.")))
+            .with_context(|| format!("no {series} kernel among the cached ones"))
+    }
 }
 
 pub fn vmtest(filters: &[String]) -> Result<()> {
-    let cache = cache_dir();
-    let apt = Apt::new(&cache)?;
-    let kernels = apt.kernels()?;
-    let root = apt.unpack_tools(&kernels)?;
+    let Vm {
+        cache,
+        root,
+        kernels,
+    } = Vm::prepare()?;
     let tests = build_tests()?;
     let filters: Vec<String> = if filters.is_empty() {
         FILTERS.iter().map(|s| s.to_string()).collect()
@@ -50,8 +84,9 @@ pub fn vmtest(filters: &[String]) -> Result<()> {
     let (mut passed, mut failed) = (0u64, 0u64);
     for k in &kernels {
         println!("\n==> vmtest: Linux {} ({})", k.release, k.package);
-        let initrd = initramfs(&cache, &root, k, &tests, &filters)?;
-        match boot(&root, k, &initrd) {
+        let init = init_script(&k.release, &test_command(&filters));
+        let initrd = initramfs(&cache, &root, k, &init, &[("proxy-tests", &tests)])?;
+        match boot(&root, k, &initrd, VM_LIMIT).and_then(|text| test_counts(&text)) {
             Ok((p, f)) => {
                 println!("vmtest: Linux {}: {p} passed, {f} failed", k.release);
                 passed += p;
@@ -253,15 +288,17 @@ fn host_has(package: &str) -> bool {
 /// The proxy's unit tests as one static, stripped, optimised binary (TCG is slow; the 256
 /// MiB integrity test hashes every byte twice).
 fn build_tests() -> Result<PathBuf> {
+    let json = static_build(&["test", "-p", "proxy", "--lib", "--release", "--no-run"])?;
+    executable(&json, "proxy", true)
+}
+
+/// `cargo ARGS` for a static glibc target (`+crt-static`, stripped) in its own target folder;
+/// returns cargo's JSON messages, for [`executable`].
+pub(crate) fn static_build(args: &[&str]) -> Result<String> {
     let target = crate::root().join("target").join("vmtest").join("build");
     let out = crate::cargo()
+        .args(args)
         .args([
-            "test",
-            "-p",
-            "proxy",
-            "--lib",
-            "--release",
-            "--no-run",
             "--target",
             "x86_64-unknown-linux-gnu",
             "--message-format=json",
@@ -273,22 +310,36 @@ fn build_tests() -> Result<PathBuf> {
         )
         .stderr(Stdio::inherit())
         .output()
-        .context("building the static test binary")?;
+        .with_context(|| format!("building static binaries: cargo {args:?}"))?;
     if !out.status.success() {
-        bail!("building the static test binary failed ({})", out.status);
+        bail!("static build cargo {args:?} failed ({})", out.status);
     }
-    let text = String::from_utf8_lossy(&out.stdout);
-    let exe = text
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// The executable cargo built for target `name` (a test harness when `test`).
+pub(crate) fn executable(json: &str, name: &str, test: bool) -> Result<PathBuf> {
+    let exe = json
         .lines()
-        .filter(|l| l.contains("\"name\":\"proxy\"") && l.contains("\"test\":true"))
+        .filter(|l| l.contains(&format!("\"name\":\"{name}\"")))
+        .filter(|l| l.contains(&format!("\"test\":{test}")))
         .find_map(|l| l.split("\"executable\":\"").nth(1))
         .and_then(|s| s.split('"').next())
-        .context("cargo named no test executable")?;
+        .with_context(|| format!("cargo named no executable for {name}"))?;
     Ok(PathBuf::from(exe))
 }
 
-/// `/init` of the VM: mount, modules, loopback, the tests, power off.
-fn init_script(release: &str, filters: &[String]) -> String {
+/// What the tests' init runs: the unit tests, kTLS required.
+fn test_command(filters: &[String]) -> String {
+    format!(
+        "PROXY_REQUIRE_KTLS=1 PROXY_TEST_BIG_MIB=256 RUST_BACKTRACE=1 \\
+    /proxy-tests --test-threads=1 {}",
+        filters.join(" ")
+    )
+}
+
+/// `/init` of the VM: mount, modules, loopback, `command` (in `/tmp`), power off.
+pub(crate) fn init_script(release: &str, command: &str) -> String {
     format!(
         "#!/bin/busybox sh
 /bin/busybox --install -s /bin
@@ -305,36 +356,40 @@ for m in tls gcm ghash-generic ghash-clmulni-intel aesni-intel chacha20poly1305 
 done
 echo \"VMTEST kernel $(uname -r) (want {release}); modules: $(cut -d' ' -f1 /proc/modules | tr '\\n' ' ')\"
 cd /tmp
-PROXY_REQUIRE_KTLS=1 PROXY_TEST_BIG_MIB=256 RUST_BACKTRACE=1 \\
-    /proxy-tests --test-threads=1 {}
+{command}
 echo \"VMTEST-EXIT $?\"
 poweroff -f
-",
-        filters.join(" ")
+"
     )
 }
 
-fn initramfs(
+/// The initramfs of `k`: busybox, the TLS and crypto modules, `init`, and `files` (name at
+/// the root, host path). Named after the first file, so the tests and the bench keep theirs.
+pub(crate) fn initramfs(
     cache: &Path,
     root: &Path,
     k: &Kernel,
-    tests: &Path,
-    filters: &[String],
+    init: &str,
+    files: &[(&str, &Path)],
 ) -> Result<PathBuf> {
     let mut cpio = Cpio::default();
     for d in ["bin", "dev", "proc", "sys", "tmp", "lib", "lib/modules"] {
         cpio.dir(d);
     }
     cpio.node("dev/console", 5, 1);
-    cpio.file("init", init_script(&k.release, filters).as_bytes(), 0o755);
+    cpio.file("init", init.as_bytes(), 0o755);
     cpio.file(
         "bin/busybox",
         &std::fs::read(root.join("bin/busybox"))?,
         0o755,
     );
-    cpio.file("proxy-tests", &std::fs::read(tests)?, 0o755);
+    for (name, path) in files {
+        let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+        cpio.file(name, &bytes, 0o755);
+    }
     add_modules(&mut cpio, root, &k.release)?;
-    let path = cache.join(format!("initramfs-{}.cpio", k.release));
+    let tag = files.first().map_or("init", |f| f.0);
+    let path = cache.join(format!("initramfs-{tag}-{}.cpio", k.release));
     std::fs::write(&path, cpio.finish())?;
     Ok(path)
 }
@@ -411,15 +466,16 @@ fn collect(dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
     Ok(())
 }
 
-/// Boots `k` and returns (passed, failed) from the test runner's result line.
-fn boot(root: &Path, k: &Kernel, initrd: &Path) -> Result<(u64, u64)> {
+/// Boots `k` with `initrd`, bounded by `limit`; returns the serial console's text (also
+/// streamed to stdout as it comes).
+pub(crate) fn boot(root: &Path, k: &Kernel, initrd: &Path, limit: Duration) -> Result<String> {
     let lib = format!(
         "{}:{}",
         root.join("usr/lib/x86_64-linux-gnu").display(),
         root.join("lib/x86_64-linux-gnu").display()
     );
     let mut child = Command::new("timeout")
-        .arg(VM_LIMIT.as_secs().to_string())
+        .arg(limit.as_secs().to_string())
         .arg(root.join("usr/bin/qemu-system-x86_64"))
         .env("LD_LIBRARY_PATH", lib)
         .arg("-L")
@@ -451,6 +507,11 @@ fn boot(root: &Path, k: &Kernel, initrd: &Path) -> Result<(u64, u64)> {
         }
     }
     let _ = child.wait();
+    Ok(text)
+}
+
+/// (passed, failed) from the test runner's result line.
+fn test_counts(text: &str) -> Result<(u64, u64)> {
     let result = text
         .lines()
         .find(|l| l.starts_with("test result:"))

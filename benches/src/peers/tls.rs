@@ -107,6 +107,27 @@ pub fn client_config() -> Result<Arc<ClientConfig>> {
     Ok(Arc::new(cfg))
 }
 
+/// A TLS 1.3 client offering only `suite` (named as rustls names it, e.g.
+/// `TLS13_AES_128_GCM_SHA256`), so a run measures exactly that cipher.
+pub fn suite_client_config(suite: &str) -> Result<Arc<ClientConfig>> {
+    let mut provider = rustls::crypto::ring::default_provider();
+    provider
+        .cipher_suites
+        .retain(|s| format!("{:?}", s.suite()) == suite);
+    if provider.cipher_suites.is_empty() {
+        return Err(BenchError::Run(format!("rustls has no suite {suite}")));
+    }
+    let provider = Arc::new(provider);
+    let mut cfg = ClientConfig::builder_with_provider(provider.clone())
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .map_err(|e| BenchError::Run(format!("rustls config: {e}")))?
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(AnyCert(provider)))
+        .with_no_client_auth();
+    cfg.resumption = Resumption::disabled();
+    Ok(Arc::new(cfg))
+}
+
 fn connect(
     cfg: &Arc<ClientConfig>,
     addr: SocketAddr,

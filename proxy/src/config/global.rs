@@ -47,6 +47,10 @@ pub(crate) fn directive(
         "tune.bufsize" => {
             global.bufsize = Some(parse_positive(args.need("a size in bytes")?, keyword)?)
         }
+        "tune.sockmap.budget" => {
+            global.sockmap_budget = Some(parse_size(args.need("a size")?, keyword)?)
+        }
+        "tune.ssl.ktls" => global.ssl_ktls = Some(on_off(args.need("'on' or 'off'")?, keyword)?),
         "crt-base" => {
             *crt_base = Some(PathBuf::from(args.need("a directory")?));
             global.other.push(raw());
@@ -89,6 +93,47 @@ pub(crate) fn directive(
         other => return Err(format!("unknown keyword '{other}' in 'global' section")),
     }
     args.end()
+}
+
+/// Smallest `tune.sockmap.budget`: the engine parks a direction at half its budget, and below
+/// one loopback packet (64 KiB) it would park on every packet.
+const MIN_SOCKMAP_BUDGET: u64 = 64 * 1024;
+/// Largest `tune.sockmap.budget`: a bound on kernel memory per direction, not a way to lift it.
+const MAX_SOCKMAP_BUDGET: u64 = 1 << 30;
+
+/// A size as HAProxy writes them: decimal digits with an optional `k`, `m` or `g` suffix
+/// (powers of 1024, either case), within the sockmap budget's range.
+fn parse_size(text: &str, keyword: &str) -> Result<u64, String> {
+    let (digits, unit) = match text.char_indices().last() {
+        Some((i, c)) if c.is_ascii_alphabetic() => (&text[..i], c.to_ascii_lowercase()),
+        _ => (text, ' '),
+    };
+    let shift = match unit {
+        ' ' => 0,
+        'k' => 10,
+        'm' => 20,
+        'g' => 30,
+        _ => {
+            return Err(format!(
+                "invalid size '{text}' for '{keyword}': expected digits with an optional k, m or g"
+            ))
+        }
+    };
+    let n: u64 = parse_uint(digits, keyword).map_err(|_| {
+        format!("invalid size '{text}' for '{keyword}': expected digits with an optional k, m or g")
+    })?;
+    let bytes = n
+        .checked_mul(1 << shift)
+        .filter(|b| (MIN_SOCKMAP_BUDGET..=MAX_SOCKMAP_BUDGET).contains(b));
+    bytes.ok_or_else(|| format!("'{keyword}' must be between 64k and 1g, got {text}"))
+}
+
+fn on_off(word: &str, keyword: &str) -> Result<bool, String> {
+    match word {
+        "on" => Ok(true),
+        "off" => Ok(false),
+        other => Err(format!("'{keyword}' expects 'on' or 'off', got '{other}'")),
+    }
 }
 
 /// `stats socket PATH [params]`, `stats timeout T`, `stats maxconn N`: checked, kept raw.
@@ -204,6 +249,56 @@ mod tests {
             .2
             .pop()
             .unwrap_or_else(|| panic!("no error for {line}"))
+    }
+
+    #[test]
+    fn sockmap_budget_sizes() {
+        for (text, bytes) in [
+            ("4m", 4 << 20),
+            ("512k", 512 << 10),
+            ("512K", 512 << 10),
+            ("1g", 1 << 30),
+            ("65536", 65536),
+        ] {
+            let (g, _, e) = apply(&[&format!("tune.sockmap.budget {text}")]);
+            assert!(e.is_empty(), "{text}: {e:?}");
+            assert_eq!(g.sockmap_budget, Some(bytes), "{text}");
+        }
+        assert_eq!(Global::default().sockmap_budget, None);
+        for bad in ["4x", "m", "-4m", "4.5m", "4mb"] {
+            let e = error(&format!("tune.sockmap.budget {bad}"));
+            assert!(e.contains("invalid size"), "{bad}: {e}");
+        }
+        for out in ["32k", "0", "2g", "99999999999999999g"] {
+            let e = error(&format!("tune.sockmap.budget {out}"));
+            assert!(e.contains("between 64k and 1g"), "{out}: {e}");
+        }
+        assert!(error("tune.sockmap.budget").contains("a size"));
+    }
+
+    #[test]
+    fn sockmap_budget_error_names_file_and_line() {
+        let text = "global\n    nbthread 2\n    tune.sockmap.budget 4q\n";
+        let errors = crate::config::parse_str(text, std::path::Path::new("/etc/p.cfg"))
+            .map(|_| ())
+            .expect_err("a bad size");
+        let shown = errors.to_string();
+        assert!(
+            shown.starts_with("/etc/p.cfg:3: invalid size '4q' for 'tune.sockmap.budget'"),
+            "{shown}"
+        );
+    }
+
+    #[test]
+    fn ssl_ktls_switch() {
+        assert!(Global::default().ktls_allowed());
+        let (g, _, e) = apply(&["tune.ssl.ktls off"]);
+        assert!(e.is_empty(), "{e:?}");
+        assert!(!g.ktls_allowed());
+        let (g, _, e) = apply(&["tune.ssl.ktls on"]);
+        assert!(e.is_empty() && g.ktls_allowed(), "{e:?}");
+        assert!(error("tune.ssl.ktls maybe").contains("expects 'on' or 'off'"));
+        assert!(error("tune.ssl.ktls").contains("'on' or 'off'"));
     }
 
     #[test]
