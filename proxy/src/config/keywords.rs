@@ -125,7 +125,9 @@ const GLOBAL_ONLY: &[&str] = &[
     "ssl-default-bind-ciphersuites",
     "ssl-default-bind-options",
     "tune.bufsize",
+    "tune.sockmap.budget",
     "tune.ssl.default-dh-param",
+    "tune.ssl.ktls",
     "ulimit-n",
     "user",
 ];
