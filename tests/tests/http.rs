@@ -773,3 +773,135 @@ fn large_bodies_of_known_length_are_spliced_byte_exact() {
         "spliced {uploaded} of the 1000000-byte upload"
     );
 }
+
+/// What a keep-alive test server saw: the most requests it had in progress at once, how many
+/// it answered, on how many connections.
+#[derive(Default)]
+struct Seen {
+    in_progress: AtomicUsize,
+    most_at_once: AtomicUsize,
+    answered: AtomicUsize,
+    connections: AtomicUsize,
+}
+
+/// A keep-alive HTTP/1.1 server that holds every request a moment before answering it, so
+/// that two requests sent to it at once would overlap there.
+fn slow_keep_alive_server(addr: SocketAddr) -> (SocketAddr, Arc<Seen>) {
+    let listener = std::net::TcpListener::bind(addr).expect("bind the slow server");
+    let addr = listener.local_addr().expect("addr");
+    let seen = Arc::new(Seen::default());
+    let shared = seen.clone();
+    std::thread::spawn(move || {
+        for conn in listener.incoming().flatten() {
+            shared.connections.fetch_add(1, Ordering::SeqCst);
+            let seen = shared.clone();
+            std::thread::spawn(move || serve_slowly(conn, &seen));
+        }
+    });
+    (addr, seen)
+}
+
+/// One request: its head, then its Content-Length body if any. `None` at the end.
+fn read_request(reader: &mut impl std::io::BufRead) -> Option<()> {
+    let mut length = 0;
+    let mut line = String::new();
+    loop {
+        line.clear();
+        if reader.read_line(&mut line).ok()? == 0 {
+            return None;
+        }
+        if line == "\r\n" {
+            break;
+        }
+        let lower = line.to_ascii_lowercase();
+        if let Some(v) = lower.strip_prefix("content-length:") {
+            length = v.trim().parse().ok()?;
+        }
+    }
+    let mut body = vec![0u8; length];
+    reader.read_exact(&mut body).ok()
+}
+
+fn serve_slowly(conn: std::net::TcpStream, seen: &Seen) {
+    let mut reader = std::io::BufReader::new(&conn);
+    let mut writer = &conn;
+    while read_request(&mut reader).is_some() {
+        let now = seen.in_progress.fetch_add(1, Ordering::SeqCst) + 1;
+        seen.most_at_once.fetch_max(now, Ordering::SeqCst);
+        std::thread::sleep(Duration::from_millis(200));
+        // Out of progress before the answer leaves: the next request can only follow it.
+        seen.in_progress.fetch_sub(1, Ordering::SeqCst);
+        seen.answered.fetch_add(1, Ordering::SeqCst);
+        if writer
+            .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+            .is_err()
+        {
+            return;
+        }
+    }
+}
+
+/// An upload whose body follows the proxy's `100 Continue`: the body is not in the proxy's
+/// buffer when the request is sent, so it goes on a fresh server connection (a pooled one
+/// could not be replayed), which is pooled after the answer.
+fn upload_on_a_fresh_connection(conn: &mut Conn) -> u16 {
+    conn.send(b"POST /warm HTTP/1.1\r\nHost: lb.example\r\nContent-Length: 4\r\nExpect: 100-continue\r\n\r\n");
+    let interim = conn.response(true).expect("the interim answer");
+    assert_eq!(interim.status, 100);
+    conn.send(b"warm");
+    conn.response(false).expect("the upload's answer").status
+}
+
+/// `maxconn 1` holds for requests on pooled server connections too: with two idle pooled
+/// connections, two keep-alive clients sending at the same time never have two requests at
+/// the server at once (the second waits in the queue), and every request is answered.
+#[test]
+fn maxconn_holds_for_requests_on_pooled_connections() {
+    let (server, seen) = slow_keep_alive_server(free_addr(loopback(8)));
+    let port = free_port(Ipv4Addr::LOCALHOST);
+    // One worker: every request sees its pool of idle server connections.
+    let cfg = format!(
+        "global\n    nbthread 1\n\
+         defaults\n    mode http\n    option http-keep-alive\n    timeout connect 2s\n\
+         \x20   timeout client 20s\n    timeout server 20s\n    timeout queue 30s\n\
+         frontend f\n    bind 127.0.0.1:{port}\n    default_backend be\n\
+         backend be\n    server s1 {server} maxconn 1\n"
+    );
+    let p = Proxy::start(&cfg);
+    let mut warm = Conn::open(p.addr());
+    for _ in 0..2 {
+        assert_eq!(upload_on_a_fresh_connection(&mut warm), 200);
+    }
+    assert_eq!(
+        seen.connections.load(Ordering::SeqCst),
+        2,
+        "two server connections, both idle in the pool now"
+    );
+    const REQUESTS: usize = 3;
+    let clients: Vec<_> = (0..2)
+        .map(|c| {
+            let addr = p.addr();
+            std::thread::spawn(move || {
+                let mut conn = Conn::open(addr);
+                (0..REQUESTS)
+                    .map(|i| conn.get(&format!("/c{c}/{i}"), &[]).status)
+                    .collect::<Vec<u16>>()
+            })
+        })
+        .collect();
+    for client in clients {
+        let statuses = client.join().expect("client thread");
+        assert_eq!(statuses, [200; REQUESTS], "{}", p.stderr());
+    }
+    assert_eq!(seen.answered.load(Ordering::SeqCst), 2 + 2 * REQUESTS);
+    assert_eq!(
+        seen.most_at_once.load(Ordering::SeqCst),
+        1,
+        "two requests at the server at once despite maxconn 1"
+    );
+    assert_eq!(
+        seen.connections.load(Ordering::SeqCst),
+        2,
+        "every GET went on a pooled connection"
+    );
+}

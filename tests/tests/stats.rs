@@ -808,7 +808,8 @@ fn echo_server(addr: SocketAddr) -> SocketAddr {
 }
 
 struct LiveSetup {
-    proxy: Proxy,
+    /// Kept running for the test's length.
+    _proxy: Proxy,
     stats: SocketAddr,
     front: SocketAddr,
 }
@@ -849,7 +850,7 @@ backend live_be
 "
     );
     LiveSetup {
-        proxy: Proxy::start(&cfg),
+        _proxy: Proxy::start(&cfg),
         stats: SocketAddr::from((Ipv4Addr::LOCALHOST, stats_port)),
         front: SocketAddr::from((Ipv4Addr::LOCALHOST, port)),
     }
@@ -1023,4 +1024,163 @@ fn an_open_rtmps_flow_shows_its_plaintext_bytes() {
         (csv.num("live", "FRONTEND", "scur") == 0).then_some(csv)
     });
     s.assert_bytes(&csv, LIVE_BYTES, "copy");
+}
+
+/// A raw WebSocket client, so the test knows every byte it sent and received: the upgrade
+/// request, the 101 head, one masked text frame out and its echo back.
+struct RawWs {
+    conn: TcpStream,
+    sent: u64,
+    received: u64,
+}
+
+impl RawWs {
+    fn open(front: SocketAddr) -> RawWs {
+        let conn = TcpStream::connect(front).expect("connect to the ws frontend");
+        conn.set_read_timeout(Some(Duration::from_secs(20)))
+            .expect("timeout");
+        let mut ws = RawWs {
+            conn,
+            sent: 0,
+            received: 0,
+        };
+        ws.send(
+            b"GET /socket HTTP/1.1\r\nHost: ws.test\r\nUpgrade: websocket\r\n\
+              Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+              Sec-WebSocket-Version: 13\r\n\r\n",
+        );
+        let head = ws.read_head();
+        assert!(
+            head.starts_with("HTTP/1.1 101"),
+            "the upgrade was refused: {head}"
+        );
+        ws
+    }
+
+    fn send(&mut self, bytes: &[u8]) {
+        self.conn.write_all(bytes).expect("send through the proxy");
+        self.sent += bytes.len() as u64;
+    }
+
+    fn read_exact(&mut self, n: usize) -> Vec<u8> {
+        let mut buf = vec![0u8; n];
+        self.conn
+            .read_exact(&mut buf)
+            .expect("read through the proxy");
+        self.received += n as u64;
+        buf
+    }
+
+    /// Byte by byte: nothing past the head may be consumed (the server sends nothing more
+    /// before the first message anyway).
+    fn read_head(&mut self) -> String {
+        let mut head = Vec::new();
+        while !head.ends_with(b"\r\n\r\n") {
+            head.extend(self.read_exact(1));
+        }
+        String::from_utf8_lossy(&head).into_owned()
+    }
+
+    /// One masked text frame (RFC 6455 §5.2) with a 64-bit length.
+    fn send_text(&mut self, text: &[u8]) {
+        let mask = [0x37u8, 0xfa, 0x21, 0x3d];
+        let mut frame = vec![0x81, 0x80 | 127];
+        frame.extend_from_slice(&(text.len() as u64).to_be_bytes());
+        frame.extend_from_slice(&mask);
+        frame.extend(text.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+        self.send(&frame);
+    }
+
+    /// One unmasked frame from the server: its payload.
+    fn read_frame(&mut self) -> Vec<u8> {
+        let head = self.read_exact(2);
+        assert_eq!(head[0], 0x81, "a final text frame");
+        let len = match head[1] & 0x7f {
+            126 => {
+                let b = self.read_exact(2);
+                u64::from(u16::from_be_bytes([b[0], b[1]]))
+            }
+            127 => {
+                let b = self.read_exact(8);
+                u64::from_be_bytes(b.try_into().expect("8 bytes"))
+            }
+            n => u64::from(n),
+        };
+        self.read_exact(len as usize)
+    }
+}
+
+/// An open WebSocket (`mode http`, upgraded to a tunnel) shows its bytes in the CSV while it
+/// stays open, on the frontend, the backend and the server; its end adds nothing.
+#[test]
+fn an_open_websocket_shows_its_bytes() {
+    let ws_server = e2e::http_client::WsServer::start("ws1", free_addr(loopback(2)));
+    let stats_port = free_port(Ipv4Addr::LOCALHOST);
+    let port = free_port(Ipv4Addr::LOCALHOST);
+    let cfg = format!(
+        "defaults
+    mode http
+    timeout connect 2s
+    timeout client 30s
+    timeout server 30s
+    timeout tunnel 1h
+
+listen stats
+    bind 127.0.0.1:{stats_port}
+    stats enable
+    stats uri /haproxy_stats
+    stats auth {USER}:{PASSWORD}
+
+frontend ws
+    bind 127.0.0.1:{port}
+    default_backend ws_be
+
+backend ws_be
+    server ws1 {}
+",
+        ws_server.addr
+    );
+    let _proxy = Proxy::start(&cfg);
+    let stats = SocketAddr::from((Ipv4Addr::LOCALHOST, stats_port));
+    let csv = || {
+        let r = http_get(stats, "/haproxy_stats;csv", Some((USER, PASSWORD)));
+        assert_eq!(r.status, 200, "{}", r.body);
+        Csv::parse(&r.body)
+    };
+    let mut ws = RawWs::open(SocketAddr::from((Ipv4Addr::LOCALHOST, port)));
+    let text: Vec<u8> = (0..LIVE_BYTES).map(|i| b'a' + (i % 26) as u8).collect();
+    ws.send_text(&text);
+    let echo = ws.read_frame();
+    assert!(echo.strip_prefix(b"ws1:") == Some(&text[..]), "echo intact");
+    let (sent, received) = (ws.sent, ws.received);
+    assert!(sent > LIVE_BYTES && received > LIVE_BYTES);
+    let rows = [("ws", "FRONTEND"), ("ws_be", "BACKEND"), ("ws_be", "ws1")];
+    let assert_rows = |csv: &Csv| {
+        for (px, sv) in rows {
+            assert_eq!(csv.num(px, sv, "bin"), sent, "{px}/{sv} bin");
+            assert_eq!(csv.num(px, sv, "bout"), received, "{px}/{sv} bout");
+        }
+    };
+    let open = wait_until(
+        "the open websocket's bytes counted",
+        Duration::from_secs(20),
+        || {
+            let c = csv();
+            (c.num("ws", "FRONTEND", "bin") == sent && c.num("ws", "FRONTEND", "bout") == received)
+                .then_some(c)
+        },
+    );
+    assert_eq!(open.num("ws", "FRONTEND", "scur"), 1, "still open");
+    assert_rows(&open);
+    // An abortive close: no close frame, so no byte moves after the figures above.
+    socket2::SockRef::from(&ws.conn)
+        .set_linger(Some(Duration::ZERO))
+        .expect("SO_LINGER");
+    drop(ws);
+    let closed = wait_until("the websocket ended", Duration::from_secs(20), || {
+        let c = csv();
+        (c.num("ws", "FRONTEND", "scur") == 0 && c.num("ws_be", "BACKEND", "req_tot") == 1)
+            .then_some(c)
+    });
+    assert_rows(&closed);
 }

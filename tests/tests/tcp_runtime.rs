@@ -461,6 +461,16 @@ fn a_queued_http_request_gets_503_after_the_queue_timeout() {
             .map(str::to_string)
     });
     assert!(line.contains(" sQ"), "termination state in {line}");
+    // No server was assigned: HAProxy names none, waited the whole `timeout queue` (%Tw) and
+    // never connected (%Tc -1).
+    let timers = line
+        .split_once(" be/<NOSRV> ")
+        .map(|(_, rest)| rest.split(' ').next().unwrap_or_default())
+        .unwrap_or_else(|| panic!("no server in {line}"));
+    let t: Vec<i64> = timers.split('/').filter_map(|v| v.parse().ok()).collect();
+    assert_eq!(t.len(), 5, "%TR/%Tw/%Tc/%Tr/%Ta in {line}");
+    assert!(t[1] >= 1000, "%Tw is the queue timeout in {line}");
+    assert_eq!((t[2], t[3]), (-1, -1), "nothing connected in {line}");
     assert_eq!(csv_field(stats, "be", "BACKEND", "qmax"), "1");
 }
 
@@ -509,6 +519,14 @@ fn a_cookie_pinned_request_waits_in_its_servers_queue() {
     );
     assert_eq!(csv_field(stats, "be", "ams1", "qmax"), "1");
     assert_eq!(csv_field(stats, "be", "BACKEND", "qmax"), "0");
+    // The cookie assigned ams1 before the wait: HAProxy's line names it, unlike a timeout in
+    // the backend's queue (`<NOSRV>`).
+    let line = wait_until("the 503's log line", Duration::from_secs(10), || {
+        traffic_lines(&proxy.stderr())
+            .find(|l| l.contains(" 503 "))
+            .map(str::to_string)
+    });
+    assert!(line.contains(" be/ams1 ") && line.contains(" sQ"), "{line}");
     ams2.set_nonblocking(true).expect("nonblocking accept");
     assert!(ams2.accept().is_err(), "nothing went to the free ams2");
     drop(proxy);

@@ -153,7 +153,8 @@ impl Server {
     }
 
     /// Counts a connection against this server until the guard drops, whatever its
-    /// `maxconn` (a pooled HTTP connection already holds its place).
+    /// `maxconn`. For tests and tools: sessions take their slot with [`Server::try_claim`]
+    /// (through the queue), a reused pooled HTTP connection included.
     pub fn claim(self: &Arc<Self>) -> ServerClaim {
         let current = self.current.fetch_add(1, Ordering::Relaxed) + 1;
         self.claimed(current)

@@ -19,6 +19,8 @@ pub struct HttpRecord {
     pub server: String,
     /// Time to receive the whole request head.
     pub head: Option<Duration>,
+    /// Time waited in a queue for a server slot (`%Tw`).
+    pub queue: Duration,
     pub connect: Option<Duration>,
     /// Time from the request sent to the response head received.
     pub response: Option<Duration>,
@@ -50,6 +52,7 @@ impl HttpRecord {
             backend: frontend.to_string(),
             server: "<NOSRV>".into(),
             head: None,
+            queue: Duration::ZERO,
             connect: None,
             response: None,
             total: Duration::ZERO,
@@ -91,7 +94,7 @@ impl fmt::Display for HttpRecord {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "{}:{} [{}] {} {}/{} {}/0/{}/{}/{} {} {} - - {}{}{}{} {}/{}/{}/{}/{}{} 0/0 {}",
+            "{}:{} [{}] {} {}/{} {}/{}/{}/{}/{} {} {} - - {}{}{}{} {}/{}/{}/{}/{}{} 0/0 {}",
             self.client.ip(),
             self.client.port(),
             HaproxyDate(self.started),
@@ -99,6 +102,7 @@ impl fmt::Display for HttpRecord {
             self.backend,
             self.server,
             ms(self.head),
+            self.queue.as_millis(),
             ms(self.connect),
             ms(self.response),
             self.total.as_millis(),
@@ -149,5 +153,7 @@ mod tests {
         r.retries = 1;
         r.redispatched = true;
         assert!(r.to_string().contains(" 1/1/1/1/+1 0/0 "), "{r}");
+        r.queue = Duration::from_millis(1004);
+        assert!(r.to_string().contains(" 2/1004/1/5/9 "), "%Tw in {r}");
     }
 }

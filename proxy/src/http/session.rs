@@ -16,8 +16,8 @@ use compio::net::TcpStream;
 
 use crate::balance::{PickContext, Server, ServerClaim};
 use crate::config::Timeouts;
-use crate::forward::{self, FlowEnd, FlowParams, IdleLimits};
-use crate::tcp::connect::connect_pinned;
+use crate::forward::{self, FlowEnd, FlowParams, IdleLimits, Progress};
+use crate::tcp::connect::{connect_slot, reserve, Failed};
 
 use super::acl::Ctx;
 use super::answers::{self, CONTINUE};
@@ -584,25 +584,35 @@ impl<'f> Exchange<'f, '_> {
         }
     }
 
-    /// A pooled connection to `first` when allowed and available, else a fresh one.
+    /// A server slot first (queueing while every usable server is at its `maxconn`), then a
+    /// pooled connection to that server when allowed and available, else a fresh one. The
+    /// slot comes first so that a reused connection counts against `maxconn` as a fresh one
+    /// does; an idle pooled connection holds no slot.
     async fn open(
         &mut self,
         be: &Backend,
         first: &Arc<Server>,
         may_reuse: bool,
     ) -> Result<(TcpStream, Arc<Server>, ServerClaim, bool), Next<'f>> {
-        if may_reuse {
-            if let Some(stream) = pool::take(first, be.pool_idle) {
-                self.record.connect = Some(Duration::ZERO);
-                self.tally.server(first);
-                self.tally.reused();
-                return Ok((stream, first.clone(), first.claim(), true));
-            }
-        }
-        // Attempts, retries, redispatches and a final failure are counted by `connect_from`.
         // A server named by a valid persistence cookie ('V') is waited for when full.
         let pinned = self.record.cookie[0] == 'V';
-        match connect_pinned(&be.servers, first.clone(), self.peer.ip(), pinned).await {
+        let ip = self.peer.ip();
+        let slot = match reserve(&be.servers, first.clone(), ip, pinned).await {
+            Ok(slot) => slot,
+            Err(f) => return Err(self.connect_failed(f, be).await),
+        };
+        self.record.queue = slot.queue_wait;
+        let server = slot.claim.server.clone();
+        if may_reuse {
+            if let Some(stream) = pool::take(&server, be.pool_idle) {
+                self.record.connect = Some(Duration::ZERO);
+                self.tally.server(&server);
+                self.tally.reused();
+                return Ok((stream, server, slot.claim, true));
+            }
+        }
+        // Attempts, retries, redispatches and a final failure are counted by `connect_slot`.
+        match connect_slot(&be.servers, slot, ip).await {
             Ok(c) => {
                 self.record.connect = Some(c.connect_time);
                 self.record.retries = c.retries;
@@ -611,14 +621,21 @@ impl<'f> Exchange<'f, '_> {
                 self.tally.server(&server);
                 Ok((c.stream, server, c.claim, false))
             }
-            Err(f) => {
-                self.record.server = f.server.name.clone();
-                self.record.retries = f.retries;
-                self.record.redispatched = f.redispatched;
-                let term = f.term();
-                Err(self.fail(503, term, Some(be)).await)
-            }
+            Err(f) => Err(self.connect_failed(f, be).await),
         }
+    }
+
+    /// No connection: 503. After a timeout in the backend's queue no server was assigned, so
+    /// the log names none (`<NOSRV>`), as HAProxy's; otherwise it names the server waited for
+    /// (a persistence cookie's) or the last one tried.
+    async fn connect_failed(&mut self, f: Failed, be: &Backend) -> Next<'f> {
+        self.record.queue = f.queue_wait;
+        if !f.queue_timeout || f.queued_on_server {
+            self.record.server = f.server.name.clone();
+        }
+        self.record.retries = f.retries;
+        self.record.redispatched = f.redispatched;
+        self.fail(503, f.term(), Some(be)).await
     }
 
     /// Head and a body that is wholly in the client buffer, in one write. The body stays in
@@ -901,7 +918,7 @@ async fn tunnel(mut client: Side<ClientConn>, t: Tunnel<'_>, fe: &Frontend) {
         be,
         mut record,
         _claim,
-        tally,
+        mut tally,
     } = t;
     let started = Instant::now();
     let to_server = client.data().len();
@@ -940,13 +957,27 @@ async fn tunnel(mut client: Side<ClientConn>, t: Tunnel<'_>, fe: &Frontend) {
         bufsize: fe.bufsize,
     };
     let read_before = client.read_total;
+    // The heads and leftovers are booked now, the flow's bytes as the engine moves them: a
+    // long-lived WebSocket shows its bytes on the stats page while it is open.
+    tally.book_bytes(read_before, record.bytes);
+    let counted_live = tally.live().is_some();
+    let progress = match tally.live() {
+        Some(rows) => rows,
+        None => Progress::none(),
+    };
     // A TLS client goes to the TLS room's forwarding (kTLS + splice when the kernel holds the
     // session, else rustls in userspace), as RTMPS does; close_notify is sent there.
     let stats = match client.stream {
-        ClientConn::Plain(s) => forward::forward(be.servers.engine, s, server.stream, flow).await,
-        ClientConn::Tls(t) => crate::tls::forward(t, server.stream, flow).await,
+        ClientConn::Plain(s) => {
+            forward::forward_counted(be.servers.engine, s, server.stream, flow, progress).await
+        }
+        ClientConn::Tls(t) => crate::tls::forward_counted(t, server.stream, flow, progress).await,
     };
     record.bytes += stats.bytes_down;
+    let client_read = read_before + stats.bytes_up;
+    if counted_live {
+        tally.counted_up_to(client_read, record.bytes);
+    }
     let flags = stats.end.haproxy_flags().as_bytes();
     record.term = [
         flags.first().copied().unwrap_or(b'-'),
@@ -959,11 +990,11 @@ async fn tunnel(mut client: Side<ClientConn>, t: Tunnel<'_>, fe: &Frontend) {
         FlowEnd::ServerAbort | FlowEnd::ServerTimeout => tally.server_abort(),
     }
     record.total += started.elapsed();
-    end_tunnel(fe, tally, record, read_before + stats.bytes_up);
+    end_tunnel(fe, tally, record, client_read);
 }
 
-/// The tunnel's request is over: counted (HAProxy counts an upgraded stream at its end),
-/// then logged.
+/// The tunnel's request is over: its answer counted (HAProxy counts an upgraded stream at
+/// its end; its bytes are already in), then logged.
 fn end_tunnel(fe: &Frontend, mut tally: Tally<'_>, mut record: HttpRecord, client_read: u64) {
     record.active = ACTIVE.load(Ordering::Relaxed);
     tally.settle(&record, client_read);

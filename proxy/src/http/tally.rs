@@ -23,13 +23,17 @@
 //!   request's wait (accept, or the end of the previous request) as HAProxy's `t_close`.
 //!
 //! Everything but the error counters is settled once, when the request ends (a tunnel ends
-//! with its flow), which is also when HAProxy counts answers.
+//! with its flow), which is also when HAProxy counts answers. The exception is a tunnel's
+//! bytes: a WebSocket may stay open for hours, so its heads are booked when the tunnel starts
+//! and the forward engine adds its flow's bytes as they move ([`Tally::live`]); `settle` then
+//! adds only what was not booked yet.
 
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::balance::Server;
+use crate::forward::Progress;
 use crate::stats::{Counters, SessionGuard};
 
 use super::httplog::HttpRecord;
@@ -44,6 +48,8 @@ pub struct Tally<'f> {
     /// a pipelined request that came in one read with the previous one counts with it, and
     /// the connection's total stays exact.
     read_mark: u64,
+    /// Bytes sent to the client (`HttpRecord::bytes`) already booked.
+    sent_mark: u64,
     /// The server's response head arrived: HAProxy samples timings only then.
     responded: bool,
     /// Start of the request's wait: the accept, or the end of the previous request.
@@ -65,6 +71,7 @@ impl<'f> Tally<'f> {
             be: None,
             server: None,
             read_mark,
+            sent_mark: 0,
             responded: false,
             opened: Instant::now(),
             settled: false,
@@ -147,38 +154,63 @@ impl<'f> Tally<'f> {
         be.into_iter().chain(server)
     }
 
-    /// Counts the finished request once: bytes, answer, timings. `client_read` is every byte
-    /// read from the client connection so far. The backend's `scur` place is given back.
+    /// The rows a tunnel's bytes go to as the forward engine moves them: the frontend, the
+    /// backend and the server. `None` before a backend and a server are assigned.
+    pub fn live(&self) -> Option<Progress<'_>> {
+        let be = self.be.as_ref()?.counters;
+        let server = &self.server.as_ref()?.stats.traffic;
+        Some(Progress::to(self.fe, be, server))
+    }
+
+    /// Books the bytes of the request so far now: every row gets what was read from the
+    /// client up to `client_read` and sent to it up to `sent`, and `settle` adds only what
+    /// comes after.
+    pub fn book_bytes(&mut self, client_read: u64, sent: u64) {
+        let bytes_in = client_read.saturating_sub(self.read_mark);
+        let bytes_out = sent.saturating_sub(self.sent_mark);
+        self.add_bytes(bytes_in, bytes_out);
+        self.counted_up_to(client_read, sent);
+    }
+
+    /// The bytes up to these totals were added elsewhere (by the forward engine, through
+    /// [`Tally::live`]): `settle` must not add them again.
+    pub fn counted_up_to(&mut self, client_read: u64, sent: u64) {
+        self.read_mark = self.read_mark.max(client_read);
+        self.sent_mark = self.sent_mark.max(sent);
+    }
+
+    /// Bytes on the frontend, on the backend the request was assigned to (else the section's
+    /// own backend row), and on the server it reached.
+    fn add_bytes(&self, bytes_in: u64, bytes_out: u64) {
+        self.fe.add_bytes(bytes_in, bytes_out);
+        match (&self.be, self.own) {
+            (Some(b), _) => b.counters.add_bytes(bytes_in, bytes_out),
+            (None, Some(own)) => own.add_bytes(bytes_in, bytes_out),
+            (None, None) => {}
+        }
+        if let Some(s) = &self.server {
+            s.stats.traffic.add_bytes(bytes_in, bytes_out);
+        }
+    }
+
+    /// Counts the finished request once: bytes not booked yet, answer, timings. `client_read`
+    /// is every byte read from the client connection so far. The backend's `scur` place is
+    /// given back.
     pub fn settle(&mut self, record: &HttpRecord, client_read: u64) {
         if std::mem::replace(&mut self.settled, true) {
             return;
         }
-        let bytes_in = client_read.saturating_sub(self.read_mark);
-        let bytes_out = record.bytes;
-        self.fe.add_bytes(bytes_in, bytes_out);
+        self.book_bytes(client_read, record.bytes);
         if let Some(status) = record.status {
             self.fe.http_response(status);
         }
         let be = self.be.take();
-        match &be {
-            Some(b) => {
-                b.counters.add_bytes(bytes_in, bytes_out);
-                // HAProxy counts a backend's requests with their answers.
-                if let Some(status) = record.status {
-                    b.counters.http_request();
-                    b.counters.http_response(status);
-                }
-            }
-            None => {
-                if let Some(own) = self.own {
-                    own.add_bytes(bytes_in, bytes_out);
-                }
-            }
+        // HAProxy counts a backend's requests with their answers.
+        if let (Some(b), Some(status)) = (&be, record.status) {
+            b.counters.http_request();
+            b.counters.http_response(status);
         }
         let server = self.server.as_ref().map(|s| &s.stats.traffic);
-        if let Some(s) = server {
-            s.add_bytes(bytes_in, bytes_out);
-        }
         if self.responded {
             let total = self.opened.elapsed();
             for c in be.as_ref().map(|b| b.counters).into_iter().chain(server) {
@@ -295,6 +327,30 @@ mod tests {
             0,
             "no server answer, no timing sample"
         );
+    }
+
+    #[test]
+    fn a_tunnel_counted_live_is_not_counted_again() {
+        let fe = Counters::default();
+        let set = set();
+        let be = &set.stats.traffic;
+        let server = set.servers[0].clone();
+        let mut t = Tally::new(&fe, None, 100);
+        t.request();
+        t.assign(be);
+        t.server(&server);
+        t.response_head(101);
+        // The heads (40 bytes in, 130 out) when the tunnel starts.
+        t.book_bytes(140, 130);
+        let live = t.live().expect("backend and server assigned");
+        live.up(1000);
+        live.down(2000);
+        t.counted_up_to(1140, 2130);
+        t.settle(&record(Some(101), 2130), 1140);
+        for c in [&fe, be, &server.stats.traffic] {
+            assert_eq!((get(&c.bytes_in), get(&c.bytes_out)), (1040, 2130));
+        }
+        assert_eq!(get(&be.http_requests), 1);
     }
 
     #[test]

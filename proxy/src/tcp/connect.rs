@@ -45,6 +45,9 @@ pub struct Failed {
     pub timed_out: bool,
     /// No server slot freed within `timeout queue`: nothing was attempted.
     pub queue_timeout: bool,
+    /// The wait was in `server`'s own queue (a persistence cookie named it), so the server
+    /// was assigned; after a wait in the backend's queue none was (HAProxy's `<NOSRV>`).
+    pub queued_on_server: bool,
     pub queue_wait: Duration,
 }
 
@@ -91,13 +94,14 @@ pub async fn connect_server(be: &Backend, client_ip: IpAddr) -> Result<Connected
 /// One of the server slots: `first`'s when it has one free. Else a session `pinned` to
 /// `first` (its persistence cookie) waits in `first`'s own queue, unless that queue holds
 /// `maxqueue` already; any other waits in the backend's queue for the first slot that frees
-/// on any usable server. `Err` with the time waited when `timeout queue` runs out.
+/// on any usable server. `Err` with the time waited, and whether it was in `first`'s own
+/// queue, when `timeout queue` runs out.
 async fn take_slot(
     set: &ServerSet,
     first: &Arc<Server>,
     client_ip: IpAddr,
     pinned: bool,
-) -> Result<(ServerClaim, Duration), Duration> {
+) -> Result<(ServerClaim, Duration), (Duration, bool)> {
     if let Some(claim) = first.try_claim() {
         return Ok((claim, Duration::ZERO));
     }
@@ -136,7 +140,7 @@ async fn take_slot(
     };
     claim
         .map(|c| (c, started.elapsed()))
-        .ok_or_else(|| started.elapsed())
+        .ok_or_else(|| (started.elapsed(), pinned))
 }
 
 /// `wait` bounded by `limit` (`timeout queue`); `None` when the limit passed first.
@@ -189,24 +193,60 @@ pub async fn connect_pinned(
     client_ip: IpAddr,
     pinned: bool,
 ) -> Result<Connected, Failed> {
-    let backend = &be.set.stats.traffic;
-    let (mut claim, queue_wait) = match take_slot(&be.set, &first, client_ip, pinned).await {
-        Ok(got) => got,
-        Err(queue_wait) => {
-            return Err(Failed {
-                server: first,
-                retries: 0,
-                redispatched: false,
-                timed_out: false,
-                queue_timeout: true,
-                queue_wait,
-            })
+    let slot = reserve(be, first, client_ip, pinned).await?;
+    connect_slot(be, slot, client_ip).await
+}
+
+/// A server slot held before any connection exists. `mode http` takes one before it looks
+/// for a pooled connection, so a reused connection counts against `maxconn` (and waits in
+/// the queue) exactly as a fresh one: HAProxy counts a server's active requests, not its
+/// idle connections.
+pub struct Slot {
+    pub claim: ServerClaim,
+    /// Time spent in the queue (HAProxy's `Tw`).
+    pub queue_wait: Duration,
+}
+
+/// Takes a slot as [`connect_pinned`] does (queueing when every usable server is full) and
+/// samples the queue time on the backend and on the server that got the slot. `Err` is a
+/// queue timeout: no server was assigned.
+pub async fn reserve(
+    be: &Backend,
+    first: Arc<Server>,
+    client_ip: IpAddr,
+    pinned: bool,
+) -> Result<Slot, Failed> {
+    match take_slot(&be.set, &first, client_ip, pinned).await {
+        Ok((claim, queue_wait)) => {
+            let queued_ms = queue_wait.as_millis() as u64;
+            be.set.stats.traffic.timings.queue.add(queued_ms);
+            claim.server.stats.traffic.timings.queue.add(queued_ms);
+            Ok(Slot { claim, queue_wait })
         }
-    };
+        Err((queue_wait, queued_on_server)) => Err(Failed {
+            server: first,
+            retries: 0,
+            redispatched: false,
+            timed_out: false,
+            queue_timeout: true,
+            queued_on_server,
+            queue_wait,
+        }),
+    }
+}
+
+/// Connects to the server of a slot already held, with retries and redispatch.
+pub async fn connect_slot(
+    be: &Backend,
+    slot: Slot,
+    client_ip: IpAddr,
+) -> Result<Connected, Failed> {
+    let backend = &be.set.stats.traffic;
+    let Slot {
+        mut claim,
+        queue_wait,
+    } = slot;
     let mut server = claim.server.clone();
-    let queued_ms = queue_wait.as_millis() as u64;
-    backend.timings.queue.add(queued_ms);
-    server.stats.traffic.timings.queue.add(queued_ms);
     let started = Instant::now();
     let mut tried: Vec<usize> = Vec::new();
     let mut timed_out = false;
@@ -272,6 +312,7 @@ pub async fn connect_pinned(
         redispatched,
         timed_out,
         queue_timeout: false,
+        queued_on_server: false,
         queue_wait,
     })
 }
@@ -432,6 +473,7 @@ mod queue_tests {
             panic!("no slot ever frees")
         };
         assert_eq!(&f.term(), b"sQ");
+        assert!(!f.queued_on_server, "waited in the backend's queue");
         let q = &be.set.stats.traffic;
         assert_eq!(q.queue_max.load(Ordering::Relaxed), 1);
         assert_eq!(q.queue_current.load(Ordering::Relaxed), 0);
@@ -481,6 +523,7 @@ mod queue_tests {
             panic!("a never frees; a pinned session must not move to b")
         };
         assert_eq!(&f.term(), b"sQ");
+        assert!(f.queued_on_server, "waited in a's own queue");
         assert_eq!(a.stats.traffic.queue_max.load(Ordering::Relaxed), 1);
         assert_eq!(be.set.stats.traffic.queue_max.load(Ordering::Relaxed), 0);
         // Not pinned: the algorithm's other server takes it at once.
