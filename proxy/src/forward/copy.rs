@@ -1,11 +1,17 @@
 //! The userspace engine: each direction is a read → write loop on the thread's runtime
-//! (io_uring or epoll), with one bounded buffer per direction.
+//! (io_uring or epoll), with one bounded buffer per direction (the plain pump), or on
+//! io_uring a multishot recv from the worker's buffer ring (`multishot.rs`). Which pump runs
+//! follows the measurement in LIFECYCLE.md ("Multishot copy"); `PROXY_COPY_PUMP=plain|multishot`
+//! overrides it for the benchmark's comparison. The epoll driver always runs the plain pump.
 
 use compio::buf::BufResult;
 use compio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use compio::net::TcpStream;
+use compio::runtime::Runtime;
+use std::sync::OnceLock;
 
 use super::idle::Activity;
+use super::multishot;
 use super::pair::{self, DirEnd};
 use super::{is_reset, FlowParams, FlowStats, Progress};
 
@@ -29,9 +35,16 @@ pub async fn forward(
             progress,
             is_up: false,
         };
-        let up = pump(&client, &server, p.bufsize, &activity, up_count);
-        let down = pump(&server, &client, p.bufsize, &activity, down_count);
-        pair::run(up, down, &p.limits, |limit| activity.expired(limit)).await
+        let watchdog = |limit| activity.expired(limit);
+        if use_multishot() {
+            let up = multishot::pump(&client, &server, p.bufsize, &activity, up_count);
+            let down = multishot::pump(&server, &client, p.bufsize, &activity, down_count);
+            pair::run(up, down, &p.limits, watchdog).await
+        } else {
+            let up = pump(&client, &server, p.bufsize, &activity, up_count);
+            let down = pump(&server, &client, p.bufsize, &activity, down_count);
+            pair::run(up, down, &p.limits, watchdog).await
+        }
     };
     pair::apply_end(end, &client, &server);
     FlowStats {
@@ -41,15 +54,30 @@ pub async fn forward(
     }
 }
 
+/// Which pump `copy` runs on io_uring when not overridden; see LIFECYCLE.md.
+const MULTISHOT_BY_DEFAULT: bool = false;
+
+/// The pump choice: io_uring only (the epoll driver's buffer pool is an emulation), and the
+/// environment override read once per process.
+fn use_multishot() -> bool {
+    static CHOICE: OnceLock<bool> = OnceLock::new();
+    let wanted = *CHOICE.get_or_init(|| match std::env::var("PROXY_COPY_PUMP").as_deref() {
+        Ok("multishot") => true,
+        Ok("plain") => false,
+        _ => MULTISHOT_BY_DEFAULT,
+    });
+    wanted && Runtime::current().driver_type().is_iouring()
+}
+
 /// One direction's delivered bytes: its own total and the live rows.
-struct Count<'a> {
-    total: &'a mut u64,
-    progress: Progress<'a>,
-    is_up: bool,
+pub(super) struct Count<'a> {
+    pub(super) total: &'a mut u64,
+    pub(super) progress: Progress<'a>,
+    pub(super) is_up: bool,
 }
 
 impl Count<'_> {
-    fn add(&mut self, n: usize) {
+    pub(super) fn add(&mut self, n: usize) {
         *self.total += n as u64;
         self.progress.moved(self.is_up, n as u64);
     }

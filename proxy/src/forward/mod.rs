@@ -6,6 +6,7 @@
 
 mod copy;
 mod idle;
+mod multishot;
 mod pair;
 mod progress;
 mod select;

@@ -2,6 +2,7 @@
 //! epoll (compio's polling driver) where it does not or where the operator asks for it.
 
 use std::io;
+use std::num::NonZeroU16;
 use std::str::FromStr;
 
 use compio::driver::{DriverType, ProactorBuilder};
@@ -35,6 +36,7 @@ pub fn build_runtime(choice: DriverChoice) -> io::Result<Runtime> {
     // COOP_TASKRUN: completions are processed when we enter the kernel anyway instead of by
     // interrupting the thread; measured as the largest single CPU saving (KERNEL-NOTES.md).
     proactor.coop_taskrun(true).taskrun_flag(true);
+    size_buffer_ring(&mut proactor);
     match choice {
         DriverChoice::Auto => {}
         DriverChoice::IoUring => {
@@ -52,6 +54,27 @@ pub fn build_runtime(choice: DriverChoice) -> io::Result<Runtime> {
         ));
     }
     Ok(rt)
+}
+
+/// Buffers in each worker's provided-buffer ring (a power of two), unless
+/// `PROXY_COPY_RING` says otherwise (the tests shrink it to force ring exhaustion).
+const RING_BUFFERS: u16 = 512;
+/// One ring buffer: the default `tune.bufsize`, so a chunk is what the plain pump moves.
+const RING_BUFFER_LEN: usize = 16 * 1024;
+
+/// The copy engine's multishot pump receives into this ring; it is shared by every flow on
+/// the worker, mapped lazily on first use (8 MiB at the defaults), and each direction holds at
+/// most a few buffers of it (forward/LIFECYCLE.md, "Multishot copy").
+fn size_buffer_ring(proactor: &mut ProactorBuilder) {
+    let wanted = std::env::var("PROXY_COPY_RING")
+        .ok()
+        .and_then(|v| v.parse::<u16>().ok())
+        .filter(|n| n.is_power_of_two())
+        .unwrap_or(RING_BUFFERS);
+    if let Some(n) = NonZeroU16::new(wanted) {
+        proactor.buffer_pool_size(n);
+    }
+    proactor.buffer_pool_buffer_len(RING_BUFFER_LEN);
 }
 
 pub fn driver_name(t: DriverType) -> &'static str {
