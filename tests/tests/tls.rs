@@ -353,16 +353,14 @@ listen metrics
     assert!(done >= 1.0, "the verified handshake is counted: {text}");
 }
 
-/// testssl.sh against the TLS listener: no SSLv2/SSLv3/TLS 1.0/TLS 1.1, no weak cipher
-/// family offered. Its summary is printed (run with `--nocapture` to keep it).
+/// testssl.sh against the HTTPS listener (seed 001's `frontend_https`): no SSLv2/SSLv3/
+/// TLS 1.0/TLS 1.1, no weak cipher family offered. Its summary is printed (run with
+/// `--nocapture` to keep it).
 #[test]
 fn testssl_finds_no_old_protocol_or_weak_cipher() {
     let testssl = require_tool("testssl");
-    let dir = TestDir::new("testssl");
-    let ca = TestCa::new(dir.path());
-    let crt = ca.leaf("site", &["site.test"], KeyKind::EcPkcs8, false);
-    let proxy = tls_proxy(&crt, "");
-    let json = dir.join("testssl.json");
+    let site = https_site();
+    let json = site.dir.join("testssl.json");
     let out = Command::new(require_tool("timeout"))
         .arg("600")
         .arg(testssl)
@@ -379,7 +377,7 @@ fn testssl_finds_no_old_protocol_or_weak_cipher() {
         ])
         .arg("--jsonfile")
         .arg(&json)
-        .arg(proxy.addr().to_string())
+        .arg(format!("127.0.0.1:{}", site.tls))
         .output()
         .expect("run testssl.sh");
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
