@@ -4,6 +4,7 @@
 //! Every read and write is bounded by a timeout.
 
 use crate::util::{require_tool, TestDir};
+use std::ffi::OsStr;
 use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::process::{Child, Command, Output, Stdio};
@@ -318,13 +319,28 @@ impl Drop for WsServer {
 
 /// Runs the WebSocket client: the two answers it got, or its error output.
 pub fn ws_exchange(url: &str, cookie: &str, idle_secs: f64) -> Result<Vec<String>, String> {
-    let dir = TestDir::new("ws-client");
+    let idle = idle_secs.to_string();
+    run_ws_client(
+        "ws-client",
+        WS_CLIENT,
+        &[url.as_ref(), cookie.as_ref(), idle.as_ref()],
+    )
+}
+
+/// Runs a WebSocket client script (`ws://` here, `wss://` in `tls`) with `args`, bounded by
+/// `timeout 60`: the lines it printed (the answers it got), or its error output.
+pub(crate) fn run_ws_client(
+    dir_name: &str,
+    script_text: &str,
+    args: &[&OsStr],
+) -> Result<Vec<String>, String> {
+    let dir = TestDir::new(dir_name);
     let script = dir.join("client.py");
-    std::fs::write(&script, WS_CLIENT).expect("writing client.py");
-    let out = Command::new("timeout")
+    std::fs::write(&script, script_text).expect("writing client.py");
+    let out = Command::new(require_tool("timeout"))
         .args(["60", python()])
         .arg(&script)
-        .args([url, cookie, &idle_secs.to_string()])
+        .args(args)
         .output()
         .expect("running the websocket client");
     if !out.status.success() {

@@ -117,6 +117,21 @@ impl NginxHttp {
     pub fn error_log(&self) -> String {
         std::fs::read_to_string(self.dir.join("error.log")).unwrap_or_default()
     }
+
+    /// How many request lines this node received that contain `part`.
+    pub fn served(&self, part: &str) -> usize {
+        self.requests().iter().filter(|l| l.contains(part)).count()
+    }
+}
+
+/// Requests containing `part` served by the node named `owner` and by the other node of the
+/// pair: a sticky client's requests must all land on its owner, none elsewhere.
+pub fn served_by_owner(owner: &str, a: &NginxHttp, b: &NginxHttp, part: &str) -> (usize, usize) {
+    if owner == a.name() {
+        (a.served(part), b.served(part))
+    } else {
+        (b.served(part), a.served(part))
+    }
 }
 
 impl Drop for NginxHttp {

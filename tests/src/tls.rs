@@ -263,22 +263,10 @@ pub fn wss_exchange(
     cookie: &str,
     idle_secs: f64,
 ) -> Result<Vec<String>, String> {
-    let dir = crate::util::TestDir::new("wss-client");
-    let script = dir.join("client.py");
-    std::fs::write(&script, WSS_CLIENT).expect("writing client.py");
-    let out = Command::new(require_tool("timeout"))
-        .args(["60", "/usr/bin/python3"])
-        .arg(&script)
-        .arg(url)
-        .arg(ca)
-        .args([cookie, &idle_secs.to_string()])
-        .output()
-        .expect("running the websocket client");
-    if !out.status.success() {
-        return Err(String::from_utf8_lossy(&out.stderr).into_owned());
-    }
-    Ok(String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(String::from)
-        .collect())
+    let idle = idle_secs.to_string();
+    crate::http_client::run_ws_client(
+        "wss-client",
+        WSS_CLIENT,
+        &[url.as_ref(), ca.as_ref(), cookie.as_ref(), idle.as_ref()],
+    )
 }

@@ -10,7 +10,7 @@
 use e2e::http_client::{
     curl, raw_exchange, scripted_server, status_of, ws_exchange, Conn, Response, WsServer,
 };
-use e2e::nginx_http::NginxHttp;
+use e2e::nginx_http::{served_by_owner, NginxHttp};
 use e2e::util::{poll_until, require_tool, TestDir};
 use e2e::{free_addr, free_port, loopback, Proxy};
 use std::io::{Read, Write};
@@ -218,17 +218,7 @@ fn cookie_prefix_round_trip_and_fifty_sticky_requests() {
             "the server sees its own value, without the prefix"
         );
     }
-    let served = |n: &NginxHttp| {
-        n.requests()
-            .iter()
-            .filter(|l| l.contains("/app/sticky/"))
-            .count()
-    };
-    let (on_owner, elsewhere) = if owner == "ams1" {
-        (served(&c.a), served(&c.b))
-    } else {
-        (served(&c.b), served(&c.a))
-    };
+    let (on_owner, elsewhere) = served_by_owner(&owner, &c.a, &c.b, "/app/sticky/");
     assert_eq!((on_owner, elsewhere), (50, 0));
 }
 

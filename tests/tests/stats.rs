@@ -909,6 +909,16 @@ impl LiveSetup {
         conn.read_exact(&mut back)
             .expect("the echo through the proxy");
         assert!(back == data, "echoed bytes intact");
+        self.assert_open_flow(n, engine);
+        drop(conn);
+        let csv = self.ended();
+        assert_eq!(csv.num("live_be", "BACKEND", "stot"), 1);
+        self.assert_bytes(&csv, n, engine);
+    }
+
+    /// Waits until the open flow's `n` bytes each way are counted, then checks that it is
+    /// still open and that every row shows them.
+    fn assert_open_flow(&self, n: u64, engine: &str) {
         let csv = wait_until(
             "the open flow's bytes counted",
             Duration::from_secs(20),
@@ -925,13 +935,14 @@ impl LiveSetup {
             "the flow is still open"
         );
         self.assert_bytes(&csv, n, engine);
-        drop(conn);
-        let csv = wait_until("the flow ended", Duration::from_secs(20), || {
+    }
+
+    /// Waits until the flow has ended: the figures as they stand then.
+    fn ended(&self) -> Csv {
+        wait_until("the flow ended", Duration::from_secs(20), || {
             let csv = self.csv();
             (csv.num("live", "FRONTEND", "scur") == 0).then_some(csv)
-        });
-        assert_eq!(csv.num("live_be", "BACKEND", "stot"), 1);
-        self.assert_bytes(&csv, n, engine);
+        })
     }
 }
 
@@ -1000,30 +1011,11 @@ fn an_open_rtmps_flow_shows_its_plaintext_bytes() {
         .expect("the client's verdict");
     assert_eq!(said.trim(), "intact", "the TLS client's echo");
     // Plaintext bytes, as HAProxy counts them on an `ssl` bind.
-    let csv = wait_until(
-        "the open flow's bytes counted",
-        Duration::from_secs(20),
-        || {
-            let csv = s.csv();
-            (csv.num("live", "FRONTEND", "bin") == LIVE_BYTES
-                && csv.num("live", "FRONTEND", "bout") == LIVE_BYTES)
-                .then_some(csv)
-        },
-    );
-    assert_eq!(
-        csv.num("live", "FRONTEND", "scur"),
-        1,
-        "the flow is still open"
-    );
-    s.assert_bytes(&csv, LIVE_BYTES, "copy");
+    s.assert_open_flow(LIVE_BYTES, "copy");
     drop(client.stdin.take());
     let status = client.wait().expect("the client exits");
     assert!(status.success(), "TLS client: {status}");
-    let csv = wait_until("the flow ended", Duration::from_secs(20), || {
-        let csv = s.csv();
-        (csv.num("live", "FRONTEND", "scur") == 0).then_some(csv)
-    });
-    s.assert_bytes(&csv, LIVE_BYTES, "copy");
+    s.assert_bytes(&s.ended(), LIVE_BYTES, "copy");
 }
 
 /// A raw WebSocket client, so the test knows every byte it sent and received: the upgrade

@@ -136,18 +136,29 @@ fn is_access_line(d: &str) -> bool {
     d.contains(" fe_syslog be_syslog/s1 ")
 }
 
+/// The first access line that arrives on `rx`.
+fn access_line(rx: &dyn Datagrams) -> String {
+    let (line, others) = wait_for(rx, is_access_line);
+    line.unwrap_or_else(|| panic!("no access line arrived; got {others:?}"))
+}
+
+/// An echo server and a proxy in front of it that logs to `target` at `level`.
+fn logging_proxy(target: &str, level: &str) -> (TcpServer, Proxy) {
+    let server = TcpServer::start(free_addr(loopback(2)));
+    let port = free_port(Ipv4Addr::LOCALHOST);
+    let proxy = Proxy::start(&config(target, level, port, &server));
+    (server, proxy)
+}
+
 #[test]
 fn access_lines_reach_a_udp_syslog_in_rfc3164() {
     let rx = UdpSocket::bind("127.0.0.1:0").expect("bind the syslog listener");
     let target = rx.local_addr().expect("addr").to_string();
-    let server = TcpServer::start(free_addr(loopback(2)));
-    let port = free_port(Ipv4Addr::LOCALHOST);
-    let proxy = Proxy::start(&config(&target, "info", port, &server));
+    let (server, proxy) = logging_proxy(&target, "info");
 
     pump(proxy.addr(), &server, 1000, 2000).assert_intact(1000, 2000);
 
-    let (line, others) = wait_for(&rx, is_access_line);
-    let line = line.unwrap_or_else(|| panic!("no access line arrived; got {others:?}"));
+    let line = access_line(&rx);
     // local0 (16) * 8 + info (6)
     let msg = rfc3164_message(&line, 134, proxy.pid());
     assert_tcplog(msg, 2000);
@@ -158,14 +169,11 @@ fn access_lines_reach_a_udp_syslog_in_rfc3164() {
 fn access_lines_in_rfc5424_when_asked() {
     let rx = UdpSocket::bind("127.0.0.1:0").expect("bind the syslog listener");
     let target = format!("{} format rfc5424", rx.local_addr().expect("addr"));
-    let server = TcpServer::start(free_addr(loopback(2)));
-    let port = free_port(Ipv4Addr::LOCALHOST);
-    let proxy = Proxy::start(&config(&target, "info", port, &server));
+    let (server, proxy) = logging_proxy(&target, "info");
 
     pump(proxy.addr(), &server, 10, 20).assert_intact(10, 20);
 
-    let (line, others) = wait_for(&rx, is_access_line);
-    let line = line.unwrap_or_else(|| panic!("no access line arrived; got {others:?}"));
+    let line = access_line(&rx);
     let rest = line
         .strip_prefix("<134>1 ")
         .unwrap_or_else(|| panic!("RFC 5424 header with PRI 134 and version 1: {line:?}"));
@@ -189,9 +197,7 @@ fn access_lines_in_rfc5424_when_asked() {
 fn process_messages_go_to_the_global_target_and_levels_filter() {
     let rx = UdpSocket::bind("127.0.0.1:0").expect("bind the syslog listener");
     let target = rx.local_addr().expect("addr").to_string();
-    let server = TcpServer::start(free_addr(loopback(2)));
-    let port = free_port(Ipv4Addr::LOCALHOST);
-    let mut proxy = Proxy::start(&config(&target, "notice", port, &server));
+    let (server, mut proxy) = logging_proxy(&target, "notice");
 
     pump(proxy.addr(), &server, 10, 20).assert_intact(10, 20);
     proxy.signal(Signal::SIGTERM);
@@ -223,14 +229,11 @@ fn a_unix_datagram_socket_target_works_like_dev_log() {
     let dir = TestDir::new("syslog-unix");
     let path = dir.join("log.sock");
     let rx = UnixDatagram::bind(&path).expect("bind the unix syslog socket");
-    let server = TcpServer::start(free_addr(loopback(2)));
-    let port = free_port(Ipv4Addr::LOCALHOST);
     let target = path.to_str().expect("utf-8 path").to_string();
-    let proxy = Proxy::start(&config(&target, "info", port, &server));
+    let (server, proxy) = logging_proxy(&target, "info");
 
     pump(proxy.addr(), &server, 500, 700).assert_intact(500, 700);
 
-    let (line, others) = wait_for(&rx, is_access_line);
-    let line = line.unwrap_or_else(|| panic!("no access line arrived; got {others:?}"));
+    let line = access_line(&rx);
     assert_tcplog(rfc3164_message(&line, 134, proxy.pid()), 700);
 }

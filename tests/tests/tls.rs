@@ -11,7 +11,7 @@
 use e2e::ffmpeg::{ffmpeg_play, ffmpeg_publish, FPS};
 use e2e::http_client::{curl, WsServer};
 use e2e::nginx::rtmp_pair;
-use e2e::nginx_http::NginxHttp;
+use e2e::nginx_http::{served_by_owner, NginxHttp};
 use e2e::tls::{s_client, wss_exchange, KeyKind, TestCa};
 use e2e::util::{poll_until, require_tool, wait_until};
 use e2e::{free_addr, free_port, hex, loopback, proxy_bin, Proxy, Signal, TestDir};
@@ -672,17 +672,7 @@ fn cookie_stickiness_and_keep_alive_over_https() {
             .all(|l| l == format!("cookie JSESSIONID=sess-{owner}")),
         "the server sees its own value, without the prefix: {text}"
     );
-    let served = |n: &NginxHttp| {
-        n.requests()
-            .iter()
-            .filter(|l| l.contains("/app/sticky/"))
-            .count()
-    };
-    let (on_owner, elsewhere) = if owner == "ams1" {
-        (served(&s.a), served(&s.b))
-    } else {
-        (served(&s.b), served(&s.a))
-    };
+    let (on_owner, elsewhere) = served_by_owner(&owner, &s.a, &s.b, "/app/sticky/");
     assert_eq!((on_owner, elsewhere), (20, 0));
 }
 

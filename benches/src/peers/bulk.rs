@@ -1,12 +1,11 @@
 //! One bulk TCP flow, either way: the upload client writes 256 KiB buffers as fast as the path
 //! takes them; the download client asks the backend to send and counts what arrives.
 
+use super::Threads;
 use crate::error::{BenchError, Result};
 use std::io::{ErrorKind, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
-use std::sync::Arc;
-use std::thread::JoinHandle;
 use std::time::Duration;
 
 const BUF: usize = 256 * 1024;
@@ -27,10 +26,7 @@ pub struct Shared {
     stop: AtomicBool,
 }
 
-pub struct Client {
-    pub shared: Arc<Shared>,
-    thread: Option<JoinHandle<()>>,
-}
+pub type Client = Threads<Shared>;
 
 impl Client {
     pub fn start(target: SocketAddr, dir: Direction) -> Result<Client> {
@@ -45,46 +41,27 @@ impl Client {
         stream
             .write_all(cmd)
             .map_err(|e| BenchError::io("bulk command", e))?;
-        let shared = Arc::new(Shared::default());
-        let s = shared.clone();
-        let thread = std::thread::Builder::new()
-            .name("bench-bulk".into())
-            .spawn(move || {
-                let ok = match dir {
-                    Direction::Up => upload(stream, &s),
-                    Direction::Down => download(stream, &s),
-                };
-                if ok.is_err() {
-                    s.failed.store(true, Relaxed);
-                }
-            })
-            .map_err(|e| BenchError::io("spawn bulk thread", e))?;
-        Ok(Client {
-            shared,
-            thread: Some(thread),
-        })
+        let mut client = Threads::new(Shared::default(), |s| &s.stop);
+        client.spawn("bench-bulk", "bulk", move |s| {
+            let ok = match dir {
+                Direction::Up => upload(stream, &s),
+                Direction::Down => download(stream, &s),
+            };
+            if ok.is_err() {
+                s.failed.store(true, Relaxed);
+            }
+        })?;
+        Ok(client)
     }
 
     /// Upload: stop writing and FIN. Download: the backend must be told separately
     /// ([`super::backend::Backend::stop_downloads`]). Waits for the flow to end.
     pub fn finish(mut self) -> Result<u64> {
-        self.shared.stop.store(true, Relaxed);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
+        self.stop();
         if self.shared.failed.load(Relaxed) {
             return Err(BenchError::Run("bulk flow failed".into()));
         }
         Ok(self.shared.bytes.load(Relaxed))
-    }
-}
-
-impl Drop for Client {
-    fn drop(&mut self) {
-        self.shared.stop.store(true, Relaxed);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
     }
 }
 

@@ -7,6 +7,7 @@
 //! that ack, i.e. one round trip through the hop both ways under load.
 
 use super::backend::{ACK_EVERY, ACK_LEN};
+use super::Threads;
 use crate::error::{BenchError, Result};
 use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token};
@@ -16,7 +17,6 @@ use std::io::{ErrorKind, Read, Write};
 use std::net::{Shutdown, SocketAddr};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 pub const CHUNK: usize = 4096;
@@ -52,23 +52,15 @@ pub struct Shared {
     stop: AtomicBool,
 }
 
-pub struct Client {
-    pub shared: Arc<Shared>,
-    thread: Option<JoinHandle<()>>,
-}
+pub type Client = Threads<Shared>;
 
 impl Client {
     pub fn start(target: SocketAddr, p: Params) -> Result<Client> {
-        let shared = Arc::new(Shared::default());
-        let s = shared.clone();
-        let thread = std::thread::Builder::new()
-            .name("bench-ingest".into())
-            .spawn(move || Driver::new(target, p, s).run())
-            .map_err(|e| BenchError::io("spawn ingest thread", e))?;
-        Ok(Client {
-            shared,
-            thread: Some(thread),
-        })
+        let mut client = Threads::new(Shared::default(), |s| &s.stop);
+        client.spawn("bench-ingest", "ingest", move |s| {
+            Driver::new(target, p, s).run()
+        })?;
+        Ok(client)
     }
 
     /// Waits until every flow is connected (or failed), at most `limit`.
@@ -95,20 +87,8 @@ impl Client {
 
     /// Stops sending, flushes, sends FINs, waits for the backend's EOFs; returns bytes sent.
     pub fn finish(mut self) -> u64 {
-        self.shared.stop.store(true, Relaxed);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
+        self.stop();
         self.shared.sent.load(Relaxed)
-    }
-}
-
-impl Drop for Client {
-    fn drop(&mut self) {
-        self.shared.stop.store(true, Relaxed);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
     }
 }
 

@@ -3,14 +3,14 @@
 //! first, so TIME_WAIT sockets do not use up the generator's ephemeral ports.
 
 use super::backend::{REQ_LEN, RESP_LEN};
-use crate::error::{BenchError, Result};
+use super::Threads;
+use crate::error::Result;
 use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token};
 use std::io::{ErrorKind, Read, Write};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
-use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 #[derive(Debug, Default)]
@@ -23,39 +23,19 @@ pub struct Shared {
     stop: AtomicBool,
 }
 
-pub struct Client {
-    pub shared: Arc<Shared>,
-    thread: Option<JoinHandle<()>>,
-}
+pub type Client = Threads<Shared>;
 
 impl Client {
     pub fn start(target: SocketAddr, concurrency: usize) -> Result<Client> {
-        let shared = Arc::new(Shared::default());
-        let s = shared.clone();
-        let thread = std::thread::Builder::new()
-            .name("bench-rate".into())
-            .spawn(move || drive(target, concurrency, &s))
-            .map_err(|e| BenchError::io("spawn rate thread", e))?;
-        Ok(Client {
-            shared,
-            thread: Some(thread),
-        })
+        let mut client = Threads::new(Shared::default(), |s| &s.stop);
+        client.spawn("bench-rate", "rate", move |s| {
+            drive(target, concurrency, &s)
+        })?;
+        Ok(client)
     }
 
     pub fn finish(mut self) {
-        self.shared.stop.store(true, Relaxed);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
-
-impl Drop for Client {
-    fn drop(&mut self) {
-        self.shared.stop.store(true, Relaxed);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
+        self.stop();
     }
 }
 

@@ -4,18 +4,21 @@
 
 use crate::error::{BenchError, Result};
 use crate::peers::nginx::{TlsFiles, BIG_PATH, OBJECT_LEN, OBJECT_PATH};
+use crate::peers::Threads;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::client::Resumption;
 use rustls::crypto::{verify_tls12_signature, verify_tls13_signature, CryptoProvider};
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
-use rustls::{ClientConfig, ClientConnection, DigitallySignedStruct, SignatureScheme};
+use rustls::{
+    ClientConfig, ClientConnection, DigitallySignedStruct, SignatureScheme,
+    SupportedProtocolVersion,
+};
 use std::fs;
 use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 pub const SNI: &str = "bench.local";
@@ -96,15 +99,8 @@ impl ServerCertVerifier for AnyCert {
 }
 
 pub fn client_config() -> Result<Arc<ClientConfig>> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut cfg = ClientConfig::builder_with_provider(provider.clone())
-        .with_safe_default_protocol_versions()
-        .map_err(|e| BenchError::Run(format!("rustls config: {e}")))?
-        .dangerous()
-        .with_custom_certificate_verifier(Arc::new(AnyCert(provider)))
-        .with_no_client_auth();
-    cfg.resumption = Resumption::disabled();
-    Ok(Arc::new(cfg))
+    let provider = rustls::crypto::ring::default_provider();
+    config_with(provider, rustls::DEFAULT_VERSIONS)
 }
 
 /// A TLS 1.3 client offering only `suite` (named as rustls names it, e.g.
@@ -117,9 +113,18 @@ pub fn suite_client_config(suite: &str) -> Result<Arc<ClientConfig>> {
     if provider.cipher_suites.is_empty() {
         return Err(BenchError::Run(format!("rustls has no suite {suite}")));
     }
+    config_with(provider, &[&rustls::version::TLS13])
+}
+
+/// A client that checks handshake signatures but not the certificate, and never resumes, so
+/// every connection is a full handshake.
+fn config_with(
+    provider: CryptoProvider,
+    versions: &[&'static SupportedProtocolVersion],
+) -> Result<Arc<ClientConfig>> {
     let provider = Arc::new(provider);
     let mut cfg = ClientConfig::builder_with_provider(provider.clone())
-        .with_protocol_versions(&[&rustls::version::TLS13])
+        .with_protocol_versions(versions)
         .map_err(|e| BenchError::Run(format!("rustls config: {e}")))?
         .dangerous()
         .with_custom_certificate_verifier(Arc::new(AnyCert(provider)))
@@ -184,62 +189,33 @@ pub struct Shared {
 }
 
 /// Threads looping [`one_connection`] (handshakes) or one bulk download.
-pub struct Load {
-    pub shared: Arc<Shared>,
-    threads: Vec<JoinHandle<()>>,
-}
+pub type Load = Threads<Shared>;
 
 impl Load {
     pub fn handshakes(addr: SocketAddr, threads: usize) -> Result<Load> {
         let cfg = client_config()?;
-        let shared = Arc::new(Shared::default());
-        let mut handles = Vec::new();
+        let mut load = Threads::new(Shared::default(), |s| &s.stop);
         for _ in 0..threads {
-            let (cfg, s) = (cfg.clone(), shared.clone());
-            let h = std::thread::Builder::new()
-                .name("bench-tls-hs".into())
-                .spawn(move || handshake_loop(&cfg, addr, &s))
-                .map_err(|e| BenchError::io("spawn tls thread", e))?;
-            handles.push(h);
+            let cfg = cfg.clone();
+            load.spawn("bench-tls-hs", "tls", move |s| {
+                handshake_loop(&cfg, addr, &s)
+            })?;
         }
-        Ok(Load {
-            shared,
-            threads: handles,
-        })
+        Ok(load)
     }
 
     pub fn bulk(addr: SocketAddr) -> Result<Load> {
         let cfg = client_config()?;
-        let shared = Arc::new(Shared::default());
-        let s = shared.clone();
-        let h = std::thread::Builder::new()
-            .name("bench-tls-bulk".into())
-            .spawn(move || {
-                if bulk_download(&cfg, addr, &s).is_err() && !s.stop.load(Relaxed) {
-                    s.errors.fetch_add(1, Relaxed);
-                }
-            })
-            .map_err(|e| BenchError::io("spawn tls thread", e))?;
-        Ok(Load {
-            shared,
-            threads: vec![h],
-        })
+        let mut load = Threads::new(Shared::default(), |s| &s.stop);
+        load.spawn("bench-tls-bulk", "tls", move |s| {
+            if bulk_download(&cfg, addr, &s).is_err() && !s.stop.load(Relaxed) {
+                s.errors.fetch_add(1, Relaxed);
+            }
+        })?;
+        Ok(load)
     }
 
     pub fn finish(mut self) {
-        self.stop();
-    }
-
-    fn stop(&mut self) {
-        self.shared.stop.store(true, Relaxed);
-        for t in self.threads.drain(..) {
-            let _ = t.join();
-        }
-    }
-}
-
-impl Drop for Load {
-    fn drop(&mut self) {
         self.stop();
     }
 }

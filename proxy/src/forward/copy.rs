@@ -25,24 +25,17 @@ pub async fn forward(
     let mut up_bytes = 0u64;
     let mut down_bytes = 0u64;
     let end = {
-        let up_count = Count {
-            total: &mut up_bytes,
-            progress,
-            is_up: true,
-        };
-        let down_count = Count {
-            total: &mut down_bytes,
-            progress,
-            is_up: false,
-        };
+        let up_count = Count::new(&mut up_bytes, progress, true);
+        let down_count = Count::new(&mut down_bytes, progress, false);
         let watchdog = |limit| activity.expired(limit);
         if use_multishot() {
             let up = multishot::pump(&client, &server, p.bufsize, &activity, up_count);
             let down = multishot::pump(&server, &client, p.bufsize, &activity, down_count);
             pair::run(up, down, &p.limits, watchdog).await
         } else {
-            let up = pump(&client, &server, p.bufsize, &activity, up_count);
-            let down = pump(&server, &client, p.bufsize, &activity, down_count);
+            let (mut up_count, mut down_count) = (up_count, down_count);
+            let up = pump(&client, &server, p.bufsize, &activity, &mut up_count);
+            let down = pump(&server, &client, p.bufsize, &activity, &mut down_count);
             pair::run(up, down, &p.limits, watchdog).await
         }
     };
@@ -70,28 +63,58 @@ fn use_multishot() -> bool {
 }
 
 /// One direction's delivered bytes: its own total and the live rows.
-pub(super) struct Count<'a> {
+pub(crate) struct Count<'a> {
     pub(super) total: &'a mut u64,
     pub(super) progress: Progress<'a>,
     pub(super) is_up: bool,
 }
 
-impl Count<'_> {
-    pub(super) fn add(&mut self, n: usize) {
+impl<'a> Count<'a> {
+    /// Counts client → server bytes (`is_up`) or server → client ones into `total` and `progress`.
+    pub(crate) fn new(total: &'a mut u64, progress: Progress<'a>, is_up: bool) -> Count<'a> {
+        Count {
+            total,
+            progress,
+            is_up,
+        }
+    }
+
+    pub(crate) fn add(&mut self, n: usize) {
         *self.total += n as u64;
         self.progress.moved(self.is_up, n as u64);
     }
 }
 
-async fn pump(
+/// Where the plain pump delivers: a socket here, a TLS client's plaintext side in the TLS room.
+pub(crate) trait Sink {
+    /// Writes all of `buf`, handing the buffer back for the next read.
+    async fn deliver(&self, buf: Vec<u8>) -> (std::io::Result<()>, Vec<u8>);
+    /// Passes the source's FIN on.
+    async fn close_write(&self) -> std::io::Result<()>;
+}
+
+impl Sink for TcpStream {
+    async fn deliver(&self, buf: Vec<u8>) -> (std::io::Result<()>, Vec<u8>) {
+        let mut writer = self;
+        let BufResult(res, buf) = writer.write_all(buf).await;
+        (res, buf)
+    }
+
+    async fn close_write(&self) -> std::io::Result<()> {
+        let mut writer = self;
+        writer.shutdown().await
+    }
+}
+
+/// The plain pump: one bounded buffer, read from `from`, delivered to `to`.
+pub(crate) async fn pump<W: Sink>(
     from: &TcpStream,
-    to: &TcpStream,
+    to: &W,
     bufsize: usize,
     activity: &Activity,
-    mut moved: Count<'_>,
+    moved: &mut Count<'_>,
 ) -> DirEnd {
     let mut reader = from;
-    let mut writer = to;
     let mut buf = Vec::with_capacity(bufsize);
     loop {
         buf.clear();
@@ -100,14 +123,14 @@ async fn pump(
         match res {
             Ok(0) => {
                 // Pass the FIN on; a shutdown failure means the peer is gone already.
-                return match writer.shutdown().await {
+                return match to.close_write().await {
                     Ok(()) => DirEnd::Eof,
                     Err(_) => DirEnd::DestFailed,
                 };
             }
             Ok(n) => {
                 activity.touch();
-                let BufResult(res, b) = writer.write_all(buf).await;
+                let (res, b) = to.deliver(buf).await;
                 buf = b;
                 if res.is_err() {
                     return DirEnd::DestFailed;

@@ -7,7 +7,8 @@
 mod copy;
 mod idle;
 mod multishot;
-mod pair;
+/// The close protocol, shared with the TLS room's flows (`tls::flow`).
+pub(crate) mod pair;
 mod progress;
 mod select;
 mod sockmap;
@@ -16,6 +17,8 @@ mod splice;
 use compio::net::TcpStream;
 
 pub use idle::IdleLimits;
+/// Shared with the TLS room's flows, which run the same close protocol.
+pub(crate) use {copy::pump, copy::Count, copy::Sink, idle::Activity};
 pub use progress::Progress;
 pub use select::{choose, probed, summary, Probed};
 pub use sockmap::{set_budget as set_sockmap_budget, status as sockmap_status};

@@ -18,6 +18,7 @@ use crate::balance::{PickContext, Server, ServerClaim};
 use crate::config::Timeouts;
 use crate::forward::{self, FlowEnd, FlowParams, IdleLimits, Progress};
 use crate::tcp::connect::{connect_slot, reserve, Failed};
+use crate::tcp::{tls_handshake, Count};
 
 use super::acl::Ctx;
 use super::answers::{self, CONTINUE};
@@ -39,22 +40,6 @@ static ACTIVE: AtomicUsize = AtomicUsize::new(0);
 
 pub fn session_count() -> usize {
     ACTIVE.load(Ordering::Relaxed)
-}
-
-/// Decrements a counter when dropped, however the scope ends.
-struct Count<'a>(&'a AtomicUsize);
-
-impl<'a> Count<'a> {
-    fn new(c: &'a AtomicUsize) -> Count<'a> {
-        c.fetch_add(1, Ordering::Relaxed);
-        Count(c)
-    }
-}
-
-impl Drop for Count<'_> {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
-    }
 }
 
 /// After an answer that closes the connection, what the client still sends is read and
@@ -93,18 +78,8 @@ pub async fn run_tls_session(
     fe: Arc<Frontend>,
     tls: Arc<crate::tls::Acceptor>,
 ) {
-    let accepted = {
-        // Counted while handshaking so that a drain at shutdown waits for it too.
-        let _active = Count::new(&ACTIVE);
-        let _ = stream.set_nodelay(true);
-        tls.accept(stream).await
-    };
-    match accepted {
-        Ok(c) => run(ClientConn::Tls(c), peer, fe).await,
-        Err(e) => log::info!(
-            "frontend {}: TLS handshake with {peer} failed: {e}",
-            fe.name
-        ),
+    if let Some(c) = tls_handshake(stream, peer, &fe.name, &tls, &ACTIVE).await {
+        run(ClientConn::Tls(c), peer, fe).await
     }
 }
 

@@ -5,3 +5,5 @@ pub(crate) mod connect;
 mod session;
 
 pub use session::{run_session, run_tls_session, session_count, Backend, Frontend};
+/// Shared with `mode http`: the session counter guard and the TLS handshake of a `bind … ssl`.
+pub(crate) use session::{tls_handshake, Count};

@@ -43,11 +43,12 @@ pub struct Frontend {
 /// Live sessions of the whole process, for logs and for draining at shutdown.
 static ACTIVE: AtomicUsize = AtomicUsize::new(0);
 
-/// Decrements a counter when the session ends, however it ends.
-struct Count<'a>(&'a AtomicUsize);
+/// Decrements a counter when the session ends, however it ends. `mode http` sessions count
+/// themselves with it too.
+pub(crate) struct Count<'a>(&'a AtomicUsize);
 
 impl<'a> Count<'a> {
-    fn new(c: &'a AtomicUsize) -> Count<'a> {
+    pub(crate) fn new(c: &'a AtomicUsize) -> Count<'a> {
         c.fetch_add(1, Ordering::Relaxed);
         Count(c)
     }
@@ -86,18 +87,33 @@ pub async fn run_tls_session(
     fe: Arc<Frontend>,
     tls: Arc<crate::tls::Acceptor>,
 ) {
+    if let Some(c) = tls_handshake(client, peer, &fe.name, &tls, &ACTIVE).await {
+        run(Client::Tls(c), peer, fe).await
+    }
+}
+
+/// The TLS handshake of a `bind … ssl` client, in `mode tcp` and `mode http` alike. `active`
+/// is the mode's live-session count: the handshake is counted in it so that a drain at
+/// shutdown waits for it too. A failed handshake is logged and gives `None`: the session ends
+/// before any server is picked or request read.
+pub(crate) async fn tls_handshake(
+    client: TcpStream,
+    peer: SocketAddr,
+    frontend: &str,
+    tls: &crate::tls::Acceptor,
+    active: &AtomicUsize,
+) -> Option<crate::tls::TlsClient> {
     let accepted = {
-        // Counted while handshaking so that a drain at shutdown waits for it too.
-        let _active = Count::new(&ACTIVE);
+        let _active = Count::new(active);
         let _ = client.set_nodelay(true);
         tls.accept(client).await
     };
     match accepted {
-        Ok(c) => run(Client::Tls(c), peer, fe).await,
-        Err(e) => log::info!(
-            "frontend {}: TLS handshake with {peer} failed: {e}",
-            fe.name
-        ),
+        Ok(c) => Some(c),
+        Err(e) => {
+            log::info!("frontend {frontend}: TLS handshake with {peer} failed: {e}");
+            None
+        }
     }
 }
 

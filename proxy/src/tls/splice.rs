@@ -16,7 +16,7 @@ use compio::net::TcpStream;
 use compio::runtime::fd::PollFd;
 use socket2::Socket;
 
-use super::flow::{Activity, DirEnd, Moved};
+use crate::forward::{pair::DirEnd, Activity, Count};
 use super::ktls::KtlsStream;
 use crate::forward::{splice_once as splice, Pipe};
 
@@ -101,7 +101,7 @@ impl Dir<'_> {
         }
     }
 
-    fn drain(&mut self, to: RawFd, moved: &mut Moved<'_>) -> Result<bool, DirEnd> {
+    fn drain(&mut self, to: RawFd, moved: &mut Count<'_>) -> Result<bool, DirEnd> {
         if self.in_pipe == 0 {
             return Ok(false);
         }
@@ -118,7 +118,7 @@ impl Dir<'_> {
 }
 
 /// Client (kTLS) → server.
-pub async fn up(s: &Spliced, k: &KtlsStream, activity: &Activity, moved: &mut Moved<'_>) -> DirEnd {
+pub async fn up(s: &Spliced, k: &KtlsStream, activity: &Activity, moved: &mut Count<'_>) -> DirEnd {
     let mut fair = Fair::default();
     let mut d = Dir {
         pipe: &s.up,
@@ -171,7 +171,7 @@ pub async fn down(
     s: &Spliced,
     k: &KtlsStream,
     activity: &Activity,
-    moved: &mut Moved<'_>,
+    moved: &mut Count<'_>,
 ) -> DirEnd {
     let mut fair = Fair::default();
     let mut d = Dir {
