@@ -15,6 +15,15 @@ pub const MAX_SOCKETS: u32 = 2 * MAX_FLOWS;
 /// Direction slots (two per flow).
 pub const MAX_SLOTS: u32 = 2 * MAX_FLOWS;
 
+/// Entries of the park-request map: parking requests in flight at once (one per worker
+/// thread at most, in practice).
+pub const MAX_PARK_REQUESTS: u32 = 1024;
+
+/// Value of a park request the proxy wrote (`PARK`, keyed by the source socket's cookie).
+pub const PARK_REQUESTED: u32 = 1;
+/// Value the park walk leaves once it took the socket out of `ACTIVE` under the socket lock.
+pub const PARK_DONE: u32 = 2;
+
 /// `BPF_F_MMAPABLE`: the slot array is mapped into the proxy, which reads the program's
 /// counters and writes its own fields without a system call.
 pub const BPF_F_MMAPABLE: u32 = 1 << 10;

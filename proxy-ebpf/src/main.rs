@@ -8,14 +8,18 @@
 
 use aya_ebpf::{
     bindings::sk_action::{SK_DROP, SK_PASS},
-    helpers::{bpf_get_socket_cookie, bpf_ktime_get_coarse_ns},
+    cty::c_void,
+    helpers::{bpf_get_socket_cookie, bpf_ktime_get_coarse_ns, bpf_map_delete_elem},
     macros::{map, stream_verdict},
     maps::{Array, HashMap, SockHash},
     programs::SkBuffContext,
     EbpfContext,
 };
 use core::ptr::{addr_of, addr_of_mut, read_volatile, write_volatile};
-use proxy_ebpf::{DirSlot, Route, BPF_F_MMAPABLE, MAX_SLOTS, MAX_SOCKETS};
+use proxy_ebpf::{
+    DirSlot, Route, BPF_F_MMAPABLE, MAX_PARK_REQUESTS, MAX_SLOTS, MAX_SOCKETS, PARK_DONE,
+    PARK_REQUESTED,
+};
 
 /// Sockets whose received bytes the verdict handles (the program is attached here).
 #[map]
@@ -33,6 +37,11 @@ static ROUTES: HashMap<u64, Route> = HashMap::with_max_entries(MAX_SOCKETS, 0);
 /// Per-direction counters, shared with the proxy through mmap.
 #[map]
 static SLOTS: Array<DirSlot> = Array::with_max_entries(MAX_SLOTS, BPF_F_MMAPABLE);
+
+/// Sockets the proxy wants out of `ACTIVE` (cookie → PARK_REQUESTED, then PARK_DONE): see
+/// `park` below.
+#[map]
+static PARK: HashMap<u64, u32> = HashMap::with_max_entries(MAX_PARK_REQUESTS, 0);
 
 #[stream_verdict]
 pub fn verdict(ctx: SkBuffContext) -> u32 {
@@ -61,6 +70,44 @@ pub fn verdict(ctx: SkBuffContext) -> u32 {
     // field is an aligned word accessed whole.
     unsafe { account(slot, u64::from(len)) };
     SK_PASS
+}
+
+/// TCP socket iterator (`iter/tcp`, run by the proxy reading an iterator it creates): takes
+/// each socket with a pending park request out of `ACTIVE`. The iterator holds the socket's
+/// lock (`lock_sock`) while this runs, so no verdict run is in progress on it and none can
+/// start: packets arriving meanwhile wait in the socket's backlog and, once the lock is
+/// released, find the socket's own data-ready callback. Taking a socket out of the hash from
+/// outside the lock (`bpf(BPF_MAP_DELETE_ELEM)`) races with a verdict run on another CPU, which
+/// then finds no program and drops the packet (sockmap/LIFECYCLE.md, "Parking").
+#[unsafe(no_mangle)]
+#[unsafe(link_section = "iter/tcp")]
+pub fn park(ctx: *mut c_void) -> i32 {
+    // `struct bpf_iter__tcp { meta; sk_common; uid }`: the socket is the second pointer.
+    // SAFETY: the context is the iterator's, whose second field is that pointer.
+    let sk = unsafe { *(ctx as *const *mut c_void).add(1) };
+    if sk.is_null() {
+        return 0;
+    }
+    // SAFETY: `sk` is the iterator's non-null sock_common.
+    let cookie = unsafe { bpf_get_socket_cookie(sk) };
+    let Some(state) = PARK.get_ptr_mut(&cookie) else {
+        return 0;
+    };
+    // SAFETY: `state` points to the map's value for `cookie`, valid during this run.
+    if unsafe { read_volatile(state) } != PARK_REQUESTED {
+        return 0;
+    }
+    // SAFETY: the map pointer is ACTIVE's definition, the key a live u64; a missing entry
+    // (already parked) returns an error, which changes nothing.
+    unsafe {
+        bpf_map_delete_elem(
+            addr_of!(ACTIVE) as *mut c_void,
+            addr_of!(cookie) as *const c_void,
+        )
+    };
+    // SAFETY: as above.
+    unsafe { write_volatile(state, PARK_DONE) };
+    0
 }
 
 /// Counts a redirected packet of `len` bytes.

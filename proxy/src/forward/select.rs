@@ -31,22 +31,20 @@ pub fn choose(choice: EngineChoice) -> Result<Engine, String> {
     let p = probed();
     match choice {
         // Measured on the target kernel (LIFECYCLE.md), the sockmap hop costs the machine about
-        // half to a fifth of the copy engine for many paced RTMP-like flows, but a fresh-clone
-        // run lost the last 64 KiB of a 1 GiB download (clean close, `--`) under sockmap:
-        // until that tail loss is understood, cost does not outrank correctness and `auto`
-        // stays on the copy engine. `forward-engine sockmap` still forces it.
+        // half to a fifth of the copy engine for many paced RTMP-like flows. Its tail loss (a
+        // packet dropped while a direction was parked) is fixed, but a second fault is open:
+        // about one 1 GiB-each-way run in ten delivers the upload with the right length and
+        // the wrong content (sockmap/LIFECYCLE.md). Cost does not outrank correctness: `auto`
+        // stays on copy and a forced sockmap is refused, the engine stays built and probed.
         EngineChoice::Auto | EngineChoice::Copy => Ok(Engine::Copy),
         EngineChoice::Splice => {
             p.splice.clone().map(|()| Engine::Splice).map_err(|why| {
                 format!("forward-engine splice: not available on this kernel ({why})")
             })
         }
-        // Two fresh-clone runs each lost the last 65 483 bytes of one direction under sockmap
-        // with a clean close (LIFECYCLE.md). A proxy must not lose bytes: the engine stays
-        // built and probed, but cannot be chosen until that is fixed.
         EngineChoice::Sockmap => Err(format!(
-            "forward-engine sockmap: disabled in this build: a tail-loss bug is open \
-             (proxy/src/forward/LIFECYCLE.md){}",
+            "forward-engine sockmap: disabled in this build: an upload-corruption bug is open \
+             (proxy/src/forward/sockmap/LIFECYCLE.md){}",
             p.sockmap
                 .as_ref()
                 .err()
@@ -64,7 +62,8 @@ pub fn summary() -> String {
         Err(why) => format!("no ({why})"),
     };
     format!(
-        "forward engines: copy yes, splice {}, sockmap {} (disabled: open tail-loss bug); auto -> {}",
+        "forward engines: copy yes, splice {}, sockmap {} (disabled: open upload-corruption \
+         bug); auto -> {}",
         state(&p.splice),
         state(&p.sockmap),
         choose(EngineChoice::Auto).map_or("copy", Engine::name)

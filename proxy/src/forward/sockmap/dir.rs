@@ -38,6 +38,8 @@ pub struct Dir<'a> {
     tick_at: Instant,
     tick: Duration,
     eof: bool,
+    /// Times this direction was parked (for the flow's debug line).
+    parks: u32,
 }
 
 impl<'a> Dir<'a> {
@@ -59,12 +61,18 @@ impl<'a> Dir<'a> {
             tick_at: Instant::now(),
             tick: MIN_TICK,
             eof: false,
+            parks: 0,
         }
     }
 
     /// Bytes this direction delivered (or handed to the kernel for delivery).
     pub fn moved(&self) -> u64 {
         self.slot.redirected() + self.consumed
+    }
+
+    /// Times this direction was parked.
+    pub fn parks(&self) -> u32 {
+        self.parks
     }
 
     fn src(&self) -> &Side {
@@ -110,7 +118,9 @@ impl<'a> Dir<'a> {
             if self.slot.queued_estimate() >= (self.budget() / 2) as i64 {
                 // Parking failed (it cannot, short of a vanished map) would just leave the
                 // direction redirecting; try again at the next tick.
-                let _ = self.flow.set_active(self.s, false);
+                if self.flow.set_active(self.s, false).is_ok() {
+                    self.parks += 1;
+                }
                 continue;
             }
             let (tick, idle) = self.next_tick();
@@ -293,6 +303,9 @@ impl<'a> Dir<'a> {
         if let Err(end) = done {
             return end;
         }
+        if let Err(end) = self.check_accounted() {
+            return end;
+        }
         if let Err(end) = self.wait_redirected_sent().await {
             return end;
         }
@@ -342,5 +355,25 @@ impl<'a> Dir<'a> {
             }
             compio::time::sleep(Duration::from_millis(1)).await;
         }
+    }
+
+    /// After the source's FIN: every byte the socket received went through the verdict or
+    /// the copy. A shortfall means the kernel dropped bytes the proxy never saw: the flow is
+    /// then reset, so that a cut stream never looks complete.
+    fn check_accounted(&self) -> Result<(), DirEnd> {
+        let received = sys::tcp_info(self.src().fd)
+            .map_err(|_| DirEnd::SourceFailed)?
+            .bytes_received;
+        let seen = self.flow.consumed_before[self.s & 1] + self.slot.redirected() + self.consumed;
+        // `received` counts the FIN.
+        if received > seen + 1 {
+            log::error!(
+                "sockmap: {} bytes of a direction were taken off its source and never seen \
+                 by the verdict or the copy; resetting the flow",
+                received - seen - 1
+            );
+            return Err(DirEnd::SourceFailed);
+        }
+        Ok(())
     }
 }

@@ -234,7 +234,7 @@ impl Flow {
             sys::set_rcvlowat(s.fd, 1)
         } else {
             // Under the socket's lock, never a plain delete: see Kernel::park.
-            self.k.park(s.cookie)?;
+            self.k.park(s.cookie, s.fd)?;
             self.active[side & 1].set(false);
             Ok(())
         }

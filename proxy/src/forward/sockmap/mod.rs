@@ -8,14 +8,17 @@ mod dir;
 mod flow;
 mod slots;
 mod sys;
+#[cfg(test)]
+mod tests;
 mod watch;
 
-use std::os::fd::{AsFd, AsRawFd, RawFd};
+use std::io;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, OnceLock};
 
 use aya::maps::{Map, MapData, SockHash};
-use aya::programs::SkSkb;
+use aya::programs::{Iter, SkSkb};
 use aya::Ebpf;
 
 use super::ForwardError;
@@ -36,10 +39,15 @@ pub struct Kernel {
     /// Socket hash of every registered socket (redirect targets), no program attached.
     targets: RawFd,
     routes: RawFd,
+    /// Park requests for the park walk (`proxy-ebpf`'s `park`), and the walk's link.
+    park_map: RawFd,
+    park_link: OwnedFd,
     slots: Slots,
     budget: AtomicU64,
     /// Flows that could not be registered and ran on the copy engine instead.
     fallbacks: AtomicU64,
+    /// Directions parked so far (taken out of the verdict's hash near their budget).
+    parks: AtomicU64,
     /// Owners of the descriptors above and of the attached program (detached when dropped).
     _keep: Mutex<Owners>,
 }
@@ -48,7 +56,7 @@ pub struct Kernel {
 struct Owners {
     _ebpf: Ebpf,
     _active: SockHash<MapData, u64>,
-    _maps: [MapData; 3],
+    _maps: [MapData; 4],
 }
 
 static KERNEL: OnceLock<Result<Kernel, String>> = OnceLock::new();
@@ -85,6 +93,7 @@ impl Kernel {
         let targets = map_data(take_map(&mut ebpf, "TARGETS")?)?;
         let routes = map_data(take_map(&mut ebpf, "ROUTES")?)?;
         let slots_map = map_data(take_map(&mut ebpf, "SLOTS")?)?;
+        let park_map = map_data(take_map(&mut ebpf, "PARK")?)?;
         let prog: &mut SkSkb = ebpf
             .program_mut("verdict")
             .ok_or_else(|| bpf("the verdict program", "missing from the object"))?
@@ -93,22 +102,66 @@ impl Kernel {
         prog.load().map_err(|e| bpf("verifying the verdict", e))?;
         prog.attach(active.fd())
             .map_err(|e| bpf("attaching the verdict", e))?;
+        let park_link = load_park_walk(&mut ebpf)?;
         let slots = Slots::map(slots_map.fd().as_fd().as_raw_fd(), proxy_ebpf::MAX_SLOTS)
             .map_err(|e| bpf("mapping the slots", e))?;
         Ok(Kernel {
             active: active.fd().as_fd().as_raw_fd(),
             targets: targets.fd().as_fd().as_raw_fd(),
             routes: routes.fd().as_fd().as_raw_fd(),
+            park_map: park_map.fd().as_fd().as_raw_fd(),
+            park_link,
             slots,
             budget: AtomicU64::new(DEFAULT_BUDGET),
             fallbacks: AtomicU64::new(0),
+            parks: AtomicU64::new(0),
             _keep: Mutex::new(Owners {
                 _ebpf: ebpf,
                 _active: active,
-                _maps: [targets, routes, slots_map],
+                _maps: [targets, routes, slots_map, park_map],
             }),
         })
     }
+}
+
+impl Kernel {
+    /// Takes a socket out of the verdict's hash under the socket's lock: records the request,
+    /// runs the park walk (a TCP socket iterator, which locks each socket while the program
+    /// looks at it) and checks that it found the socket. A socket the walk did not visit has
+    /// left the TCP hash tables (it received its FIN while its own FIN was acknowledged, or
+    /// it is closed): no new packet reaches it, but its last one may still be going through
+    /// the verdict on another CPU, so the socket's lock is taken (TCP_INFO) before taking it
+    /// out from here. See LIFECYCLE.md, "Parking".
+    fn park(&self, cookie: u64, fd: RawFd) -> io::Result<()> {
+        sys::map_update(self.park_map, &cookie, &proxy_ebpf::PARK_REQUESTED)?;
+        let walked = sys::iter_run(self.park_link.as_raw_fd());
+        let state: Option<u32> = sys::map_lookup(self.park_map, &cookie).unwrap_or(None);
+        let _ = sys::map_delete(self.park_map, &cookie);
+        if state == Some(proxy_ebpf::PARK_DONE) {
+            self.parks.fetch_add(1, Ordering::Relaxed);
+            return Ok(());
+        }
+        walked?;
+        log::debug!("sockmap flow: the park walk did not find socket {cookie:#x} (unhashed)");
+        sys::tcp_info(fd)?;
+        sys::map_delete(self.active, &cookie)?;
+        self.parks.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+}
+
+/// Loads the park walk (`iter/tcp` program `park`) against the kernel's BTF and links it.
+fn load_park_walk(ebpf: &mut Ebpf) -> Result<OwnedFd, ForwardError> {
+    let btf = aya::Btf::from_sys_fs().map_err(|e| bpf("the kernel's BTF", e))?;
+    let walk: &mut Iter = ebpf
+        .program_mut("park")
+        .ok_or_else(|| bpf("the park walk", "missing from the object"))?
+        .try_into()
+        .map_err(|e| bpf("the park walk", e))?;
+    walk.load("tcp", &btf)
+        .map_err(|e| bpf("verifying the park walk", e))?;
+    let prog = walk.fd().map_err(|e| bpf("the park walk", e))?;
+    sys::iter_link(prog.as_fd().as_raw_fd()).map_err(|e| bpf("linking the park walk", e))
 }
 
 /// Flows registered right now and flows that fell back to the copy engine (table full,
@@ -138,22 +191,7 @@ fn map_data(map: Map) -> Result<MapData, ForwardError> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// Loading needs CAP_BPF/CAP_NET_ADMIN: as root (CI) this must work; otherwise it fails
-    /// loudly rather than passing without having tried.
-    #[test]
-    fn program_loads_and_attaches() {
-        assert!(
-            nix::unistd::geteuid().is_root(),
-            "this test loads a BPF program and must run as root (CI does)"
-        );
-        probe().expect("the sockmap program loads, verifies and attaches");
-        let (flows, _) = status().expect("loaded");
-        assert_eq!(flows, 0);
-    }
-
+mod slot_tests {
     #[test]
     fn queued_is_a_difference_of_running_totals() {
         use proxy_ebpf::DirSlot;

@@ -4,7 +4,7 @@
 
 use std::io;
 use std::mem::{size_of, MaybeUninit};
-use std::os::fd::RawFd;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 
 /// `union bpf_attr` as BPF_MAP_UPDATE_ELEM / BPF_MAP_DELETE_ELEM read it.
 #[repr(C)]
@@ -61,6 +61,97 @@ pub fn map_delete<K>(map: RawFd, key: &K) -> io::Result<()> {
     match bpf_map_call(BPF_MAP_DELETE_ELEM, &attr) {
         Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(()),
         r => r,
+    }
+}
+
+const BPF_MAP_LOOKUP_ELEM: libc::c_long = 1;
+const BPF_LINK_CREATE: libc::c_long = 28;
+const BPF_ITER_CREATE: libc::c_long = 33;
+/// `BPF_TRACE_ITER` in `enum bpf_attach_type`.
+const BPF_TRACE_ITER: u32 = 28;
+
+/// `bpf(BPF_MAP_LOOKUP_ELEM)`: the value for `key`, `None` when there is none.
+pub fn map_lookup<K, V: Copy + Default>(map: RawFd, key: &K) -> io::Result<Option<V>> {
+    let mut value = V::default();
+    let attr = MapElemAttr {
+        map_fd: map as u32,
+        _pad: 0,
+        key: key as *const K as u64,
+        value: &mut value as *mut V as u64,
+        flags: 0,
+    };
+    match bpf_map_call(BPF_MAP_LOOKUP_ELEM, &attr) {
+        Ok(()) => Ok(Some(value)),
+        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// A bpf(2) command whose result is a new descriptor.
+fn bpf_fd_call<A>(cmd: libc::c_long, attr: &A) -> io::Result<OwnedFd> {
+    // SAFETY: `attr` is a valid, fully initialised bpf_attr prefix of the size passed.
+    let r = unsafe { libc::syscall(libc::SYS_bpf, cmd, attr as *const A, size_of::<A>()) };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: the kernel returned a new descriptor that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(r as RawFd) })
+}
+
+/// `bpf(BPF_LINK_CREATE)` of an iterator program (no parameters): the link iterators are
+/// created from.
+pub fn iter_link(prog: RawFd) -> io::Result<OwnedFd> {
+    #[repr(C)]
+    struct LinkCreateAttr {
+        prog_fd: u32,
+        target_fd: u32,
+        attach_type: u32,
+        flags: u32,
+        iter_info: u64,
+        iter_info_len: u32,
+        _pad: u32,
+    }
+    let attr = LinkCreateAttr {
+        prog_fd: prog as u32,
+        target_fd: 0,
+        attach_type: BPF_TRACE_ITER,
+        flags: 0,
+        iter_info: 0,
+        iter_info_len: 0,
+        _pad: 0,
+    };
+    bpf_fd_call(BPF_LINK_CREATE, &attr)
+}
+
+/// One full run of the iterator behind `link`: `bpf(BPF_ITER_CREATE)`, then read to the end
+/// (the program prints nothing; reading is what makes it visit every socket).
+pub fn iter_run(link: RawFd) -> io::Result<()> {
+    #[repr(C)]
+    struct IterCreateAttr {
+        link_fd: u32,
+        flags: u32,
+    }
+    let fd = bpf_fd_call(
+        BPF_ITER_CREATE,
+        &IterCreateAttr {
+            link_fd: link as u32,
+            flags: 0,
+        },
+    )?;
+    let mut buf = [0u8; 64];
+    loop {
+        // SAFETY: `buf` is writable for its length; `fd` is open.
+        let n = unsafe { libc::read(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
+        match n {
+            0 => return Ok(()),
+            n if n > 0 => {}
+            _ => {
+                let e = io::Error::last_os_error();
+                if e.kind() != io::ErrorKind::Interrupted {
+                    return Err(e);
+                }
+            }
+        }
     }
 }
 
