@@ -17,12 +17,12 @@ mod splice;
 use compio::net::TcpStream;
 
 pub use idle::IdleLimits;
-/// Shared with the TLS room's flows, which run the same close protocol.
-pub(crate) use {copy::pump, copy::Count, copy::Sink, idle::Activity};
 pub use progress::Progress;
 pub use select::{choose, probed, summary, Probed};
 pub use sockmap::{set_budget as set_sockmap_budget, status as sockmap_status};
 pub(crate) use splice::{splice as splice_once, Pipe};
+/// Shared with the TLS room's flows, which run the same close protocol.
+pub(crate) use {copy::pump, copy::Count, copy::Sink, idle::Activity};
 
 /// Which engine moves a flow's bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

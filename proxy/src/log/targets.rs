@@ -236,21 +236,29 @@ backend b
 
     #[test]
     fn only_debug_mode_gives_a_silent_proxy_stderr() {
-        let c = cfg(
-            "global\n    log 127.0.0.1 local1\n\
+        let c = cfg("global\n    log 127.0.0.1 local1\n\
              frontend quiet\n    bind :1\n    default_backend b\n\
              frontend talks\n    bind :2\n    log global\n    default_backend b\n\
-             backend b\n    server s 127.0.0.1:9\n",
-        );
+             backend b\n    server s 127.0.0.1:9\n");
         let r = resolve(&c, false);
-        assert!(r.proxies["quiet"].is_empty(), "no `log` line: no traffic lines");
+        assert!(
+            r.proxies["quiet"].is_empty(),
+            "no `log` line: no traffic lines"
+        );
         assert_eq!(&*r.proxies["talks"], &[0]);
         let d = resolve(&c, true);
         let quiet = &d.proxies["quiet"];
         assert_eq!(quiet.len(), 1);
         assert_eq!(d.specs[quiet[0]].dest, LogDest::Stderr);
-        assert_eq!(d.proxies["b"], d.proxies["quiet"], "one shared stderr target");
-        assert_eq!(&*d.proxies["talks"], &[0], "explicit targets are kept as they are");
+        assert_eq!(
+            d.proxies["b"], d.proxies["quiet"],
+            "one shared stderr target"
+        );
+        assert_eq!(
+            &*d.proxies["talks"],
+            &[0],
+            "explicit targets are kept as they are"
+        );
     }
 
     #[test]

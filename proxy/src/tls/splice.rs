@@ -16,8 +16,8 @@ use compio::net::TcpStream;
 use compio::runtime::fd::PollFd;
 use socket2::Socket;
 
-use crate::forward::{pair::DirEnd, Activity, Count};
 use super::ktls::KtlsStream;
+use crate::forward::{pair::DirEnd, Activity, Count};
 use crate::forward::{splice_once as splice, Pipe};
 
 /// Pipe size asked for: 64 page slots, room for a whole TLS record in as many slots as its
