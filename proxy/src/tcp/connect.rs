@@ -223,15 +223,23 @@ pub async fn reserve(
             claim.server.stats.traffic.timings.queue.add(queued_ms);
             Ok(Slot { claim, queue_wait })
         }
-        Err((queue_wait, queued_on_server)) => Err(Failed {
-            server: first,
-            retries: 0,
-            redispatched: false,
-            timed_out: false,
-            queue_timeout: true,
-            queued_on_server,
-            queue_wait,
-        }),
+        Err((queue_wait, queued_on_server)) => {
+            // HAProxy's queue expiry (`back_handle_st_que`) counts a connection error on
+            // the backend, and on the server whose own queue the session waited in.
+            Counters::bump(&be.set.stats.traffic.failed_conn);
+            if queued_on_server {
+                Counters::bump(&first.stats.traffic.failed_conn);
+            }
+            Err(Failed {
+                server: first,
+                retries: 0,
+                redispatched: false,
+                timed_out: false,
+                queue_timeout: true,
+                queued_on_server,
+                queue_wait,
+            })
+        }
     }
 }
 
@@ -478,6 +486,9 @@ mod queue_tests {
         assert_eq!(q.queue_max.load(Ordering::Relaxed), 1);
         assert_eq!(q.queue_current.load(Ordering::Relaxed), 0);
         assert_eq!(q.connect_attempts.load(Ordering::Relaxed), 0);
+        assert_eq!(q.failed_conn.load(Ordering::Relaxed), 1, "the backend's econ");
+        let s = &be.set.servers[0].stats.traffic;
+        assert_eq!(s.failed_conn.load(Ordering::Relaxed), 0, "no server was assigned");
     }
 
     #[test]
@@ -526,6 +537,12 @@ mod queue_tests {
         assert!(f.queued_on_server, "waited in a's own queue");
         assert_eq!(a.stats.traffic.queue_max.load(Ordering::Relaxed), 1);
         assert_eq!(be.set.stats.traffic.queue_max.load(Ordering::Relaxed), 0);
+        let econ = |c: &Counters| c.failed_conn.load(Ordering::Relaxed);
+        assert_eq!(
+            (econ(&be.set.stats.traffic), econ(&a.stats.traffic)),
+            (1, 1),
+            "econ on the backend and on the server whose queue expired"
+        );
         // Not pinned: the algorithm's other server takes it at once.
         let c = run(connect_pinned(&be, a, [127, 0, 0, 1].into(), false))
             .map_err(|f| f.term())

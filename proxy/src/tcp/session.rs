@@ -185,8 +185,8 @@ async fn run(client: Client, peer: SocketAddr, fe: Arc<Frontend>) {
             log::warn!("backend {} has no server available!", be.set.backend);
         }
         Err(ConnectFailure::Failed(f)) if f.queue_timeout => {
-            // No server was assigned: HAProxy logs `<NOSRV>` and counts a connection error.
-            Counters::bump(&be.set.stats.traffic.failed_conn);
+            // No server was assigned: HAProxy logs `<NOSRV>` (the connection error is
+            // counted where the queue expired, in `connect::reserve`).
             record.queue_wait = Some(f.queue_wait);
             record.term = TermState(f.term());
             record.total = started.elapsed();
