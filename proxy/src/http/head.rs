@@ -132,7 +132,10 @@ impl Request {
     /// The head as sent to the server; `connection` is the `Connection` value to add, if any.
     pub fn serialize(&self, connection: Option<&str>) -> Vec<u8> {
         let mut out = Vec::with_capacity(512);
-        out.extend_from_slice(self.line().as_bytes());
+        for part in [self.method.as_bytes(), b" ", self.target.as_bytes(), b" "] {
+            out.extend_from_slice(part);
+        }
+        out.extend_from_slice(self.version().as_bytes());
         out.extend_from_slice(b"\r\n");
         self.headers.write_to(&mut out);
         write_framing(&mut out, self.framing, &self.codings, None);

@@ -179,7 +179,10 @@ impl<'f> Exchange<'f, '_> {
         };
         self.tally.request();
         self.record.head = Some(self.t0.elapsed());
-        self.record.request = req.line();
+        // Formatted only for a log line that will be written.
+        if self.fe.access_log.is_enabled() {
+            self.record.request = req.line();
+        }
         self.route(req).await
     }
 

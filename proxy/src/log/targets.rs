@@ -183,6 +183,11 @@ impl AccessLog {
         }
     }
 
+    /// Whether lines sent here go anywhere: callers skip formatting what nobody logs.
+    pub fn is_enabled(&self) -> bool {
+        self.to.is_some()
+    }
+
     /// Sends one traffic line; never blocks. Formats nothing when the proxy has no target.
     pub fn send(&self, line: impl Display) {
         if let Some((sink, targets)) = &self.to {
