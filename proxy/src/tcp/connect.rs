@@ -486,9 +486,17 @@ mod queue_tests {
         assert_eq!(q.queue_max.load(Ordering::Relaxed), 1);
         assert_eq!(q.queue_current.load(Ordering::Relaxed), 0);
         assert_eq!(q.connect_attempts.load(Ordering::Relaxed), 0);
-        assert_eq!(q.failed_conn.load(Ordering::Relaxed), 1, "the backend's econ");
+        assert_eq!(
+            q.failed_conn.load(Ordering::Relaxed),
+            1,
+            "the backend's econ"
+        );
         let s = &be.set.servers[0].stats.traffic;
-        assert_eq!(s.failed_conn.load(Ordering::Relaxed), 0, "no server was assigned");
+        assert_eq!(
+            s.failed_conn.load(Ordering::Relaxed),
+            0,
+            "no server was assigned"
+        );
     }
 
     #[test]
