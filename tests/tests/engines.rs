@@ -884,6 +884,11 @@ macro_rules! engine_tests {
             }
             #[test]
             $(#[$attr])?
+            fn word_streams() {
+                super::word_streams(ENGINE)
+            }
+            #[test]
+            $(#[$attr])?
             fn rtmp_publish_and_play() {
                 super::rtmp_publish_and_play(ENGINE)
             }
@@ -901,78 +906,149 @@ engine_tests!(
     ignore = "sockmap is disabled: an upload-corruption bug is open (proxy/src/forward/sockmap/LIFECYCLE.md)"
 );
 
-/// 256 MiB each way where every 8-byte word names its stream and offset, so a duplicated,
-/// lost or misrouted chunk is reported with where it came from (a debugging aid as much as a
-/// test).
-#[test]
-#[ignore = "sockmap is disabled: an upload-corruption bug is open (proxy/src/forward/sockmap/LIFECYCLE.md)"]
-fn sockmap_word_streams() {
-    const LEN: u64 = 256 * MIB;
+/// Every 8-byte word of each direction names its stream and offset, so a duplicated, lost,
+/// reordered or misrouted chunk is reported with where it came from. Runs 1 GiB each way
+/// with a 256 KiB sockmap budget (directions park and rejoin whenever a reader falls behind)
+/// while two busy loops hold both CPUs: the conditions under which the sockmap upload
+/// corruption of issue #3 was seen. E2E_WORDS_MIB and E2E_WORDS_BUDGET override the length
+/// and the budget (debugging).
+fn word_streams(engine: &str) {
+    let len: u64 = std::env::var("E2E_WORDS_MIB")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1024)
+        * MIB;
+    let budget = std::env::var("E2E_WORDS_BUDGET").unwrap_or_else(|_| "256k".into());
     let listener = TcpListener::bind(free_addr(loopback(2))).expect("bind");
     let addr = listener.local_addr().expect("addr");
-    // A 1 MiB budget: both directions park and rejoin whenever a reader falls behind.
     let port = free_port(Ipv4Addr::LOCALHOST);
-    let cfg = proxy_cfg("sockmap", port, addr, false, DEFAULT_TIMEOUTS).replace(
+    let cfg = proxy_cfg(engine, port, addr, false, DEFAULT_TIMEOUTS).replace(
         "    nbthread 2\n",
-        "    nbthread 2\n    tune.sockmap.budget 1m\n",
+        &format!("    nbthread 2\n    tune.sockmap.budget {budget}\n"),
     );
-    require_root("sockmap");
+    require_root(engine);
     let proxy = Proxy::start_with(&cfg, &[]);
-    fn words(tag: u64, mut w: impl Write) {
-        let mut buf = vec![0u8; 64 * 1024];
-        let mut off = 0u64;
-        while off < LEN {
-            for (i, c) in buf.chunks_exact_mut(8).enumerate() {
-                c.copy_from_slice(&((off + i as u64 * 8) | tag).to_le_bytes());
-            }
-            w.write_all(&buf).expect("write");
-            off += buf.len() as u64;
-        }
-    }
-    fn check(tag: u64, mut r: impl Read, who: &str) {
-        let mut buf = vec![0u8; 64 * 1024];
-        let mut off = 0u64;
-        let mut pending: Vec<u8> = Vec::new();
-        loop {
-            let n = r.read(&mut buf).expect("read");
-            if n == 0 {
-                break;
-            }
-            pending.extend_from_slice(&buf[..n]);
-            let whole = pending.len() / 8 * 8;
-            for c in pending[..whole].chunks_exact(8) {
-                let v = u64::from_le_bytes(c.try_into().unwrap());
-                if v != off | tag {
-                    panic!(
-                        "{who}: at offset {off} got word {v:#x} (tag {:#x}, offset {})",
-                        v & (1 << 63),
-                        v & !(1 << 63)
-                    );
-                }
-                off += 8;
-            }
-            pending.drain(..whole);
-        }
-        assert_eq!(off, LEN, "{who}: length");
-    }
+    let busy = BusyLoops::start(2);
     let server = std::thread::spawn(move || {
         let (s, _) = listener.accept().expect("accept");
         let mut r = s.try_clone().expect("clone");
         // Like the harness: a small request first, the reply only once it is read.
         let mut head = [0u8; 40];
         r.read_exact(&mut head).expect("head");
-        let reader = std::thread::spawn(move || check(0, r, "backend"));
-        words(1 << 63, &s);
+        let reader = std::thread::spawn(move || check_words(0, r));
+        write_words(1 << 63, len, &s);
         s.shutdown(Shutdown::Write).expect("shutdown");
-        reader.join().expect("backend reader");
+        reader.join().expect("backend reader")
     });
     let mut c = TcpStream::connect(proxy.addr()).expect("connect");
     c.write_all(&[0u8; 40]).expect("head");
     let r = c.try_clone().expect("clone");
-    let reader = std::thread::spawn(move || check(1 << 63, r, "client"));
-    words(0, &c);
+    let reader = std::thread::spawn(move || check_words(1 << 63, r));
+    write_words(0, len, &c);
     c.shutdown(Shutdown::Write).expect("shutdown");
-    reader.join().expect("client reader");
-    server.join().expect("server");
+    let download = reader.join().expect("client reader");
+    let upload = server.join().expect("server");
+    drop(busy);
     show_flow_log(&proxy);
+    assert_eq!(upload, Ok(len), "upload (backend side)");
+    assert_eq!(download, Ok(len), "download (client side)");
+}
+
+/// Writes `len` bytes where each 8-byte word is its offset ORed with `tag`.
+fn write_words(tag: u64, len: u64, mut w: impl Write) {
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut off = 0u64;
+    while off < len {
+        for (i, c) in buf.chunks_exact_mut(8).enumerate() {
+            c.copy_from_slice(&((off + i as u64 * 8) | tag).to_le_bytes());
+        }
+        w.write_all(&buf).expect("write");
+        off += buf.len() as u64;
+    }
+}
+
+/// Reads a word stream to its end: the byte count, or where it first went wrong and what was
+/// there instead (the offsets those bytes belong to, and where the expected word shows up
+/// again), so a duplicate, a skip and a reordering read differently.
+fn check_words(tag: u64, mut r: impl Read) -> Result<u64, String> {
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut got: u64 = 0;
+    let mut pending: Vec<u8> = Vec::new();
+    let mut off = 0u64;
+    let mut bad: Option<(u64, Vec<u64>)> = None;
+    loop {
+        let n = r.read(&mut buf).expect("read");
+        if n == 0 {
+            break;
+        }
+        got += n as u64;
+        pending.extend_from_slice(&buf[..n]);
+        let whole = pending.len() / 8 * 8;
+        for c in pending[..whole].chunks_exact(8) {
+            let v = u64::from_le_bytes(c.try_into().expect("8 bytes"));
+            match &mut bad {
+                None if v != off | tag => bad = Some((off, vec![v])),
+                Some((_, seen)) if seen.len() < 4096 => seen.push(v),
+                _ => {}
+            }
+            off += 8;
+        }
+        pending.drain(..whole);
+    }
+    let Some((at, seen)) = bad else {
+        return Ok(got);
+    };
+    // Runs of consecutive offsets in what followed the first bad word.
+    let mut runs = Vec::new();
+    let mut start = seen[0];
+    let mut prev = seen[0];
+    for &v in &seen[1..] {
+        if v != prev.wrapping_add(8) {
+            runs.push(format!("{:#x}..{:#x}", start & !tag, (prev & !tag) + 8));
+            start = v;
+        }
+        prev = v;
+    }
+    runs.push(format!("{:#x}..{:#x}+", start & !tag, (prev & !tag) + 8));
+    Err(format!(
+        "first bad word at offset {at:#x} ({at}); words from there on come from offsets {} \
+         (tag bit of the first: {:#x}); {got} bytes in all",
+        runs.iter().take(12).cloned().collect::<Vec<_>>().join(", "),
+        seen[0] & (1 << 63)
+    ))
+}
+
+/// Busy loops on `n` threads until dropped: the CPU load under which the sockmap faults of
+/// issue #3 showed.
+struct BusyLoops {
+    stop: Arc<AtomicBool>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl BusyLoops {
+    fn start(n: usize) -> BusyLoops {
+        let stop = Arc::new(AtomicBool::new(false));
+        let threads = (0..n)
+            .map(|_| {
+                let stop = stop.clone();
+                std::thread::spawn(move || {
+                    let deadline = Instant::now() + Duration::from_secs(600);
+                    let mut x = 0u64;
+                    while !stop.load(Ordering::Relaxed) && Instant::now() < deadline {
+                        x = std::hint::black_box(x.wrapping_mul(31).wrapping_add(7));
+                    }
+                })
+            })
+            .collect();
+        BusyLoops { stop, threads }
+    }
+}
+
+impl Drop for BusyLoops {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
 }
