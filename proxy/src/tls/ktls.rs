@@ -17,8 +17,8 @@ use std::mem::size_of;
 use std::os::fd::{AsRawFd, RawFd};
 use std::sync::OnceLock;
 
-use compio::buf::{BufResult, IoBuf, IoBufMut};
-use compio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use compio::buf::{BufResult, IoBuf};
+use compio::io::{AsyncWrite, AsyncWriteExt};
 use compio::net::TcpStream;
 use compio::runtime::fd::PollFd;
 use rustls::server::ServerConnection;
@@ -489,18 +489,6 @@ fn send_alert(fd: RawFd, alert: [u8; 2]) -> io::Result<()> {
         return Err(io::Error::last_os_error());
     }
     Ok(())
-}
-
-impl AsyncRead for &KtlsStream {
-    async fn read<B: IoBufMut>(&mut self, mut buf: B) -> BufResult<usize, B> {
-        let dst = buf.ensure_init();
-        let res = self.read_plain(dst).await;
-        if let Ok(n) = res {
-            // SAFETY: `ensure_init` initialised the whole capacity and `n` ≤ its length.
-            unsafe { buf.set_len(n) };
-        }
-        BufResult(res, buf)
-    }
 }
 
 impl AsyncWrite for &KtlsStream {

@@ -191,11 +191,14 @@ impl TlsClient {
 }
 
 impl AsyncRead for &TlsClient {
-    async fn read<B: IoBufMut>(&mut self, buf: B) -> BufResult<usize, B> {
-        match self {
-            TlsClient::User(s) => (&**s).read(buf).await,
-            TlsClient::Kernel(s) => (&*s).read(buf).await,
+    async fn read<B: IoBufMut>(&mut self, mut buf: B) -> BufResult<usize, B> {
+        let dst = buf.ensure_init();
+        let res = self.read_plain(dst).await;
+        if let Ok(n) = res {
+            // SAFETY: `ensure_init` initialised the whole capacity and `n` ≤ its length.
+            unsafe { buf.set_len(n) };
         }
+        BufResult(res, buf)
     }
 }
 

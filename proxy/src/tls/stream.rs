@@ -9,7 +9,7 @@
 use std::cell::RefCell;
 use std::io::{self, Read, Write};
 
-use compio::buf::{BufResult, IoBuf, IoBufMut};
+use compio::buf::{BufResult, IoBuf};
 use compio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use compio::net::TcpStream;
 use futures_util::lock::Mutex;
@@ -159,18 +159,6 @@ impl TlsStream {
         }
         let mut w = &self.tcp;
         w.shutdown().await
-    }
-}
-
-impl AsyncRead for &TlsStream {
-    async fn read<B: IoBufMut>(&mut self, mut buf: B) -> BufResult<usize, B> {
-        let dst = buf.ensure_init();
-        let res = self.read_plain(dst).await;
-        if let Ok(n) = res {
-            // SAFETY: `ensure_init` initialised the whole capacity and `n` ≤ its length.
-            unsafe { buf.set_len(n) };
-        }
-        BufResult(res, buf)
     }
 }
 
