@@ -183,6 +183,13 @@ impl<'a> Dir<'a> {
     /// is under a quarter of the budget: the verdict then takes the rest of the TCP queue, in
     /// order, and the backlog starts from empty.
     async fn copy_parked(&mut self) -> Result<(), DirEnd> {
+        self.copy_source(true).await
+    }
+
+    /// Copies the source's TCP queue to the destination once every redirected byte is out:
+    /// up to the FIN, or (`unpark`) until the queue is empty with room in the destination,
+    /// where the source rejoins the verdict.
+    async fn copy_source(&mut self, unpark: bool) -> Result<(), DirEnd> {
         self.wait_redirected_sent().await?;
         loop {
             match sys::recv(self.src().fd, &mut self.buf) {
@@ -196,7 +203,8 @@ impl<'a> Dir<'a> {
                     // Only with the source's queue empty: the verdict takes whole packets
                     // from the queue (tcp_read_skb ignores a read offset), so one partly
                     // read here would be sent twice.
-                    if self.dest_has_room() && self.flow.set_active(self.s, true).is_ok() {
+                    if unpark && self.dest_has_room() && self.flow.set_active(self.s, true).is_ok()
+                    {
                         return Ok(());
                     }
                     self.wait_source().await?;
@@ -320,19 +328,7 @@ impl<'a> Dir<'a> {
         if self.eof {
             return Ok(());
         }
-        self.wait_redirected_sent().await?;
-        loop {
-            match sys::recv(self.src().fd, &mut self.buf) {
-                Ok(0) => {
-                    self.eof = true;
-                    return Ok(());
-                }
-                Ok(n) => self.write_dest(n).await?,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.wait_source().await?,
-                Err(_) => return Err(DirEnd::SourceFailed),
-            }
-        }
+        self.copy_source(false).await
     }
 
     /// After the FIN, until the verdict has run over every byte received before it: the
