@@ -53,7 +53,12 @@ pub struct DirSlot {
     /// was over its budget: the proxy parks the direction at half the budget, so these count
     /// late reactions (or a stale estimate).
     pub overruns: u64,
-    pub _reserved: u64,
+    /// Bytes cut off the head of packets that overlapped bytes already taken (a
+    /// retransmission TCP queued whole): see LIFECYCLE.md, "Overlapping packets".
+    pub trimmed: u64,
+    /// Packets whose overlap could not be cut off (the helper failed): dropped, and the
+    /// flow is reset by the proxy, since the stream can no longer be trusted.
+    pub faults: u64,
 
     /// Most bytes this direction may have waiting in the destination's psock backlog (taken
     /// off the source, not yet in the destination socket).
@@ -79,3 +84,9 @@ impl DirSlot {
             .wrapping_sub(written) as i64
     }
 }
+
+/// Bytes `bpf_skb_adjust_room` may take off a packet per call (SK_SKB: at most 0xfff).
+pub const TRIM_STEP: u32 = 4095;
+
+/// Calls the verdict may make to trim one packet: enough for a 64 KiB loopback packet.
+pub const MAX_TRIM_STEPS: u32 = 17;

@@ -9,7 +9,9 @@
 use aya_ebpf::{
     bindings::sk_action::{SK_DROP, SK_PASS},
     cty::c_void,
-    helpers::{bpf_get_socket_cookie, bpf_ktime_get_coarse_ns, bpf_map_delete_elem},
+    helpers::{
+        bpf_get_socket_cookie, bpf_ktime_get_coarse_ns, bpf_map_delete_elem, bpf_probe_read_kernel,
+    },
     macros::{map, stream_verdict},
     maps::{Array, HashMap, SockHash},
     programs::SkBuffContext,
@@ -17,9 +19,21 @@ use aya_ebpf::{
 };
 use core::ptr::{addr_of, addr_of_mut, read_volatile, write_volatile};
 use proxy_ebpf::{
-    DirSlot, Route, BPF_F_MMAPABLE, MAX_PARK_REQUESTS, MAX_SLOTS, MAX_SOCKETS, PARK_DONE,
-    PARK_REQUESTED,
+    DirSlot, Route, BPF_F_MMAPABLE, MAX_PARK_REQUESTS, MAX_SLOTS, MAX_SOCKETS, MAX_TRIM_STEPS,
+    PARK_DONE, PARK_REQUESTED, TRIM_STEP,
 };
+
+// Offsets in kernel structures the verdict reads, set by the proxy at load time from the
+// running kernel's BTF (SK_SKB programs have no field for either value, and no CO-RE here).
+/// `struct sk_buff`'s `cb`: `TCP_SKB_CB(skb)->seq` is its first word.
+#[unsafe(no_mangle)]
+static SKB_CB_OFFSET: u32 = 0;
+/// `struct sk_buff`'s `sk`.
+#[unsafe(no_mangle)]
+static SKB_SK_OFFSET: u32 = 0;
+/// `struct tcp_sock`'s `copied_seq`.
+#[unsafe(no_mangle)]
+static TCP_COPIED_SEQ_OFFSET: u32 = 0;
 
 /// Sockets whose received bytes the verdict handles (the program is attached here).
 #[map]
@@ -61,6 +75,20 @@ pub fn verdict(ctx: SkBuffContext) -> u32 {
     let Some(slot) = SLOTS.get_ptr_mut(route.slot) else {
         return SK_PASS;
     };
+    let whole = len;
+    let Ok(len) = trim_overlap(&ctx, whole) else {
+        // SAFETY: as for `account` below.
+        unsafe { count(addr_of_mut!((*slot).faults), 1) };
+        return SK_DROP;
+    };
+    if len < whole {
+        // SAFETY: as for `account` below.
+        unsafe { count(addr_of_mut!((*slot).trimmed), u64::from(whole - len)) };
+    }
+    if len == 0 {
+        // Every byte of it was taken before: nothing to send (and nothing counted as read).
+        return SK_DROP;
+    }
     let mut peer = route.peer;
     if TARGETS.redirect_skb(&ctx, &mut peer, 0) != i64::from(SK_PASS) {
         // The peer left the hash (it closed): the flow is ending anyway.
@@ -70,6 +98,71 @@ pub fn verdict(ctx: SkBuffContext) -> u32 {
     // field is an aligned word accessed whole.
     unsafe { account(slot, u64::from(len)) };
     SK_PASS
+}
+
+/// Cuts off the head of a packet that overlaps bytes the socket already took, returning the
+/// length left. TCP queues a retransmitted segment that overlaps received bytes whole (its
+/// reader skips the overlap by sequence number), but the verdict path hands the whole packet
+/// over and then counts all of it as read: without this, the overlap is sent twice and the
+/// socket's read position overshoots (LIFECYCLE.md, "Overlapping packets"). `Err` when the
+/// packet could not be trimmed.
+#[inline(always)]
+fn trim_overlap(ctx: &SkBuffContext, len: u32) -> Result<u32, ()> {
+    let Some(overlap) = overlap(ctx) else {
+        return Ok(len);
+    };
+    let cut = overlap.min(len);
+    let mut left = cut;
+    for _ in 0..MAX_TRIM_STEPS {
+        if left == 0 {
+            return Ok(len - cut);
+        }
+        let step = left.min(TRIM_STEP);
+        ctx.adjust_room(-(step as i32), 0, 0).map_err(|_| ())?;
+        left -= step;
+    }
+    if left == 0 {
+        Ok(len - cut)
+    } else {
+        Err(())
+    }
+}
+
+/// Bytes at the head of the packet that the socket already took: its read position
+/// (`copied_seq`, advanced by every packet the verdict or a reader took) minus the packet's
+/// first sequence number. `None` when there is none (the usual case) or a read failed.
+#[inline(always)]
+fn overlap(ctx: &SkBuffContext) -> Option<u32> {
+    // SAFETY: plain loads of the program's own read-only globals.
+    let (cb, sk_at, copied_at) = unsafe {
+        (
+            read_volatile(addr_of!(SKB_CB_OFFSET)),
+            read_volatile(addr_of!(SKB_SK_OFFSET)),
+            read_volatile(addr_of!(TCP_COPIED_SEQ_OFFSET)),
+        )
+    };
+    let skb = ctx.as_ptr() as *const u8;
+    // SAFETY: bpf_probe_read_kernel checks its source and fails instead of faulting; the
+    // context is the kernel's `struct sk_buff` and the offsets come from the kernel's BTF.
+    let (seq, sk) = unsafe {
+        (
+            bpf_probe_read_kernel(skb.wrapping_add(cb as usize) as *const u32).ok()?,
+            bpf_probe_read_kernel(skb.wrapping_add(sk_at as usize) as *const *const u8).ok()?,
+        )
+    };
+    // SAFETY: as above; `sk` is the skb's owner, a TCP socket (tcp_read_skb set it).
+    let copied =
+        unsafe { bpf_probe_read_kernel(sk.wrapping_add(copied_at as usize) as *const u32) }.ok()?;
+    let d = copied.wrapping_sub(seq) as i32;
+    (d > 0).then_some(d as u32)
+}
+
+/// Adds `n` to a counter of a slot.
+///
+/// SAFETY: `field` must point to a field of a live slot of the SLOTS map.
+#[inline(always)]
+unsafe fn count(field: *mut u64, n: u64) {
+    write_volatile(field, read_volatile(field) + n);
 }
 
 /// TCP socket iterator (`iter/tcp`, run by the proxy reading an iterator it creates): takes
@@ -124,8 +217,7 @@ unsafe fn account(slot: *mut DirSlot, len: u64) {
         read_volatile(addr_of!((*slot).written)),
     );
     if queued.saturating_add(len as i64) > read_volatile(addr_of!((*slot).budget)) as i64 {
-        let o = read_volatile(addr_of!((*slot).overruns));
-        write_volatile(addr_of_mut!((*slot).overruns), o + 1);
+        count(addr_of_mut!((*slot).overruns), 1);
     }
     write_volatile(addr_of_mut!((*slot).redirected), redirected + len);
 }

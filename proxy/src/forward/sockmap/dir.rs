@@ -99,7 +99,7 @@ impl<'a> Dir<'a> {
             };
             let listener = events.listen();
             let (src_ev, dst_ev) = (events.of(self.s), events.of(1 - self.s));
-            if src_ev & ERR != 0 {
+            if src_ev & ERR != 0 || self.broken() {
                 return DirEnd::SourceFailed;
             }
             if dst_ev & ERR != 0 {
@@ -135,6 +135,19 @@ impl<'a> Dir<'a> {
                 let _ = select(listener, sleep).await;
             }
         }
+    }
+
+    /// The verdict met a packet it could not trim (LIFECYCLE.md, "Overlapping packets"): the
+    /// stream is no longer whole, so the flow is reset rather than let run on.
+    fn broken(&self) -> bool {
+        let faults = self.slot.faults();
+        if faults != 0 {
+            log::error!(
+                "sockmap: {faults} packet(s) of a direction overlapped bytes already taken \
+                 and could not be trimmed; resetting the flow"
+            );
+        }
+        faults != 0
     }
 
     /// Tells the verdict's accounting (and this direction's parking decision) how much the
@@ -310,6 +323,9 @@ impl<'a> Dir<'a> {
         };
         if let Err(end) = done {
             return end;
+        }
+        if self.broken() {
+            return DirEnd::SourceFailed;
         }
         if let Err(end) = self.check_accounted() {
             return end;

@@ -84,17 +84,19 @@ pub async fn forward(
         progress.moved(i == 0, total.saturating_sub(reported[i].get()));
     }
     log::debug!(
-        "sockmap flow {:?}: up {} redirected + {} copied ({} over budget, parked {} times), \
-         down {} + {} ({}, {})",
+        "sockmap flow {:?}: up {} redirected + {} copied ({} over budget, parked {} times, \
+         {} overlapping bytes trimmed), down {} + {} ({}, {}, {})",
         end,
         up_slot.redirected(),
         stats.bytes_up - up_slot.redirected(),
         up_slot.overruns(),
         up.parks(),
+        up_slot.trimmed(),
         down_slot.redirected(),
         stats.bytes_down - down_slot.redirected(),
         down_slot.overruns(),
         down.parks(),
+        down_slot.trimmed(),
     );
     drop((up, down));
     // Every byte is delivered (clean end) or the flow is being reset: the entries can go.

@@ -4,6 +4,7 @@
 //! proxy parks the direction (takes its source out of the verdict's hash) and copies it with
 //! TCP backpressure until the destination catches up. See LIFECYCLE.md beside this file.
 
+mod btf;
 mod dir;
 mod flow;
 mod slots;
@@ -19,7 +20,7 @@ use std::sync::{Mutex, OnceLock};
 
 use aya::maps::{Map, MapData, SockHash};
 use aya::programs::{Iter, SkSkb};
-use aya::Ebpf;
+use aya::{Ebpf, EbpfLoader};
 
 use super::ForwardError;
 use slots::Slots;
@@ -86,7 +87,14 @@ impl Kernel {
         if OBJECT.is_empty() {
             return Err(ForwardError::NotBuilt);
         }
-        let mut ebpf = Ebpf::load(OBJECT).map_err(|e| bpf("loading the object", e))?;
+        let layout =
+            btf::Layout::of_running_kernel().map_err(|e| bpf("the kernel's struct layout", e))?;
+        let mut ebpf = EbpfLoader::new()
+            .override_global("SKB_CB_OFFSET", &layout.skb_cb, true)
+            .override_global("SKB_SK_OFFSET", &layout.skb_sk, true)
+            .override_global("TCP_COPIED_SEQ_OFFSET", &layout.tcp_copied_seq, true)
+            .load(OBJECT)
+            .map_err(|e| bpf("loading the object", e))?;
         let active = take_map(&mut ebpf, "ACTIVE")?;
         let active: SockHash<MapData, u64> =
             SockHash::try_from(active).map_err(|e| bpf("the socket hash", e))?;

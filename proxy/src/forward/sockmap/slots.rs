@@ -122,6 +122,14 @@ impl Slot<'_> {
         self.u64_at(offset_of!(DirSlot, overruns))
             .load(Ordering::Acquire)
     }
+    pub fn trimmed(&self) -> u64 {
+        self.u64_at(offset_of!(DirSlot, trimmed))
+            .load(Ordering::Acquire)
+    }
+    pub fn faults(&self) -> u64 {
+        self.u64_at(offset_of!(DirSlot, faults))
+            .load(Ordering::Acquire)
+    }
     pub fn consumed(&self) -> u64 {
         self.u64_at(offset_of!(DirSlot, consumed))
             .load(Ordering::Acquire)
@@ -150,6 +158,8 @@ impl Slot<'_> {
             (offset_of!(DirSlot, redirected), 0),
             (offset_of!(DirSlot, last_ns), now_ns),
             (offset_of!(DirSlot, overruns), 0),
+            (offset_of!(DirSlot, trimmed), 0),
+            (offset_of!(DirSlot, faults), 0),
             (offset_of!(DirSlot, budget), budget),
             (offset_of!(DirSlot, dest_base), dest_base),
             (offset_of!(DirSlot, consumed), 0),
