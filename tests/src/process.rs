@@ -64,10 +64,14 @@ fn socket_inodes(pid: u32) -> HashSet<u64> {
     out
 }
 
-/// TCP sockets in LISTEN state, as (local address, inode), from /proc/net/tcp and tcp6.
+/// TCP sockets in LISTEN state, as (local address, inode), from the calling thread's network
+/// namespace (a test may run in one of its own: `rawtcp::enter_private_netns`).
 fn listening_sockets() -> Vec<(SocketAddr, u64)> {
     let mut out = Vec::new();
-    for (file, v6) in [("/proc/net/tcp", false), ("/proc/net/tcp6", true)] {
+    for (file, v6) in [
+        ("/proc/thread-self/net/tcp", false),
+        ("/proc/thread-self/net/tcp6", true),
+    ] {
         let Ok(text) = std::fs::read_to_string(file) else {
             continue;
         };

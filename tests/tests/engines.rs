@@ -889,6 +889,11 @@ macro_rules! engine_tests {
             }
             #[test]
             $(#[$attr])?
+            fn overlapping_retransmission() {
+                super::overlapping_retransmission(ENGINE)
+            }
+            #[test]
+            $(#[$attr])?
             fn rtmp_publish_and_play() {
                 super::rtmp_publish_and_play(ENGINE)
             }
@@ -898,13 +903,67 @@ macro_rules! engine_tests {
 
 engine_tests!(copy, "copy");
 engine_tests!(splice, "splice");
-// Kept compiled and listed as ignored (with the reason) until the upload corruption is fixed;
-// the tail loss of issue #3 is fixed (park_churn reproduced it, sockmap/LIFECYCLE.md).
-engine_tests!(
-    sockmap,
-    "sockmap",
-    ignore = "sockmap is disabled: an upload-corruption bug is open (proxy/src/forward/sockmap/LIFECYCLE.md)"
-);
+engine_tests!(sockmap, "sockmap");
+
+/// A segment that starts inside bytes the proxy already took (a retransmission cut at other
+/// boundaries than the original, which TCP queues whole): every byte reaches the backend once,
+/// in order. Sent by hand over a raw socket in a network namespace of the test's own; for
+/// sockmap the verdict must trim the overlap (the engine's flow line says how much).
+fn overlapping_retransmission(engine: &str) {
+    require_root(engine);
+    e2e::rawtcp::enter_private_netns();
+    let listener = TcpListener::bind(free_addr(loopback(2))).expect("bind");
+    let backend_addr = listener.local_addr().expect("addr");
+    let proxy = start_proxy(engine, backend_addr, false, DEFAULT_TIMEOUTS);
+    let received = Arc::new(AtomicU64::new(0));
+    let counter = received.clone();
+    let backend = std::thread::spawn(move || {
+        let (mut s, _) = listener.accept().expect("accept");
+        let mut got = Vec::new();
+        let mut buf = [0u8; 4096];
+        loop {
+            match s.read(&mut buf).expect("backend read") {
+                0 => return got,
+                n => got.extend_from_slice(&buf[..n]),
+            }
+            counter.store(got.len() as u64, Ordering::SeqCst);
+        }
+    });
+    let data: Vec<u8> = (0..3000u32).map(|i| (i % 251) as u8).collect();
+    let SocketAddr::V4(to) = proxy.addr() else {
+        panic!("IPv4 proxy address expected")
+    };
+    let from = std::net::SocketAddrV4::new(Ipv4Addr::LOCALHOST, free_port(Ipv4Addr::LOCALHOST));
+    let client = e2e::rawtcp::RawClient::connect(from, to);
+    client.send_at(0, &data[..1000]);
+    client.send_at(1000, &data[1000..2000]);
+    e2e::wait_until(
+        "the first 2000 bytes at the backend",
+        Duration::from_secs(10),
+        || (received.load(Ordering::SeqCst) >= 2000).then_some(()),
+    );
+    // Bytes 500..2000 again, then 1000 new ones, in one segment.
+    client.send_at(500, &data[500..]);
+    client.fin_at(3000);
+    let got = backend.join().expect("backend");
+    assert_eq!(got.len(), data.len(), "bytes at the backend");
+    assert!(
+        got == data,
+        "the backend's bytes differ from the stream sent"
+    );
+    if engine == "sockmap" {
+        let line = e2e::wait_until("the sockmap flow line", Duration::from_secs(10), || {
+            let log = proxy.stderr();
+            log.lines()
+                .find(|l| l.contains("sockmap flow"))
+                .map(str::to_string)
+        });
+        assert!(
+            line.contains("1500 overlapping bytes trimmed"),
+            "the verdict should have cut the 1500 bytes already taken: {line}"
+        );
+    }
+}
 
 /// Every 8-byte word of each direction names its stream and offset, so a duplicated, lost,
 /// reordered or misrouted chunk is reported with where it came from. Runs 1 GiB each way
