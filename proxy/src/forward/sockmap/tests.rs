@@ -81,9 +81,7 @@ fn one_flow(engine: Engine) -> (FlowStats, Vec<u8>, Vec<u8>) {
     (proxy.join().expect("proxy"), client, at_backend)
 }
 
-/// Why the flow test is not run by default (the engine is disabled for the same reason).
 #[test]
-#[ignore = "sockmap is disabled: an upload-corruption bug is open (sockmap/LIFECYCLE.md)"]
 fn a_slow_flow_parks_and_arrives_whole() {
     assert!(
         nix::unistd::geteuid().is_root(),
