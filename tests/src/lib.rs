@@ -20,7 +20,6 @@ pub mod nginx_http;
 pub mod ports;
 pub mod process;
 pub mod proxy;
-pub mod rawtcp;
 pub mod tcp;
 pub mod tls;
 pub mod util;

@@ -64,8 +64,8 @@ fn socket_inodes(pid: u32) -> HashSet<u64> {
     out
 }
 
-/// TCP sockets in LISTEN state, as (local address, inode), from the calling thread's network
-/// namespace (a test may run in one of its own: `rawtcp::enter_private_netns`).
+/// TCP sockets in LISTEN state, as (local address, inode), in the calling thread's network
+/// namespace (`/proc/net` is the main thread's).
 fn listening_sockets() -> Vec<(SocketAddr, u64)> {
     let mut out = Vec::new();
     for (file, v6) in [

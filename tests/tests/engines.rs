@@ -907,14 +907,18 @@ engine_tests!(sockmap, "sockmap");
 
 /// A segment that starts inside bytes the proxy already took (a retransmission cut at other
 /// boundaries than the original, which TCP queues whole): every byte reaches the backend once,
-/// in order. Sent by hand over a raw socket in a network namespace of the test's own; for
-/// sockmap the verdict must trim the overlap (the engine's flow line says how much).
+/// in order. The client is a kernel socket; the overlapping segment is sent by hand over a raw
+/// socket that saw the handshake (`rawtcp`). For sockmap the verdict must trim the overlap
+/// (the engine's flow line says how much).
 fn overlapping_retransmission(engine: &str) {
     require_root(engine);
-    e2e::rawtcp::enter_private_netns();
     let listener = TcpListener::bind(free_addr(loopback(2))).expect("bind");
-    let backend_addr = listener.local_addr().expect("addr");
-    let proxy = start_proxy(engine, backend_addr, false, DEFAULT_TIMEOUTS);
+    let proxy = start_proxy(
+        engine,
+        listener.local_addr().expect("addr"),
+        false,
+        DEFAULT_TIMEOUTS,
+    );
     let received = Arc::new(AtomicU64::new(0));
     let counter = received.clone();
     let backend = std::thread::spawn(move || {
@@ -930,21 +934,31 @@ fn overlapping_retransmission(engine: &str) {
         }
     });
     let data: Vec<u8> = (0..3000u32).map(|i| (i % 251) as u8).collect();
-    let SocketAddr::V4(to) = proxy.addr() else {
-        panic!("IPv4 proxy address expected")
+    let watch = rawtcp::Watch::open().expect("raw socket");
+    let mut client = TcpStream::connect(proxy.addr()).expect("connect");
+    let (SocketAddr::V4(from), SocketAddr::V4(to)) =
+        (client.local_addr().expect("addr"), proxy.addr())
+    else {
+        panic!("IPv4 addresses expected")
     };
-    let from = std::net::SocketAddrV4::new(Ipv4Addr::LOCALHOST, free_port(Ipv4Addr::LOCALHOST));
-    let client = e2e::rawtcp::RawClient::connect(from, to);
-    client.send_at(0, &data[..1000]);
-    client.send_at(1000, &data[1000..2000]);
-    e2e::wait_until(
-        "the first 2000 bytes at the backend",
-        Duration::from_secs(10),
-        || (received.load(Ordering::SeqCst) >= 2000).then_some(()),
-    );
-    // Bytes 500..2000 again, then 1000 new ones, in one segment.
-    client.send_at(500, &data[500..]);
-    client.fin_at(3000);
+    let inject = watch
+        .handshake(from, to, Duration::from_secs(5))
+        .expect("the client's handshake");
+    let at_backend = |n: u64| {
+        e2e::wait_until(
+            &format!("{n} bytes at the backend"),
+            Duration::from_secs(10),
+            || (received.load(Ordering::SeqCst) >= n).then_some(()),
+        )
+    };
+    client.write_all(&data[..2000]).expect("write");
+    at_backend(2000);
+    // Bytes 500..2000 again and 1000 new ones, in one segment; then the client's own copy of
+    // the new ones, which the proxy's socket drops as a duplicate.
+    inject.send_at(500, &data[500..]).expect("inject");
+    at_backend(3000);
+    client.write_all(&data[2000..]).expect("write");
+    client.shutdown(Shutdown::Write).expect("shutdown");
     let got = backend.join().expect("backend");
     assert_eq!(got.len(), data.len(), "bytes at the backend");
     assert!(

@@ -62,11 +62,6 @@ pub const PACKAGES: &[Package] = &[
         why: "`ss` to inspect sockets",
     },
     Package {
-        name: "nftables",
-        why: "`nft`: drops the kernel's resets for the raw-socket TCP client of the engines' \
-              overlapping-retransmission test (in a network namespace of the test's own)",
-    },
-    Package {
         name: "procps",
         why: "`ps`/`pgrep` to inspect processes",
     },

@@ -98,6 +98,9 @@ pub async fn forward(
         down.parks(),
         down_slot.trimmed(),
     );
+    flow.k
+        .trimmed
+        .fetch_add(up_slot.trimmed() + down_slot.trimmed(), Ordering::Relaxed);
     drop((up, down));
     // Every byte is delivered (clean end) or the flow is being reset: the entries can go.
     flow.unregister();

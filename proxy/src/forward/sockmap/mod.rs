@@ -49,6 +49,8 @@ pub struct Kernel {
     fallbacks: AtomicU64,
     /// Directions parked so far (taken out of the verdict's hash near their budget).
     parks: AtomicU64,
+    /// Bytes the verdict cut off packets that overlapped bytes already taken, by ended flows.
+    trimmed: AtomicU64,
     /// Owners of the descriptors above and of the attached program (detached when dropped).
     _keep: Mutex<Owners>,
 }
@@ -123,6 +125,7 @@ impl Kernel {
             budget: AtomicU64::new(DEFAULT_BUDGET),
             fallbacks: AtomicU64::new(0),
             parks: AtomicU64::new(0),
+            trimmed: AtomicU64::new(0),
             _keep: Mutex::new(Owners {
                 _ebpf: ebpf,
                 _active: active,

@@ -1,12 +1,13 @@
 //! The engine against this kernel, in process: what `cargo xtask vmtest` runs on Debian's 6.1
 //! and 6.12 kernels (filter `forward::sockmap`) as well as here: the probe (both programs load
-//! and attach, or the reason and the copy fallback), and one slow flow on real loopback
-//! sockets that parks and must arrive whole.
+//! and attach, or the reason and the copy fallback), one slow flow on real loopback sockets
+//! that parks and must arrive whole, and one flow with a segment overlapping received bytes.
 
 use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
-use std::sync::atomic::Ordering;
-use std::time::Duration;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use crate::config::EngineChoice;
 use crate::forward::{choose, Engine, FlowEnd, FlowParams, FlowStats};
@@ -135,9 +136,105 @@ fn probe_loads_or_reports_and_falls_back() {
         }
         Err(why) => panic!("the sockmap program does not load here: {why}"),
     }
-    // Disabled for now whatever the probe says (sockmap/LIFECYCLE.md).
-    assert_eq!(choose(EngineChoice::Auto), Ok(Engine::Copy));
-    assert!(choose(EngineChoice::Sockmap).is_err());
+    if super::probe().is_ok() {
+        assert_eq!(choose(EngineChoice::Sockmap), Ok(Engine::Sockmap));
+    }
+}
+
+/// A segment that starts inside bytes the socket already took (a retransmission cut at other
+/// boundaries than the original), sent by hand over a raw socket that saw the handshake: the
+/// verdict must cut the 1 500 bytes of overlap, and every byte must arrive once. Runs in the VM
+/// matrix too, since the cut leans on the kernel's verdict path (`tcp_read_skb`,
+/// `tcp_eat_skb`) and its struct layout (read from BTF): see LIFECYCLE.md, "Overlapping
+/// packets".
+#[test]
+fn an_overlapping_segment_is_trimmed() {
+    assert!(
+        nix::unistd::geteuid().is_root(),
+        "this test loads a BPF program and sends raw packets: it must run as root"
+    );
+    super::probe().expect("the sockmap program loads");
+    let data: Vec<u8> = (0..3000u32).map(|i| (i % 251) as u8).collect();
+    let trimmed_before = trimmed();
+    let (stats, at_backend) = overlap_flow(&data);
+    assert_eq!(at_backend.len(), data.len(), "bytes at the backend");
+    assert!(
+        at_backend == data,
+        "the backend's bytes differ from the stream"
+    );
+    assert_eq!(stats.bytes_up, 3000);
+    assert_eq!(trimmed() - trimmed_before, 1500, "bytes cut by the verdict");
+}
+
+/// One sockmap flow whose client sends `data[..2000]`, then (injected) `data[500..]`, then its
+/// own `data[2000..]` (a duplicate by then) and FIN; the flow's stats and what the backend got.
+fn overlap_flow(data: &[u8]) -> (FlowStats, Vec<u8>) {
+    let front = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let back = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let (front_addr, back_addr) = (
+        front.local_addr().expect("addr"),
+        back.local_addr().expect("addr"),
+    );
+    let proxy = std::thread::spawn(move || {
+        let rt = compio::runtime::Runtime::new().expect("runtime");
+        rt.block_on(async move {
+            let front = compio::net::TcpListener::from_std(front).expect("listener");
+            let (client, _) = front.accept().await.expect("accept");
+            let server = compio::net::TcpStream::connect(back_addr)
+                .await
+                .expect("connect");
+            let mut p = FlowParams::default();
+            p.limits.idle = Some(Duration::from_secs(60));
+            crate::forward::forward(Engine::Sockmap, client, server, p).await
+        })
+    });
+    let received = Arc::new(AtomicUsize::new(0));
+    let counter = received.clone();
+    let backend = std::thread::spawn(move || {
+        let (mut s, _) = back.accept().expect("backend accept");
+        let mut got = Vec::new();
+        let mut buf = [0u8; 4096];
+        loop {
+            match s.read(&mut buf).expect("backend read") {
+                0 => return got,
+                n => got.extend_from_slice(&buf[..n]),
+            }
+            counter.store(got.len(), Ordering::SeqCst);
+        }
+    });
+    let at_backend = |n: usize| {
+        let start = Instant::now();
+        while received.load(Ordering::SeqCst) < n {
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "{n} bytes at the backend"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    };
+    let watch = rawtcp::Watch::open().expect("raw socket");
+    let mut client = TcpStream::connect(front_addr).expect("connect");
+    let (SocketAddr::V4(from), SocketAddr::V4(to)) =
+        (client.local_addr().expect("addr"), front_addr)
+    else {
+        panic!("IPv4 addresses expected")
+    };
+    let inject = watch
+        .handshake(from, to, Duration::from_secs(5))
+        .expect("the client's handshake");
+    client.write_all(&data[..2000]).expect("write");
+    at_backend(2000);
+    inject.send_at(500, &data[500..]).expect("inject");
+    at_backend(data.len());
+    client.write_all(&data[2000..]).expect("write");
+    client.shutdown(Shutdown::Write).expect("shutdown");
+    let got = backend.join().expect("backend");
+    drop(client);
+    (proxy.join().expect("proxy"), got)
+}
+
+fn trimmed() -> u64 {
+    super::kernel().map_or(0, |k| k.trimmed.load(Ordering::Relaxed))
 }
 
 fn parks() -> u64 {
