@@ -21,8 +21,8 @@ use std::time::Duration;
 
 /// Test filters run in the VM (the proxy's unit tests whose subject is the kernel): the TLS
 /// room's, and HTTPS through the plan's HTTP-over-TLS session (kTLS, spliced bodies), and the
-/// sockmap engine's probe (the verdict and the `iter/tcp` park walk load against the VM
-/// kernel's BTF, or the probe names what is missing and the copy fallback holds).
+/// sockmap engine's (the verdict and the `iter/tcp` park walk load against the VM kernel's BTF;
+/// a slow flow parks and arrives whole; a segment overlapping received bytes is trimmed).
 const FILTERS: &[&str] = &["tls::", "http_over_tls", "forward::sockmap"];
 /// Bound for one VM run (boot, module load, tests, power-off). TCG is slow; generous.
 const VM_LIMIT: Duration = Duration::from_secs(900);
