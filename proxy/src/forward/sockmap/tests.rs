@@ -52,15 +52,14 @@ fn end(s: TcpStream, data: Vec<u8>) -> Vec<u8> {
     got
 }
 
-/// Runs one flow through `engine` between a client and a backend on loopback.
-fn one_flow(engine: Engine) -> (FlowStats, Vec<u8>, Vec<u8>) {
-    let front = TcpListener::bind("127.0.0.1:0").expect("bind");
-    let back = TcpListener::bind("127.0.0.1:0").expect("bind");
-    let (front_addr, back_addr): (SocketAddr, SocketAddr) = (
-        front.local_addr().expect("addr"),
-        back.local_addr().expect("addr"),
-    );
-    let proxy = std::thread::spawn(move || {
+/// The proxy's side of one flow, on its own thread: accepts one client on `front`, connects to
+/// `back_addr` and forwards through `engine` until the flow ends.
+fn proxy_one(
+    front: TcpListener,
+    back_addr: SocketAddr,
+    engine: Engine,
+) -> std::thread::JoinHandle<FlowStats> {
+    std::thread::spawn(move || {
         let rt = compio::runtime::Runtime::new().expect("runtime");
         rt.block_on(async move {
             let front = compio::net::TcpListener::from_std(front).expect("listener");
@@ -72,7 +71,18 @@ fn one_flow(engine: Engine) -> (FlowStats, Vec<u8>, Vec<u8>) {
             p.limits.idle = Some(Duration::from_secs(60));
             crate::forward::forward(engine, client, server, p).await
         })
-    });
+    })
+}
+
+/// Runs one flow through `engine` between a client and a backend on loopback.
+fn one_flow(engine: Engine) -> (FlowStats, Vec<u8>, Vec<u8>) {
+    let front = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let back = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let (front_addr, back_addr): (SocketAddr, SocketAddr) = (
+        front.local_addr().expect("addr"),
+        back.local_addr().expect("addr"),
+    );
+    let proxy = proxy_one(front, back_addr, engine);
     let backend = std::thread::spawn(move || {
         let (s, _) = back.accept().expect("backend accept");
         end(s, stream(2))
@@ -175,19 +185,7 @@ fn overlap_flow(data: &[u8]) -> (FlowStats, Vec<u8>) {
         front.local_addr().expect("addr"),
         back.local_addr().expect("addr"),
     );
-    let proxy = std::thread::spawn(move || {
-        let rt = compio::runtime::Runtime::new().expect("runtime");
-        rt.block_on(async move {
-            let front = compio::net::TcpListener::from_std(front).expect("listener");
-            let (client, _) = front.accept().await.expect("accept");
-            let server = compio::net::TcpStream::connect(back_addr)
-                .await
-                .expect("connect");
-            let mut p = FlowParams::default();
-            p.limits.idle = Some(Duration::from_secs(60));
-            crate::forward::forward(Engine::Sockmap, client, server, p).await
-        })
-    });
+    let proxy = proxy_one(front, back_addr, Engine::Sockmap);
     let received = Arc::new(AtomicUsize::new(0));
     let counter = received.clone();
     let backend = std::thread::spawn(move || {
