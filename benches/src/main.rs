@@ -175,6 +175,11 @@ fn engines(
             }
         }
     }
+    // What an operator gets without choosing: `auto` picks per flow (sockmap for long-lived
+    // flows, copy for short ones, where sockmap loads).
+    if only.is_none() {
+        run.push(Engine::Auto);
+    }
     (run, notes)
 }
 

@@ -24,6 +24,11 @@ pub const PARK_REQUESTED: u32 = 1;
 /// Value the park walk leaves once it took the socket out of `ACTIVE` under the socket lock.
 pub const PARK_DONE: u32 = 2;
 
+/// Bytes of the wake-up ring (`WAKE`): 4096 pending wake-ups of 16 bytes (8 of header, the
+/// 4-byte slot index, padding). A full ring drops a wake-up; the direction then looks at its
+/// next timer tick instead.
+pub const WAKE_RING_BYTES: u32 = 64 * 1024;
+
 /// `BPF_F_MMAPABLE`: the slot array is mapped into the proxy, which reads the program's
 /// counters and writes its own fields without a system call.
 pub const BPF_F_MMAPABLE: u32 = 1 << 10;
@@ -70,6 +75,10 @@ pub struct DirSlot {
     /// Bytes written into the destination socket so far (`tcpi_bytes_acked + SIOCOUTQ`), as
     /// last published by the proxy.
     pub written: u64,
+    /// `redirected` total at which the proxy wants to look again: the packet that takes
+    /// `redirected` from below it to it or past it sends this slot's index through `WAKE`.
+    /// 0: no wake-up wanted.
+    pub wake_at: u64,
 }
 
 impl DirSlot {

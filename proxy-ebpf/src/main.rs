@@ -13,14 +13,14 @@ use aya_ebpf::{
         bpf_get_socket_cookie, bpf_ktime_get_coarse_ns, bpf_map_delete_elem, bpf_probe_read_kernel,
     },
     macros::{map, stream_verdict},
-    maps::{Array, HashMap, SockHash},
+    maps::{Array, HashMap, RingBuf, SockHash},
     programs::SkBuffContext,
     EbpfContext,
 };
 use core::ptr::{addr_of, addr_of_mut, read_volatile, write_volatile};
 use proxy_ebpf::{
     DirSlot, Route, BPF_F_MMAPABLE, MAX_PARK_REQUESTS, MAX_SLOTS, MAX_SOCKETS, MAX_TRIM_STEPS,
-    PARK_DONE, PARK_REQUESTED, TRIM_STEP,
+    PARK_DONE, PARK_REQUESTED, TRIM_STEP, WAKE_RING_BYTES,
 };
 
 // Offsets in kernel structures the verdict reads, set by the proxy at load time from the
@@ -51,6 +51,11 @@ static ROUTES: HashMap<u64, Route> = HashMap::with_max_entries(MAX_SOCKETS, 0);
 /// Per-direction counters, shared with the proxy through mmap.
 #[map]
 static SLOTS: Array<DirSlot> = Array::with_max_entries(MAX_SLOTS, BPF_F_MMAPABLE);
+
+/// Slot indexes of directions whose `redirected` just reached their `wake_at`: the proxy's
+/// wake-up thread reads them and wakes those directions (instead of each direction polling).
+#[map]
+static WAKE: RingBuf = RingBuf::with_byte_size(WAKE_RING_BYTES, 0);
 
 /// Sockets the proxy wants out of `ACTIVE` (cookie → PARK_REQUESTED, then PARK_DONE): see
 /// `park` below.
@@ -96,7 +101,7 @@ pub fn verdict(ctx: SkBuffContext) -> u32 {
     }
     // SAFETY: `slot` points into the array map's value, valid for the program's run; every
     // field is an aligned word accessed whole.
-    unsafe { account(slot, u64::from(len)) };
+    unsafe { account(slot, route.slot, u64::from(len)) };
     SK_PASS
 }
 
@@ -203,11 +208,12 @@ pub fn park(ctx: *mut c_void) -> i32 {
     0
 }
 
-/// Counts a redirected packet of `len` bytes.
+/// Counts a redirected packet of `len` bytes, and wakes the proxy's look at this direction
+/// if it asked to be woken at this total.
 ///
-/// SAFETY: `slot` must point to a live slot of the SLOTS map.
+/// SAFETY: `slot` must point to a live slot of the SLOTS map, the one at `index`.
 #[inline(always)]
-unsafe fn account(slot: *mut DirSlot, len: u64) {
+unsafe fn account(slot: *mut DirSlot, index: u32, len: u64) {
     write_volatile(addr_of_mut!((*slot).last_ns), bpf_ktime_get_coarse_ns());
     let redirected = read_volatile(addr_of!((*slot).redirected));
     let queued = DirSlot::queued(
@@ -219,7 +225,13 @@ unsafe fn account(slot: *mut DirSlot, len: u64) {
     if queued.saturating_add(len as i64) > read_volatile(addr_of!((*slot).budget)) as i64 {
         count(addr_of_mut!((*slot).overruns), 1);
     }
-    write_volatile(addr_of_mut!((*slot).redirected), redirected + len);
+    let total = redirected + len;
+    write_volatile(addr_of_mut!((*slot).redirected), total);
+    let wake_at = read_volatile(addr_of!((*slot).wake_at));
+    if wake_at != 0 && redirected < wake_at && total >= wake_at {
+        // A full ring drops the wake-up: the direction looks at its next tick instead.
+        let _ = WAKE.output::<u32>(index, 0);
+    }
 }
 
 #[cfg(not(test))]

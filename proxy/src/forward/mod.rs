@@ -18,7 +18,7 @@ use compio::net::TcpStream;
 
 pub use idle::IdleLimits;
 pub use progress::Progress;
-pub use select::{choose, probed, summary, Probed};
+pub use select::{choose, probed, summary, FlowHistory, Probed};
 pub use sockmap::{set_budget as set_sockmap_budget, status as sockmap_status};
 pub(crate) use splice::{splice as splice_once, Pipe};
 /// Shared with the TLS room's flows, which run the same close protocol.
@@ -33,6 +33,9 @@ pub enum Engine {
     Splice,
     /// eBPF sockmap: the kernel redirects each packet to the peer socket, within a budget.
     Sockmap,
+    /// `auto` where sockmap is loaded: sockmap or copy for each flow, by how long the
+    /// backend's recent flows lived (`FlowHistory::engine`); copy where nothing resolves it.
+    Auto,
 }
 
 impl Engine {
@@ -41,6 +44,7 @@ impl Engine {
             Engine::Copy => "copy",
             Engine::Splice => "splice",
             Engine::Sockmap => "sockmap",
+            Engine::Auto => "auto",
         }
     }
 }
@@ -132,7 +136,7 @@ pub async fn forward_counted(
     progress: Progress<'_>,
 ) -> FlowStats {
     match engine {
-        Engine::Copy => copy::forward(client, server, p, progress).await,
+        Engine::Copy | Engine::Auto => copy::forward(client, server, p, progress).await,
         Engine::Splice => splice::forward(client, server, p, progress).await,
         Engine::Sockmap => sockmap::forward(client, server, p, progress).await,
     }

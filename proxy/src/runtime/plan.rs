@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use crate::balance::ServerSet;
 use crate::config::{Bind, Config, Loc, Mode, Proxy, SslBind, Timeouts};
-use crate::forward::{Engine, FlowParams, IdleLimits};
+use crate::forward::{Engine, FlowHistory, FlowParams, IdleLimits};
 use crate::http;
 use crate::log::AccessLog;
 use crate::stats::Registry;
@@ -258,6 +258,7 @@ fn backend_from(p: &Proxy, registry: &Registry) -> Result<Backend, RuntimeError>
         retries: p.retries,
         redispatch: p.options.redispatch,
         engine,
+        history: FlowHistory::default(),
         conns: AtomicUsize::new(0),
     })
 }

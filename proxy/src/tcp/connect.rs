@@ -374,6 +374,7 @@ mod tests {
             retries,
             redispatch,
             engine: Engine::Copy,
+            history: Default::default(),
             conns: AtomicUsize::new(0),
         }
     }
@@ -452,6 +453,7 @@ mod queue_tests {
             retries: 0,
             redispatch: false,
             engine: Engine::Copy,
+            history: Default::default(),
             conns: AtomicUsize::new(0),
         }
     }

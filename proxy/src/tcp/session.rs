@@ -8,7 +8,7 @@ use std::time::{Duration, Instant, SystemTime};
 use compio::net::TcpStream;
 
 use crate::balance::{Server, ServerSet};
-use crate::forward::{self, Engine, FlowEnd, FlowParams, FlowStats, Progress};
+use crate::forward::{self, Engine, FlowEnd, FlowHistory, FlowParams, FlowStats, Progress};
 use crate::log::{AccessLog, SessionRecord, TermState};
 use crate::stats::Counters;
 
@@ -22,6 +22,8 @@ pub struct Backend {
     pub retries: u32,
     pub redispatch: bool,
     pub engine: Engine,
+    /// Lifetimes of this backend's recent mode-tcp flows: what `auto` decides by.
+    pub history: FlowHistory,
     pub conns: AtomicUsize,
 }
 
@@ -160,7 +162,8 @@ async fn run(client: Client, peer: SocketAddr, fe: Arc<Frontend>) {
             let live = Progress::to(&fe.stats, &be.set.stats.traffic, &server.stats.traffic);
             let flow = match client {
                 Client::Plain(s) => {
-                    forward::forward_counted(be.engine, s, c.stream, fe.flow, live).await
+                    let engine = be.history.engine(be.engine);
+                    forward::forward_counted(engine, s, c.stream, fe.flow, live).await
                 }
                 Client::Tls(t) => crate::tls::forward_counted(t, c.stream, fe.flow, live).await,
             };
@@ -206,6 +209,7 @@ async fn run(client: Client, peer: SocketAddr, fe: Arc<Frontend>) {
 /// Flows and who ended the flow, on the backend and the server. The bytes are already in
 /// every row: the engine added them as it moved them (`Progress`).
 fn count_flow(be: &Backend, server: &Server, flow: &FlowStats, took: Duration) {
+    be.history.record(took);
     for c in [&be.set.stats.traffic, &server.stats.traffic] {
         c.timings.total.add(took.as_millis() as u64);
         Counters::bump(&c.flows);

@@ -1,8 +1,9 @@
-//! One direction of a sockmap flow (source side `s` → destination side `1 - s`): mostly
-//! asleep while the kernel redirects; wakes to publish how much the destination socket took,
-//! to park the direction when its psock backlog nears the budget and copy it with TCP backpressure until
-//! the destination catches up, and to run the end of the stream (drain, then FIN). See
-//! LIFECYCLE.md.
+//! One direction of a sockmap flow (source side `s` → destination side `1 - s`): asleep while
+//! the kernel redirects, until the verdict reports that enough bytes went by for the backlog to
+//! matter (`wake.rs`), a second passes, or a socket event; then it publishes how much the
+//! destination socket took, parks the direction when its psock backlog nears the budget and
+//! copies it with TCP backpressure until the destination catches up, and runs the end of the
+//! stream (drain, then FIN). See LIFECYCLE.md.
 
 use std::cell::Cell;
 use std::io;
@@ -17,8 +18,7 @@ use super::sys;
 use super::watch::{Events, ERR, HUP, RDHUP};
 use crate::forward::pair::DirEnd;
 
-/// Bounds of the interval between two looks at the destination.
-const MIN_TICK: Duration = Duration::from_millis(2);
+/// Longest sleep between two looks (a lost wake-up costs at most this).
 const MAX_TICK: Duration = Duration::from_secs(1);
 /// How long the end-of-stream waits for the kernel to catch up before giving up on the flow.
 const DRAIN_LIMIT: Duration = Duration::from_secs(60);
@@ -33,10 +33,8 @@ pub struct Dir<'a> {
     buf: Vec<u8>,
     /// Bytes this direction copied in userspace (mirrors the slot's `consumed`).
     consumed: u64,
-    /// `redirected` at the last look, when, and the interval then chosen.
-    tick_redirected: u64,
-    tick_at: Instant,
-    tick: Duration,
+    /// `redirected` when `written` was last published.
+    published_at: u64,
     eof: bool,
     /// Times this direction was parked (for the flow's debug line).
     parks: u32,
@@ -57,9 +55,7 @@ impl<'a> Dir<'a> {
             stamp,
             buf: vec![0; bufsize.max(4096)],
             consumed: 0,
-            tick_redirected: 0,
-            tick_at: Instant::now(),
-            tick: MIN_TICK,
+            published_at: 0,
             eof: false,
             parks: 0,
         }
@@ -123,18 +119,35 @@ impl<'a> Dir<'a> {
                 }
                 continue;
             }
-            let (tick, idle) = self.next_tick();
-            let sleep = pin!(compio::time::sleep(tick));
-            if idle {
-                // An idle direction sleeps until its next packet (one wake-up: the verdict
-                // wakes the socket's readers as it redirects), so a burst after silence is
-                // looked at within MIN_TICK instead of MAX_TICK.
-                let data = pin!(self.src().poll.read_ready());
-                let _ = select(select(listener, data), sleep).await;
-            } else {
-                let _ = select(listener, sleep).await;
+            // Registered before `wake_at` is set, so that no report is missed.
+            let wake = super::wake::listen(self.slot.index);
+            let target = self.wake_target();
+            self.slot.set_wake_at(target);
+            if self.slot.redirected_now() >= target {
+                continue;
+            }
+            let sleep = pin!(compio::time::sleep(MAX_TICK));
+            match wake {
+                Some(wake) => {
+                    let _ = select(select(listener, wake), sleep).await;
+                }
+                None => {
+                    let _ = select(listener, sleep).await;
+                }
             }
         }
+    }
+
+    /// The `redirected` total at which to look again: once half the headroom to the parking
+    /// point (half the budget) has gone by, and not sooner than a sixteenth of the budget (so
+    /// that a backlog hovering just under the parking point does not wake it per packet). The
+    /// backlog can grow at most by what was redirected, so the look comes before it passes the
+    /// parking point unless it grows by the rest of the headroom during the wake-up itself.
+    fn wake_target(&self) -> u64 {
+        let park_at = (self.budget() / 2) as i64;
+        let headroom = (park_at - self.slot.queued_estimate().max(0)).max(0) as u64;
+        let step = (headroom / 2).max(self.budget() / 16).max(1);
+        self.slot.redirected().wrapping_add(step)
     }
 
     /// The verdict met a packet it could not trim (LIFECYCLE.md, "Overlapping packets"): the
@@ -155,38 +168,13 @@ impl<'a> Dir<'a> {
     /// thought to be queued.
     fn publish_written(&mut self) {
         let r = self.slot.redirected();
-        if r == self.tick_redirected && self.slot.queued_estimate() <= 0 {
+        if r == self.published_at && self.slot.queued_estimate() <= 0 {
             return;
         }
         if let Ok(w) = sys::bytes_written(self.dst().fd) {
             self.slot.set_written(w);
+            self.published_at = r;
         }
-    }
-
-    /// Time to the next look: half the time the current rate needs to reach the parking
-    /// point (half the budget), at most double the previous interval (so a direction that
-    /// starts or wakes up is looked at after MIN_TICK, then less and less often), and whether
-    /// the direction is idle. A direction is parked before its backlog exceeds the budget
-    /// unless it grows by half the budget within MIN_TICK (2 MiB in 2 ms: 1 GB/s).
-    fn next_tick(&mut self) -> (Duration, bool) {
-        let now = Instant::now();
-        let r = self.slot.redirected();
-        let moved = r.saturating_sub(self.tick_redirected) as f64;
-        let secs = now.duration_since(self.tick_at).as_secs_f64().max(1e-6);
-        self.tick_redirected = r;
-        self.tick_at = now;
-        if moved == 0.0 {
-            self.tick = MIN_TICK;
-            return (MAX_TICK, true);
-        }
-        let park_at = (self.budget() / 2) as i64;
-        let headroom = (park_at - self.slot.queued_estimate().max(0)).max(0) as f64;
-        let t = headroom / (moved / secs) / 2.0;
-        self.tick = Duration::try_from_secs_f64(t)
-            .unwrap_or(MAX_TICK)
-            .clamp(MIN_TICK, MAX_TICK)
-            .min(self.tick * 2);
-        (self.tick, false)
     }
 
     /// The parked leg. The verdict no longer runs for the source, so its bytes stay in its

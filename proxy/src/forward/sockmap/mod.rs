@@ -11,6 +11,7 @@ mod slots;
 mod sys;
 #[cfg(test)]
 mod tests;
+mod wake;
 mod watch;
 
 use std::io;
@@ -18,7 +19,7 @@ use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, OnceLock};
 
-use aya::maps::{Map, MapData, SockHash};
+use aya::maps::{Map, MapData, RingBuf, SockHash};
 use aya::programs::{Iter, SkSkb};
 use aya::{Ebpf, EbpfLoader};
 
@@ -104,6 +105,8 @@ impl Kernel {
         let routes = map_data(take_map(&mut ebpf, "ROUTES")?)?;
         let slots_map = map_data(take_map(&mut ebpf, "SLOTS")?)?;
         let park_map = map_data(take_map(&mut ebpf, "PARK")?)?;
+        let ring = RingBuf::try_from(take_map(&mut ebpf, "WAKE")?)
+            .map_err(|e| bpf("the wake-up ring", e))?;
         let prog: &mut SkSkb = ebpf
             .program_mut("verdict")
             .ok_or_else(|| bpf("the verdict program", "missing from the object"))?
@@ -115,6 +118,7 @@ impl Kernel {
         let park_link = load_park_walk(&mut ebpf)?;
         let slots = Slots::map(slots_map.fd().as_fd().as_raw_fd(), proxy_ebpf::MAX_SLOTS)
             .map_err(|e| bpf("mapping the slots", e))?;
+        wake::start(ring).map_err(|e| bpf("the wake-up thread", e))?;
         Ok(Kernel {
             active: active.fd().as_fd().as_raw_fd(),
             targets: targets.fd().as_fd().as_raw_fd(),

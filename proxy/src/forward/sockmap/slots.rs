@@ -84,6 +84,7 @@ impl Slots {
         (index < self.count).then(|| Slot {
             // SAFETY: `index` is within the mapping.
             ptr: unsafe { self.base.add(index as usize) },
+            index,
             _slots: self,
         })
     }
@@ -100,6 +101,8 @@ impl Drop for Slots {
 #[derive(Clone, Copy)]
 pub struct Slot<'a> {
     ptr: *mut DirSlot,
+    /// Its index in the SLOTS map (and in the wake-up events).
+    pub index: u32,
     _slots: &'a Slots,
 }
 
@@ -147,6 +150,17 @@ impl Slot<'_> {
         self.u64_at(offset_of!(DirSlot, consumed))
             .store(v, Ordering::Release);
     }
+    /// Asks the verdict for a wake-up once `redirected` reaches `v` (0: none). Sequentially
+    /// consistent, so that a `redirected` read after it is not one from before it.
+    pub fn set_wake_at(&self, v: u64) {
+        self.u64_at(offset_of!(DirSlot, wake_at))
+            .store(v, Ordering::SeqCst);
+    }
+    /// `redirected`, read after everything this thread stored before (see `set_wake_at`).
+    pub fn redirected_now(&self) -> u64 {
+        self.u64_at(offset_of!(DirSlot, redirected))
+            .load(Ordering::SeqCst)
+    }
     pub fn set_written(&self, v: u64) {
         self.u64_at(offset_of!(DirSlot, written))
             .store(v, Ordering::Release);
@@ -164,6 +178,7 @@ impl Slot<'_> {
             (offset_of!(DirSlot, dest_base), dest_base),
             (offset_of!(DirSlot, consumed), 0),
             (offset_of!(DirSlot, written), dest_base),
+            (offset_of!(DirSlot, wake_at), 0),
         ] {
             self.u64_at(off).store(v, Ordering::Release);
         }

@@ -1,0 +1,54 @@
+//! Threshold wake-ups from the verdict. A direction that wants to be looked at again once its
+//! `redirected` total reaches some value writes it to its slot's `wake_at`; the packet that
+//! reaches it makes the verdict send the slot's index through the `WAKE` ring, and one thread
+//! of the proxy reads the ring and wakes that direction's task. A direction thus sleeps through
+//! any number of packets until its backlog could matter, instead of waking on the first packet
+//! after every quiet spell (which, with 1000 paced flows, was most of the proxy's CPU).
+
+use std::io;
+use std::os::fd::AsRawFd;
+use std::sync::OnceLock;
+
+use aya::maps::{MapData, RingBuf};
+use event_listener::{Event, EventListener};
+
+/// One event per direction slot, indexed like the SLOTS map.
+static WAKES: OnceLock<Box<[Event]>> = OnceLock::new();
+
+fn wakes() -> &'static [Event] {
+    WAKES.get_or_init(|| (0..proxy_ebpf::MAX_SLOTS).map(|_| Event::new()).collect())
+}
+
+/// Resolves once the verdict reports slot `index` reaching its `wake_at` (or at a stale
+/// report of an earlier target: the caller looks again either way).
+pub fn listen(index: u32) -> Option<EventListener> {
+    wakes().get(index as usize).map(Event::listen)
+}
+
+/// Starts the thread that reads the ring for the life of the process.
+pub fn start(ring: RingBuf<MapData>) -> io::Result<()> {
+    let wakes = wakes();
+    std::thread::Builder::new()
+        .name("sockmap-wake".into())
+        .spawn(move || read_ring(ring, wakes))
+        .map(|_| ())
+}
+
+fn read_ring(mut ring: RingBuf<MapData>, wakes: &'static [Event]) {
+    let fd = ring.as_raw_fd();
+    loop {
+        while let Some(item) = ring.next() {
+            let index = item.get(..4).and_then(|b| <[u8; 4]>::try_from(b).ok());
+            if let Some(event) = index.and_then(|b| wakes.get(u32::from_ne_bytes(b) as usize)) {
+                event.notify(usize::MAX);
+            }
+        }
+        let mut pfd = libc::pollfd {
+            fd,
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd; an error (EINTR) just reads the ring again.
+        unsafe { libc::poll(&mut pfd, 1, -1) };
+    }
+}
