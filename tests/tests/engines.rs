@@ -979,6 +979,73 @@ fn overlapping_retransmission(engine: &str) {
     }
 }
 
+/// `auto` chooses per flow, by the backend's recent flows: with no history a flow counts as
+/// long (sockmap); after six short flows copy takes over; two long flows tip it back. Flows
+/// run one after the other; each must have ended in the log (its traffic line) before the next.
+#[test]
+fn auto_picks_per_flow() {
+    require_root("sockmap");
+    let listener = TcpListener::bind(free_addr(loopback(2))).expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    std::thread::spawn(move || {
+        for s in listener.incoming().flatten() {
+            std::thread::spawn(move || {
+                let mut w = s.try_clone().expect("clone");
+                let _ = std::io::copy(&mut &s, &mut w);
+                let _ = w.shutdown(Shutdown::Write);
+            });
+        }
+    });
+    let port = free_port(Ipv4Addr::LOCALHOST);
+    let proxy = Proxy::start_with(&proxy_cfg("auto", port, addr, false, DEFAULT_TIMEOUTS), &[]);
+    let sockmap_flows = |proxy: &Proxy| proxy.stderr().matches("sockmap flow").count();
+    let mut ended = 0;
+    let mut flow = |hold: Duration| {
+        let mut c = TcpStream::connect(proxy.addr()).expect("connect");
+        c.write_all(b"ping").expect("write");
+        let mut echo = [0u8; 4];
+        c.read_exact(&mut echo).expect("echo");
+        assert_eq!(&echo, b"ping");
+        std::thread::sleep(hold);
+        c.shutdown(Shutdown::Write).expect("shutdown");
+        assert_eq!(c.read(&mut echo).expect("eof"), 0);
+        ended += 1;
+        e2e::wait_until("the flow's traffic line", Duration::from_secs(10), || {
+            let log = proxy.stderr();
+            (log.lines().filter(|l| !l.starts_with('[')).count() >= ended).then_some(())
+        });
+    };
+    for _ in 0..6 {
+        flow(Duration::ZERO);
+    }
+    assert_eq!(
+        sockmap_flows(&proxy),
+        6,
+        "six flows on sockmap while the history says long"
+    );
+    flow(Duration::ZERO);
+    assert_eq!(
+        sockmap_flows(&proxy),
+        6,
+        "the seventh short flow goes to copy"
+    );
+    // The share of long flows, in 1/1024ths: 1024 at first, times 7/8 per short flow (402
+    // after seven), plus 128 per long one: 480 after one, 548 after two.
+    flow(Duration::from_millis(1100));
+    flow(Duration::from_millis(1100));
+    assert_eq!(
+        sockmap_flows(&proxy),
+        6,
+        "long flows started on copy stay there"
+    );
+    flow(Duration::ZERO);
+    assert_eq!(
+        sockmap_flows(&proxy),
+        7,
+        "after two long flows, sockmap again"
+    );
+}
+
 /// Every 8-byte word of each direction names its stream and offset, so a duplicated, lost,
 /// reordered or misrouted chunk is reported with where it came from. Runs 1 GiB each way
 /// with a 256 KiB sockmap budget (directions park and rejoin whenever a reader falls behind)

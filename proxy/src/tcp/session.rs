@@ -209,7 +209,7 @@ async fn run(client: Client, peer: SocketAddr, fe: Arc<Frontend>) {
 /// Flows and who ended the flow, on the backend and the server. The bytes are already in
 /// every row: the engine added them as it moved them (`Progress`).
 fn count_flow(be: &Backend, server: &Server, flow: &FlowStats, took: Duration) {
-    be.history.record(took);
+    be.history.record(took, flow.bytes_up + flow.bytes_down);
     for c in [&be.set.stats.traffic, &server.stats.traffic] {
         c.timings.total.add(took.as_millis() as u64);
         Counters::bump(&c.flows);
