@@ -177,11 +177,19 @@ fn reload_takes_new_files_and_keeps_old_on_error() {
     assert!(store.reload(false).is_none(), "nothing changed yet");
     // Rewritten in place, same length (the same two blocks in the other order), and within
     // the same tick of the file clock (the mtime set back): only the contents tell.
-    let mtime = std::fs::metadata(&path).and_then(|m| m.modified()).expect("mtime");
+    let mtime = std::fs::metadata(&path)
+        .and_then(|m| m.modified())
+        .expect("mtime");
     write(&path, &format!("{}{}", first.key_pem, first.cert_pem));
-    let file = std::fs::File::options().write(true).open(&path).expect("open");
+    let file = std::fs::File::options()
+        .write(true)
+        .open(&path)
+        .expect("open");
     file.set_modified(mtime).expect("set mtime");
-    assert!(matches!(store.reload(false), Some(Ok(1))), "same length and mtime");
+    assert!(
+        matches!(store.reload(false), Some(Ok(1))),
+        "same length and mtime"
+    );
     let second = pki.leaf(&["site.test"]);
     write(&path, &format!("{}{}", second.key_pem, second.cert_pem));
     assert!(matches!(store.reload(false), Some(Ok(1))));
