@@ -919,50 +919,10 @@ fn overlapping_retransmission(engine: &str) {
         false,
         DEFAULT_TIMEOUTS,
     );
-    let received = Arc::new(AtomicU64::new(0));
-    let counter = received.clone();
-    let backend = std::thread::spawn(move || {
-        let (mut s, _) = listener.accept().expect("accept");
-        let mut got = Vec::new();
-        let mut buf = [0u8; 4096];
-        loop {
-            match s.read(&mut buf).expect("backend read") {
-                0 => return got,
-                n => got.extend_from_slice(&buf[..n]),
-            }
-            counter.store(got.len() as u64, Ordering::SeqCst);
-        }
-    });
-    let data: Vec<u8> = (0..3000u32).map(|i| (i % 251) as u8).collect();
-    let watch = rawtcp::Watch::open().expect("raw socket");
-    let mut client = TcpStream::connect(proxy.addr()).expect("connect");
-    let (SocketAddr::V4(from), SocketAddr::V4(to)) =
-        (client.local_addr().expect("addr"), proxy.addr())
-    else {
-        panic!("IPv4 addresses expected")
-    };
-    let inject = watch
-        .handshake(from, to, Duration::from_secs(5))
-        .expect("the client's handshake");
-    let at_backend = |n: u64| {
-        e2e::wait_until(
-            &format!("{n} bytes at the backend"),
-            Duration::from_secs(10),
-            || (received.load(Ordering::SeqCst) >= n).then_some(()),
-        )
-    };
-    client.write_all(&data[..2000]).expect("write");
-    at_backend(2000);
-    // Bytes 500..2000 again and 1000 new ones, in one segment; then the client's own copy of
-    // the new ones, which the proxy's socket drops as a duplicate.
-    inject.send_at(500, &data[500..]).expect("inject");
-    at_backend(3000);
-    client.write_all(&data[2000..]).expect("write");
-    client.shutdown(Shutdown::Write).expect("shutdown");
-    let got = backend.join().expect("backend");
-    assert_eq!(got.len(), data.len(), "bytes at the backend");
+    let x = rawtcp::overlapping_retransmission(proxy.addr(), listener);
+    assert_eq!(x.received.len(), x.sent.len(), "bytes at the backend");
     assert!(
-        got == data,
+        x.received == x.sent,
         "the backend's bytes differ from the stream sent"
     );
     if engine == "sockmap" {
@@ -973,7 +933,7 @@ fn overlapping_retransmission(engine: &str) {
                 .map(str::to_string)
         });
         assert!(
-            line.contains("1500 overlapping bytes trimmed"),
+            line.contains(&format!("{} overlapping bytes trimmed", rawtcp::OVERLAP)),
             "the verdict should have cut the 1500 bytes already taken: {line}"
         );
     }

@@ -9,10 +9,12 @@
 //! socket: when it later sends bytes the peer already has from an injection, the peer drops
 //! them as duplicates, so the connection ends normally. Needs root (CAP_NET_RAW).
 
-use std::io;
+use std::io::{self, Read, Write};
 use std::mem::size_of;
-use std::net::{Ipv4Addr, SocketAddrV4};
+use std::net::{Ipv4Addr, Shutdown, SocketAddr, SocketAddrV4, TcpListener, TcpStream};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 const SYN: u8 = 0x02;
@@ -134,6 +136,69 @@ impl Injector {
         }
         Ok(())
     }
+}
+
+/// Bytes of the stream `overlapping_retransmission` sends, and of its overlap.
+pub const OVERLAP_STREAM: usize = 3000;
+pub const OVERLAP: usize = 1500;
+
+/// What `overlapping_retransmission` sent and what the backend received.
+pub struct Exchange {
+    pub sent: Vec<u8>,
+    pub received: Vec<u8>,
+}
+
+/// The overlapping-retransmission case through a proxy at `front` whose backend listens on
+/// `backend`: a kernel client sends bytes 0..2000; once the backend has them, one injected
+/// segment carries bytes 500..3000 (1 500 of them already received); once the backend has
+/// 3 000 bytes, the client sends its own 2000..3000 (a duplicate by then, which TCP drops) and
+/// FIN. The backend reads to EOF. Panics (a test tool) when a step does not happen within 10 s.
+pub fn overlapping_retransmission(front: SocketAddr, backend: TcpListener) -> Exchange {
+    let sent: Vec<u8> = (0..OVERLAP_STREAM).map(|i| (i % 251) as u8).collect();
+    let received = Arc::new(AtomicUsize::new(0));
+    let counter = received.clone();
+    let reader = std::thread::spawn(move || {
+        let (mut s, _) = backend.accept().expect("backend accept");
+        let mut got = Vec::new();
+        let mut buf = [0u8; 4096];
+        loop {
+            match s.read(&mut buf).expect("backend read") {
+                0 => return got,
+                n => got.extend_from_slice(&buf[..n]),
+            }
+            counter.store(got.len(), Ordering::SeqCst);
+        }
+    });
+    let at_backend = |n: usize| {
+        let start = Instant::now();
+        while received.load(Ordering::SeqCst) < n {
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "{n} bytes at the backend within 10 s"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    };
+    let watch = Watch::open().expect("raw socket");
+    let mut client = TcpStream::connect(front).expect("connect");
+    let (SocketAddr::V4(from), SocketAddr::V4(to)) = (client.local_addr().expect("addr"), front)
+    else {
+        panic!("IPv4 addresses expected")
+    };
+    let inject = watch
+        .handshake(from, to, Duration::from_secs(5))
+        .expect("the client's handshake");
+    let first = OVERLAP_STREAM - 1000;
+    client.write_all(&sent[..first]).expect("write");
+    at_backend(first);
+    inject
+        .send_at((first - OVERLAP) as u32, &sent[first - OVERLAP..])
+        .expect("inject");
+    at_backend(OVERLAP_STREAM);
+    client.write_all(&sent[first..]).expect("write");
+    client.shutdown(Shutdown::Write).expect("shutdown");
+    let received = reader.join().expect("backend reader");
+    Exchange { sent, received }
 }
 
 /// The fields of a received IPv4/TCP packet this needs.

@@ -5,9 +5,8 @@
 
 use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::sync::atomic::Ordering;
+use std::time::Duration;
 
 use crate::config::EngineChoice;
 use crate::forward::{choose, Engine, FlowEnd, FlowParams, FlowStats};
@@ -94,11 +93,7 @@ fn one_flow(engine: Engine) -> (FlowStats, Vec<u8>, Vec<u8>) {
 
 #[test]
 fn a_slow_flow_parks_and_arrives_whole() {
-    assert!(
-        nix::unistd::geteuid().is_root(),
-        "this test loads a BPF program and must run as root (CI and vmtest do)"
-    );
-    super::probe().expect("the sockmap program loads");
+    require_loaded("this test loads a BPF program and must run as root (CI and vmtest do)");
     super::set_budget(64 << 10);
     let parks_before = parks();
     let (stats, at_client, at_backend) = one_flow(Engine::Sockmap);
@@ -159,76 +154,32 @@ fn probe_loads_or_reports_and_falls_back() {
 /// packets".
 #[test]
 fn an_overlapping_segment_is_trimmed() {
-    assert!(
-        nix::unistd::geteuid().is_root(),
-        "this test loads a BPF program and sends raw packets: it must run as root"
-    );
-    super::probe().expect("the sockmap program loads");
-    let data: Vec<u8> = (0..3000u32).map(|i| (i % 251) as u8).collect();
-    let trimmed_before = trimmed();
-    let (stats, at_backend) = overlap_flow(&data);
-    assert_eq!(at_backend.len(), data.len(), "bytes at the backend");
-    assert!(
-        at_backend == data,
-        "the backend's bytes differ from the stream"
-    );
-    assert_eq!(stats.bytes_up, 3000);
-    assert_eq!(trimmed() - trimmed_before, 1500, "bytes cut by the verdict");
-}
-
-/// One sockmap flow whose client sends `data[..2000]`, then (injected) `data[500..]`, then its
-/// own `data[2000..]` (a duplicate by then) and FIN; the flow's stats and what the backend got.
-fn overlap_flow(data: &[u8]) -> (FlowStats, Vec<u8>) {
+    require_loaded("this test loads a BPF program and sends raw packets: it must run as root");
     let front = TcpListener::bind("127.0.0.1:0").expect("bind");
     let back = TcpListener::bind("127.0.0.1:0").expect("bind");
-    let (front_addr, back_addr) = (
-        front.local_addr().expect("addr"),
-        back.local_addr().expect("addr"),
+    let front_addr = front.local_addr().expect("addr");
+    let proxy = proxy_one(front, back.local_addr().expect("addr"), Engine::Sockmap);
+    let trimmed_before = trimmed();
+    let x = rawtcp::overlapping_retransmission(front_addr, back);
+    let stats = proxy.join().expect("proxy");
+    assert_eq!(x.received.len(), x.sent.len(), "bytes at the backend");
+    assert!(
+        x.received == x.sent,
+        "the backend's bytes differ from the stream"
     );
-    let proxy = proxy_one(front, back_addr, Engine::Sockmap);
-    let received = Arc::new(AtomicUsize::new(0));
-    let counter = received.clone();
-    let backend = std::thread::spawn(move || {
-        let (mut s, _) = back.accept().expect("backend accept");
-        let mut got = Vec::new();
-        let mut buf = [0u8; 4096];
-        loop {
-            match s.read(&mut buf).expect("backend read") {
-                0 => return got,
-                n => got.extend_from_slice(&buf[..n]),
-            }
-            counter.store(got.len(), Ordering::SeqCst);
-        }
-    });
-    let at_backend = |n: usize| {
-        let start = Instant::now();
-        while received.load(Ordering::SeqCst) < n {
-            assert!(
-                start.elapsed() < Duration::from_secs(10),
-                "{n} bytes at the backend"
-            );
-            std::thread::sleep(Duration::from_millis(5));
-        }
-    };
-    let watch = rawtcp::Watch::open().expect("raw socket");
-    let mut client = TcpStream::connect(front_addr).expect("connect");
-    let (SocketAddr::V4(from), SocketAddr::V4(to)) =
-        (client.local_addr().expect("addr"), front_addr)
-    else {
-        panic!("IPv4 addresses expected")
-    };
-    let inject = watch
-        .handshake(from, to, Duration::from_secs(5))
-        .expect("the client's handshake");
-    client.write_all(&data[..2000]).expect("write");
-    at_backend(2000);
-    inject.send_at(500, &data[500..]).expect("inject");
-    at_backend(data.len());
-    client.write_all(&data[2000..]).expect("write");
-    client.shutdown(Shutdown::Write).expect("shutdown");
-    let got = backend.join().expect("backend");
-    drop(client);
-    (proxy.join().expect("proxy"), got)
+    assert_eq!(stats.bytes_up, rawtcp::OVERLAP_STREAM as u64);
+    assert_eq!(
+        trimmed() - trimmed_before,
+        rawtcp::OVERLAP as u64,
+        "bytes cut by the verdict"
+    );
+}
+
+/// Loading the program needs root: as root (CI, vmtest) the probe must succeed; otherwise the
+/// test fails loudly rather than passing without having tried.
+fn require_loaded(why: &str) {
+    assert!(nix::unistd::geteuid().is_root(), "{why}");
+    super::probe().expect("the sockmap program loads");
 }
 
 fn trimmed() -> u64 {
