@@ -18,7 +18,8 @@ use super::sys;
 use super::watch::{Events, ERR, HUP, RDHUP};
 use crate::forward::pair::DirEnd;
 
-/// Longest sleep between two looks (a lost wake-up costs at most this).
+/// Bounds of the sleep between two looks when no wake-up comes (see `backstop`).
+const MIN_TICK: Duration = Duration::from_millis(2);
 const MAX_TICK: Duration = Duration::from_secs(1);
 /// How long the end-of-stream waits for the kernel to catch up before giving up on the flow.
 const DRAIN_LIMIT: Duration = Duration::from_secs(60);
@@ -35,6 +36,9 @@ pub struct Dir<'a> {
     consumed: u64,
     /// `redirected` when `written` was last published.
     published_at: u64,
+    /// `redirected` at the last look, and when (the rate for `backstop`).
+    look_redirected: u64,
+    look_at: Instant,
     eof: bool,
     /// Times this direction was parked (for the flow's debug line).
     parks: u32,
@@ -56,6 +60,8 @@ impl<'a> Dir<'a> {
             buf: vec![0; bufsize.max(4096)],
             consumed: 0,
             published_at: 0,
+            look_redirected: 0,
+            look_at: Instant::now(),
             eof: false,
             parks: 0,
         }
@@ -126,7 +132,7 @@ impl<'a> Dir<'a> {
             if self.slot.redirected_now() >= target {
                 continue;
             }
-            let sleep = pin!(compio::time::sleep(MAX_TICK));
+            let sleep = pin!(compio::time::sleep(self.backstop()));
             match wake {
                 Some(wake) => {
                     let _ = select(select(listener, wake), sleep).await;
@@ -148,6 +154,27 @@ impl<'a> Dir<'a> {
         let headroom = (park_at - self.slot.queued_estimate().max(0)).max(0) as u64;
         let step = (headroom / 2).max(self.budget() / 16).max(1);
         self.slot.redirected().wrapping_add(step)
+    }
+
+    /// How long to sleep if no wake-up comes: half the time the current rate needs to cover
+    /// the headroom to the parking point, 2 ms to 1 s. A wake-up can be lost (the proxy's store
+    /// of `wake_at` and the verdict's of `redirected` may cross on two CPUs; a full ring); a
+    /// fast flow then still gets looked at before it can run far past the parking point, while
+    /// a paced one (whose rate needs seconds) sleeps the whole second.
+    fn backstop(&mut self) -> Duration {
+        let now = Instant::now();
+        let r = self.slot.redirected();
+        let moved = r.saturating_sub(self.look_redirected) as f64;
+        let secs = now.duration_since(self.look_at).as_secs_f64().max(1e-6);
+        (self.look_redirected, self.look_at) = (r, now);
+        if moved == 0.0 {
+            return MAX_TICK;
+        }
+        let park_at = (self.budget() / 2) as i64;
+        let headroom = (park_at - self.slot.queued_estimate().max(0)).max(0) as f64;
+        Duration::try_from_secs_f64(headroom / (moved / secs) / 2.0)
+            .unwrap_or(MAX_TICK)
+            .clamp(MIN_TICK, MAX_TICK)
     }
 
     /// The verdict met a packet it could not trim (LIFECYCLE.md, "Overlapping packets"): the
@@ -339,41 +366,39 @@ impl<'a> Dir<'a> {
     /// socket counts received bytes (and the FIN) as they arrive, the verdict as it runs; an
     /// RDHUP can be seen while the last packets still wait in the TCP queue.
     async fn wait_verdict_done(&self) -> Result<(), DirEnd> {
-        let before = self.flow.consumed_before[self.s & 1];
         let start = Instant::now();
-        loop {
-            let received = sys::tcp_info(self.src().fd)
-                .map_err(|_| DirEnd::SourceFailed)?
-                .bytes_received;
-            let seen = before + self.slot.redirected() + self.consumed;
-            // `received` counts the FIN; without one (a reset) nothing more is owed anyway.
-            if received <= seen + 1 {
-                return Ok(());
-            }
+        // Without a FIN (a reset) nothing more is owed anyway.
+        while self.unseen()? > 0 {
             if start.elapsed() > DRAIN_LIMIT {
                 return Err(DirEnd::SourceFailed);
             }
             compio::time::sleep(Duration::from_millis(1)).await;
         }
+        Ok(())
     }
 
     /// After the source's FIN: every byte the socket received went through the verdict or
     /// the copy. A shortfall means the kernel dropped bytes the proxy never saw: the flow is
     /// then reset, so that a cut stream never looks complete.
     fn check_accounted(&self) -> Result<(), DirEnd> {
-        let received = sys::tcp_info(self.src().fd)
-            .map_err(|_| DirEnd::SourceFailed)?
-            .bytes_received;
-        let seen = self.flow.consumed_before[self.s & 1] + self.slot.redirected() + self.consumed;
-        // `received` counts the FIN.
-        if received > seen + 1 {
+        let unseen = self.unseen()?;
+        if unseen > 0 {
             log::error!(
-                "sockmap: {} bytes of a direction were taken off its source and never seen \
-                 by the verdict or the copy; resetting the flow",
-                received - seen - 1
+                "sockmap: {unseen} bytes of a direction were taken off its source and never \
+                 seen by the verdict or the copy; resetting the flow"
             );
             return Err(DirEnd::SourceFailed);
         }
         Ok(())
+    }
+
+    /// Bytes the source socket received (`tcpi_bytes_received`, less the FIN it counts) that
+    /// neither the verdict, the copy, nor the proxy before registration has seen.
+    fn unseen(&self) -> Result<u64, DirEnd> {
+        let received = sys::tcp_info(self.src().fd)
+            .map_err(|_| DirEnd::SourceFailed)?
+            .bytes_received;
+        let seen = self.flow.consumed_before[self.s & 1] + self.slot.redirected() + self.consumed;
+        Ok(received.saturating_sub(seen + 1))
     }
 }
