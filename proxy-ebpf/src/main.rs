@@ -120,7 +120,7 @@ fn trim_overlap(ctx: &SkBuffContext, len: u32) -> Result<u32, ()> {
     let mut left = cut;
     for _ in 0..MAX_TRIM_STEPS {
         if left == 0 {
-            return Ok(len - cut);
+            break;
         }
         let step = left.min(TRIM_STEP);
         ctx.adjust_room(-(step as i32), 0, 0).map_err(|_| ())?;

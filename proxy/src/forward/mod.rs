@@ -33,8 +33,9 @@ pub enum Engine {
     Splice,
     /// eBPF sockmap: the kernel redirects each packet to the peer socket, within a budget.
     Sockmap,
-    /// `auto` where sockmap is loaded: sockmap or copy for each flow, by how long the
-    /// backend's recent flows lived (`FlowHistory::engine`); copy where nothing resolves it.
+    /// `auto` where sockmap is loaded: sockmap, splice or copy for each flow, by how long the
+    /// backend's recent flows lived and how fast they moved (`FlowHistory::engine`); copy
+    /// where nothing resolves it (HTTP tunnels).
     Auto,
 }
 
