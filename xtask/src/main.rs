@@ -9,6 +9,8 @@
 //! `vmtest` comes with the features it tests.
 
 mod bench;
+#[cfg(test)]
+mod programs;
 mod run;
 mod setup;
 mod test;

@@ -2,7 +2,9 @@
 //! Idempotent, and fast when all is there: one `dpkg-query`, no network.
 //!
 //! The package list is kept in one place (`PACKAGES`) so that later tools join it: the eBPF
-//! toolchain, chromium, testssl.sh, qemu.
+//! toolchain, chromium, testssl.sh, qemu. Each package names the programs the repo runs from
+//! it; setup checks they are there, and a unit test (programs.rs) that every program the
+//! sources run is in the table or in the base system's list.
 //!
 //! The eBPF toolchain (`bpf_toolchain`): the pinned nightly with `rust-src`, and bpf-linker
 //! built against that nightly's own libLLVM (Debian's LLVM is too old; see
@@ -13,10 +15,15 @@ use anyhow::{bail, Context, Result};
 use std::path::Path;
 use std::process::{Command, Stdio};
 
-/// A Debian package and why the project needs it.
+/// A Debian package, why the project needs it, and the programs the repo runs from it.
 pub struct Package {
     pub name: &'static str,
     pub why: &'static str,
+    /// Checked after installing, where the tests look for them: a bare name on PATH or in
+    /// the sbin folders (as tests/src/util.rs `require_tool` does), an absolute path where
+    /// the code runs that very path. Every program the repo runs is here or in the base
+    /// system's list (programs.rs, whose test scans the sources for them).
+    pub programs: &'static [&'static str],
 }
 
 /// Debian 12 (bookworm) packages.
@@ -24,81 +31,95 @@ pub const PACKAGES: &[Package] = &[
     Package {
         name: "nginx-light",
         why: "RTMP/HTTP backends standing in for Ant Media Server (e2e tests, demo)",
+        programs: &["/usr/sbin/nginx"],
     },
     Package {
         name: "libnginx-mod-rtmp",
         why: "the RTMP module for those nginx backends",
+        programs: &[],
     },
     Package {
         name: "libnginx-mod-http-echo",
         why: "the echo module for the HTTP backends of the mode http tests",
+        programs: &[],
     },
     Package {
         name: "python3-websockets",
-        why: "WebSocket echo server and client for the mode http tests",
+        why: "WebSocket echo server and client for the mode http tests (python3 comes with it)",
+        programs: &["/usr/bin/python3"],
     },
     Package {
         name: "ffmpeg",
         why: "RTMP publisher and player (ffmpeg, ffprobe, ffplay)",
+        programs: &["/usr/bin/ffmpeg", "ffprobe", "ffplay"],
     },
     Package {
         name: "haproxy",
         why: "the reference implementation and a peer in e2e tests",
+        programs: &["/usr/sbin/haproxy"],
     },
     Package {
         name: "wrk",
         why: "HTTP/1.1 keep-alive load generator of `cargo xtask bench`",
+        programs: &["/usr/bin/wrk"],
     },
     Package {
         name: "socat",
         why: "raw TCP clients in tests",
+        programs: &["socat"],
     },
     Package {
         name: "curl",
         why: "HTTP client in tests",
+        programs: &["curl"],
     },
     Package {
         name: "iproute2",
         why: "`ss` to inspect sockets",
+        programs: &["ss"],
     },
     Package {
         name: "procps",
         why: "`ps`/`pgrep` to inspect processes",
+        programs: &["ps", "pgrep"],
     },
     Package {
         name: "chromium",
         why: "headless browser that renders the stats page in the stats tests",
+        programs: &["chromium"],
     },
     Package {
         name: "prometheus",
         why: "`promtool check metrics` on the /metrics output",
+        programs: &["promtool"],
     },
     Package {
         name: "testssl.sh",
         why: "TLS listener audit in the TLS tests (no old protocol, no weak cipher)",
+        programs: &["testssl"],
     },
     Package {
         name: "openssl",
         why: "test certificates made at test time, and s_client as a verifying TLS client",
+        programs: &["openssl"],
+    },
+    Package {
+        name: "kmod",
+        why: "`depmod` writes modules.dep for the unpacked Debian kernels of `cargo xtask vmtest`",
+        programs: &["depmod"],
+    },
+    Package {
+        name: "xz-utils",
+        why: "`xz -dc` unpacks the kernel modules (.ko.xz) put in vmtest's initramfs",
+        programs: &["xz"],
     },
 ];
 
-/// Programs and files the packages must have provided; checked after installing.
+/// Files other than programs that the packages must have provided; checked after installing.
 const PROVIDED: &[&str] = &[
-    "/usr/sbin/nginx",
     "/usr/lib/nginx/modules/ngx_rtmp_module.so",
     "/usr/lib/nginx/modules/ngx_http_echo_module.so",
     "/usr/lib/python3/dist-packages/websockets/__init__.py",
-    "/usr/bin/ffmpeg",
-    "/usr/bin/ffprobe",
-    "/usr/sbin/haproxy",
-    "/usr/bin/wrk",
-    "/usr/bin/socat",
-    "/usr/bin/curl",
-    "/usr/bin/ss",
-    "/usr/bin/pgrep",
-    "/usr/bin/testssl",
-    "/usr/bin/openssl",
 ];
 
 pub fn setup() -> Result<()> {
@@ -120,8 +141,46 @@ pub fn setup() -> Result<()> {
     if !absent.is_empty() {
         bail!("the packages are installed but these files are missing: {absent:?}");
     }
+    let lacking = missing_programs();
+    if !lacking.is_empty() {
+        bail!(
+            "the packages are installed but these programs are not found (a name: on PATH or in \
+             /usr/sbin, /sbin, /usr/bin; a path: there): {}",
+            lacking.join(", ")
+        );
+    }
     rust_components()?;
     bpf_toolchain()
+}
+
+/// `program (package)` for each program of `PACKAGES` the tests would not find: a package
+/// that moved a file, or a PATH that hides it, fails here and not in the middle of a test.
+fn missing_programs() -> Vec<String> {
+    PACKAGES
+        .iter()
+        .flat_map(|p| p.programs.iter().map(move |prog| (*prog, p.name)))
+        .filter(|(prog, _)| locate(prog).is_none())
+        .map(|(prog, package)| format!("{prog} (package {package})"))
+        .collect()
+}
+
+/// Where the tests find `program` (tests/src/util.rs `require_tool`): an absolute path as
+/// is; a name on PATH, or in the sbin folders, which a non-root PATH may lack.
+fn locate(program: &str) -> Option<std::path::PathBuf> {
+    let absolute = Path::new(program);
+    if absolute.is_absolute() {
+        return is_executable(absolute).then(|| absolute.to_path_buf());
+    }
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .chain(["/usr/sbin", "/sbin", "/usr/bin"].map(std::path::PathBuf::from))
+        .map(|dir| dir.join(program))
+        .find(|p| is_executable(p))
+}
+
+fn is_executable(p: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
 }
 
 /// Packages of `PACKAGES` that dpkg does not report as installed.
