@@ -1,12 +1,15 @@
-//! The proxy as a library: every room of DESIGN.md lives here; `main.rs` is a thin CLI.
+//! The proxy as a library: every room lives here (README's Layout says which may import
+//! which); `main.rs` is a thin CLI. Listed from the ground floor up.
 
-pub mod balance;
 pub mod config;
+pub mod counters;
 pub mod forward;
 pub mod health;
 pub mod http;
 pub mod log;
+pub mod plan;
 pub mod runtime;
 pub mod stats;
 pub mod tcp;
 pub mod tls;
+pub mod upstream;

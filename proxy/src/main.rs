@@ -30,41 +30,31 @@ struct Cli {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     proxy::log::init(cli.debug);
-    let cfg = match proxy::config::load(&cli.files) {
-        Ok(cfg) => cfg,
-        Err(errors) => {
-            for e in &errors.0 {
-                eprintln!("{e}");
-            }
-            return ExitCode::FAILURE;
-        }
-    };
     if cli.check {
-        return check(&cfg);
+        // Everything the start would refuse (syntax, references, rules and ACLs, engines,
+        // certificates), every problem in one run, without opening a socket.
+        return match runtime::check(&cli.files) {
+            Ok(()) => {
+                println!("Configuration file is valid");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("{e}");
+                ExitCode::FAILURE
+            }
+        };
     }
-    match runtime::run(&cfg, &RunOptions { driver: cli.driver }) {
+    match runtime::run(&cli.files, &RunOptions { driver: cli.driver }) {
         Ok(()) => ExitCode::SUCCESS,
+        Err(runtime::RuntimeError::Config(problems)) => {
+            for p in &problems {
+                eprintln!("{p}");
+            }
+            ExitCode::FAILURE
+        }
         Err(e) => {
             log::error!("{e}");
             ExitCode::FAILURE
         }
     }
-}
-
-/// `-c`: beyond the syntax, everything the start would refuse (rules and ACLs, engines,
-/// certificates), without opening a socket.
-fn check(cfg: &proxy::config::Config) -> ExitCode {
-    let http_errors = proxy::http::check_config(cfg, cfg.global.bufsize());
-    for e in &http_errors {
-        eprintln!("{e}");
-    }
-    if !http_errors.is_empty() {
-        return ExitCode::FAILURE;
-    }
-    if let Err(e) = runtime::check(cfg) {
-        eprintln!("{e}");
-        return ExitCode::FAILURE;
-    }
-    println!("Configuration file is valid");
-    ExitCode::SUCCESS
 }

@@ -121,6 +121,31 @@ fn assert_valid(file: &str) {
     );
 }
 
+/// Problems of every stage (a line the parser refuses, a reference the model check refuses,
+/// a regex the HTTP rules refuse, a certificate the TLS room cannot read) are named in one run,
+/// each exactly once, one line each, in line order.
+#[test]
+fn every_problem_is_named_in_one_run() {
+    let file = "tests/configs/four-problems.cfg";
+    let c = check(file);
+    assert_eq!(c.code, Some(1), "{}", c.stderr);
+    let lines: Vec<&str> = c.stderr.lines().collect();
+    let expected = [
+        (9, "cannot read '/nonexistent/site.pem'"),
+        (10, "invalid regex '([unclosed': unclosed character class"),
+        (12, "backend 'missing_be' not found"),
+        (15, "'weight' must be between 0 and 256, got 999"),
+    ];
+    assert_eq!(lines.len(), expected.len(), "{}", c.stderr);
+    for (line, (n, needle)) in lines.iter().zip(expected) {
+        let prefix = format!("{file}:{n}: ");
+        assert!(
+            line.starts_with(&prefix) && line.contains(needle),
+            "{line:?} should start with {prefix:?} and say {needle:?}"
+        );
+    }
+}
+
 #[test]
 fn seed000_is_valid() {
     assert_valid("tests/configs/seed000.cfg");

@@ -43,7 +43,19 @@ use parse::Parser;
 /// Loads `-f` arguments in order: a file is read as is, a directory contributes its `*.cfg`
 /// files in lexical order (as HAProxy does). The result is validated as a whole.
 pub fn load(paths: &[PathBuf]) -> Result<Config, ConfigErrors> {
-    load_with(paths, &working_dir(), &lexer::process_env)
+    let (config, errors) = load_partial(paths);
+    if errors.is_empty() {
+        Ok(config)
+    } else {
+        Err(ConfigErrors(errors))
+    }
+}
+
+/// The config as far as it could be read, with every problem found: refused lines are left
+/// out of the model, so the next stage (the plan's compile pass) can go on and name its own
+/// problems in the same run.
+pub fn load_partial(paths: &[PathBuf]) -> (Config, Vec<ConfigError>) {
+    load_partial_with(paths, &working_dir(), &lexer::process_env)
 }
 
 /// Parses and validates one configuration text; `file` names it in errors. Relative paths
@@ -51,15 +63,34 @@ pub fn load(paths: &[PathBuf]) -> Result<Config, ConfigErrors> {
 pub fn parse_str(text: &str, file: &Path) -> Result<Config, ConfigErrors> {
     let mut parser = Parser::new(&lexer::process_env, &working_dir());
     parser.parse_file(text, file);
-    finish(parser, &[file.to_path_buf()])
+    let (config, errors) = finish(parser, &[file.to_path_buf()]);
+    if errors.is_empty() {
+        Ok(config)
+    } else {
+        Err(ConfigErrors(errors))
+    }
 }
 
 /// `load` with the working directory and the environment given, for tests.
+#[cfg(test)]
 pub(crate) fn load_with(
     paths: &[PathBuf],
     cwd: &Path,
     env: EnvLookup<'_>,
 ) -> Result<Config, ConfigErrors> {
+    let (config, errors) = load_partial_with(paths, cwd, env);
+    if errors.is_empty() {
+        Ok(config)
+    } else {
+        Err(ConfigErrors(errors))
+    }
+}
+
+fn load_partial_with(
+    paths: &[PathBuf],
+    cwd: &Path,
+    env: EnvLookup<'_>,
+) -> (Config, Vec<ConfigError>) {
     let mut parser = Parser::new(env, cwd);
     let mut files = Vec::new();
     for path in paths {
@@ -84,7 +115,7 @@ fn working_dir() -> PathBuf {
 }
 
 /// Validates what was parsed and turns all errors into one sorted list.
-fn finish(parser: Parser<'_>, files: &[PathBuf]) -> Result<Config, ConfigErrors> {
+fn finish(parser: Parser<'_>, files: &[PathBuf]) -> (Config, Vec<ConfigError>) {
     let parsed = parser.finish();
     let mut errors = parsed.errors;
     errors.extend(validate::validate(&parsed.config, &parsed.notes));
@@ -96,11 +127,7 @@ fn finish(parser: Parser<'_>, files: &[PathBuf]) -> Result<Config, ConfigErrors>
     };
     errors.sort_by_key(|e| (file_rank(e), e.line));
     errors.dedup();
-    if errors.is_empty() {
-        Ok(parsed.config)
-    } else {
-        Err(ConfigErrors(errors))
-    }
+    (parsed.config, errors)
 }
 
 /// A file as given, or a directory's `*.cfg` regular files sorted by name.

@@ -16,9 +16,11 @@ mod splice;
 
 use compio::net::TcpStream;
 
+use crate::log::{Cause, Phase, TermState};
+
 pub use idle::IdleLimits;
 pub use progress::Progress;
-pub use select::{choose, probed, summary, FlowHistory, Probed};
+pub use select::{choose, choose_from, probed, summary, FlowHistory, Probed};
 pub use sockmap::{set_budget as set_sockmap_budget, status as sockmap_status};
 pub(crate) use splice::{splice as splice_once, Pipe};
 /// Shared with the TLS room's flows, which run the same close protocol.
@@ -78,15 +80,16 @@ pub enum FlowEnd {
 }
 
 impl FlowEnd {
-    /// HAProxy's termination flags for a session that reached the data phase.
-    pub fn haproxy_flags(self) -> &'static str {
-        match self {
-            FlowEnd::Closed => "--",
-            FlowEnd::ClientAbort => "CD",
-            FlowEnd::ServerAbort => "SD",
-            FlowEnd::ClientTimeout => "cD",
-            FlowEnd::ServerTimeout => "sD",
-        }
+    /// HAProxy's termination state for a session that reached the data phase.
+    pub fn term(self) -> TermState {
+        let cause = match self {
+            FlowEnd::Closed => return TermState::NORMAL,
+            FlowEnd::ClientAbort => Cause::Client,
+            FlowEnd::ServerAbort => Cause::Server,
+            FlowEnd::ClientTimeout => Cause::ClientTimeout,
+            FlowEnd::ServerTimeout => Cause::ServerTimeout,
+        };
+        TermState::new(cause, Phase::Data)
     }
 }
 

@@ -5,7 +5,7 @@
 
 use std::sync::atomic::Ordering;
 
-use crate::stats::Counters;
+use crate::counters::Counters;
 
 /// Where a flow's bytes are added as they move. Plain references: the session that owns the
 /// rows outlives the flow. `Progress::none()` counts nothing (the caller books the flow's

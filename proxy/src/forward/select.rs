@@ -30,7 +30,11 @@ pub fn probed() -> &'static Probed {
 
 /// The engine for `forward-engine <choice>`, or why it cannot serve.
 pub fn choose(choice: EngineChoice) -> Result<Engine, String> {
-    let p = probed();
+    choose_from(probed(), choice)
+}
+
+/// As [`choose`], from probe results the caller holds (the plan compiles without probing).
+pub fn choose_from(p: &Probed, choice: EngineChoice) -> Result<Engine, String> {
     match choice {
         // `auto` follows the hop-cost measurements in LIFECYCLE.md: sockmap for long-lived
         // flows, copy for short ones (decided per flow, `FlowHistory`), copy alone where

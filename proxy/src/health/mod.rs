@@ -10,9 +10,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::balance::{Server, ServerSet, ServerState};
-use crate::runtime::driver::{self, DriverChoice};
-use crate::stats::CheckStatus;
+use crate::counters::CheckStatus;
+use crate::upstream::{Server, ServerSet, ServerState};
 
 /// One backend's servers and the time a check may take.
 pub struct CheckedBackend {
@@ -21,9 +20,11 @@ pub struct CheckedBackend {
 }
 
 /// Starts the checker thread for every server with `check`; returns `None` when there is none.
+/// `runtime` builds the checker's event loop: the runtime room's driver choice, handed down
+/// so this room does not reach up for it.
 pub fn spawn_checker(
     backends: Vec<CheckedBackend>,
-    choice: DriverChoice,
+    runtime: impl FnOnce() -> io::Result<compio::runtime::Runtime> + Send + 'static,
 ) -> io::Result<Option<std::thread::JoinHandle<()>>> {
     let any = backends
         .iter()
@@ -34,7 +35,7 @@ pub fn spawn_checker(
     let handle = std::thread::Builder::new()
         .name("health".into())
         .spawn(move || {
-            let rt = match driver::build_runtime(choice) {
+            let rt = match runtime() {
                 Ok(rt) => rt,
                 Err(e) => {
                     log::error!("health checker cannot start its runtime: {e}; servers stay UP");

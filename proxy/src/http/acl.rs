@@ -84,16 +84,33 @@ fn config_error(loc: &Loc, reason: String) -> HttpError {
 }
 
 /// The named ACLs of one proxy; several lines with the same name are ORed, as in HAProxy.
+#[derive(Default)]
 pub struct AclSet(HashMap<String, Vec<Criterion>>);
 
 impl AclSet {
+    #[cfg(test)]
     pub fn compile(acls: &[Acl]) -> Result<AclSet, HttpError> {
-        let mut map: HashMap<String, Vec<Criterion>> = HashMap::new();
-        for acl in acls {
-            let c = criterion(&acl.words).map_err(|r| config_error(&acl.loc, r))?;
-            map.entry(acl.name.clone()).or_default().push(c);
+        let (set, mut errors) = AclSet::compile_all(acls);
+        match errors.is_empty() {
+            true => Ok(set),
+            false => Err(errors.remove(0)),
         }
-        Ok(AclSet(map))
+    }
+
+    /// Every ACL line compiled, and the problem of each one that fails. A failed line still
+    /// names its ACL (matching nothing), so the conditions that use it are not also reported
+    /// as naming an unknown ACL.
+    pub fn compile_all(acls: &[Acl]) -> (AclSet, Vec<HttpError>) {
+        let mut map: HashMap<String, Vec<Criterion>> = HashMap::new();
+        let mut errors = Vec::new();
+        for acl in acls {
+            let entry = map.entry(acl.name.clone()).or_default();
+            match criterion(&acl.words) {
+                Ok(c) => entry.push(c),
+                Err(reason) => errors.push(config_error(&acl.loc, reason)),
+            }
+        }
+        (AclSet(map), errors)
     }
 
     fn named(&self, name: &str) -> Option<Vec<Criterion>> {
@@ -102,6 +119,14 @@ impl AclSet {
         }
         predefined(name).map(|c| vec![c])
     }
+}
+
+/// The regex crate explains a syntax error over several lines (the pattern, a caret, then
+/// the reason); a config problem is one `file:line: reason` line, so only the reason is kept.
+fn regex_reason(e: &regex::Error) -> String {
+    let text = e.to_string();
+    let last = text.lines().last().unwrap_or_default();
+    last.strip_prefix("error: ").unwrap_or(last).to_string()
 }
 
 /// HAProxy's predefined ACLs that cost nothing to offer.
@@ -345,7 +370,7 @@ fn regexes(values: &[String], nocase: bool) -> Result<Vec<Regex>, String> {
                 .case_insensitive(nocase)
                 .size_limit(1 << 20)
                 .build()
-                .map_err(|e| format!("invalid regex '{v}': {e}"))
+                .map_err(|e| format!("invalid regex '{v}': {}", regex_reason(&e)))
         })
         .collect()
 }

@@ -11,8 +11,8 @@
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use crate::balance::{Server, ServerSet, ServerState};
 use crate::config::{CookieMode, CookieSpec};
+use crate::upstream::{Server, ServerSet, ServerState};
 
 use super::head::Headers;
 

@@ -6,7 +6,7 @@ use std::fmt;
 use std::net::SocketAddr;
 use std::time::{Duration, SystemTime};
 
-use crate::log::HaproxyDate;
+use crate::log::{HaproxyDate, TermState};
 
 #[derive(Debug, Clone)]
 pub struct HttpRecord {
@@ -30,7 +30,7 @@ pub struct HttpRecord {
     /// Bytes sent to the client.
     pub bytes: u64,
     /// Termination state (2 letters) and persistence cookie flags (2 letters).
-    pub term: [u8; 2],
+    pub term: TermState,
     pub cookie: [char; 2],
     pub active: usize,
     pub frontend_conns: usize,
@@ -58,7 +58,7 @@ impl HttpRecord {
             total: Duration::ZERO,
             status: None,
             bytes: 0,
-            term: *b"--",
+            term: TermState::NORMAL,
             cookie: ['-', '-'],
             active: 0,
             frontend_conns: 0,
@@ -94,7 +94,7 @@ impl fmt::Display for HttpRecord {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "{}:{} [{}] {} {}/{} {}/{}/{}/{}/{} {} {} - - {}{}{}{} {}/{}/{}/{}/{}{} 0/0 {}",
+            "{}:{} [{}] {} {}/{} {}/{}/{}/{}/{} {} {} - - {}{}{} {}/{}/{}/{}/{}{} 0/0 {}",
             self.client.ip(),
             self.client.port(),
             HaproxyDate(self.started),
@@ -108,8 +108,7 @@ impl fmt::Display for HttpRecord {
             self.total.as_millis(),
             self.status.map_or(-1, i32::from),
             self.bytes,
-            self.term[0] as char,
-            self.term[1] as char,
+            self.term,
             self.cookie[0],
             self.cookie[1],
             self.active,

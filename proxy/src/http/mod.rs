@@ -22,30 +22,33 @@ mod body;
 mod conn;
 mod cookie;
 mod error;
+mod exchange;
 mod head;
 mod httplog;
 mod pool;
+mod route;
 mod rules;
 mod session;
 mod side;
 mod splice;
 pub mod stats_hook;
 mod tally;
+mod tunnel;
 
 pub use error::HttpError;
-pub use session::{run_session, run_tls_session, session_count};
-pub use splice::SPLICED_BYTES;
+pub use session::{run_session, run_tls_session};
+pub use stats_hook::{StatsAnswer, StatsPages};
 
 use std::collections::HashMap;
 use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::balance::ServerSet;
-use crate::config::{Config, Proxy, StatsSpec};
+use crate::config::{Condition, Config, Proxy, StatsSpec};
+use crate::counters::Counters;
+use crate::forward::Engine;
 use crate::log::AccessLog;
-use crate::stats::{Counters, Registry};
-use crate::tcp;
+use crate::upstream::{self, ServerSet};
 
 use acl::{AclSet, Cond};
 use answers::ErrorPages;
@@ -53,10 +56,12 @@ use cookie::Sticky;
 use rules::{Forwarded, RuleSet};
 
 /// A backend as HTTP requests see it; its servers and their live state are the shared
-/// `tcp::Backend` (health checks and counters are the same for both modes).
+/// `upstream::Backend` (health checks and counters are the same for both modes).
 pub struct Backend {
     pub name: String,
-    pub servers: Arc<tcp::Backend>,
+    pub upstream: Arc<upstream::Backend>,
+    /// How an upgraded (WebSocket) stream moves once it is a tunnel.
+    engine: Engine,
     rules: RuleSet,
     forwardfor: Option<Forwarded>,
     sticky: Option<Sticky>,
@@ -92,11 +97,22 @@ pub struct Frontend {
     /// Where this frontend's httplog lines go (its `log` targets, else stderr).
     access_log: AccessLog,
     pub conns: AtomicUsize,
-    /// This frontend's figures, shared with the stats registry (`stats` is its stats page).
+    /// This frontend's figures, shared with the plan's registry (`stats` is its stats page).
     pub counters: Arc<Counters>,
     /// A `listen` section's own backend row: HAProxy counts there the bytes of the requests
     /// no backend was assigned to (its stats page's, those its frontend rules denied).
     own_backend: Option<Arc<ServerSet>>,
+    /// The stats page and exporter of the plan this frontend belongs to.
+    pages: Arc<dyn StatsPages>,
+}
+
+/// What the plan hands an HTTP frontend at build time: the shared upstream side of every
+/// backend it may route to (with the engine its tunnels use), its live figures, and the pages.
+pub struct Wiring<'a> {
+    pub backends: &'a HashMap<String, (Arc<upstream::Backend>, Engine)>,
+    pub counters: Arc<Counters>,
+    pub own_backend: Option<Arc<ServerSet>>,
+    pub pages: Arc<dyn StatsPages>,
 }
 
 /// HAProxy's `pool-purge-delay`: idle server connections older than this are closed, well
@@ -116,93 +132,81 @@ pub fn backend_names(fe: &Proxy) -> Vec<String> {
     names
 }
 
-/// Compiles the HTTP parts of every `mode http` section (ACLs, conditions, rule values,
-/// `option forwardfor except`, errorfiles) and returns every error with its line. Start-up
-/// reports the same errors through `Frontend::build`; this lets `proxy -c` report them too.
-pub fn check_config(cfg: &Config, bufsize: usize) -> Vec<HttpError> {
-    let mut errors = Vec::new();
-    for p in cfg
-        .proxies
-        .iter()
-        .filter(|p| p.mode == crate::config::Mode::Http)
-    {
-        let acls = match AclSet::compile(&p.acls) {
-            Ok(a) => a,
-            Err(e) => {
-                errors.push(e);
-                continue;
-            }
-        };
-        if let Err(e) = RuleSet::compile(&p.http_rules, &acls) {
-            errors.push(e);
-        }
-        for u in &p.use_backends {
-            if let Some(c) = &u.cond {
-                if let Err(e) = Cond::compile(c, &acls, &u.loc) {
-                    errors.push(e);
-                }
-            }
-        }
-        if let Err(e) = forwarded(p) {
-            errors.push(e);
-        }
-        if let Err(e) = ErrorPages::load(&p.errorfiles, bufsize) {
-            errors.push(e);
-        }
+/// Collects the problems of one compile step and keeps going, so that one pass names them all.
+#[derive(Default)]
+struct Problems(Vec<HttpError>);
+
+impl Problems {
+    fn take<T>(&mut self, r: Result<T, HttpError>) -> Option<T> {
+        r.map_err(|e| self.0.push(e)).ok()
     }
-    errors
+
+    fn acls(&mut self, acls: &[crate::config::Acl]) -> AclSet {
+        let (set, errors) = AclSet::compile_all(acls);
+        self.0.extend(errors);
+        set
+    }
 }
 
 impl Frontend {
-    /// Compiles `fe`'s rules and those of every backend it routes to. `servers` must hold the
-    /// shared server sets of all `backend_names(fe)`; `registry` holds the counters the
-    /// sessions update (the same the stats page reads).
+    /// Compiles `fe`'s rules and those of every backend it routes to, naming every problem.
+    /// `wiring.backends` must hold the upstream side of all `backend_names(fe)`.
     pub fn build(
         cfg: &Config,
         fe: &Proxy,
         bufsize: usize,
-        servers: &HashMap<String, Arc<tcp::Backend>>,
-        registry: &Registry,
-    ) -> Result<Frontend, HttpError> {
-        let acls = AclSet::compile(&fe.acls)?;
-        let mut built: HashMap<String, Arc<Backend>> = HashMap::new();
-        let mut backend = |name: &str| -> Result<Arc<Backend>, HttpError> {
+        wiring: Wiring<'_>,
+    ) -> Result<Frontend, Vec<HttpError>> {
+        let mut problems = Problems::default();
+        let acls = problems.acls(&fe.acls);
+        let mut built: HashMap<String, Option<Arc<Backend>>> = HashMap::new();
+        let mut backend = |name: &str, problems: &mut Problems| -> Option<Arc<Backend>> {
             if let Some(b) = built.get(name) {
-                return Ok(b.clone());
+                return b.clone();
             }
-            let b = Arc::new(build_backend(cfg, fe, name, bufsize, servers)?);
+            let b = build_backend(cfg, name, bufsize, wiring.backends, problems).map(Arc::new);
             built.insert(name.to_string(), b.clone());
-            Ok(b)
+            b
+        };
+        let always = Condition {
+            negate: false,
+            words: vec!["TRUE".into()],
         };
         let mut routes = Vec::new();
         for u in &fe.use_backends {
-            let target = backend(&u.backend)?;
-            let cond = match &u.cond {
-                Some(c) => Cond::compile(c, &acls, &u.loc)?,
-                // An unconditional use_backend always matches: an always-true condition.
-                None => Cond::compile(
-                    &crate::config::Condition {
-                        negate: false,
-                        words: vec!["TRUE".into()],
-                    },
-                    &acls,
-                    &u.loc,
-                )?,
-            };
-            routes.push((cond, target));
+            let target = backend(&u.backend, &mut problems);
+            // An unconditional use_backend always matches: an always-true condition.
+            let cond = problems.take(Cond::compile(
+                u.cond.as_ref().unwrap_or(&always),
+                &acls,
+                &u.loc,
+            ));
+            if let (Some(cond), Some(target)) = (cond, target) {
+                routes.push((cond, target));
+            }
         }
         let default = match &fe.default_backend {
-            Some(d) => Some(backend(d)?),
-            None if fe.kind.has_backend() && !fe.servers.is_empty() => Some(backend(&fe.name)?),
+            Some(d) => backend(d, &mut problems),
+            None if fe.kind.has_backend() && !fe.servers.is_empty() => {
+                backend(&fe.name, &mut problems)
+            }
             None => None,
+        };
+        let rules = problems.take(RuleSet::compile(&fe.http_rules, &acls));
+        let forwardfor = problems.take(forwarded(fe));
+        let errors = problems.take(ErrorPages::load(&fe.errorfiles, bufsize));
+        let (Some(rules), Some(forwardfor), Some(errors), true) =
+            (rules, forwardfor, errors, problems.0.is_empty())
+        else {
+            return Err(problems.0);
         };
         Ok(Frontend {
             name: fe.name.clone(),
-            rules: RuleSet::compile(&fe.http_rules, &acls)?,
+            rules,
             routes,
             default,
-            forwardfor: forwarded(fe)?,
-            errors: ErrorPages::load(&fe.errorfiles, bufsize)?,
+            forwardfor,
+            errors,
             stats: fe.stats.clone().filter(|s| s.enabled),
             client_timeout: fe.timeouts.client,
             client_fin: fe.timeouts.client_fin,
@@ -214,8 +218,9 @@ impl Frontend {
             bufsize,
             access_log: AccessLog::for_proxy(fe),
             conns: AtomicUsize::new(0),
-            counters: registry.frontend(&fe.name).unwrap_or_default(),
-            own_backend: registry.backend(&fe.name),
+            counters: wiring.counters,
+            own_backend: wiring.own_backend,
+            pages: wiring.pages,
         })
     }
 }
@@ -228,33 +233,32 @@ fn forwarded(p: &Proxy) -> Result<Option<Forwarded>, HttpError> {
         .transpose()
 }
 
+/// A backend's HTTP side; `None` with its problems pushed. A backend's problems are its own
+/// lines, so two frontends routing to one backend name them twice: the caller dedups.
 fn build_backend(
     cfg: &Config,
-    fe: &Proxy,
     name: &str,
     bufsize: usize,
-    servers: &HashMap<String, Arc<tcp::Backend>>,
-) -> Result<Backend, HttpError> {
-    let missing = |what: &str| HttpError::Config {
-        loc: fe.loc.clone(),
-        reason: format!("backend '{name}' {what}"),
-    };
-    let p = cfg
-        .proxy_backend(name)
-        .ok_or_else(|| missing("not found"))?;
-    let shared = servers
-        .get(name)
-        .cloned()
-        .ok_or_else(|| missing("has no server set (internal error)"))?;
-    let acls = AclSet::compile(&p.acls)?;
+    upstreams: &HashMap<String, (Arc<upstream::Backend>, Engine)>,
+    problems: &mut Problems,
+) -> Option<Backend> {
+    // A missing backend was named by the config room, one whose upstream side failed (an
+    // engine this kernel lacks) by the plan: neither is named again here.
+    let p = cfg.proxy_backend(name)?;
+    let (shared, engine) = upstreams.get(name).cloned()?;
+    let acls = problems.acls(&p.acls);
+    let rules = problems.take(RuleSet::compile(&p.http_rules, &acls));
+    let forwardfor = problems.take(forwarded(p));
+    let errors = problems.take(ErrorPages::load(&p.errorfiles, bufsize));
     let keep_alive = p.timeouts.http_keep_alive.unwrap_or(POOL_IDLE);
-    Ok(Backend {
+    Some(Backend {
         name: p.name.clone(),
-        servers: shared,
-        rules: RuleSet::compile(&p.http_rules, &acls)?,
-        forwardfor: forwarded(p)?,
+        upstream: shared,
+        engine,
+        rules: rules?,
+        forwardfor: forwardfor?,
         sticky: p.cookie.as_ref().map(Sticky::new),
-        errors: ErrorPages::load(&p.errorfiles, bufsize)?,
+        errors: errors?,
         stats: p.stats.clone().filter(|s| s.enabled),
         server_timeout: p.timeouts.server,
         server_fin: p.timeouts.server_fin,
@@ -263,40 +267,4 @@ fn build_backend(
         httpclose: p.options.httpclose,
         pool_idle: keep_alive.min(POOL_IDLE),
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn check_config_names_the_line() {
-        let cfg = crate::config::parse_str(
-            "frontend f\n bind :80\n mode http\n acl bad url_dom x\n \
-             use_backend b if { path_beg /a } || nope\n default_backend b\n\
-             backend b\n mode http\n server s 127.0.0.1:1\n",
-            std::path::Path::new("h.cfg"),
-        )
-        .expect("valid for the config room");
-        let errors: Vec<String> = check_config(&cfg, 16384)
-            .iter()
-            .map(|e| e.to_string())
-            .collect();
-        assert_eq!(errors.len(), 1, "{errors:?}");
-        assert!(
-            errors[0].starts_with("h.cfg:4: unsupported fetch 'url_dom'"),
-            "{errors:?}"
-        );
-        let cfg = crate::config::parse_str(
-            "frontend f\n bind :80\n mode http\n use_backend b if nope\n default_backend b\n\
-             backend b\n mode http\n server s 127.0.0.1:1\n",
-            std::path::Path::new("h.cfg"),
-        )
-        .expect("valid for the config room");
-        let errors: Vec<String> = check_config(&cfg, 16384)
-            .iter()
-            .map(|e| e.to_string())
-            .collect();
-        assert_eq!(errors, ["h.cfg:4: unknown acl 'nope'"]);
-    }
 }

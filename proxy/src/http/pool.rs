@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use compio::net::TcpStream;
 use nix::sys::socket::{recv, MsgFlags};
 
-use crate::balance::Server;
+use crate::upstream::Server;
 
 /// Idle connections kept per server and worker.
 const MAX_IDLE_PER_SERVER: usize = 16;

@@ -10,13 +10,13 @@
 
 use std::io;
 use std::os::fd::{AsRawFd, RawFd};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use compio::net::TcpStream;
 use compio::runtime::fd::PollFd;
 use socket2::Socket;
 
+use crate::counters::{Process, PROCESS};
 use crate::forward::{splice_once, Pipe};
 
 use super::side::deadline;
@@ -26,9 +26,6 @@ pub const MIN_BODY: u64 = 64 * 1024;
 
 /// Pipe asked for: fewer splice calls per body than the 64 KiB default.
 const PIPE_SIZE: libc::c_int = 256 * 1024;
-
-/// Body bytes moved by splice(2), exported as `proxy_http_spliced_bytes_total`.
-pub static SPLICED_BYTES: AtomicU64 = AtomicU64::new(0);
 
 /// Why a spliced body stopped short; the caller maps it to its direction's error.
 #[derive(Debug)]
@@ -82,7 +79,7 @@ impl Splicer {
             let in_pipe = self.fill(left, cap, read, read_idle).await?;
             left -= in_pipe as u64;
             self.drain(in_pipe, write_idle).await?;
-            SPLICED_BYTES.fetch_add(in_pipe as u64, Ordering::Relaxed);
+            Process::add(&PROCESS.http_spliced_bytes, in_pipe as u64);
         }
         Ok(())
     }

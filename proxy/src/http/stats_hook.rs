@@ -1,23 +1,37 @@
 //! Where the stats page plugs into the HTTP data path.
 //!
 //! The session calls [`answer`] for a request that [`is_stats_request`] picked: the proxy (or
-//! the backend it was routed to) has `stats enable`, and the path is for the stats room
-//! (`stats::matches`: its `stats uri`, HAProxy's default `/haproxy?stats`, or the metrics
+//! the backend it was routed to) has `stats enable`, and the path is for the stats service
+//! (`StatsSpec::matches`: its `stats uri`, HAProxy's default `/haproxy?stats`, or the metrics
 //! path), or the section has nowhere else to send requests (the seeds' `listen stats` has no
 //! server). `http-request use-service prometheus-exporter` calls [`answer_service`].
 //! Whatever [`StatsAnswer`] comes back is sent as one response with a `Content-Length`; the
 //! client connection stays open unless it asked otherwise.
 //!
-//! The page itself (auth, realm, formats) is the `stats` room's `handle_request`, fed with the
-//! registry the runtime installed. Without one (a library user that never ran the runtime),
-//! the answer is a 503 saying so, never a fake page.
+//! The pages themselves (auth, realm, formats) are the `stats` room's, which sits above this
+//! one: the plan hands each frontend a [`StatsPages`] trait object at build time.
 
 use std::net::IpAddr;
 
 use crate::config::StatsSpec;
-use crate::stats;
 
 use super::head::Headers;
+
+/// The stats room's side of the hook.
+pub trait StatsPages: Send + Sync {
+    /// The answer to a request for the stats service of a section with `spec`;
+    /// `authorization` is the raw `Authorization` value.
+    fn page(
+        &self,
+        spec: &StatsSpec,
+        method: &str,
+        target: &str,
+        authorization: Option<&[u8]>,
+    ) -> StatsAnswer;
+
+    /// The Prometheus exporter's answer (no authentication, as HAProxy's `use-service`).
+    fn prometheus(&self) -> StatsAnswer;
+}
 
 /// What the stats page sees of a request.
 pub struct StatsRequest<'a> {
@@ -41,48 +55,17 @@ pub struct StatsAnswer {
 /// Whether a request to a section with `spec` is for the stats page. `has_servers` is false
 /// for a section that can only answer by itself.
 pub fn is_stats_request(spec: &StatsSpec, target: &str, has_servers: bool) -> bool {
-    spec.enabled && (!has_servers || stats::matches(spec, target))
+    spec.enabled && (!has_servers || spec.matches(target))
 }
 
-pub fn answer(spec: &StatsSpec, req: &StatsRequest<'_>) -> StatsAnswer {
-    let Some(reg) = stats::installed() else {
-        return no_registry();
-    };
+pub fn answer(pages: &dyn StatsPages, spec: &StatsSpec, req: &StatsRequest<'_>) -> StatsAnswer {
     let auth = req.headers.get("authorization");
-    from_room(stats::handle_request(
-        &reg, spec, req.method, req.target, auth,
-    ))
+    pages.page(spec, req.method, req.target, auth)
 }
 
 /// `http-request use-service NAME` (only `prometheus-exporter` passes the config check).
-pub fn answer_service(_name: &str, _req: &StatsRequest<'_>) -> StatsAnswer {
-    match stats::installed() {
-        Some(reg) => from_room(stats::prometheus(&reg)),
-        None => no_registry(),
-    }
-}
-
-fn from_room(r: stats::StatsResponse) -> StatsAnswer {
-    StatsAnswer {
-        status: r.status,
-        headers: r
-            .headers
-            .into_iter()
-            .map(|(n, v)| (n, v.into_bytes()))
-            .collect(),
-        body: r.body,
-    }
-}
-
-fn no_registry() -> StatsAnswer {
-    StatsAnswer {
-        status: 503,
-        headers: vec![
-            ("Content-Type".into(), b"text/plain".to_vec()),
-            ("Cache-Control".into(), b"no-cache".to_vec()),
-        ],
-        body: b"stats registry not installed\n".to_vec(),
-    }
+pub fn answer_service(pages: &dyn StatsPages, _name: &str) -> StatsAnswer {
+    pages.prometheus()
 }
 
 #[cfg(test)]

@@ -32,9 +32,9 @@ use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::balance::Server;
+use crate::counters::{Counters, SessionGuard};
 use crate::forward::Progress;
-use crate::stats::{Counters, SessionGuard};
+use crate::upstream::Server;
 
 use super::httplog::HttpRecord;
 
@@ -228,7 +228,7 @@ fn ms(d: Option<Duration>) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::balance::ServerSet;
+    use crate::upstream::ServerSet;
     use std::sync::atomic::Ordering;
 
     fn set() -> ServerSet {

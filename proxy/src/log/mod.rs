@@ -6,11 +6,13 @@ mod sink;
 mod syslog;
 mod targets;
 mod tcplog;
+mod term;
 
 pub use sink::{dropped, Sink, TargetSpec};
 pub use syslog::{Format, Sender};
 pub use targets::{flush, start, AccessLog};
-pub use tcplog::{HaproxyDate, SessionRecord, TermState};
+pub use tcplog::{HaproxyDate, SessionRecord};
+pub use term::{Cause, Phase, TermState};
 
 use std::io::Write;
 

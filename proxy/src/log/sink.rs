@@ -9,27 +9,26 @@ use std::io::{self, Write};
 use std::net::{SocketAddr, UdpSocket};
 use std::os::unix::net::UnixDatagram;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use crate::config::{LogDest, LogFormat, LogTarget};
+use crate::counters::{Process, PROCESS};
 
 use super::syslog::{self, Format, LocalTime, Sender};
 
 /// Lines waiting for the logger thread; past this, new lines are dropped and counted.
 pub const QUEUE_LEN: usize = 1024;
 
-static DROPPED: AtomicU64 = AtomicU64::new(0);
-
 /// Lines dropped so far in this process (full queue or failed send).
 pub fn dropped() -> u64 {
-    DROPPED.load(Ordering::Relaxed)
+    Process::read(&PROCESS.dropped_log_lines)
 }
 
 fn drop_one() {
-    DROPPED.fetch_add(1, Ordering::Relaxed);
+    Process::add(&PROCESS.dropped_log_lines, 1);
 }
 
 /// One target as the sender filters and the thread frames.

@@ -5,15 +5,7 @@ use std::fmt;
 use std::net::SocketAddr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-/// HAProxy's two-letter termination state: who ended the session, and in which phase.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct TermState(pub [u8; 2]);
-
-impl fmt::Display for TermState {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}{}", self.0[0] as char, self.0[1] as char)
-    }
-}
+use super::term::TermState;
 
 /// Everything one session's log line reports.
 #[derive(Debug, Clone)]
@@ -122,7 +114,7 @@ mod tests {
             connect: Some(Duration::from_millis(1)),
             total: Duration::from_millis(5023),
             bytes_down: 1234,
-            term: TermState(*b"--"),
+            term: TermState::NORMAL,
             active: 2,
             frontend_conns: 1,
             backend_conns: 1,

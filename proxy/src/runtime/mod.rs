@@ -4,7 +4,6 @@
 pub mod driver;
 mod limit;
 mod listen;
-mod plan;
 mod privileges;
 mod signals;
 mod worker;
@@ -12,18 +11,24 @@ mod worker;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::config::{Config, Loc};
+use std::collections::HashMap;
+use std::path::PathBuf;
+
+use crate::config::{Config, ConfigError, Loc};
+use crate::counters::PROCESS;
 use crate::health::{self, CheckedBackend};
+use crate::plan::{self, Plan, Registry};
+use crate::stats::Pages;
 
 pub use driver::DriverChoice;
 pub use limit::ConnLimit;
-use plan::Plan;
 use worker::{Shutdown, WorkerListener};
 
 #[derive(Debug, thiserror::Error)]
 pub enum RuntimeError {
-    #[error("{loc}: {reason}")]
-    Plan { loc: Loc, reason: String },
+    /// Every problem of the config, each as `file:line: reason`, one per line.
+    #[error("{}", .0.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("\n"))]
+    Config(Vec<ConfigError>),
     #[error("{loc}: cannot bind {addr}: {source}")]
     Bind {
         loc: Loc,
@@ -49,18 +54,42 @@ const CERT_POLL: Duration = Duration::from_secs(1);
 /// Default for `hard-stop-after`: how long established flows may finish after a stop signal.
 const DEFAULT_GRACE: Duration = Duration::from_secs(30);
 
+/// The config files read and compiled in one pass: every problem of both stages, or the
+/// config with its plan. `ktls`: whether TLS sessions may go to the kernel; `start_log`: start
+/// the log system first (the frontends' access-log handles point into it), which a config
+/// with problems never does.
+fn load(files: &[PathBuf], ktls: bool, start_log: bool) -> Result<(Config, Plan), RuntimeError> {
+    let (cfg, mut problems) = crate::config::load_partial(files);
+    if start_log && problems.is_empty() {
+        crate::log::start(&cfg)?;
+    }
+    let env = plan::Env {
+        ktls,
+        engines: crate::forward::probed(),
+        pages: &|registry: Arc<Registry>| Arc::new(Pages::new(registry)),
+    };
+    match plan::compile(&cfg, &env) {
+        Ok(plan) if problems.is_empty() => Ok((cfg, plan)),
+        Ok(_) => Err(RuntimeError::Config(problems)),
+        Err(more) => {
+            problems.extend(more.into_iter().map(ConfigError::from));
+            problems.sort_by(|a, b| (&a.file, a.line).cmp(&(&b.file, b.line)));
+            problems.dedup();
+            Err(RuntimeError::Config(problems))
+        }
+    }
+}
+
 /// Everything `run` would refuse before opening a socket: the `-c` check.
-pub fn check(cfg: &Config) -> Result<(), RuntimeError> {
-    Plan::build(cfg, false).map(|_| ())
+pub fn check(files: &[PathBuf]) -> Result<(), RuntimeError> {
+    load(files, false, false).map(|_| ())
 }
 
 /// Runs the proxy until a stop signal and the drain that follows.
-pub fn run(cfg: &Config, opts: &RunOptions) -> Result<(), RuntimeError> {
+pub fn run(files: &[PathBuf], opts: &RunOptions) -> Result<(), RuntimeError> {
     signals::block()?;
-    // Before the plan: the frontends' access-log handles point into the started log system.
-    crate::log::start(cfg)?;
-    let plan = Plan::build(cfg, crate::tls::ktls::support().available())?;
-    crate::stats::install(plan.registry.clone());
+    let (cfg, plan) = load(files, crate::tls::ktls::support().available(), true)?;
+    let cfg = &cfg;
     let workers = cfg
         .global
         .nbthread
@@ -73,14 +102,15 @@ pub fn run(cfg: &Config, opts: &RunOptions) -> Result<(), RuntimeError> {
     report_start(cfg, &plan, workers, opts.driver)?;
 
     let checked = plan
-        .backends
+        .checked
         .iter()
-        .map(|(b, timeout)| CheckedBackend {
-            servers: b.set.clone(),
-            timeout: *timeout,
+        .map(|c| CheckedBackend {
+            servers: c.servers.clone(),
+            timeout: c.timeout,
         })
         .collect();
-    health::spawn_checker(checked, opts.driver)?;
+    let choice = opts.driver;
+    health::spawn_checker(checked, move || driver::build_runtime(choice))?;
 
     let stop = Arc::new(Shutdown::default());
     let global = ConnLimit::new(Some(cfg.global.maxconn.unwrap_or_else(default_maxconn)));
@@ -110,7 +140,13 @@ pub fn run(cfg: &Config, opts: &RunOptions) -> Result<(), RuntimeError> {
 /// SO_REUSEPORT stays set so that a new process can bind beside this one during a reload.
 fn bind_all(plan: &Plan, workers: usize) -> Result<Vec<Vec<WorkerListener>>, RuntimeError> {
     let mut per_worker: Vec<Vec<WorkerListener>> = (0..workers).map(|_| Vec::new()).collect();
+    // Binds of one section share its `maxconn`.
+    let mut limits: HashMap<&str, Arc<ConnLimit>> = HashMap::new();
     for b in &plan.binds {
+        let limit = limits
+            .entry(b.frontend.as_str())
+            .or_insert_with(|| ConnLimit::new(b.maxconn))
+            .clone();
         let bind_error = |source| RuntimeError::Bind {
             loc: b.loc.clone(),
             addr: b.addr,
@@ -122,7 +158,7 @@ fn bind_all(plan: &Plan, workers: usize) -> Result<Vec<Vec<WorkerListener>>, Run
             list.push(WorkerListener {
                 socket,
                 service: b.service.clone(),
-                limit: b.limit.clone(),
+                limit: limit.clone(),
                 tls: b.tls.clone(),
             });
         }
@@ -171,7 +207,7 @@ fn report_start(
             b.service.destination()
         );
     }
-    for line in &plan.not_served {
+    for line in &plan.notes {
         log::warn!("{line}");
     }
     if cfg.global.daemon {
@@ -182,7 +218,7 @@ fn report_start(
 
 /// Live client connections, both modes.
 fn session_count() -> usize {
-    crate::tcp::session_count() + crate::http::session_count()
+    PROCESS.sessions()
 }
 
 /// Blocks on signals. The first stop signal closes the listeners and lets sessions finish for

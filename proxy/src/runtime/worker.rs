@@ -12,7 +12,7 @@ use futures_util::future::{select, Either};
 
 use super::driver::{self, DriverChoice};
 use super::limit::ConnLimit;
-use super::plan::Service;
+use crate::plan::Service;
 
 /// Set once on SIGTERM/SIGINT; every accept loop watches it.
 #[derive(Debug, Default)]

@@ -1,61 +1,41 @@
-//! Counters, the stats page (HTML, `;csv`, `;json`) and the Prometheus exporter.
+//! The stats page (HTML, `;csv`, `;json`) and the Prometheus exporter: renderers only.
 //!
 //! # How the figures get here
-//! [`Registry::from_config`] creates, at start, one entry per config section: frontend
-//! [`Counters`] and backend [`ServerSet`](crate::balance::ServerSet)s (whose servers carry
-//! [`ServerStats`] and whose set carries [`BackendStats`]). The plan hands those same `Arc`s to
-//! the data path, so a session bumps atomics the page reads; nothing on the data path locks or
-//! calls into this room's renderers.
+//! The plan's [`Registry`] holds, per config section, frontend
+//! [`Counters`](crate::counters::Counters) and backend
+//! [`ServerSet`](crate::upstream::ServerSet)s (whose servers and set carry the `counters`
+//! room's figures). The data path holds the same `Arc`s and bumps the atomics this room reads;
+//! nothing on the data path locks or calls into this room except through [`Pages`].
 //!
 //! # API for the HTTP room
-//! * [`matches`]`(spec, path_and_query)`: is this request, on a proxy with `stats enable`, for
-//!   the stats service? (`stats uri` prefix, default `/haproxy?stats`, or the default metrics
-//!   path [`DEFAULT_METRICS_PATH`].)
-//! * [`handle_request`]`(registry, spec, method, path_and_query, authorization)`: the whole
-//!   answer (auth, 401/405, page, `;csv`, `;json`, `;up`, `;norefresh`, and `/metrics`; a
-//!   path that is none of these gets HAProxy's 503, for a stats section with no server).
-//!   `authorization` is the raw value of the `Authorization` header, if any.
-//! * [`prometheus`]`(registry)`: the answer for `http-request use-service prometheus-exporter`
-//!   (no authentication, as in HAProxy).
-//! * [`installed`]`()`: the running process's registry (the runtime calls [`install`] at
-//!   start), for a caller that is not handed one.
-//!
-//! Both return a [`StatsResponse`]: status, headers (without `Content-Length`, which the HTTP
-//! room sets from `body`) and body. For `HEAD` the HTTP room sends the headers and drops the
-//! body.
+//! The runtime builds one [`Pages`] per plan and the plan hands it to the HTTP frontends as a
+//! [`StatsPages`] trait object (the HTTP room sits below this one and cannot name it). Which
+//! requests are for the stats service is `StatsSpec::matches` (config room). Answers carry
+//! status, headers (without `Content-Length`, which the HTTP room sets from `body`) and body.
 //!
 //! The default metrics path: on a proxy with `stats enable`, `GET /metrics` is answered by the
 //! exporter behind the same `stats auth` as the page (Prometheus scrape configs support Basic
 //! auth), so a plain HAProxy seed config gets metrics without a `use-service` rule.
 
 mod auth;
-mod counters;
 mod csv;
 mod html;
 mod json;
 mod prom;
-mod registry;
 mod snapshot;
 
 pub use auth::{authorized, secret_eq};
-pub use counters::{
-    http_class, now_ms, BackendStats, CheckStats, CheckStatus, Counters, Rate, ServerStats,
-    SessionGuard, SlidingAvg, Timings, Transitions, HTTP_CLASSES,
-};
 pub use csv::COLUMNS as CSV_COLUMNS;
-pub use registry::{ProcessInfo, ProxyEntry, Registry};
 pub use snapshot::{Snapshot, Status};
 
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
 use crate::config::StatsSpec;
+use crate::http::{StatsAnswer, StatsPages};
+use crate::plan::Registry;
 
-/// HAProxy's default `stats uri`.
-pub const DEFAULT_URI: &str = "/haproxy?stats";
 /// HAProxy's default `stats realm`.
 pub const DEFAULT_REALM: &str = "HAProxy Statistics";
-/// Answered by the exporter on any proxy with `stats enable`.
-pub const DEFAULT_METRICS_PATH: &str = "/metrics";
 
 #[derive(Debug, thiserror::Error)]
 pub enum StatsError {
@@ -95,79 +75,93 @@ impl StatsResponse {
             .find(|(n, _)| n.eq_ignore_ascii_case(name))
             .map(|(_, v)| v.as_str())
     }
+
+    fn into_answer(self) -> StatsAnswer {
+        StatsAnswer {
+            status: self.status,
+            headers: self
+                .headers
+                .into_iter()
+                .map(|(n, v)| (n, v.into_bytes()))
+                .collect(),
+            body: self.body,
+        }
+    }
 }
 
-fn uri(spec: &StatsSpec) -> &str {
-    spec.uri.as_deref().unwrap_or(DEFAULT_URI)
+/// The pages of one plan's registry: handed to the HTTP room at build time (as a
+/// [`StatsPages`]), so the data path never looks a registry up.
+#[derive(Debug)]
+pub struct Pages {
+    registry: Arc<Registry>,
+    exporter: prom::Exporter,
 }
 
-fn path_of(path_and_query: &str) -> &str {
-    path_and_query
-        .split_once('?')
-        .map_or(path_and_query, |(p, _)| p)
-}
+impl Pages {
+    pub fn new(registry: Arc<Registry>) -> Pages {
+        Pages {
+            registry,
+            exporter: prom::Exporter::default(),
+        }
+    }
 
-fn is_metrics_path(spec: &StatsSpec, path_and_query: &str) -> bool {
-    path_of(path_and_query) == DEFAULT_METRICS_PATH && uri(spec) != DEFAULT_METRICS_PATH
-}
-
-/// True when `path_and_query`, sent to a proxy with this `stats` block, is for this room.
-/// HAProxy matches `stats uri` as a prefix, so `;csv` and the like ride after it.
-pub fn matches(spec: &StatsSpec, path_and_query: &str) -> bool {
-    spec.enabled && (path_and_query.starts_with(uri(spec)) || is_metrics_path(spec, path_and_query))
-}
-
-/// The answer for a stats request; see the module documentation.
-pub fn handle_request(
-    reg: &Registry,
-    spec: &StatsSpec,
-    method: &str,
-    path_and_query: &str,
-    authorization: Option<&[u8]>,
-) -> StatsResponse {
-    if !matches(spec, path_and_query) {
-        // A stats section with no server gets every request; HAProxy answers the others so.
-        return StatsResponse::new(
-            503,
-            "text/html",
-            "<html><body><h1>503 Service Unavailable</h1>
+    /// The answer for a stats request: auth, 401/405, page, `;csv`, `;json`, `;up`,
+    /// `;norefresh`, and `/metrics`; a path that is none of these gets HAProxy's 503, for a
+    /// stats section with no server. `authorization` is the raw `Authorization` value.
+    pub fn handle_request(
+        &self,
+        spec: &StatsSpec,
+        method: &str,
+        path_and_query: &str,
+        authorization: Option<&[u8]>,
+    ) -> StatsResponse {
+        if !spec.matches(path_and_query) {
+            // A stats section with no server gets every request; HAProxy answers the others so.
+            return StatsResponse::new(
+                503,
+                "text/html",
+                "<html><body><h1>503 Service Unavailable</h1>
              No server is available to handle this request.
 </body></html>
 ",
-        );
+            );
+        }
+        if !authorized(&spec.auth, authorization) {
+            return unauthorized(spec);
+        }
+        if method != "GET" && method != "HEAD" {
+            return StatsResponse::new(405, "text/plain", "405 Method Not Allowed\n")
+                .with_header("Allow", "GET, HEAD".into());
+        }
+        if spec.is_metrics_path(path_and_query) {
+            return self.prometheus();
+        }
+        let rest = path_and_query.strip_prefix(spec.uri()).unwrap_or("");
+        page(&self.registry, spec, &Flags::parse(rest))
     }
-    if !authorized(&spec.auth, authorization) {
-        return unauthorized(spec);
+
+    /// The exporter's answer (`use-service prometheus-exporter`).
+    pub fn prometheus(&self) -> StatsResponse {
+        let text = self.exporter.render(&Snapshot::take(&self.registry));
+        StatsResponse::new(200, "text/plain; version=0.0.4; charset=utf-8", text)
     }
-    if method != "GET" && method != "HEAD" {
-        return StatsResponse::new(405, "text/plain", "405 Method Not Allowed\n")
-            .with_header("Allow", "GET, HEAD".into());
-    }
-    if is_metrics_path(spec, path_and_query) {
-        return prometheus(reg);
-    }
-    let rest = path_and_query.strip_prefix(uri(spec)).unwrap_or("");
-    page(reg, spec, &Flags::parse(rest))
 }
 
-/// The registry of the running process, for callers that cannot be handed one (the HTTP
-/// room's stats hook). Set once by the runtime; a reload would need a swappable cell here.
-static INSTALLED: OnceLock<Arc<Registry>> = OnceLock::new();
+impl StatsPages for Pages {
+    fn page(
+        &self,
+        spec: &StatsSpec,
+        method: &str,
+        target: &str,
+        authorization: Option<&[u8]>,
+    ) -> StatsAnswer {
+        self.handle_request(spec, method, target, authorization)
+            .into_answer()
+    }
 
-/// Makes `reg` the process's registry; later calls are ignored.
-pub fn install(reg: Arc<Registry>) {
-    let _ = INSTALLED.set(reg);
-}
-
-/// The process's registry, once the runtime installed it.
-pub fn installed() -> Option<Arc<Registry>> {
-    INSTALLED.get().cloned()
-}
-
-/// The exporter's answer (`use-service prometheus-exporter`).
-pub fn prometheus(reg: &Registry) -> StatsResponse {
-    let text = reg.exporter().render(&Snapshot::take(reg));
-    StatsResponse::new(200, "text/plain; version=0.0.4; charset=utf-8", text)
+    fn prometheus(&self) -> StatsAnswer {
+        Pages::prometheus(self).into_answer()
+    }
 }
 
 /// `;csv`, `;json`, `;up`, `;norefresh` after the stats URI.
@@ -216,7 +210,7 @@ fn page(reg: &Registry, spec: &StatsSpec, flags: &Flags) -> StatsResponse {
         refresh_secs,
         show_legends: spec.show_legends,
         only_up: flags.only_up,
-        uri: uri(spec),
+        uri: spec.uri(),
     };
     let resp = StatsResponse::new(200, "text/html; charset=utf-8", html::render(&snap, &opts));
     match refresh_secs {
@@ -239,34 +233,12 @@ fn unauthorized(spec: &StatsSpec) -> StatsResponse {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use crate::balance::ServerState;
     use crate::config::Config;
+    use crate::counters::CheckStatus;
+    use crate::upstream::ServerState;
     use base64::Engine;
 
-    pub(crate) const CONFIG: &str = "
-global
-    maxconn 2000
-    nbthread 2
-
-listen stats
-    bind :6080
-    mode http
-    stats enable
-    stats hide-version
-    stats realm Haproxy\\ Statistics
-    stats uri /haproxy_stats
-    stats auth Username:Password
-
-frontend rtmp_lb
-    bind *:1935
-    mode tcp
-    default_backend backend_rtmp
-
-backend backend_rtmp
-    mode tcp
-    server ams1 172.30.0.42:1935 check
-    server ams2 172.30.0.48:1935 check
-";
+    pub(crate) use crate::plan::TEST_CONFIG as CONFIG;
 
     pub(crate) fn config() -> Config {
         crate::config::parse_str(CONFIG, std::path::Path::new("test.cfg")).expect("valid config")
@@ -309,6 +281,10 @@ backend backend_rtmp
             .expect("stats spec")
     }
 
+    fn pages() -> Pages {
+        Pages::new(Arc::new(registry()))
+    }
+
     fn get(path: &str, auth: Option<&str>) -> StatsResponse {
         let header = auth.map(|a| {
             format!(
@@ -316,13 +292,7 @@ backend backend_rtmp
                 base64::engine::general_purpose::STANDARD.encode(a)
             )
         });
-        handle_request(
-            &registry(),
-            &spec(),
-            "GET",
-            path,
-            header.as_deref().map(str::as_bytes),
-        )
+        pages().handle_request(&spec(), "GET", path, header.as_deref().map(str::as_bytes))
     }
 
     fn body(r: &StatsResponse) -> String {
@@ -375,13 +345,7 @@ backend backend_rtmp
             "Basic {}",
             base64::engine::general_purpose::STANDARD.encode("Username:Password")
         );
-        let r = handle_request(
-            &registry(),
-            &spec(),
-            "POST",
-            "/haproxy_stats",
-            Some(header.as_bytes()),
-        );
+        let r = pages().handle_request(&spec(), "POST", "/haproxy_stats", Some(header.as_bytes()));
         assert_eq!(r.status, 405);
         assert_eq!(r.header("Allow"), Some("GET, HEAD"));
     }
@@ -389,16 +353,16 @@ backend backend_rtmp
     #[test]
     fn matching_uses_the_uri_prefix() {
         let s = spec();
-        assert!(matches(&s, "/haproxy_stats"));
-        assert!(matches(&s, "/haproxy_stats;csv"));
-        assert!(matches(&s, "/metrics?scope=server"));
-        assert!(!matches(&s, "/other"));
+        assert!(s.matches("/haproxy_stats"));
+        assert!(s.matches("/haproxy_stats;csv"));
+        assert!(s.matches("/metrics?scope=server"));
+        assert!(!s.matches("/other"));
         let default = StatsSpec {
             enabled: true,
             ..StatsSpec::default()
         };
-        assert!(matches(&default, "/haproxy?stats;csv"));
-        assert!(!matches(&StatsSpec::default(), "/haproxy?stats"));
+        assert!(default.matches("/haproxy?stats;csv"));
+        assert!(!StatsSpec::default().matches("/haproxy?stats"));
     }
 
     #[test]
@@ -408,12 +372,12 @@ backend backend_rtmp
             refresh: Some(std::time::Duration::from_secs(5)),
             ..StatsSpec::default()
         };
-        let reg = registry();
-        let r = handle_request(&reg, &s, "GET", "/haproxy?stats", None);
+        let pages = pages();
+        let r = pages.handle_request(&s, "GET", "/haproxy?stats", None);
         assert_eq!(r.header("Refresh"), Some("5"));
         assert!(body(&r).contains("content=\"5\""));
         assert!(body(&r).contains(&format!("version = {}", env!("CARGO_PKG_VERSION"))));
-        let r = handle_request(&reg, &s, "GET", "/haproxy?stats;norefresh", None);
+        let r = pages.handle_request(&s, "GET", "/haproxy?stats;norefresh", None);
         assert_eq!(r.header("Refresh"), None);
     }
 
@@ -433,7 +397,7 @@ backend backend_rtmp
 
     #[test]
     fn exporter_answer() {
-        let r = prometheus(&registry());
+        let r = pages().prometheus();
         assert_eq!(r.status, 200);
         assert!(r
             .header("Content-Type")

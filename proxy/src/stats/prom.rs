@@ -16,10 +16,10 @@ use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle, Prometheu
 
 use crate::config::Mode;
 
-use super::counters::HTTP_CLASSES;
 use super::snapshot::{
     BackendView, EngineView, ProcessView, ProxyView, ServerView, Snapshot, Traffic,
 };
+use crate::counters::{self, Process, HTTP_CLASSES};
 
 static METADATA: Metadata<'static> =
     Metadata::new(module_path!(), metrics::Level::INFO, Some(module_path!()));
@@ -319,7 +319,7 @@ fn process(e: &Exporter, p: &ProcessView) {
         "proxy_http_spliced_bytes_total".into(),
         "HTTP body bytes (Content-Length >= 64 KiB) moved by splice(2) instead of a copy",
         &[],
-        crate::http::SPLICED_BYTES.load(std::sync::atomic::Ordering::Relaxed) as f64,
+        Process::read(&counters::PROCESS.http_spliced_bytes) as f64,
     );
     for (feature, on) in &p.features {
         let help = "Kernel fast paths probed at start (1 = available and used)";
@@ -336,15 +336,17 @@ fn process(e: &Exporter, p: &ProcessView) {
 /// TLS sessions by who encrypts their records (the kernel with kTLS, or rustls in
 /// userspace), and failed handshakes.
 fn tls(e: &Exporter) {
-    use crate::tls::ktls::{KERNEL_SESSIONS, USER_SESSIONS};
-    use std::sync::atomic::Ordering::Relaxed;
-    for (carrier, n) in [("kernel", &KERNEL_SESSIONS), ("userspace", &USER_SESSIONS)] {
+    let carriers = [
+        ("kernel", &counters::PROCESS.ktls_sessions),
+        ("userspace", &counters::PROCESS.tls_user_sessions),
+    ];
+    for (carrier, n) in carriers {
         e.set(
             Kind::Counter,
             "proxy_tls_handshakes_total".into(),
             "TLS handshakes completed, by where records are encrypted (kernel = kTLS engaged)",
             &[("carrier", carrier)],
-            n.load(Relaxed) as f64,
+            Process::read(n) as f64,
         );
     }
     e.set(
@@ -352,7 +354,7 @@ fn tls(e: &Exporter) {
         "proxy_tls_handshake_failures_total".into(),
         "TLS handshakes that failed",
         &[],
-        crate::tls::HANDSHAKE_FAILURES.load(Relaxed) as f64,
+        Process::read(&counters::PROCESS.tls_handshake_failures) as f64,
     );
 }
 

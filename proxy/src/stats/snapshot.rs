@@ -4,11 +4,11 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use crate::balance::{Server, ServerSet, ServerState};
 use crate::config::{Balance, Mode, ProxyKind};
+use crate::upstream::{Server, ServerSet, ServerState};
 
-use super::counters::{now_ms, CheckStatus, Counters, SlidingAvg};
-use super::registry::{ProxyEntry, Registry};
+use crate::counters::{now_ms, CheckStatus, Counters, Process, SlidingAvg, PROCESS};
+use crate::plan::{ProxyEntry, Registry};
 
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Traffic {
@@ -251,7 +251,7 @@ impl Snapshot {
             total_connections: fronts().map(|t| t.connections).sum(),
             driver: info.driver(),
             features: info.features().to_vec(),
-            dropped_logs: crate::log::dropped(),
+            dropped_logs: Process::read(&PROCESS.dropped_log_lines),
         };
         Snapshot { process, proxies }
     }

@@ -7,24 +7,18 @@ use std::time::{Duration, Instant, SystemTime};
 
 use compio::net::TcpStream;
 
-use crate::balance::{Server, ServerSet};
+use crate::counters::{Counters, Live, PROCESS};
 use crate::forward::{self, Engine, FlowEnd, FlowHistory, FlowParams, FlowStats, Progress};
-use crate::log::{AccessLog, SessionRecord, TermState};
-use crate::stats::Counters;
+use crate::log::{AccessLog, Cause, Phase, SessionRecord, TermState};
+use crate::upstream::{self, connect_server, ConnectFailure, Server};
 
-use super::connect::{connect_server, ConnectFailure};
-
-/// A backend as the data path sees it: immutable settings plus shared live counters.
+/// A backend as `mode tcp` sees it: the shared upstream side plus how its flows move.
 #[derive(Debug)]
 pub struct Backend {
-    pub set: Arc<ServerSet>,
-    pub connect_timeout: Option<Duration>,
-    pub retries: u32,
-    pub redispatch: bool,
+    pub upstream: Arc<upstream::Backend>,
     pub engine: Engine,
     /// Lifetimes of this backend's recent mode-tcp flows: what `auto` decides by.
     pub history: FlowHistory,
-    pub conns: AtomicUsize,
 }
 
 #[derive(Debug)]
@@ -40,26 +34,6 @@ pub struct Frontend {
     pub stats: Arc<Counters>,
     /// Where this frontend's access lines go (its `log` targets).
     pub access_log: AccessLog,
-}
-
-/// Live sessions of the whole process, for logs and for draining at shutdown.
-static ACTIVE: AtomicUsize = AtomicUsize::new(0);
-
-/// Decrements a counter when the session ends, however it ends. `mode http` sessions count
-/// themselves with it too.
-pub(crate) struct Count<'a>(&'a AtomicUsize);
-
-impl<'a> Count<'a> {
-    pub(crate) fn new(c: &'a AtomicUsize) -> Count<'a> {
-        c.fetch_add(1, Ordering::Relaxed);
-        Count(c)
-    }
-}
-
-impl Drop for Count<'_> {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
-    }
 }
 
 /// The client side of a session: a plain socket, or a TLS connection after its handshake.
@@ -89,68 +63,47 @@ pub async fn run_tls_session(
     fe: Arc<Frontend>,
     tls: Arc<crate::tls::Acceptor>,
 ) {
-    if let Some(c) = tls_handshake(client, peer, &fe.name, &tls, &ACTIVE).await {
+    if let Some(c) = tls
+        .accept_logged(client, peer, &fe.name, &PROCESS.tcp_sessions)
+        .await
+    {
         run(Client::Tls(c), peer, fe).await
-    }
-}
-
-/// The TLS handshake of a `bind … ssl` client, in `mode tcp` and `mode http` alike. `active`
-/// is the mode's live-session count: the handshake is counted in it so that a drain at
-/// shutdown waits for it too. A failed handshake is logged and gives `None`: the session ends
-/// before any server is picked or request read.
-pub(crate) async fn tls_handshake(
-    client: TcpStream,
-    peer: SocketAddr,
-    frontend: &str,
-    tls: &crate::tls::Acceptor,
-    active: &AtomicUsize,
-) -> Option<crate::tls::TlsClient> {
-    let accepted = {
-        let _active = Count::new(active);
-        let _ = client.set_nodelay(true);
-        tls.accept(client).await
-    };
-    match accepted {
-        Ok(c) => Some(c),
-        Err(e) => {
-            log::info!("frontend {frontend}: TLS handshake with {peer} failed: {e}");
-            None
-        }
     }
 }
 
 async fn run(client: Client, peer: SocketAddr, fe: Arc<Frontend>) {
     let accepted = SystemTime::now();
     let started = Instant::now();
-    let _active = Count::new(&ACTIVE);
-    let _fe = Count::new(&fe.conns);
+    let _active = Live::enter(&PROCESS.tcp_sessions);
+    let _fe = Live::enter(&fe.conns);
     let be = &fe.backend;
-    let _be = Count::new(&be.conns);
+    let up = &be.upstream;
+    let _be = Live::enter(&up.conns);
     fe.stats.accepted();
     let _fe_session = fe.stats.open_session();
-    let _be_session = be.set.stats.traffic.open_session();
+    let _be_session = up.set.stats.traffic.open_session();
     let _ = client.tcp().set_nodelay(true);
 
     let mut record = SessionRecord {
         client: peer,
         accepted,
         frontend: &fe.name,
-        backend: &be.set.backend,
+        backend: &up.set.backend,
         server: "<NOSRV>",
         queue_wait: Some(Duration::ZERO),
         connect: None,
         total: Duration::ZERO,
         bytes_down: 0,
-        term: TermState(*b"SC"),
-        active: ACTIVE.load(Ordering::Relaxed),
+        term: TermState::new(Cause::Server, Phase::Connect),
+        active: PROCESS.tcp_sessions.load(Ordering::Relaxed),
         frontend_conns: fe.conns.load(Ordering::Relaxed),
-        backend_conns: be.conns.load(Ordering::Relaxed),
+        backend_conns: up.conns.load(Ordering::Relaxed),
         server_conns: 0,
         retries: 0,
     };
 
     let server_name;
-    match connect_server(be, peer.ip()).await {
+    match connect_server(up, peer.ip()).await {
         Ok(c) => {
             server_name = c.claim.server.name.clone();
             record.server = &server_name;
@@ -159,7 +112,7 @@ async fn run(client: Client, peer: SocketAddr, fe: Arc<Frontend>) {
             record.retries = c.retries;
             record.server_conns = c.claim.server.current() as usize;
             let server = &c.claim.server;
-            let live = Progress::to(&fe.stats, &be.set.stats.traffic, &server.stats.traffic);
+            let live = Progress::to(&fe.stats, &up.set.stats.traffic, &server.stats.traffic);
             let flow = match client {
                 Client::Plain(s) => {
                     let engine = be.history.engine(be.engine);
@@ -169,13 +122,7 @@ async fn run(client: Client, peer: SocketAddr, fe: Arc<Frontend>) {
             };
             count_flow(be, &c.claim.server, &flow, started.elapsed());
             record.bytes_down = flow.bytes_down;
-            record.term = TermState(
-                flow.end
-                    .haproxy_flags()
-                    .as_bytes()
-                    .try_into()
-                    .unwrap_or(*b"--"),
-            );
+            record.term = flow.end.term();
             record.total = started.elapsed();
             if fe.dont_log_null && flow.bytes_up == 0 && flow.bytes_down == 0 {
                 return;
@@ -183,15 +130,15 @@ async fn run(client: Client, peer: SocketAddr, fe: Arc<Frontend>) {
             drop(c.claim);
         }
         Err(ConnectFailure::NoServer) => {
-            Counters::bump(&be.set.stats.traffic.failed_conn);
+            Counters::bump(&up.set.stats.traffic.failed_conn);
             record.total = started.elapsed();
-            log::warn!("backend {} has no server available!", be.set.backend);
+            log::warn!("backend {} has no server available!", up.set.backend);
         }
         Err(ConnectFailure::Failed(f)) if f.queue_timeout => {
             // No server was assigned: HAProxy logs `<NOSRV>` (the connection error is
             // counted where the queue expired, in `connect::reserve`).
             record.queue_wait = Some(f.queue_wait);
-            record.term = TermState(f.term());
+            record.term = f.term();
             record.total = started.elapsed();
         }
         Err(ConnectFailure::Failed(f)) => {
@@ -199,7 +146,7 @@ async fn run(client: Client, peer: SocketAddr, fe: Arc<Frontend>) {
             record.server = &server_name;
             record.retries = f.retries;
             record.queue_wait = Some(f.queue_wait);
-            record.term = TermState(f.term());
+            record.term = f.term();
             record.total = started.elapsed();
         }
     }
@@ -210,7 +157,7 @@ async fn run(client: Client, peer: SocketAddr, fe: Arc<Frontend>) {
 /// every row: the engine added them as it moved them (`Progress`).
 fn count_flow(be: &Backend, server: &Server, flow: &FlowStats, took: Duration) {
     be.history.record(took, flow.bytes_up + flow.bytes_down);
-    for c in [&be.set.stats.traffic, &server.stats.traffic] {
+    for c in [&be.upstream.set.stats.traffic, &server.stats.traffic] {
         c.timings.total.add(took.as_millis() as u64);
         Counters::bump(&c.flows);
         match flow.end {
@@ -223,9 +170,4 @@ fn count_flow(be: &Backend, server: &Server, flow: &FlowStats, took: Duration) {
             }
         }
     }
-}
-
-/// Sessions open in the whole process.
-pub fn session_count() -> usize {
-    ACTIVE.load(Ordering::Relaxed)
 }

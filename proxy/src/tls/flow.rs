@@ -12,6 +12,7 @@
 
 use compio::net::TcpStream;
 
+use crate::counters::{Process, PROCESS};
 use crate::forward::pair::{self, DirEnd};
 use crate::forward::{pump, Activity, Count, FlowParams, FlowStats, Progress, Sink};
 
@@ -41,7 +42,7 @@ pub async fn forward_counted(
     let spliced = match &client {
         TlsClient::Kernel(k) => match Spliced::new(k.tcp(), &server) {
             Ok(s) => {
-                super::ktls::SPLICED_FLOWS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                Process::add(&PROCESS.ktls_spliced_flows, 1);
                 Some(s)
             }
             Err(e) => {

@@ -120,12 +120,6 @@ pub fn support() -> &'static Support {
     SUPPORT.get_or_init(probe)
 }
 
-/// Sessions whose keys went to the kernel, and sessions kept in userspace, since start.
-pub static KERNEL_SESSIONS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-pub static USER_SESSIONS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-/// kTLS flows whose bytes moved with splice(2) (the rest were copied through the socket).
-pub static SPLICED_FLOWS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-
 fn probe() -> Support {
     let ulp = loopback_pair()
         .and_then(|(a, _b)| set_ulp(a.as_raw_fd()))

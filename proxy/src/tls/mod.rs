@@ -25,8 +25,9 @@ mod store;
 mod tests;
 
 use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -37,6 +38,7 @@ use rustls::crypto::CryptoProvider;
 use rustls::server::ServerConfig;
 
 use crate::config::{Loc, SslBind};
+use crate::counters::{Live, Process, PROCESS};
 
 pub use config::notes;
 pub use flow::{forward, forward_counted};
@@ -117,35 +119,56 @@ impl Acceptor {
     pub async fn accept(&self, tcp: TcpStream) -> Result<TlsClient, TlsError> {
         let result = self.accept_counted(tcp).await;
         if result.is_err() {
-            HANDSHAKE_FAILURES.fetch_add(1, Ordering::Relaxed);
+            Process::add(&PROCESS.tls_handshake_failures, 1);
         }
         result
+    }
+
+    /// The handshake of a `bind … ssl` client, in `mode tcp` and `mode http` alike. `active`
+    /// is the mode's live-session count: the handshake is counted in it so that a drain at
+    /// shutdown waits for it too. A failed handshake is logged and gives `None`: the session
+    /// ends before any server is picked or request read.
+    pub async fn accept_logged(
+        &self,
+        client: TcpStream,
+        peer: SocketAddr,
+        frontend: &str,
+        active: &AtomicUsize,
+    ) -> Option<TlsClient> {
+        let accepted = {
+            let _active = Live::enter(active);
+            let _ = client.set_nodelay(true);
+            self.accept(client).await
+        };
+        match accepted {
+            Ok(c) => Some(c),
+            Err(e) => {
+                log::info!("frontend {frontend}: TLS handshake with {peer} failed: {e}");
+                None
+            }
+        }
     }
 
     async fn accept_counted(&self, tcp: TcpStream) -> Result<TlsClient, TlsError> {
         let conn = handshake::handshake(&tcp, self.config.clone(), self.handshake_timeout).await?;
         if !self.ktls {
-            ktls::USER_SESSIONS.fetch_add(1, Ordering::Relaxed);
+            Process::add(&PROCESS.tls_user_sessions, 1);
             return Ok(TlsClient::User(Box::new(TlsStream::new(tcp, conn))));
         }
         match ktls::install(&tcp, conn) {
             Ok(k) => {
-                ktls::KERNEL_SESSIONS.fetch_add(1, Ordering::Relaxed);
+                Process::add(&PROCESS.ktls_sessions, 1);
                 Ok(TlsClient::Kernel(k))
             }
             Err(ktls::Refused::Fallback(conn, why)) => {
                 log::debug!("kTLS not used for this session: {why}");
-                ktls::USER_SESSIONS.fetch_add(1, Ordering::Relaxed);
+                Process::add(&PROCESS.tls_user_sessions, 1);
                 Ok(TlsClient::User(Box::new(TlsStream::new(tcp, *conn))))
             }
             Err(ktls::Refused::Broken(e)) => Err(e),
         }
     }
 }
-
-/// Handshakes that failed (bad client hello, timeout, no usable certificate, a kTLS install
-/// that broke the session): read by the stats room.
-pub static HANDSHAKE_FAILURES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 /// An accepted TLS connection after its handshake: plaintext in and out.
 pub enum TlsClient {

@@ -19,6 +19,7 @@ use sha2::{Digest, Sha256};
 
 use super::*;
 use crate::config::SslBind;
+use crate::counters::PROCESS;
 use crate::forward::{FlowEnd, FlowParams};
 
 /// A test CA and leaf certificates it signs.
@@ -502,16 +503,19 @@ fn ktls_suite(suite: SupportedCipherSuite, test: &str) {
         cipher.name()
     );
     let load = |c: &std::sync::atomic::AtomicU64| c.load(std::sync::atomic::Ordering::Relaxed);
-    let (sessions, spliced) = (load(&ktls::KERNEL_SESSIONS), load(&ktls::SPLICED_FLOWS));
+    let (sessions, spliced) = (
+        load(&PROCESS.ktls_sessions),
+        load(&PROCESS.ktls_spliced_flows),
+    );
     let out = roundtrip(true, Some(suite), 1 << 20, 1 << 20);
     assert!(out.kernel, "{test}: the session stayed in userspace");
     assert!(out.ulp_engaged, "{test}: TCP_ULP is not \"tls\"");
     assert!(
-        load(&ktls::KERNEL_SESSIONS) > sessions,
+        load(&PROCESS.ktls_sessions) > sessions,
         "{test}: kTLS session not counted"
     );
     assert!(
-        load(&ktls::SPLICED_FLOWS) > spliced,
+        load(&PROCESS.ktls_spliced_flows) > spliced,
         "{test}: bytes did not move by splice(2)"
     );
 }

@@ -1,16 +1,12 @@
-//! Server sets and load-balancing algorithms. No I/O here: `health` writes server state,
-//! workers read it, both through atomics, so picking a server never takes a lock.
-
-mod queue;
-mod server;
-
-pub use queue::{Queue, Waiting};
-pub use server::{Server, ServerClaim, ServerState};
+//! A backend's servers and the algorithm that picks among them. No I/O here: `health`
+//! writes server state, workers read it, both through atomics, so picking a server never
+//! takes a lock.
 
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
+use super::{Queue, Server};
 use crate::config::{self, Balance};
 
 /// The servers of one backend and the algorithm that picks among them.
@@ -22,7 +18,7 @@ pub struct ServerSet {
     /// Round-robin position; wraps freely, only its value modulo the eligible weight matters.
     cursor: AtomicUsize,
     /// Backend-wide figures for the stats page and the exporter.
-    pub stats: crate::stats::BackendStats,
+    pub stats: crate::counters::BackendStats,
     /// Sessions waiting for a slot while every usable server is at its `maxconn`.
     pub queue: Arc<Queue>,
 }
@@ -50,7 +46,7 @@ impl ServerSet {
                 .map(|(i, s)| Arc::new(Server::in_backend(i, s, queue.clone())))
                 .collect(),
             cursor: AtomicUsize::new(0),
-            stats: crate::stats::BackendStats::default(),
+            stats: crate::counters::BackendStats::default(),
             queue,
         }
     }
@@ -125,11 +121,13 @@ impl ServerSet {
     fn pick_leastconn(&self, eligible: &[usize]) -> Option<usize> {
         let start = self.cursor.fetch_add(1, Ordering::Relaxed);
         let n = eligible.len();
-        (0..n).map(|k| eligible[(start + k) % n]).min_by_key(|&i| {
-            let s = &self.servers[i];
-            // Cross-multiplied comparison key: conns/weight scaled to avoid floats.
-            (s.current() as u64 * 256) / s.weight.max(1) as u64
-        })
+        (0..n)
+            .map(|k| eligible[start.wrapping_add(k) % n])
+            .min_by_key(|&i| {
+                let s = &self.servers[i];
+                // Cross-multiplied comparison key: conns/weight scaled to avoid floats.
+                (s.current() as u64 * 256) / s.weight.max(1) as u64
+            })
     }
 }
 
@@ -151,6 +149,3 @@ fn fnv1a(bytes: &[u8]) -> u64 {
         (h ^ b as u64).wrapping_mul(0x0100_0000_01b3)
     })
 }
-
-#[cfg(test)]
-mod tests;

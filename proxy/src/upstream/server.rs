@@ -53,7 +53,7 @@ pub struct Server {
     current: AtomicU32,
     total: AtomicU64,
     /// Traffic, check and UP/DOWN figures for the stats page and the exporter.
-    pub stats: crate::stats::ServerStats,
+    pub stats: crate::counters::ServerStats,
     /// Its backend's queue, told when one of this server's `maxconn` slots frees and no
     /// session waits for this server in particular.
     queue: Arc<Queue>,
@@ -87,7 +87,7 @@ impl Server {
             changed_at_ms: AtomicU64::new(now_ms()),
             current: AtomicU32::new(0),
             total: AtomicU64::new(0),
-            stats: crate::stats::ServerStats::default(),
+            stats: crate::counters::ServerStats::default(),
             queue,
             freed: Event::new(),
         }

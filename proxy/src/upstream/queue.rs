@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use event_listener::{Event, EventListener};
 
-use crate::stats::Counters;
+use crate::counters::Counters;
 
 #[derive(Debug)]
 pub struct Queue {

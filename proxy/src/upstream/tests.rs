@@ -1,7 +1,10 @@
 use super::*;
+use crate::config::{self, Balance};
 use crate::config::{Loc, Proxy, ProxyKind, ServerParams};
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::net::Ipv4Addr;
+use std::sync::Arc;
 
 fn set(balance: Balance, servers: &[(&str, u32, bool)]) -> ServerSet {
     let mut p = Proxy::new("be", ProxyKind::Backend, Loc::default());

@@ -1,14 +1,12 @@
 //! The registry: every proxy of the config with the live objects the data path updates. Built
-//! once at start, before any worker runs, and never changed afterwards, so readers (the stats
+//! with the plan, before any worker runs, and never changed afterwards, so readers (the stats
 //! page, the exporter) walk it without locks while sessions bump the same atomics.
 
-use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
-use crate::balance::ServerSet;
 use crate::config::{Balance, Config, Mode, Proxy, ProxyKind};
-
-use super::counters::{now_ms, Counters};
+use crate::counters::{Counters, ProcessInfo};
+use crate::upstream::ServerSet;
 
 /// One `frontend`, `backend` or `listen` section.
 #[derive(Debug)]
@@ -30,71 +28,10 @@ pub struct ProxyEntry {
     pub backend: Option<Arc<ServerSet>>,
 }
 
-/// Process-wide facts the runtime sets once at start.
-#[derive(Debug)]
-pub struct ProcessInfo {
-    pub start_ms: u64,
-    threads: AtomicU32,
-    maxconn: AtomicU32,
-    driver: OnceLock<&'static str>,
-    /// Kernel fast paths probed at start and whether each is in use.
-    features: OnceLock<Vec<(&'static str, bool)>>,
-}
-
-impl Default for ProcessInfo {
-    fn default() -> Self {
-        ProcessInfo {
-            start_ms: now_ms(),
-            threads: AtomicU32::new(1),
-            maxconn: AtomicU32::new(0),
-            driver: OnceLock::new(),
-            features: OnceLock::new(),
-        }
-    }
-}
-
-impl ProcessInfo {
-    pub fn set_threads(&self, n: usize) {
-        self.threads
-            .store(u32::try_from(n).unwrap_or(u32::MAX), Ordering::Relaxed);
-    }
-
-    pub fn threads(&self) -> u32 {
-        self.threads.load(Ordering::Relaxed)
-    }
-
-    pub fn set_maxconn(&self, n: u32) {
-        self.maxconn.store(n, Ordering::Relaxed);
-    }
-
-    pub fn maxconn(&self) -> u32 {
-        self.maxconn.load(Ordering::Relaxed)
-    }
-
-    /// The event driver the workers run on (`io_uring`, `epoll`); the first call wins.
-    pub fn set_driver(&self, name: &'static str) {
-        let _ = self.driver.set(name);
-    }
-
-    pub fn driver(&self) -> Option<&'static str> {
-        self.driver.get().copied()
-    }
-
-    /// The probe results; the first call wins.
-    pub fn set_features(&self, features: Vec<(&'static str, bool)>) {
-        let _ = self.features.set(features);
-    }
-
-    pub fn features(&self) -> &[(&'static str, bool)] {
-        self.features.get().map_or(&[], Vec::as_slice)
-    }
-}
-
 #[derive(Debug, Default)]
 pub struct Registry {
     proxies: Vec<ProxyEntry>,
     process: ProcessInfo,
-    prometheus: super::prom::Exporter,
 }
 
 impl Registry {
@@ -154,10 +91,6 @@ impl Registry {
     pub fn process(&self) -> &ProcessInfo {
         &self.process
     }
-
-    pub(crate) fn exporter(&self) -> &super::prom::Exporter {
-        &self.prometheus
-    }
 }
 
 /// A tenth of the summed `maxconn` of the frontends routing to `backend` (at least 1); `None`
@@ -179,10 +112,43 @@ fn routes_to(fe: &Proxy, backend: &str) -> bool {
     named || itself
 }
 
+/// A small config the registry's and the stats room's tests share: a stats `listen`, an RTMP
+/// frontend and its backend of two servers.
+#[cfg(test)]
+pub(crate) const TEST_CONFIG: &str = "
+global
+    maxconn 2000
+    nbthread 2
+
+listen stats
+    bind :6080
+    mode http
+    stats enable
+    stats hide-version
+    stats realm Haproxy\\ Statistics
+    stats uri /haproxy_stats
+    stats auth Username:Password
+
+frontend rtmp_lb
+    bind *:1935
+    mode tcp
+    default_backend backend_rtmp
+
+backend backend_rtmp
+    mode tcp
+    server ams1 172.30.0.42:1935 check
+    server ams2 172.30.0.48:1935 check
+";
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::stats::tests::config;
+    use std::sync::atomic::Ordering;
+
+    fn config() -> Config {
+        crate::config::parse_str(TEST_CONFIG, std::path::Path::new("test.cfg"))
+            .expect("valid config")
+    }
 
     #[test]
     fn every_section_gets_its_sides() {
@@ -222,16 +188,5 @@ mod tests {
         assert!(Arc::ptr_eq(&a, &b));
         let _s = a.open_session();
         assert_eq!(b.current.load(Ordering::Relaxed), 1);
-    }
-
-    #[test]
-    fn process_facts_are_set_once() {
-        let reg = Registry::from_config(&config());
-        assert_eq!(reg.process().threads(), 2);
-        reg.process().set_driver("io_uring");
-        reg.process().set_driver("epoll");
-        assert_eq!(reg.process().driver(), Some("io_uring"));
-        reg.process().set_features(vec![("io_uring", true)]);
-        assert_eq!(reg.process().features(), [("io_uring", true)]);
     }
 }

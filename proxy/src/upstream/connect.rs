@@ -18,10 +18,9 @@ use std::time::{Duration, Instant};
 
 use compio::net::TcpStream;
 
-use crate::balance::{PickContext, Server, ServerClaim, ServerSet, Waiting};
-use crate::stats::Counters;
-
-use super::session::Backend;
+use super::{Backend, PickContext, Server, ServerClaim, ServerSet, Waiting};
+use crate::counters::Counters;
+use crate::log::{Cause, Phase, TermState};
 
 pub struct Connected {
     pub stream: TcpStream,
@@ -52,15 +51,15 @@ pub struct Failed {
 }
 
 impl Failed {
-    /// HAProxy's termination flags: `sQ` for a queue timeout, `sC` for a connect timeout,
+    /// HAProxy's termination state: `sQ` for a queue timeout, `sC` for a connect timeout,
     /// `SC` for a refused connection.
-    pub fn term(&self) -> [u8; 2] {
+    pub fn term(&self) -> TermState {
         if self.queue_timeout {
-            *b"sQ"
+            TermState::new(Cause::ServerTimeout, Phase::Queue)
         } else if self.timed_out {
-            *b"sC"
+            TermState::new(Cause::ServerTimeout, Phase::Connect)
         } else {
-            *b"SC"
+            TermState::new(Cause::Server, Phase::Connect)
         }
     }
 }
@@ -348,9 +347,7 @@ async fn try_connect(server: &Server, limit: Option<Duration>) -> std::io::Resul
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::balance::ServerSet;
-    use crate::forward::Engine;
-    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::atomic::Ordering;
 
     /// A listening socket (connects succeed from its backlog) and an address nothing listens on.
     fn addresses() -> (std::net::TcpListener, std::net::SocketAddr) {
@@ -368,15 +365,10 @@ mod tests {
         )
         .expect("valid config");
         let p = cfg.proxy("be").expect("backend");
-        Backend {
-            set: Arc::new(ServerSet::from_config(p)),
-            connect_timeout: p.timeouts.connect,
-            retries,
-            redispatch,
-            engine: Engine::Copy,
-            history: Default::default(),
-            conns: AtomicUsize::new(0),
-        }
+        let mut be = Backend::new(p, Arc::new(ServerSet::from_config(p)));
+        be.retries = retries;
+        be.redispatch = redispatch;
+        be
     }
 
     fn get(a: &AtomicU64) -> u64 {
@@ -440,22 +432,15 @@ mod tests {
 #[cfg(test)]
 mod queue_tests {
     use super::*;
-    use crate::balance::ServerSet;
-    use crate::forward::Engine;
-    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::atomic::Ordering;
 
     fn backend(cfg: &str) -> Backend {
         let cfg = crate::config::parse_str(cfg, std::path::Path::new("t.cfg")).expect("valid");
         let p = cfg.proxy("be").expect("backend");
-        Backend {
-            set: Arc::new(ServerSet::from_config(p)),
-            connect_timeout: p.timeouts.connect,
-            retries: 0,
-            redispatch: false,
-            engine: Engine::Copy,
-            history: Default::default(),
-            conns: AtomicUsize::new(0),
-        }
+        let mut be = Backend::new(p, Arc::new(ServerSet::from_config(p)));
+        be.retries = 0;
+        be.redispatch = false;
+        be
     }
 
     fn run<T>(f: impl std::future::Future<Output = T>) -> T {
@@ -482,7 +467,7 @@ mod queue_tests {
         let Err(f) = run(connect_from(&be, first, [127, 0, 0, 1].into())) else {
             panic!("no slot ever frees")
         };
-        assert_eq!(&f.term(), b"sQ");
+        assert_eq!(f.term().to_string(), "sQ");
         assert!(!f.queued_on_server, "waited in the backend's queue");
         let q = &be.set.stats.traffic;
         assert_eq!(q.queue_max.load(Ordering::Relaxed), 1);
@@ -543,7 +528,7 @@ mod queue_tests {
         let Err(f) = run(connect_pinned(&be, a.clone(), [127, 0, 0, 1].into(), true)) else {
             panic!("a never frees; a pinned session must not move to b")
         };
-        assert_eq!(&f.term(), b"sQ");
+        assert_eq!(f.term().to_string(), "sQ");
         assert!(f.queued_on_server, "waited in a's own queue");
         assert_eq!(a.stats.traffic.queue_max.load(Ordering::Relaxed), 1);
         assert_eq!(be.set.stats.traffic.queue_max.load(Ordering::Relaxed), 0);
@@ -567,7 +552,7 @@ mod queue_tests {
         let (be, _live) = two_servers("maxqueue 1");
         let a = be.set.servers[0].clone();
         let _held = a.try_claim().expect("a's one slot");
-        let _queued = crate::balance::Waiting::enter(&a.stats.traffic);
+        let _queued = crate::upstream::Waiting::enter(&a.stats.traffic);
         let c = run(connect_pinned(&be, a.clone(), [127, 0, 0, 1].into(), true))
             .map_err(|f| f.term())
             .expect("a's queue is full: b serves it");

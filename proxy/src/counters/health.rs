@@ -1,0 +1,218 @@
+//! UP/DOWN history and the last health check of a server or backend.
+
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, Ordering};
+use std::sync::Mutex;
+
+use super::clock::now_ms;
+
+/// UP/DOWN history of a server or a whole backend: HAProxy's `chkdown`, `lastchg`, `downtime`.
+#[derive(Debug)]
+pub struct Transitions {
+    up: AtomicU8,
+    changed_ms: AtomicU64,
+    downs: AtomicU64,
+    /// When the current DOWN period began; 0 while up.
+    down_since_ms: AtomicU64,
+    /// Finished DOWN periods, added up.
+    downtime_ms: AtomicU64,
+}
+
+impl Default for Transitions {
+    fn default() -> Self {
+        Transitions {
+            up: AtomicU8::new(1),
+            changed_ms: AtomicU64::new(now_ms()),
+            downs: AtomicU64::new(0),
+            down_since_ms: AtomicU64::new(0),
+            downtime_ms: AtomicU64::new(0),
+        }
+    }
+}
+
+impl Transitions {
+    /// Records the state now; returns whether it changed. Only the health checker writes,
+    /// one thread per object, so the load-then-store pairs below do not race each other.
+    pub fn record(&self, up: bool) -> bool {
+        let was_up = self.up.swap(u8::from(up), Ordering::Relaxed) == 1;
+        if was_up == up {
+            return false;
+        }
+        let now = now_ms();
+        self.changed_ms.store(now, Ordering::Relaxed);
+        if up {
+            let since = self.down_since_ms.swap(0, Ordering::Relaxed);
+            if since > 0 {
+                self.downtime_ms
+                    .fetch_add(now.saturating_sub(since), Ordering::Relaxed);
+            }
+        } else {
+            self.downs.fetch_add(1, Ordering::Relaxed);
+            self.down_since_ms.store(now.max(1), Ordering::Relaxed);
+        }
+        true
+    }
+
+    pub fn is_up(&self) -> bool {
+        self.up.load(Ordering::Relaxed) == 1
+    }
+
+    /// UP → DOWN transitions so far.
+    pub fn downs(&self) -> u64 {
+        self.downs.load(Ordering::Relaxed)
+    }
+
+    pub fn since_change_ms(&self, now_ms: u64) -> u64 {
+        now_ms.saturating_sub(self.changed_ms.load(Ordering::Relaxed))
+    }
+
+    /// Total time spent DOWN, the current period included.
+    pub fn downtime_ms(&self, now_ms: u64) -> u64 {
+        let since = self.down_since_ms.load(Ordering::Relaxed);
+        let current = if since > 0 {
+            now_ms.saturating_sub(since)
+        } else {
+            0
+        };
+        self.downtime_ms.load(Ordering::Relaxed) + current
+    }
+}
+
+/// HAProxy's check status codes that a layer-4 check can produce (`check_status` column,
+/// `state` label of `haproxy_server_check_status`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum CheckStatus {
+    /// No check has finished yet.
+    Init = 0,
+    Ok = 1,
+    Timeout = 2,
+    ConnRefused = 3,
+    SocketError = 4,
+}
+
+impl CheckStatus {
+    fn from_u8(v: u8) -> CheckStatus {
+        match v {
+            1 => CheckStatus::Ok,
+            2 => CheckStatus::Timeout,
+            3 => CheckStatus::ConnRefused,
+            4 => CheckStatus::SocketError,
+            _ => CheckStatus::Init,
+        }
+    }
+
+    /// The short code of `show stat` (`L4OK`, `L4CON`, …).
+    pub fn code(self) -> &'static str {
+        match self {
+            CheckStatus::Init => "INI",
+            CheckStatus::Ok => "L4OK",
+            CheckStatus::Timeout => "L4TOUT",
+            CheckStatus::ConnRefused => "L4CON",
+            CheckStatus::SocketError => "SOCKERR",
+        }
+    }
+
+    /// HAProxy's `check_desc` wording.
+    pub fn description(self) -> &'static str {
+        match self {
+            CheckStatus::Init => "Initializing",
+            CheckStatus::Ok => "Layer4 check passed",
+            CheckStatus::Timeout => "Layer4 timeout",
+            CheckStatus::ConnRefused => "Layer4 connection problem",
+            CheckStatus::SocketError => "Socket error",
+        }
+    }
+
+    pub fn passed(self) -> bool {
+        self == CheckStatus::Ok
+    }
+}
+
+/// The last health check of a server, written by the checker thread only.
+#[derive(Debug, Default)]
+pub struct CheckStats {
+    status: AtomicU8,
+    duration_ms: AtomicU64,
+    /// Consecutive results against the current state (the rise/fall progress).
+    streak: AtomicU32,
+    /// Failed checks while the server was UP (HAProxy's `chkfail`).
+    failures: AtomicU64,
+    /// What the last check said beyond its status (HAProxy's `last_chk`: the system's error
+    /// text, empty for a pass). A lock, not atomics: a string written once per check by the
+    /// checker thread and read by the stats page, never on the data path.
+    info: Mutex<String>,
+}
+
+impl CheckStats {
+    /// Records one finished check. `was_up` is the state before this result was counted.
+    pub fn record(&self, status: CheckStatus, duration_ms: u64, streak: u32, was_up: bool) {
+        self.status.store(status as u8, Ordering::Relaxed);
+        self.duration_ms.store(duration_ms, Ordering::Relaxed);
+        self.streak.store(streak, Ordering::Relaxed);
+        if !status.passed() && was_up {
+            self.failures.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    pub fn status(&self) -> CheckStatus {
+        CheckStatus::from_u8(self.status.load(Ordering::Relaxed))
+    }
+
+    pub fn set_info(&self, text: &str) {
+        if let Ok(mut info) = self.info.lock() {
+            info.clear();
+            info.push_str(text);
+        }
+    }
+
+    pub fn info(&self) -> String {
+        self.info.lock().map(|i| i.clone()).unwrap_or_default()
+    }
+
+    pub fn duration_ms(&self) -> u64 {
+        self.duration_ms.load(Ordering::Relaxed)
+    }
+
+    pub fn streak(&self) -> u32 {
+        self.streak.load(Ordering::Relaxed)
+    }
+
+    pub fn failures(&self) -> u64 {
+        self.failures.load(Ordering::Relaxed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn transitions_add_up_downtime() {
+        let t = Transitions::default();
+        assert!(t.is_up());
+        assert!(!t.record(true));
+        assert!(t.record(false));
+        assert_eq!(t.downs(), 1);
+        let now = now_ms();
+        assert!(t.downtime_ms(now + 5000) >= 5000);
+        assert!(t.record(true));
+        let after = t.downtime_ms(now_ms() + 60_000);
+        assert!(after < 5000, "finished periods do not grow: {after}");
+    }
+
+    #[test]
+    fn check_failures_count_only_while_up() {
+        let c = CheckStats::default();
+        assert_eq!(c.status(), CheckStatus::Init);
+        c.record(CheckStatus::ConnRefused, 3, 1, true);
+        c.record(CheckStatus::ConnRefused, 2, 0, false);
+        c.record(CheckStatus::Ok, 1, 1, false);
+        assert_eq!(c.failures(), 1);
+        assert_eq!(c.status().code(), "L4OK");
+        assert_eq!(c.info(), "");
+        c.set_info("Connection refused");
+        assert_eq!(c.info(), "Connection refused");
+        assert_eq!(c.duration_ms(), 1);
+        assert_eq!(c.streak(), 1);
+    }
+}

@@ -1,0 +1,481 @@
+//! The upstream exchange of one request: backend rules, persistence, a server slot and a
+//! connection (pooled or fresh, with retries), the request out, the response back.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use compio::net::TcpStream;
+
+use crate::counters::Live;
+use crate::log::{Cause, Phase, TermState};
+use crate::upstream::connect::{connect_slot, reserve};
+use crate::upstream::{Failed, PickContext, Server, ServerClaim};
+
+use super::answers::CONTINUE;
+use super::body::{Dir, Relay};
+use super::conn::{ClientConn, Conn};
+use super::cookie::Seen;
+use super::error::HttpError;
+use super::head::{head_end, parse_response, Framing, Request, Response};
+use super::pool;
+use super::rules::Verdict;
+use super::session::{Exchange, Next};
+use super::side::{deadline, write_all, Side};
+use super::stats_hook::{self};
+use super::Backend;
+
+impl<'f> Exchange<'f, '_> {
+    /// Backend rules, stats, forwardfor, persistence, then the server.
+    pub(super) async fn forward_to(mut self, mut req: Request, be: Arc<Backend>) -> Next<'f> {
+        self.record.backend = be.name.clone();
+        let src = self.peer.ip();
+        if be.name != self.fe.name {
+            let ssl = self.client.stream.is_tls();
+            let verdict = be.rules.apply(&mut req, src, ssl);
+            if verdict != Verdict::Pass {
+                return self.verdict(verdict, &req, Some(&be)).await;
+            }
+        }
+        if let Some(spec) = &be.stats {
+            let has_servers = !be.upstream.set.servers.is_empty();
+            if stats_hook::is_stats_request(spec, &req.target, has_servers) {
+                let answer =
+                    stats_hook::answer(&*self.fe.pages, spec, &self.stats_request(&req, &be.name));
+                return self.local_answer(&req, answer, Some(&be)).await;
+            }
+        }
+        if let Some(ff) = be.forwardfor.as_ref().or(self.fe.forwardfor.as_ref()) {
+            ff.apply(&mut req, src);
+        }
+        let (sticky_server, seen) = match &be.sticky {
+            Some(s) => {
+                let routed = s.on_request(&mut req.headers, &be.upstream.set);
+                self.record.cookie[0] = routed.seen.flag();
+                (routed.server, routed.seen)
+            }
+            None => (None, Seen::None),
+        };
+        let first = sticky_server.or_else(|| {
+            be.upstream.set.pick_server(PickContext {
+                client_ip: src,
+                avoid: &[],
+            })
+        });
+        let Some(first) = first else {
+            log::warn!("backend {} has no server available!", be.name);
+            self.tally.no_server();
+            return self
+                .fail(
+                    503,
+                    TermState::new(Cause::Server, Phase::Connect),
+                    Some(&be),
+                )
+                .await;
+        };
+        let _count = Live::enter(&be.upstream.conns);
+        self.with_server(req, &be, first, seen).await
+    }
+
+    /// The server side of one request: connection (pooled or fresh), request out, response
+    /// head back; a pooled connection that turns out dead is replaced once by a fresh one.
+    pub(super) async fn with_server(
+        mut self,
+        req: Request,
+        be: &Arc<Backend>,
+        first: Arc<Server>,
+        seen: Seen,
+    ) -> Next<'f> {
+        let fe = self.fe;
+        let close_server =
+            fe.server_close || be.server_close || fe.httpclose || be.httpclose || req.minor == 0;
+        let connection = if req.upgrade.is_some() {
+            Some("upgrade")
+        } else if close_server {
+            Some("close")
+        } else {
+            None
+        };
+        let head = req.serialize(connection);
+        let buffered = buffered_body(&req, self.client);
+        let mut may_reuse = buffered.is_some() && req.upgrade.is_none();
+        loop {
+            let (stream, server, claim, reused) = match self.open(be, &first, may_reuse).await {
+                Ok(c) => c,
+                Err(next) => return next,
+            };
+            self.record.server = server.name.clone();
+            self.record.server_conns = server.current() as usize;
+            let sent_at = Instant::now();
+            let mut server_side = Side::new(stream, fe.bufsize);
+            let outcome = match buffered {
+                Some(n) => self.send_buffered(&server_side.stream, &head, n, be).await,
+                None => {
+                    self.send_streamed(&server_side.stream, &req, head.clone(), be)
+                        .await
+                }
+            };
+            if let Err(e) = outcome {
+                if reused && matches!(e, HttpError::ServerClosed(_)) {
+                    may_reuse = false;
+                    continue;
+                }
+                return self.upload_failed(e, be).await;
+            }
+            match read_response(&mut server_side, &req, be.server_timeout).await {
+                Ok(resp) => {
+                    if let Some(n) = buffered {
+                        self.client.consume(n);
+                    }
+                    self.record.response = Some(sent_at.elapsed());
+                    self.tally.response_head(resp.status);
+                    let done = Done {
+                        server,
+                        claim,
+                        seen,
+                        close_server,
+                    };
+                    return self.respond(req, resp, server_side, be, done).await;
+                }
+                Err(ResponseFail::Nothing) if reused => {
+                    may_reuse = false;
+                    continue;
+                }
+                Err(ResponseFail::Nothing) => {
+                    self.tally.error(|c| &c.failed_resp);
+                    return self
+                        .fail(502, TermState::new(Cause::Server, Phase::Headers), Some(be))
+                        .await;
+                }
+                Err(ResponseFail::Error(e)) => return self.response_failed(e, be).await,
+            }
+        }
+    }
+
+    /// A server slot first (queueing while every usable server is at its `maxconn`), then a
+    /// pooled connection to that server when allowed and available, else a fresh one. The
+    /// slot comes first so that a reused connection counts against `maxconn` as a fresh one
+    /// does; an idle pooled connection holds no slot.
+    pub(super) async fn open(
+        &mut self,
+        be: &Backend,
+        first: &Arc<Server>,
+        may_reuse: bool,
+    ) -> Result<(TcpStream, Arc<Server>, ServerClaim, bool), Next<'f>> {
+        // A server named by a valid persistence cookie ('V') is waited for when full.
+        let pinned = self.record.cookie[0] == 'V';
+        let ip = self.peer.ip();
+        let slot = match reserve(&be.upstream, first.clone(), ip, pinned).await {
+            Ok(slot) => slot,
+            Err(f) => return Err(self.connect_failed(f, be).await),
+        };
+        self.record.queue = slot.queue_wait;
+        let server = slot.claim.server.clone();
+        if may_reuse {
+            if let Some(stream) = pool::take(&server, be.pool_idle) {
+                self.record.connect = Some(Duration::ZERO);
+                self.tally.server(&server);
+                self.tally.reused();
+                return Ok((stream, server, slot.claim, true));
+            }
+        }
+        // Attempts, retries, redispatches and a final failure are counted by `connect_slot`.
+        match connect_slot(&be.upstream, slot, ip).await {
+            Ok(c) => {
+                self.record.connect = Some(c.connect_time);
+                self.record.retries = c.retries;
+                self.record.redispatched = c.redispatched;
+                let server = c.claim.server.clone();
+                self.tally.server(&server);
+                Ok((c.stream, server, c.claim, false))
+            }
+            Err(f) => Err(self.connect_failed(f, be).await),
+        }
+    }
+
+    /// No connection: 503. After a timeout in the backend's queue no server was assigned, so
+    /// the log names none (`<NOSRV>`), as HAProxy's; otherwise it names the server waited for
+    /// (a persistence cookie's) or the last one tried.
+    pub(super) async fn connect_failed(&mut self, f: Failed, be: &Backend) -> Next<'f> {
+        self.record.queue = f.queue_wait;
+        if !f.queue_timeout || f.queued_on_server {
+            self.record.server = f.server.name.clone();
+        }
+        self.record.retries = f.retries;
+        self.record.redispatched = f.redispatched;
+        self.fail(503, f.term(), Some(be)).await
+    }
+
+    /// Head and a body that is wholly in the client buffer, in one write. The body stays in
+    /// the buffer until the response comes, so the request can be replayed.
+    pub(super) async fn send_buffered(
+        &mut self,
+        to: &TcpStream,
+        head: &[u8],
+        n: usize,
+        be: &Backend,
+    ) -> Result<(), HttpError> {
+        let mut out = Vec::with_capacity(head.len() + n);
+        out.extend_from_slice(head);
+        out.extend_from_slice(self.client.data().get(..n).unwrap_or_default());
+        write_all(to, out, deadline(be.server_timeout))
+            .await
+            .map_err(server_write_error)
+    }
+
+    /// Head, then the body as it arrives. `Expect: 100-continue` is answered here, once the
+    /// server connection stands: the server never sees the expectation (see `head.rs`).
+    pub(super) async fn send_streamed(
+        &mut self,
+        to: &TcpStream,
+        req: &Request,
+        head: Vec<u8>,
+        be: &Backend,
+    ) -> Result<(), HttpError> {
+        write_all(to, head, deadline(be.server_timeout))
+            .await
+            .map_err(server_write_error)?;
+        if req.expect_continue && self.client.data().is_empty() {
+            write_all(
+                &self.client.stream,
+                CONTINUE.to_vec(),
+                deadline(self.client_idle()),
+            )
+            .await
+            .map_err(HttpError::ClientClosed)?;
+        }
+        let mut relay = Relay {
+            from: &mut *self.client,
+            to,
+            dir: Dir::Up,
+            read_idle: self.fe.client_timeout,
+            write_idle: be.server_timeout,
+        };
+        relay.run(req.framing, true).await.map(|_| ())
+    }
+
+    pub(super) async fn upload_failed(&mut self, e: HttpError, be: &Backend) -> Next<'f> {
+        match e {
+            HttpError::BadRequest { status, reason } => {
+                log::info!(
+                    "frontend {}: bad request body from {}: {reason}",
+                    self.fe.name,
+                    self.peer
+                );
+                self.tally.bad_request();
+                self.fail(status, TermState::new(Cause::Proxy, Phase::Data), Some(be))
+                    .await
+            }
+            HttpError::ClientTimeout => {
+                self.tally.error(|c| &c.client_aborts);
+                self.fail(
+                    408,
+                    TermState::new(Cause::ClientTimeout, Phase::Data),
+                    Some(be),
+                )
+                .await
+            }
+            HttpError::ServerTimeout => {
+                self.tally.server_abort();
+                self.fail(
+                    504,
+                    TermState::new(Cause::ServerTimeout, Phase::Data),
+                    Some(be),
+                )
+                .await
+            }
+            HttpError::ServerClosed(_) | HttpError::BadResponse(_) => {
+                self.tally.server_abort();
+                self.fail(502, TermState::new(Cause::Server, Phase::Data), Some(be))
+                    .await
+            }
+            _ => {
+                self.tally.error(|c| &c.client_aborts);
+                self.record.term = TermState::new(Cause::Client, Phase::Data);
+                self.finish(Some(be));
+                Next::Close
+            }
+        }
+    }
+
+    /// No usable response head: the backend's and server's `eresp`, whatever the cause.
+    pub(super) async fn response_failed(&mut self, e: HttpError, be: &Backend) -> Next<'f> {
+        self.tally.error(|c| &c.failed_resp);
+        match e {
+            HttpError::ServerTimeout => {
+                self.fail(
+                    504,
+                    TermState::new(Cause::ServerTimeout, Phase::Headers),
+                    Some(be),
+                )
+                .await
+            }
+            HttpError::BadResponse(reason) => {
+                log::warn!("backend {}/{}: {reason}", be.name, self.record.server);
+                self.fail(502, TermState::new(Cause::Proxy, Phase::Headers), Some(be))
+                    .await
+            }
+            _ => {
+                self.fail(502, TermState::new(Cause::Server, Phase::Headers), Some(be))
+                    .await
+            }
+        }
+    }
+
+    /// Passes the response back and decides what happens to both connections.
+    pub(super) async fn respond(
+        mut self,
+        req: Request,
+        mut resp: Response,
+        mut server: Side,
+        be: &Arc<Backend>,
+        done: Done,
+    ) -> Next<'f> {
+        self.record.status = Some(resp.status);
+        let tunnel = (resp.status == 101 && req.upgrade.is_some())
+            || (req.method == "CONNECT" && (200..300).contains(&resp.status));
+        if resp.status == 101 && !tunnel {
+            self.tally.error(|c| &c.failed_resp);
+            return self
+                .fail(502, TermState::new(Cause::Proxy, Phase::Headers), Some(be))
+                .await;
+        }
+        if let Some(s) = &be.sticky {
+            let id = done.server.params.cookie.as_deref();
+            self.record.cookie[1] = s.on_response(&mut resp.headers, id, &done.seen);
+        }
+        if tunnel {
+            return self.start_tunnel(resp, server, be, done).await;
+        }
+        let fe = self.fe;
+        let chunked_out = req.minor == 1;
+        let client_close = req.close
+            || fe.httpclose
+            || be.httpclose
+            || resp.framing == Framing::UntilClose
+            || (resp.framing == Framing::Chunked && !chunked_out);
+        let connection = if client_close {
+            Some("close")
+        } else if req.minor == 0 {
+            Some("keep-alive")
+        } else {
+            None
+        };
+        let head = resp.serialize(connection, chunked_out);
+        let head_len = head.len() as u64;
+        if let Err(e) = write_all(&self.client.stream, head, deadline(self.client_idle())).await {
+            return self.aborted(HttpError::ClientClosed(e), be);
+        }
+        self.record.bytes += head_len;
+        let mut relay = Relay {
+            from: &mut server,
+            to: &self.client.stream,
+            dir: Dir::Down,
+            read_idle: be.server_timeout,
+            write_idle: fe.client_timeout,
+        };
+        match relay.run(resp.framing, chunked_out).await {
+            Ok(n) => self.record.bytes += n,
+            Err(e) => return self.aborted(e, be),
+        }
+        let reusable = !done.close_server && !resp.close && server.data().is_empty();
+        if reusable {
+            pool::put(&done.server, server.stream, be.pool_idle);
+        }
+        self.finish(Some(be));
+        drop(done.claim);
+        if client_close {
+            Next::Close
+        } else {
+            Next::KeepAlive
+        }
+    }
+
+    /// The response could not be passed on whole: the client gets a cut stream, as HAProxy's.
+    pub(super) fn aborted(&mut self, e: HttpError, be: &Backend) -> Next<'f> {
+        self.record.term = match e {
+            HttpError::ClientTimeout => TermState::new(Cause::ClientTimeout, Phase::Data),
+            HttpError::ServerTimeout => TermState::new(Cause::ServerTimeout, Phase::Data),
+            HttpError::ServerClosed(_) => TermState::new(Cause::Server, Phase::Data),
+            HttpError::BadResponse(_) => TermState::new(Cause::Proxy, Phase::Data),
+            _ => TermState::new(Cause::Client, Phase::Data),
+        };
+        match e {
+            HttpError::ServerTimeout | HttpError::ServerClosed(_) => self.tally.server_abort(),
+            HttpError::BadResponse(_) => self.tally.error(|c| &c.failed_resp),
+            _ => self.tally.error(|c| &c.client_aborts),
+        }
+        let _ = self.client.stream.tcp().set_zero_linger();
+        self.finish(Some(be));
+        Next::Close
+    }
+}
+
+/// What `respond` needs of the server side.
+pub(super) struct Done {
+    server: Arc<Server>,
+    pub(super) claim: ServerClaim,
+    seen: Seen,
+    close_server: bool,
+}
+
+fn server_write_error(e: std::io::Error) -> HttpError {
+    if e.kind() == std::io::ErrorKind::TimedOut {
+        HttpError::ServerTimeout
+    } else {
+        HttpError::ServerClosed(e)
+    }
+}
+
+/// The body length when the whole body already sits in the client buffer.
+fn buffered_body(req: &Request, client: &Side<ClientConn>) -> Option<usize> {
+    match req.framing {
+        Framing::Empty => Some(0),
+        Framing::Length(n) if (client.data().len() as u64) >= n => usize::try_from(n).ok(),
+        _ => None,
+    }
+}
+
+enum ResponseFail {
+    /// The server closed before sending a single byte: a dead pooled connection.
+    Nothing,
+    Error(HttpError),
+}
+
+/// Reads the final response head (interim 1xx responses other than 101 are dropped: the
+/// proxy answered `100-continue` itself, and the rest are optional hints).
+async fn read_response(
+    server: &mut Side,
+    req: &Request,
+    idle: Option<Duration>,
+) -> Result<Response, ResponseFail> {
+    let mut searched = 0;
+    loop {
+        if let Some(end) = head_end(server.data(), searched) {
+            let head = server.data().get(..end).unwrap_or_default();
+            let resp = parse_response(head, &req.method).map_err(ResponseFail::Error)?;
+            server.consume(end);
+            searched = 0;
+            if resp.is_interim() && resp.status != 101 {
+                continue;
+            }
+            return Ok(resp);
+        }
+        searched = server.data().len();
+        if server.is_full() {
+            return Err(ResponseFail::Error(HttpError::BadResponse(
+                "response head larger than tune.bufsize",
+            )));
+        }
+        let nothing_yet = server.read_total == 0;
+        match server.fill(deadline(idle)).await {
+            Ok(0) if nothing_yet => return Err(ResponseFail::Nothing),
+            Ok(0) => return Err(ResponseFail::Error(HttpError::server_eof())),
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {
+                return Err(ResponseFail::Error(HttpError::ServerTimeout))
+            }
+            Err(_) if nothing_yet => return Err(ResponseFail::Nothing),
+            Err(e) => return Err(ResponseFail::Error(HttpError::ServerClosed(e))),
+        }
+    }
+}

@@ -1,0 +1,368 @@
+//! The one compile pass: a parsed config becomes an immutable [`Plan`] — frontends wired to
+//! backends, listeners to open, the registry of live figures — and every problem on the way
+//! is collected as `file:line: reason`, so `proxy -c` and the start both name them all in one
+//! run. Compiling has no side effects: no socket is bound and no BPF program loaded here;
+//! what the kernel offers comes in as [`Env`], probed by the caller.
+
+mod registry;
+
+#[cfg(test)]
+pub(crate) use registry::TEST_CONFIG;
+pub use registry::{ProxyEntry, Registry};
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::AtomicUsize;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::config::{Bind, Config, ConfigError, Loc, Mode, Proxy, SslBind, Timeouts};
+use crate::forward::{Engine, FlowHistory, FlowParams, IdleLimits, Probed};
+use crate::http::{self, StatsPages};
+use crate::log::AccessLog;
+use crate::tcp::{Backend, Frontend};
+use crate::tls;
+use crate::upstream::{self, ServerSet};
+
+/// One problem of the compile pass, tied to the line that caused it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{loc}: {reason}")]
+pub struct PlanError {
+    pub loc: Loc,
+    pub reason: String,
+}
+
+impl PlanError {
+    fn at(loc: &Loc, reason: impl Into<String>) -> PlanError {
+        PlanError {
+            loc: loc.clone(),
+            reason: reason.into(),
+        }
+    }
+}
+
+impl From<PlanError> for ConfigError {
+    fn from(e: PlanError) -> ConfigError {
+        ConfigError {
+            file: e.loc.file,
+            line: e.loc.line,
+            reason: e.reason,
+        }
+    }
+}
+
+/// What the compile pass needs from outside the config: facts probed by the caller, and the
+/// stats room's pages (a room above this one), made for the plan's registry.
+pub struct Env<'a> {
+    /// TLS sessions may be handed to the kernel (the kTLS probe said so).
+    pub ktls: bool,
+    /// What the forward engines' probe found on this kernel.
+    pub engines: &'a Probed,
+    pub pages: &'a dyn Fn(Arc<Registry>) -> Arc<dyn StatsPages>,
+}
+
+/// What accepted connections of a bind are handed to.
+#[derive(Clone)]
+pub enum Service {
+    Tcp(Arc<Frontend>),
+    Http(Arc<http::Frontend>),
+}
+
+impl Service {
+    pub fn name(&self) -> &str {
+        match self {
+            Service::Tcp(f) => &f.name,
+            Service::Http(f) => &f.name,
+        }
+    }
+
+    /// For the start-up report: where traffic goes.
+    pub fn destination(&self) -> String {
+        match self {
+            Service::Tcp(f) => format!(
+                "backend {} (forward engine {})",
+                f.backend.upstream.set.backend,
+                f.backend.engine.name()
+            ),
+            Service::Http(_) => "HTTP rules".to_string(),
+        }
+    }
+}
+
+pub struct PlannedBind {
+    pub addr: SocketAddr,
+    pub loc: Loc,
+    pub service: Service,
+    /// The section's `maxconn`, else the global one; the runtime turns it into a limit.
+    pub maxconn: Option<u32>,
+    /// The frontend's name: binds of one section share one limit.
+    pub frontend: String,
+    /// `ssl`: the handshake (and kTLS) in front of the service.
+    pub tls: Option<Arc<tls::Acceptor>>,
+}
+
+/// A backend the health checker watches.
+pub struct Checked {
+    pub servers: Arc<ServerSet>,
+    pub timeout: Option<Duration>,
+}
+
+pub struct Plan {
+    pub binds: Vec<PlannedBind>,
+    pub checked: Vec<Checked>,
+    /// Lines served differently from what they say, for the start-up log (`alpn h2` left out).
+    pub notes: Vec<String>,
+    /// Live figures of every section; the data path below holds the same `Arc`s.
+    pub registry: Arc<Registry>,
+    /// Certificate files the control thread watches for reloads.
+    pub certs: tls::CertWatch,
+}
+
+/// The compile pass's working state: what is built so far and every problem met.
+struct Compiler<'c> {
+    cfg: &'c Config,
+    env: &'c Env<'c>,
+    bufsize: usize,
+    registry: Arc<Registry>,
+    pages: Arc<dyn StatsPages>,
+    certs: tls::Builder,
+    /// One upstream side per backend, shared by every frontend (tcp or http) that uses it, so
+    /// that health state and connection counts are the backend's, not a frontend's. `None`:
+    /// the backend has a problem, already reported.
+    upstreams: HashMap<String, Option<(Arc<upstream::Backend>, Engine)>>,
+    tcp_backends: HashMap<String, Arc<Backend>>,
+    plan_binds: Vec<PlannedBind>,
+    checked: Vec<Checked>,
+    notes: Vec<String>,
+    problems: Vec<PlanError>,
+}
+
+/// Compiles `cfg`. A config with refused lines still compiles as far as it goes (the config
+/// room left those lines out and named them), so one run names the problems of both stages;
+/// a reference the config room already reported as broken is skipped here, not named twice.
+pub fn compile(cfg: &Config, env: &Env<'_>) -> Result<Plan, Vec<PlanError>> {
+    let registry = Arc::new(Registry::from_config(cfg));
+    let mut c = Compiler {
+        cfg,
+        env,
+        bufsize: cfg.global.bufsize(),
+        pages: (env.pages)(registry.clone()),
+        registry,
+        certs: tls::Builder::new(env.ktls && cfg.global.ktls_allowed()),
+        upstreams: HashMap::new(),
+        tcp_backends: HashMap::new(),
+        plan_binds: Vec::new(),
+        checked: Vec::new(),
+        notes: Vec::new(),
+        problems: Vec::new(),
+    };
+    for fe in cfg.frontends() {
+        let service = match fe.mode {
+            Mode::Http => c.http_service(fe),
+            Mode::Tcp => c.tcp_service(fe),
+        };
+        c.add_binds(fe, service);
+    }
+    if !c.problems.is_empty() {
+        c.problems
+            .sort_by(|a, b| (&a.loc.file, a.loc.line).cmp(&(&b.loc.file, b.loc.line)));
+        c.problems.dedup();
+        return Err(c.problems);
+    }
+    Ok(Plan {
+        binds: c.plan_binds,
+        checked: c.checked,
+        notes: c.notes,
+        registry: c.registry,
+        certs: c.certs.watch(),
+    })
+}
+
+impl<'c> Compiler<'c> {
+    /// The backend's upstream side and engine, built once; `None` when it has a problem.
+    fn upstream(&mut self, be: &Proxy) -> Option<(Arc<upstream::Backend>, Engine)> {
+        if let Some(u) = self.upstreams.get(&be.name) {
+            return u.clone();
+        }
+        let built = self.build_upstream(be);
+        self.upstreams.insert(be.name.clone(), built.clone());
+        built
+    }
+
+    fn build_upstream(&mut self, be: &Proxy) -> Option<(Arc<upstream::Backend>, Engine)> {
+        // The server set comes from the registry, so the stats page sees the set the data
+        // path and the health checker use.
+        let set = self
+            .registry
+            .backend(&be.name)
+            .unwrap_or_else(|| Arc::new(ServerSet::from_config(be)));
+        // `forward-engine`: forcing an engine this kernel lacks is a config error rather
+        // than a silent fallback.
+        let engine = match crate::forward::choose_from(self.env.engines, be.engine) {
+            Ok(e) => e,
+            Err(reason) => {
+                self.problems.push(PlanError::at(&be.loc, reason));
+                return None;
+            }
+        };
+        set.stats.set_engine(engine.name());
+        self.checked.push(Checked {
+            servers: set.clone(),
+            timeout: be.timeouts.check,
+        });
+        Some((Arc::new(upstream::Backend::new(be, set)), engine))
+    }
+
+    fn tcp_service(&mut self, fe: &'c Proxy) -> Option<Service> {
+        let be = self.tcp_backend_of(fe)?;
+        let backend = match self.tcp_backends.get(&be.name) {
+            Some(b) => b.clone(),
+            None => {
+                let (upstream, engine) = self.upstream(be)?;
+                let b = Arc::new(Backend {
+                    upstream,
+                    engine,
+                    history: FlowHistory::default(),
+                });
+                self.tcp_backends.insert(be.name.clone(), b.clone());
+                b
+            }
+        };
+        Some(Service::Tcp(Arc::new(Frontend {
+            name: fe.name.clone(),
+            backend,
+            flow: FlowParams {
+                limits: flow_limits(&fe.timeouts, &be.timeouts),
+                bufsize: self.bufsize,
+            },
+            dont_log_null: fe.options.dontlognull,
+            conns: AtomicUsize::new(0),
+            stats: self.registry.frontend(&fe.name).unwrap_or_default(),
+            access_log: AccessLog::for_proxy(fe),
+        })))
+    }
+
+    /// The one backend of a `mode tcp` frontend. Missing or wrong-mode references were named
+    /// by the config room; what it cannot know (a condition on a tcp `use_backend`) is here.
+    fn tcp_backend_of(&mut self, fe: &'c Proxy) -> Option<&'c Proxy> {
+        if let Some(rule) = fe.use_backends.iter().find(|r| r.cond.is_some()) {
+            self.problems.push(PlanError::at(
+                &rule.loc,
+                "conditional 'use_backend' in mode tcp is not supported yet",
+            ));
+            return None;
+        }
+        let name = fe
+            .use_backends
+            .first()
+            .map(|r| &r.backend)
+            .or(fe.default_backend.as_ref());
+        match name {
+            Some(name) => self.cfg.proxy_backend(name),
+            None if fe.kind.has_backend() => Some(fe),
+            None => None,
+        }
+    }
+
+    /// An HTTP frontend: the upstream side of every backend it may route to, then its rules
+    /// compiled by the HTTP room, which names every problem it finds.
+    fn http_service(&mut self, fe: &Proxy) -> Option<Service> {
+        let mut backends = HashMap::new();
+        for name in http::backend_names(fe) {
+            let Some(be) = self.cfg.proxy_backend(&name) else {
+                continue; // named by the config room
+            };
+            if let Some(u) = self.upstream(be) {
+                backends.insert(name, u);
+            }
+        }
+        let wiring = http::Wiring {
+            backends: &backends,
+            counters: self.registry.frontend(&fe.name).unwrap_or_default(),
+            own_backend: self.registry.backend(&fe.name),
+            pages: self.pages.clone(),
+        };
+        match http::Frontend::build(self.cfg, fe, self.bufsize, wiring) {
+            Ok(f) => Some(Service::Http(Arc::new(f))),
+            Err(errors) => {
+                self.problems.extend(errors.into_iter().map(|e| match e {
+                    http::HttpError::Config { loc, reason } => PlanError { loc, reason },
+                    other => PlanError::at(&fe.loc, other.to_string()),
+                }));
+                None
+            }
+        }
+    }
+
+    /// Certificates are loaded here, so a bad `crt` is named with the bind's line. Both modes
+    /// serve `ssl` binds: RTMPS in `mode tcp`, HTTPS/WSS in `mode http`. Binds of a frontend
+    /// with problems are still checked, for their own problems.
+    fn add_binds(&mut self, fe: &Proxy, service: Option<Service>) {
+        for b in &fe.binds {
+            let tls = match &b.ssl {
+                None => None,
+                Some(ssl) => self.acceptor(fe, ssl, b),
+            };
+            let Some(service) = &service else { continue };
+            if b.ssl.is_some() && tls.is_none() {
+                continue;
+            }
+            self.plan_binds.push(PlannedBind {
+                addr: b.addr,
+                loc: b.loc.clone(),
+                service: service.clone(),
+                maxconn: fe.maxconn.or(self.cfg.global.maxconn),
+                frontend: fe.name.clone(),
+                tls,
+            });
+        }
+    }
+
+    fn acceptor(&mut self, fe: &Proxy, ssl: &SslBind, b: &Bind) -> Option<Arc<tls::Acceptor>> {
+        if let Some(note) = tls::notes(ssl) {
+            self.notes
+                .push(format!("bind {} at {}: {note}", b.addr, b.loc));
+        }
+        let ssl = &self.http_alpn(fe, ssl, b);
+        let timeout = fe.timeouts.client.unwrap_or(tls::DEFAULT_HANDSHAKE_TIMEOUT);
+        match self.certs.acceptor(ssl, &b.loc, timeout) {
+            Ok(a) => Some(a),
+            Err(tls::TlsError::Config { loc, reason }) => {
+                self.problems.push(PlanError { loc, reason });
+                None
+            }
+            Err(other) => {
+                self.problems.push(PlanError::at(&b.loc, other.to_string()));
+                None
+            }
+        }
+    }
+
+    /// The HTTP room speaks HTTP/1.1 only: `h2` in a `mode http` bind's ALPN would make
+    /// browsers talk HTTP/2 to it, so it is left out (they fall back to HTTP/1.1) and said.
+    fn http_alpn(&mut self, fe: &Proxy, ssl: &SslBind, b: &Bind) -> SslBind {
+        let mut ssl = ssl.clone();
+        if fe.mode == Mode::Http && ssl.alpn.iter().any(|p| p == "h2") {
+            ssl.alpn.retain(|p| p != "h2");
+            self.notes.push(format!(
+                "bind {} at {}: alpn h2 left out, HTTP/2 is not served (clients use HTTP/1.1)",
+                b.addr, b.loc
+            ));
+        }
+        ssl
+    }
+}
+
+fn flow_limits(fe: &Timeouts, be: &Timeouts) -> IdleLimits {
+    IdleLimits::from_timeouts(&Timeouts {
+        client: fe.client,
+        client_fin: fe.client_fin,
+        server: be.server,
+        server_fin: be.server_fin,
+        tunnel: be.tunnel,
+        ..Timeouts::default()
+    })
+}
+
+#[cfg(test)]
+mod tests;
