@@ -8,7 +8,7 @@
 //!
 //! The eBPF toolchain (`bpf_toolchain`): the pinned nightly with `rust-src`, and bpf-linker
 //! built against that nightly's own libLLVM (Debian's LLVM is too old; see
-//! ../shared/KERNEL-NOTES.md). A stamp records what bpf-linker was built for, so a second run
+//! docs/kernel-facts.md). A stamp records what bpf-linker was built for, so a second run
 //! costs a few `rustup`/`bpf-linker --version` calls.
 
 use anyhow::{bail, Context, Result};

@@ -1,7 +1,7 @@
 //! Idle server connections kept for reuse (`option http-keep-alive`), one pool per worker
 //! thread so taking one never needs a lock. An idle connection is kept for less than the
 //! backend's own keep-alive, and checked before reuse; a reuse that fails anyway is retried on
-//! a fresh connection by the session (KERNEL-NOTES: without both, 502s appear after idle gaps).
+//! a fresh connection by the session (docs/kernel-facts.md: without both, 502s appear after idle gaps).
 
 use std::cell::RefCell;
 use std::collections::HashMap;

@@ -34,7 +34,7 @@ impl FromStr for DriverChoice {
 pub fn build_runtime(choice: DriverChoice) -> io::Result<Runtime> {
     let mut proactor = ProactorBuilder::new();
     // COOP_TASKRUN: completions are processed when we enter the kernel anyway instead of by
-    // interrupting the thread; measured as the largest single CPU saving (KERNEL-NOTES.md).
+    // interrupting the thread; measured as the largest single CPU saving (docs/kernel-facts.md).
     proactor.coop_taskrun(true).taskrun_flag(true);
     size_buffer_ring(&mut proactor);
     match choice {

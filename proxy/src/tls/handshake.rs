@@ -2,7 +2,7 @@
 //!
 //! Why record by record: a client may send its first application records right behind its
 //! `Finished`. Handed a larger read, rustls would decrypt them into its own buffer, and
-//! extracting the secrets for kTLS afterwards would lose them (KERNEL-NOTES.md: 6 of 36 kTLS
+//! extracting the secrets for kTLS afterwards would lose them (docs/kernel-facts.md: 6 of 36 kTLS
 //! tests failed that way). Reading the 5-byte header, then exactly the body, stops at the
 //! last handshake record, so whatever follows stays in the socket for the kernel or for the
 //! userspace stream.

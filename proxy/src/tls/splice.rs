@@ -1,6 +1,6 @@
 //! kTLS + splice(2): once the kernel holds the session keys, plaintext moves socket → pipe →
 //! socket inside the kernel in both directions, with no userspace copy (the RTMPS fast path
-//! of KERNEL-NOTES.md: sockmap and kTLS do not mix on 6.1).
+//! of docs/kernel-facts.md: sockmap and kTLS do not mix on 6.1).
 //!
 //! Driven by readiness, as the forward room's splice engine: a nonblocking splice, and on
 //! EAGAIN a wait through the thread's runtime. What splice cannot carry is a TLS record that
