@@ -67,6 +67,7 @@ impl Watch {
         if r != 0 {
             return Err(io::Error::last_os_error());
         }
+        syn_only(&fd)?;
         Ok(Watch { fd })
     }
 
@@ -282,6 +283,66 @@ fn checksum(bytes: &[u8]) -> u16 {
         sum = (sum & 0xffff) + (sum >> 16);
     }
     !(sum as u16)
+}
+
+/// A raw TCP socket sees every TCP packet of the host: while other tests move gigabytes over
+/// loopback its receive buffer overflows and a SYN can be lost before `handshake` reads it.
+/// A classic BPF filter keeps only packets with SYN set (the kernel drops the rest before
+/// queueing them): IP header length from byte 0, then the TCP flags byte at offset 13.
+fn syn_only(fd: &OwnedFd) -> io::Result<()> {
+    const SYN_FLAG: u32 = 0x02;
+    let code = [
+        // x = 4 * (ip[0] & 0x0f): the IP header's length.
+        libc::sock_filter {
+            code: (libc::BPF_LDX | libc::BPF_B | libc::BPF_MSH) as u16,
+            jt: 0,
+            jf: 0,
+            k: 0,
+        },
+        // a = tcp[13]: the flags.
+        libc::sock_filter {
+            code: (libc::BPF_LD | libc::BPF_B | libc::BPF_IND) as u16,
+            jt: 0,
+            jf: 0,
+            k: 13,
+        },
+        libc::sock_filter {
+            code: (libc::BPF_JMP | libc::BPF_JSET | libc::BPF_K) as u16,
+            jt: 0,
+            jf: 1,
+            k: SYN_FLAG,
+        },
+        libc::sock_filter {
+            code: (libc::BPF_RET | libc::BPF_K) as u16,
+            jt: 0,
+            jf: 0,
+            k: 0xffff,
+        },
+        libc::sock_filter {
+            code: (libc::BPF_RET | libc::BPF_K) as u16,
+            jt: 0,
+            jf: 0,
+            k: 0,
+        },
+    ];
+    let prog = libc::sock_fprog {
+        len: code.len() as u16,
+        filter: code.as_ptr().cast_mut(),
+    };
+    // SAFETY: `prog` points at `code`, both alive for the call; the kernel copies them.
+    let r = unsafe {
+        libc::setsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_ATTACH_FILTER,
+            (&raw const prog).cast(),
+            size_of::<libc::sock_fprog>() as u32,
+        )
+    };
+    if r != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 #[cfg(test)]
