@@ -169,6 +169,136 @@ fn redirect_to_https_keeps_the_host_and_its_port() {
     logged(&p, &["backend_secure/<NOSRV>", " 302 ", " LR--"]);
 }
 
+/// HTTP/1.0 without a Host: HAProxy still redirects (to an empty host); the request must not
+/// be proxied in the clear instead.
+#[test]
+fn redirect_scheme_without_a_host_still_redirects() {
+    let c = cluster();
+    let p = start(&c);
+    let raw = raw_exchange(p.addr(), b"GET /secure/page?x=1 HTTP/1.0\r\n\r\n");
+    let text = String::from_utf8_lossy(&raw);
+    assert_eq!(status_of(&raw), Some(302), "{text}");
+    assert!(
+        text.to_ascii_lowercase()
+            .contains("\r\nlocation: https:///secure/page?x=1\r\n"),
+        "{text}"
+    );
+    assert!(
+        c.a.requests().iter().all(|r| !r.contains("/secure")),
+        "the request never reaches a server"
+    );
+}
+
+/// A HEAD answered by the proxy itself (here the stats page) carries no body,
+/// so the next pipelined response on the connection is read correctly.
+#[test]
+fn head_answered_locally_has_no_body_and_pipelining_holds() {
+    let port = free_port(Ipv4Addr::LOCALHOST);
+    let cfg = format!(
+        "defaults\n    mode http\n    timeout connect 2s\n    timeout client 20s\n    timeout server 20s\n\
+         listen stats\n    bind 127.0.0.1:{port}\n    stats enable\n    stats uri /st\n\
+         \x20   stats auth u:p\n"
+    );
+    let p = Proxy::start(&cfg);
+    let mut conn = Conn::open(p.addr());
+    // Two requests in one write: HEAD, then GET, both authorised (HAProxy closes after a 401).
+    conn.send(
+        b"HEAD /st;csv HTTP/1.1\r\nHost: a\r\nAuthorization: Basic dTpw\r\n\r\n\
+          GET /st;csv HTTP/1.1\r\nHost: a\r\nAuthorization: Basic dTpw\r\n\r\n",
+    );
+    let second = conn.response(true).expect("HEAD 200");
+    assert_eq!(second.status, 200);
+    let third = conn
+        .response(false)
+        .expect("GET 200: the HEAD answer carried no body");
+    assert_eq!(third.status, 200);
+    assert!(
+        third.text().starts_with("# pxname,svname,"),
+        "{}",
+        third.text()
+    );
+    // A HEAD to a 401 answer: its head alone, then the connection is usable or closed,
+    // never followed by a stray body.
+    let mut conn = Conn::open(p.addr());
+    conn.send(b"HEAD /st HTTP/1.1\r\nHost: a\r\n\r\n");
+    assert_eq!(conn.response(true).expect("HEAD 401").status, 401);
+    conn.send(b"GET /st;csv HTTP/1.1\r\nHost: a\r\nAuthorization: Basic dTpw\r\n\r\n");
+    match conn.response(false) {
+        Ok(r) => assert_eq!(r.status, 200, "{}", r.text()),
+        Err(e) => assert!(
+            e.starts_with("EOF after \"\"") || e.contains("reset"),
+            "{e}"
+        ),
+    }
+}
+
+/// `http-response` rules act, backend first then frontend: headers set, removed and
+/// rewritten, a status changed, and a denied response replaced by a 502 counted in `dresp`.
+#[test]
+fn http_response_rules_rewrite_and_deny() {
+    let c = cluster();
+    let port = free_port(Ipv4Addr::LOCALHOST);
+    let cfg = format!(
+        r"defaults
+    mode http
+    timeout connect 2s
+    timeout client 20s
+    timeout server 20s
+
+frontend web
+    bind 127.0.0.1:{port}
+    acl posted method POST
+    http-response set-header Strict-Transport-Security max-age=63072000
+    http-response del-header Server
+    http-response deny if posted
+    http-response set-status 299 reason Checked if {{ res.hdr(x-backend) -m str ran }}
+    stats enable
+    stats uri /st
+    default_backend app
+
+backend app
+    http-response set-header X-Backend ran
+    http-response replace-header Set-Cookie (JSESSIONID=)(.*) \1rewritten-\2
+    server ams1 {a}
+",
+        a = c.a.addr()
+    );
+    let p = Proxy::start(&cfg);
+    let mut conn = Conn::open(p.addr());
+    let r = conn.get("/app", &[]);
+    assert_eq!(
+        (r.status, r.header("x-backend")),
+        (299, Some("ran")),
+        "{}",
+        r.text()
+    );
+    assert_eq!(
+        r.header("strict-transport-security"),
+        Some("max-age=63072000")
+    );
+    assert_eq!(r.header("server"), None, "nginx's Server header removed");
+    assert_eq!(
+        r.header("set-cookie"),
+        Some("JSESSIONID=rewritten-sess-ams1; Path=/")
+    );
+    assert!(node(&r).contains("ams1"));
+    let mut post = Conn::open(p.addr());
+    post.send(b"POST /app/deny HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\n\r\n");
+    let denied = post.response(false).expect("an answer");
+    assert_eq!(denied.status, 502, "{}", denied.text());
+    assert!(
+        c.a.requests().iter().any(|r| r.contains("/app/deny")),
+        "the server answered"
+    );
+    let csv = Conn::open(p.addr()).get("/st;csv", &[]).text();
+    let dresp = csv
+        .lines()
+        .find(|l| l.starts_with("web,FRONTEND,"))
+        .and_then(|l| l.split(',').nth(11))
+        .map(str::to_string);
+    assert_eq!(dresp.as_deref(), Some("1"), "{csv}");
+}
+
 #[test]
 fn forwarded_headers_have_exact_values() {
     let c = cluster();

@@ -1,10 +1,10 @@
-//! HTTP directives: `http-request`, `reqadd`, `redirect`, `cookie`, `stats`.
+//! HTTP directives: `http-request`, `http-response`, `reqadd`, `redirect`, `cookie`, `stats`.
 //! Conditions are kept as words (see `Args::condition`); the HTTP room compiles them.
 
 use super::args::Args;
 use super::model::{
-    CookieMode, CookieSpec, HttpAction, HttpRule, Loc, Proxy, RawDirective, Redirect, RedirectKind,
-    RuleOrigin,
+    CookieMode, CookieSpec, HttpAction, HttpResponseAction, HttpResponseRule, HttpRule, Loc, Proxy,
+    RawDirective, Redirect, RedirectKind, RuleOrigin,
 };
 use super::num::parse_uint;
 use super::proxy::{codes_list, ERROR_CODES};
@@ -55,6 +55,66 @@ pub(crate) fn http_request(
         cond,
         loc: loc.clone(),
         origin: RuleOrigin::HttpRequest,
+    });
+    Ok(())
+}
+
+/// `http-response ACTION … [if|unless COND]`.
+pub(crate) fn http_response(
+    proxy: &mut Proxy,
+    args: &mut Args<'_>,
+    loc: &Loc,
+) -> Result<(), String> {
+    let action = match args.need("an action")? {
+        "add-header" => {
+            let (name, value) = header_and_value(args)?;
+            HttpResponseAction::AddHeader { name, value }
+        }
+        "set-header" => {
+            let (name, value) = header_and_value(args)?;
+            HttpResponseAction::SetHeader { name, value }
+        }
+        "del-header" => HttpResponseAction::DelHeader {
+            name: header_name(args.need("a header name")?)?,
+        },
+        "replace-header" => HttpResponseAction::ReplaceHeader {
+            name: header_name(args.need("a header name")?)?,
+            regex: args.need("a regex")?.to_string(),
+            replacement: args.need("a replacement")?.to_string(),
+        },
+        // HAProxy denies a response with a 502 unless told otherwise.
+        "deny" => HttpResponseAction::Deny {
+            status: deny_status_or(args, 502)?,
+        },
+        "set-status" => {
+            let text = args.need("a status code")?;
+            let status = parse_uint::<u16>(text, "set-status")
+                .ok()
+                .filter(|c| (100..=999).contains(c))
+                .ok_or_else(|| {
+                    format!("'set-status' needs a status code 100..999, got '{text}'")
+                })?;
+            let reason = match args.peek() {
+                Some("reason") => {
+                    args.next();
+                    Some(args.value_of("reason")?.to_string())
+                }
+                _ => None,
+            };
+            HttpResponseAction::SetStatus { status, reason }
+        }
+        other => {
+            return Err(format!(
+                "unsupported http-response action '{other}' (supported: add-header, set-header, \
+                 del-header, replace-header, deny, set-status)"
+            ))
+        }
+    };
+    let cond = args.condition()?;
+    proxy.http_response_rules.push(HttpResponseRule {
+        action,
+        cond,
+        loc: loc.clone(),
     });
     Ok(())
 }
@@ -133,8 +193,13 @@ fn redirect_code(text: &str) -> Result<u16, String> {
 
 /// `deny [deny_status N]` (HAProxy 2.0) or `deny [status N]` (later versions); 403 by default.
 fn deny_status(args: &mut Args<'_>) -> Result<u16, String> {
+    deny_status_or(args, 403)
+}
+
+/// `[deny_status N]`, else `default`.
+fn deny_status_or(args: &mut Args<'_>, default: u16) -> Result<u16, String> {
     if !matches!(args.peek(), Some("deny_status" | "status")) {
-        return Ok(403);
+        return Ok(default);
     }
     let option = args.next().unwrap_or_default();
     let text = args.value_of(option)?;

@@ -415,6 +415,45 @@ pub enum HttpAction {
     UseService(String),
 }
 
+/// One `http-response` rule: applied to a server's response head, backend rules first, then
+/// the frontend's, as HAProxy does.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HttpResponseRule {
+    pub action: HttpResponseAction,
+    pub cond: Option<Condition>,
+    pub loc: Loc,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum HttpResponseAction {
+    AddHeader {
+        name: String,
+        value: String,
+    },
+    SetHeader {
+        name: String,
+        value: String,
+    },
+    DelHeader {
+        name: String,
+    },
+    /// `replace-header NAME REGEX REPLACEMENT`: each value of NAME matching REGEX whole is
+    /// replaced, with `\1`…`\9` for the regex's groups.
+    ReplaceHeader {
+        name: String,
+        regex: String,
+        replacement: String,
+    },
+    /// The response is replaced by an error page with this status (HAProxy's default 502).
+    Deny {
+        status: u16,
+    },
+    SetStatus {
+        status: u16,
+        reason: Option<String>,
+    },
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct Redirect {
     pub kind: RedirectKind,
@@ -452,6 +491,8 @@ pub struct Proxy {
     pub cookie: Option<CookieSpec>,
     pub stats: Option<StatsSpec>,
     pub errorfiles: Vec<ErrorFile>,
+    /// `http-response` rules in file order.
+    pub http_response_rules: Vec<HttpResponseRule>,
     /// Accepted directives with no effect yet, kept verbatim (see [`RawDirective`]).
     pub other: Vec<RawDirective>,
 }
@@ -492,6 +533,7 @@ impl Proxy {
             cookie: None,
             stats: None,
             errorfiles: Vec::new(),
+            http_response_rules: Vec::new(),
             other: Vec::new(),
         }
     }

@@ -133,6 +133,7 @@ fn apply(
         "acl" => proxy.acls.push(acl(args, ctx)?),
         "errorfile" => errorfile(proxy, args, ctx)?,
         "http-request" => http::http_request(proxy, args, ctx.loc)?,
+        "http-response" => http::http_response(proxy, args, ctx.loc)?,
         "reqadd" => http::reqadd(proxy, args, ctx.loc)?,
         "redirect" => http::redirect(proxy, args, ctx.loc)?,
         "cookie" => http::cookie(proxy, args, words, ctx.loc)?,
@@ -142,7 +143,7 @@ fn apply(
             proxy.other.push(raw());
         }
         // Kept verbatim for `-c -d`; they act on parts not built yet.
-        "description" | "capture" | "http-response" | "http-check" => {
+        "description" | "capture" | "http-check" => {
             args.need("arguments")?;
             args.rest();
             proxy.other.push(raw());
@@ -746,6 +747,45 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn http_response_rules() {
+        let p = ok(
+            Scope::Listen,
+            &[
+                "http-response set-header Strict-Transport-Security max-age=63072000",
+                "http-response del-header Server if { status 200 }",
+                "http-response replace-header Location ^http://(.*) https://\\1",
+                "http-response deny",
+                "http-response deny deny_status 503 unless { status 200 }",
+                "http-response set-status 404 reason Gone",
+            ],
+        );
+        use crate::config::HttpResponseAction as A;
+        let actions: Vec<&A> = p.http_response_rules.iter().map(|r| &r.action).collect();
+        assert!(matches!(actions[0], A::SetHeader { name, value }
+            if name == "Strict-Transport-Security" && value == "max-age=63072000"));
+        assert!(matches!(actions[1], A::DelHeader { name } if name == "Server"));
+        assert!(p.http_response_rules[1].cond.is_some());
+        assert!(
+            matches!(actions[2], A::ReplaceHeader { regex, replacement, .. }
+            if regex == "^http://(.*)" && replacement == "https://\\1")
+        );
+        assert_eq!(actions[3], &A::Deny { status: 502 });
+        assert_eq!(actions[4], &A::Deny { status: 503 });
+        assert_eq!(
+            actions[5],
+            &A::SetStatus {
+                status: 404,
+                reason: Some("Gone".into())
+            }
+        );
+        assert!(
+            err(Scope::Listen, "http-response tarpit").contains("unsupported http-response action")
+        );
+        assert!(err(Scope::Listen, "http-response set-status 42").contains("100..999"));
+        assert!(err(Scope::Listen, "http-response set-header").contains("header name"));
+    }
+
+    #[test]
     fn kept_raw() {
         let p = ok(
             Scope::Listen,
@@ -753,14 +793,13 @@ pub(crate) mod tests {
                 "description RTMP edge",
                 "id 7",
                 "capture request header Host len 64",
-                "http-response set-header X-A b",
                 "option httpchk GET /health",
                 "http-check expect status 200",
             ],
         );
-        assert_eq!(p.other.len(), 6);
+        assert_eq!(p.other.len(), 5);
         assert_eq!(
-            p.other.get(4).map(|r| r.words.join(" ")),
+            p.other.get(3).map(|r| r.words.join(" ")),
             Some("option httpchk GET /health".to_string())
         );
         assert!(err(Scope::Listen, "id 0").contains("greater than 0"));

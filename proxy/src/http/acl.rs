@@ -12,14 +12,23 @@ use regex::bytes::{Regex, RegexBuilder};
 use crate::config::{Acl, Condition, Loc};
 
 use super::error::HttpError;
-use super::head::Request;
+use super::head::{Headers, Request};
 
 /// What a condition can look at.
 pub struct Ctx<'a> {
     pub req: &'a Request,
     pub src: IpAddr,
-    /// The client connection is TLS (always false until the TLS room lands).
+    /// The client connection is TLS.
     pub ssl: bool,
+    /// The server's response, for `http-response` conditions (`status`, `res.hdr()`).
+    pub res: Option<ResponseView<'a>>,
+}
+
+/// The part of a response a condition may look at.
+#[derive(Clone, Copy)]
+pub struct ResponseView<'a> {
+    pub status: u16,
+    pub headers: &'a Headers,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -38,6 +47,10 @@ enum Fetch {
     Hdr(String),
     Method,
     Src,
+    /// The response's status (response rules only).
+    Status,
+    /// A response header (`res.hdr(name)`, response rules only).
+    ResHdr(String),
     Bool(bool),
     HttpVersion(u8),
 }
@@ -52,6 +65,8 @@ enum Patterns {
     },
     Regex(Vec<Regex>),
     Nets(Vec<Net>),
+    /// Integers and inclusive ranges (`200`, `400:499`), as HAProxy's integer match.
+    Ints(Vec<(u16, u16)>),
     /// A boolean fetch: true is a match.
     None,
 }
@@ -163,13 +178,81 @@ fn predefined(name: &str) -> Option<Criterion> {
     })
 }
 
+/// Where a condition is evaluated: some fetches only exist on one side.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    Request,
+    Response,
+}
+
+impl Fetch {
+    fn name(&self) -> String {
+        match self {
+            Fetch::SslFc => "ssl_fc".into(),
+            Fetch::Path => "path".into(),
+            Fetch::Hdr(h) => format!("hdr({h})"),
+            Fetch::Method => "method".into(),
+            Fetch::Src => "src".into(),
+            Fetch::Status => "status".into(),
+            Fetch::ResHdr(h) => format!("res.hdr({h})"),
+            Fetch::Bool(b) => (if *b { "TRUE" } else { "FALSE" }).into(),
+            Fetch::HttpVersion(minor) => format!("HTTP_1.{minor}"),
+        }
+    }
+
+    /// Whether the fetch has a value on `side`. HAProxy accepts the others there with a
+    /// warning that the condition "will never match"; a rule that can never fire hides a
+    /// mistake, so it is refused instead.
+    fn works_on(&self, side: Side) -> bool {
+        match self {
+            Fetch::Path | Fetch::Hdr(_) | Fetch::HttpVersion(_) => side == Side::Request,
+            Fetch::Status | Fetch::ResHdr(_) => side == Side::Response,
+            Fetch::SslFc | Fetch::Method | Fetch::Src | Fetch::Bool(_) => true,
+        }
+    }
+}
+
 impl Cond {
+    /// A condition of a request rule (`http-request`, `use_backend`, `redirect` …).
     pub fn compile(cond: &Condition, acls: &AclSet, loc: &Loc) -> Result<Cond, HttpError> {
+        Cond::compile_on(cond, acls, loc, Side::Request)
+    }
+
+    /// A condition evaluated on `side`; a fetch that has no value there is refused.
+    pub fn compile_on(
+        cond: &Condition,
+        acls: &AclSet,
+        loc: &Loc,
+        side: Side,
+    ) -> Result<Cond, HttpError> {
         let any_of = terms(&cond.words, acls).map_err(|r| config_error(loc, r))?;
-        Ok(Cond {
+        let c = Cond {
             negate: cond.negate,
             any_of,
-        })
+        };
+        c.check_side(side).map_err(|r| config_error(loc, r))?;
+        Ok(c)
+    }
+
+    fn check_side(&self, side: Side) -> Result<(), String> {
+        let rule = match side {
+            Side::Request => "a request rule",
+            Side::Response => "an http-response rule",
+        };
+        for (_, term) in self.any_of.iter().flatten() {
+            let criteria = match term {
+                Term::Named(list) => list.as_slice(),
+                Term::Anonymous(c) => std::slice::from_ref(c),
+            };
+            if let Some(c) = criteria.iter().find(|c| !c.fetch.works_on(side)) {
+                return Err(format!(
+                    "{} has no value in {rule}, so this condition would never match \
+                     (in http-response use res.hdr(), status; in requests hdr(), path)",
+                    c.fetch.name()
+                ));
+            }
+        }
+        Ok(())
     }
 
     pub fn matches(&self, ctx: &Ctx<'_>) -> bool {
@@ -301,14 +384,20 @@ fn fetch(word: &str) -> Result<(Fetch, Option<Method>), String> {
     let fetch = match (base, arg) {
         ("ssl_fc", None) if suffix.is_none() => Fetch::SslFc,
         ("path", None) => Fetch::Path,
-        ("hdr", Some(h)) if !h.is_empty() && !h.contains(',') => Fetch::Hdr(h.to_string()),
+        ("hdr" | "req.hdr", Some(h)) if !h.is_empty() && !h.contains(',') => {
+            Fetch::Hdr(h.to_string())
+        }
+        ("res.hdr", Some(h)) if suffix.is_none() && !h.is_empty() && !h.contains(',') => {
+            Fetch::ResHdr(h.to_string())
+        }
         ("method", None) => Fetch::Method,
         ("src", None) if suffix.is_none() => Fetch::Src,
+        ("status", None) if suffix.is_none() => Fetch::Status,
         _ => {
             return Err(format!(
                 "unsupported fetch '{word}' (supported: ssl_fc, path, path_beg, path_end, \
                  path_sub, path_reg, hdr(name), hdr_beg(name), hdr_end(name), hdr_sub(name), \
-                 hdr_reg(name), method, src)"
+                 hdr_reg(name), req.hdr(name), res.hdr(name), method, src, status)"
             ))
         }
     };
@@ -328,6 +417,18 @@ fn patterns(
                 return Err(format!("'{word}' is a boolean and takes no pattern"));
             }
             Ok(Patterns::None)
+        }
+        Fetch::Status => {
+            if method.is_some() {
+                return Err("'status' matches integers only (no '-m')".into());
+            }
+            need_some(word, &values)?;
+            Ok(Patterns::Ints(
+                values
+                    .iter()
+                    .map(|v| int_range(v))
+                    .collect::<Result<_, _>>()?,
+            ))
         }
         Fetch::Src => {
             if method.is_some() {
@@ -352,6 +453,22 @@ fn patterns(
                 }),
             }
         }
+    }
+}
+
+/// `N` or `LOW:HIGH`.
+fn int_range(v: &str) -> Result<(u16, u16), String> {
+    let bad = || format!("'{v}' is not a status or a range like 400:499");
+    let int = |t: &str| t.parse::<u16>().map_err(|_| bad());
+    match v.split_once(':') {
+        Some((lo, hi)) => {
+            let (lo, hi) = (int(lo)?, int(hi)?);
+            if lo > hi {
+                return Err(bad());
+            }
+            Ok((lo, hi))
+        }
+        None => int(v).map(|n| (n, n)),
     }
 }
 
@@ -385,8 +502,23 @@ impl Criterion {
                 Patterns::Nets(nets) => nets.iter().any(|n| n.contains(ctx.src)),
                 _ => false,
             },
+            Fetch::Status => match (&self.patterns, ctx.res) {
+                (Patterns::Ints(ranges), Some(res)) => ranges
+                    .iter()
+                    .any(|(lo, hi)| (*lo..=*hi).contains(&res.status)),
+                _ => false,
+            },
             Fetch::Path => self.any(std::iter::once(ctx.req.path().as_bytes())),
             Fetch::Method => self.any(std::iter::once(ctx.req.method.as_bytes())),
+            Fetch::ResHdr(name) => match ctx.res {
+                Some(res) => self.any(
+                    res.headers
+                        .get_all(name)
+                        .flat_map(|v| v.split(|b| *b == b','))
+                        .map(<[u8]>::trim_ascii),
+                ),
+                None => false,
+            },
             Fetch::Hdr(name) => self.any(
                 ctx.req
                     .headers
@@ -418,7 +550,7 @@ impl Criterion {
                 };
                 values.iter().any(|p| text_match(*method, v, p.as_bytes()))
             }
-            Patterns::Nets(_) | Patterns::None => false,
+            Patterns::Nets(_) | Patterns::Ints(_) | Patterns::None => false,
         }
     }
 }
@@ -512,6 +644,7 @@ mod tests {
         let req = parse_request(request.as_bytes()).unwrap();
         let c = cond(text, acls).unwrap();
         c.matches(&Ctx {
+            res: None,
             req: &req,
             src: src.parse().unwrap(),
             ssl,

@@ -339,6 +339,16 @@ impl<'f> Exchange<'f, '_> {
                 .fail(502, TermState::new(Cause::Proxy, Phase::Headers), Some(be))
                 .await;
         }
+        if let Err(status) = self.response_rules(&req, &mut resp, be) {
+            self.tally.denied_response();
+            return self
+                .fail(
+                    status,
+                    TermState::new(Cause::Proxy, Phase::Headers),
+                    Some(be),
+                )
+                .await;
+        }
         if let Some(s) = &be.sticky {
             let id = done.server.params.cookie.as_deref();
             self.record.cookie[1] = s.on_response(&mut resp.headers, id, &done.seen);
@@ -388,6 +398,17 @@ impl<'f> Exchange<'f, '_> {
         } else {
             Next::KeepAlive
         }
+    }
+
+    /// `http-response` rules: the backend's, then the frontend's (a `listen` is both, and its
+    /// rules run once). `Err(status)`: a rule denied the response.
+    fn response_rules(&self, req: &Request, resp: &mut Response, be: &Backend) -> Result<(), u16> {
+        let ctx = self.ctx(req);
+        be.response_rules.apply(resp, &ctx)?;
+        if !be.own_section {
+            self.fe.response_rules.apply(resp, &ctx)?;
+        }
+        Ok(())
     }
 
     /// The response could not be passed on whole: the client gets a cut stream, as HAProxy's.

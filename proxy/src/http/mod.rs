@@ -26,6 +26,7 @@ mod exchange;
 mod head;
 mod httplog;
 mod pool;
+mod response_rules;
 mod route;
 mod rules;
 mod session;
@@ -44,7 +45,7 @@ use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::config::{Condition, Config, Proxy, StatsSpec};
+use crate::config::{Condition, Config, Proxy, ProxyKind, StatsSpec};
 use crate::counters::Counters;
 use crate::forward::Engine;
 use crate::log::AccessLog;
@@ -53,6 +54,7 @@ use crate::upstream::{self, ServerSet};
 use acl::{AclSet, Cond};
 use answers::ErrorPages;
 use cookie::Sticky;
+use response_rules::ResponseRules;
 use rules::{Forwarded, RuleSet};
 
 /// A backend as HTTP requests see it; its servers and their live state are the shared
@@ -62,7 +64,11 @@ pub struct Backend {
     pub upstream: Arc<upstream::Backend>,
     /// How an upgraded (WebSocket) stream moves once it is a tunnel.
     engine: Engine,
+    /// The backend half of the `listen` section whose frontend routes here: its
+    /// `http-response` rules are that section's, run once.
+    own_section: bool,
     rules: RuleSet,
+    response_rules: ResponseRules,
     forwardfor: Option<Forwarded>,
     sticky: Option<Sticky>,
     errors: ErrorPages,
@@ -83,6 +89,7 @@ pub struct Frontend {
     rules: RuleSet,
     routes: Vec<(Cond, Arc<Backend>)>,
     default: Option<Arc<Backend>>,
+    response_rules: ResponseRules,
     forwardfor: Option<Forwarded>,
     errors: ErrorPages,
     stats: Option<StatsSpec>,
@@ -164,7 +171,12 @@ impl Frontend {
             if let Some(b) = built.get(name) {
                 return b.clone();
             }
-            let b = build_backend(cfg, name, bufsize, wiring.backends, problems).map(Arc::new);
+            let b = build_backend(cfg, name, bufsize, wiring.backends, problems)
+                .map(|mut b| {
+                    b.own_section = fe.kind == ProxyKind::Listen && name == fe.name;
+                    b
+                })
+                .map(Arc::new);
             built.insert(name.to_string(), b.clone());
             b
         };
@@ -193,11 +205,16 @@ impl Frontend {
             None => None,
         };
         let rules = problems.take(RuleSet::compile(&fe.http_rules, &acls));
+        let response_rules = problems.take(ResponseRules::compile(&fe.http_response_rules, &acls));
         let forwardfor = problems.take(forwarded(fe));
         let errors = problems.take(ErrorPages::load(&fe.errorfiles, bufsize));
-        let (Some(rules), Some(forwardfor), Some(errors), true) =
-            (rules, forwardfor, errors, problems.0.is_empty())
-        else {
+        let (Some(rules), Some(response_rules), Some(forwardfor), Some(errors), true) = (
+            rules,
+            response_rules,
+            forwardfor,
+            errors,
+            problems.0.is_empty(),
+        ) else {
             return Err(problems.0);
         };
         Ok(Frontend {
@@ -205,6 +222,7 @@ impl Frontend {
             rules,
             routes,
             default,
+            response_rules,
             forwardfor,
             errors,
             stats: fe.stats.clone().filter(|s| s.enabled),
@@ -248,6 +266,7 @@ fn build_backend(
     let (shared, engine) = upstreams.get(name).cloned()?;
     let acls = problems.acls(&p.acls);
     let rules = problems.take(RuleSet::compile(&p.http_rules, &acls));
+    let response_rules = problems.take(ResponseRules::compile(&p.http_response_rules, &acls));
     let forwardfor = problems.take(forwarded(p));
     let errors = problems.take(ErrorPages::load(&p.errorfiles, bufsize));
     let keep_alive = p.timeouts.http_keep_alive.unwrap_or(POOL_IDLE);
@@ -255,7 +274,9 @@ fn build_backend(
         name: p.name.clone(),
         upstream: shared,
         engine,
+        own_section: false,
         rules: rules?,
+        response_rules: response_rules?,
         forwardfor: forwardfor?,
         sticky: p.cookie.as_ref().map(Sticky::new),
         errors: errors?,

@@ -125,6 +125,7 @@ impl<'f> Exchange<'f, '_> {
     ) -> Next<'f> {
         self.record.status = Some(status);
         self.record.term = TermState::new(Cause::Local, Phase::Request);
+        let bytes = self.local_bytes(bytes);
         let len = bytes.len() as u64;
         let sent = write_all(&self.client.stream, bytes, deadline(self.client_idle())).await;
         if sent.is_ok() {

@@ -62,7 +62,12 @@ impl RuleSet {
     /// Applies the rules in order until one answers the request.
     pub fn apply(&self, req: &mut Request, src: IpAddr, ssl: bool) -> Verdict {
         for rule in &self.0 {
-            let ctx = Ctx { req, src, ssl };
+            let ctx = Ctx {
+                req,
+                src,
+                ssl,
+                res: None,
+            };
             if !holds(&rule.cond, &ctx) {
                 continue;
             }
@@ -109,7 +114,7 @@ fn action(a: &HttpAction, loc: &Loc) -> Result<Action, HttpError> {
 /// A literal value. HAProxy reads these as log-format strings; `%%` is a percent sign, and
 /// sample expressions (`%[src]` …) are not supported yet, so they are refused rather than sent
 /// to the server as literal text.
-fn header_value(value: &str, loc: &Loc) -> Result<Vec<u8>, HttpError> {
+pub(super) fn header_value(value: &str, loc: &Loc) -> Result<Vec<u8>, HttpError> {
     let refuse = |reason: String| HttpError::Config {
         loc: loc.clone(),
         reason,
@@ -136,8 +141,9 @@ fn header_value(value: &str, loc: &Loc) -> Result<Vec<u8>, HttpError> {
     Ok(out)
 }
 
-/// The `Location` of a redirect. `scheme` keeps the Host as sent, port included (as HAProxy
-/// does); without a Host it cannot be built and the rule does not apply.
+/// The `Location` of a redirect. `scheme` keeps the Host as sent, port included, and without
+/// a Host (HTTP/1.0) still redirects, to `scheme:///path`, as HAProxy's
+/// `http_apply_redirect_rule` does: the request is never proxied in the clear instead.
 fn location(kind: &RedirectKind, req: &Request, _ssl: bool) -> Option<Vec<u8>> {
     match kind {
         RedirectKind::Location(l) => Some(l.as_bytes().to_vec()),
@@ -146,12 +152,25 @@ fn location(kind: &RedirectKind, req: &Request, _ssl: bool) -> Option<Vec<u8>> {
             Some(format!("{prefix}{}", req.target).into_bytes())
         }
         RedirectKind::Scheme(s) => {
-            let host = req.host()?;
             let mut out = format!("{s}://").into_bytes();
-            out.extend_from_slice(host);
-            out.extend_from_slice(req.target.as_bytes());
+            out.extend_from_slice(req.host().unwrap_or_default());
+            out.extend_from_slice(path_of(&req.target).as_bytes());
             Some(out)
         }
+    }
+}
+
+/// The path (and query) of a request target: an absolute-form target loses its scheme and
+/// authority, and an empty path is `/`, as HAProxy's `http_get_path`.
+fn path_of(target: &str) -> &str {
+    let path = match target.split_once("://") {
+        Some((_, rest)) if !target.starts_with('/') => rest.find('/').map_or("", |i| &rest[i..]),
+        _ => target,
+    };
+    if path.is_empty() {
+        "/"
+    } else {
+        path
     }
 }
 
@@ -259,6 +278,15 @@ mod tests {
     }
 
     #[test]
+    fn paths_of_targets() {
+        assert_eq!(path_of("/a?b"), "/a?b");
+        assert_eq!(path_of("http://h:81/a?b"), "/a?b");
+        assert_eq!(path_of("http://h"), "/");
+        assert_eq!(path_of("/x://y"), "/x://y");
+        assert_eq!(path_of("*"), "*");
+    }
+
+    #[test]
     fn redirects_and_deny() {
         let redirect = |kind, code| HttpAction::Redirect(Redirect { kind, code });
         let rules = set(vec![rule(
@@ -276,6 +304,16 @@ mod tests {
         assert_eq!(
             rules.apply(&mut request(), "10.0.0.1".parse().unwrap(), true),
             Verdict::Pass
+        );
+        // HTTP/1.0 without Host: still redirected, to an empty host (HAProxy's answer).
+        let mut no_host = request();
+        no_host.headers.remove("host");
+        assert_eq!(
+            rules.apply(&mut no_host, "10.0.0.1".parse().unwrap(), false),
+            Verdict::Redirect {
+                code: 302,
+                location: b"https:///p?q".to_vec()
+            }
         );
         let rules = set(vec![rule(
             redirect(RedirectKind::Prefix("https://x/".into()), 301),

@@ -95,6 +95,7 @@ async fn run(stream: ClientConn, peer: SocketAddr, fe: Arc<Frontend>) {
             accepted,
             record: HttpRecord::new(peer, &fe.name),
             t0: Instant::now(),
+            head_only: false,
             tally: Tally::new(
                 &fe.counters,
                 fe.own_backend.as_ref().map(|b| &b.stats.traffic),
@@ -141,6 +142,9 @@ pub(super) struct Exchange<'f, 'c> {
     pub(super) record: HttpRecord,
     pub(super) t0: Instant,
     pub(super) tally: Tally<'f>,
+    /// The request is a `HEAD`: what the proxy answers by itself carries no body, or the
+    /// next response on the connection would be misread as the rest of this one.
+    pub(super) head_only: bool,
 }
 
 /// Why no request head could be read.
@@ -174,12 +178,24 @@ impl<'f> Exchange<'f, '_> {
             Err(NoRequest::Failed(e)) => return self.request_failed(e).await,
         };
         self.tally.request();
+        self.head_only = req.method == "HEAD";
         self.record.head = Some(self.t0.elapsed());
         // Formatted only for a log line that will be written.
         if self.fe.access_log.is_enabled() {
             self.record.request = req.line();
         }
         self.route(req).await
+    }
+
+    /// An answer of the proxy's own as it goes out: without its body for a `HEAD` (the head's
+    /// `Content-Length` still says what a `GET` would get, as RFC 9110 §9.3.2 allows).
+    pub(super) fn local_bytes(&self, mut answer: Vec<u8>) -> Vec<u8> {
+        if self.head_only {
+            if let Some(end) = head_end(&answer, 0) {
+                answer.truncate(end);
+            }
+        }
+        answer
     }
 
     pub(super) fn client_idle(&self) -> Option<Duration> {
@@ -300,6 +316,7 @@ impl<'f> Exchange<'f, '_> {
             Some(b) if b.errors.has(status) => b.errors.page(status),
             _ => self.fe.errors.page(status),
         };
+        let page = self.local_bytes(page);
         self.record.status = Some(status);
         self.record.term = term;
         let len = page.len() as u64;
@@ -331,6 +348,7 @@ impl<'f> Exchange<'f, '_> {
             req,
             src: self.peer.ip(),
             ssl: self.client.stream.is_tls(),
+            res: None,
         }
     }
 }

@@ -122,6 +122,14 @@ impl<'f> Tally<'f> {
         }
     }
 
+    /// `http-response deny`: `dresp` of the frontend, the backend and the server.
+    pub fn denied_response(&self) {
+        Counters::bump(&self.fe.denied_resp);
+        for c in self.backend_side() {
+            Counters::bump(&c.denied_resp);
+        }
+    }
+
     /// A request that could not be read whole: the frontend's `ereq`.
     pub fn bad_request(&self) {
         Counters::bump(&self.fe.failed_req);
