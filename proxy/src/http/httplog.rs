@@ -6,7 +6,7 @@ use std::fmt;
 use std::net::SocketAddr;
 use std::time::{Duration, SystemTime};
 
-use crate::log::{HaproxyDate, TermState};
+use crate::log::{HaproxyDate, SessionRecord, TermState};
 
 #[derive(Debug, Clone)]
 pub struct HttpRecord {
@@ -44,6 +44,27 @@ pub struct HttpRecord {
 }
 
 impl HttpRecord {
+    /// The request as a tcplog line (HAProxy's `option tcplog` on an HTTP proxy).
+    pub fn as_tcplog(&self) -> SessionRecord<'_> {
+        SessionRecord {
+            client: self.client,
+            accepted: self.started,
+            frontend: &self.frontend,
+            backend: &self.backend,
+            server: &self.server,
+            queue_wait: Some(self.queue),
+            connect: self.connect,
+            total: self.total,
+            bytes_down: self.bytes,
+            term: self.term,
+            active: self.active,
+            frontend_conns: self.frontend_conns,
+            backend_conns: self.backend_conns,
+            server_conns: self.server_conns,
+            retries: self.retries,
+        }
+    }
+
     pub fn new(client: SocketAddr, frontend: &str) -> HttpRecord {
         HttpRecord {
             client,

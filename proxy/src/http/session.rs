@@ -19,7 +19,7 @@ use std::time::{Duration, Instant, SystemTime};
 use compio::net::TcpStream;
 
 use crate::counters::{Live, PROCESS};
-use crate::log::{Cause, Phase, TermState};
+use crate::log::{AccessLog, Cause, LineFormat, Phase, TermState};
 use crate::upstream::ServerClaim;
 
 use super::acl::Ctx;
@@ -82,6 +82,8 @@ async fn run(stream: ClientConn, peer: SocketAddr, fe: Arc<Frontend>) {
     // The frontend's sessions are client connections, however many requests each carries.
     let _fe_session = fe.counters.open_session();
     let _ = stream.tcp().set_nodelay(true);
+    let local = || stream.tcp().local_addr().ok();
+    fe.access_log.connected(peer, local, &fe.name, true);
     let mut client = Side::new(stream, fe.bufsize);
     let accepted = Instant::now();
     let mut first = true;
@@ -181,7 +183,7 @@ impl<'f> Exchange<'f, '_> {
         self.head_only = req.method == "HEAD";
         self.record.head = Some(self.t0.elapsed());
         // Formatted only for a log line that will be written.
-        if self.fe.access_log.is_enabled() {
+        if self.fe.access_log.logs(LineFormat::Http) {
             self.record.request = req.line();
         }
         self.route(req).await
@@ -340,7 +342,7 @@ impl<'f> Exchange<'f, '_> {
         r.frontend_conns = self.fe.conns.load(Ordering::Relaxed);
         r.backend_conns = be.map_or(0, |b| b.upstream.conns.load(Ordering::Relaxed));
         self.tally.settle(r, self.client.read_total);
-        self.fe.access_log.send(&*r);
+        log_request(&self.fe.access_log, r);
     }
 
     pub(super) fn ctx<'r>(&self, req: &'r Request) -> Ctx<'r> {
@@ -350,5 +352,14 @@ impl<'f> Exchange<'f, '_> {
             ssl: self.client.stream.is_tls(),
             res: None,
         }
+    }
+}
+
+/// One request's line in the proxy's format: httplog, or tcplog (`option tcplog` on an HTTP
+/// proxy); the default format logged the connection when it was accepted.
+pub(super) fn log_request(log: &AccessLog, r: &HttpRecord) {
+    log.send_as(LineFormat::Http, r);
+    if log.logs(LineFormat::Tcp) {
+        log.send_as(LineFormat::Tcp, r.as_tcplog());
     }
 }

@@ -128,5 +128,5 @@ pub(super) async fn tunnel(mut client: Side<ClientConn>, t: Tunnel<'_>, fe: &Fro
 fn end_tunnel(fe: &Frontend, mut tally: Tally<'_>, mut record: HttpRecord, client_read: u64) {
     record.active = PROCESS.http_sessions.load(Ordering::Relaxed);
     tally.settle(&record, client_read);
-    fe.access_log.send(&record);
+    super::session::log_request(&fe.access_log, &record);
 }

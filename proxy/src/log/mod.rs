@@ -10,7 +10,7 @@ mod term;
 
 pub use sink::{dropped, Sink, TargetSpec};
 pub use syslog::{Format, Sender};
-pub use targets::{flush, start, AccessLog};
+pub use targets::{flush, start, AccessLog, LineFormat};
 pub use tcplog::{HaproxyDate, SessionRecord};
 pub use term::{Cause, Phase, TermState};
 

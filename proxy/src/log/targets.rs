@@ -3,13 +3,14 @@
 //! ones). Resolved once at start into index lists, so sending a line is a lookup-free
 //! `try_send` on the data path.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fmt::Display;
 use std::io;
+use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use crate::config::{Config, LogDest, Proxy};
+use crate::config::{Config, LogDest, Mode, Proxy};
 
 use super::sink::{Sink, TargetSpec};
 use super::syslog::Sender;
@@ -22,6 +23,8 @@ struct System {
     /// The global targets less `stderr`, which prints process messages already.
     process: Arc<[usize]>,
     proxies: HashMap<String, Arc<[usize]>>,
+    /// Proxies whose only target is the debug-mode stderr (`-d` without a `log` line).
+    debug_only: HashSet<String>,
 }
 
 static SYSTEM: OnceLock<System> = OnceLock::new();
@@ -43,6 +46,7 @@ pub fn start(cfg: &Config) -> io::Result<()> {
         sink,
         process: r.process,
         proxies: r.proxies,
+        debug_only: r.debug_only,
     });
     Ok(())
 }
@@ -52,6 +56,7 @@ struct Resolved {
     specs: Vec<TargetSpec>,
     process: Arc<[usize]>,
     proxies: HashMap<String, Arc<[usize]>>,
+    debug_only: HashSet<String>,
 }
 
 /// The global targets first, then each proxy's own; in debug mode a proxy with none gets
@@ -66,6 +71,7 @@ fn resolve(cfg: &Config, debug: bool) -> Resolved {
     let global: Vec<usize> = (0..specs.len()).collect();
     let mut proxies = HashMap::new();
     let mut debug_target = None;
+    let mut debug_only = HashSet::new();
     for p in &cfg.proxies {
         let mut mine: Vec<usize> = if p.log.global {
             global.clone()
@@ -78,6 +84,7 @@ fn resolve(cfg: &Config, debug: bool) -> Resolved {
         }
         if debug && mine.is_empty() {
             mine.push(debug_stderr(&mut specs, &mut debug_target));
+            debug_only.insert(p.name.clone());
         }
         proxies.insert(p.name.clone(), mine.into());
     }
@@ -90,6 +97,7 @@ fn resolve(cfg: &Config, debug: bool) -> Resolved {
         specs,
         process: process.into(),
         proxies,
+        debug_only,
     }
 }
 
@@ -109,15 +117,13 @@ fn debug_stderr(specs: &mut Vec<TargetSpec>, at: &mut Option<usize>) -> usize {
     })
 }
 
-/// `log-tag` (kept raw by the config) or HAProxy's default tag, so syslog rules written for
-/// HAProxy (`programname == haproxy`) keep matching after the switch.
+/// `log-tag` or HAProxy's default tag, so syslog rules written for HAProxy
+/// (`programname == haproxy`) keep matching after the switch.
 fn sender(cfg: &Config) -> Sender {
     let tag = cfg
         .global
-        .other
-        .iter()
-        .find(|d| d.words.first().map(String::as_str) == Some("log-tag"))
-        .and_then(|d| d.words.get(1).cloned())
+        .log_tag
+        .clone()
         .unwrap_or_else(|| "haproxy".into());
     Sender {
         tag,
@@ -160,36 +166,100 @@ pub(super) fn process_message(level: log::Level, text: &std::fmt::Arguments<'_>)
     sys.sink.send(&sys.process, severity, &text.to_string());
 }
 
+/// Which line a proxy logs, as HAProxy's options choose it: `option httplog` one line per
+/// HTTP request, `option tcplog` one per session at its end, neither HAProxy's default format,
+/// one `Connect from` line when a connection is accepted.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum LineFormat {
+    #[default]
+    Connect,
+    Tcp,
+    Http,
+}
+
+impl LineFormat {
+    /// The format of `proxy`'s options. `option httplog` on a mode tcp proxy was turned into
+    /// `tcplog` by the config room, as HAProxy does.
+    pub fn of(proxy: &Proxy) -> LineFormat {
+        let o = &proxy.options;
+        match (proxy.mode, o.httplog, o.tcplog) {
+            (Mode::Http, true, _) => LineFormat::Http,
+            (_, _, true) | (_, true, _) => LineFormat::Tcp,
+            _ => LineFormat::Connect,
+        }
+    }
+
+    /// The whole line of the proxy's mode: what `-d` shows of a proxy that logs nowhere.
+    fn full(proxy: &Proxy) -> LineFormat {
+        match proxy.mode {
+            Mode::Http => LineFormat::Http,
+            Mode::Tcp => LineFormat::Tcp,
+        }
+    }
+}
+
 /// Where one proxy's access lines go. Cheap to clone; held by the data path's frontend.
 #[derive(Clone, Debug, Default)]
 pub struct AccessLog {
     to: Option<(Sink, Arc<[usize]>)>,
+    format: LineFormat,
 }
 
 impl AccessLog {
     /// The targets of `proxy` as `start` resolved them; a proxy without any logs nothing.
     pub fn for_proxy(proxy: &Proxy) -> AccessLog {
+        let mut format = LineFormat::of(proxy);
         let to = SYSTEM.get().and_then(|sys| {
+            if sys.debug_only.contains(&proxy.name) {
+                format = LineFormat::full(proxy);
+            }
             let targets = sys.proxies.get(&proxy.name)?;
             (!targets.is_empty()).then(|| (sys.sink.clone(), targets.clone()))
         });
-        AccessLog { to }
+        AccessLog { to, format }
     }
 
     /// A handle on explicit targets (tests, and callers that manage their own sink).
-    pub fn with_sink(sink: Sink, targets: Arc<[usize]>) -> AccessLog {
+    pub fn with_sink(sink: Sink, targets: Arc<[usize]>, format: LineFormat) -> AccessLog {
         AccessLog {
             to: Some((sink, targets)),
+            format,
         }
     }
 
-    /// Whether lines sent here go anywhere: callers skip formatting what nobody logs.
-    pub fn is_enabled(&self) -> bool {
-        self.to.is_some()
+    /// Whether `format` lines sent here go anywhere: callers skip formatting what nobody logs.
+    pub fn logs(&self, format: LineFormat) -> bool {
+        self.to.is_some() && self.format == format
     }
 
-    /// Sends one traffic line; never blocks. Formats nothing when the proxy has no target.
-    pub fn send(&self, line: impl Display) {
+    /// HAProxy's default-format line, for a proxy with neither `option tcplog` nor
+    /// `option httplog`: `Connect from CLIENT to LOCAL (FRONTEND/MODE)`. `local` is only
+    /// asked (a syscall) when the line is written.
+    pub fn connected(
+        &self,
+        client: SocketAddr,
+        local: impl FnOnce() -> Option<SocketAddr>,
+        proxy: &str,
+        http: bool,
+    ) {
+        if self.logs(LineFormat::Connect) {
+            let to = local().map_or_else(|| "-".to_string(), |a| a.to_string());
+            let mode = if http { "HTTP" } else { "TCP" };
+            self.send(format_args!(
+                "Connect from {client} to {to} ({proxy}/{mode})"
+            ));
+        }
+    }
+
+    /// Sends one traffic line of the proxy's format; never blocks. Formats nothing when the
+    /// proxy has no target or logs another format.
+    pub fn send_as(&self, format: LineFormat, line: impl Display) {
+        if self.format == format {
+            self.send(line);
+        }
+    }
+
+    fn send(&self, line: impl Display) {
         if let Some((sink, targets)) = &self.to {
             sink.send(targets, TRAFFIC, &line.to_string());
         }
@@ -287,8 +357,11 @@ backend b
         ));
         let r = resolve(&c, false);
         let sink = Sink::start(r.specs, sender(&c)).expect("sink");
-        let log = AccessLog::with_sink(sink, r.proxies["a"].clone());
-        log.send("127.0.0.1:5000 [x] a b/s 0/0/1 0 -- 1/1/1/1/0 0/0");
+        let log = AccessLog::with_sink(sink, r.proxies["a"].clone(), LineFormat::Tcp);
+        log.send_as(
+            LineFormat::Tcp,
+            "127.0.0.1:5000 [x] a b/s 0/0/1 0 -- 1/1/1/1/0 0/0",
+        );
         let mut buf = [0u8; 1024];
         let n = listener.recv(&mut buf).expect("a datagram");
         let line = String::from_utf8_lossy(&buf[..n]);

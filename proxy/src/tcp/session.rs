@@ -9,7 +9,7 @@ use compio::net::TcpStream;
 
 use crate::counters::{Counters, Live, PROCESS};
 use crate::forward::{self, Engine, FlowEnd, FlowHistory, FlowParams, FlowStats, Progress};
-use crate::log::{AccessLog, Cause, Phase, SessionRecord, TermState};
+use crate::log::{AccessLog, Cause, LineFormat, Phase, SessionRecord, TermState};
 use crate::upstream::{self, connect_server, ConnectFailure, Server};
 
 /// A backend as `mode tcp` sees it: the shared upstream side plus how its flows move.
@@ -83,6 +83,8 @@ async fn run(client: Client, peer: SocketAddr, fe: Arc<Frontend>) {
     let _fe_session = fe.stats.open_session();
     let _be_session = up.set.stats.traffic.open_session();
     let _ = client.tcp().set_nodelay(true);
+    let local = || client.tcp().local_addr().ok();
+    fe.access_log.connected(peer, local, &fe.name, false);
 
     let mut record = SessionRecord {
         client: peer,
@@ -150,7 +152,7 @@ async fn run(client: Client, peer: SocketAddr, fe: Arc<Frontend>) {
             record.total = started.elapsed();
         }
     }
-    fe.access_log.send(&record);
+    fe.access_log.send_as(LineFormat::Tcp, &record);
 }
 
 /// Flows and who ended the flow, on the backend and the server. The bytes are already in
