@@ -97,6 +97,12 @@ pub struct PlannedBind {
     pub maxconn: Option<u32>,
     /// The frontend's name: binds of one section share one limit.
     pub frontend: String,
+    /// `bind … maxconn N`: this bind's own limit, under the frontend's.
+    pub bind_maxconn: Option<u32>,
+    /// `bind … name N`, for the start-up report.
+    pub name: Option<String>,
+    /// `v6only` / `v4v6`.
+    pub v6only: Option<bool>,
     /// `ssl`: the handshake (and kTLS) in front of the service.
     pub tls: Option<Arc<tls::Acceptor>>,
 }
@@ -313,6 +319,9 @@ impl<'c> Compiler<'c> {
                 service: service.clone(),
                 maxconn: fe.maxconn.or(self.cfg.global.maxconn),
                 frontend: fe.name.clone(),
+                bind_maxconn: b.maxconn,
+                name: b.name.clone(),
+                v6only: b.v6only,
                 tls,
             });
         }
@@ -323,7 +332,11 @@ impl<'c> Compiler<'c> {
             self.notes
                 .push(format!("bind {} at {}: {note}", b.addr, b.loc));
         }
-        let ssl = &self.http_alpn(fe, ssl, b);
+        let ssl = &self.http_alpn(
+            fe,
+            &ssl.with_defaults(&self.cfg.global.ssl_bind_defaults),
+            b,
+        );
         let timeout = fe.timeouts.client.unwrap_or(tls::DEFAULT_HANDSHAKE_TIMEOUT);
         match self.certs.acceptor(ssl, &b.loc, timeout) {
             Ok(a) => Some(a),

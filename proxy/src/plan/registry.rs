@@ -12,8 +12,10 @@ use crate::upstream::ServerSet;
 #[derive(Debug)]
 pub struct ProxyEntry {
     pub name: String,
-    /// HAProxy's `iid`: position in the config, from 1.
+    /// HAProxy's `iid`: `id N`, else the position in the config, from 1.
     pub id: u32,
+    /// `description TEXT`.
+    pub description: Option<String>,
     pub kind: ProxyKind,
     pub mode: Mode,
     pub balance: Balance,
@@ -44,7 +46,10 @@ impl Registry {
             .enumerate()
             .map(|(i, p)| ProxyEntry {
                 name: p.name.clone(),
-                id: u32::try_from(i + 1).unwrap_or(u32::MAX),
+                id: p
+                    .id
+                    .unwrap_or_else(|| u32::try_from(i + 1).unwrap_or(u32::MAX)),
+                description: p.description.clone(),
                 kind: p.kind,
                 mode: p.mode,
                 balance: p.balance,
@@ -61,6 +66,9 @@ impl Registry {
             proxies,
             ..Registry::default()
         };
+        registry
+            .process
+            .set_identity(cfg.global.node.clone(), cfg.global.description.clone());
         if let Some(n) = cfg.global.nbthread {
             registry.process.set_threads(n);
         }

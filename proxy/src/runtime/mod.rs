@@ -5,6 +5,7 @@ pub mod driver;
 mod limit;
 mod listen;
 mod privileges;
+mod process;
 mod signals;
 mod worker;
 
@@ -90,11 +91,23 @@ pub fn run(files: &[PathBuf], opts: &RunOptions) -> Result<(), RuntimeError> {
     signals::block()?;
     let (cfg, plan) = load(files, crate::tls::ktls::support().available(), true)?;
     let cfg = &cfg;
+    if let Some(n) = cfg.global.ulimit_n {
+        process::set_file_limit(n)?;
+    }
     let workers = cfg
         .global
         .nbthread
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
     let mut per_worker = bind_all(&plan, workers)?;
+    let _pidfile = cfg
+        .global
+        .pidfile
+        .as_deref()
+        .map(process::PidFile::write)
+        .transpose()?;
+    if let Some(dir) = &cfg.global.chroot {
+        process::enter_chroot(dir)?;
+    }
     privileges::drop_privileges(cfg.global.user.as_deref(), cfg.global.group.as_deref())?;
     if let Some(bytes) = cfg.global.sockmap_budget {
         crate::forward::set_sockmap_budget(bytes);
@@ -147,18 +160,20 @@ fn bind_all(plan: &Plan, workers: usize) -> Result<Vec<Vec<WorkerListener>>, Run
             .entry(b.frontend.as_str())
             .or_insert_with(|| ConnLimit::new(b.maxconn))
             .clone();
+        let bind_limit = ConnLimit::new(b.bind_maxconn);
         let bind_error = |source| RuntimeError::Bind {
             loc: b.loc.clone(),
             addr: b.addr,
             source,
         };
-        let socket = listen::bind_reuseport(b.addr).map_err(bind_error)?;
+        let socket = listen::bind_reuseport(b.addr, b.v6only).map_err(bind_error)?;
         for list in per_worker.iter_mut() {
             let socket = socket.try_clone().map_err(bind_error)?;
             list.push(WorkerListener {
                 socket,
                 service: b.service.clone(),
                 limit: limit.clone(),
+                bind_limit: bind_limit.clone(),
                 tls: b.tls.clone(),
             });
         }
@@ -195,11 +210,21 @@ fn report_start(
         crate::forward::summary(),
         crate::tls::ktls::support().describe(),
     );
+    if let Some(dir) = &cfg.global.chroot {
+        log::info!(
+            "chroot {}: certificate reloads read their files inside it",
+            dir.display()
+        );
+    }
     for b in &plan.binds {
         log::info!(
-            "frontend {} listening on {}{} -> {}",
+            "frontend {} listening on {}{}{} -> {}",
             b.service.name(),
             b.addr,
+            b.name
+                .as_ref()
+                .map(|n| format!(" (bind {n})"))
+                .unwrap_or_default(),
             b.tls
                 .as_ref()
                 .map(|t| format!(" ({})", t.describe()))
@@ -209,9 +234,6 @@ fn report_start(
     }
     for line in &plan.notes {
         log::warn!("{line}");
-    }
-    if cfg.global.daemon {
-        log::warn!("'daemon' ignored: the proxy runs in the foreground (use a service manager)");
     }
     Ok(())
 }

@@ -45,6 +45,8 @@ pub struct WorkerListener {
     pub socket: std::net::TcpListener,
     pub service: Service,
     pub limit: Arc<ConnLimit>,
+    /// `bind … maxconn N`: this listener's own limit, under the frontend's.
+    pub bind_limit: Arc<ConnLimit>,
     /// `ssl` binds: the TLS handshake runs before the service.
     pub tls: Option<Arc<crate::tls::Acceptor>>,
 }
@@ -75,8 +77,7 @@ pub fn run_worker(
                     listener,
                     l.service,
                     l.tls,
-                    l.limit,
-                    global.clone(),
+                    [global.clone(), l.limit, l.bind_limit],
                     stop.clone(),
                 ))),
                 Err(e) => log::error!("worker {id}: cannot register listener: {e}"),
@@ -102,13 +103,20 @@ async fn accept_loop(
     listener: TcpListener,
     service: Service,
     tls: Option<Arc<crate::tls::Acceptor>>,
-    limit: Arc<ConnLimit>,
-    global: Arc<ConnLimit>,
+    limits: [Arc<ConnLimit>; 3],
     stop: Arc<Shutdown>,
 ) {
+    let [global, frontend, bind] = limits;
     loop {
-        // Take the slots first: at maxconn we stop accepting and the backlog holds the rest.
-        let slots = async { (global.acquire().await, limit.acquire().await) };
+        // Take the slots first: at maxconn (global, the frontend's, the bind's) we stop
+        // accepting and the backlog holds the rest.
+        let slots = async {
+            (
+                global.acquire().await,
+                frontend.acquire().await,
+                bind.acquire().await,
+            )
+        };
         let Some(slots) = until_stop(&stop, slots).await else {
             break;
         };
