@@ -93,7 +93,7 @@ fn alpn(list: &str) -> Result<Vec<String>, String> {
     Ok(protocols)
 }
 
-fn tls_version(word: &str) -> Result<String, String> {
+pub(super) fn tls_version(word: &str) -> Result<String, String> {
     if TLS_VERSIONS.contains(&word) {
         Ok(word.to_string())
     } else {

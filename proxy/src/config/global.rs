@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use super::addr::parse_log_dest;
 use super::args::Args;
 use super::keywords;
-use super::model::{Global, Loc, LogFormat, LogTarget, RawDirective};
+use super::model::{Global, Loc, LogFormat, LogTarget};
 use super::num::{parse_positive, parse_uint};
 use super::time::parse_duration;
 
@@ -30,17 +30,19 @@ pub(crate) fn directive(
         return Ok(());
     };
     let mut args = Args::new(keyword, rest);
-    let raw = || RawDirective {
-        words: words.to_vec(),
-        loc: loc.clone(),
-    };
     match keyword.as_str() {
         "log" => global.logs.push(log_target(&mut args, loc)?),
         "maxconn" => global.maxconn = Some(parse_positive(args.need("a number")?, keyword)?),
         "nbthread" => global.nbthread = Some(parse_positive(args.need("a number")?, keyword)?),
         "user" => global.user = Some(args.need("a user name")?.to_string()),
         "group" => global.group = Some(args.need("a group name")?.to_string()),
-        "daemon" => global.daemon = true,
+        "daemon" => {
+            return Err(
+                "'daemon' is not supported: the proxy stays in the foreground under its \
+                 service manager (systemd), which does what 'daemon' did; remove the line"
+                    .to_string(),
+            )
+        }
         "hard-stop-after" => {
             global.hard_stop_after = Some(parse_duration(args.need("a time")?, keyword)?)
         }
@@ -52,27 +54,31 @@ pub(crate) fn directive(
         }
         "tune.ssl.ktls" => global.ssl_ktls = Some(on_off(args.need("'on' or 'off'")?, keyword)?),
         "crt-base" => {
-            *crt_base = Some(PathBuf::from(args.need("a directory")?));
-            global.other.push(raw());
+            let dir = PathBuf::from(args.need("a directory")?);
+            global.crt_base = Some(dir.clone());
+            *crt_base = Some(dir);
         }
-        "chroot"
-        | "pidfile"
-        | "ca-base"
-        | "node"
-        | "log-tag"
-        | "ssl-default-bind-ciphers"
-        | "ssl-default-bind-ciphersuites" => {
-            args.need("a value")?;
-            global.other.push(raw());
-        }
-        "ssl-default-bind-options" | "description" => {
-            args.need("a value")?;
+        "chroot" => global.chroot = Some(PathBuf::from(args.need("a directory")?)),
+        "pidfile" => global.pidfile = Some(PathBuf::from(args.need("a file name")?)),
+        "ulimit-n" => global.ulimit_n = Some(parse_positive(args.need("a number")?, keyword)?),
+        "log-tag" => global.log_tag = Some(args.need("a tag")?.to_string()),
+        "node" => global.node = Some(args.need("a name")?.to_string()),
+        "description" => {
+            args.need("a text")?;
+            global.description = Some(words[1..].join(" "));
             args.rest();
-            global.other.push(raw());
         }
-        "tune.ssl.default-dh-param" | "ulimit-n" => {
-            parse_positive::<u32>(args.need("a number")?, keyword)?;
-            global.other.push(raw());
+        "ssl-default-bind-ciphers" => {
+            global.ssl_bind_defaults.ciphers = Some(colon_list(args.need("a cipher list")?))
+        }
+        "ssl-default-bind-ciphersuites" => {
+            global.ssl_bind_defaults.ciphersuites =
+                Some(colon_list(args.need("a ciphersuite list")?))
+        }
+        "ssl-default-bind-options" => {
+            args.need("options")?;
+            ssl_options(&mut global.ssl_bind_defaults, &words[1..])?;
+            args.rest();
         }
         "nbproc" => {
             let n: u32 = parse_uint(args.need("a number")?, keyword)?;
@@ -81,11 +87,27 @@ pub(crate) fn directive(
                     "'nbproc {n}' is not supported: only one process (use 'nbthread')"
                 ));
             }
-            global.other.push(raw());
+        }
+        "ca-base" => {
+            return Err(
+                "'ca-base' is not supported: no directive of this proxy reads CA files \
+                 ('ca-file' is not supported); remove the line"
+                    .to_string(),
+            )
+        }
+        "tune.ssl.default-dh-param" => {
+            return Err(
+                "'tune.ssl.default-dh-param' is not supported: rustls offers no DHE suites, \
+                 only ECDHE (forward secrecy without DH parameters); remove the line"
+                    .to_string(),
+            )
         }
         "stats" => {
-            global_stats(&mut args)?;
-            global.other.push(raw());
+            return Err(
+                "'stats socket|timeout|maxconn' (the runtime API) is not supported yet; \
+                 remove the line (the stats page and /metrics are served by 'stats enable')"
+                    .to_string(),
+            )
         }
         other if other == "option" || other == "timeout" || keywords::is_proxy_keyword(other) => {
             return Err(format!("'{other}' is not allowed in a global section"));
@@ -136,23 +158,41 @@ fn on_off(word: &str, keyword: &str) -> Result<bool, String> {
     }
 }
 
-/// `stats socket PATH [params]`, `stats timeout T`, `stats maxconn N`: checked, kept raw.
-fn global_stats(args: &mut Args<'_>) -> Result<(), String> {
-    match args.need("'socket', 'timeout' or 'maxconn'")? {
-        "socket" => {
-            args.need("a path or address")?;
-            args.rest();
-        }
-        "timeout" => {
-            parse_duration(args.need("a time")?, "stats timeout")?;
-        }
-        "maxconn" => {
-            parse_positive::<u32>(args.need("a number")?, "stats maxconn")?;
-        }
-        other => {
-            return Err(format!(
-            "unsupported 'stats {other}' in 'global' section (supported: socket, timeout, maxconn)"
-        ))
+fn colon_list(text: &str) -> Vec<String> {
+    text.split(':')
+        .filter(|w| !w.is_empty())
+        .map(str::to_string)
+        .collect()
+}
+
+/// `ssl-default-bind-options` (HAProxy's bind `ssl` options): versions bounds and suite order.
+/// Options that state what rustls always does (`no-sslv3`, `no-tlsv10`, `no-tlsv11`: never
+/// offered; `no-tls-tickets`: no TLS 1.2 ticket key is configured) are accepted as the facts
+/// they are; the rest is refused.
+fn ssl_options(ssl: &mut crate::config::SslBind, words: &[String]) -> Result<(), String> {
+    let mut it = words.iter();
+    while let Some(w) = it.next() {
+        match w.as_str() {
+            "ssl-min-ver" | "ssl-max-ver" => {
+                let v = it.next().ok_or_else(|| format!("'{w}' needs a version"))?;
+                let v = super::bind::tls_version(v)?;
+                if w == "ssl-min-ver" {
+                    ssl.min_ver = Some(v);
+                } else {
+                    ssl.max_ver = Some(v);
+                }
+            }
+            "no-sslv3" | "no-tlsv10" | "no-tlsv11" | "no-tls-tickets" => {}
+            "no-tlsv12" | "force-tlsv13" => ssl.min_ver = Some("TLSv1.3".into()),
+            "no-tlsv13" | "force-tlsv12" => ssl.max_ver = Some("TLSv1.2".into()),
+            "prefer-client-ciphers" => ssl.prefer_client_ciphers = true,
+            other => {
+                return Err(format!(
+                    "unsupported ssl option '{other}' (supported: ssl-min-ver, ssl-max-ver, \
+                     no-sslv3, no-tlsv10, no-tlsv11, no-tlsv12, no-tlsv13, force-tlsv12, \
+                     force-tlsv13, no-tls-tickets, prefer-client-ciphers)"
+                ))
+            }
         }
     }
     Ok(())
@@ -325,7 +365,6 @@ mod tests {
     fn typed_values() {
         let (g, base, e) = apply(&[
             "nbthread 4",
-            "daemon",
             "hard-stop-after 30s",
             "tune.bufsize 32768",
             "log /dev/log daemon info err",
@@ -334,7 +373,6 @@ mod tests {
         ]);
         assert!(e.is_empty(), "{e:?}");
         assert_eq!(g.nbthread, Some(4));
-        assert!(g.daemon);
         assert_eq!(g.hard_stop_after, Some(Duration::from_secs(30)));
         assert_eq!(g.bufsize, Some(32768));
         assert_eq!(
@@ -346,27 +384,69 @@ mod tests {
     }
 
     #[test]
-    fn kept_raw() {
+    fn every_accepted_line_sets_a_field() {
         let (g, _, e) = apply(&[
             "chroot /var/lib/haproxy",
             "pidfile /run/haproxy.pid",
-            "stats socket /run/haproxy/admin.sock mode 660 level admin expose-fd listeners",
-            "stats timeout 30s",
-            "ca-base /etc/ssl/certs",
-            "ssl-default-bind-ciphers ECDH+AESGCM:!aNULL",
+            "ssl-default-bind-ciphers ECDHE-RSA-AES128-GCM-SHA256:ECDHE-RSA-CHACHA20-POLY1305",
             "ssl-default-bind-ciphersuites TLS_AES_128_GCM_SHA256",
-            "ssl-default-bind-options ssl-min-ver TLSv1.2 no-tls-tickets",
-            "tune.ssl.default-dh-param 2048",
+            "ssl-default-bind-options ssl-min-ver TLSv1.2 no-tls-tickets prefer-client-ciphers",
             "nbproc 1",
             "ulimit-n 65536",
             "node lb1",
             "description the AMS balancer",
-            "log-tag haproxy",
+            "log-tag amsproxy",
         ]);
         assert!(e.is_empty(), "{e:?}");
-        assert_eq!(g.other.len(), 14);
-        assert_eq!(g.other.get(2).map(|r| r.words.len()), Some(9));
-        assert_eq!(g.other.get(13).map(|r| r.loc.line), Some(14));
+        assert_eq!(g.chroot, Some(PathBuf::from("/var/lib/haproxy")));
+        assert_eq!(g.pidfile, Some(PathBuf::from("/run/haproxy.pid")));
+        let ssl = &g.ssl_bind_defaults;
+        assert_eq!(
+            ssl.ciphers.as_deref(),
+            Some(
+                &[
+                    "ECDHE-RSA-AES128-GCM-SHA256".to_string(),
+                    "ECDHE-RSA-CHACHA20-POLY1305".to_string()
+                ][..]
+            )
+        );
+        assert_eq!(
+            ssl.ciphersuites.as_deref(),
+            Some(&["TLS_AES_128_GCM_SHA256".to_string()][..])
+        );
+        assert_eq!(ssl.min_ver.as_deref(), Some("TLSv1.2"));
+        assert!(ssl.prefer_client_ciphers);
+        assert_eq!(g.ulimit_n, Some(65536));
+        assert_eq!(g.node.as_deref(), Some("lb1"));
+        assert_eq!(g.description.as_deref(), Some("the AMS balancer"));
+        assert_eq!(g.log_tag.as_deref(), Some("amsproxy"));
+    }
+
+    #[test]
+    fn lines_that_would_do_nothing_are_refused() {
+        for (line, says) in [
+            ("daemon", "service manager"),
+            (
+                "ca-base /etc/ssl/certs",
+                "no directive of this proxy reads CA files",
+            ),
+            ("tune.ssl.default-dh-param 2048", "no DHE suites"),
+            (
+                "stats socket /run/haproxy/admin.sock mode 660 level admin",
+                "runtime API",
+            ),
+            ("stats timeout 30s", "runtime API"),
+            (
+                "ssl-default-bind-options no-tls-frobs",
+                "unsupported ssl option 'no-tls-frobs'",
+            ),
+            (
+                "ssl-default-bind-options ssl-min-ver TLSv9",
+                "unknown TLS version 'TLSv9'",
+            ),
+        ] {
+            assert!(error(line).contains(says), "{line}: {}", error(line));
+        }
     }
 
     #[test]
@@ -375,7 +455,6 @@ mod tests {
         assert!(error("maxconn 2k").contains("invalid number '2k'"));
         assert_eq!(error("nbthread 0"), "'nbthread' must be greater than 0");
         assert!(error("nbproc 2").contains("not supported"));
-        assert_eq!(error("daemon yes"), "unexpected argument 'yes' to 'daemon'");
         assert_eq!(error("user"), "'user' needs a user name");
         assert_eq!(error("user a b"), "unexpected argument 'b' to 'user'");
         assert!(error("hard-stop-after 5x").contains("invalid time"));
@@ -391,8 +470,6 @@ mod tests {
             error("frobnicate"),
             "unknown keyword 'frobnicate' in 'global' section"
         );
-        assert!(error("stats enable").contains("unsupported 'stats enable'"));
-        assert!(error("stats timeout x").contains("invalid time"));
         assert_eq!(
             error("log 127.0.0.1 local9"),
             "unknown log facility 'local9'"

@@ -4,7 +4,7 @@
 use super::args::Args;
 use super::model::{
     CookieMode, CookieSpec, HttpAction, HttpResponseAction, HttpResponseRule, HttpRule, Loc, Proxy,
-    RawDirective, Redirect, RedirectKind, RuleOrigin,
+    Redirect, RedirectKind, RuleOrigin,
 };
 use super::num::parse_uint;
 use super::proxy::{codes_list, ERROR_CODES};
@@ -229,15 +229,9 @@ fn header_name(name: &str) -> Result<String, String> {
     Ok(name.to_string())
 }
 
-/// `cookie NAME rewrite|insert|prefix [options]`. HAProxy's options without a field in the
-/// model (`preserve`, `postonly`, `dynamic`, `domain`, `attr`) are accepted and the whole line
-/// is also kept in `other`, so that nothing is dropped silently.
-pub(crate) fn cookie(
-    proxy: &mut Proxy,
-    args: &mut Args<'_>,
-    words: &[String],
-    loc: &Loc,
-) -> Result<(), String> {
+/// `cookie NAME rewrite|insert|prefix [options]`. `preserve`, `postonly` and `dynamic` are
+/// refused: they change when the cookie is set in ways this proxy does not implement.
+pub(crate) fn cookie(proxy: &mut Proxy, args: &mut Args<'_>, loc: &Loc) -> Result<(), String> {
     let name = args.need("a cookie name")?.to_string();
     let mut mode = None;
     let mut spec = CookieSpec {
@@ -249,14 +243,17 @@ pub(crate) fn cookie(
         secure: false,
         maxidle: None,
         maxlife: None,
+        domains: Vec::new(),
+        attrs: Vec::new(),
         loc: loc.clone(),
     };
-    let mut unkept = false;
     while let Some(word) = args.next() {
         match word {
             "rewrite" | "insert" | "prefix" => {
                 if mode.is_some() {
-                    return Err("'rewrite', 'insert' and 'prefix' are mutually exclusive".to_string());
+                    return Err(
+                        "'rewrite', 'insert' and 'prefix' are mutually exclusive".to_string()
+                    );
                 }
                 mode = Some(match word {
                     "rewrite" => CookieMode::Rewrite,
@@ -268,42 +265,42 @@ pub(crate) fn cookie(
             "nocache" => spec.nocache = true,
             "httponly" => spec.httponly = true,
             "secure" => spec.secure = true,
-            "maxidle" => spec.maxidle = Some(parse_duration(args.value_of(word)?, "cookie maxidle")?),
-            "maxlife" => spec.maxlife = Some(parse_duration(args.value_of(word)?, "cookie maxlife")?),
-            "preserve" | "postonly" | "dynamic" => unkept = true,
-            "domain" | "attr" => {
-                args.value_of(word)?;
-                unkept = true;
+            "maxidle" => {
+                spec.maxidle = Some(parse_duration(args.value_of(word)?, "cookie maxidle")?)
+            }
+            "maxlife" => {
+                spec.maxlife = Some(parse_duration(args.value_of(word)?, "cookie maxlife")?)
+            }
+            "domain" => spec.domains.push(cookie_attr(args.value_of(word)?)?),
+            "attr" => spec.attrs.push(cookie_attr(args.value_of(word)?)?),
+            "preserve" | "postonly" | "dynamic" => {
+                return Err(format!("cookie option '{word}' is not supported"))
             }
             other => {
                 return Err(format!(
-                    "unknown cookie option '{other}' (supported: rewrite, insert, prefix, indirect, \
-                     nocache, httponly, secure, maxidle, maxlife, preserve, postonly, dynamic, domain, attr)"
-                ))
+                "unknown cookie option '{other}' (supported: rewrite, insert, prefix, indirect, \
+                     nocache, httponly, secure, maxidle, maxlife, domain, attr)"
+            ))
             }
         }
     }
     // HAProxy's "passive" cookie (no mode: only read, never set) has no place in the model.
     spec.mode = mode.ok_or("'cookie' needs one of 'rewrite', 'insert' or 'prefix'")?;
     proxy.cookie = Some(spec);
-    if unkept {
-        proxy.other.push(RawDirective {
-            words: words.to_vec(),
-            loc: loc.clone(),
-        });
-    }
     Ok(())
 }
 
-/// `stats enable|uri X|realm X|auth U:P|hide-version|refresh T|show-legends|admin if COND`.
-/// As in HAProxy, every `stats` line enables the stats page. `stats admin` has no field in
-/// the model yet and is kept in `other`.
-pub(crate) fn stats(
-    proxy: &mut Proxy,
-    args: &mut Args<'_>,
-    words: &[String],
-    loc: &Loc,
-) -> Result<(), String> {
+/// A `domain` or `attr` value: it goes into a Set-Cookie field, so no `;` and no control byte.
+fn cookie_attr(value: &str) -> Result<String, String> {
+    if value.is_empty() || value.bytes().any(|b| b == b';' || b.is_ascii_control()) {
+        return Err(format!("invalid cookie attribute value '{value}'"));
+    }
+    Ok(value.to_string())
+}
+
+/// `stats enable|uri X|realm X|auth U:P|hide-version|refresh T|show-legends`. As in HAProxy,
+/// every `stats` line enables the stats page.
+pub(crate) fn stats(proxy: &mut Proxy, args: &mut Args<'_>) -> Result<(), String> {
     let mut spec = proxy.stats.clone().unwrap_or_default();
     match args.need("a sub-keyword")? {
         "enable" => {}
@@ -316,18 +313,14 @@ pub(crate) fn stats(
         }
         "show-legends" => spec.show_legends = true,
         "admin" => {
-            if args.condition()?.is_none() {
-                return Err("'stats admin' needs an 'if' or 'unless' condition".to_string());
-            }
-            proxy.other.push(RawDirective {
-                words: words.to_vec(),
-                loc: loc.clone(),
-            });
+            return Err(
+                "'stats admin' is not supported: the stats page is read-only here".to_string(),
+            )
         }
         other => {
             return Err(format!(
                 "unsupported 'stats {other}' (supported: enable, uri, realm, auth, hide-version, \
-                 refresh, show-legends, admin)"
+                 refresh, show-legends)"
             ))
         }
     }
@@ -521,7 +514,6 @@ mod tests {
                 .map(|c| (c.name.as_str(), c.mode, c.nocache, c.indirect, c.loc.line)),
             Some(("JSESSIONID", CookieMode::Prefix, true, false, 1))
         );
-        assert!(p.other.is_empty());
     }
 
     #[test]
@@ -541,12 +533,19 @@ mod tests {
         );
         let p = ok(
             Scope::Backend,
-            &["cookie SRV insert preserve domain .example.com"],
+            &["cookie SRV insert domain .example.com domain .example.org attr SameSite=Lax"],
         );
-        assert_eq!(
-            p.other.first().map(|r| r.words.len()),
-            Some(6),
-            "unkept options keep the line"
+        let c = p.cookie.unwrap_or_else(|| unreachable!());
+        assert_eq!(c.domains, [".example.com", ".example.org"]);
+        assert_eq!(c.attrs, ["SameSite=Lax"]);
+        for unsupported in ["preserve", "postonly", "dynamic"] {
+            assert!(
+                err(Scope::Backend, &format!("cookie SRV insert {unsupported}"))
+                    .contains("not supported")
+            );
+        }
+        assert!(
+            err(Scope::Backend, "cookie SRV insert attr a;b").contains("invalid cookie attribute")
         );
         assert!(err(Scope::Backend, "cookie SRV insert tasty")
             .contains("unknown cookie option 'tasty'"));
@@ -586,24 +585,13 @@ mod tests {
             p.stats.is_some_and(|s| s.enabled),
             "any stats line enables the page"
         );
-        let p = ok(
-            Scope::Listen,
-            &[
-                "stats refresh 10s",
-                "stats show-legends",
-                "stats admin if LOCALHOST",
-            ],
-        );
+        let p = ok(Scope::Listen, &["stats refresh 10s", "stats show-legends"]);
         let s = p.stats.clone().unwrap_or_default();
         assert_eq!(
             (s.refresh, s.show_legends),
             (Some(Duration::from_secs(10)), true)
         );
-        assert_eq!(
-            p.other.first().map(|r| r.words.join(" ")),
-            Some("stats admin if LOCALHOST".to_string())
-        );
-        assert!(err(Scope::Listen, "stats admin").contains("needs an 'if' or 'unless'"));
+        assert!(err(Scope::Listen, "stats admin if LOCALHOST").contains("read-only"));
         assert_eq!(
             err(Scope::Defaults, "stats admin if x"),
             "'stats admin' is not allowed in a defaults section"

@@ -182,6 +182,18 @@ pub(crate) fn all() -> impl Iterator<Item = &'static str> {
     TABLE.iter().map(|(k, _)| *k)
 }
 
+/// Every keyword of the `global` section that no proxy section has, for the same tests.
+#[cfg(test)]
+pub(crate) fn global_only() -> impl Iterator<Item = &'static str> {
+    GLOBAL_ONLY.iter().copied()
+}
+
+/// Whether `keyword` may appear in `scope` (tests pick a section for each keyword).
+#[cfg(test)]
+pub(crate) fn allowed(keyword: &str, scope: Scope) -> bool {
+    check(keyword, scope).is_ok()
+}
+
 /// Whether `keyword` is a proxy keyword at all (to say "not allowed in global" rather than
 /// "unknown" when one is found in the global section).
 pub(crate) fn is_proxy_keyword(keyword: &str) -> bool {

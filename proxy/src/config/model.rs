@@ -53,7 +53,6 @@ pub struct Global {
     pub nbthread: Option<usize>,
     pub user: Option<String>,
     pub group: Option<String>,
-    pub daemon: bool,
     pub logs: Vec<LogTarget>,
     /// `hard-stop-after`: how long established flows may run on after SIGTERM/SIGINT.
     pub hard_stop_after: Option<Duration>,
@@ -64,8 +63,22 @@ pub struct Global {
     /// `tune.ssl.ktls on|off`: `off` keeps TLS records in userspace rustls even where the
     /// kernel has kTLS (to compare the two, or to step around a kernel bug). Default on.
     pub ssl_ktls: Option<bool>,
-    /// `stats socket`, `chroot`, `pidfile`, `ssl-default-bind-*` … kept as raw lines.
-    pub other: Vec<RawDirective>,
+    /// `crt-base DIR`: where later relative `crt` paths start (the parser applies it).
+    pub crt_base: Option<PathBuf>,
+    /// `chroot DIR`: the process confines itself there once listeners, certificates and
+    /// the BPF programs are loaded, before dropping privileges.
+    pub chroot: Option<PathBuf>,
+    /// `pidfile PATH`: written at start, removed at exit.
+    pub pidfile: Option<PathBuf>,
+    /// `ulimit-n N`: the open-file limit the process sets for itself at start.
+    pub ulimit_n: Option<u64>,
+    /// `log-tag`: the syslog tag (HAProxy's default is `haproxy`).
+    pub log_tag: Option<String>,
+    /// `node NAME` and `description TEXT`: shown on the stats page.
+    pub node: Option<String>,
+    pub description: Option<String>,
+    /// `ssl-default-bind-ciphers|ciphersuites|options`: applied to every `bind … ssl`.
+    pub ssl_bind_defaults: SslBind,
 }
 
 impl Global {
@@ -78,14 +91,6 @@ impl Global {
     pub fn ktls_allowed(&self) -> bool {
         self.ssl_ktls != Some(false)
     }
-}
-
-/// A directive the proxy accepts and keeps verbatim because it has no effect on this proxy's
-/// behaviour yet (or only on a part not built yet); `-c -d` lists them so nothing is hidden.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RawDirective {
-    pub words: Vec<String>,
-    pub loc: Loc,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -161,7 +166,6 @@ pub struct Options {
     pub httplog: bool,
     pub tcplog: bool,
     pub dontlognull: bool,
-    pub splice_auto: bool,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -232,6 +236,33 @@ pub struct SslBind {
     pub crt: Vec<PathBuf>,
     pub alpn: Vec<String>,
     pub min_ver: Option<String>,
+    /// Highest version offered (`ssl-max-ver`, `no-tlsv13`).
+    pub max_ver: Option<String>,
+    /// TLS 1.2 suites by their OpenSSL names (`ciphers`, `ssl-default-bind-ciphers`).
+    pub ciphers: Option<Vec<String>>,
+    /// TLS 1.3 suites by their IANA names (`ciphersuites`, `ssl-default-bind-ciphersuites`).
+    pub ciphersuites: Option<Vec<String>>,
+    /// `prefer-client-ciphers`: the client's order of suites wins.
+    pub prefer_client_ciphers: bool,
+}
+
+impl SslBind {
+    /// This bind's settings, with `defaults` (the `ssl-default-bind-*` lines) where the bind
+    /// says nothing, as HAProxy applies them.
+    pub fn with_defaults(&self, defaults: &SslBind) -> SslBind {
+        SslBind {
+            crt: self.crt.clone(),
+            alpn: self.alpn.clone(),
+            min_ver: self.min_ver.clone().or_else(|| defaults.min_ver.clone()),
+            max_ver: self.max_ver.clone().or_else(|| defaults.max_ver.clone()),
+            ciphers: self.ciphers.clone().or_else(|| defaults.ciphers.clone()),
+            ciphersuites: self
+                .ciphersuites
+                .clone()
+                .or_else(|| defaults.ciphersuites.clone()),
+            prefer_client_ciphers: self.prefer_client_ciphers || defaults.prefer_client_ciphers,
+        }
+    }
 }
 
 /// Per-server settings; `default-server` fills the same struct and servers start from it.
@@ -324,6 +355,9 @@ pub struct CookieSpec {
     pub secure: bool,
     pub maxidle: Option<Duration>,
     pub maxlife: Option<Duration>,
+    /// `domain D` (repeatable) and `attr A` (repeatable): added to the inserted cookie.
+    pub domains: Vec<String>,
+    pub attrs: Vec<String>,
     pub loc: Loc,
 }
 
@@ -493,8 +527,10 @@ pub struct Proxy {
     pub errorfiles: Vec<ErrorFile>,
     /// `http-response` rules in file order.
     pub http_response_rules: Vec<HttpResponseRule>,
-    /// Accepted directives with no effect yet, kept verbatim (see [`RawDirective`]).
-    pub other: Vec<RawDirective>,
+    /// `id N`: the proxy's number on the stats page (`iid`); else its position in the file.
+    pub id: Option<u32>,
+    /// `description TEXT`: shown on the stats page.
+    pub description: Option<String>,
 }
 
 impl Proxy {
@@ -534,7 +570,8 @@ impl Proxy {
             stats: None,
             errorfiles: Vec::new(),
             http_response_rules: Vec::new(),
-            other: Vec::new(),
+            id: None,
+            description: None,
         }
     }
 }

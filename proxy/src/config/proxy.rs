@@ -11,8 +11,7 @@ use super::args::Args;
 use super::global::log_target;
 use super::keywords::{self, Scope};
 use super::model::{
-    Acl, Balance, EngineChoice, ErrorFile, ForwardFor, Mode, Proxy, ProxyLog, RawDirective,
-    Timeouts, UseBackend,
+    Acl, Balance, EngineChoice, ErrorFile, ForwardFor, Mode, Proxy, ProxyLog, Timeouts, UseBackend,
 };
 use super::num::{parse_positive, parse_uint};
 use super::parse::{Ctx, Draft};
@@ -92,10 +91,6 @@ fn apply(
     words: &[String],
     ctx: &Ctx<'_>,
 ) -> Result<(), String> {
-    let raw = || RawDirective {
-        words: words.to_vec(),
-        loc: ctx.loc.clone(),
-    };
     match keyword.split_once(' ').map_or(keyword, |(first, _)| first) {
         "mode" => proxy.mode = mode(args.need("'tcp' or 'http'")?)?,
         "bind" => bind::bind(proxy, args, ctx)?,
@@ -109,11 +104,7 @@ fn apply(
                 Some(parse_duration(args.need("a time")?, keyword)?)
         }
         "option" if keyword == "option httpchk" => {
-            if negated {
-                return Err("'no option httpchk' is not supported".to_string());
-            }
-            args.rest();
-            proxy.other.push(raw());
+            return Err("'option httpchk' (HTTP health checks) is not supported yet".to_string())
         }
         "option" => option(proxy, keyword, negated, args)?,
         "log" => log(&mut proxy.log, negated, args, ctx)?,
@@ -136,17 +127,21 @@ fn apply(
         "http-response" => http::http_response(proxy, args, ctx.loc)?,
         "reqadd" => http::reqadd(proxy, args, ctx.loc)?,
         "redirect" => http::redirect(proxy, args, ctx.loc)?,
-        "cookie" => http::cookie(proxy, args, words, ctx.loc)?,
-        "stats" => http::stats(proxy, args, words, ctx.loc)?,
-        "id" => {
-            parse_positive::<u32>(args.need("a number")?, keyword)?;
-            proxy.other.push(raw());
-        }
-        // Kept verbatim for `-c -d`; they act on parts not built yet.
-        "description" | "capture" | "http-check" => {
-            args.need("arguments")?;
+        "cookie" => http::cookie(proxy, args, ctx.loc)?,
+        "stats" => http::stats(proxy, args)?,
+        "id" => proxy.id = Some(parse_positive(args.need("a number")?, keyword)?),
+        "description" => {
+            args.need("a text")?;
+            proxy.description = Some(words[1..].join(" "));
             args.rest();
-            proxy.other.push(raw());
+        }
+        "capture" => {
+            return Err(
+                "'capture' is not supported yet: access lines carry no captured fields".to_string(),
+            )
+        }
+        "http-check" => {
+            return Err("'http-check' (HTTP health checks) is not supported yet".to_string())
         }
         // The keyword table and this match must list the same keywords.
         other => return Err(no_parser(other)),
@@ -228,13 +223,28 @@ fn option(
             return Ok(());
         }
         "option redispatch" => &mut o.redispatch,
+        // HAProxy's three HTTP connection modes exclude each other: setting one (not
+        // `no option …`) clears the other two, whatever `defaults` set.
+        "option http-server-close" | "option http-keep-alive" | "option httpclose" if !negated => {
+            o.http_server_close = keyword == "option http-server-close";
+            o.http_keep_alive = keyword == "option http-keep-alive";
+            o.httpclose = keyword == "option httpclose";
+            return Ok(());
+        }
         "option http-server-close" => &mut o.http_server_close,
         "option http-keep-alive" => &mut o.http_keep_alive,
         "option httpclose" => &mut o.httpclose,
         "option httplog" => &mut o.httplog,
         "option tcplog" => &mut o.tcplog,
         "option dontlognull" => &mut o.dontlognull,
-        "option splice-auto" => &mut o.splice_auto,
+        "option splice-auto" => {
+            return Err(
+                "'option splice-auto' is not supported: 'forward-engine auto' (the default) \
+                 already moves bulk flows by splice(2) where it pays; 'forward-engine splice' \
+                 forces it"
+                    .to_string(),
+            )
+        }
         _ => return Err(no_parser(keyword)),
     };
     *flag = !negated;
@@ -595,14 +605,27 @@ pub(crate) mod tests {
                 "option httplog",
                 "option tcplog",
                 "option dontlognull",
-                "option splice-auto",
                 "option forwardfor except 127.0.0.0/8 header X-Real-IP if-none",
                 "no option httpclose",
             ],
         );
         let o = &p.options;
-        assert!(o.redispatch && o.http_server_close && o.http_keep_alive && o.httplog);
-        assert!(o.tcplog && o.dontlognull && o.splice_auto && !o.httpclose);
+        assert!(o.redispatch && o.httplog && o.tcplog && o.dontlognull);
+        // The last HTTP mode set cleared the others; `no option httpclose` then cleared it.
+        assert!(!o.http_server_close && !o.http_keep_alive && !o.httpclose);
+        let modes = |lines: &[&str]| {
+            let o = ok(Scope::Listen, lines).options;
+            (o.http_server_close, o.http_keep_alive, o.httpclose)
+        };
+        assert_eq!(
+            modes(&["option httpclose", "option http-server-close"]),
+            (true, false, false)
+        );
+        assert_eq!(
+            modes(&["option http-server-close", "option http-keep-alive"]),
+            (false, true, false)
+        );
+        assert!(err(Scope::Listen, "option splice-auto").contains("forward-engine"));
         let ff = ForwardFor {
             header: "X-Real-IP".into(),
             except: Some("127.0.0.0/8".into()),
@@ -786,26 +809,17 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn kept_raw() {
-        let p = ok(
-            Scope::Listen,
-            &[
-                "description RTMP edge",
-                "id 7",
-                "capture request header Host len 64",
-                "option httpchk GET /health",
-                "http-check expect status 200",
-            ],
-        );
-        assert_eq!(p.other.len(), 5);
+    fn id_and_description_are_kept_capture_and_checks_refused() {
+        let p = ok(Scope::Listen, &["description RTMP edge", "id 7"]);
         assert_eq!(
-            p.other.get(3).map(|r| r.words.join(" ")),
-            Some("option httpchk GET /health".to_string())
+            (p.id, p.description.as_deref()),
+            (Some(7), Some("RTMP edge"))
         );
         assert!(err(Scope::Listen, "id 0").contains("greater than 0"));
         assert_eq!(
             err(Scope::Listen, "description"),
-            "'description' needs arguments"
+            "'description' needs a text"
         );
+        assert!(err(Scope::Listen, "capture request header Host len 64").contains("not supported"));
     }
 }

@@ -7,6 +7,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use super::keywords::{self, Scope};
 use super::*;
 
 fn workspace() -> PathBuf {
@@ -278,12 +279,7 @@ fn parse_str_expands_the_process_environment() {
     // PATH is set in any test environment; only its non-emptiness is checked.
     let config = parse_str("global\n node \"$PATH\"\n", Path::new("env.cfg"))
         .unwrap_or_else(|e| panic!("{e}"));
-    let node = config
-        .global
-        .other
-        .first()
-        .and_then(|r| r.words.get(1).cloned())
-        .unwrap_or_default();
+    let node = config.global.node.unwrap_or_default();
     assert!(!node.is_empty() && node != "$PATH");
 }
 
@@ -413,4 +409,140 @@ fn http_rules_are_kept_in_haproxy_evaluation_order() {
         .map(|r| r.loc.line)
         .collect();
     assert_eq!(lines, vec![7, 6, 5]);
+}
+
+/// One line for every keyword the parser knows. A test below fails for a keyword without one,
+/// so a new keyword cannot skip the check.
+fn sample_line(keyword: &str, errorfile: &Path) -> Option<String> {
+    let line = match keyword {
+        "acl" => "acl a path_beg /x",
+        "balance" => "balance leastconn",
+        "bind" => "bind 127.0.0.1:3",
+        "capture" => "capture request header Host len 64",
+        "cookie" => "cookie SRV insert",
+        "default-server" => "default-server inter 3s",
+        "default_backend" => "default_backend b",
+        "description" => "description edge nodes",
+        "errorfile" => return Some(format!("errorfile 503 {}", errorfile.display())),
+        "forward-engine" => "forward-engine copy",
+        "http-check" => "http-check expect status 200",
+        "http-request" => "http-request deny",
+        "http-response" => "http-response del-header Server",
+        "id" => "id 42",
+        "log" => "log 127.0.0.1:514 local0",
+        "maxconn" => "maxconn 10",
+        "mode" => "mode http",
+        "redirect" => "redirect scheme https",
+        "reqadd" => r"reqadd X-A:\ b",
+        "retries" => "retries 5",
+        "server" => "server s2 127.0.0.1:4",
+        "stats" => "stats enable",
+        "stats admin" => "stats admin if TRUE",
+        "use_backend" => "use_backend b",
+        "ca-base" => "ca-base /etc/ssl/certs",
+        "chroot" => "chroot /var/empty",
+        "crt-base" => "crt-base /etc/ssl/private",
+        "daemon" => "daemon",
+        "group" => "group nogroup",
+        "hard-stop-after" => "hard-stop-after 10s",
+        "log-tag" => "log-tag lb",
+        "nbproc" => "nbproc 1",
+        "nbthread" => "nbthread 2",
+        "node" => "node lb1",
+        "pidfile" => "pidfile /run/lb.pid",
+        "ssl-default-bind-ciphers" => "ssl-default-bind-ciphers ECDHE-RSA-AES128-GCM-SHA256",
+        "ssl-default-bind-ciphersuites" => "ssl-default-bind-ciphersuites TLS_AES_128_GCM_SHA256",
+        "ssl-default-bind-options" => "ssl-default-bind-options no-tlsv13",
+        "tune.bufsize" => "tune.bufsize 32768",
+        "tune.sockmap.budget" => "tune.sockmap.budget 8m",
+        "tune.ssl.default-dh-param" => "tune.ssl.default-dh-param 2048",
+        "tune.ssl.ktls" => "tune.ssl.ktls off",
+        "ulimit-n" => "ulimit-n 4096",
+        "user" => "user nobody",
+        other => match other.split_once(' ') {
+            Some(("option", name)) => return Some(format!("option {name}")),
+            Some(("timeout", name)) => return Some(format!("timeout {name} 7s")),
+            _ => return None,
+        },
+    };
+    Some(line.to_string())
+}
+
+/// Keywords accepted without changing the model, each with why that is not a silent no-op.
+const ACCEPTED_AS_IS: &[(&str, &str)] = &[(
+    "nbproc",
+    "only 'nbproc 1' is accepted: the one process this proxy always is; any other value is refused",
+)];
+
+/// The parsed model of `text` (its Debug form), or the lines of its errors.
+fn model(text: &str) -> Result<String, Vec<usize>> {
+    parse_str(text, Path::new("walk.cfg"))
+        .map(|c| format!("{c:?}"))
+        .map_err(|e| e.0.iter().map(|e| e.line).collect())
+}
+
+/// Every keyword the parser accepts either changes the parsed model or is refused with its
+/// line: a directive that parses and does nothing hides a mistake (it once hid `send-proxy`).
+/// The sample goes last in the file, so that adding it moves no other line.
+#[test]
+fn every_accepted_keyword_acts_or_is_refused() {
+    let errorfile = workspace().join("tests/configs/errors/503.http");
+    let global_extra = ["log", "maxconn", "description", "stats"];
+    let mut quiet = Vec::new();
+    let proxies = keywords::all().map(|k| (k, false));
+    let globals = keywords::global_only()
+        .chain(global_extra)
+        .map(|k| (k, true));
+    for (keyword, global) in proxies.chain(globals) {
+        let line = sample_line(keyword, &errorfile)
+            .unwrap_or_else(|| panic!("no sample line for '{keyword}': add one to sample_line"));
+        let base = if global {
+            "global\n".to_string()
+        } else {
+            let scope = [
+                Scope::Listen,
+                Scope::Backend,
+                Scope::Frontend,
+                Scope::Defaults,
+            ]
+            .into_iter()
+            .find(|s| keywords::allowed(keyword, *s))
+            .unwrap_or_else(|| panic!("'{keyword}' is allowed nowhere"));
+            let mode = if keyword == "mode" {
+                ""
+            } else {
+                " mode http\n"
+            };
+            match scope {
+                Scope::Listen => format!(
+                    "backend b\n mode http\n server s 127.0.0.1:2\n\
+                     listen l\n{mode} bind 127.0.0.1:1\n server s 127.0.0.1:2\n"
+                ),
+                Scope::Backend => format!("backend b\n{mode} server s 127.0.0.1:2\n"),
+                Scope::Frontend => format!(
+                    "backend b\n mode http\n server s 127.0.0.1:2\n\
+                     frontend f\n{mode} bind 127.0.0.1:1\n use_backend b\n"
+                ),
+                Scope::Defaults => format!("defaults\n{mode}"),
+            }
+        };
+        let before = model(&base).unwrap_or_else(|l| panic!("base for '{keyword}' fails at {l:?}"));
+        let sample_at = base.lines().count() + 1;
+        match model(&format!("{base} {line}\n")) {
+            Err(lines) => assert!(
+                lines.contains(&sample_at),
+                "'{line}' broke another line ({lines:?}) instead of being refused at {sample_at}"
+            ),
+            Ok(after) if after == before => {
+                if !ACCEPTED_AS_IS.iter().any(|(k, _)| *k == keyword) {
+                    quiet.push(line);
+                }
+            }
+            Ok(_) => {}
+        }
+    }
+    assert!(
+        quiet.is_empty(),
+        "accepted, yet the parsed model is the same as without them: {quiet:#?}"
+    );
 }

@@ -81,6 +81,8 @@ pub struct ProcessInfo {
     driver: OnceLock<&'static str>,
     /// Kernel fast paths probed at start and whether each is in use.
     features: OnceLock<Vec<(&'static str, bool)>>,
+    /// `node` and `description` of the `global` section.
+    identity: OnceLock<(Option<String>, Option<String>)>,
 }
 
 impl Default for ProcessInfo {
@@ -91,6 +93,7 @@ impl Default for ProcessInfo {
             maxconn: AtomicU32::new(0),
             driver: OnceLock::new(),
             features: OnceLock::new(),
+            identity: OnceLock::new(),
         }
     }
 }
@@ -129,6 +132,19 @@ impl ProcessInfo {
 
     pub fn features(&self) -> &[(&'static str, bool)] {
         self.features.get().map_or(&[], Vec::as_slice)
+    }
+
+    /// `node` and `description`; the first call wins.
+    pub fn set_identity(&self, node: Option<String>, description: Option<String>) {
+        let _ = self.identity.set((node, description));
+    }
+
+    pub fn node(&self) -> Option<&str> {
+        self.identity.get().and_then(|(n, _)| n.as_deref())
+    }
+
+    pub fn description(&self) -> Option<&str> {
+        self.identity.get().and_then(|(_, d)| d.as_deref())
     }
 }
 

@@ -248,6 +248,14 @@ impl Sticky {
         if self.spec.secure {
             value.push_str("; Secure");
         }
+        for d in &self.spec.domains {
+            value.push_str("; Domain=");
+            value.push_str(d);
+        }
+        for a in &self.spec.attrs {
+            value.push_str("; ");
+            value.push_str(a);
+        }
         headers.add("Set-Cookie", value.as_bytes());
         'I'
     }
@@ -287,6 +295,8 @@ mod tests {
             secure: false,
             maxidle: None,
             maxlife: None,
+            domains: Vec::new(),
+            attrs: Vec::new(),
             loc: Loc::default(),
         }
     }

@@ -74,6 +74,12 @@ fn head(out: &mut String, opts: &PageOptions<'_>) {
 
 fn process(out: &mut String, p: &ProcessView, opts: &PageOptions<'_>) {
     out.push_str("<h2>General process information</h2>\n<table class=\"info\"><tr><td>\n");
+    if let Some(node) = &p.node {
+        let _ = writeln!(out, "node = {}<br>", esc(node));
+    }
+    if let Some(d) = &p.description {
+        let _ = writeln!(out, "description = {}<br>", esc(d));
+    }
     if !opts.hide_version {
         let _ = writeln!(out, "version = {}<br>", esc(p.version));
     }
@@ -182,7 +188,7 @@ fn proxy(out: &mut String, p: &ProxyView, opts: &PageOptions<'_>) {
     let _ = writeln!(
         out,
         "<table class=\"tbl\" id=\"{name}\">\n<tr><th class=\"pxname\" colspan=\"{}\">\
-         <a name=\"{name}\"></a>{name} <small>({} mode {}{})</small></th></tr>",
+         <a name=\"{name}\"></a>{name} <small>({} mode {}{})</small>{}</th></tr>",
         HEADER_CELLS.len() + 1,
         p.kind.keyword(),
         mode_name(p.mode),
@@ -191,6 +197,10 @@ fn proxy(out: &mut String, p: &ProxyView, opts: &PageOptions<'_>) {
         } else {
             String::new()
         },
+        p.description
+            .as_deref()
+            .map(|d| format!(": {}", esc(d)))
+            .unwrap_or_default(),
     );
     out.push_str("<tr class=\"titre\"><th rowspan=\"2\" class=\"name\"></th>");
     for (group, span) in HEADER_GROUPS {

@@ -196,6 +196,7 @@ pub struct BackendView {
 pub struct ProxyView {
     pub name: String,
     pub id: u32,
+    pub description: Option<String>,
     pub kind: ProxyKind,
     pub mode: Mode,
     pub balance: Balance,
@@ -217,6 +218,9 @@ pub struct ProcessView {
     pub driver: Option<&'static str>,
     pub features: Vec<(&'static str, bool)>,
     pub dropped_logs: u64,
+    /// `node` and `description` of the `global` section.
+    pub node: Option<String>,
+    pub description: Option<String>,
 }
 
 /// Per-engine totals for the `proxy_forward_*` figures.
@@ -252,6 +256,8 @@ impl Snapshot {
             driver: info.driver(),
             features: info.features().to_vec(),
             dropped_logs: Process::read(&PROCESS.dropped_log_lines),
+            node: info.node().map(str::to_string),
+            description: info.description().map(str::to_string),
         };
         Snapshot { process, proxies }
     }
@@ -304,6 +310,7 @@ fn proxy(p: &ProxyEntry, now: u64) -> ProxyView {
     ProxyView {
         name: p.name.clone(),
         id: p.id,
+        description: p.description.clone(),
         kind: p.kind,
         mode: p.mode,
         balance: p.balance,
