@@ -375,9 +375,9 @@ pub struct StatsSpec {
 
 /// HAProxy's default `stats uri`.
 pub const DEFAULT_STATS_URI: &str = "/haproxy?stats";
-/// Answered by the Prometheus exporter on any proxy with `stats enable` (behind the same
-/// `stats auth`), so a plain HAProxy seed config gets metrics without a `use-service` rule.
-pub const DEFAULT_METRICS_PATH: &str = "/metrics";
+/// After the stats URI, asks for the Prometheus exporter behind the same `stats auth`, as
+/// `;csv` asks for CSV: `/haproxy_stats;metrics`.
+pub const METRICS_FLAG: &str = ";metrics";
 
 impl StatsSpec {
     /// `stats uri`, or HAProxy's default.
@@ -385,19 +385,19 @@ impl StatsSpec {
         self.uri.as_deref().unwrap_or(DEFAULT_STATS_URI)
     }
 
-    /// True when `path_and_query` asks for the exporter's default path.
+    /// True when `path_and_query` asks for the exporter under the stats URI. Metrics are
+    /// served only where configured: here, behind the page's auth, or by an
+    /// `http-request use-service prometheus-exporter` rule.
     pub fn is_metrics_path(&self, path_and_query: &str) -> bool {
-        let path = path_and_query
-            .split_once('?')
-            .map_or(path_and_query, |(p, _)| p);
-        path == DEFAULT_METRICS_PATH && self.uri() != DEFAULT_METRICS_PATH
+        path_and_query
+            .strip_prefix(self.uri())
+            .is_some_and(|rest| rest.split(['?', '&']).next() == Some(METRICS_FLAG))
     }
 
     /// True when `path_and_query`, sent to a proxy with this `stats` block, is for the stats
     /// service. HAProxy matches `stats uri` as a prefix, so `;csv` and the like ride after it.
     pub fn matches(&self, path_and_query: &str) -> bool {
-        self.enabled
-            && (path_and_query.starts_with(self.uri()) || self.is_metrics_path(path_and_query))
+        self.enabled && path_and_query.starts_with(self.uri())
     }
 }
 

@@ -13,9 +13,9 @@
 //! requests are for the stats service is `StatsSpec::matches` (config room). Answers carry
 //! status, headers (without `Content-Length`, which the HTTP room sets from `body`) and body.
 //!
-//! The default metrics path: on a proxy with `stats enable`, `GET /metrics` is answered by the
-//! exporter behind the same `stats auth` as the page (Prometheus scrape configs support Basic
-//! auth), so a plain HAProxy seed config gets metrics without a `use-service` rule.
+//! Metrics are served only where configured: `<stats uri>;metrics` behind the same `stats
+//! auth` as the page (Prometheus scrape configs support Basic auth), or an
+//! `http-request use-service prometheus-exporter` rule (no auth, as HAProxy's).
 
 mod auth;
 mod csv;
@@ -95,6 +95,8 @@ impl StatsResponse {
 pub struct Pages {
     registry: Arc<Registry>,
     exporter: prom::Exporter,
+    /// For stats sections with `stats hide-version` (no version label).
+    exporter_hidden: prom::Exporter,
 }
 
 impl Pages {
@@ -102,11 +104,12 @@ impl Pages {
         Pages {
             registry,
             exporter: prom::Exporter::default(),
+            exporter_hidden: prom::Exporter::default(),
         }
     }
 
     /// The answer for a stats request: auth, 401/405, page, `;csv`, `;json`, `;up`,
-    /// `;norefresh`, and `/metrics`; a path that is none of these gets HAProxy's 503, for a
+    /// `;norefresh`, and `;metrics`; a path that is none of these gets HAProxy's 503, for a
     /// stats section with no server. `authorization` is the raw `Authorization` value.
     pub fn handle_request(
         &self,
@@ -134,7 +137,7 @@ impl Pages {
                 .with_header("Allow", "GET, HEAD".into());
         }
         if spec.is_metrics_path(path_and_query) {
-            return self.prometheus();
+            return self.render_metrics(spec.hide_version);
         }
         let rest = path_and_query.strip_prefix(spec.uri()).unwrap_or("");
         page(&self.registry, spec, &Flags::parse(rest))
@@ -142,7 +145,16 @@ impl Pages {
 
     /// The exporter's answer (`use-service prometheus-exporter`).
     pub fn prometheus(&self) -> StatsResponse {
-        let text = self.exporter.render(&Snapshot::take(&self.registry));
+        self.render_metrics(false)
+    }
+
+    fn render_metrics(&self, hide_version: bool) -> StatsResponse {
+        let exporter = if hide_version {
+            &self.exporter_hidden
+        } else {
+            &self.exporter
+        };
+        let text = exporter.render(&Snapshot::take(&self.registry), hide_version);
         StatsResponse::new(200, "text/plain; version=0.0.4; charset=utf-8", text)
     }
 }
@@ -331,10 +343,15 @@ pub(crate) mod tests {
         let json = get("/haproxy_stats;json;norefresh", auth);
         assert_eq!(json.header("Content-Type"), Some("application/json"));
         assert!(serde_json::from_slice::<serde_json::Value>(&json.body).is_ok());
-        let metrics = get("/metrics", auth);
+        let metrics = get("/haproxy_stats;metrics", auth);
         assert_eq!(metrics.status, 200);
         assert!(body(&metrics).contains("haproxy_server_status"));
-        assert_eq!(get("/metrics", None).status, 401, "same auth as the page");
+        assert!(
+            !body(&metrics).contains(env!("CARGO_PKG_VERSION")),
+            "stats hide-version hides it in the metrics too"
+        );
+        assert_eq!(get("/haproxy_stats;metrics", None).status, 401, "same auth as the page");
+        assert_eq!(get("/metrics", auth).status, 503, "no /metrics unless configured");
         assert_eq!(get("/elsewhere", auth).status, 503, "not a stats path");
         assert_eq!(get("/elsewhere", None).status, 503, "no auth asked there");
     }
@@ -355,7 +372,8 @@ pub(crate) mod tests {
         let s = spec();
         assert!(s.matches("/haproxy_stats"));
         assert!(s.matches("/haproxy_stats;csv"));
-        assert!(s.matches("/metrics?scope=server"));
+        assert!(s.is_metrics_path("/haproxy_stats;metrics?scope=server"));
+        assert!(!s.matches("/metrics"));
         assert!(!s.matches("/other"));
         let default = StatsSpec {
             enabled: true,

@@ -208,9 +208,11 @@ impl std::fmt::Debug for Exporter {
 type Labels<'a> = &'a [(&'static str, &'a str)];
 
 impl Exporter {
-    /// Copies `snap` into the recorder and renders the exposition text.
-    pub fn render(&self, snap: &Snapshot) -> String {
-        process(self, &snap.process);
+    /// Copies `snap` into the recorder and renders the exposition text. `hide_version`
+    /// (`stats hide-version`) leaves the version out of `haproxy_process_build_info`; an
+    /// exporter is used with one setting only, since the recorder keeps every label set.
+    pub fn render(&self, snap: &Snapshot, hide_version: bool) -> String {
+        process(self, &snap.process, hide_version);
         for p in &snap.proxies {
             proxy(self, p);
         }
@@ -293,13 +295,18 @@ impl Exporter {
     }
 }
 
-fn process(e: &Exporter, p: &ProcessView) {
+fn process(e: &Exporter, p: &ProcessView, hide_version: bool) {
     e.table("haproxy_process_", PROCESS, &[], p);
+    let version: Labels<'_> = if hide_version {
+        &[]
+    } else {
+        &[("version", p.version)]
+    };
     e.set(
         Kind::Gauge,
         "haproxy_process_build_info".into(),
         "Build info",
-        &[("version", p.version)],
+        version,
         1.0,
     );
     for driver in ["io_uring", "epoll"] {
@@ -461,7 +468,7 @@ mod tests {
     use crate::stats::tests::snapshot;
 
     fn render() -> String {
-        Exporter::default().render(&snapshot())
+        Exporter::default().render(&snapshot(), false)
     }
 
     fn parse(text: &str) -> prometheus_parse::Scrape {
@@ -600,9 +607,9 @@ mod tests {
     fn rendering_twice_gives_current_values() {
         let e = Exporter::default();
         let mut snap = snapshot();
-        e.render(&snap);
+        e.render(&snap, false);
         snap.proxies[2].servers[0].traffic.bytes_in = 5000;
-        let s = parse(&e.render(&snap));
+        let s = parse(&e.render(&snap, false));
         let ams1 = [("proxy", "backend_rtmp"), ("server", "ams1")];
         assert_eq!(
             value(&s, "haproxy_server_bytes_in_total", &ams1),
