@@ -350,8 +350,16 @@ pub(crate) mod tests {
             !body(&metrics).contains(env!("CARGO_PKG_VERSION")),
             "stats hide-version hides it in the metrics too"
         );
-        assert_eq!(get("/haproxy_stats;metrics", None).status, 401, "same auth as the page");
-        assert_eq!(get("/metrics", auth).status, 503, "no /metrics unless configured");
+        assert_eq!(
+            get("/haproxy_stats;metrics", None).status,
+            401,
+            "same auth as the page"
+        );
+        assert_eq!(
+            get("/metrics", auth).status,
+            503,
+            "no /metrics unless configured"
+        );
         assert_eq!(get("/elsewhere", auth).status, 503, "not a stats path");
         assert_eq!(get("/elsewhere", None).status, 503, "no auth asked there");
     }
