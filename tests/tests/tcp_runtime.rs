@@ -531,3 +531,42 @@ fn a_cookie_pinned_request_waits_in_its_servers_queue() {
     assert!(ams2.accept().is_err(), "nothing went to the free ams2");
     drop(proxy);
 }
+
+/// Without `maxconn`, the session limit is what the open-file limit allows at the descriptors
+/// a flow may hold here (two sockets, plus two pipes where flows may be spliced), shown on the
+/// stats page; a configured `maxconn` the limit cannot carry is said at start. (HAProxy derives
+/// its own default, so this is this proxy's behaviour, not checked against HAProxy.)
+#[test]
+fn maxconn_follows_the_descriptors_a_flow_needs() {
+    if e2e::proxy::is_reference_haproxy() {
+        eprintln!("SKIPPED under E2E_PROXY=haproxy: HAProxy computes its own default maxconn");
+        return;
+    }
+    let server = TcpServer::start(free_addr(loopback(2)));
+    let port = free_port(Ipv4Addr::LOCALHOST);
+    let stats = free_port(Ipv4Addr::LOCALHOST);
+    let text = |maxconn: &str| {
+        format!(
+            "global\n ulimit-n 1064\n{maxconn}\
+             defaults\n timeout connect 2s\n timeout client 10s\n timeout server 10s\n\
+             listen stats\n bind 127.0.0.1:{stats}\n mode http\n stats enable\n stats uri /st\n\
+             frontend f\n bind 127.0.0.1:{port}\n mode tcp\n default_backend b\n\
+             backend b\n mode tcp\n forward-engine splice\n server s {}\n",
+            server.addr()
+        )
+    };
+    let p = Proxy::start(&text(""));
+    let page = e2e::http_client::curl(&[&format!("http://127.0.0.1:{stats}/st")]);
+    let page = String::from_utf8_lossy(&page.stdout);
+    // (1064 - 64 reserved) / 6 descriptors per spliced flow.
+    assert!(page.contains("maxconn = 166<"), "{page}");
+    drop(p);
+    let p = Proxy::start(&text(" maxconn 5000\n"));
+    let said = wait_until("the maxconn warning", Duration::from_secs(5), || {
+        p.stderr()
+            .lines()
+            .find(|l| l.contains("maxconn 5000 needs about 30064 open files"))
+            .map(str::to_string)
+    });
+    assert!(said.contains("the limit is 1064"), "{said}");
+}

@@ -91,9 +91,11 @@ pub fn run(files: &[PathBuf], opts: &RunOptions) -> Result<(), RuntimeError> {
     signals::block()?;
     let (cfg, plan) = load(files, crate::tls::ktls::support().available(), true)?;
     let cfg = &cfg;
-    if let Some(n) = cfg.global.ulimit_n {
-        process::set_file_limit(n)?;
+    match cfg.global.ulimit_n {
+        Some(n) => process::set_file_limit(n)?,
+        None => process::raise_file_limit(),
     }
+    let maxconn = session_limit(cfg, &plan);
     let workers = cfg
         .global
         .nbthread
@@ -126,10 +128,8 @@ pub fn run(files: &[PathBuf], opts: &RunOptions) -> Result<(), RuntimeError> {
     health::spawn_checker(checked, move || driver::build_runtime(choice))?;
 
     let stop = Arc::new(Shutdown::default());
-    let global = ConnLimit::new(Some(cfg.global.maxconn.unwrap_or_else(default_maxconn)));
-    plan.registry
-        .process()
-        .set_maxconn(cfg.global.maxconn.unwrap_or_else(default_maxconn));
+    let global = ConnLimit::new(Some(maxconn));
+    plan.registry.process().set_maxconn(maxconn);
     for (id, listeners) in per_worker.drain(..).enumerate() {
         let (stop, global, choice) = (stop.clone(), global.clone(), opts.driver);
         std::thread::Builder::new()
@@ -181,11 +181,46 @@ fn bind_all(plan: &Plan, workers: usize) -> Result<Vec<Vec<WorkerListener>>, Run
     Ok(per_worker)
 }
 
-/// Two descriptors per session, with headroom for listeners, checks and logs.
-fn default_maxconn() -> u32 {
-    let soft = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
-        .map_or(1024, |(soft, _)| soft);
-    (soft.saturating_sub(64) / 2).clamp(1, u32::MAX as u64) as u32
+/// Descriptors one flow may hold: its two sockets, and two pipes (four descriptors) where a
+/// flow may be spliced (the splice engine, `auto`'s bulk flows, large HTTP bodies).
+fn fds_per_flow(plan: &Plan) -> u64 {
+    let splice_here = crate::forward::probed().splice.is_ok();
+    let may_splice = plan.binds.iter().any(|b| match &b.service {
+        plan::Service::Tcp(fe) => matches!(
+            fe.backend.engine,
+            crate::forward::Engine::Splice | crate::forward::Engine::Auto
+        ),
+        plan::Service::Http(_) => true,
+    });
+    if splice_here && may_splice {
+        6
+    } else {
+        2
+    }
+}
+
+/// The process's session limit: `maxconn`, or what the open-file limit allows at the
+/// descriptors a flow needs here. A configured `maxconn` the limit cannot carry is said at
+/// start; the accept loop then stops at `maxconn` while splice falls back to copy for flows
+/// that find no pipe.
+fn session_limit(cfg: &Config, plan: &Plan) -> u32 {
+    let per_flow = fds_per_flow(plan);
+    let limit = process::file_limit();
+    let fits = process::maxconn_for(limit, per_flow);
+    match cfg.global.maxconn {
+        None => fits,
+        Some(m) if m > fits => {
+            log::warn!(
+                "maxconn {m} needs about {} open files ({per_flow} per flow here) but the limit \
+                 is {limit}: beyond about {fits} flows splice falls back to copy and new \
+                 connections may be refused; raise ulimit-n or the hard limit \
+                 (LimitNOFILE= in a systemd unit)",
+                u64::from(m) * per_flow + process::RESERVED_FDS
+            );
+            m
+        }
+        Some(m) => m,
+    }
 }
 
 fn report_start(

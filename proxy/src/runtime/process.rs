@@ -19,6 +19,31 @@ pub fn set_file_limit(n: u64) -> Result<(), RuntimeError> {
     })
 }
 
+/// Without `ulimit-n`, the soft open-file limit goes up to the hard one (as HAProxy does), so
+/// `maxconn` is bounded by what the system allows rather than by a login default of 1024.
+pub fn raise_file_limit() {
+    if let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) {
+        if soft < hard {
+            if let Err(e) = setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
+                log::warn!("cannot raise the open-file limit from {soft} to {hard}: {e}");
+            }
+        }
+    }
+}
+
+/// The current soft open-file limit.
+pub fn file_limit() -> u64 {
+    getrlimit(Resource::RLIMIT_NOFILE).map_or(1024, |(soft, _)| soft)
+}
+
+/// Descriptors the process keeps apart from its flows: listeners, checks, logs, the BPF maps.
+pub const RESERVED_FDS: u64 = 64;
+
+/// The session limit `limit` descriptors allow at `per_flow` each.
+pub fn maxconn_for(limit: u64, per_flow: u64) -> u32 {
+    (limit.saturating_sub(RESERVED_FDS) / per_flow.max(1)).clamp(1, u64::from(u32::MAX)) as u32
+}
+
 /// `pidfile PATH`: written at start (HAProxy writes one only in daemon or master-worker mode;
 /// this proxy always runs in the foreground, so it always writes it) and removed at exit,
 /// unless `chroot` moved the process away from it.
@@ -61,6 +86,13 @@ mod tests {
             assert_eq!(text.trim(), std::process::id().to_string());
         }
         assert!(!path.exists(), "removed at drop");
+    }
+
+    #[test]
+    fn maxconn_follows_descriptors_per_flow() {
+        assert_eq!(maxconn_for(20_000, 2), 9_968);
+        assert_eq!(maxconn_for(20_000, 6), 3_322);
+        assert_eq!(maxconn_for(10, 6), 1, "never zero");
     }
 
     #[test]
