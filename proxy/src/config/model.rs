@@ -223,6 +223,10 @@ pub struct Bind {
     /// `v6only` → `Some(true)`, `v4v6` → `Some(false)`; `None` keeps the system default
     /// (`net.ipv6.bindv6only`, off on Linux: an IPv6 wildcard then also takes IPv4).
     pub v6only: Option<bool>,
+    /// `accept-proxy`: every connection starts with a PROXY protocol header (v1 or v2) whose
+    /// addresses replace the socket's (logs, ACL `src`, `option forwardfor`, `balance source`,
+    /// `send-proxy` toward servers).
+    pub accept_proxy: bool,
     pub loc: Loc,
 }
 

@@ -76,6 +76,14 @@ impl Service {
         }
     }
 
+    /// The frontend's figures (where a connection refused before its session counts).
+    pub fn counters(&self) -> &crate::counters::Counters {
+        match self {
+            Service::Tcp(f) => &f.stats,
+            Service::Http(f) => &f.counters,
+        }
+    }
+
     /// For the start-up report: where traffic goes.
     pub fn destination(&self) -> String {
         match self {
@@ -99,6 +107,9 @@ pub struct PlannedBind {
     pub frontend: String,
     /// `ssl`: the handshake (and kTLS) in front of the service.
     pub tls: Option<Arc<tls::Acceptor>>,
+    /// `accept-proxy`: how long the PROXY header may take (`timeout client`, else
+    /// [`upstream::proxy_proto::DEFAULT_WAIT`]); it is read before the TLS handshake.
+    pub accept_proxy: Option<Duration>,
 }
 
 /// A backend the health checker watches.
@@ -314,6 +325,11 @@ impl<'c> Compiler<'c> {
                 maxconn: fe.maxconn.or(self.cfg.global.maxconn),
                 frontend: fe.name.clone(),
                 tls,
+                accept_proxy: b.accept_proxy.then(|| {
+                    fe.timeouts
+                        .client
+                        .unwrap_or(upstream::proxy_proto::DEFAULT_WAIT)
+                }),
             });
         }
     }

@@ -160,6 +160,7 @@ fn bind_all(plan: &Plan, workers: usize) -> Result<Vec<Vec<WorkerListener>>, Run
                 service: b.service.clone(),
                 limit: limit.clone(),
                 tls: b.tls.clone(),
+                accept_proxy: b.accept_proxy,
             });
         }
     }
@@ -197,9 +198,14 @@ fn report_start(
     );
     for b in &plan.binds {
         log::info!(
-            "frontend {} listening on {}{} -> {}",
+            "frontend {} listening on {}{}{} -> {}",
             b.service.name(),
             b.addr,
+            if b.accept_proxy.is_some() {
+                " (accept-proxy)"
+            } else {
+                ""
+            },
             b.tls
                 .as_ref()
                 .map(|t| format!(" ({})", t.describe()))
