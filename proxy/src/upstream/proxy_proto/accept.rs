@@ -47,7 +47,7 @@ async fn read_header(stream: &TcpStream) -> Result<Header, E> {
         seen.extend_from_slice(&buf);
         match parse(&seen)? {
             Parsed::Done(header) => {
-                consume(stream, header.len - taken.len()).await?;
+                consume(stream, header.len.saturating_sub(taken.len())).await?;
                 return Ok(header);
             }
             Parsed::Incomplete { want: more } => {
