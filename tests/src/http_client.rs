@@ -6,7 +6,7 @@
 use crate::util::{require_tool, TestDir};
 use std::ffi::OsStr;
 use std::io::{Read, Write};
-use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::net::{IpAddr, Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
 
@@ -59,6 +59,16 @@ impl Conn {
     pub fn open(addr: SocketAddr) -> Conn {
         let stream = TcpStream::connect_timeout(&addr, IO_LIMIT)
             .unwrap_or_else(|e| panic!("connecting to {addr}: {e}"));
+        Conn::on(stream)
+    }
+
+    /// A connection from the local address `src` (bound before connecting), so that the
+    /// client's address differs from every hop's on one loopback.
+    pub fn open_from(src: IpAddr, addr: SocketAddr) -> Conn {
+        Conn::on(connect_from(src, addr))
+    }
+
+    fn on(stream: TcpStream) -> Conn {
         stream.set_read_timeout(Some(IO_LIMIT)).expect("timeout");
         stream.set_write_timeout(Some(IO_LIMIT)).expect("timeout");
         Conn {
@@ -210,6 +220,19 @@ fn parse_head(head: &str) -> Result<Response, String> {
         headers,
         body: Vec::new(),
     })
+}
+
+/// A TCP connection to `addr` from `src` (any port): bind before connect.
+pub fn connect_from(src: IpAddr, addr: SocketAddr) -> TcpStream {
+    use socket2::{Domain, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None).expect("socket");
+    socket
+        .bind(&SocketAddr::new(src, 0).into())
+        .unwrap_or_else(|e| panic!("binding the client to {src}: {e}"));
+    socket
+        .connect_timeout(&addr.into(), IO_LIMIT)
+        .unwrap_or_else(|e| panic!("connecting to {addr} from {src}: {e}"));
+    socket.into()
 }
 
 /// Sends `bytes` on a fresh connection, half-closes, and reads everything until close.

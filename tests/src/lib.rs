@@ -6,6 +6,7 @@
 //! * `nginx`: `Nginx::rtmp(..)`, `rtmp_pair()`, `/stat` parsing (`streams()`).
 //! * `ffmpeg`: `ffmpeg_publish`, `ffmpeg_play(_count_frames)`, `rtmp_handshake`.
 //! * `tcp`: `TcpServer`, `TcpClient`, `pump`, digests, half-close and reset helpers.
+//! * `recorder`: `Recorder`, a backend that keeps each connection's bytes (PROXY headers).
 //! * `util`: `TestDir`, `wait_until`, `require_tool`.
 //!
 //! Rules the helpers keep: every wait and every client is bounded (a stuck test fails, it does
@@ -20,6 +21,7 @@ pub mod nginx_http;
 pub mod ports;
 pub mod process;
 pub mod proxy;
+pub mod recorder;
 pub mod tcp;
 pub mod tls;
 pub mod util;

@@ -56,11 +56,7 @@ pub fn proxy_bin() -> PathBuf {
 /// Which program plays the proxy: ours, or HAProxy as the reference (`E2E_PROXY=haproxy`).
 fn proxy_command(cfg: &Path) -> Command {
     match std::env::var("E2E_PROXY").as_deref() {
-        Ok("haproxy") => {
-            let mut c = Command::new(require_tool("haproxy"));
-            c.arg("-db").arg("-f").arg(cfg);
-            c
-        }
+        Ok("haproxy") => haproxy_command(cfg),
         Ok("") | Err(_) => {
             let mut c = Command::new(proxy_bin());
             // Debug mode: proxies without a `log` line print their traffic lines to stderr,
@@ -70,6 +66,12 @@ fn proxy_command(cfg: &Path) -> Command {
         }
         Ok(other) => panic!("E2E_PROXY={other}: only `haproxy` (or unset) is known"),
     }
+}
+
+fn haproxy_command(cfg: &Path) -> Command {
+    let mut c = Command::new(require_tool("haproxy"));
+    c.arg("-db").arg("-f").arg(cfg);
+    c
 }
 
 /// True when the tests run against HAProxy instead of this proxy.
@@ -105,13 +107,25 @@ impl Proxy {
         Proxy::spawn_with(cfg, &[])
     }
 
+    /// HAProxy itself, whatever `E2E_PROXY` says: a hop in front of the proxy under test, or a
+    /// backend behind it, that speaks a protocol as the reference implementation does.
+    pub fn start_haproxy(cfg: &str) -> Proxy {
+        let mut p = Proxy::spawn_program(cfg, &[], haproxy_command);
+        p.wait_ready();
+        p
+    }
+
     fn spawn_with(cfg: &str, args: &[&str]) -> Proxy {
+        Proxy::spawn_program(cfg, args, proxy_command)
+    }
+
+    fn spawn_program(cfg: &str, args: &[&str], program: fn(&Path) -> Command) -> Proxy {
         let dir = TestDir::new("proxy");
         let cfg_path = dir.join("proxy.cfg");
         std::fs::write(&cfg_path, cfg).expect("writing the proxy config");
         let stderr = std::fs::File::create(dir.join("stderr.log")).expect("creating stderr.log");
         let stdout = stderr.try_clone().expect("dup stderr.log");
-        let child = proxy_command(&cfg_path)
+        let child = program(&cfg_path)
             .args(args)
             .current_dir(dir.path())
             .stdin(Stdio::null())

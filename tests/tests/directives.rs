@@ -53,7 +53,10 @@ fn chroot_pidfile_and_ulimit_act() {
         .map(str::to_string);
     if e2e::proxy::is_reference_haproxy() {
         // HAProxy 2.6 raises the soft limit to the hard one whatever ulimit-n says.
-        assert!(open_files.and_then(|n| n.parse::<u64>().ok()) >= Some(4096), "{limits}");
+        assert!(
+            open_files.and_then(|n| n.parse::<u64>().ok()) >= Some(4096),
+            "{limits}"
+        );
     } else {
         assert_eq!(open_files.as_deref(), Some("4096"), "{limits}");
     }

@@ -22,6 +22,7 @@ struct BindOptions {
     name: Option<String>,
     maxconn: Option<u32>,
     v6only: Option<bool>,
+    accept_proxy: bool,
 }
 
 pub(crate) fn bind(proxy: &mut Proxy, args: &mut Args<'_>, ctx: &Ctx<'_>) -> Result<(), String> {
@@ -35,6 +36,7 @@ pub(crate) fn bind(proxy: &mut Proxy, args: &mut Args<'_>, ctx: &Ctx<'_>) -> Res
         name: opts.name.clone(),
         maxconn: opts.maxconn,
         v6only: opts.v6only,
+        accept_proxy: opts.accept_proxy,
         loc: ctx.loc.clone(),
     }));
     Ok(())
@@ -52,10 +54,11 @@ fn options(args: &mut Args<'_>, crt_base: Option<&Path>) -> Result<BindOptions, 
             "maxconn" => o.maxconn = Some(parse_positive(args.value_of(word)?, "bind maxconn")?),
             "v4v6" => o.v6only = Some(false),
             "v6only" => o.v6only = Some(true),
+            "accept-proxy" => o.accept_proxy = true,
             _ => {
                 return Err(format!(
                 "unsupported bind option '{word}' (supported: ssl, crt, alpn, ssl-min-ver, name, \
-                     maxconn, v4v6, v6only)"
+                     maxconn, v4v6, v6only, accept-proxy)"
             ))
             }
         }
@@ -142,6 +145,20 @@ mod tests {
         );
         let p = ok(Scope::Listen, &["bind [::]:80 v4v6"]);
         assert_eq!(p.binds.first().and_then(|b| b.v6only), Some(false));
+        assert!(p.binds.iter().all(|b| !b.accept_proxy));
+    }
+
+    #[test]
+    fn accept_proxy_binds() {
+        let p = ok(
+            Scope::Frontend,
+            &[
+                "bind :80,:81 accept-proxy",
+                "bind :443 accept-proxy ssl crt a.pem",
+            ],
+        );
+        assert!(p.binds.iter().all(|b| b.accept_proxy));
+        assert!(p.binds.last().is_some_and(|b| b.ssl.is_some()));
     }
 
     #[test]
@@ -176,8 +193,8 @@ mod tests {
     fn errors() {
         assert_eq!(err(Scope::Frontend, "bind"), "'bind' needs an address");
         assert!(err(Scope::Frontend, "bind :0").contains("must be 1..65535"));
-        assert!(err(Scope::Frontend, "bind :80 accept-proxy")
-            .contains("unsupported bind option 'accept-proxy'"));
+        assert!(err(Scope::Frontend, "bind :80 expect-proxy")
+            .contains("unsupported bind option 'expect-proxy'"));
         assert!(err(Scope::Frontend, "bind :443 crt a.pem").contains("need 'ssl'"));
         assert!(err(Scope::Frontend, "bind :443 ssl").contains("needs a certificate"));
         assert!(err(Scope::Frontend, "bind :443 ssl crt").contains("'crt' in 'bind' needs a value"));

@@ -227,6 +227,10 @@ pub struct Bind {
     /// `v6only` → `Some(true)`, `v4v6` → `Some(false)`; `None` keeps the system default
     /// (`net.ipv6.bindv6only`, off on Linux: an IPv6 wildcard then also takes IPv4).
     pub v6only: Option<bool>,
+    /// `accept-proxy`: every connection starts with a PROXY protocol header (v1 or v2) whose
+    /// addresses replace the socket's (logs, ACL `src`, `option forwardfor`, `balance source`,
+    /// `send-proxy` toward servers).
+    pub accept_proxy: bool,
     pub loc: Loc,
 }
 
@@ -284,7 +288,43 @@ pub struct ServerParams {
     pub cookie: Option<String>,
     /// `port N`: check a different port than the traffic port.
     pub check_port: Option<u16>,
+    /// `send-proxy`: a PROXY protocol v1 line opens every connection to the server.
     pub send_proxy: bool,
+    /// `send-proxy-v2`: the binary v2 header instead (it wins when both are set, as HAProxy).
+    pub send_proxy_v2: bool,
+    /// `check-send-proxy`: health checks send the header even where the traffic does not.
+    pub check_send_proxy: bool,
+    /// `proxy-v2-options crc32c`: the v2 header carries its CRC32C checksum (TLV 0x03).
+    pub proxy_v2_crc32c: bool,
+}
+
+/// Which PROXY protocol header a server's connections start with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProxyVersion {
+    V1,
+    V2,
+}
+
+impl ServerParams {
+    /// The header the traffic to this server starts with, if any.
+    pub fn proxy_version(&self) -> Option<ProxyVersion> {
+        if self.send_proxy_v2 {
+            Some(ProxyVersion::V2)
+        } else if self.send_proxy {
+            Some(ProxyVersion::V1)
+        } else {
+            None
+        }
+    }
+
+    /// The header health checks start with: HAProxy sends the traffic's header on checks
+    /// unless `port` moves them elsewhere (then only with `check-send-proxy`), v1 unless the
+    /// traffic uses v2.
+    pub fn check_proxy_version(&self) -> Option<ProxyVersion> {
+        let traffic = self.proxy_version();
+        let on = self.check_send_proxy || (traffic.is_some() && self.check_port.is_none());
+        on.then_some(traffic.unwrap_or(ProxyVersion::V1))
+    }
 }
 
 impl Default for ServerParams {
@@ -305,6 +345,9 @@ impl Default for ServerParams {
             cookie: None,
             check_port: None,
             send_proxy: false,
+            send_proxy_v2: false,
+            check_send_proxy: false,
+            proxy_v2_crc32c: false,
         }
     }
 }

@@ -22,7 +22,12 @@ pub(crate) fn server(proxy: &mut Proxy, args: &mut Args<'_>, loc: &Loc) -> Resul
     }
     let addr = parse_server_addr(args.need("an address")?)?;
     let mut params = proxy.default_server.clone();
-    apply_params(&mut params, args)?;
+    let applied = apply_params(&mut params, args)?;
+    if applied.v2_options && !params.send_proxy_v2 {
+        // Options of the v2 header without the header would go nowhere. Inherited from a
+        // `default-server` they are fine: they act on the servers that use v2.
+        return Err("'proxy-v2-options' needs 'send-proxy-v2'".to_string());
+    }
     proxy.servers.push(Server {
         name: name.to_string(),
         addr,
@@ -40,7 +45,13 @@ pub(crate) fn default_server(proxy: &mut Proxy, args: &mut Args<'_>) -> Result<(
     Ok(())
 }
 
-fn apply_params(p: &mut ServerParams, args: &mut Args<'_>) -> Result<(), String> {
+/// What a line named that matters beyond the parameters it set.
+struct Applied {
+    v2_options: bool,
+}
+
+fn apply_params(p: &mut ServerParams, args: &mut Args<'_>) -> Result<Applied, String> {
+    let mut applied = Applied { v2_options: false };
     while let Some(word) = args.next() {
         match word {
             "check" => p.check = true,
@@ -61,13 +72,56 @@ fn apply_params(p: &mut ServerParams, args: &mut Args<'_>) -> Result<(), String>
             "port" => p.check_port = Some(parse_port(args.value_of(word)?, word)?),
             "send-proxy" => p.send_proxy = true,
             "no-send-proxy" => p.send_proxy = false,
+            "send-proxy-v2" => p.send_proxy_v2 = true,
+            "no-send-proxy-v2" => p.send_proxy_v2 = false,
+            "check-send-proxy" => p.check_send_proxy = true,
+            "no-check-send-proxy" => p.check_send_proxy = false,
+            "proxy-v2-options" => {
+                proxy_v2_options(p, args.value_of(word)?)?;
+                applied.v2_options = true;
+            }
             _ => {
                 return Err(format!(
                 "unsupported {} option '{word}' (supported: check, inter, fastinter, downinter, \
-                     rise, fall, weight, backup, maxconn, maxqueue, disabled, cookie, port, send-proxy and \
-                     their no-/enabled forms)",
+                     rise, fall, weight, backup, maxconn, maxqueue, disabled, cookie, port, \
+                     send-proxy, send-proxy-v2, check-send-proxy, proxy-v2-options and their \
+                     no-/enabled forms)",
                 args.keyword()
             ))
+            }
+        }
+    }
+    Ok(applied)
+}
+
+/// HAProxy's `proxy-v2-options` names; only `crc32c` is built (the others carry TLS and
+/// unique-id facts this proxy does not hand to the upstream side), so the rest are refused
+/// rather than accepted and left out of the header.
+const V2_OPTIONS: &[&str] = &[
+    "ssl",
+    "cert-cn",
+    "ssl-cipher",
+    "cert-sig",
+    "cert-key",
+    "authority",
+    "crc32c",
+    "unique-id",
+];
+
+fn proxy_v2_options(p: &mut ServerParams, list: &str) -> Result<(), String> {
+    for option in list.split(',') {
+        match option {
+            "crc32c" => p.proxy_v2_crc32c = true,
+            known if V2_OPTIONS.contains(&known) => {
+                return Err(format!(
+                    "proxy-v2-options '{known}' is not supported (supported: crc32c)"
+                ))
+            }
+            other => {
+                return Err(format!(
+                    "unknown proxy-v2-options '{other}' (expected one of: {})",
+                    V2_OPTIONS.join(", ")
+                ))
             }
         }
     }
@@ -201,6 +255,72 @@ mod tests {
             .contains("unsupported server option 'ssl'"));
         assert!(err(Scope::Backend, "default-server frob")
             .contains("unsupported default-server option 'frob'"));
+    }
+
+    #[test]
+    fn proxy_protocol_words() {
+        let p = ok(
+            Scope::Backend,
+            &[
+                "default-server send-proxy-v2 proxy-v2-options crc32c",
+                "server a 10.0.0.1:80",
+                "server b 10.0.0.2:80 no-send-proxy-v2 send-proxy check-send-proxy port 81",
+                "server c 10.0.0.3:80 no-send-proxy-v2 check-send-proxy",
+                "server d 10.0.0.4:80 no-send-proxy-v2 send-proxy port 81",
+            ],
+        );
+        let v = |i: usize| {
+            p.servers
+                .get(i)
+                .map(|s| (s.params.proxy_version(), s.params.check_proxy_version()))
+        };
+        use crate::config::ProxyVersion::{V1, V2};
+        assert_eq!(v(0), Some((Some(V2), Some(V2))));
+        assert!(p.servers.first().is_some_and(|s| s.params.proxy_v2_crc32c));
+        assert_eq!(
+            v(1),
+            Some((Some(V1), Some(V1))),
+            "check-send-proxy beats port"
+        );
+        assert_eq!(v(2), Some((None, Some(V1))), "checks only");
+        assert_eq!(
+            v(3),
+            Some((Some(V1), None)),
+            "port moves checks off the header"
+        );
+    }
+
+    #[test]
+    fn proxy_protocol_errors() {
+        assert!(err(
+            Scope::Backend,
+            "server a 1.2.3.4:80 send-proxy-v2 proxy-v2-options"
+        )
+        .contains("'proxy-v2-options' in 'server' needs a value"));
+        assert_eq!(
+            err(
+                Scope::Backend,
+                "server a 1.2.3.4:80 send-proxy-v2 proxy-v2-options crc32c,ssl"
+            ),
+            "proxy-v2-options 'ssl' is not supported (supported: crc32c)"
+        );
+        assert!(err(
+            Scope::Backend,
+            "server a 1.2.3.4:80 send-proxy-v2 proxy-v2-options crc"
+        )
+        .contains("unknown proxy-v2-options 'crc'"));
+        assert!(err(
+            Scope::Backend,
+            "server a 1.2.3.4:80 send-proxy-v2 proxy-v2-options crc32c,"
+        )
+        .contains("unknown proxy-v2-options ''"));
+        assert_eq!(
+            err(
+                Scope::Backend,
+                "server a 1.2.3.4:80 proxy-v2-options crc32c"
+            ),
+            "'proxy-v2-options' needs 'send-proxy-v2'"
+        );
     }
 
     #[test]

@@ -10,8 +10,12 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use compio::io::AsyncWriteExt;
+use compio::net::TcpStream;
+
+use crate::config::ServerParams;
 use crate::counters::CheckStatus;
-use crate::upstream::{Server, ServerSet, ServerState};
+use crate::upstream::{proxy_proto, Server, ServerSet, ServerState};
 
 /// One backend's servers and the time a check may take.
 pub struct CheckedBackend {
@@ -76,7 +80,7 @@ async fn check_loop(set: Arc<ServerSet>, server: Arc<Server>, timeout: Duration)
     let target = check_target(&server);
     loop {
         let started = Instant::now();
-        let result = tcp_check(target, timeout).await;
+        let result = tcp_check(target, timeout, &server.params).await;
         let took = started.elapsed();
         let was_up = state.is_up();
         let transition = state.record(result.is_ok());
@@ -134,16 +138,38 @@ fn last_check_text(result: &Result<(), String>) -> &str {
     }
 }
 
-/// Layer-4 check: the server accepts a TCP connection within the timeout.
-async fn tcp_check(addr: SocketAddr, timeout: Duration) -> Result<(), String> {
-    match compio::time::timeout(timeout, compio::net::TcpStream::connect(addr)).await {
-        Ok(Ok(stream)) => {
-            let _ = stream.close().await;
-            Ok(())
-        }
+/// Layer-4 check: the server accepts a TCP connection within the timeout, and takes the
+/// PROXY header when checks send one (`send-proxy` without `port`, or `check-send-proxy`):
+/// a server that expects the header would log every bare check as a broken connection.
+async fn tcp_check(
+    addr: SocketAddr,
+    timeout: Duration,
+    params: &ServerParams,
+) -> Result<(), String> {
+    let check = async {
+        let stream = TcpStream::connect(addr).await?;
+        send_header(&stream, params).await?;
+        stream.close().await
+    };
+    match compio::time::timeout(timeout, check).await {
+        Ok(Ok(())) => Ok(()),
         Ok(Err(e)) => Err(e.to_string()),
         Err(_) => Err(CHECK_TIMEOUT.to_string()),
     }
+}
+
+/// The check's header: a v1 line naming the check connection's own ends, or a v2 `LOCAL`.
+async fn send_header(stream: &TcpStream, params: &ServerParams) -> io::Result<()> {
+    // The usual check sends none: no address look-ups for it.
+    if params.check_proxy_version().is_none() {
+        return Ok(());
+    }
+    let Some(header) = proxy_proto::for_check(params, stream.local_addr()?, stream.peer_addr()?)
+    else {
+        return Ok(());
+    };
+    let mut w = stream;
+    w.write_all(header).await.0
 }
 
 /// Logs a transition in HAProxy's words, so operators' log alerts keep matching.
@@ -190,6 +216,62 @@ fn report(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io::Read;
+
+    /// What one check delivers to a listening server, with `words` on the server line.
+    fn check_bytes(words: &str) -> Vec<u8> {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = l.local_addr().expect("addr");
+        let cfg = crate::config::parse_str(
+            &format!("backend be\n    server s {addr} check {words}\n"),
+            std::path::Path::new("t.cfg"),
+        )
+        .expect("valid config");
+        let params = cfg.proxy("be").expect("be").servers[0].params.clone();
+        let rt = compio::runtime::Runtime::new().expect("runtime");
+        let passed = rt.block_on(tcp_check(addr, Duration::from_secs(5), &params));
+        assert_eq!(passed, Ok(()));
+        let (mut s, peer) = l.accept().expect("the check's connection");
+        let mut got = Vec::new();
+        s.read_to_end(&mut got).expect("read");
+        if words.contains("send-proxy-v2") {
+            return got;
+        }
+        let mine = format!(
+            "{} {} {} {}",
+            peer.ip(),
+            addr.ip(),
+            peer.port(),
+            addr.port()
+        );
+        String::from_utf8_lossy(&got)
+            .replace(&mine, "CHECK-ENDS")
+            .into_bytes()
+    }
+
+    #[test]
+    fn checks_send_the_proxy_header_as_haproxy() {
+        assert_eq!(check_bytes(""), b"");
+        assert_eq!(check_bytes("send-proxy"), b"PROXY TCP4 CHECK-ENDS\r\n");
+        assert_eq!(
+            check_bytes("send-proxy port 1"),
+            b"",
+            "another port: no header"
+        );
+        assert_eq!(
+            check_bytes("send-proxy port 1 check-send-proxy"),
+            b"PROXY TCP4 CHECK-ENDS\r\n"
+        );
+        assert_eq!(
+            check_bytes("check-send-proxy"),
+            b"PROXY TCP4 CHECK-ENDS\r\n"
+        );
+        assert_eq!(
+            check_bytes("send-proxy-v2"),
+            b"\r\n\r\n\0\r\nQUIT\n\x20\x00\x00\x00",
+            "v2 checks are LOCAL"
+        );
+    }
 
     #[test]
     fn last_check_text_is_haproxys() {

@@ -28,7 +28,7 @@ impl<'f> Exchange<'f, '_> {
     /// Backend rules, stats, forwardfor, persistence, then the server.
     pub(super) async fn forward_to(mut self, mut req: Request, be: Arc<Backend>) -> Next<'f> {
         self.record.backend = be.name.clone();
-        let src = self.peer.ip();
+        let src = self.origin.src.ip();
         if be.name != self.fe.name {
             let ssl = self.client.stream.is_tls();
             let verdict = be.rules.apply(&mut req, src, ssl);
@@ -163,7 +163,7 @@ impl<'f> Exchange<'f, '_> {
     ) -> Result<(TcpStream, Arc<Server>, ServerClaim, bool), Next<'f>> {
         // A server named by a valid persistence cookie ('V') is waited for when full.
         let pinned = self.record.cookie[0] == 'V';
-        let ip = self.peer.ip();
+        let ip = self.origin.src.ip();
         let slot = match reserve(&be.upstream, first.clone(), ip, pinned).await {
             Ok(slot) => slot,
             Err(f) => return Err(self.connect_failed(f, be).await),
@@ -179,7 +179,7 @@ impl<'f> Exchange<'f, '_> {
             }
         }
         // Attempts, retries, redispatches and a final failure are counted by `connect_slot`.
-        match connect_slot(&be.upstream, slot, ip).await {
+        match connect_slot(&be.upstream, slot, &self.origin).await {
             Ok(c) => {
                 self.record.connect = Some(c.connect_time);
                 self.record.retries = c.retries;
@@ -259,7 +259,7 @@ impl<'f> Exchange<'f, '_> {
                 log::info!(
                     "frontend {}: bad request body from {}: {reason}",
                     self.fe.name,
-                    self.peer
+                    self.origin.src
                 );
                 self.tally.bad_request();
                 self.fail(status, TermState::new(Cause::Proxy, Phase::Data), Some(be))

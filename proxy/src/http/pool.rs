@@ -46,7 +46,13 @@ pub fn take(server: &Arc<Server>, max_idle: Duration) -> Option<TcpStream> {
     })
 }
 
+/// A connection that began with a PROXY header names its client to the server for as long
+/// as it lives, so it is closed instead: reused for another client it would pass that
+/// client's requests off as the first one's (HAProxy marks it private to its session).
 pub fn put(server: &Arc<Server>, stream: TcpStream, max_idle: Duration) {
+    if server.sends_proxy_header() {
+        return;
+    }
     POOL.with(|pool| {
         let mut pool = pool.borrow_mut();
         let list = pool.entry(key(server)).or_default();

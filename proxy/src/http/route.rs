@@ -16,7 +16,7 @@ impl<'f> Exchange<'f, '_> {
     pub(super) async fn route(mut self, mut req: Request) -> Next<'f> {
         let fe: &'f Frontend = self.fe;
         let ssl = self.client.stream.is_tls();
-        let verdict = fe.rules.apply(&mut req, self.peer.ip(), ssl);
+        let verdict = fe.rules.apply(&mut req, self.origin.src.ip(), ssl);
         if verdict != Verdict::Pass {
             return self.verdict(verdict, &req, None).await;
         }
@@ -55,7 +55,7 @@ impl<'f> Exchange<'f, '_> {
             method: &req.method,
             target: &req.target,
             headers: &req.headers,
-            src: self.peer.ip(),
+            src: self.origin.src.ip(),
         }
     }
 

@@ -11,7 +11,6 @@
 //! the access-log line); `route` applies frontend rules and answers locally; `exchange` is
 //! the upstream exchange; `tunnel` hands an upgraded pair to the forward room.
 
-use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
@@ -20,7 +19,7 @@ use compio::net::TcpStream;
 
 use crate::counters::{Live, PROCESS};
 use crate::log::{AccessLog, Cause, LineFormat, Phase, TermState};
-use crate::upstream::ServerClaim;
+use crate::upstream::{Origin, ServerClaim};
 
 use super::acl::Ctx;
 use super::conn::{ClientConn, Conn};
@@ -54,8 +53,9 @@ pub(super) struct Tunnel<'f> {
     pub(super) tally: Tally<'f>,
 }
 
-pub async fn run_session(stream: TcpStream, peer: SocketAddr, fe: Arc<Frontend>) {
-    run(ClientConn::Plain(stream), peer, fe).await
+/// `origin`: the client's addresses, the socket's or those of its PROXY header (`accept-proxy`).
+pub async fn run_session(stream: TcpStream, origin: Origin, fe: Arc<Frontend>) {
+    run(ClientConn::Plain(stream), origin, fe).await
 }
 
 /// `bind … ssl` in `mode http` (HTTPS, WSS): the TLS handshake (bounded by its timeout, kTLS
@@ -63,27 +63,27 @@ pub async fn run_session(stream: TcpStream, peer: SocketAddr, fe: Arc<Frontend>)
 /// failed handshake ends here, before any request exists, as in `mode tcp`.
 pub async fn run_tls_session(
     stream: TcpStream,
-    peer: SocketAddr,
+    origin: Origin,
     fe: Arc<Frontend>,
     tls: Arc<crate::tls::Acceptor>,
 ) {
     if let Some(c) = tls
-        .accept_logged(stream, peer, &fe.name, &PROCESS.http_sessions)
+        .accept_logged(stream, origin.src, &fe.name, &PROCESS.http_sessions)
         .await
     {
-        run(ClientConn::Tls(c), peer, fe).await
+        run(ClientConn::Tls(c), origin, fe).await
     }
 }
 
-async fn run(stream: ClientConn, peer: SocketAddr, fe: Arc<Frontend>) {
+async fn run(stream: ClientConn, origin: Origin, fe: Arc<Frontend>) {
     let _active = Live::enter(&PROCESS.http_sessions);
     let _fe = Live::enter(&fe.conns);
     fe.counters.accepted();
     // The frontend's sessions are client connections, however many requests each carries.
     let _fe_session = fe.counters.open_session();
     let _ = stream.tcp().set_nodelay(true);
-    let local = || stream.tcp().local_addr().ok();
-    fe.access_log.connected(peer, local, &fe.name, true);
+    fe.access_log
+        .connected(origin.src, origin.dst, &fe.name, true);
     let mut client = Side::new(stream, fe.bufsize);
     let accepted = Instant::now();
     let mut first = true;
@@ -91,11 +91,11 @@ async fn run(stream: ClientConn, peer: SocketAddr, fe: Arc<Frontend>) {
         let read_mark = client.read_total;
         let next = Exchange {
             fe: &fe,
-            peer,
+            origin,
             client: &mut client,
             first,
             accepted,
-            record: HttpRecord::new(peer, &fe.name),
+            record: HttpRecord::new(origin.src, &fe.name),
             t0: Instant::now(),
             head_only: false,
             tally: Tally::new(
@@ -137,7 +137,9 @@ async fn linger_close(client: &mut Side<ClientConn>) {
 /// One request and its response.
 pub(super) struct Exchange<'f, 'c> {
     pub(super) fe: &'f Frontend,
-    pub(super) peer: SocketAddr,
+    /// The client's addresses (its PROXY header's on an `accept-proxy` bind): `src` is what
+    /// ACLs, `option forwardfor`, `balance source` and the log see.
+    pub(super) origin: Origin,
     pub(super) client: &'c mut Side<ClientConn>,
     pub(super) first: bool,
     pub(super) accepted: Instant,
@@ -283,7 +285,7 @@ impl<'f> Exchange<'f, '_> {
                 log::info!(
                     "frontend {}: bad request from {}: {reason}",
                     self.fe.name,
-                    self.peer
+                    self.origin.src
                 );
                 self.tally.request();
                 self.fail(status, TermState::new(Cause::Proxy, Phase::Request), None)
@@ -348,7 +350,7 @@ impl<'f> Exchange<'f, '_> {
     pub(super) fn ctx<'r>(&self, req: &'r Request) -> Ctx<'r> {
         Ctx {
             req,
-            src: self.peer.ip(),
+            src: self.origin.src.ip(),
             ssl: self.client.stream.is_tls(),
             res: None,
         }

@@ -233,17 +233,9 @@ impl AccessLog {
     }
 
     /// HAProxy's default-format line, for a proxy with neither `option tcplog` nor
-    /// `option httplog`: `Connect from CLIENT to LOCAL (FRONTEND/MODE)`. `local` is only
-    /// asked (a syscall) when the line is written.
-    pub fn connected(
-        &self,
-        client: SocketAddr,
-        local: impl FnOnce() -> Option<SocketAddr>,
-        proxy: &str,
-        http: bool,
-    ) {
+    /// `option httplog`: `Connect from CLIENT to LOCAL (FRONTEND/MODE)`.
+    pub fn connected(&self, client: SocketAddr, to: SocketAddr, proxy: &str, http: bool) {
         if self.logs(LineFormat::Connect) {
-            let to = local().map_or_else(|| "-".to_string(), |a| a.to_string());
             let mode = if http { "HTTP" } else { "TCP" };
             self.send(format_args!(
                 "Connect from {client} to {to} ({proxy}/{mode})"

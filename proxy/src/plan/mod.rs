@@ -76,6 +76,14 @@ impl Service {
         }
     }
 
+    /// The frontend's figures (where a connection refused before its session counts).
+    pub fn counters(&self) -> &crate::counters::Counters {
+        match self {
+            Service::Tcp(f) => &f.stats,
+            Service::Http(f) => &f.counters,
+        }
+    }
+
     /// For the start-up report: where traffic goes.
     pub fn destination(&self) -> String {
         match self {
@@ -105,6 +113,9 @@ pub struct PlannedBind {
     pub v6only: Option<bool>,
     /// `ssl`: the handshake (and kTLS) in front of the service.
     pub tls: Option<Arc<tls::Acceptor>>,
+    /// `accept-proxy`: how long the PROXY header may take (`timeout client`, else
+    /// [`upstream::proxy_proto::DEFAULT_WAIT`]); it is read before the TLS handshake.
+    pub accept_proxy: Option<Duration>,
 }
 
 /// A backend the health checker watches.
@@ -323,6 +334,11 @@ impl<'c> Compiler<'c> {
                 name: b.name.clone(),
                 v6only: b.v6only,
                 tls,
+                accept_proxy: b.accept_proxy.then(|| {
+                    fe.timeouts
+                        .client
+                        .unwrap_or(upstream::proxy_proto::DEFAULT_WAIT)
+                }),
             });
         }
     }

@@ -115,7 +115,11 @@ fn serve_one(cfg: &str) -> (SocketAddr, std::thread::JoinHandle<()>) {
         rt.block_on(async move {
             let l = compio::net::TcpListener::from_std(l).expect("listener");
             let (s, peer) = l.accept().await.expect("accept");
-            crate::http::run_tls_session(s, peer, fe, tls).await;
+            let origin = crate::upstream::Origin {
+                src: peer,
+                dst: s.local_addr().expect("local address"),
+            };
+            crate::http::run_tls_session(s, origin, fe, tls).await;
         });
     });
     (addr, h)

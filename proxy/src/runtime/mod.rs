@@ -175,6 +175,7 @@ fn bind_all(plan: &Plan, workers: usize) -> Result<Vec<Vec<WorkerListener>>, Run
                 limit: limit.clone(),
                 bind_limit: bind_limit.clone(),
                 tls: b.tls.clone(),
+                accept_proxy: b.accept_proxy,
             });
         }
     }
@@ -253,13 +254,18 @@ fn report_start(
     }
     for b in &plan.binds {
         log::info!(
-            "frontend {} listening on {}{}{} -> {}",
+            "frontend {} listening on {}{}{}{} -> {}",
             b.service.name(),
             b.addr,
             b.name
                 .as_ref()
                 .map(|n| format!(" (bind {n})"))
                 .unwrap_or_default(),
+            if b.accept_proxy.is_some() {
+                " (accept-proxy)"
+            } else {
+                ""
+            },
             b.tls
                 .as_ref()
                 .map(|t| format!(" ({})", t.describe()))

@@ -1,18 +1,21 @@
 //! A worker thread: one compio runtime, its own SO_REUSEPORT listeners, sessions as local tasks.
 
 use std::io::ErrorKind;
+use std::net::SocketAddr;
 use std::pin::pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use compio::net::TcpListener;
+use compio::net::{TcpListener, TcpStream};
 use event_listener::Event;
 use futures_util::future::{select, Either};
 
 use super::driver::{self, DriverChoice};
 use super::limit::ConnLimit;
+use crate::counters::Counters;
 use crate::plan::Service;
+use crate::upstream::{proxy_proto, Origin};
 
 /// Set once on SIGTERM/SIGINT; every accept loop watches it.
 #[derive(Debug, Default)]
@@ -49,6 +52,18 @@ pub struct WorkerListener {
     pub bind_limit: Arc<ConnLimit>,
     /// `ssl` binds: the TLS handshake runs before the service.
     pub tls: Option<Arc<crate::tls::Acceptor>>,
+    /// `accept-proxy` binds: the PROXY header is read first, within this time.
+    pub accept_proxy: Option<Duration>,
+}
+
+/// What every connection of one listener is handed to.
+#[derive(Clone)]
+struct Front {
+    service: Service,
+    tls: Option<Arc<crate::tls::Acceptor>>,
+    accept_proxy: Option<Duration>,
+    /// The listener's own address, for a connection whose local address cannot be read.
+    bound: SocketAddr,
 }
 
 pub fn run_worker(
@@ -72,15 +87,25 @@ pub fn run_worker(
     rt.block_on(async move {
         let mut loops = Vec::new();
         for l in listeners {
-            match TcpListener::from_std(l.socket) {
-                Ok(listener) => loops.push(compio::runtime::spawn(accept_loop(
-                    listener,
-                    l.service,
-                    l.tls,
-                    [global.clone(), l.limit, l.bind_limit],
-                    stop.clone(),
-                ))),
-                Err(e) => log::error!("worker {id}: cannot register listener: {e}"),
+            let bound = l.socket.local_addr();
+            match (TcpListener::from_std(l.socket), bound) {
+                (Ok(listener), Ok(bound)) => {
+                    let front = Front {
+                        service: l.service,
+                        tls: l.tls,
+                        accept_proxy: l.accept_proxy,
+                        bound,
+                    };
+                    loops.push(compio::runtime::spawn(accept_loop(
+                        listener,
+                        front,
+                        [global.clone(), l.limit, l.bind_limit],
+                        stop.clone(),
+                    )))
+                }
+                (Err(e), _) | (_, Err(e)) => {
+                    log::error!("worker {id}: cannot register listener: {e}")
+                }
             }
         }
         for l in loops {
@@ -101,8 +126,7 @@ async fn until_stop<F: std::future::Future>(stop: &Shutdown, fut: F) -> Option<F
 
 async fn accept_loop(
     listener: TcpListener,
-    service: Service,
-    tls: Option<Arc<crate::tls::Acceptor>>,
+    front: Front,
     limits: [Arc<ConnLimit>; 3],
     stop: Arc<Shutdown>,
 ) {
@@ -125,27 +149,15 @@ async fn accept_loop(
         };
         match accepted {
             Ok((stream, peer)) => {
-                let service = service.clone();
-                let tls = tls.clone();
+                let front = front.clone();
                 compio::runtime::spawn(async move {
                     let _slots = slots;
-                    match (service, tls) {
-                        (Service::Tcp(fe), Some(tls)) => {
-                            crate::tcp::run_tls_session(stream, peer, fe, tls).await
-                        }
-                        (Service::Tcp(fe), None) => crate::tcp::run_session(stream, peer, fe).await,
-                        (Service::Http(fe), Some(tls)) => {
-                            crate::http::run_tls_session(stream, peer, fe, tls).await
-                        }
-                        (Service::Http(fe), None) => {
-                            crate::http::run_session(stream, peer, fe).await
-                        }
-                    }
+                    serve(stream, peer, front).await
                 })
                 .detach();
             }
             Err(e) => {
-                log::warn!("frontend {}: accept failed: {e}", service.name());
+                log::warn!("frontend {}: accept failed: {e}", front.service.name());
                 // Out of descriptors or memory: back off instead of spinning on the error.
                 if !matches!(
                     e.kind(),
@@ -157,4 +169,45 @@ async fn accept_loop(
         }
     }
     let _ = listener.close().await;
+}
+
+/// One accepted connection: its origin (the PROXY header first on an `accept-proxy` bind),
+/// then the TLS handshake where the bind has `ssl`, then the session of the service's mode.
+async fn serve(stream: TcpStream, peer: SocketAddr, front: Front) {
+    let Some(origin) = origin(&stream, peer, &front).await else {
+        return;
+    };
+    match (front.service, front.tls) {
+        (Service::Tcp(fe), Some(tls)) => crate::tcp::run_tls_session(stream, origin, fe, tls).await,
+        (Service::Tcp(fe), None) => crate::tcp::run_session(stream, origin, fe).await,
+        (Service::Http(fe), Some(tls)) => {
+            crate::http::run_tls_session(stream, origin, fe, tls).await
+        }
+        (Service::Http(fe), None) => crate::http::run_session(stream, origin, fe).await,
+    }
+}
+
+/// The socket's two ends, or on an `accept-proxy` bind those its PROXY header names. A
+/// connection without a valid header is closed here, before any session exists: nothing it
+/// sends can be trusted to be what it claims. It is logged with the socket's peer and
+/// counted as a request error of the frontend (`ereq`).
+async fn origin(stream: &TcpStream, peer: SocketAddr, front: &Front) -> Option<Origin> {
+    let real = Origin {
+        src: peer,
+        dst: stream.local_addr().unwrap_or(front.bound),
+    };
+    let Some(limit) = front.accept_proxy else {
+        return Some(real);
+    };
+    match proxy_proto::accept(stream, real, limit).await {
+        Ok(origin) => Some(origin),
+        Err(e) => {
+            log::info!(
+                "frontend {}: connection from {peer}: {e}",
+                front.service.name()
+            );
+            Counters::bump(&front.service.counters().failed_req);
+            None
+        }
+    }
 }

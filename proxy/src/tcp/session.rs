@@ -1,6 +1,5 @@
 //! One `mode tcp` session from accept to the access-log line.
 
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
@@ -10,7 +9,7 @@ use compio::net::TcpStream;
 use crate::counters::{Counters, Live, PROCESS};
 use crate::forward::{self, Engine, FlowEnd, FlowHistory, FlowParams, FlowStats, Progress};
 use crate::log::{AccessLog, Cause, LineFormat, Phase, SessionRecord, TermState};
-use crate::upstream::{self, connect_server, ConnectFailure, Server};
+use crate::upstream::{self, connect_server, ConnectFailure, Origin, Server};
 
 /// A backend as `mode tcp` sees it: the shared upstream side plus how its flows move.
 #[derive(Debug)]
@@ -51,27 +50,28 @@ impl Client {
     }
 }
 
-pub async fn run_session(client: TcpStream, peer: SocketAddr, fe: Arc<Frontend>) {
-    run(Client::Plain(client), peer, fe).await
+/// `origin`: the client's addresses, the socket's or those of its PROXY header (`accept-proxy`).
+pub async fn run_session(client: TcpStream, origin: Origin, fe: Arc<Frontend>) {
+    run(Client::Plain(client), origin, fe).await
 }
 
 /// `bind … ssl`: the TLS handshake (bounded by its timeout), then the session as usual with
 /// the decrypted stream; a failed handshake ends here, before any server is picked.
 pub async fn run_tls_session(
     client: TcpStream,
-    peer: SocketAddr,
+    origin: Origin,
     fe: Arc<Frontend>,
     tls: Arc<crate::tls::Acceptor>,
 ) {
     if let Some(c) = tls
-        .accept_logged(client, peer, &fe.name, &PROCESS.tcp_sessions)
+        .accept_logged(client, origin.src, &fe.name, &PROCESS.tcp_sessions)
         .await
     {
-        run(Client::Tls(c), peer, fe).await
+        run(Client::Tls(c), origin, fe).await
     }
 }
 
-async fn run(client: Client, peer: SocketAddr, fe: Arc<Frontend>) {
+async fn run(client: Client, origin: Origin, fe: Arc<Frontend>) {
     let accepted = SystemTime::now();
     let started = Instant::now();
     let _active = Live::enter(&PROCESS.tcp_sessions);
@@ -83,11 +83,11 @@ async fn run(client: Client, peer: SocketAddr, fe: Arc<Frontend>) {
     let _fe_session = fe.stats.open_session();
     let _be_session = up.set.stats.traffic.open_session();
     let _ = client.tcp().set_nodelay(true);
-    let local = || client.tcp().local_addr().ok();
-    fe.access_log.connected(peer, local, &fe.name, false);
+    fe.access_log
+        .connected(origin.src, origin.dst, &fe.name, false);
 
     let mut record = SessionRecord {
-        client: peer,
+        client: origin.src,
         accepted,
         frontend: &fe.name,
         backend: &up.set.backend,
@@ -105,7 +105,7 @@ async fn run(client: Client, peer: SocketAddr, fe: Arc<Frontend>) {
     };
 
     let server_name;
-    match connect_server(up, peer.ip()).await {
+    match connect_server(up, &origin).await {
         Ok(c) => {
             server_name = c.claim.server.name.clone();
             record.server = &server_name;

@@ -7,6 +7,11 @@
 //! of that server, a move to another server in `wredis` of the server left (not in `wretr`),
 //! the time to connect in `ctime`, and the final failure in `econ` of the last server tried.
 //!
+//! A `send-proxy`/`send-proxy-v2` server gets its PROXY header as part of the connection:
+//! written right after the connect and before the stream is handed to either mode, so no
+//! client byte can precede it, and a header that cannot be written fails the attempt like a
+//! refused connect (retried, redispatched, counted the same).
+//!
 //! Before the first attempt a session needs one of the server's `maxconn` slots. When every
 //! usable server is full it waits in the backend's queue (`qcur`, `qmax`, `qtime`) for the
 //! first slot that frees on any of them, up to `timeout queue`, as HAProxy does.
@@ -16,9 +21,10 @@ use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use compio::io::AsyncWriteExt;
 use compio::net::TcpStream;
 
-use super::{Backend, PickContext, Server, ServerClaim, ServerSet, Waiting};
+use super::{proxy_proto, Backend, Origin, PickContext, Server, ServerClaim, ServerSet, Waiting};
 use crate::counters::Counters;
 use crate::log::{Cause, Phase, TermState};
 
@@ -77,15 +83,15 @@ const TURNAROUND: Duration = Duration::from_secs(1);
 
 /// Picks a server by the balancing algorithm and connects to it (or, after failures, to
 /// another one). "No server" is counted by the caller, which knows how it answers.
-pub async fn connect_server(be: &Backend, client_ip: IpAddr) -> Result<Connected, ConnectFailure> {
+pub async fn connect_server(be: &Backend, origin: &Origin) -> Result<Connected, ConnectFailure> {
     let first = be
         .set
         .pick_server(PickContext {
-            client_ip,
+            client_ip: origin.src.ip(),
             avoid: &[],
         })
         .ok_or(ConnectFailure::NoServer)?;
-    connect_from(be, first, client_ip)
+    connect_from(be, first, origin)
         .await
         .map_err(ConnectFailure::Failed)
 }
@@ -179,9 +185,9 @@ fn claim_free(set: &ServerSet, first: &Arc<Server>, client_ip: IpAddr) -> Option
 pub async fn connect_from(
     be: &Backend,
     first: Arc<Server>,
-    client_ip: IpAddr,
+    origin: &Origin,
 ) -> Result<Connected, Failed> {
-    connect_pinned(be, first, client_ip, false).await
+    connect_pinned(be, first, origin, false).await
 }
 
 /// As [`connect_from`]; `pinned`: `first` was named by a persistence cookie, so while it is
@@ -189,11 +195,11 @@ pub async fn connect_from(
 pub async fn connect_pinned(
     be: &Backend,
     first: Arc<Server>,
-    client_ip: IpAddr,
+    origin: &Origin,
     pinned: bool,
 ) -> Result<Connected, Failed> {
-    let slot = reserve(be, first, client_ip, pinned).await?;
-    connect_slot(be, slot, client_ip).await
+    let slot = reserve(be, first, origin.src.ip(), pinned).await?;
+    connect_slot(be, slot, origin).await
 }
 
 /// A server slot held before any connection exists. `mode http` takes one before it looks
@@ -242,12 +248,10 @@ pub async fn reserve(
     }
 }
 
-/// Connects to the server of a slot already held, with retries and redispatch.
-pub async fn connect_slot(
-    be: &Backend,
-    slot: Slot,
-    client_ip: IpAddr,
-) -> Result<Connected, Failed> {
+/// Connects to the server of a slot already held, with retries and redispatch; `origin` is
+/// the client's (balancing on redispatch, the PROXY header).
+pub async fn connect_slot(be: &Backend, slot: Slot, origin: &Origin) -> Result<Connected, Failed> {
+    let client_ip = origin.src.ip();
     let backend = &be.set.stats.traffic;
     let Slot {
         mut claim,
@@ -288,7 +292,7 @@ pub async fn connect_slot(
             }
         }
         bump(backend, &server, |c| &c.connect_attempts);
-        match try_connect(&server, be.connect_timeout).await {
+        match try_connect(&server, be.connect_timeout, origin).await {
             Ok(stream) => {
                 let connect_time = started.elapsed();
                 let ms = connect_time.as_millis() as u64;
@@ -330,18 +334,45 @@ fn bump(backend: &Counters, server: &Server, counter: fn(&Counters) -> &AtomicU6
     Counters::bump(counter(&server.stats.traffic));
 }
 
-async fn try_connect(server: &Server, limit: Option<Duration>) -> std::io::Result<TcpStream> {
-    let connect = TcpStream::connect(server.addr);
-    let stream = match limit {
-        Some(limit) => compio::time::timeout(limit, connect)
-            .await
-            .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timeout"))??,
-        None => connect.await?,
-    };
+async fn try_connect(
+    server: &Server,
+    limit: Option<Duration>,
+    origin: &Origin,
+) -> std::io::Result<TcpStream> {
+    let stream = bounded(limit, "connect timeout", TcpStream::connect(server.addr)).await?;
     // RTMP acks and control messages are small, and so are HTTP heads: do not let Nagle hold
     // them back.
     let _ = stream.set_nodelay(true);
+    if let Some(header) = proxy_proto::for_server(&server.params, origin) {
+        let mut w = &stream;
+        let write = async { w.write_all(header).await.0 };
+        bounded(limit, "PROXY header write timeout", write).await?;
+    }
     Ok(stream)
+}
+
+/// `op` within `limit` (`timeout connect`), a timeout being `TimedOut` named by `what`.
+async fn bounded<T>(
+    limit: Option<Duration>,
+    what: &str,
+    op: impl std::future::Future<Output = std::io::Result<T>>,
+) -> std::io::Result<T> {
+    match limit {
+        Some(limit) => compio::time::timeout(limit, op)
+            .await
+            .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, what.to_string()))?,
+        None => op.await,
+    }
+}
+
+/// A client on 127.0.0.1, for the tests of this file.
+#[cfg(test)]
+fn here() -> Origin {
+    let local = std::net::SocketAddr::from(([127, 0, 0, 1], 40000));
+    Origin {
+        src: local,
+        dst: local,
+    }
 }
 
 #[cfg(test)]
@@ -391,7 +422,7 @@ mod tests {
             true,
         );
         let first = be.set.servers[0].clone();
-        let got = run(connect_from(&be, first, [127, 0, 0, 1].into()));
+        let got = run(connect_from(&be, first, &here()));
         let c = got
             .map_err(|f| f.server.name.clone())
             .expect("redispatched");
@@ -410,12 +441,35 @@ mod tests {
         assert_eq!(get(&b.failed_conn) + get(&d.failed_conn), 0);
     }
 
+    /// The header goes out right after the connect, before the stream is handed on: the
+    /// server reads it before anything else, naming the client's origin.
+    #[test]
+    fn a_send_proxy_server_gets_the_header_first() {
+        use std::io::Read;
+        let live = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = live.local_addr().expect("addr");
+        let be = backend(&format!("    server s {addr} send-proxy\n"), 0, false);
+        let origin = Origin {
+            src: "10.0.0.7:4321".parse().expect("src"),
+            dst: "10.0.0.1:1935".parse().expect("dst"),
+        };
+        let first = be.set.servers[0].clone();
+        let c = run(connect_from(&be, first, &origin))
+            .map_err(|f| f.term())
+            .expect("connected");
+        let (mut accepted, _) = live.accept().expect("accept");
+        drop(c);
+        let mut got = Vec::new();
+        accepted.read_to_end(&mut got).expect("read");
+        assert_eq!(got, b"PROXY TCP4 10.0.0.7 10.0.0.1 4321 1935\r\n");
+    }
+
     #[test]
     fn retries_on_one_server_then_a_connection_error() {
         let (_live, dead) = addresses();
         let be = backend(&format!("    server dead {dead}\n"), 2, false);
         let first = be.set.servers[0].clone();
-        let got = run(connect_from(&be, first, [127, 0, 0, 1].into()));
+        let got = run(connect_from(&be, first, &here()));
         let Err(f) = got else {
             panic!("nothing listens there")
         };
@@ -460,11 +514,11 @@ mod queue_tests {
         let _held = first.try_claim().expect("the one slot");
         assert!(first.try_claim().is_none(), "maxconn 1 is one slot");
         let picked = be.set.pick_server(PickContext {
-            client_ip: [127, 0, 0, 1].into(),
+            client_ip: here().src.ip(),
             avoid: &[],
         });
         assert!(picked.is_some_and(|s| s.is_full()), "full, not absent");
-        let Err(f) = run(connect_from(&be, first, [127, 0, 0, 1].into())) else {
+        let Err(f) = run(connect_from(&be, first, &here())) else {
             panic!("no slot ever frees")
         };
         assert_eq!(f.term().to_string(), "sQ");
@@ -496,7 +550,8 @@ mod queue_tests {
         let first = be.set.servers[0].clone();
         let held = first.try_claim().expect("the one slot");
         let got = run(async {
-            let waiter = connect_from(&be, first.clone(), [127, 0, 0, 1].into());
+            let origin = here();
+            let waiter = connect_from(&be, first.clone(), &origin);
             let release = async {
                 // Let the waiter queue first; then free the slot.
                 while be.set.stats.traffic.queue_current.load(Ordering::Relaxed) == 0 {
@@ -525,7 +580,7 @@ mod queue_tests {
         let (be, _live) = two_servers("");
         let a = be.set.servers[0].clone();
         let _held = a.try_claim().expect("a's one slot");
-        let Err(f) = run(connect_pinned(&be, a.clone(), [127, 0, 0, 1].into(), true)) else {
+        let Err(f) = run(connect_pinned(&be, a.clone(), &here(), true)) else {
             panic!("a never frees; a pinned session must not move to b")
         };
         assert_eq!(f.term().to_string(), "sQ");
@@ -539,7 +594,7 @@ mod queue_tests {
             "econ on the backend and on the server whose queue expired"
         );
         // Not pinned: the algorithm's other server takes it at once.
-        let c = run(connect_pinned(&be, a, [127, 0, 0, 1].into(), false))
+        let c = run(connect_pinned(&be, a, &here(), false))
             .map_err(|f| f.term())
             .expect("b has room");
         assert_eq!(c.claim.server.name, "b");
@@ -553,7 +608,7 @@ mod queue_tests {
         let a = be.set.servers[0].clone();
         let _held = a.try_claim().expect("a's one slot");
         let _queued = crate::upstream::Waiting::enter(&a.stats.traffic);
-        let c = run(connect_pinned(&be, a.clone(), [127, 0, 0, 1].into(), true))
+        let c = run(connect_pinned(&be, a.clone(), &here(), true))
             .map_err(|f| f.term())
             .expect("a's queue is full: b serves it");
         assert_eq!(c.claim.server.name, "b");

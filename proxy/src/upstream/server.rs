@@ -139,6 +139,12 @@ impl Server {
             .is_some_and(|max| self.queued() >= u64::from(max))
     }
 
+    /// Its connections start with a PROXY header naming one client: such a connection must
+    /// never carry another client's requests (HAProxy makes it private to its session).
+    pub fn sends_proxy_header(&self) -> bool {
+        self.params.proxy_version().is_some()
+    }
+
     /// Every `maxconn` slot is taken.
     pub fn is_full(&self) -> bool {
         self.maxconn.is_some_and(|max| self.current() >= max)
