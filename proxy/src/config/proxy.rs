@@ -17,7 +17,7 @@ use super::model::{
 use super::num::{parse_positive, parse_uint};
 use super::parse::{Ctx, Draft};
 use super::time::parse_duration;
-use super::{bind, http, server};
+use super::{bind, http, httpchk, server};
 
 /// Status codes HAProxy can answer itself, hence those `errorfile` and `deny` accept.
 pub(crate) const ERROR_CODES: &[u16] = &[
@@ -71,7 +71,11 @@ pub(crate) fn directive(draft: &mut Draft, words: &[String], ctx: &Ctx<'_>) -> R
         1
     };
     let mut args = Args::new(&keyword, words.get(skip..).unwrap_or_default());
-    apply(&mut draft.proxy, &keyword, negated, &mut args, words, ctx)?;
+    if keyword == "option httpchk" || keyword == "http-check" {
+        health_check(draft, &keyword, negated, &mut args, ctx)?;
+    } else {
+        apply(&mut draft.proxy, &keyword, negated, &mut args, words, ctx)?;
+    }
     args.end()?;
     if let Some(first) = words.first() {
         if first == "default_backend" {
@@ -108,13 +112,6 @@ fn apply(
             *timeout_field(&mut proxy.timeouts, keyword)? =
                 Some(parse_duration(args.need("a time")?, keyword)?)
         }
-        "option" if keyword == "option httpchk" => {
-            if negated {
-                return Err("'no option httpchk' is not supported".to_string());
-            }
-            args.rest();
-            proxy.other.push(raw());
-        }
         "option" => option(proxy, keyword, negated, args)?,
         "log" => log(&mut proxy.log, negated, args, ctx)?,
         "forward-engine" => proxy.engine = engine(args.need("an engine")?)?,
@@ -142,7 +139,7 @@ fn apply(
             proxy.other.push(raw());
         }
         // Kept verbatim for `-c -d`; they act on parts not built yet.
-        "description" | "capture" | "http-response" | "http-check" => {
+        "description" | "capture" | "http-response" => {
             args.need("arguments")?;
             args.rest();
             proxy.other.push(raw());
@@ -151,6 +148,23 @@ fn apply(
         other => return Err(no_parser(other)),
     }
     Ok(())
+}
+
+/// `option httpchk` and `http-check`: they are read as one ruleset per section (the section's
+/// notes keep it), after which the proxy holds the check they add up to.
+fn health_check(
+    draft: &mut Draft,
+    keyword: &str,
+    negated: bool,
+    args: &mut Args<'_>,
+    ctx: &Ctx<'_>,
+) -> Result<(), String> {
+    if negated {
+        return Err(format!("'no {keyword}' is not supported"));
+    }
+    let result = httpchk::directive(&mut draft.notes.http_check, keyword, args, ctx.loc);
+    draft.proxy.http_check = draft.notes.http_check.effective();
+    result
 }
 
 /// A keyword in the table that no parser handles: a bug here, reported rather than panicking.
@@ -754,14 +768,12 @@ pub(crate) mod tests {
                 "id 7",
                 "capture request header Host len 64",
                 "http-response set-header X-A b",
-                "option httpchk GET /health",
-                "http-check expect status 200",
             ],
         );
-        assert_eq!(p.other.len(), 6);
+        assert_eq!(p.other.len(), 4);
         assert_eq!(
-            p.other.get(4).map(|r| r.words.join(" ")),
-            Some("option httpchk GET /health".to_string())
+            p.other.get(3).map(|r| r.words.join(" ")),
+            Some("http-response set-header X-A b".to_string())
         );
         assert!(err(Scope::Listen, "id 0").contains("greater than 0"));
         assert_eq!(
