@@ -107,6 +107,8 @@ pub fn run(files: &[PathBuf], opts: &RunOptions) -> Result<(), RuntimeError> {
         .map(|c| CheckedBackend {
             servers: c.servers.clone(),
             timeout: c.timeout,
+            http: c.http.clone(),
+            response_limit: c.response_limit,
         })
         .collect();
     let choice = opts.driver;

@@ -1,0 +1,233 @@
+//! One check of one server: a TCP connection, then the HTTP exchange when the backend has
+//! one, all within the check's time. Where the time ran out tells HAProxy's L4TOUT (no
+//! connection) from L7TOUT (connected, no complete answer).
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use compio::net::TcpStream;
+
+use super::error::CheckError;
+use super::http::{self, HttpProbe};
+use super::outcome::Outcome;
+
+pub async fn run(target: SocketAddr, timeout: Duration, http: Option<&HttpProbe>) -> Outcome {
+    let deadline = Instant::now() + timeout;
+    match attempt(target, deadline, http).await {
+        Ok(outcome) => outcome,
+        Err(error) => Outcome::from_error(&error),
+    }
+}
+
+async fn attempt(
+    target: SocketAddr,
+    deadline: Instant,
+    http: Option<&HttpProbe>,
+) -> Result<Outcome, CheckError> {
+    let stream = match compio::time::timeout_at(deadline, TcpStream::connect(target)).await {
+        Ok(Ok(stream)) => stream,
+        Ok(Err(e)) => return Err(CheckError::Connect(e)),
+        Err(_) => return Err(CheckError::ConnectTimeout),
+    };
+    let result = match http {
+        None => Ok(Outcome::layer4_passed()),
+        Some(probe) => compio::time::timeout_at(deadline, http::exchange(&stream, probe))
+            .await
+            .unwrap_or(Err(CheckError::ResponseTimeout)),
+    };
+    let _ = stream.close().await;
+    result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{CheckExpect, CheckRequest, ExpectMatch, HttpCheck, Loc};
+    use std::io::{Read, Write};
+    use std::net::{Shutdown, TcpListener};
+    use std::sync::mpsc;
+    use std::thread;
+
+    /// What a scripted server does with the one connection it takes.
+    enum Script {
+        /// Writes these pieces, pausing between them, then closes.
+        Answer(Vec<&'static [u8]>),
+        /// Writes, then keeps the connection open for a while.
+        AnswerAndHold(&'static [u8]),
+        /// Says nothing, holds the connection.
+        Silent,
+        /// Closes with a reset (SO_LINGER 0) before answering.
+        Reset,
+        /// Writes `n` bytes of filler after a head without length.
+        Flood(usize),
+    }
+
+    /// A server on an ephemeral loopback port running `script` once; the request it read
+    /// comes back on the channel.
+    fn server(script: Script) -> (SocketAddr, mpsc::Receiver<Vec<u8>>) {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("{e}"));
+        let addr = listener.local_addr().unwrap_or_else(|e| panic!("{e}"));
+        let (tx, rx) = mpsc::channel();
+        thread::spawn(move || {
+            let Ok((mut conn, _)) = listener.accept() else {
+                return;
+            };
+            let _ = tx.send(read_head(&mut conn));
+            play(&mut conn, script);
+        });
+        (addr, rx)
+    }
+
+    fn read_head(conn: &mut std::net::TcpStream) -> Vec<u8> {
+        let _ = conn.set_read_timeout(Some(Duration::from_secs(5)));
+        let mut got = Vec::new();
+        let mut buf = [0u8; 1024];
+        while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+            match conn.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+            }
+        }
+        got
+    }
+
+    fn play(conn: &mut std::net::TcpStream, script: Script) {
+        let pause = Duration::from_millis(50);
+        match script {
+            Script::Answer(pieces) => {
+                for piece in pieces {
+                    let _ = conn.write_all(piece);
+                    thread::sleep(pause);
+                }
+            }
+            Script::AnswerAndHold(bytes) => {
+                let _ = conn.write_all(bytes);
+                thread::sleep(Duration::from_secs(3));
+            }
+            Script::Silent => thread::sleep(Duration::from_secs(3)),
+            Script::Reset => {
+                let _ = socket2::SockRef::from(&*conn).set_linger(Some(Duration::ZERO));
+            }
+            Script::Flood(n) => {
+                let _ = conn.write_all(b"HTTP/1.0 200 OK\r\n\r\n");
+                let _ = conn.write_all(&vec![b'x'; n]);
+                let _ = conn.shutdown(Shutdown::Write);
+                thread::sleep(pause);
+            }
+        }
+    }
+
+    fn probe(matcher: ExpectMatch, limit: usize) -> HttpProbe {
+        let check = HttpCheck {
+            request: CheckRequest {
+                method: "GET".into(),
+                uri: "/liveness".into(),
+                ..CheckRequest::haproxy_default()
+            },
+            expects: vec![CheckExpect {
+                negate: false,
+                matcher,
+                comment: None,
+                loc: Loc::default(),
+            }],
+            loc: Loc::default(),
+        };
+        HttpProbe::new(&check, limit)
+    }
+
+    fn status_200() -> HttpProbe {
+        probe(ExpectMatch::Status(vec![(200, 200)]), 16 * 1024)
+    }
+
+    fn run_once(addr: SocketAddr, timeout: Duration, http: Option<&HttpProbe>) -> Outcome {
+        compio::runtime::Runtime::new()
+            .unwrap_or_else(|e| panic!("runtime: {e}"))
+            .block_on(run(addr, timeout, http))
+    }
+
+    fn summary(o: &Outcome) -> (&'static str, Option<u16>, &str) {
+        (o.status.code(), o.code, o.info.as_str())
+    }
+
+    const SECOND: Duration = Duration::from_secs(1);
+
+    #[test]
+    fn a_503_split_across_writes_fails_with_l7sts() {
+        let (addr, request) = server(Script::Answer(vec![
+            b"HTTP/1.1 503 Serv",
+            b"ice Unavailable\r\nContent-Le",
+            b"ngth: 4\r\n\r\ndown",
+        ]));
+        let probe = status_200();
+        let o = run_once(addr, 5 * SECOND, Some(&probe));
+        assert_eq!(summary(&o), ("L7STS", Some(503), "Service Unavailable"));
+        let sent = request.recv_timeout(5 * SECOND).unwrap_or_default();
+        assert_eq!(sent, b"GET /liveness HTTP/1.0\r\nConnection: close\r\n\r\n");
+    }
+
+    #[test]
+    fn a_complete_answer_decides_without_waiting_for_the_close() {
+        let (addr, _) = server(Script::AnswerAndHold(
+            b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nalive",
+        ));
+        let probe = probe(ExpectMatch::Body("alive".into()), 16 * 1024);
+        let started = Instant::now();
+        let o = run_once(addr, 2 * SECOND, Some(&probe));
+        assert_eq!(summary(&o), ("L7OK", Some(200), ""));
+        assert!(started.elapsed() < SECOND, "{:?}", started.elapsed());
+    }
+
+    #[test]
+    fn silence_after_connecting_is_l7tout() {
+        let (addr, _) = server(Script::Silent);
+        let probe = status_200();
+        let o = run_once(addr, Duration::from_millis(300), Some(&probe));
+        assert_eq!(summary(&o), ("L7TOUT", None, ""));
+        // A plain TCP check of the same silent server passes: it only connects.
+        let (addr, _) = server(Script::Silent);
+        assert_eq!(summary(&run_once(addr, SECOND, None)), ("L4OK", None, ""));
+    }
+
+    #[test]
+    fn a_reset_before_any_answer_is_a_socket_error() {
+        let (addr, _) = server(Script::Reset);
+        let probe = status_200();
+        let o = run_once(addr, 5 * SECOND, Some(&probe));
+        assert_eq!(summary(&o), ("SOCKERR", None, "Connection reset by peer"));
+    }
+
+    #[test]
+    fn a_close_without_answer_or_with_garbage_is_l7rsp() {
+        for script in [
+            Script::Answer(vec![]),
+            Script::Answer(vec![b"HTTP/1.1 200 OK\r\nContent-Le"]),
+            Script::Answer(vec![b"SSH-2.0-OpenSSH_9.2\r\n\r\n"]),
+        ] {
+            let (addr, _) = server(script);
+            let probe = status_200();
+            let o = run_once(addr, 5 * SECOND, Some(&probe));
+            assert_eq!(summary(&o), ("L7RSP", None, ""));
+        }
+    }
+
+    #[test]
+    fn only_the_buffer_is_read_of_a_big_answer() {
+        let (addr, _) = server(Script::Flood(1 << 20));
+        let probe = probe(ExpectMatch::Body("needle".into()), 4096);
+        let o = run_once(addr, 5 * SECOND, Some(&probe));
+        assert_eq!(
+            summary(&o),
+            ("L7RSP", Some(200), "HTTP content check did not match")
+        );
+    }
+
+    #[test]
+    fn refused_connections_are_l4con() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("{e}"));
+        let addr = listener.local_addr().unwrap_or_else(|e| panic!("{e}"));
+        drop(listener);
+        let probe = status_200();
+        let o = run_once(addr, SECOND, Some(&probe));
+        assert_eq!(summary(&o), ("L4CON", None, "Connection refused"));
+    }
+}
