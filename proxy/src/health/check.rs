@@ -1,6 +1,6 @@
 //! One check of one server: a TCP connection, then the HTTP exchange when the backend has
-//! one, all within the check's time. Where the time ran out tells HAProxy's L4TOUT (no
-//! connection) from L7TOUT (connected, no complete answer).
+//! one, each within its part of the check's time. Where the time ran out tells HAProxy's
+//! L4TOUT (no connection) from L7TOUT (connected, no complete answer).
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -11,9 +11,33 @@ use super::error::CheckError;
 use super::http::{self, HttpProbe};
 use super::outcome::Outcome;
 
-pub async fn run(target: SocketAddr, timeout: Duration, http: Option<&HttpProbe>) -> Outcome {
-    let deadline = Instant::now() + timeout;
-    match attempt(target, deadline, http).await {
+/// How long a check may take, as HAProxy documents `timeout check`: when it is set, the
+/// connect gets min(`timeout connect`, `inter`) and the answer `timeout check` more after
+/// it; without it, the whole check (connect and answer) gets `inter`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Budget {
+    connect: Duration,
+    /// `None`: the answer shares the connect's deadline.
+    answer: Option<Duration>,
+}
+
+impl Budget {
+    pub fn new(check: Option<Duration>, connect: Option<Duration>, inter: Duration) -> Budget {
+        match check {
+            Some(answer) => Budget {
+                connect: connect.unwrap_or(inter).min(inter),
+                answer: Some(answer),
+            },
+            None => Budget {
+                connect: inter,
+                answer: None,
+            },
+        }
+    }
+}
+
+pub async fn run(target: SocketAddr, budget: Budget, http: Option<&HttpProbe>) -> Outcome {
+    match attempt(target, budget, http).await {
         Ok(outcome) => outcome,
         Err(error) => Outcome::from_error(&error),
     }
@@ -21,17 +45,19 @@ pub async fn run(target: SocketAddr, timeout: Duration, http: Option<&HttpProbe>
 
 async fn attempt(
     target: SocketAddr,
-    deadline: Instant,
+    budget: Budget,
     http: Option<&HttpProbe>,
 ) -> Result<Outcome, CheckError> {
-    let stream = match compio::time::timeout_at(deadline, TcpStream::connect(target)).await {
+    let connect_by = Instant::now() + budget.connect;
+    let stream = match compio::time::timeout_at(connect_by, TcpStream::connect(target)).await {
         Ok(Ok(stream)) => stream,
         Ok(Err(e)) => return Err(CheckError::Connect(e)),
         Err(_) => return Err(CheckError::ConnectTimeout),
     };
+    let answer_by = budget.answer.map_or(connect_by, |d| Instant::now() + d);
     let result = match http {
         None => Ok(Outcome::layer4_passed()),
-        Some(probe) => compio::time::timeout_at(deadline, http::exchange(&stream, probe))
+        Some(probe) => compio::time::timeout_at(answer_by, http::exchange(&stream, probe))
             .await
             .unwrap_or(Err(CheckError::ResponseTimeout)),
     };
@@ -139,10 +165,15 @@ mod tests {
         probe(ExpectMatch::Status(vec![(200, 200)]), 16 * 1024)
     }
 
-    fn run_once(addr: SocketAddr, timeout: Duration, http: Option<&HttpProbe>) -> Outcome {
+    /// One check bounded by `inter` alone (no `timeout check`).
+    fn run_once(addr: SocketAddr, inter: Duration, http: Option<&HttpProbe>) -> Outcome {
+        run_with(addr, Budget::new(None, None, inter), http)
+    }
+
+    fn run_with(addr: SocketAddr, budget: Budget, http: Option<&HttpProbe>) -> Outcome {
         compio::runtime::Runtime::new()
             .unwrap_or_else(|e| panic!("runtime: {e}"))
-            .block_on(run(addr, timeout, http))
+            .block_on(run(addr, budget, http))
     }
 
     fn summary(o: &Outcome) -> (&'static str, Option<u16>, &str) {
@@ -186,6 +217,44 @@ mod tests {
         // A plain TCP check of the same silent server passes: it only connects.
         let (addr, _) = server(Script::Silent);
         assert_eq!(summary(&run_once(addr, SECOND, None)), ("L4OK", None, ""));
+    }
+
+    #[test]
+    fn timeout_check_bounds_the_answer_after_the_connect() {
+        let ms = Duration::from_millis;
+        assert_eq!(
+            Budget::new(None, Some(ms(5000)), ms(300)),
+            Budget {
+                connect: ms(300),
+                answer: None
+            }
+        );
+        assert_eq!(
+            Budget::new(Some(ms(1000)), Some(ms(5000)), ms(300)),
+            Budget {
+                connect: ms(300),
+                answer: Some(ms(1000))
+            }
+        );
+        assert_eq!(
+            Budget::new(Some(ms(1000)), Some(ms(100)), ms(300)),
+            Budget {
+                connect: ms(100),
+                answer: Some(ms(1000))
+            }
+        );
+        // As HAProxy: with `timeout check 600ms` and `inter 100ms`, a silent server is given
+        // the 600 ms, not `inter`.
+        let (addr, _) = server(Script::Silent);
+        let probe = status_200();
+        let started = Instant::now();
+        let o = run_with(
+            addr,
+            Budget::new(Some(ms(600)), None, ms(100)),
+            Some(&probe),
+        );
+        assert_eq!(summary(&o), ("L7TOUT", None, ""));
+        assert!(started.elapsed() >= ms(600), "{:?}", started.elapsed());
     }
 
     #[test]

@@ -27,12 +27,16 @@ use std::time::{Duration, Instant};
 use crate::config::HttpCheck;
 use crate::upstream::{Server, ServerSet, ServerState};
 
+use check::Budget;
 use http::HttpProbe;
 
 /// One backend's servers, the time a check may take, and its HTTP check if it has one.
 pub struct CheckedBackend {
     pub servers: Arc<ServerSet>,
+    /// `timeout check`.
     pub timeout: Option<Duration>,
+    /// `timeout connect`, which bounds a check's connect when `timeout check` is set.
+    pub connect_timeout: Option<Duration>,
     /// `option httpchk`: servers are checked with this request instead of a bare connect.
     pub http: Option<HttpCheck>,
     /// The most bytes of an answer read (`tune.bufsize`, as HAProxy's check buffer).
@@ -81,10 +85,10 @@ async fn run_all(backends: Vec<CheckedBackend>) {
         for s in b.servers.servers.iter().filter(|s| is_checked(s)) {
             let set = b.servers.clone();
             let server = s.clone();
-            let timeout = check_timeout(b.timeout, server.params.inter);
+            let budget = Budget::new(b.timeout, b.connect_timeout, server.params.inter);
             let probe = probe.clone();
             tasks.push(compio::runtime::spawn(check_loop(
-                set, server, timeout, probe,
+                set, server, budget, probe,
             )));
         }
     }
@@ -93,22 +97,17 @@ async fn run_all(backends: Vec<CheckedBackend>) {
     }
 }
 
-/// HAProxy bounds a check by `timeout check` when set, and never lets it outlive `inter`.
-fn check_timeout(configured: Option<Duration>, inter: Duration) -> Duration {
-    configured.unwrap_or(inter).min(inter)
-}
-
 async fn check_loop(
     set: Arc<ServerSet>,
     server: Arc<Server>,
-    timeout: Duration,
+    budget: Budget,
     probe: Option<Arc<HttpProbe>>,
 ) {
     let mut state = CheckState::new(&server.params);
     let target = check_target(&server);
     loop {
         let started = Instant::now();
-        let outcome = check::run(target, timeout, probe.as_deref()).await;
+        let outcome = check::run(target, budget, probe.as_deref()).await;
         let took = started.elapsed();
         let was_up = state.is_up();
         let transition = state.record(outcome.passed());
@@ -124,13 +123,13 @@ async fn check_loop(
         match transition {
             Transition::WentDown => {
                 server.set_state(ServerState::Down);
-                report(&set, &server, "DOWN", &outcome, took);
+                report(&set, &server, false, &outcome, took);
             }
             Transition::WentUp => {
                 server.set_state(ServerState::Up);
                 // Sessions queued while every server was full or down may take it now.
                 set.queue.wake_all();
-                report(&set, &server, "UP", &outcome, took);
+                report(&set, &server, true, &outcome, took);
             }
             Transition::None => {}
         }
@@ -151,7 +150,7 @@ fn check_target(server: &Server) -> SocketAddr {
 }
 
 /// Logs a transition in HAProxy's words, so operators' log alerts keep matching.
-fn report(set: &ServerSet, server: &Server, now: &str, outcome: &Outcome, took: Duration) {
+fn report(set: &ServerSet, server: &Server, went_up: bool, outcome: &Outcome, took: Duration) {
     let up = |backup: bool| {
         set.servers
             .iter()
@@ -161,14 +160,14 @@ fn report(set: &ServerSet, server: &Server, now: &str, outcome: &Outcome, took: 
     let (active, backup) = (up(false), up(true));
     let reason = reason(outcome, took);
     let (backend, name) = (&set.backend, &server.name);
-    if now == "UP" {
+    if went_up {
         log::warn!(
-            "Server {backend}/{name} is {now}{reason}. \
+            "Server {backend}/{name} is UP{reason}. \
              {active} active and {backup} backup servers online."
         );
     } else {
         log::warn!(
-            "Server {backend}/{name} is {now}{reason}. {active} active and {backup} backup \
+            "Server {backend}/{name} is DOWN{reason}. {active} active and {backup} backup \
              servers left. {} sessions active.",
             server.current()
         );

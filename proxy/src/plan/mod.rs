@@ -105,6 +105,8 @@ pub struct PlannedBind {
 pub struct Checked {
     pub servers: Arc<ServerSet>,
     pub timeout: Option<Duration>,
+    /// `timeout connect`: with `timeout check`, it bounds a check's connect.
+    pub connect_timeout: Option<Duration>,
     /// `option httpchk`: the HTTP check its servers get instead of a bare connect.
     pub http: Option<HttpCheck>,
     /// `tune.bufsize`: the most bytes of a check's answer that are read.
@@ -213,6 +215,7 @@ impl<'c> Compiler<'c> {
         self.checked.push(Checked {
             servers: set.clone(),
             timeout: be.timeouts.check,
+            connect_timeout: be.timeouts.connect,
             http: be.http_check.clone(),
             response_limit: self.bufsize,
         });

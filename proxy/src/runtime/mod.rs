@@ -107,6 +107,7 @@ pub fn run(files: &[PathBuf], opts: &RunOptions) -> Result<(), RuntimeError> {
         .map(|c| CheckedBackend {
             servers: c.servers.clone(),
             timeout: c.timeout,
+            connect_timeout: c.connect_timeout,
             http: c.http.clone(),
             response_limit: c.response_limit,
         })
