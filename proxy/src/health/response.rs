@@ -239,6 +239,8 @@ mod tests {
         }
     }
 
+    /// One deliberate difference: HAProxy 2.6.12 reads `HTTP/1.1 2000 OK` as status 2000
+    /// (L7STS, code 2000); a status code has three digits (RFC 9110), so here it is not HTTP.
     #[test]
     fn garbage_is_invalid() {
         for raw in [
