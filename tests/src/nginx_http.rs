@@ -6,6 +6,8 @@
 //!   received (`$echo_client_request_headers`);
 //! * `/body`: echoes the request body;
 //! * `/slow`: answers after 3 s (for `timeout server`);
+//! * `/liveness`: a health URL whose answer the test switches with [`NginxHttp::set_liveness`]
+//!   (`200 alive`, `503`, or `200 sick`), read by nginx from a file's presence on each request;
 //! * `/hls/…`: static files from a folder (HLS playlists and segments);
 //! * everything else: `node NAME`.
 //!
@@ -24,6 +26,17 @@ use std::time::{Duration, Instant};
 pub const ECHO_MODULE: &str = "/usr/lib/nginx/modules/ngx_http_echo_module.so";
 
 const READY_LIMIT: Duration = Duration::from_secs(10);
+
+/// The answers of a node's `/liveness`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Liveness {
+    /// `200` with body `alive`.
+    Alive,
+    /// `503 Service Temporarily Unavailable` (nginx's reason phrase).
+    Down,
+    /// `200` with body `sick`: a status check passes, a body check for `alive` fails.
+    Sick,
+}
 
 pub struct NginxHttp {
     name: String,
@@ -102,6 +115,22 @@ impl NginxHttp {
     pub fn stop(&mut self) {
         if let Some(mut c) = self.child.take() {
             process::kill_now(&mut c);
+        }
+    }
+
+    /// What `/liveness` answers from now on: nginx tests for the flag files on each request,
+    /// so no reload is needed.
+    pub fn set_liveness(&self, liveness: Liveness) {
+        for (flag, on) in [
+            ("down", liveness == Liveness::Down),
+            ("sick", liveness == Liveness::Sick),
+        ] {
+            let path = self.dir.join(flag);
+            if on {
+                std::fs::write(&path, flag).expect("writing a liveness flag");
+            } else if path.exists() {
+                std::fs::remove_file(&path).expect("removing a liveness flag");
+            }
         }
     }
 
@@ -184,6 +213,12 @@ fn render(name: &str, addr: SocketAddr, dir: &Path, hls: Option<&Path>) -> Strin
          echo_request_body; }\n",
     );
     c.push_str("        location /slow { default_type text/plain; echo_sleep 3; echo slow; }\n");
+    let _ = writeln!(
+        c,
+        "        location = /liveness {{ default_type text/plain; \
+         if (-f {d}/down) {{ return 503; }} if (-f {d}/sick) {{ return 200 \"sick\\n\"; }} \
+         return 200 \"alive\\n\"; }}"
+    );
     if let Some(h) = hls {
         let _ = writeln!(c, "        location /hls/ {{ alias {}/; }}", h.display());
     }

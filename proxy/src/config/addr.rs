@@ -57,6 +57,26 @@ pub(crate) fn parse_server_addr(text: &str) -> Result<SocketAddr, String> {
     Ok(addr)
 }
 
+/// `addr ADDR` on a server line: where its health checks go instead of its address. A host
+/// name is resolved at load time like the server's; the port comes from the traffic port or
+/// from `port N`, so none is accepted here.
+pub(crate) fn parse_check_addr(text: &str) -> Result<IpAddr, String> {
+    let (family, rest) = strip_family(text)?;
+    let (host, port) = split_host_port(rest)?;
+    if port.is_some() {
+        return Err(format!(
+            "'addr' takes an address without a port, got '{text}' (the check port is set with 'port N')"
+        ));
+    }
+    let ip = resolve(host, 0, family)?.ip();
+    if ip.is_unspecified() {
+        return Err(format!(
+            "check address '{text}' is a wildcard, not a server"
+        ));
+    }
+    Ok(ip)
+}
+
 /// The destination of a `log` line: `stderr`, `stdout`, a unix socket (absolute path or
 /// `unix@PATH`), or a UDP syslog server (`[udp@]ADDR[:PORT]`, port 514 by default).
 pub(crate) fn parse_log_dest(text: &str) -> Result<LogDest, String> {

@@ -7,7 +7,8 @@
 //! - `time`, `num`, `addr`: values (durations, integers, addresses);
 //! - `args`: the cursor a directive reads its words with, conditions included;
 //! - `parse`: sections and defaults inheritance; `keywords`: which keyword goes where;
-//! - `global`, `proxy`, `bind`, `server`, `http`: the directives;
+//! - `global`, `proxy`, `bind`, `server`, `http`: the directives; `httpchk` and
+//!   `check_expect`: `option httpchk` and the `http-check` lines;
 //! - `validate`: checks across proxies (references, bind conflicts, modes).
 //!
 //! Loading reports every problem it finds, not only the first, parse and validation alike,
@@ -16,9 +17,11 @@
 mod addr;
 mod args;
 mod bind;
+mod check_expect;
 mod error;
 mod global;
 mod http;
+mod httpchk;
 mod keywords;
 mod lexer;
 pub mod model;

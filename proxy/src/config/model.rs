@@ -4,7 +4,7 @@
 //! Everything a seed file may say is kept here, also what later parts of the proxy act on
 //! (TLS, cookies, stats, HTTP rules), so that loading a config never silently drops a directive.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -288,6 +288,8 @@ pub struct ServerParams {
     pub cookie: Option<String>,
     /// `port N`: check a different port than the traffic port.
     pub check_port: Option<u16>,
+    /// `addr IP`: check a different address than the traffic address.
+    pub check_addr: Option<IpAddr>,
     /// `send-proxy`: a PROXY protocol v1 line opens every connection to the server.
     pub send_proxy: bool,
     /// `send-proxy-v2`: the binary v2 header instead (it wins when both are set, as HAProxy).
@@ -344,12 +346,111 @@ impl Default for ServerParams {
             disabled: false,
             cookie: None,
             check_port: None,
+            check_addr: None,
             send_proxy: false,
             send_proxy_v2: false,
             check_send_proxy: false,
             proxy_v2_crc32c: false,
         }
     }
+}
+
+/// `option httpchk` with the section's `http-check` lines, resolved as HAProxy 2.6 builds its
+/// ruleset: the request to send, and every expectation the response must meet.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HttpCheck {
+    pub request: CheckRequest,
+    /// Checked in order on the same response; never empty (without an `http-check expect`
+    /// line it holds HAProxy's implicit `status 200-399`).
+    pub expects: Vec<CheckExpect>,
+    /// The `option httpchk` line.
+    pub loc: Loc,
+}
+
+/// The request of an HTTP check, validated so it cannot break the request framing.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CheckRequest {
+    /// `OPTIONS` unless given, as HAProxy.
+    pub method: String,
+    /// `/` unless given.
+    pub uri: String,
+    /// `HTTP/1.0` unless given.
+    pub version: String,
+    pub headers: Vec<(String, String)>,
+    /// Sent with a `Content-Length`; empty means none.
+    pub body: String,
+}
+
+impl CheckRequest {
+    /// HAProxy's request when `option httpchk` has no arguments.
+    pub fn haproxy_default() -> CheckRequest {
+        CheckRequest {
+            method: "OPTIONS".to_string(),
+            uri: "/".to_string(),
+            version: "HTTP/1.0".to_string(),
+            headers: Vec::new(),
+            body: String::new(),
+        }
+    }
+}
+
+/// One `http-check expect` line.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CheckExpect {
+    /// `!`: the check fails when the pattern matches.
+    pub negate: bool,
+    pub matcher: ExpectMatch,
+    /// `comment MSG`: added to the check's report when this expectation fails.
+    pub comment: Option<String>,
+    pub loc: Loc,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum ExpectMatch {
+    /// `status 200,300-399`: inclusive ranges of status codes.
+    Status(Vec<(u16, u16)>),
+    /// `rstatus REGEX`, on the status code's three digits.
+    StatusRegex(Pattern),
+    /// `string TEXT`, found anywhere in the body.
+    Body(String),
+    /// `rstring REGEX`, on the body.
+    BodyRegex(Pattern),
+}
+
+/// A regular expression compiled when the line is read (so a bad one is a `file:line` error),
+/// compared by its text. Bytes, not text: a response body need not be UTF-8.
+#[derive(Debug, Clone)]
+pub struct Pattern(regex::bytes::Regex);
+
+impl Pattern {
+    pub fn new(text: &str) -> Result<Pattern, String> {
+        regex::bytes::Regex::new(text)
+            .map(Pattern)
+            .map_err(|e| format!("invalid regex '{text}': {}", regex_reason(&e)))
+    }
+
+    /// Found anywhere in `haystack` (HAProxy's regex_exec: a search, not a full match).
+    pub fn is_match(&self, haystack: &[u8]) -> bool {
+        self.0.is_match(haystack)
+    }
+
+    pub fn as_str(&self) -> &str {
+        self.0.as_str()
+    }
+}
+
+impl PartialEq for Pattern {
+    fn eq(&self, other: &Pattern) -> bool {
+        self.as_str() == other.as_str()
+    }
+}
+
+/// The regex crate explains a syntax error over several lines (the pattern, a caret, then
+/// the reason); a config problem is one `file:line: reason` line, so only the reason is kept.
+fn regex_reason(e: &regex::Error) -> String {
+    let text = e.to_string();
+    let last = text.lines().last().unwrap_or_default();
+    last.strip_prefix("error: ").unwrap_or(last).to_string()
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -574,6 +675,9 @@ pub struct Proxy {
     pub id: Option<u32>,
     /// `description TEXT`: shown on the stats page.
     pub description: Option<String>,
+    /// `option httpchk` (with its `http-check` lines): servers with `check` are checked over
+    /// HTTP instead of by a bare TCP connect.
+    pub http_check: Option<HttpCheck>,
 }
 
 impl Proxy {
@@ -615,6 +719,7 @@ impl Proxy {
             http_response_rules: Vec::new(),
             id: None,
             description: None,
+            http_check: None,
         }
     }
 }

@@ -11,6 +11,7 @@
 use std::path::{Path, PathBuf};
 
 use super::error::ConfigError;
+use super::httpchk::Rules;
 use super::keywords::Scope;
 use super::lexer::{split_words, EnvLookup};
 use super::model::{Config, Loc, Proxy, ProxyKind};
@@ -27,6 +28,8 @@ pub(crate) struct Notes {
     /// A line of this proxy was refused: checks that a missing line would trip (no bind, no
     /// backend) stay quiet rather than repeat that error in other words.
     pub had_errors: bool,
+    /// `option httpchk` and `http-check` lines of this section, with the check inherited.
+    pub http_check: Rules,
 }
 
 /// A proxy being filled, with its notes.
@@ -127,6 +130,7 @@ impl<'a> Parser<'a> {
     }
 
     pub(crate) fn finish(mut self) -> Parsed {
+        self.close_defaults();
         let (proxies, notes) = self.drafts.into_iter().map(|d| (d.proxy, d.notes)).unzip();
         let mut config = Config {
             global: self.global,
@@ -184,6 +188,7 @@ impl<'a> Parser<'a> {
 
     /// `defaults [NAME]`: the name is accepted and has no use (no `from NAME` yet).
     fn open_defaults(&mut self, rest: &[String]) -> Result<(), String> {
+        self.close_defaults();
         self.section = Section::Defaults;
         self.defaults = fresh_defaults();
         if let Some(name) = rest.first() {
@@ -193,6 +198,15 @@ impl<'a> Parser<'a> {
             None => Ok(()),
             Some(word) => Err(format!("unexpected argument '{word}' to 'defaults'")),
         }
+    }
+
+    /// Checks of the `defaults` section that need all of its lines. Its proxies are
+    /// validated on their own; lines that act on none of them are reported here, once.
+    fn close_defaults(&mut self) {
+        if let Some((loc, reason)) = self.defaults.notes.http_check.problem() {
+            self.error(&loc, reason);
+        }
+        self.defaults.notes.http_check = Rules::default();
     }
 
     fn open_proxy(&mut self, kind: ProxyKind, rest: &[String], loc: &Loc) -> Result<(), String> {
@@ -270,6 +284,7 @@ fn inherit(defaults: &Draft, name: &str, kind: ProxyKind, loc: &Loc) -> Draft {
     proxy.loc = loc.clone();
     let mut notes = Notes {
         default_backend: defaults.notes.default_backend.clone(),
+        http_check: Rules::inherit(defaults.proxy.http_check.clone()),
         ..Notes::default()
     };
     if !kind.has_frontend() {
@@ -278,6 +293,8 @@ fn inherit(defaults: &Draft, name: &str, kind: ProxyKind, loc: &Loc) -> Draft {
     }
     if !kind.has_backend() {
         proxy.cookie = None;
+        proxy.http_check = None;
+        notes.http_check = Rules::default();
     }
     Draft { proxy, notes }
 }

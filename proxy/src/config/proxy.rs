@@ -16,7 +16,7 @@ use super::model::{
 use super::num::{parse_positive, parse_uint};
 use super::parse::{Ctx, Draft};
 use super::time::parse_duration;
-use super::{bind, http, server};
+use super::{bind, http, httpchk, server};
 
 /// Status codes HAProxy can answer itself, hence those `errorfile` and `deny` accept.
 pub(crate) const ERROR_CODES: &[u16] = &[
@@ -70,7 +70,11 @@ pub(crate) fn directive(draft: &mut Draft, words: &[String], ctx: &Ctx<'_>) -> R
         1
     };
     let mut args = Args::new(&keyword, words.get(skip..).unwrap_or_default());
-    apply(&mut draft.proxy, &keyword, negated, &mut args, words, ctx)?;
+    if keyword == "option httpchk" || keyword == "http-check" {
+        health_check(draft, &keyword, negated, &mut args, ctx)?;
+    } else {
+        apply(&mut draft.proxy, &keyword, negated, &mut args, words, ctx)?;
+    }
     args.end()?;
     if let Some(first) = words.first() {
         if first == "default_backend" {
@@ -102,9 +106,6 @@ fn apply(
         "timeout" => {
             *timeout_field(&mut proxy.timeouts, keyword)? =
                 Some(parse_duration(args.need("a time")?, keyword)?)
-        }
-        "option" if keyword == "option httpchk" => {
-            return Err("'option httpchk' (HTTP health checks) is not supported yet".to_string())
         }
         "option" => option(proxy, keyword, negated, args)?,
         "log" => log(&mut proxy.log, negated, args, ctx)?,
@@ -140,13 +141,27 @@ fn apply(
                 "'capture' is not supported yet: access lines carry no captured fields".to_string(),
             )
         }
-        "http-check" => {
-            return Err("'http-check' (HTTP health checks) is not supported yet".to_string())
-        }
         // The keyword table and this match must list the same keywords.
         other => return Err(no_parser(other)),
     }
     Ok(())
+}
+
+/// `option httpchk` and `http-check`: they are read as one ruleset per section (the section's
+/// notes keep it), after which the proxy holds the check they add up to.
+fn health_check(
+    draft: &mut Draft,
+    keyword: &str,
+    negated: bool,
+    args: &mut Args<'_>,
+    ctx: &Ctx<'_>,
+) -> Result<(), String> {
+    if negated {
+        return Err(format!("'no {keyword}' is not supported"));
+    }
+    let result = httpchk::directive(&mut draft.notes.http_check, keyword, args, ctx.loc);
+    draft.proxy.http_check = draft.notes.http_check.effective();
+    result
 }
 
 /// A keyword in the table that no parser handles: a bug here, reported rather than panicking.

@@ -4,7 +4,7 @@
 //! line is read (those of the `defaults` section included), then applies its own words.
 //! The `no-…` and `enabled` words undo what a `default-server` line turned on.
 
-use super::addr::parse_server_addr;
+use super::addr::{parse_check_addr, parse_server_addr};
 use super::args::Args;
 use super::model::{Loc, Proxy, Server, ServerParams};
 use super::num::{parse_in_range, parse_port, parse_positive};
@@ -70,6 +70,13 @@ fn apply_params(p: &mut ServerParams, args: &mut Args<'_>) -> Result<Applied, St
             "enabled" => p.disabled = false,
             "cookie" => p.cookie = Some(args.value_of(word)?.to_string()),
             "port" => p.check_port = Some(parse_port(args.value_of(word)?, word)?),
+            "addr" => p.check_addr = Some(parse_check_addr(args.value_of(word)?)?),
+            "check-ssl" | "check-sni" | "check-alpn" | "check-proto" => {
+                return Err(format!(
+                    "'{word}' is not supported: health checks are plain TCP or HTTP (check a \
+                     plain port of the server with 'port N', or leave '{word}' out)"
+                ))
+            }
             "send-proxy" => p.send_proxy = true,
             "no-send-proxy" => p.send_proxy = false,
             "send-proxy-v2" => p.send_proxy_v2 = true,
@@ -83,7 +90,7 @@ fn apply_params(p: &mut ServerParams, args: &mut Args<'_>) -> Result<Applied, St
             _ => {
                 return Err(format!(
                 "unsupported {} option '{word}' (supported: check, inter, fastinter, downinter, \
-                     rise, fall, weight, backup, maxconn, maxqueue, disabled, cookie, port, \
+                     rise, fall, weight, backup, maxconn, maxqueue, disabled, cookie, port, addr, \
                      send-proxy, send-proxy-v2, check-send-proxy, proxy-v2-options and their \
                      no-/enabled forms)",
                 args.keyword()
@@ -173,7 +180,7 @@ mod tests {
     fn all_params() {
         let p = ok(
             Scope::Listen,
-            &["server a 10.0.0.1:80 check inter 5s fastinter 1s downinter 10s rise 1 fall 5 weight 256 backup maxconn 9 maxqueue 4 disabled port 8080 send-proxy"],
+            &["server a 10.0.0.1:80 check inter 5s fastinter 1s downinter 10s rise 1 fall 5 weight 256 backup maxconn 9 maxqueue 4 disabled port 8080 addr 10.0.0.9 send-proxy"],
         );
         let s = p
             .servers
@@ -200,6 +207,7 @@ mod tests {
             ),
             (1, 5, 256, Some(9), Some(4), Some(8080))
         );
+        assert_eq!(s.check_addr, "10.0.0.9".parse().ok());
     }
 
     #[test]
@@ -253,6 +261,13 @@ mod tests {
         assert!(err(Scope::Backend, "server a 1.2.3.4:80 port 0").contains("must be 1..65535"));
         assert!(err(Scope::Backend, "server a 1.2.3.4:80 ssl")
             .contains("unsupported server option 'ssl'"));
+        assert!(err(Scope::Backend, "server a 1.2.3.4:80 check check-ssl")
+            .contains("'check-ssl' is not supported: health checks are plain TCP or HTTP"));
+        assert!(err(Scope::Backend, "server a 1.2.3.4:80 check check-sni x")
+            .contains("'check-sni' is not supported"));
+        assert!(err(Scope::Backend, "server a 1.2.3.4:80 addr 10.0.0.1:80")
+            .contains("'addr' takes an address without a port"));
+        assert!(err(Scope::Backend, "server a 1.2.3.4:80 addr 0.0.0.0").contains("wildcard"));
         assert!(err(Scope::Backend, "default-server frob")
             .contains("unsupported default-server option 'frob'"));
     }

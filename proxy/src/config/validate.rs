@@ -9,6 +9,8 @@
 //! - A frontend with nowhere to send traffic is an error; an HTTP one that answers by itself
 //!   (stats page, redirect, deny, use-service) has somewhere.
 //! - `cookie VALUE` on servers of a backend without a `cookie` directive stays quiet.
+//! - `http-check` lines that would not act (no `option httpchk` in their section) are errors;
+//!   see `httpchk.rs` for what HAProxy does with them instead.
 
 use std::net::{IpAddr, SocketAddr};
 
@@ -26,6 +28,9 @@ pub(crate) fn validate(config: &Config, notes: &[Notes]) -> Vec<ConfigError> {
             check_destination(proxy, &mut errors);
         }
         check_http_only(proxy, notes, &mut errors);
+        if let Some((loc, reason)) = notes.http_check.problem() {
+            push(&mut errors, &loc, reason);
+        }
         check_duplicate_servers(proxy, &mut errors);
         check_references(config, proxy, notes, &mut errors);
     }

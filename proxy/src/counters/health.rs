@@ -1,6 +1,6 @@
 //! UP/DOWN history and the last health check of a server or backend.
 
-use std::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU16, AtomicU32, AtomicU64, AtomicU8, Ordering};
 use std::sync::Mutex;
 
 use super::clock::now_ms;
@@ -77,7 +77,7 @@ impl Transitions {
     }
 }
 
-/// HAProxy's check status codes that a layer-4 check can produce (`check_status` column,
+/// HAProxy's check status codes that a TCP or HTTP check can produce (`check_status` column,
 /// `state` label of `haproxy_server_check_status`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u8)]
@@ -88,6 +88,14 @@ pub enum CheckStatus {
     Timeout = 2,
     ConnRefused = 3,
     SocketError = 4,
+    /// The HTTP response met every expectation.
+    L7Ok = 5,
+    /// Connected, but no complete answer within the check's time.
+    L7Timeout = 6,
+    /// No usable response: nothing, not HTTP, or a body expectation not met.
+    L7Response = 7,
+    /// A status expectation not met.
+    L7Status = 8,
 }
 
 impl CheckStatus {
@@ -97,11 +105,15 @@ impl CheckStatus {
             2 => CheckStatus::Timeout,
             3 => CheckStatus::ConnRefused,
             4 => CheckStatus::SocketError,
+            5 => CheckStatus::L7Ok,
+            6 => CheckStatus::L7Timeout,
+            7 => CheckStatus::L7Response,
+            8 => CheckStatus::L7Status,
             _ => CheckStatus::Init,
         }
     }
 
-    /// The short code of `show stat` (`L4OK`, `L4CON`, …).
+    /// The short code of `show stat` (`L4OK`, `L4CON`, `L7STS`, …).
     pub fn code(self) -> &'static str {
         match self {
             CheckStatus::Init => "INI",
@@ -109,6 +121,10 @@ impl CheckStatus {
             CheckStatus::Timeout => "L4TOUT",
             CheckStatus::ConnRefused => "L4CON",
             CheckStatus::SocketError => "SOCKERR",
+            CheckStatus::L7Ok => "L7OK",
+            CheckStatus::L7Timeout => "L7TOUT",
+            CheckStatus::L7Response => "L7RSP",
+            CheckStatus::L7Status => "L7STS",
         }
     }
 
@@ -120,11 +136,22 @@ impl CheckStatus {
             CheckStatus::Timeout => "Layer4 timeout",
             CheckStatus::ConnRefused => "Layer4 connection problem",
             CheckStatus::SocketError => "Socket error",
+            CheckStatus::L7Ok => "Layer7 check passed",
+            CheckStatus::L7Timeout => "Layer7 timeout",
+            CheckStatus::L7Response => "Layer7 invalid response",
+            CheckStatus::L7Status => "Layer7 wrong status",
         }
     }
 
     pub fn passed(self) -> bool {
-        self == CheckStatus::Ok
+        matches!(self, CheckStatus::Ok | CheckStatus::L7Ok)
+    }
+
+    /// Whether the status carries the response's status code. HAProxy orders its statuses
+    /// and shows `check_code` only from `HCHK_STATUS_L57DATA` on: L7OK, L7OKC and L7STS, not
+    /// L7TOUT or L7RSP (a body mismatch has a status, but no column for it).
+    pub fn has_code(self) -> bool {
+        matches!(self, CheckStatus::L7Ok | CheckStatus::L7Status)
     }
 }
 
@@ -137,6 +164,8 @@ pub struct CheckStats {
     streak: AtomicU32,
     /// Failed checks while the server was UP (HAProxy's `chkfail`).
     failures: AtomicU64,
+    /// The HTTP status of the last response, 0 when there was none.
+    http_code: AtomicU16,
     /// What the last check said beyond its status (HAProxy's `last_chk`: the system's error
     /// text, empty for a pass). A lock, not atomics: a string written once per check by the
     /// checker thread and read by the stats page, never on the data path.
@@ -156,6 +185,18 @@ impl CheckStats {
 
     pub fn status(&self) -> CheckStatus {
         CheckStatus::from_u8(self.status.load(Ordering::Relaxed))
+    }
+
+    /// Set before [`CheckStats::record`], with the same check's result.
+    pub fn set_http_code(&self, code: Option<u16>) {
+        self.http_code.store(code.unwrap_or(0), Ordering::Relaxed);
+    }
+
+    /// HAProxy's `check_code`: the status of the last response, for the statuses that
+    /// report one.
+    pub fn http_code(&self) -> Option<u16> {
+        let code = self.http_code.load(Ordering::Relaxed);
+        (self.status().has_code() && code != 0).then_some(code)
     }
 
     pub fn set_info(&self, text: &str) {
@@ -214,5 +255,39 @@ mod tests {
         assert_eq!(c.info(), "Connection refused");
         assert_eq!(c.duration_ms(), 1);
         assert_eq!(c.streak(), 1);
+    }
+
+    #[test]
+    fn http_codes_show_for_the_statuses_haproxy_shows_them_for() {
+        let c = CheckStats::default();
+        c.set_http_code(Some(503));
+        c.record(CheckStatus::L7Status, 1, 1, true);
+        assert_eq!((c.status().code(), c.http_code()), ("L7STS", Some(503)));
+        assert_eq!(c.failures(), 1);
+        c.set_http_code(Some(200));
+        c.record(CheckStatus::L7Response, 1, 2, true);
+        assert_eq!((c.status().code(), c.http_code()), ("L7RSP", None));
+        c.set_http_code(Some(200));
+        c.record(CheckStatus::L7Ok, 1, 0, true);
+        assert!(c.status().passed());
+        assert_eq!(c.http_code(), Some(200));
+        c.set_http_code(None);
+        c.record(CheckStatus::ConnRefused, 1, 1, true);
+        assert_eq!(c.http_code(), None);
+        for s in [
+            CheckStatus::L7Timeout,
+            CheckStatus::L7Response,
+            CheckStatus::L7Status,
+        ] {
+            assert!(!s.passed());
+            assert_eq!(CheckStatus::from_u8(s as u8), s);
+        }
+        assert_eq!(CheckStatus::L7Timeout.description(), "Layer7 timeout");
+        assert_eq!(
+            CheckStatus::L7Response.description(),
+            "Layer7 invalid response"
+        );
+        assert_eq!(CheckStatus::L7Status.description(), "Layer7 wrong status");
+        assert_eq!(CheckStatus::L7Ok.description(), "Layer7 check passed");
     }
 }

@@ -1,8 +1,22 @@
 //! Active health checks. They run on a thread of their own so a slow check never delays a
 //! worker; results reach the workers only through each server's atomic state.
+//!
+//! One concern per file: `check` runs one check (connect, then HTTP when configured), `http`
+//! the exchange on the socket, `request` and `response` its bytes each way, `expect` the
+//! judgement against `http-check expect`, `outcome` HAProxy's status and text for the
+//! result, `state` the rise/fall machine.
 
+mod check;
+mod error;
+mod expect;
+mod http;
+mod outcome;
+mod request;
+mod response;
 mod state;
 
+pub use error::CheckError;
+pub use outcome::Outcome;
 pub use state::{CheckState, Transition};
 
 use std::io;
@@ -10,17 +24,23 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use compio::io::AsyncWriteExt;
-use compio::net::TcpStream;
+use crate::config::HttpCheck;
+use crate::upstream::{Server, ServerSet, ServerState};
 
-use crate::config::ServerParams;
-use crate::counters::CheckStatus;
-use crate::upstream::{proxy_proto, Server, ServerSet, ServerState};
+use check::Budget;
+use http::HttpProbe;
 
-/// One backend's servers and the time a check may take.
+/// One backend's servers, the time a check may take, and its HTTP check if it has one.
 pub struct CheckedBackend {
     pub servers: Arc<ServerSet>,
+    /// `timeout check`.
     pub timeout: Option<Duration>,
+    /// `timeout connect`, which bounds a check's connect when `timeout check` is set.
+    pub connect_timeout: Option<Duration>,
+    /// `option httpchk`: servers are checked with this request instead of a bare connect.
+    pub http: Option<HttpCheck>,
+    /// The most bytes of an answer read (`tune.bufsize`, as HAProxy's check buffer).
+    pub response_limit: usize,
 }
 
 /// Starts the checker thread for every server with `check`; returns `None` when there is none.
@@ -58,11 +78,18 @@ fn is_checked(s: &Server) -> bool {
 async fn run_all(backends: Vec<CheckedBackend>) {
     let mut tasks = Vec::new();
     for b in &backends {
+        let probe = b
+            .http
+            .as_ref()
+            .map(|h| Arc::new(HttpProbe::new(h, b.response_limit)));
         for s in b.servers.servers.iter().filter(|s| is_checked(s)) {
             let set = b.servers.clone();
             let server = s.clone();
-            let timeout = check_timeout(b.timeout, server.params.inter);
-            tasks.push(compio::runtime::spawn(check_loop(set, server, timeout)));
+            let budget = Budget::new(b.timeout, b.connect_timeout, server.params.inter);
+            let probe = probe.clone();
+            tasks.push(compio::runtime::spawn(check_loop(
+                set, server, budget, probe,
+            )));
         }
     }
     for t in tasks {
@@ -70,37 +97,39 @@ async fn run_all(backends: Vec<CheckedBackend>) {
     }
 }
 
-/// HAProxy bounds a check by `timeout check` when set, and never lets it outlive `inter`.
-fn check_timeout(configured: Option<Duration>, inter: Duration) -> Duration {
-    configured.unwrap_or(inter).min(inter)
-}
-
-async fn check_loop(set: Arc<ServerSet>, server: Arc<Server>, timeout: Duration) {
+async fn check_loop(
+    set: Arc<ServerSet>,
+    server: Arc<Server>,
+    budget: Budget,
+    probe: Option<Arc<HttpProbe>>,
+) {
     let mut state = CheckState::new(&server.params);
     let target = check_target(&server);
     loop {
         let started = Instant::now();
-        let result = tcp_check(target, timeout, &server.params).await;
+        let outcome = check::run(target, budget, probe.as_deref(), &server.params).await;
         let took = started.elapsed();
         let was_up = state.is_up();
-        let transition = state.record(result.is_ok());
-        server.stats.check.record(
-            check_status(&result),
+        let transition = state.record(outcome.passed());
+        let stats = &server.stats.check;
+        stats.set_http_code(outcome.code);
+        stats.set_info(&outcome.info);
+        stats.record(
+            outcome.status,
             took.as_millis() as u64,
             state.streak(),
             was_up,
         );
-        server.stats.check.set_info(last_check_text(&result));
         match transition {
             Transition::WentDown => {
                 server.set_state(ServerState::Down);
-                report(&set, &server, "DOWN", &result, took);
+                report(&set, &server, false, &outcome, took);
             }
             Transition::WentUp => {
                 server.set_state(ServerState::Up);
                 // Sessions queued while every server was full or down may take it now.
                 set.queue.wake_all();
-                report(&set, &server, "UP", &result, took);
+                report(&set, &server, true, &outcome, took);
             }
             Transition::None => {}
         }
@@ -108,114 +137,66 @@ async fn check_loop(set: Arc<ServerSet>, server: Arc<Server>, timeout: Duration)
     }
 }
 
+/// The server's address, or `addr`, with its port, or `port`.
 fn check_target(server: &Server) -> SocketAddr {
     let mut addr = server.addr;
+    if let Some(ip) = server.params.check_addr {
+        addr.set_ip(ip);
+    }
     if let Some(port) = server.params.check_port {
         addr.set_port(port);
     }
     addr
 }
 
-/// The failure text of a check that ran out of time.
-const CHECK_TIMEOUT: &str = "Connection timeout";
-
-/// HAProxy's check status code for a layer-4 check result (stats page, exporter).
-fn check_status(result: &Result<(), String>) -> CheckStatus {
-    match result {
-        Ok(()) => CheckStatus::Ok,
-        Err(e) if e == CHECK_TIMEOUT => CheckStatus::Timeout,
-        Err(_) => CheckStatus::ConnRefused,
-    }
-}
-
-/// HAProxy's `last_chk` for a layer-4 check: the system's error text ("Connection refused"),
-/// nothing for a pass, and nothing for a timeout (no error was raised, HAProxy prints none).
-fn last_check_text(result: &Result<(), String>) -> &str {
-    match result {
-        Ok(()) => "",
-        Err(e) if e == CHECK_TIMEOUT => "",
-        Err(e) => e.split(" (os error").next().unwrap_or(e),
-    }
-}
-
-/// Layer-4 check: the server accepts a TCP connection within the timeout, and takes the
-/// PROXY header when checks send one (`send-proxy` without `port`, or `check-send-proxy`):
-/// a server that expects the header would log every bare check as a broken connection.
-async fn tcp_check(
-    addr: SocketAddr,
-    timeout: Duration,
-    params: &ServerParams,
-) -> Result<(), String> {
-    let check = async {
-        let stream = TcpStream::connect(addr).await?;
-        send_header(&stream, params).await?;
-        stream.close().await
-    };
-    match compio::time::timeout(timeout, check).await {
-        Ok(Ok(())) => Ok(()),
-        Ok(Err(e)) => Err(e.to_string()),
-        Err(_) => Err(CHECK_TIMEOUT.to_string()),
-    }
-}
-
-/// The check's header: a v1 line naming the check connection's own ends, or a v2 `LOCAL`.
-async fn send_header(stream: &TcpStream, params: &ServerParams) -> io::Result<()> {
-    // The usual check sends none: no address look-ups for it.
-    if params.check_proxy_version().is_none() {
-        return Ok(());
-    }
-    let Some(header) = proxy_proto::for_check(params, stream.local_addr()?, stream.peer_addr()?)
-    else {
-        return Ok(());
-    };
-    let mut w = stream;
-    w.write_all(header).await.0
-}
-
 /// Logs a transition in HAProxy's words, so operators' log alerts keep matching.
-fn report(
-    set: &ServerSet,
-    server: &Server,
-    now: &str,
-    result: &Result<(), String>,
-    took: Duration,
-) {
-    let active = set
-        .servers
-        .iter()
-        .filter(|s| !s.backup && s.state() == ServerState::Up)
-        .count();
-    let backup = set
-        .servers
-        .iter()
-        .filter(|s| s.backup && s.state() == ServerState::Up)
-        .count();
-    let ms = took.as_millis();
-    match result {
-        Ok(()) => log::warn!(
-            "Server {}/{} is {now}, reason: Layer4 check passed, check duration: {ms}ms. \
-             {active} active and {backup} backup servers online.",
-            set.backend,
-            server.name
-        ),
-        Err(info) => log::warn!(
-            "Server {}/{} is {now}, reason: Layer4 connection problem, info: \"{info}\", \
-             check duration: {ms}ms. {active} active and {backup} backup servers left. \
-             {} sessions active.",
-            set.backend,
-            server.name,
+fn report(set: &ServerSet, server: &Server, went_up: bool, outcome: &Outcome, took: Duration) {
+    let up = |backup: bool| {
+        set.servers
+            .iter()
+            .filter(|s| s.backup == backup && s.state() == ServerState::Up)
+            .count()
+    };
+    let (active, backup) = (up(false), up(true));
+    let reason = reason(outcome, took);
+    let (backend, name) = (&set.backend, &server.name);
+    if went_up {
+        log::warn!(
+            "Server {backend}/{name} is UP{reason}. \
+             {active} active and {backup} backup servers online."
+        );
+    } else {
+        log::warn!(
+            "Server {backend}/{name} is DOWN{reason}. {active} active and {backup} backup \
+             servers left. {} sessions active.",
             server.current()
-        ),
+        );
     }
     set.stats.transitions.record(active + backup > 0);
     if active + backup == 0 {
-        log::error!("backend {} has no server available!", set.backend);
+        log::error!("backend {backend} has no server available!");
     }
+}
+
+/// HAProxy's `srv_append_status`: the check's description, the HTTP status where the status
+/// carries one, the check's text when it has one (quotes and control characters escaped, as
+/// it comes from the server), and the duration.
+fn reason(outcome: &Outcome, took: Duration) -> String {
+    let mut text = format!(", reason: {}", outcome.status.description());
+    if let (true, Some(code)) = (outcome.status.has_code(), outcome.code) {
+        text.push_str(&format!(", code: {code}"));
+    }
+    if !outcome.info.is_empty() {
+        text.push_str(&format!(", info: \"{}\"", outcome.info.escape_debug()));
+    }
+    text.push_str(&format!(", check duration: {}ms", took.as_millis()));
+    text
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::counters::CheckStatus;
     use std::io::Read;
 
     /// What one check delivers to a listening server, with `words` on the server line.
@@ -229,8 +210,9 @@ mod tests {
         .expect("valid config");
         let params = cfg.proxy("be").expect("be").servers[0].params.clone();
         let rt = compio::runtime::Runtime::new().expect("runtime");
-        let passed = rt.block_on(tcp_check(addr, Duration::from_secs(5), &params));
-        assert_eq!(passed, Ok(()));
+        let budget = check::Budget::new(None, None, Duration::from_secs(5));
+        let outcome = rt.block_on(check::run(addr, budget, None, &params));
+        assert!(outcome.passed(), "{outcome:?}");
         let (mut s, peer) = l.accept().expect("the check's connection");
         let mut got = Vec::new();
         s.read_to_end(&mut got).expect("read");
@@ -274,10 +256,45 @@ mod tests {
     }
 
     #[test]
-    fn last_check_text_is_haproxys() {
-        let refused = std::io::Error::from_raw_os_error(libc::ECONNREFUSED).to_string();
-        assert_eq!(last_check_text(&Err(refused)), "Connection refused");
-        assert_eq!(last_check_text(&Ok(())), "");
-        assert_eq!(last_check_text(&Err(CHECK_TIMEOUT.into())), "");
+    fn transition_reasons_read_as_haproxys() {
+        let ms = Duration::from_millis(3);
+        let down = Outcome::new(CheckStatus::L7Status, Some(503), "Service Unavailable");
+        assert_eq!(
+            reason(&down, ms),
+            ", reason: Layer7 wrong status, code: 503, info: \"Service Unavailable\", \
+             check duration: 3ms"
+        );
+        let up = Outcome::new(CheckStatus::L7Ok, Some(200), "");
+        assert_eq!(
+            reason(&up, ms),
+            ", reason: Layer7 check passed, code: 200, check duration: 3ms"
+        );
+        // L7RSP has a status but, as in HAProxy, no code in the message.
+        let body = Outcome::new(CheckStatus::L7Response, Some(200), "say \"hi\"\n");
+        assert_eq!(
+            reason(&body, ms),
+            ", reason: Layer7 invalid response, info: \"say \\\"hi\\\"\\n\", check duration: 3ms"
+        );
+        assert_eq!(
+            reason(&Outcome::layer4_passed(), ms),
+            ", reason: Layer4 check passed, check duration: 3ms"
+        );
+    }
+
+    #[test]
+    fn the_check_goes_to_addr_and_port() {
+        let config = crate::config::parse_str(
+            "backend b\n server s 10.0.0.1:80 check addr 127.0.0.9 port 8080\n \
+             server t 10.0.0.2:80 check\n",
+            std::path::Path::new("t.cfg"),
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        let set = ServerSet::from_config(config.proxy("b").unwrap_or_else(|| unreachable!()));
+        let targets: Vec<String> = set
+            .servers
+            .iter()
+            .map(|s| check_target(s).to_string())
+            .collect();
+        assert_eq!(targets, ["127.0.0.9:8080", "10.0.0.2:80"]);
     }
 }

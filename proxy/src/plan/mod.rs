@@ -16,7 +16,7 @@ use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::config::{Bind, Config, ConfigError, Loc, Mode, Proxy, SslBind, Timeouts};
+use crate::config::{Bind, Config, ConfigError, HttpCheck, Loc, Mode, Proxy, SslBind, Timeouts};
 use crate::forward::{Engine, FlowHistory, FlowParams, IdleLimits, Probed};
 use crate::http::{self, StatsPages};
 use crate::log::AccessLog;
@@ -122,6 +122,12 @@ pub struct PlannedBind {
 pub struct Checked {
     pub servers: Arc<ServerSet>,
     pub timeout: Option<Duration>,
+    /// `timeout connect`: with `timeout check`, it bounds a check's connect.
+    pub connect_timeout: Option<Duration>,
+    /// `option httpchk`: the HTTP check its servers get instead of a bare connect.
+    pub http: Option<HttpCheck>,
+    /// `tune.bufsize`: the most bytes of a check's answer that are read.
+    pub response_limit: usize,
 }
 
 pub struct Plan {
@@ -226,6 +232,9 @@ impl<'c> Compiler<'c> {
         self.checked.push(Checked {
             servers: set.clone(),
             timeout: be.timeouts.check,
+            connect_timeout: be.timeouts.connect,
+            http: be.http_check.clone(),
+            response_limit: self.bufsize,
         });
         Some((Arc::new(upstream::Backend::new(be, set)), engine))
     }

@@ -122,6 +122,9 @@ pub fn run(files: &[PathBuf], opts: &RunOptions) -> Result<(), RuntimeError> {
         .map(|c| CheckedBackend {
             servers: c.servers.clone(),
             timeout: c.timeout,
+            connect_timeout: c.connect_timeout,
+            http: c.http.clone(),
+            response_limit: c.response_limit,
         })
         .collect();
     let choice = opts.driver;

@@ -369,6 +369,7 @@ fn server_check(col: &str, s: &ServerView) -> Option<Field> {
         "chkdown" => n(s.downs),
         "downtime" => n(s.downtime_secs),
         "check_status" => Field::Str(c.status.code().into()),
+        "check_code" => c.code.map_or(Field::Empty, |code| n(u64::from(code))),
         "check_duration" if c.status.code() != "INI" => n(c.duration_ms),
         "check_desc" => Field::Str(c.status.description().into()),
         "last_chk" => Field::Str(c.info.clone()),
@@ -493,6 +494,31 @@ need_conn_est,uweight,agg_server_status,agg_server_check_status,agg_check_status
         assert_eq!(at(&be, "ctime"), "0");
         assert_eq!(at(&be, "type"), "1");
         assert_eq!(at(&be, "lastsess"), "-1");
+    }
+
+    #[test]
+    fn http_check_results_fill_check_code_and_last_chk() {
+        let out = render(
+            &crate::stats::tests::http_checked_snapshot(),
+            Options::default(),
+        );
+        let lines: Vec<&str> = out.lines().collect();
+        let (ams1, ams2) = (cells(lines[4]), cells(lines[5]));
+        let at = |row: &[&str], name: &str| row[column(name)].to_string();
+        assert_eq!(at(&ams1, "check_status"), "L7OK");
+        assert_eq!(at(&ams1, "check_code"), "200");
+        assert_eq!(at(&ams1, "check_desc"), "Layer7 check passed");
+        assert_eq!(at(&ams1, "last_chk"), "");
+        assert_eq!(at(&ams2, "check_status"), "L7STS");
+        assert_eq!(at(&ams2, "check_code"), "503");
+        assert_eq!(at(&ams2, "check_desc"), "Layer7 wrong status");
+        assert_eq!(at(&ams2, "last_chk"), "Service Unavailable");
+        // A layer-4 result has no code (the plain snapshot: L4OK and L4CON).
+        let out = render(&snapshot(), Options::default());
+        assert_eq!(
+            cells(out.lines().nth(4).unwrap_or_default())[column("check_code")],
+            ""
+        );
     }
 
     #[test]

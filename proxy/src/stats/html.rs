@@ -394,12 +394,15 @@ fn server_class(s: &ServerView) -> &'static str {
     }
 }
 
-/// `L4OK in 0ms`, as HAProxy's LastChk column.
+/// `L4OK in 0ms`, `L7STS/503 in 1ms`, as HAProxy's LastChk column.
 fn last_check(s: &ServerView) -> String {
     match &s.check {
         None => String::new(),
         Some(c) if c.status.code() == "INI" => "INI".into(),
-        Some(c) => format!("{} in {}ms", c.status.code(), c.duration_ms),
+        Some(c) => {
+            let code = c.code.map(|code| format!("/{code}")).unwrap_or_default();
+            format!("{}{code} in {}ms", c.status.code(), c.duration_ms)
+        }
     }
 }
 
@@ -474,6 +477,16 @@ mod tests {
             html.contains("<td>1000</td><td>2000</td>"),
             "bytes in and out"
         );
+    }
+
+    #[test]
+    fn http_check_results_show_their_code() {
+        let html = render(
+            &crate::stats::tests::http_checked_snapshot(),
+            &PageOptions::default(),
+        );
+        assert!(html.contains("L7OK/200 in 3ms"), "as HAProxy's LastChk");
+        assert!(html.contains("L7STS/503 in 4ms"));
     }
 
     #[test]

@@ -286,6 +286,20 @@ pub(crate) mod tests {
         Snapshot::take(&registry())
     }
 
+    /// As [`snapshot`], after HTTP checks: ams1 passed with a 200, ams2 failed on a 503.
+    pub(crate) fn http_checked_snapshot() -> Snapshot {
+        let reg = registry();
+        if let Some(set) = reg.backend("backend_rtmp") {
+            let (ams1, ams2) = (&set.servers[0], &set.servers[1]);
+            ams1.stats.check.set_http_code(Some(200));
+            ams1.stats.check.record(CheckStatus::L7Ok, 3, 0, true);
+            ams2.stats.check.set_http_code(Some(503));
+            ams2.stats.check.set_info("Service Unavailable");
+            ams2.stats.check.record(CheckStatus::L7Status, 4, 0, true);
+        }
+        Snapshot::take(&reg)
+    }
+
     fn spec() -> StatsSpec {
         config()
             .proxy("stats")

@@ -166,7 +166,9 @@ const SERVER_CHECK: &[Def<ServerView>] = &[
     counter("check_failures_total", "Total number of failed individual health checks", |s| s.check.as_ref().map(|c| c.failures as f64)),
     counter("check_up_down_total", "Total number of UP->DOWN transitions", |s| Some(s.downs as f64)),
     counter("downtime_seconds_total", "Total downtime (in seconds) for the service", |s| Some(s.downtime_secs as f64)),
-    gauge("check_code", "layer5-7 code, if available of the last health check", |_| Some(0.0)),
+    gauge("check_code", "layer5-7 code, if available of the last health check", |s| {
+        Some(f64::from(s.check.as_ref().and_then(|c| c.code).unwrap_or(0)))
+    }),
     gauge("check_duration_seconds", "Total duration of the latest server health check, in seconds", |s| {
         s.check.as_ref().filter(|c| c.status.code() != "INI").and_then(|c| secs(c.duration_ms))
     }),
@@ -582,6 +584,29 @@ mod tests {
         assert!(value(&s, "proxy_tls_handshake_failures_total", &[]).is_some());
         // Other tests in this process drop lines on purpose: only the series is checked.
         assert!(value(&s, "haproxy_process_dropped_logs_total", &[]).is_some());
+    }
+
+    #[test]
+    fn http_checks_set_the_state_label_and_check_code() {
+        let text = Exporter::default().render(&crate::stats::tests::http_checked_snapshot(), false);
+        let s = parse(&text);
+        let ams1 = [("proxy", "backend_rtmp"), ("server", "ams1")];
+        let ams2 = [("proxy", "backend_rtmp"), ("server", "ams2")];
+        let state = |who: &[(&str, &str); 2], st| {
+            value(
+                &s,
+                "haproxy_server_check_status",
+                &[who[0], who[1], ("state", st)],
+            )
+        };
+        assert_eq!(state(&ams2, "L7STS"), Some(1.0));
+        assert_eq!(state(&ams2, "L4CON"), Some(0.0));
+        assert_eq!(state(&ams1, "L7OK"), Some(1.0));
+        assert_eq!(value(&s, "haproxy_server_check_code", &ams2), Some(503.0));
+        assert_eq!(value(&s, "haproxy_server_check_code", &ams1), Some(200.0));
+        // Layer-4 results have no code: HAProxy exports 0.
+        let s = parse(&render());
+        assert_eq!(value(&s, "haproxy_server_check_code", &ams1), Some(0.0));
     }
 
     #[test]

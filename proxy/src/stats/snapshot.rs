@@ -157,6 +157,8 @@ pub struct CheckView {
     /// HAProxy's `check_health`: 0 (DOWN) ..= rise+fall-1 (UP).
     pub health: u32,
     pub failures: u64,
+    /// HAProxy's `check_code`: the HTTP status of the last check, for L7OK and L7STS.
+    pub code: Option<u16>,
     /// HAProxy's `last_chk`: the last check's error text, empty for a pass.
     pub info: String,
 }
@@ -360,6 +362,7 @@ fn check(s: &Server) -> CheckView {
         fall,
         health,
         failures: c.failures(),
+        code: c.http_code(),
         info: c.info(),
     }
 }
