@@ -979,13 +979,15 @@ fn upload_on_a_fresh_connection(conn: &mut Conn) -> u16 {
 fn maxconn_holds_for_requests_on_pooled_connections() {
     let (server, seen) = slow_keep_alive_server(free_addr(loopback(8)));
     let port = free_port(Ipv4Addr::LOCALHOST);
-    // One worker: every request sees its pool of idle server connections.
+    // One worker: every request sees its pool of idle server connections; `http-reuse
+    // always` lets each client's first request take one too (the default `safe` would open
+    // a connection of its own for it).
     let cfg = format!(
         "global\n    nbthread 1\n\
          defaults\n    mode http\n    option http-keep-alive\n    timeout connect 2s\n\
          \x20   timeout client 20s\n    timeout server 20s\n    timeout queue 30s\n\
          frontend f\n    bind 127.0.0.1:{port}\n    default_backend be\n\
-         backend be\n    server s1 {server} maxconn 1\n"
+         backend be\n    http-reuse always\n    server s1 {server} maxconn 1\n"
     );
     let p = Proxy::start(&cfg);
     let mut warm = Conn::open(p.addr());
@@ -1024,4 +1026,121 @@ fn maxconn_holds_for_requests_on_pooled_connections() {
         2,
         "every GET went on a pooled connection"
     );
+}
+
+/// The `conn N M` line nginx echoes: its connection number and the requests it carried.
+fn server_conn(r: &Response) -> (String, u32) {
+    let line = r
+        .line("conn ")
+        .unwrap_or_else(|| panic!("no conn line in {:?}", r.text()));
+    let mut words = line.split_whitespace();
+    let id = words.next().unwrap_or_default().to_string();
+    let n = words.next().and_then(|n| n.parse().ok()).unwrap_or(0);
+    (id, n)
+}
+
+fn reuse_cfg(port: u16, mode: &str, server: SocketAddr) -> String {
+    format!(
+        "defaults\n    mode http\n    timeout connect 2s\n    timeout client 20s\n    timeout server 20s\n\
+         frontend f\n    bind 127.0.0.1:{port}\n    default_backend b\n\
+         backend b\n    http-reuse {mode}\n    server s {server}\n"
+    )
+}
+
+/// `http-reuse safe` (the default): a client's first request never goes on a connection
+/// another client's request used; its later requests may. `never` shares nothing between
+/// clients, and a client's later requests go on its own connection again.
+#[test]
+fn http_reuse_safe_keeps_first_requests_on_their_own_connection() {
+    let c = cluster();
+    for mode in ["safe", "never"] {
+        let port = free_port(Ipv4Addr::LOCALHOST);
+        let p = Proxy::start(&reuse_cfg(port, mode, c.a.addr()));
+        let mut alice = Conn::open(p.addr());
+        let (a1, _) = server_conn(&alice.get("/app", &[]));
+        let mut bob = Conn::open(p.addr());
+        let (b1, b1_count) = server_conn(&bob.get("/app", &[]));
+        assert_ne!(
+            a1, b1,
+            "{mode}: bob's first request on alice's server connection"
+        );
+        assert_eq!(
+            b1_count, 1,
+            "{mode}: a fresh connection for a first request"
+        );
+        let (b2, b2_count) = server_conn(&bob.get("/app", &[]));
+        assert!(
+            b2_count > 1,
+            "{mode}: a later request on a pooled connection"
+        );
+        if mode == "never" {
+            assert_eq!(b2, b1, "never: bob's own connection, not alice's");
+        }
+    }
+}
+
+/// A backend that answers the first request of each connection and closes the connection,
+/// unanswered, on the second: a pooled connection that dies under a request. Counts requests.
+fn closes_on_second_request() -> (SocketAddr, Arc<AtomicUsize>) {
+    let listener = std::net::TcpListener::bind(free_addr(loopback(4))).expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let requests = Arc::new(AtomicUsize::new(0));
+    let seen = requests.clone();
+    std::thread::spawn(move || {
+        for conn in listener.incoming().flatten() {
+            let seen = seen.clone();
+            std::thread::spawn(move || serve_once_then_drop(conn, &seen));
+        }
+    });
+    (addr, requests)
+}
+
+fn serve_once_then_drop(mut conn: std::net::TcpStream, seen: &AtomicUsize) {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    for answered in 0.. {
+        while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+            match conn.read(&mut chunk) {
+                Ok(0) | Err(_) => return,
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            }
+        }
+        seen.fetch_add(1, Ordering::SeqCst);
+        buf.clear();
+        if answered > 0 {
+            return; // dropped unanswered
+        }
+        let _ = conn.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok");
+    }
+}
+
+/// A pooled connection that dies under a request: an idempotent GET is sent again on a
+/// fresh connection (the client sees 200), a POST is never sent twice (the client sees a
+/// 502). HAProxy 2.6 (without `retry-on`) sends neither again and closes the client
+/// connection in both cases.
+#[test]
+fn a_post_is_never_replayed_after_a_failed_reuse() {
+    for (method, status, sent) in [("GET", Some(200), 3), ("POST", Some(502), 2)] {
+        let (server, requests) = closes_on_second_request();
+        let port = free_port(Ipv4Addr::LOCALHOST);
+        // `always`: the POST may take the pooled connection, so the failure can happen.
+        let p = Proxy::start(&reuse_cfg(port, "always", server));
+        let mut conn = Conn::open(p.addr());
+        assert_eq!(conn.get("/one", &[]).status, 200);
+        conn.send(
+            format!("{method} /two HTTP/1.1\r\nHost: a\r\nContent-Length: 2\r\n\r\nhi").as_bytes(),
+        );
+        let got = conn.response(false).ok().map(|r| r.status);
+        let (status, sent) = if e2e::proxy::is_reference_haproxy() {
+            (None, 2)
+        } else {
+            (status, sent)
+        };
+        assert_eq!(got, status, "{method}");
+        assert_eq!(
+            requests.load(Ordering::SeqCst),
+            sent,
+            "{method}: requests the server got"
+        );
+    }
 }

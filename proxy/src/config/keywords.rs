@@ -75,6 +75,7 @@ const TABLE: &[(&str, u8)] = &[
     ("http-check", BE),
     ("http-request", PROXY),
     ("http-response", PROXY),
+    ("http-reuse", BE),
     ("id", PROXY),
     ("log", ALL),
     ("maxconn", FE),

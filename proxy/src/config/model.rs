@@ -632,6 +632,16 @@ pub enum HttpResponseAction {
     },
 }
 
+/// `http-reuse`: which idle server connections a request may use (HAProxy's default `safe`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum HttpReuse {
+    Never,
+    #[default]
+    Safe,
+    Aggressive,
+    Always,
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct Redirect {
     pub kind: RedirectKind,
@@ -671,6 +681,8 @@ pub struct Proxy {
     pub errorfiles: Vec<ErrorFile>,
     /// `http-response` rules in file order.
     pub http_response_rules: Vec<HttpResponseRule>,
+    /// `http-reuse never|safe|aggressive|always`.
+    pub http_reuse: HttpReuse,
     /// `id N`: the proxy's number on the stats page (`iid`); else its position in the file.
     pub id: Option<u32>,
     /// `description TEXT`: shown on the stats page.
@@ -717,6 +729,7 @@ impl Proxy {
             stats: None,
             errorfiles: Vec::new(),
             http_response_rules: Vec::new(),
+            http_reuse: HttpReuse::Safe,
             id: None,
             description: None,
             http_check: None,

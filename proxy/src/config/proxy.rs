@@ -11,7 +11,8 @@ use super::args::Args;
 use super::global::log_target;
 use super::keywords::{self, Scope};
 use super::model::{
-    Acl, Balance, EngineChoice, ErrorFile, ForwardFor, Mode, Proxy, ProxyLog, Timeouts, UseBackend,
+    Acl, Balance, EngineChoice, ErrorFile, ForwardFor, HttpReuse, Mode, Proxy, ProxyLog, Timeouts,
+    UseBackend,
 };
 use super::num::{parse_positive, parse_uint};
 use super::parse::{Ctx, Draft};
@@ -32,6 +33,7 @@ const HTTP_ONLY: &[&str] = &[
     "cookie",
     "http-request",
     "http-response",
+    "http-reuse",
     "option forwardfor",
     "option http-keep-alive",
     "option http-server-close",
@@ -126,6 +128,7 @@ fn apply(
         "errorfile" => errorfile(proxy, args, ctx)?,
         "http-request" => http::http_request(proxy, args, ctx.loc)?,
         "http-response" => http::http_response(proxy, args, ctx.loc)?,
+        "http-reuse" => proxy.http_reuse = http_reuse(args.need("a mode")?)?,
         "reqadd" => http::reqadd(proxy, args, ctx.loc)?,
         "redirect" => http::redirect(proxy, args, ctx.loc)?,
         "cookie" => http::cookie(proxy, args, ctx.loc)?,
@@ -162,6 +165,20 @@ fn health_check(
     let result = httpchk::directive(&mut draft.notes.http_check, keyword, args, ctx.loc);
     draft.proxy.http_check = draft.notes.http_check.effective();
     result
+}
+
+fn http_reuse(word: &str) -> Result<HttpReuse, String> {
+    Ok(match word {
+        "never" => HttpReuse::Never,
+        "safe" => HttpReuse::Safe,
+        "aggressive" => HttpReuse::Aggressive,
+        "always" => HttpReuse::Always,
+        other => {
+            return Err(format!(
+                "unknown http-reuse mode '{other}' (supported: never, safe, aggressive, always)"
+            ))
+        }
+    })
 }
 
 /// A keyword in the table that no parser handles: a bug here, reported rather than panicking.

@@ -428,6 +428,7 @@ fn sample_line(keyword: &str, errorfile: &Path) -> Option<String> {
         "http-check" => "http-check expect status 200",
         "http-request" => "http-request deny",
         "http-response" => "http-response del-header Server",
+        "http-reuse" => "http-reuse always",
         "id" => "id 42",
         "log" => "log 127.0.0.1:514 local0",
         "maxconn" => "maxconn 10",

@@ -18,6 +18,7 @@ use super::cookie::Seen;
 use super::error::HttpError;
 use super::head::{head_end, parse_response, Framing, Request, Response};
 use super::pool;
+use super::reuse::{self, Take};
 use super::rules::Verdict;
 use super::session::{Exchange, Next};
 use super::side::{deadline, write_all, Side};
@@ -97,12 +98,21 @@ impl<'f> Exchange<'f, '_> {
         };
         let head = req.serialize(connection);
         let buffered = buffered_body(&req, self.client);
-        let mut may_reuse = buffered.is_some() && req.upgrade.is_none();
+        let idempotent = reuse::is_idempotent(&req.method);
+        // A request is sent again on a fresh connection when a pooled one died under it,
+        // which needs its whole body at hand, and is allowed for idempotent requests only.
+        let mut may_reuse = if buffered.is_some() && req.upgrade.is_none() {
+            reuse::take(be.reuse, self.first, idempotent)
+        } else {
+            Take::Fresh
+        };
         loop {
-            let (stream, server, claim, reused) = match self.open(be, &first, may_reuse).await {
+            let (stream, server, claim, served) = match self.open(be, &first, may_reuse).await {
                 Ok(c) => c,
                 Err(next) => return next,
             };
+            let reused = served > 0;
+            let retry = reused && idempotent;
             self.record.server = server.name.clone();
             self.record.server_conns = server.current() as usize;
             let sent_at = Instant::now();
@@ -115,8 +125,8 @@ impl<'f> Exchange<'f, '_> {
                 }
             };
             if let Err(e) = outcome {
-                if reused && matches!(e, HttpError::ServerClosed(_)) {
-                    may_reuse = false;
+                if retry && matches!(e, HttpError::ServerClosed(_)) {
+                    may_reuse = Take::Fresh;
                     continue;
                 }
                 return self.upload_failed(e, be).await;
@@ -133,11 +143,12 @@ impl<'f> Exchange<'f, '_> {
                         claim,
                         seen,
                         close_server,
+                        served: served + 1,
                     };
                     return self.respond(req, resp, server_side, be, done).await;
                 }
-                Err(ResponseFail::Nothing) if reused => {
-                    may_reuse = false;
+                Err(ResponseFail::Nothing) if retry => {
+                    may_reuse = Take::Fresh;
                     continue;
                 }
                 Err(ResponseFail::Nothing) => {
@@ -159,8 +170,8 @@ impl<'f> Exchange<'f, '_> {
         &mut self,
         be: &Backend,
         first: &Arc<Server>,
-        may_reuse: bool,
-    ) -> Result<(TcpStream, Arc<Server>, ServerClaim, bool), Next<'f>> {
+        may_reuse: Take,
+    ) -> Result<(TcpStream, Arc<Server>, ServerClaim, u32), Next<'f>> {
         // A server named by a valid persistence cookie ('V') is waited for when full.
         let pinned = self.record.cookie[0] == 'V';
         let ip = self.origin.src.ip();
@@ -170,13 +181,17 @@ impl<'f> Exchange<'f, '_> {
         };
         self.record.queue = slot.queue_wait;
         let server = slot.claim.server.clone();
-        if may_reuse {
-            if let Some(stream) = pool::take(&server, be.pool_idle) {
-                self.record.connect = Some(Duration::ZERO);
-                self.tally.server(&server);
-                self.tally.reused();
-                return Ok((stream, server, slot.claim, true));
-            }
+        let shared = reuse::pools(be.reuse) && !server.sends_proxy_header();
+        let pooled = match may_reuse {
+            Take::Fresh => None,
+            _ if !shared => pool::take_private(self.private, &server, be.pool_idle),
+            take => pool::take(&server, be.pool_idle, take),
+        };
+        if let Some((stream, served)) = pooled {
+            self.record.connect = Some(Duration::ZERO);
+            self.tally.server(&server);
+            self.tally.reused();
+            return Ok((stream, server, slot.claim, served));
         }
         // Attempts, retries, redispatches and a final failure are counted by `connect_slot`.
         match connect_slot(&be.upstream, slot, &self.origin).await {
@@ -186,7 +201,7 @@ impl<'f> Exchange<'f, '_> {
                 self.record.redispatched = c.redispatched;
                 let server = c.claim.server.clone();
                 self.tally.server(&server);
-                Ok((c.stream, server, c.claim, false))
+                Ok((c.stream, server, c.claim, 0))
             }
             Err(f) => Err(self.connect_failed(f, be).await),
         }
@@ -388,8 +403,13 @@ impl<'f> Exchange<'f, '_> {
             Err(e) => return self.aborted(e, be),
         }
         let reusable = !done.close_server && !resp.close && server.data().is_empty();
-        if reusable {
-            pool::put(&done.server, server.stream, be.pool_idle);
+        // A connection that began with a PROXY header names its client for as long as it
+        // lives: like every connection under `http-reuse never`, it stays this client's.
+        let shared = reuse::pools(be.reuse) && !done.server.sends_proxy_header();
+        if reusable && shared {
+            pool::put(&done.server, server.stream, be.pool_idle, done.served);
+        } else if reusable {
+            *self.private = Some(pool::Private::new(&done.server, server.stream, done.served));
         }
         self.finish(Some(be));
         drop(done.claim);
@@ -437,6 +457,8 @@ pub(super) struct Done {
     pub(super) claim: ServerClaim,
     seen: Seen,
     close_server: bool,
+    /// Requests the server connection has carried, this one included.
+    served: u32,
 }
 
 fn server_write_error(e: std::io::Error) -> HttpError {

@@ -27,6 +27,7 @@ mod head;
 mod httplog;
 mod pool;
 mod response_rules;
+mod reuse;
 mod route;
 mod rules;
 mod session;
@@ -45,7 +46,7 @@ use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::config::{Condition, Config, Proxy, ProxyKind, StatsSpec};
+use crate::config::{Condition, Config, HttpReuse, Proxy, ProxyKind, StatsSpec};
 use crate::counters::Counters;
 use crate::forward::Engine;
 use crate::log::AccessLog;
@@ -81,6 +82,8 @@ pub struct Backend {
     httpclose: bool,
     /// How long an idle server connection is kept for reuse.
     pool_idle: Duration,
+    /// `http-reuse`.
+    reuse: HttpReuse,
 }
 
 /// An HTTP frontend (or the frontend half of a `listen`).
@@ -287,5 +290,6 @@ fn build_backend(
         server_close: p.options.http_server_close,
         httpclose: p.options.httpclose,
         pool_idle: keep_alive.min(POOL_IDLE),
+        reuse: p.http_reuse,
     })
 }

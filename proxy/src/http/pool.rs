@@ -14,12 +14,17 @@ use nix::sys::socket::{recv, MsgFlags};
 
 use crate::upstream::Server;
 
+use super::reuse::Take;
+
 /// Idle connections kept per server and worker.
 const MAX_IDLE_PER_SERVER: usize = 16;
 
 struct Idle {
     stream: TcpStream,
     since: Instant,
+    /// Requests this connection has carried (`http-reuse aggressive` takes only those that
+    /// carried two or more for a client's first request).
+    served: u32,
 }
 
 thread_local! {
@@ -31,15 +36,23 @@ fn key(server: &Arc<Server>) -> usize {
     Arc::as_ptr(server) as usize
 }
 
-/// The most recently used live connection to `server` idle for less than `max_idle`.
-pub fn take(server: &Arc<Server>, max_idle: Duration) -> Option<TcpStream> {
+/// The most recently used live connection to `server` idle for less than `max_idle` that
+/// `take` allows, with the requests it carried so far.
+pub fn take(server: &Arc<Server>, max_idle: Duration, take: Take) -> Option<(TcpStream, u32)> {
+    if take == Take::Fresh {
+        return None;
+    }
     POOL.with(|pool| {
         let mut pool = pool.borrow_mut();
         let list = pool.get_mut(&key(server))?;
         drop_expired(list, max_idle);
-        while let Some(idle) = list.pop() {
+        while let Some(at) = list
+            .iter()
+            .rposition(|i| take == Take::Any || i.served >= 2)
+        {
+            let idle = list.remove(at);
             if is_quiet(&idle.stream) {
-                return Some(idle.stream);
+                return Some((idle.stream, idle.served));
             }
         }
         None
@@ -47,9 +60,9 @@ pub fn take(server: &Arc<Server>, max_idle: Duration) -> Option<TcpStream> {
 }
 
 /// A connection that began with a PROXY header names its client to the server for as long
-/// as it lives, so it is closed instead: reused for another client it would pass that
-/// client's requests off as the first one's (HAProxy marks it private to its session).
-pub fn put(server: &Arc<Server>, stream: TcpStream, max_idle: Duration) {
+/// as it lives: it is never put here (reused for another client it would pass that client's
+/// requests off as the first one's); the session keeps it private, as HAProxy does.
+pub fn put(server: &Arc<Server>, stream: TcpStream, max_idle: Duration, served: u32) {
     if server.sends_proxy_header() {
         return;
     }
@@ -63,8 +76,45 @@ pub fn put(server: &Arc<Server>, stream: TcpStream, max_idle: Duration) {
         list.push(Idle {
             stream,
             since: Instant::now(),
+            served,
         });
     });
+}
+
+/// An idle server connection private to one client connection (`http-reuse never`): kept
+/// by that client's session, never offered to another.
+pub struct Private {
+    server: Arc<Server>,
+    idle: Idle,
+}
+
+impl Private {
+    pub fn new(server: &Arc<Server>, stream: TcpStream, served: u32) -> Private {
+        Private {
+            server: server.clone(),
+            idle: Idle {
+                stream,
+                since: Instant::now(),
+                served,
+            },
+        }
+    }
+}
+
+/// The private connection in `slot` when it goes to `server`, is younger than `max_idle`
+/// and still quiet; it is taken out of the slot either way it is not usable.
+pub fn take_private(
+    slot: &mut Option<Private>,
+    server: &Arc<Server>,
+    max_idle: Duration,
+) -> Option<(TcpStream, u32)> {
+    let p = slot.take()?;
+    if !Arc::ptr_eq(&p.server, server) {
+        *slot = Some(p);
+        return None;
+    }
+    let fresh = p.idle.since.elapsed() < max_idle;
+    (fresh && is_quiet(&p.idle.stream)).then_some((p.idle.stream, p.idle.served))
 }
 
 /// Closes the connections idle for `max_idle` or more. The list is in the order they were

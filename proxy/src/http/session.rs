@@ -26,6 +26,7 @@ use super::conn::{ClientConn, Conn};
 use super::error::HttpError;
 use super::head::{head_end, parse_request, Request};
 use super::httplog::HttpRecord;
+use super::pool;
 use super::side::{deadline, shutdown, write_all, Side};
 use super::tally::Tally;
 use super::tunnel::tunnel;
@@ -87,12 +88,15 @@ async fn run(stream: ClientConn, origin: Origin, fe: Arc<Frontend>) {
     let mut client = Side::new(stream, fe.bufsize);
     let accepted = Instant::now();
     let mut first = true;
+    // `http-reuse never`: this client's own idle server connection, shared with no other.
+    let mut private = None;
     loop {
         let read_mark = client.read_total;
         let next = Exchange {
             fe: &fe,
             origin,
             client: &mut client,
+            private: &mut private,
             first,
             accepted,
             record: HttpRecord::new(origin.src, &fe.name),
@@ -141,6 +145,8 @@ pub(super) struct Exchange<'f, 'c> {
     /// ACLs, `option forwardfor`, `balance source` and the log see.
     pub(super) origin: Origin,
     pub(super) client: &'c mut Side<ClientConn>,
+    /// The client's private idle server connection (`http-reuse never`).
+    pub(super) private: &'c mut Option<pool::Private>,
     pub(super) first: bool,
     pub(super) accepted: Instant,
     pub(super) record: HttpRecord,
