@@ -547,3 +547,70 @@ fn every_accepted_keyword_acts_or_is_refused() {
         "accepted, yet the parsed model is the same as without them: {quiet:#?}"
     );
 }
+
+/// The option words a refusal lists as supported (`… (supported: a, b, c and …)`).
+fn supported_words(refusal: &str) -> Vec<String> {
+    let list = refusal
+        .split_once("(supported: ")
+        .and_then(|(_, rest)| rest.split_once(')'))
+        .map(|(list, _)| list)
+        .unwrap_or_else(|| panic!("no supported list in {refusal:?}"));
+    let list = list.split(" and ").next().unwrap_or(list);
+    list.split(", ").map(str::to_string).collect()
+}
+
+fn first_error(text: &str) -> String {
+    match parse_str(text, Path::new("walk.cfg")) {
+        Ok(_) => panic!("{text:?} was accepted"),
+        Err(e) => e.0[0].reason.clone(),
+    }
+}
+
+/// A config with the options under test in place, and the sample line of one option.
+type Section = dyn Fn(&str) -> String;
+type Sample = fn(&str, &Path) -> String;
+
+/// Every server and bind option the parser says it supports changes the parsed model: the
+/// list comes from the parser's own refusal of an unknown option, so a new option cannot
+/// skip the check (`send-proxy` was once parsed and ignored).
+#[test]
+fn every_server_and_bind_option_acts() {
+    let server = |opts: &str| format!("backend b\n server s 127.0.0.1:2{opts}\n");
+    let bind = |opts: &str| format!("listen l\n bind 127.0.0.1:1{opts}\n server s 127.0.0.1:2\n");
+    let crt = workspace().join("tests/configs/errors/503.http");
+    let cases: [(&Section, Sample); 2] = [
+        (&server, |opt, _| match opt {
+            "inter" | "fastinter" | "downinter" => format!("{opt} 3s"),
+            "rise" | "fall" | "weight" | "maxconn" | "maxqueue" | "port" => format!("{opt} 7"),
+            "cookie" => "cookie c1".into(),
+            "addr" => "addr 127.0.0.9".into(),
+            "proxy-v2-options" => "send-proxy-v2 proxy-v2-options crc32c".into(),
+            other => other.into(),
+        }),
+        (&bind, |opt, crt| match opt {
+            "ssl" | "crt" => format!("ssl crt {}", crt.display()),
+            "alpn" => format!("ssl crt {} alpn h2,http/1.1", crt.display()),
+            "ssl-min-ver" => format!("ssl crt {} ssl-min-ver TLSv1.3", crt.display()),
+            "name" => "name web".into(),
+            "maxconn" => "maxconn 9".into(),
+            other => other.into(),
+        }),
+    ];
+    let mut quiet = Vec::new();
+    for (section, sample) in cases {
+        let words = supported_words(&first_error(&section(" bogus-option")));
+        assert!(words.len() > 5, "{words:?}");
+        let before = model(&section("")).expect("base");
+        for word in words {
+            let opts = format!(" {}", sample(&word, &crt));
+            // A bind with `ssl` but a certificate that is not one still parses: certificates
+            // are read by the TLS room at compile time, not here.
+            let after =
+                model(&section(&opts)).unwrap_or_else(|l| panic!("'{opts}' refused at {l:?}"));
+            if after == before {
+                quiet.push(opts);
+            }
+        }
+    }
+    assert!(quiet.is_empty(), "options that change nothing: {quiet:?}");
+}
