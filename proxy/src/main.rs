@@ -34,7 +34,10 @@ fn main() -> ExitCode {
         // Everything the start would refuse (syntax, references, rules and ACLs, engines,
         // certificates), every problem in one run, without opening a socket.
         return match runtime::check(&cli.files) {
-            Ok(()) => {
+            Ok(warnings) => {
+                for w in &warnings {
+                    eprintln!("[WARNING] {w}");
+                }
                 println!("Configuration file is valid");
                 ExitCode::SUCCESS
             }

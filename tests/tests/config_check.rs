@@ -146,6 +146,26 @@ fn every_problem_is_named_in_one_run() {
     }
 }
 
+/// Seed 000 sets no timeout at all: valid, with HAProxy's warning for each proxy.
+#[test]
+fn seed000_warns_about_its_missing_timeouts() {
+    let c = check("tests/configs/seed000.cfg");
+    assert_eq!(c.code, Some(0), "{}", c.stderr);
+    assert!(
+        c.stderr.contains(
+            "frontend 'rtmp_lb' at tests/configs/seed000.cfg:17: missing timeouts (client)"
+        ),
+        "{}",
+        c.stderr
+    );
+    assert!(
+        c.stderr.contains("listen 'stats' at tests/configs/seed000.cfg:7: missing timeouts (client, connect, server)")
+            && c.stderr.contains("request heads are still bounded at 60 s"),
+        "{}",
+        c.stderr
+    );
+}
+
 #[test]
 fn seed000_is_valid() {
     assert_valid("tests/configs/seed000.cfg");

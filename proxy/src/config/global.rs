@@ -35,7 +35,10 @@ pub(crate) fn directive(
         "maxconn" => global.maxconn = Some(parse_positive(args.need("a number")?, keyword)?),
         "nbthread" => global.nbthread = Some(parse_positive(args.need("a number")?, keyword)?),
         "user" => global.user = Some(args.need("a user name")?.to_string()),
-        "group" => global.group = Some(args.need("a group name")?.to_string()),
+        "group" => {
+            global.group = Some(args.need("a group name")?.to_string());
+            global.group_loc = Some(loc.clone());
+        }
         "daemon" => {
             return Err(
                 "'daemon' is not supported: the proxy stays in the foreground under its \
@@ -46,9 +49,7 @@ pub(crate) fn directive(
         "hard-stop-after" => {
             global.hard_stop_after = Some(parse_duration(args.need("a time")?, keyword)?)
         }
-        "tune.bufsize" => {
-            global.bufsize = Some(parse_positive(args.need("a size in bytes")?, keyword)?)
-        }
+        "tune.bufsize" => global.bufsize = Some(bufsize(args.need("a size in bytes")?)?),
         "tune.sockmap.budget" => {
             global.sockmap_budget = Some(parse_size(args.need("a size")?, keyword)?)
         }
@@ -148,6 +149,22 @@ fn parse_size(text: &str, keyword: &str) -> Result<u64, String> {
         .checked_mul(1 << shift)
         .filter(|b| (MIN_SOCKMAP_BUDGET..=MAX_SOCKMAP_BUDGET).contains(b));
     bytes.ok_or_else(|| format!("'{keyword}' must be between 64k and 1g, got {text}"))
+}
+
+/// Every direction of every flow may hold one buffer of this size: bounded so that a typo
+/// cannot make each idle connection cost megabytes.
+const BUFSIZE_RANGE: std::ops::RangeInclusive<usize> = 1024..=1024 * 1024;
+
+fn bufsize(text: &str) -> Result<usize, String> {
+    let n: usize = parse_positive(text, "tune.bufsize")?;
+    if !BUFSIZE_RANGE.contains(&n) {
+        return Err(format!(
+            "'tune.bufsize' must be between {} and {} bytes, got {n}",
+            BUFSIZE_RANGE.start(),
+            BUFSIZE_RANGE.end()
+        ));
+    }
+    Ok(n)
 }
 
 fn on_off(word: &str, keyword: &str) -> Result<bool, String> {

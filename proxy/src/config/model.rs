@@ -53,6 +53,8 @@ pub struct Global {
     pub nbthread: Option<usize>,
     pub user: Option<String>,
     pub group: Option<String>,
+    /// Where `group` was set, to name the line when it comes without `user`.
+    pub group_loc: Option<Loc>,
     pub logs: Vec<LogTarget>,
     /// `hard-stop-after`: how long established flows may run on after SIGTERM/SIGINT.
     pub hard_stop_after: Option<Duration>,

@@ -35,6 +35,7 @@ pub(crate) fn validate(config: &Config, notes: &[Notes]) -> Vec<ConfigError> {
         check_references(config, proxy, notes, &mut errors);
     }
     check_bind_conflicts(config, &mut errors);
+    check_group_has_user(config, &mut errors);
     // A line inherited by several proxies (a `defaults` default_backend) is reported once.
     let mut unique: Vec<ConfigError> = Vec::with_capacity(errors.len());
     for error in errors {
@@ -43,6 +44,20 @@ pub(crate) fn validate(config: &Config, notes: &[Notes]) -> Vec<ConfigError> {
         }
     }
     unique
+}
+
+/// `group` alone changes the group and keeps the process running as root: the privilege
+/// drop the operator asked for would not happen.
+fn check_group_has_user(config: &Config, errors: &mut Vec<ConfigError>) {
+    let g = &config.global;
+    if let (Some(loc), None) = (&g.group_loc, &g.user) {
+        push(
+            errors,
+            loc,
+            "'group' without 'user' would leave the process running as root: add 'user'"
+                .to_string(),
+        );
+    }
 }
 
 fn push(errors: &mut Vec<ConfigError>, loc: &Loc, reason: String) {
@@ -357,6 +372,15 @@ mod tests {
     fn server_cookie_without_backend_cookie_is_quiet() {
         let e = errors("backend b\n mode http\n server s 10.0.0.1:80 cookie s\n");
         assert!(e.is_empty(), "{e:?}");
+    }
+
+    #[test]
+    fn group_needs_a_user() {
+        assert_eq!(
+            errors("global\n group nogroup\n"),
+            ["v.cfg:2: 'group' without 'user' would leave the process running as root: add 'user'"]
+        );
+        assert!(errors("global\n user nobody\n group nogroup\n").is_empty());
     }
 
     #[test]

@@ -125,6 +125,11 @@ pub struct Wiring<'a> {
     pub pages: Arc<dyn StatsPages>,
 }
 
+/// How long a request head may take when neither `timeout http-request` nor `timeout client`
+/// says (HAProxy would wait forever; nginx's `client_header_timeout` is 60 s): a client that
+/// trickles a head must not hold a connection for ever.
+pub const DEFAULT_HEAD_TIMEOUT: Duration = Duration::from_secs(60);
+
 /// HAProxy's `pool-purge-delay`: idle server connections older than this are closed, well
 /// under common backend keep-alive times (Tomcat/AMS 20 s, nginx 75 s).
 const POOL_IDLE: Duration = Duration::from_secs(5);
@@ -231,7 +236,11 @@ impl Frontend {
             stats: fe.stats.clone().filter(|s| s.enabled),
             client_timeout: fe.timeouts.client,
             client_fin: fe.timeouts.client_fin,
-            http_request: fe.timeouts.http_request,
+            http_request: fe
+                .timeouts
+                .http_request
+                .or(fe.timeouts.client)
+                .or(Some(DEFAULT_HEAD_TIMEOUT)),
             keep_alive: fe.timeouts.http_keep_alive,
             server_close: fe.options.http_server_close,
             httpclose: fe.options.httpclose,

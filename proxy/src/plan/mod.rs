@@ -179,6 +179,7 @@ pub fn compile(cfg: &Config, env: &Env<'_>) -> Result<Plan, Vec<PlanError>> {
         notes: Vec::new(),
         problems: Vec::new(),
     };
+    c.notes.extend(missing_timeouts(cfg));
     for fe in cfg.frontends() {
         let service = match fe.mode {
             Mode::Http => c.http_service(fe),
@@ -389,6 +390,44 @@ impl<'c> Compiler<'c> {
         }
         ssl
     }
+}
+
+/// HAProxy's start-up warning for proxies without the timeouts that bound idle peers: such a
+/// config works, but idle clients or servers are kept for ever. An HTTP request head is still
+/// bounded (`http::DEFAULT_HEAD_TIMEOUT`).
+fn missing_timeouts(cfg: &Config) -> Vec<String> {
+    let mut notes = Vec::new();
+    for p in &cfg.proxies {
+        let t = &p.timeouts;
+        let mut missing = Vec::new();
+        if p.kind.has_frontend() && t.client.is_none() {
+            missing.push("client");
+        }
+        if p.kind.has_backend() && t.connect.is_none() {
+            missing.push("connect");
+        }
+        if p.kind.has_backend() && t.server.is_none() {
+            missing.push("server");
+        }
+        if missing.is_empty() {
+            continue;
+        }
+        let heads = if p.mode == Mode::Http && p.kind.has_frontend() {
+            let secs = http::DEFAULT_HEAD_TIMEOUT.as_secs();
+            format!("; request heads are still bounded at {secs} s")
+        } else {
+            String::new()
+        };
+        notes.push(format!(
+            "{} '{}' at {}: missing timeouts ({}): idle connections are kept for ever \
+             (HAProxy warns the same){heads}",
+            p.kind.keyword(),
+            p.name,
+            p.loc,
+            missing.join(", "),
+        ));
+    }
+    notes
 }
 
 fn flow_limits(fe: &Timeouts, be: &Timeouts) -> IdleLimits {

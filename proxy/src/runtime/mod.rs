@@ -81,9 +81,11 @@ fn load(files: &[PathBuf], ktls: bool, start_log: bool) -> Result<(Config, Plan)
     }
 }
 
-/// Everything `run` would refuse before opening a socket: the `-c` check.
-pub fn check(files: &[PathBuf]) -> Result<(), RuntimeError> {
-    load(files, false, false).map(|_| ())
+/// Everything `run` would refuse before opening a socket: the `-c` check. `Ok` carries the
+/// warnings the start would log (lines served differently from what they say, missing
+/// timeouts).
+pub fn check(files: &[PathBuf]) -> Result<Vec<String>, RuntimeError> {
+    load(files, false, false).map(|(_, plan)| plan.notes)
 }
 
 /// Runs the proxy until a stop signal and the drain that follows.
