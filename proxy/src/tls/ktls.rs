@@ -23,6 +23,7 @@ use compio::net::TcpStream;
 use compio::runtime::fd::PollFd;
 use rustls::server::ServerConnection;
 use rustls::{CipherSuite, ConnectionTrafficSecrets, ProtocolVersion};
+use zeroize::Zeroize;
 
 use super::TlsError;
 
@@ -201,8 +202,19 @@ struct CryptoInfo {
 impl CryptoInfo {
     /// `iv` is rustls' 12-byte IV: for AES-GCM the kernel wants its first 4 bytes as the salt
     /// and the last 8 as the IV; ChaCha20-Poly1305 takes all 12 as the IV and has no salt.
+    /// Filled in place (no copy of the key left on the stack by a move), and wiped on drop.
     fn new(version: u16, c: Cipher, key: &[u8], iv: &[u8], seq: u64) -> CryptoInfo {
-        let mut rest = [0u8; 60];
+        let cipher = match c {
+            Cipher::Aes128Gcm => TLS_CIPHER_AES_GCM_128,
+            Cipher::Aes256Gcm => TLS_CIPHER_AES_GCM_256,
+            Cipher::Chacha20Poly1305 => TLS_CIPHER_CHACHA20_POLY1305,
+        };
+        let mut info = CryptoInfo {
+            version,
+            cipher,
+            rest: [0u8; 60],
+            len: 4,
+        };
         let (salt, iv) = match c {
             Cipher::Aes128Gcm | Cipher::Aes256Gcm => iv.split_at(4.min(iv.len())),
             Cipher::Chacha20Poly1305 => (&[][..], iv),
@@ -219,22 +231,13 @@ impl CryptoInfo {
         ];
         let mut at = 0;
         for p in parts {
-            if let Some(dst) = rest.get_mut(at..at + p.len()) {
+            if let Some(dst) = info.rest.get_mut(at..at + p.len()) {
                 dst.copy_from_slice(p);
             }
             at += p.len();
         }
-        let cipher = match c {
-            Cipher::Aes128Gcm => TLS_CIPHER_AES_GCM_128,
-            Cipher::Aes256Gcm => TLS_CIPHER_AES_GCM_256,
-            Cipher::Chacha20Poly1305 => TLS_CIPHER_CHACHA20_POLY1305,
-        };
-        CryptoInfo {
-            version,
-            cipher,
-            rest,
-            len: 4 + at,
-        }
+        info.len = 4 + at;
+        info
     }
 
     fn set(&self, fd: RawFd, dir: libc::c_int) -> io::Result<()> {
@@ -253,6 +256,13 @@ impl CryptoInfo {
             return Err(io::Error::last_os_error());
         }
         Ok(())
+    }
+}
+
+/// The key, IV and salt stay in this process only while the kernel is being given them.
+impl Drop for CryptoInfo {
+    fn drop(&mut self) {
+        self.rest.zeroize();
     }
 }
 
