@@ -47,7 +47,8 @@ fn main() -> ExitCode {
             }
         };
     }
-    match runtime::run(&cli.files, &RunOptions { driver: cli.driver }) {
+    let ran = runtime::run(&cli.files, &RunOptions { driver: cli.driver });
+    let code = match ran {
         Ok(()) => ExitCode::SUCCESS,
         Err(runtime::RuntimeError::Config(problems)) => {
             for p in &problems {
@@ -59,5 +60,8 @@ fn main() -> ExitCode {
             log::error!("{e}");
             ExitCode::FAILURE
         }
-    }
+    };
+    // Process messages are written by a thread of their own: out before the process ends.
+    proxy::log::flush(std::time::Duration::from_millis(500));
+    code
 }

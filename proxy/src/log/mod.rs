@@ -3,6 +3,7 @@
 //! through [`AccessLog`] (syslog over UDP or `/dev/log`, stderr, stdout; see `sink.rs`).
 
 mod sink;
+mod stderr;
 mod syslog;
 mod targets;
 mod tcplog;
@@ -10,13 +11,14 @@ mod term;
 
 pub use sink::{dropped, Sink, TargetSpec};
 pub use syslog::{Format, Sender};
-pub use targets::{flush, start, AccessLog, LineFormat};
+pub use targets::{start, AccessLog, LineFormat};
 pub use tcplog::{HaproxyDate, SessionRecord};
 pub use term::{Cause, Phase, TermState};
 
-use std::io::Write;
+use std::time::Duration;
 
-/// Writes `[LEVEL] message` lines to stderr, one `write` per line so threads never interleave.
+/// Writes `[LEVEL] message` lines to stderr through the writer thread (`stderr.rs`), one
+/// `write` per line so threads never interleave.
 struct StderrLogger {
     max: log::LevelFilter,
 }
@@ -30,12 +32,17 @@ impl log::Log for StderrLogger {
         if !self.enabled(record.metadata()) {
             return;
         }
-        let line = format!("[{}] {}\n", level_word(record.level()), record.args());
-        let _ = std::io::stderr().lock().write_all(line.as_bytes());
+        stderr::write(format!("[{}] {}\n", level_word(record.level()), record.args()));
         targets::process_message(record.level(), record.args());
     }
 
     fn flush(&self) {}
+}
+
+/// Waits (up to `limit`) until queued log lines are out: stderr's, then the targets'.
+pub fn flush(limit: Duration) {
+    stderr::flush(limit);
+    targets::flush(limit);
 }
 
 /// HAProxy's words for severities, so existing log filters keep matching.
