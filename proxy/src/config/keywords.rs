@@ -72,6 +72,7 @@ const TABLE: &[(&str, u8)] = &[
     ("description", PROXY),
     ("errorfile", ALL),
     ("forward-engine", ALL),
+    ("hash-type", BE),
     ("http-check", BE),
     ("http-request", PROXY),
     ("http-response", PROXY),

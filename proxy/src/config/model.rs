@@ -132,6 +132,53 @@ pub enum Balance {
     LeastConn,
     Source,
     First,
+    /// `uri`: the request path (see [`BalanceArgs`] for `whole`, `depth`, `len`).
+    Uri,
+    /// `url_param NAME`: the value of one query parameter.
+    UrlParam,
+    /// `hdr(NAME)`: the value of one request header.
+    Hdr,
+    Random,
+}
+
+impl Balance {
+    /// Whether the algorithm hashes something of an HTTP request (mode http only).
+    pub fn reads_requests(self) -> bool {
+        matches!(self, Balance::Uri | Balance::UrlParam | Balance::Hdr)
+    }
+}
+
+/// The arguments of the hashing `balance` algorithms.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BalanceArgs {
+    /// `uri whole`: the query string too.
+    pub whole: bool,
+    /// `uri depth N`: only the first N directories.
+    pub depth: Option<u32>,
+    /// `uri len N`: only the first N characters.
+    pub len: Option<u32>,
+    /// `url_param NAME` / `hdr(NAME)`.
+    pub name: Option<String>,
+}
+
+/// `hash-type`: how a hash picks a server, and the hash function.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct HashType {
+    /// `consistent`: a ring of points per server, so that adding or removing one server moves
+    /// only the keys it takes or held; `map-based` (default): hash modulo the total weight.
+    pub consistent: bool,
+    pub function: HashFunction,
+    /// `avalanche`: the hash mixed once more, to spread similar keys.
+    pub avalanche: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum HashFunction {
+    #[default]
+    Sdbm,
+    Djb2,
+    Wt6,
+    Crc32,
 }
 
 /// `forward-engine` (our own keyword): which engine moves the bytes of an established pair.
@@ -685,6 +732,10 @@ pub struct Proxy {
     pub http_response_rules: Vec<HttpResponseRule>,
     /// `http-reuse never|safe|aggressive|always`.
     pub http_reuse: HttpReuse,
+    /// The arguments of `balance uri|url_param|hdr(…)`.
+    pub balance_args: BalanceArgs,
+    /// `hash-type`.
+    pub hash_type: HashType,
     /// `id N`: the proxy's number on the stats page (`iid`); else its position in the file.
     pub id: Option<u32>,
     /// `description TEXT`: shown on the stats page.
@@ -732,6 +783,8 @@ impl Proxy {
             errorfiles: Vec::new(),
             http_response_rules: Vec::new(),
             http_reuse: HttpReuse::Safe,
+            balance_args: BalanceArgs::default(),
+            hash_type: HashType::default(),
             id: None,
             description: None,
             http_check: None,

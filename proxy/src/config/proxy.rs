@@ -11,8 +11,8 @@ use super::args::Args;
 use super::global::log_target;
 use super::keywords::{self, Scope};
 use super::model::{
-    Acl, Balance, EngineChoice, ErrorFile, ForwardFor, HttpReuse, Mode, Proxy, ProxyLog, Timeouts,
-    UseBackend,
+    Acl, Balance, BalanceArgs, EngineChoice, ErrorFile, ForwardFor, HashFunction, HashType,
+    HttpReuse, Mode, Proxy, ProxyLog, Timeouts, UseBackend,
 };
 use super::num::{parse_positive, parse_uint};
 use super::parse::{Ctx, Draft};
@@ -102,7 +102,8 @@ fn apply(
         "bind" => bind::bind(proxy, args, ctx)?,
         "server" => server::server(proxy, args, ctx.loc)?,
         "default-server" => server::default_server(proxy, args)?,
-        "balance" => proxy.balance = balance(args.need("an algorithm")?)?,
+        "balance" => balance(proxy, args)?,
+        "hash-type" => proxy.hash_type = hash_type(args)?,
         "maxconn" => proxy.maxconn = Some(parse_positive(args.need("a number")?, keyword)?),
         "retries" => proxy.retries = parse_uint(args.need("a number")?, keyword)?,
         "timeout" => {
@@ -194,16 +195,88 @@ fn mode(word: &str) -> Result<Mode, String> {
     }
 }
 
-fn balance(word: &str) -> Result<Balance, String> {
-    match word {
-        "roundrobin" => Ok(Balance::RoundRobin),
-        "leastconn" => Ok(Balance::LeastConn),
-        "source" => Ok(Balance::Source),
-        "first" => Ok(Balance::First),
-        _ => Err(format!(
-            "unsupported balance algorithm '{word}' (supported: roundrobin, leastconn, source, first)"
-        )),
+/// `balance ALGORITHM [arguments]`.
+fn balance(proxy: &mut Proxy, args: &mut Args<'_>) -> Result<(), String> {
+    let word = args.need("an algorithm")?;
+    let mut a = BalanceArgs::default();
+    proxy.balance = match word {
+        "roundrobin" => Balance::RoundRobin,
+        "leastconn" => Balance::LeastConn,
+        "source" => Balance::Source,
+        "first" => Balance::First,
+        "random" => Balance::Random,
+        "uri" => {
+            uri_args(&mut a, args)?;
+            Balance::Uri
+        }
+        "url_param" => {
+            a.name = Some(args.need("a parameter name")?.to_string());
+            Balance::UrlParam
+        }
+        _ => match word.strip_prefix("hdr(").and_then(|r| r.strip_suffix(')')) {
+            Some(name) if !name.is_empty() => {
+                a.name = Some(name.to_string());
+                Balance::Hdr
+            }
+            _ => {
+                return Err(format!(
+                    "unsupported balance algorithm '{word}' (supported: roundrobin, leastconn, \
+                     source, first, random, uri, url_param, hdr(NAME))"
+                ))
+            }
+        },
+    };
+    proxy.balance_args = a;
+    Ok(())
+}
+
+/// `uri [whole] [depth N] [len N]`.
+fn uri_args(a: &mut BalanceArgs, args: &mut Args<'_>) -> Result<(), String> {
+    while let Some(word) = args.next() {
+        match word {
+            "whole" => a.whole = true,
+            "depth" => a.depth = Some(parse_positive(args.value_of(word)?, "uri depth")?),
+            "len" => a.len = Some(parse_positive(args.value_of(word)?, "uri len")?),
+            other => {
+                return Err(format!(
+                    "unsupported 'balance uri' option '{other}' (supported: whole, depth, len)"
+                ))
+            }
+        }
     }
+    Ok(())
+}
+
+/// `hash-type map-based|consistent [sdbm|djb2|wt6|crc32] [avalanche]`.
+fn hash_type(args: &mut Args<'_>) -> Result<HashType, String> {
+    let consistent = match args.need("'map-based' or 'consistent'")? {
+        "map-based" => false,
+        "consistent" => true,
+        other => {
+            return Err(format!(
+                "unknown hash-type method '{other}' (supported: map-based, consistent)"
+            ))
+        }
+    };
+    let mut h = HashType {
+        consistent,
+        ..HashType::default()
+    };
+    while let Some(word) = args.next() {
+        match word {
+            "sdbm" => h.function = HashFunction::Sdbm,
+            "djb2" => h.function = HashFunction::Djb2,
+            "wt6" => h.function = HashFunction::Wt6,
+            "crc32" => h.function = HashFunction::Crc32,
+            "avalanche" => h.avalanche = true,
+            other => {
+                return Err(format!(
+                "unknown hash-type word '{other}' (supported: sdbm, djb2, wt6, crc32, avalanche)"
+            ))
+            }
+        }
+    }
+    Ok(h)
 }
 
 fn engine(word: &str) -> Result<EngineChoice, String> {
@@ -469,6 +542,35 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn hashing_balance_and_hash_type() {
+        let p = ok(
+            Scope::Backend,
+            &[
+                "balance uri whole depth 3 len 40",
+                "hash-type consistent wt6 avalanche",
+            ],
+        );
+        assert_eq!(p.balance, Balance::Uri);
+        let a = &p.balance_args;
+        assert!(a.whole && a.depth == Some(3) && a.len == Some(40));
+        let h = p.hash_type;
+        assert!(h.consistent && h.avalanche && h.function == HashFunction::Wt6);
+        let p = ok(Scope::Backend, &["balance hdr(X-Stream)"]);
+        assert_eq!(
+            (p.balance, p.balance_args.name.as_deref()),
+            (Balance::Hdr, Some("X-Stream"))
+        );
+        let p = ok(Scope::Backend, &["balance url_param stream"]);
+        assert_eq!(p.balance_args.name.as_deref(), Some("stream"));
+        assert!(
+            err(Scope::Backend, "balance uri deep").contains("unsupported 'balance uri' option")
+        );
+        assert!(err(Scope::Backend, "hash-type ring").contains("unknown hash-type method"));
+        assert!(err(Scope::Backend, "hash-type consistent md5").contains("unknown hash-type word"));
+        assert!(err(Scope::Backend, "balance hdr()").contains("unsupported balance algorithm"));
+    }
+
+    #[test]
     fn section_matrix() {
         assert_eq!(
             err(Scope::Backend, "bind :80"),
@@ -573,10 +675,7 @@ pub(crate) mod tests {
             "unexpected argument 'http' to 'mode'"
         );
         assert!(err(Scope::Listen, "balance static-rr")
-            .contains("supported: roundrobin, leastconn, source, first"));
-        assert!(
-            err(Scope::Listen, "balance uri whole").contains("unsupported balance algorithm 'uri'")
-        );
+            .contains("supported: roundrobin, leastconn, source, first, random, uri"));
         assert_eq!(
             err(Scope::Listen, "maxconn 0"),
             "'maxconn' must be greater than 0"

@@ -429,6 +429,7 @@ fn sample_line(keyword: &str, errorfile: &Path) -> Option<String> {
         "http-request" => "http-request deny",
         "http-response" => "http-response del-header Server",
         "http-reuse" => "http-reuse always",
+        "hash-type" => "hash-type consistent",
         "id" => "id 42",
         "log" => "log 127.0.0.1:514 local0",
         "maxconn" => "maxconn 10",

@@ -32,6 +32,7 @@ pub(crate) fn validate(config: &Config, notes: &[Notes]) -> Vec<ConfigError> {
             push(&mut errors, &loc, reason);
         }
         check_duplicate_servers(proxy, &mut errors);
+        check_balance_mode(proxy, &mut errors);
         check_references(config, proxy, notes, &mut errors);
     }
     check_bind_conflicts(config, &mut errors);
@@ -44,6 +45,19 @@ pub(crate) fn validate(config: &Config, notes: &[Notes]) -> Vec<ConfigError> {
         }
     }
     unique
+}
+
+/// `balance uri|url_param|hdr(…)` hash the HTTP request: a mode tcp backend has none, and
+/// would silently balance round robin.
+fn check_balance_mode(proxy: &Proxy, errors: &mut Vec<ConfigError>) {
+    if proxy.kind.has_backend() && proxy.mode == Mode::Tcp && proxy.balance.reads_requests() {
+        let reason = format!(
+            "{} is in mode tcp: 'balance uri', 'url_param' and 'hdr()' need mode http \
+             (use 'balance source' to keep a client on one server)",
+            describe(proxy)
+        );
+        push(errors, &proxy.loc, reason);
+    }
 }
 
 /// `group` alone changes the group and keeps the process running as root: the privilege
@@ -372,6 +386,14 @@ mod tests {
     fn server_cookie_without_backend_cookie_is_quiet() {
         let e = errors("backend b\n mode http\n server s 10.0.0.1:80 cookie s\n");
         assert!(e.is_empty(), "{e:?}");
+    }
+
+    #[test]
+    fn request_hashing_needs_mode_http() {
+        let e = errors("backend b\n mode tcp\n balance uri\n server s 127.0.0.1:1\n");
+        assert_eq!(e.len(), 1, "{e:?}");
+        assert!(e[0].contains("need mode http"), "{e:?}");
+        assert!(errors("backend b\n mode http\n balance uri\n server s 127.0.0.1:1\n").is_empty());
     }
 
     #[test]

@@ -58,8 +58,8 @@ impl<'f> Exchange<'f, '_> {
         };
         let first = sticky_server.or_else(|| {
             be.upstream.set.pick_server(PickContext {
-                client_ip: src,
-                avoid: &[],
+                request: Some(&req),
+                ..PickContext::new(src, &[])
             })
         });
         let Some(first) = first else {

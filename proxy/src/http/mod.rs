@@ -18,6 +18,7 @@
 
 mod acl;
 mod answers;
+mod balance_key;
 mod body;
 mod conn;
 mod cookie;

@@ -32,7 +32,11 @@ impl log::Log for StderrLogger {
         if !self.enabled(record.metadata()) {
             return;
         }
-        stderr::write(format!("[{}] {}\n", level_word(record.level()), record.args()));
+        stderr::write(format!(
+            "[{}] {}\n",
+            level_word(record.level()),
+            record.args()
+        ));
         targets::process_message(record.level(), record.args());
     }
 

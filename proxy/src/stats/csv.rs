@@ -215,6 +215,10 @@ pub fn algo_name(b: Balance) -> &'static str {
         Balance::LeastConn => "leastconn",
         Balance::Source => "source",
         Balance::First => "first",
+        Balance::Uri => "uri",
+        Balance::UrlParam => "url_param",
+        Balance::Hdr => "hdr",
+        Balance::Random => "random",
     }
 }
 

@@ -86,10 +86,7 @@ const TURNAROUND: Duration = Duration::from_secs(1);
 pub async fn connect_server(be: &Backend, origin: &Origin) -> Result<Connected, ConnectFailure> {
     let first = be
         .set
-        .pick_server(PickContext {
-            client_ip: origin.src.ip(),
-            avoid: &[],
-        })
+        .pick_server(PickContext::new(origin.src.ip(), &[]))
         .ok_or(ConnectFailure::NoServer)?;
     connect_from(be, first, origin)
         .await
@@ -167,10 +164,7 @@ fn claim_free(set: &ServerSet, first: &Arc<Server>, client_ip: IpAddr) -> Option
             return Some(claim);
         }
     }
-    let ctx = PickContext {
-        client_ip,
-        avoid: &[],
-    };
+    let ctx = PickContext::new(client_ip, &[]);
     for _ in 0..set.servers.len() {
         if let Some(claim) = set.pick_free(ctx)?.try_claim() {
             return Some(claim);
@@ -267,12 +261,7 @@ pub async fn connect_slot(be: &Backend, slot: Slot, origin: &Origin) -> Result<C
             let redispatch = be.redispatch && attempt == be.retries;
             // Only a server with a free slot is worth moving to.
             let other = redispatch
-                .then(|| {
-                    be.set.pick_free(PickContext {
-                        client_ip,
-                        avoid: &tried,
-                    })
-                })
+                .then(|| be.set.pick_free(PickContext::new(client_ip, &tried)))
                 .flatten()
                 .filter(|o| o.index != server.index)
                 .and_then(|o| o.try_claim());
@@ -513,10 +502,7 @@ mod queue_tests {
         let first = be.set.servers[0].clone();
         let _held = first.try_claim().expect("the one slot");
         assert!(first.try_claim().is_none(), "maxconn 1 is one slot");
-        let picked = be.set.pick_server(PickContext {
-            client_ip: here().src.ip(),
-            avoid: &[],
-        });
+        let picked = be.set.pick_server(PickContext::new(here().src.ip(), &[]));
         assert!(picked.is_some_and(|s| s.is_full()), "full, not absent");
         let Err(f) = run(connect_from(&be, first, &here())) else {
             panic!("no slot ever frees")

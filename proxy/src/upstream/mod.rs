@@ -6,6 +6,7 @@
 
 mod backend;
 pub mod connect;
+mod hash;
 pub mod proxy_proto;
 mod queue;
 mod server;
@@ -16,7 +17,7 @@ pub use connect::{connect_server, ConnectFailure, Connected, Failed};
 pub use proxy_proto::Origin;
 pub use queue::{Queue, Waiting};
 pub use server::{Server, ServerClaim, ServerState};
-pub use set::{PickContext, ServerSet};
+pub use set::{PickContext, RequestKey, ServerSet};
 
 #[cfg(test)]
 mod tests;

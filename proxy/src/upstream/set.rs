@@ -6,14 +6,20 @@ use std::net::IpAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
+use super::hash::{self, Ring};
 use super::{Queue, Server};
-use crate::config::{self, Balance};
+use crate::config::{self, Balance, BalanceArgs, HashType};
 
 /// The servers of one backend and the algorithm that picks among them.
 #[derive(Debug)]
 pub struct ServerSet {
     pub backend: String,
     pub algorithm: Balance,
+    /// What `uri`, `url_param` and `hdr(…)` hash, and how (`hash-type`).
+    args: BalanceArgs,
+    hash_type: HashType,
+    /// `hash-type consistent`: one ring for the active servers, one for the backups.
+    rings: Option<(Ring, Ring)>,
     pub servers: Vec<Arc<Server>>,
     /// Round-robin position; wraps freely, only its value modulo the eligible weight matters.
     cursor: AtomicUsize,
@@ -24,11 +30,33 @@ pub struct ServerSet {
 }
 
 /// What the caller knows about the connection being placed.
-#[derive(Debug, Clone, Copy)]
+#[derive(Clone, Copy)]
 pub struct PickContext<'a> {
     pub client_ip: IpAddr,
     /// Servers already tried for this connection (`option redispatch` moves away from them).
     pub avoid: &'a [usize],
+    /// The HTTP request, for `balance uri|url_param|hdr(…)`; `None` in mode tcp.
+    pub request: Option<&'a dyn RequestKey>,
+}
+
+impl<'a> PickContext<'a> {
+    pub fn new(client_ip: IpAddr, avoid: &'a [usize]) -> PickContext<'a> {
+        PickContext {
+            client_ip,
+            avoid,
+            request: None,
+        }
+    }
+}
+
+/// What the hashing algorithms read of an HTTP request (the HTTP room implements it).
+pub trait RequestKey {
+    /// The path and query as sent.
+    fn target(&self) -> &str;
+    /// The value of query parameter `name`, if present.
+    fn query_param(&self, name: &str) -> Option<&[u8]>;
+    /// The value of header `name`, if present.
+    fn header(&self, name: &str) -> Option<&[u8]>;
 }
 
 impl ServerSet {
@@ -36,15 +64,31 @@ impl ServerSet {
         // HAProxy waits `timeout connect` in the queue when `timeout queue` is not set.
         let t = &proxy.timeouts;
         let queue = Arc::new(Queue::new(t.queue.or(t.connect)));
+        let servers: Vec<Arc<Server>> = proxy
+            .servers
+            .iter()
+            .enumerate()
+            .map(|(i, s)| Arc::new(Server::in_backend(i, s, queue.clone())))
+            .collect();
+        let hashing = matches!(proxy.balance, Balance::Source) || proxy.balance.reads_requests();
+        let rings = (hashing && proxy.hash_type.consistent).then(|| {
+            let tier = |backup: bool| {
+                Ring::new(
+                    servers
+                        .iter()
+                        .filter(move |s| s.backup == backup)
+                        .map(|s| (s.index, s.name.as_str(), s.weight)),
+                )
+            };
+            (tier(false), tier(true))
+        });
         ServerSet {
             backend: proxy.name.clone(),
             algorithm: proxy.balance,
-            servers: proxy
-                .servers
-                .iter()
-                .enumerate()
-                .map(|(i, s)| Arc::new(Server::in_backend(i, s, queue.clone())))
-                .collect(),
+            args: proxy.balance_args.clone(),
+            hash_type: proxy.hash_type,
+            rings,
+            servers,
             cursor: AtomicUsize::new(0),
             stats: crate::counters::BackendStats::default(),
             queue,
@@ -74,8 +118,20 @@ impl ServerSet {
         let index = match self.algorithm {
             Balance::RoundRobin => self.pick_roundrobin(&eligible),
             Balance::LeastConn => self.pick_leastconn(&eligible),
-            Balance::Source => pick_source(&eligible, ctx.client_ip),
             Balance::First => eligible.first().copied(),
+            Balance::Random => self.pick_weighted(&eligible, rand::random::<u32>()),
+            Balance::Source => {
+                let ip = match ctx.client_ip {
+                    IpAddr::V4(v4) => v4.octets().to_vec(),
+                    IpAddr::V6(v6) => v6.octets().to_vec(),
+                };
+                self.pick_hashed(&eligible, &ip)
+            }
+            // No key (a missing parameter or header, or no request): round robin, as HAProxy.
+            _ => match ctx.request.and_then(|r| self.request_key(r)) {
+                Some(key) => self.pick_hashed(&eligible, key),
+                None => self.pick_roundrobin(&eligible),
+            },
         }?;
         Some(self.servers[index].clone())
     }
@@ -131,21 +187,71 @@ impl ServerSet {
     }
 }
 
-/// Map-based source hashing, as HAProxy's default `hash-type map-based`: the same client
-/// address lands on the same server while the eligible set is unchanged.
-fn pick_source(eligible: &[usize], ip: IpAddr) -> Option<usize> {
-    if eligible.is_empty() {
-        return None;
+impl ServerSet {
+    /// The bytes `uri`, `url_param` or `hdr(…)` hash for `req`; `None` when it has none.
+    fn request_key<'r>(&self, req: &'r dyn RequestKey) -> Option<&'r [u8]> {
+        let name = self.args.name.as_deref().unwrap_or("");
+        match self.algorithm {
+            Balance::Uri => Some(uri_key(req.target(), &self.args)),
+            Balance::UrlParam => req.query_param(name),
+            Balance::Hdr => req.header(name),
+            _ => None,
+        }
     }
-    let hash = match ip {
-        IpAddr::V4(v4) => fnv1a(&v4.octets()),
-        IpAddr::V6(v6) => fnv1a(&v6.octets()),
-    };
-    Some(eligible[(hash % eligible.len() as u64) as usize])
+
+    /// `key` hashed to a server: on the tier's ring (`consistent`), else the hash modulo
+    /// the eligible servers' total weight (`map-based`). Either way the same key finds the
+    /// same server while the eligible set is unchanged.
+    fn pick_hashed(&self, eligible: &[usize], key: &[u8]) -> Option<usize> {
+        let h = hash::hash(self.hash_type, key);
+        match &self.rings {
+            Some((active, backup)) => {
+                let on_backups = eligible.first().is_some_and(|&i| self.servers[i].backup);
+                let ring = if on_backups { backup } else { active };
+                ring.pick(h, |i| eligible.contains(&i))
+            }
+            None => self.pick_weighted(eligible, h),
+        }
+    }
+
+    /// The server at position `at` modulo the eligible servers' total weight.
+    fn pick_weighted(&self, eligible: &[usize], at: u32) -> Option<usize> {
+        let total: u64 = eligible
+            .iter()
+            .map(|&i| u64::from(self.servers[i].weight))
+            .sum();
+        if total == 0 {
+            return None;
+        }
+        let mut slot = u64::from(at) % total;
+        for &i in eligible {
+            let weight = u64::from(self.servers[i].weight);
+            if slot < weight {
+                return Some(i);
+            }
+            slot -= weight;
+        }
+        None
+    }
 }
 
-fn fnv1a(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| {
-        (h ^ b as u64).wrapping_mul(0x0100_0000_01b3)
-    })
+/// `balance uri [whole] [depth N] [len N]`: the path (with the query for `whole`), cut after
+/// `depth` directories and at `len` bytes.
+fn uri_key<'t>(target: &'t str, args: &BalanceArgs) -> &'t [u8] {
+    let mut key = if args.whole {
+        target
+    } else {
+        target.split_once('?').map_or(target, |(path, _)| path)
+    }
+    .as_bytes();
+    if let Some(depth) = args.depth {
+        let mut slashes = key.iter().enumerate().filter(|(_, b)| **b == b'/');
+        if let Some((at, _)) = slashes.nth(depth as usize) {
+            key = &key[..at];
+        }
+    }
+    if let Some(len) = args.len {
+        key = &key[..key.len().min(len as usize)];
+    }
+    key
 }

@@ -1,7 +1,7 @@
 use super::*;
 use crate::config::{self, Balance};
 use crate::config::{Loc, Proxy, ProxyKind, ServerParams};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
 use std::net::Ipv4Addr;
 use std::sync::Arc;
@@ -25,10 +25,7 @@ fn set(balance: Balance, servers: &[(&str, u32, bool)]) -> ServerSet {
 }
 
 fn ctx(avoid: &[usize]) -> PickContext<'_> {
-    PickContext {
-        client_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
-        avoid,
-    }
+    PickContext::new(IpAddr::V4(Ipv4Addr::LOCALHOST), avoid)
 }
 
 fn counts(set: &ServerSet, n: usize) -> HashMap<String, usize> {
@@ -106,4 +103,80 @@ fn first_fills_servers_in_order() {
     assert_eq!(s.pick_server(ctx(&[])).unwrap().name, "b");
     drop(_held);
     assert_eq!(s.pick_server(ctx(&[])).unwrap().name, "a");
+}
+
+fn hashed(balance: Balance, consistent: bool) -> ServerSet {
+    let mut p = Proxy::new("be", ProxyKind::Backend, Loc::default());
+    p.balance = balance;
+    p.hash_type.consistent = consistent;
+    // Similar keys (one stream folder after another) need the avalanche mix on a ring, as
+    // HAProxy's documentation advises for sdbm.
+    p.hash_type.avalanche = consistent;
+    p.balance_args.depth = Some(2);
+    for (i, name) in ["a", "b", "c"].iter().enumerate() {
+        p.servers.push(config::Server {
+            name: name.to_string(),
+            addr: format!("127.0.0.{}:80", i + 2).parse().unwrap(),
+            params: ServerParams::default(),
+            loc: Loc::default(),
+        });
+    }
+    ServerSet::from_config(&p)
+}
+
+struct Req(&'static str);
+
+impl RequestKey for Req {
+    fn target(&self) -> &str {
+        self.0
+    }
+    fn query_param(&self, _: &str) -> Option<&[u8]> {
+        None
+    }
+    fn header(&self, _: &str) -> Option<&[u8]> {
+        None
+    }
+}
+
+#[test]
+fn uri_hashing_is_stable_and_cut_at_its_depth() {
+    for consistent in [false, true] {
+        let s = hashed(Balance::Uri, consistent);
+        let pick = |target: &'static str| {
+            let req = Req(target);
+            let ctx = PickContext {
+                request: Some(&req),
+                ..ctx(&[])
+            };
+            s.pick_server(ctx).expect("a server").name.clone()
+        };
+        // depth 2: every segment of one stream's folder goes to one server.
+        let first = pick("/live/cam1/seg1.ts");
+        for seg in ["/live/cam1/seg2.ts", "/live/cam1/index.m3u8?x=1"] {
+            assert_eq!(pick(seg), first, "{seg}");
+        }
+        let spread: HashSet<String> = (0..30)
+            .map(|i| pick(Box::leak(format!("/live/cam{i}/seg.ts").into_boxed_str())))
+            .collect();
+        assert!(
+            spread.len() > 1,
+            "streams spread over servers ({consistent})"
+        );
+    }
+}
+
+#[test]
+fn a_missing_key_falls_back_to_round_robin() {
+    let s = hashed(Balance::UrlParam, true);
+    let req = Req("/no/params");
+    let names: HashSet<String> = (0..6)
+        .map(|_| {
+            let ctx = PickContext {
+                request: Some(&req),
+                ..ctx(&[])
+            };
+            s.pick_server(ctx).expect("a server").name.clone()
+        })
+        .collect();
+    assert_eq!(names.len(), 3);
 }
