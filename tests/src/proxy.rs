@@ -12,8 +12,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::Duration;
 
-/// How long `Proxy::start` waits for every bind to listen.
-const READY_LIMIT: Duration = Duration::from_secs(10);
+/// How long `Proxy::start` waits for every bind to listen: the sockmap probe verifies BPF
+/// programs at start, which takes seconds of CPU on a loaded 2-core machine.
+const READY_LIMIT: Duration = Duration::from_secs(30);
 /// SIGTERM → SIGKILL grace on drop.
 const STOP_GRACE: Duration = Duration::from_secs(5);
 
