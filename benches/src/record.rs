@@ -11,6 +11,8 @@ pub enum Unit {
     Connection,
     Request,
     Handshake,
+    /// An idle flow held open (the idle scenario: memory, not a rate).
+    Flow,
 }
 
 impl Unit {
@@ -20,6 +22,7 @@ impl Unit {
             Unit::Connection => "conn/s",
             Unit::Request => "req/s",
             Unit::Handshake => "hs/s",
+            Unit::Flow => "flows",
         }
     }
 
@@ -30,6 +33,7 @@ impl Unit {
             Unit::Connection => (1e6, "CPU-µs/conn"),
             Unit::Request => (1e6, "CPU-µs/req"),
             Unit::Handshake => (1e6, "CPU-µs/hs"),
+            Unit::Flow => (1e6, "CPU-µs/flow"),
         }
     }
 }
@@ -55,6 +59,30 @@ pub struct RunRecord {
     pub failure: Option<String>,
     /// Something to know about a run that still produced figures.
     pub note: Option<String>,
+    /// The idle scenario's memory figures.
+    pub idle: Option<IdleMemory>,
+}
+
+/// What the hop held for idle flows: its RSS after a warm-up and with the flows open.
+#[derive(Debug, Clone, Serialize)]
+pub struct IdleMemory {
+    pub flows: usize,
+    /// How long opening the flows took.
+    pub setup_s: f64,
+    /// None for direct (no hop).
+    pub rss_base_kib: Option<u64>,
+    pub rss_held_kib: Option<u64>,
+}
+
+impl IdleMemory {
+    /// RSS growth per 1000 held flows, in KiB (negative if the hop gave memory back).
+    pub fn growth_per_1000_kib(&self) -> Option<f64> {
+        let (base, held) = (self.rss_base_kib?, self.rss_held_kib?);
+        if self.flows == 0 {
+            return None;
+        }
+        Some((held as f64 - base as f64) * 1000.0 / self.flows as f64)
+    }
 }
 
 impl RunRecord {
@@ -73,6 +101,7 @@ impl RunRecord {
             lost_bytes: None,
             failure: None,
             note: None,
+            idle: None,
         }
     }
 
@@ -151,5 +180,22 @@ mod tests {
         r.units = 1.0;
         assert_eq!(r.hop_per_unit(), None);
         assert_eq!(Unit::Request.cost_scale().0, 1e6);
+    }
+
+    #[test]
+    fn idle_growth_per_thousand_flows() {
+        let m = IdleMemory {
+            flows: 8000,
+            setup_s: 1.0,
+            rss_base_kib: Some(10_000),
+            rss_held_kib: Some(42_000),
+        };
+        assert_eq!(m.growth_per_1000_kib(), Some(4000.0));
+        let direct = IdleMemory {
+            rss_base_kib: None,
+            rss_held_kib: None,
+            ..m
+        };
+        assert_eq!(direct.growth_per_1000_kib(), None);
     }
 }

@@ -2,8 +2,8 @@
 //! repetition, ratios to HAProxy and to direct; then the Markdown table and the SVG chart.
 
 use crate::hop::Variant;
-use crate::record::{RunRecord, Unit};
-use crate::scenario::Outcome;
+use crate::record::{IdleMemory, RunRecord, Unit};
+use crate::scenario::{Kind, Outcome};
 use crate::stats::{median, median_of, paired_diffs, ratio};
 use serde::Serialize;
 use std::fmt::Write as _;
@@ -39,6 +39,45 @@ pub struct Summary {
     pub background_busy_pct: Option<f64>,
     pub errors: u64,
     pub lost_bytes: i64,
+    /// The idle scenario: memory per held flow instead of cost per unit.
+    pub idle: Option<IdleSummary>,
+}
+
+/// The idle scenario's figures of one variant (medians over repetitions).
+#[derive(Debug, Clone, Serialize)]
+pub struct IdleSummary {
+    pub flows: Option<f64>,
+    pub rss_base_kib: Option<f64>,
+    pub rss_held_kib: Option<f64>,
+    /// Hop RSS growth per 1000 held flows; 0 for direct (no hop).
+    pub growth_per_1000_kib: Option<f64>,
+    pub growth_vs_haproxy: Option<f64>,
+    /// The hop's CPU while the flows idle, ms per second.
+    pub hop_cpu_ms_per_s: Option<f64>,
+}
+
+impl IdleSummary {
+    fn of(v: Variant, rs: &[&RunRecord]) -> IdleSummary {
+        let idle = || rs.iter().filter_map(|r| r.idle.as_ref());
+        let kib =
+            |f: fn(&IdleMemory) -> Option<u64>| median_of(idle().map(|m| f(m).map(|k| k as f64)));
+        let growth = if v == Variant::Direct {
+            Some(0.0)
+        } else {
+            median_of(idle().map(IdleMemory::growth_per_1000_kib))
+        };
+        IdleSummary {
+            flows: median_of(idle().map(|m| Some(m.flows as f64))),
+            rss_base_kib: kib(|m| m.rss_base_kib),
+            rss_held_kib: kib(|m| m.rss_held_kib),
+            growth_per_1000_kib: growth,
+            growth_vs_haproxy: None,
+            hop_cpu_ms_per_s: median_of(
+                rs.iter()
+                    .map(|r| win(r, |w| Some(w.hop_cpu_s? * 1e3 / w.secs.max(1e-9)))),
+            ),
+        }
+    }
 }
 
 /// Summaries of one scenario, in the order its variants were listed.
@@ -67,6 +106,7 @@ pub fn summarize(o: &Outcome) -> Vec<Summary> {
             &by_rep(Variant::Direct, get),
         ))
     };
+    let is_idle = matches!(o.scenario.kind, Kind::Idle { .. });
     let mut out: Vec<Summary> = o
         .variants
         .iter()
@@ -107,11 +147,37 @@ pub fn summarize(o: &Outcome) -> Vec<Summary> {
                 background_busy_pct: median_of(rs.iter().map(|r| Some(r.background.busy_pct))),
                 errors: rs.iter().map(|r| r.errors).sum(),
                 lost_bytes: rs.iter().filter_map(|r| r.lost_bytes).sum(),
+                idle: is_idle.then(|| IdleSummary::of(v, &rs)),
             }
         })
         .collect();
+    if is_idle {
+        idle_only(&mut out);
+        return out;
+    }
     add_ratios(&mut out);
     out
+}
+
+/// The idle scenario keeps only memory figures (and the hop's idle CPU): a rate of held
+/// flows, or CPU per flow, would be noise presented as a result.
+fn idle_only(out: &mut [Summary]) {
+    for s in out.iter_mut() {
+        s.rate = None;
+        s.machine_per_unit = None;
+        s.hop_cost = None;
+        s.attributed_per_unit = None;
+        s.hop_cost_attributed = None;
+        s.hop_process = None;
+        s.kthreads_softirq_s = None;
+    }
+    let haproxy = out
+        .iter()
+        .find(|s| s.variant == Variant::Haproxy.label())
+        .and_then(|s| s.idle.as_ref()?.growth_per_1000_kib);
+    for i in out.iter_mut().filter_map(|s| s.idle.as_mut()) {
+        i.growth_vs_haproxy = ratio(i.growth_per_1000_kib, haproxy);
+    }
 }
 
 fn win<T>(r: &RunRecord, f: impl Fn(&crate::measure::Window) -> Option<T>) -> Option<T> {
@@ -159,6 +225,9 @@ fn x(r: Option<f64>) -> String {
 
 /// The Markdown section of one scenario: a title line, the table, and what did not run.
 pub fn markdown(o: &Outcome, sums: &[Summary]) -> String {
+    if matches!(o.scenario.kind, Kind::Idle { .. }) {
+        return idle_markdown(o, sums);
+    }
     let unit = o.scenario.kind.unit();
     let (scale, cost) = unit.cost_scale();
     let sc = |v: Option<f64>| v.map(|v| v * scale);
@@ -212,8 +281,52 @@ pub fn markdown(o: &Outcome, sums: &[Summary]) -> String {
     for (v, why) in &o.unavailable {
         let _ = writeln!(m, "| {v} | {} ||||||||||||||||", cell(why));
     }
+    notes_below(o, sums, &mut m);
+    m
+}
+
+/// The idle scenario's table: what the hop's memory grew by with the flows held, per 1000
+/// flows and against HAProxy's in the same run.
+fn idle_markdown(o: &Outcome, sums: &[Summary]) -> String {
+    let mut m = String::new();
+    let _ = writeln!(m, "### {}: {}\n", o.scenario.name, o.scenario.title);
+    m.push_str(
+        "| variant | flows | hop RSS after warm-up MiB | hop RSS, flows held MiB | growth per 1000 flows MiB | KiB per flow | ×HAProxy | hop CPU while idle ms/s | TCP mem MiB | bg busy % | runs ok |\n",
+    );
+    m.push_str("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
+    let mib = |k: Option<f64>| f(k.map(|k| k / 1024.0), 1);
+    for s in sums {
+        let Some(i) = &s.idle else { continue };
+        let _ = writeln!(
+            m,
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {}/{} |",
+            s.variant,
+            f(i.flows, 0),
+            mib(i.rss_base_kib),
+            mib(i.rss_held_kib),
+            f(i.growth_per_1000_kib.map(|k| k / 1024.0), 2),
+            f(i.growth_per_1000_kib.map(|k| k / 1000.0), 2),
+            x(i.growth_vs_haproxy),
+            f(i.hop_cpu_ms_per_s, 2),
+            mib(s.tcp_mem_kib),
+            f(s.background_busy_pct, 0),
+            s.runs_ok,
+            s.runs,
+        );
+    }
+    for (v, why) in &o.unavailable {
+        let _ = writeln!(m, "| {v} | {} ||||||||||", cell(why));
+    }
+    notes_below(o, sums, &mut m);
+    m
+}
+
+/// The busy-machine warning, failed runs and notes under a scenario's table.
+fn notes_below(o: &Outcome, sums: &[Summary], m: &mut String) {
     let busy = median_of(sums.iter().map(|s| s.background_busy_pct));
-    if let Some(b) = busy.filter(|b| *b > BUSY_PCT) {
+    // Memory figures do not suffer from a busy machine the way CPU ones do.
+    let cpu_table = !matches!(o.scenario.kind, Kind::Idle { .. });
+    if let Some(b) = busy.filter(|b| *b > BUSY_PCT && cpu_table) {
         let _ = writeln!(
             m,
             "\nWarning: the machine was {b:.0}% busy with other work just before these runs \
@@ -245,7 +358,6 @@ pub fn markdown(o: &Outcome, sums: &[Summary]) -> String {
         let _ = writeln!(m, "\nNotes:\n{}", notes.join("\n"));
     }
     m.push('\n');
-    m
 }
 
 /// A chart panel: its title and the ratio it plots.
@@ -269,7 +381,9 @@ const PANELS: [Panel; 3] = [
 /// (1.0 = HAProxy, the black line).
 pub fn svg(all: &[Vec<Summary>], path: &std::path::Path) -> Result<(), String> {
     use plotters::prelude::*;
-    let scen: Vec<&Vec<Summary>> = all.iter().filter(|s| !s.is_empty()).collect();
+    // The idle scenario has no cost or throughput to plot: its table says what it measured.
+    let plotted = |s: &&Vec<Summary>| !s.is_empty() && s.iter().all(|x| x.idle.is_none());
+    let scen: Vec<&Vec<Summary>> = all.iter().filter(plotted).collect();
     let mut variants: Vec<String> = Vec::new();
     for s in scen.iter().flat_map(|v| v.iter()) {
         if s.variant != Variant::Direct.label() && !variants.contains(&s.variant) {
@@ -445,6 +559,49 @@ mod tests {
         assert!(md.contains("| proxy copy |"));
         assert!(md.contains("not available in this build"));
         assert!(md.contains("proxy copy rep 2: proxy died"));
+    }
+
+    fn idle_rec(v: Variant, base: Option<u64>, held: Option<u64>) -> RunRecord {
+        let mut r = rec(v, 0, 8000.0, 0.1, v.ne(&Variant::Direct).then_some(0.001));
+        r.scenario = "idle-10k".into();
+        r.idle = Some(IdleMemory {
+            flows: 8000,
+            setup_s: 3.0,
+            rss_base_kib: base,
+            rss_held_kib: held,
+        });
+        r
+    }
+
+    #[test]
+    fn idle_table_gives_memory_per_thousand_flows_against_haproxy() {
+        let (d, h, p) = (
+            Variant::Direct,
+            Variant::Haproxy,
+            Variant::Proxy(crate::hop::Engine::Copy),
+        );
+        let o = Outcome {
+            scenario: all().into_iter().find(|s| s.name == "idle-10k").unwrap(),
+            variants: vec![d, h, p],
+            records: vec![
+                idle_rec(d, None, None),
+                idle_rec(h, Some(10_000), Some(42_000)),
+                idle_rec(p, Some(20_000), Some(36_000)),
+            ],
+            unavailable: vec![],
+        };
+        let s = summarize(&o);
+        let growth = |i: usize| s[i].idle.as_ref().unwrap().growth_per_1000_kib;
+        assert_eq!(growth(0), Some(0.0), "direct has no hop");
+        assert_eq!(growth(1), Some(4000.0));
+        assert_eq!(growth(2), Some(2000.0));
+        assert_eq!(s[2].idle.as_ref().unwrap().growth_vs_haproxy, Some(0.5));
+        assert_eq!(s[2].rate, None, "no rate for held flows");
+        let md = markdown(&o, &s);
+        assert!(
+            md.contains("| proxy copy | 8000 | 19.5 | 35.2 | 1.95 | 2.00 | 0.50× |"),
+            "{md}"
+        );
     }
 
     #[test]

@@ -9,9 +9,10 @@ use crate::peers::backend::Backend;
 use crate::peers::bulk::{self, Direction};
 use crate::peers::nginx::{Nginx, OBJECT_PATH};
 use crate::peers::tls::{self, CertFiles};
-use crate::peers::{ingest, rate, rtmp, wrk};
+use crate::peers::{idle, ingest, rate, rtmp, wrk};
 use crate::pin::Plan;
-use crate::record::{RunRecord, Unit};
+use crate::procfs;
+use crate::record::{IdleMemory, RunRecord, Unit};
 use crate::stats::percentile;
 use std::io::{Read, Write};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream};
@@ -48,6 +49,10 @@ pub enum Kind {
     /// HTTPS bulk inside a qemu VM, kTLS vs userspace: booted by the xtask, reported by
     /// `crate::vm` (never through [`run`]).
     HttpsBulkVm,
+    /// Up to `flows` echoed flows held open and silent: what the hop's memory grows by.
+    Idle {
+        flows: usize,
+    },
 }
 
 impl Kind {
@@ -61,6 +66,7 @@ impl Kind {
             Kind::ConnRate => Unit::Connection,
             Kind::HttpKeepAlive => Unit::Request,
             Kind::HttpsHandshake => Unit::Handshake,
+            Kind::Idle { .. } => Unit::Flow,
         }
     }
 
@@ -84,6 +90,10 @@ impl Kind {
             // Publishers need a second to connect and handshake.
             (Kind::RtmpFfmpeg { .. }, true) => (3, 2.0, 2.0),
             (Kind::RtmpFfmpeg { .. }, false) => (6, 3.0, 10.0),
+            // Warm-up: flows settle after the last one opened; window: the hop's idle CPU.
+            // Memory barely varies between runs, so one repetition does for a quick look.
+            (Kind::Idle { .. }, true) => (1, 1.0, 1.0),
+            (Kind::Idle { .. }, false) => (3, 2.0, 5.0),
             (_, true) => (3, 0.2, 1.0),
             (_, false) => (6, 1.0, 5.0),
         };
@@ -156,6 +166,12 @@ pub fn all() -> Vec<Scenario> {
             "https-bulk",
             "one bulk HTTPS download (TLS terminated by the hop; direct: by nginx)",
             Kind::HttpsBulk,
+        ),
+        s(
+            "idle-10k",
+            "idle flows: 10 000 echoed mode-tcp flows (fewer where the open-file limit says so) \
+             held open and silent after 16 B each way; hop RSS growth per 1000 flows",
+            Kind::Idle { flows: 10_000 },
         ),
         Scenario {
             in_quick: false,
@@ -231,7 +247,25 @@ pub struct Outcome {
 pub fn run(ctx: &Ctx, sc: &Scenario, unavailable_engines: &[(String, String)]) -> Outcome {
     let mut variants = vec![Variant::Direct, Variant::Haproxy];
     let mut unavailable = Vec::new();
-    if !sc.kind.needs_http() {
+    if let Kind::Idle { flows } = sc.kind {
+        // splice-auto changes nothing on a silent flow; copy is the engine that holds
+        // buffers, auto what an operator gets.
+        let engines = ctx.tcp_engines.iter().copied();
+        variants.extend(
+            engines
+                .filter(|e| IDLE_ENGINES.contains(e))
+                .map(Variant::Proxy),
+        );
+        let idle_label = |l: &str| IDLE_ENGINES.iter().any(|e| Variant::Proxy(*e).label() == l);
+        let notes = unavailable_engines.iter().filter(|(l, _)| idle_label(l));
+        unavailable.extend(notes.cloned());
+        let (n, limit) = idle_capacity(flows);
+        println!(
+            "  {}: {n} flows (asked {flows}; open-file limit {limit}: each flow holds 2 \
+             descriptors in the bench, client and backend, and 2 in the hop)",
+            sc.name
+        );
+    } else if !sc.kind.needs_http() {
         variants.push(Variant::HaproxySplice);
         variants.extend(ctx.tcp_engines.iter().map(|e| Variant::Proxy(*e)));
         unavailable.extend_from_slice(unavailable_engines);
@@ -287,6 +321,9 @@ fn progress_line(sc: &Scenario, r: &RunRecord, reps: usize) -> String {
     if let Some(f) = &r.failure {
         return format!("{head} FAILED: {f}");
     }
+    if let Some(m) = &r.idle {
+        return idle_line(&head, m);
+    }
     let unit = sc.kind.unit();
     let (scale, cost) = unit.cost_scale();
     let fmt = |x: Option<f64>| x.map_or("-".into(), |v| format!("{:.3}", v * scale));
@@ -303,6 +340,21 @@ fn progress_line(sc: &Scenario, r: &RunRecord, reps: usize) -> String {
         r.background
             .loadavg_1m
             .map_or("-".into(), |l| format!("{l:.2}")),
+    )
+}
+
+fn idle_line(head: &str, m: &IdleMemory) -> String {
+    let mib = |k: Option<u64>| k.map_or("-".into(), |k| format!("{:.1}", k as f64 / 1024.0));
+    let per_1000 = m
+        .growth_per_1000_kib()
+        .map_or("-".into(), |k| format!("{:+.2}", k / 1024.0));
+    format!(
+        "{head} {} flows held (opened in {:.1} s), hop RSS {} -> {} MiB, {per_1000} MiB per \
+         1000 flows",
+        m.flows,
+        m.setup_s,
+        mib(m.rss_base_kib),
+        mib(m.rss_held_kib),
     )
 }
 
@@ -323,6 +375,7 @@ fn run_once(
         (Kind::Bulk(d), _) => bulk_run(ctx, v, timing, d, &mut rec),
         (Kind::ConnRate, _) => rate_run(ctx, v, timing, &mut rec),
         (Kind::RtmpFfmpeg { publishers }, _) => rtmp_run(ctx, v, timing, publishers, &mut rec),
+        (Kind::Idle { flows }, _) => idle_run(ctx, v, timing, flows, &mut rec),
         (k, Some(n)) => http_run(ctx, k, v, timing, n, cert, &mut rec),
         (_, None) => Err(BenchError::Run("no HTTP backend".into())),
     };
@@ -343,6 +396,18 @@ fn start_hop(
     backend: SocketAddr,
     tls_cert: Option<PathBuf>,
 ) -> Result<(Option<Hop>, SocketAddr)> {
+    start_hop_sized(ctx, v, mode, backend, tls_cert, Spec::MAXCONN)
+}
+
+/// As [`start_hop`], with the hop's `maxconn`.
+fn start_hop_sized(
+    ctx: &Ctx,
+    v: Variant,
+    mode: Mode,
+    backend: SocketAddr,
+    tls_cert: Option<PathBuf>,
+    maxconn: usize,
+) -> Result<(Option<Hop>, SocketAddr)> {
     if v == Variant::Direct {
         return Ok((None, backend));
     }
@@ -351,6 +416,7 @@ fn start_hop(
         frontend: hop::free_addr(FRONT_IP)?,
         backend,
         tls_cert,
+        maxconn,
     };
     let h = Hop::start(v, &spec, &ctx.work, &ctx.plan, &ctx.proxy_bin, START_LIMIT)?;
     Ok((Some(h), spec.frontend))
@@ -563,6 +629,65 @@ fn rtmp_run(
     check_alive(&mut hop)
 }
 
+/// The proxy engines the idle scenario runs.
+const IDLE_ENGINES: [Engine; 2] = [Engine::Copy, Engine::Auto];
+
+/// Descriptors the bench keeps free for everything but the idle flows.
+const IDLE_FD_RESERVE: u64 = 1024;
+
+/// Flows opened and held a little over a second before the baseline is read: first-use
+/// allocations (pools, tables) land in the baseline, and `auto`'s history counts them as
+/// long-lived, as an RTMP backend's would be, so it picks for idle flows what it picks there.
+const IDLE_WARM_FLOWS: usize = 64;
+const IDLE_WARM_HOLD: Duration = Duration::from_millis(1200);
+
+/// How many of `want` idle flows the open-file limit allows (raised to what they need where
+/// the bench may, as root), and that limit.
+fn idle_capacity(want: usize) -> (usize, u64) {
+    let need = 2 * want as u64 + IDLE_FD_RESERVE;
+    let limit = idle::raise_nofile(need);
+    let n = want.min(idle::flows_for_limit(limit, IDLE_FD_RESERVE));
+    (n, limit)
+}
+
+/// The hop's RSS with `flows` silent echoed flows open, against its RSS after a warm-up;
+/// the window measures the hop's CPU while they idle.
+fn idle_run(ctx: &Ctx, v: Variant, timing: Timing, want: usize, rec: &mut RunRecord) -> Result<()> {
+    let (flows, limit) = idle_capacity(want);
+    if flows == 0 {
+        return Err(BenchError::Run(format!(
+            "the open-file limit ({limit}) leaves no room for idle flows"
+        )));
+    }
+    let backend = Backend::start(BACK_IP)?;
+    // Room for the flows, the warm-up's and the availability probe's.
+    let maxconn = flows + IDLE_WARM_FLOWS + 100;
+    let (mut hop, target) = start_hop_sized(ctx, v, Mode::Tcp, backend.addr, None, maxconn)?;
+    let warm = idle::Flows::open(target, IDLE_WARM_FLOWS)?;
+    std::thread::sleep(IDLE_WARM_HOLD);
+    drop(warm);
+    std::thread::sleep(Duration::from_millis(300));
+    let rss = || hop.as_ref().and_then(|h| procfs::rss_kib(h.pid));
+    let rss_base_kib = rss();
+    let held = idle::Flows::open(target, flows)?;
+    let (w, _) = measured(
+        pids(hop.as_ref(), &[]),
+        timing,
+        || 0,
+        || std::thread::sleep(timing.window),
+    );
+    rec.idle = Some(IdleMemory {
+        flows: held.len(),
+        setup_s: held.setup.as_secs_f64(),
+        rss_base_kib,
+        rss_held_kib: w.hop_rss_kib,
+    });
+    rec.units = held.len() as f64;
+    rec.window = Some(w);
+    drop(held);
+    check_alive(&mut hop)
+}
+
 /// nginx (plain HTTP, plus TLS for the HTTPS scenarios) and the certificate, made once.
 fn http_setup(ctx: &Ctx, kind: Kind) -> Result<(Nginx, Option<std::sync::Arc<CertFiles>>)> {
     let cert = if kind.needs_tls() {
@@ -629,6 +754,7 @@ fn probe_http(
         frontend: hop::free_addr(FRONT_IP).map_err(|e| e.to_string())?,
         backend: nginx.http,
         tls_cert: cert.map(|c| c.combined.clone()),
+        maxconn: Spec::MAXCONN,
     };
     let tag = if cert.is_some() { "https" } else { "http" };
     if !hop::proxy_check(&ctx.proxy_bin, &hop::render(v, &spec), &ctx.work, tag)
@@ -769,6 +895,7 @@ fn probe_engine(
         // Nothing listens there; the probe only needs the proxy to start.
         backend: hop::free_addr(BACK_IP).map_err(|x| x.to_string())?,
         tls_cert: None,
+        maxconn: Spec::MAXCONN,
     };
     let v = Variant::Proxy(e);
     match hop::proxy_check(proxy_bin, &hop::render(v, &spec), work, e.keyword()) {

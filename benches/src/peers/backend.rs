@@ -10,6 +10,8 @@
 //! * `D` download: send as fast as the path takes it until told to stop, then FIN.
 //! * `C` connection-rate: read a [`REQ_LEN`]-byte request, answer [`RESP_LEN`] bytes, close
 //!   first (so TIME_WAIT lands on the server side, not on the load generator's ports).
+//! * `E` echo: send every byte back, the `E` included (the idle scenario's flows echo a few
+//!   bytes once, which proves the path through the hop, then stay silent).
 
 use crate::error::{BenchError, Result};
 use mio::net::{TcpListener, TcpStream};
@@ -106,6 +108,7 @@ enum Mode {
     Upload,
     Download,
     Rate,
+    Echo,
 }
 
 struct Conn {
@@ -116,6 +119,8 @@ struct Conn {
     next_ack_at: u64,
     /// Bytes of acks (ingest) or of the answer (rate) not yet written.
     owed: usize,
+    /// Echo: bytes received and not yet written back (empty, unallocated, otherwise).
+    echo: Vec<u8>,
     fin_sent: bool,
 }
 
@@ -202,6 +207,7 @@ impl Loop {
                         received: 0,
                         next_ack_at: ACK_EVERY,
                         owed: 0,
+                        echo: Vec::new(),
                         fin_sent: false,
                     });
                 }
@@ -299,9 +305,10 @@ fn on_bytes(conn: &mut Conn, mut data: &[u8], counters: &Counters) {
                 conn.received = REQ_LEN as u64;
                 Mode::Rate
             }
+            b'E' => Mode::Echo,
             _ => Mode::Upload,
         };
-        if conn.mode != Mode::Rate {
+        if !matches!(conn.mode, Mode::Rate | Mode::Echo) {
             data = &data[1..];
         }
     }
@@ -325,11 +332,22 @@ fn on_bytes(conn: &mut Conn, mut data: &[u8], counters: &Counters) {
                 counters.answered.fetch_add(1, Relaxed);
             }
         }
+        Mode::Echo => conn.echo.extend_from_slice(data),
         Mode::Download | Mode::Unknown => {}
     }
 }
 
 fn write_side(conn: &mut Conn, counters: &Counters, stop_dl: &AtomicBool) -> std::io::Result<()> {
+    while !conn.echo.is_empty() {
+        match conn.stream.write(&conn.echo) {
+            Ok(n) => {
+                conn.echo.drain(..n);
+            }
+            Err(e) if e.kind() == ErrorKind::WouldBlock => return Ok(()),
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
     while conn.owed > 0 {
         match conn.stream.write(&ZEROS[..conn.owed.min(READ_BUF)]) {
             Ok(n) => conn.owed -= n,

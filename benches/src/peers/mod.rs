@@ -2,6 +2,7 @@
 
 pub mod backend;
 pub mod bulk;
+pub mod idle;
 pub mod ingest;
 pub mod nginx;
 pub mod rate;

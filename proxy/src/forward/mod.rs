@@ -4,6 +4,7 @@
 //! reset (abortive close of the peer), and an idle flow is closed at its timeout.
 //! See LIFECYCLE.md beside this file.
 
+mod bufpool;
 mod copy;
 mod idle;
 mod multishot;
@@ -139,20 +140,13 @@ pub async fn forward_counted(
     p: FlowParams,
     progress: Progress<'_>,
 ) -> FlowStats {
+    // Each engine's state is boxed, so a flow holds its own engine's and not, inline in the
+    // session, room for the largest of the three (sockmap's is several times copy's).
     match engine {
-        Engine::Copy | Engine::Auto => copy::forward(client, server, p, progress).await,
-        Engine::Splice => splice::forward(client, server, p, progress).await,
-        Engine::Sockmap => sockmap::forward(client, server, p, progress).await,
+        Engine::Copy | Engine::Auto => Box::pin(copy::forward(client, server, p, progress)).await,
+        Engine::Splice => Box::pin(splice::forward(client, server, p, progress)).await,
+        Engine::Sockmap => Box::pin(sockmap::forward(client, server, p, progress)).await,
     }
-}
-
-/// Reads that end like this mean the peer reset the connection, not that it finished.
-fn is_reset(e: &std::io::Error) -> bool {
-    use std::io::ErrorKind::*;
-    matches!(
-        e.kind(),
-        ConnectionReset | ConnectionAborted | BrokenPipe | NotConnected | TimedOut
-    )
 }
 
 /// Zero-duration linger turns the next close into a RST, which is how a reset is passed on.

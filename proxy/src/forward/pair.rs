@@ -3,7 +3,7 @@
 //! watchdog ends an idle flow. Engines supply the two directions and the watchdog.
 
 use std::future::Future;
-use std::pin::pin;
+use std::pin::{pin, Pin};
 use std::time::Duration;
 
 use futures_util::future::{select, Either};
@@ -32,17 +32,36 @@ where
     W: Fn(Option<Duration>) -> F,
     F: Future<Output = ()>,
 {
-    let up = pin!(up);
-    let down = pin!(down);
-    let dog = pin!(watchdog(limits.idle));
+    let mut up = pin!(up);
+    let mut down = pin!(down);
+    match first_end(up.as_mut(), down.as_mut(), limits.idle, &watchdog).await {
+        None => FlowEnd::ClientTimeout,
+        Some((up_end, true)) => finish_other(up_end, true, down, limits, &watchdog).await,
+        Some((down_end, false)) => finish_other(down_end, false, up, limits, &watchdog).await,
+    }
+}
+
+/// Both directions under the idle limit until one ends: how, and whether it was the client →
+/// server one; `None` when the flow went idle first. A function of its own so that its
+/// watchdog is gone (timer cancelled, room reused) once the other direction runs on: every
+/// flow holds this state for its whole life (issue #14).
+async fn first_end<U, D, W, F>(
+    up: Pin<&mut U>,
+    down: Pin<&mut D>,
+    limit: Option<Duration>,
+    watchdog: &W,
+) -> Option<(DirEnd, bool)>
+where
+    U: Future<Output = DirEnd>,
+    D: Future<Output = DirEnd>,
+    W: Fn(Option<Duration>) -> F,
+    F: Future<Output = ()>,
+{
+    let dog = pin!(watchdog(limit));
     match select(select(up, down), dog).await {
-        Either::Right(((), _)) => FlowEnd::ClientTimeout,
-        Either::Left((Either::Left((up_end, down)), _)) => {
-            finish_other(up_end, true, down, limits, &watchdog).await
-        }
-        Either::Left((Either::Right((down_end, up)), _)) => {
-            finish_other(down_end, false, up, limits, &watchdog).await
-        }
+        Either::Right(((), _)) => None,
+        Either::Left((Either::Left((up_end, _)), _)) => Some((up_end, true)),
+        Either::Left((Either::Right((down_end, _)), _)) => Some((down_end, false)),
     }
 }
 

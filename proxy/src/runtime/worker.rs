@@ -177,13 +177,18 @@ async fn serve(stream: TcpStream, peer: SocketAddr, front: Front) {
     let Some(origin) = origin(&stream, peer, &front).await else {
         return;
     };
+    // Each kind of session is boxed: inline, every connection's task would hold room for the
+    // largest of the four (an HTTP session's, about 12 KiB), which was most of what an idle
+    // mode-tcp flow cost (issue #14).
     match (front.service, front.tls) {
-        (Service::Tcp(fe), Some(tls)) => crate::tcp::run_tls_session(stream, origin, fe, tls).await,
-        (Service::Tcp(fe), None) => crate::tcp::run_session(stream, origin, fe).await,
-        (Service::Http(fe), Some(tls)) => {
-            crate::http::run_tls_session(stream, origin, fe, tls).await
+        (Service::Tcp(fe), Some(tls)) => {
+            Box::pin(crate::tcp::run_tls_session(stream, origin, fe, tls)).await
         }
-        (Service::Http(fe), None) => crate::http::run_session(stream, origin, fe).await,
+        (Service::Tcp(fe), None) => Box::pin(crate::tcp::run_session(stream, origin, fe)).await,
+        (Service::Http(fe), Some(tls)) => {
+            Box::pin(crate::http::run_tls_session(stream, origin, fe, tls)).await
+        }
+        (Service::Http(fe), None) => Box::pin(crate::http::run_session(stream, origin, fe)).await,
     }
 }
 
@@ -199,7 +204,8 @@ async fn origin(stream: &TcpStream, peer: SocketAddr, front: &Front) -> Option<O
     let Some(limit) = front.accept_proxy else {
         return Some(real);
     };
-    match proxy_proto::accept(stream, real, limit).await {
+    // Boxed for the reason the sessions are (see `serve`): its state is dead once read.
+    match Box::pin(proxy_proto::accept(stream, real, limit)).await {
         Ok(origin) => Some(origin),
         Err(e) => {
             log::info!(

@@ -51,8 +51,14 @@ impl Client {
 }
 
 /// `origin`: the client's addresses, the socket's or those of its PROXY header (`accept-proxy`).
-pub async fn run_session(client: TcpStream, origin: Origin, fe: Arc<Frontend>) {
-    run(Client::Plain(client), origin, fe).await
+/// The session's own future, not one wrapping it: a wrapper would hold its arguments for the
+/// flow's whole life (issue #14).
+pub fn run_session(
+    client: TcpStream,
+    origin: Origin,
+    fe: Arc<Frontend>,
+) -> impl std::future::Future<Output = ()> {
+    run(Client::Plain(client), origin, fe)
 }
 
 /// `bind … ssl`: the TLS handshake (bounded by its timeout), then the session as usual with
@@ -105,7 +111,9 @@ async fn run(client: Client, origin: Origin, fe: Arc<Frontend>) {
     };
 
     let server_name;
-    match connect_server(up, &origin).await {
+    // Boxed: the connect's state (queue wait, retries) is dead once the flow runs, but
+    // inline it would stay reserved for the flow's whole life (issue #14).
+    match Box::pin(connect_server(up, &origin)).await {
         Ok(c) => {
             server_name = c.claim.server.name.clone();
             record.server = &server_name;
@@ -120,7 +128,10 @@ async fn run(client: Client, origin: Origin, fe: Arc<Frontend>) {
                     let engine = be.history.engine(be.engine);
                     forward::forward_counted(engine, s, c.stream, fe.flow, live).await
                 }
-                Client::Tls(t) => crate::tls::forward_counted(t, c.stream, fe.flow, live).await,
+                // Boxed as the connect is: a plain flow must not hold a TLS flow's state.
+                Client::Tls(t) => {
+                    Box::pin(crate::tls::forward_counted(t, c.stream, fe.flow, live)).await
+                }
             };
             count_flow(be, &c.claim.server, &flow, started.elapsed());
             record.bytes_down = flow.bytes_down;

@@ -31,7 +31,10 @@ pub struct Dir<'a> {
     s: usize,
     /// The proxy's own activity stamp, shared by both directions.
     stamp: &'a Cell<u64>,
+    /// The copy buffer: allocated only while this direction copies (parked, or after the
+    /// verdict let go at the end), so that an idle flow does not hold it (issue #14).
     buf: Vec<u8>,
+    bufsize: usize,
     /// Bytes this direction copied in userspace (mirrors the slot's `consumed`).
     consumed: u64,
     /// `redirected` when `written` was last published.
@@ -57,7 +60,8 @@ impl<'a> Dir<'a> {
             slot,
             s,
             stamp,
-            buf: vec![0; bufsize.max(4096)],
+            buf: Vec::new(),
+            bufsize: bufsize.max(4096),
             consumed: 0,
             published_at: 0,
             look_redirected: 0,
@@ -211,7 +215,11 @@ impl<'a> Dir<'a> {
     /// is under a quarter of the budget: the verdict then takes the rest of the TCP queue, in
     /// order, and the backlog starts from empty.
     async fn copy_parked(&mut self) -> Result<(), DirEnd> {
-        self.copy_source(true).await
+        let copied = self.copy_source(true).await;
+        // Unparked: the verdict moves the bytes again, the buffer is not needed until the
+        // next park.
+        self.buf = Vec::new();
+        copied
     }
 
     /// Copies the source's TCP queue to the destination once every redirected byte is out:
@@ -219,6 +227,7 @@ impl<'a> Dir<'a> {
     /// where the source rejoins the verdict.
     async fn copy_source(&mut self, unpark: bool) -> Result<(), DirEnd> {
         self.wait_redirected_sent().await?;
+        self.buf.resize(self.bufsize, 0);
         loop {
             match sys::recv(self.src().fd, &mut self.buf) {
                 Ok(0) => {
