@@ -25,6 +25,7 @@ mod cookie;
 mod error;
 mod exchange;
 mod h1_client;
+mod h2;
 mod head;
 mod httplog;
 mod pool;

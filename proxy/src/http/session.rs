@@ -10,7 +10,8 @@
 //! One concern a file: this one is the HTTP/1.1 client side (accept, read a request, the
 //! keep-alive loop, the linger at close); `serve` carries one request to its log line,
 //! `route` applies frontend rules and answers locally; `exchange` is the upstream exchange;
-//! `tunnel` hands an upgraded pair to the forward room.
+//! `tunnel` hands an upgraded pair to the forward room. A TLS client that chose `h2` by
+//! ALPN goes to `h2/` instead, which serves each stream with the same exchange.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
@@ -74,7 +75,11 @@ pub async fn run_tls_session(
     else {
         return;
     };
-    run(ClientConn::Tls(c), origin, fe).await
+    if c.alpn() == Some(b"h2".as_slice()) {
+        super::h2::serve(c, origin, fe).await
+    } else {
+        run(ClientConn::Tls(c), origin, fe).await
+    }
 }
 
 /// What a client connection holds while it lasts, HTTP/1.1 or HTTP/2: its place in the live
