@@ -264,6 +264,16 @@ pub fn curl(args: &[&str]) -> Output {
         .expect("running curl")
 }
 
+/// curl's output as text, after checking that it succeeded.
+pub fn ok_text(out: &Output) -> String {
+    assert!(
+        out.status.success(),
+        "curl failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 /// A python3-websockets echo server that answers `NAME:message`. Killed on drop.
 pub struct WsServer {
     child: Child,
