@@ -76,6 +76,8 @@ pub struct Spec {
     pub backend: SocketAddr,
     /// `bind … ssl crt PATH` (a PEM holding certificate and key).
     pub tls_cert: Option<PathBuf>,
+    /// `bind … alpn LIST` on the TLS bind (`h2,http/1.1` for the HTTP/2 scenarios).
+    pub alpn: Option<&'static str>,
 }
 
 /// The HAProxy-syntax config for `variant` (not for `Direct`, which has none).
@@ -105,6 +107,9 @@ pub fn render(variant: Variant, spec: &Spec) -> String {
     let _ = write!(c, "    bind {}", spec.frontend);
     if let Some(crt) = &spec.tls_cert {
         let _ = write!(c, " ssl crt {}", crt.display());
+        if let Some(alpn) = spec.alpn {
+            let _ = write!(c, " alpn {alpn}");
+        }
     }
     let _ = writeln!(c, "\n    server b1 {}", spec.backend);
     c
@@ -275,6 +280,7 @@ mod tests {
             frontend: "127.0.77.1:4000".parse().unwrap(),
             backend: "127.0.77.2:5000".parse().unwrap(),
             tls_cert: tls.then(|| PathBuf::from("/tmp/x.pem")),
+            alpn: tls.then_some("h2,http/1.1"),
         }
     }
 
@@ -293,7 +299,7 @@ mod tests {
     fn http_and_tls_configs() {
         let c = render(Variant::Haproxy, &spec(Mode::Http, true));
         assert!(c.contains("mode http") && c.contains("option http-keep-alive"));
-        assert!(c.contains("bind 127.0.77.1:4000 ssl crt /tmp/x.pem\n"));
+        assert!(c.contains("bind 127.0.77.1:4000 ssl crt /tmp/x.pem alpn h2,http/1.1\n"));
     }
 
     #[test]
