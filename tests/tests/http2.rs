@@ -22,6 +22,7 @@ struct Site {
     b: NginxHttp,
     proxy: Proxy,
     port: u16,
+    stats: u16,
 }
 
 /// Seed 001's HTTP part on one TLS bind that offers h2 first: X-Forwarded-Proto from
@@ -35,6 +36,7 @@ fn site(name: &str) -> Site {
     let a = NginxHttp::start("ams1", free_addr(loopback(2)), None);
     let b = NginxHttp::start("ams2", free_addr(loopback(3)), None);
     let port = free_port(Ipv4Addr::LOCALHOST);
+    let stats = free_port(Ipv4Addr::LOCALHOST);
     let cfg = format!(
         r"global
     nbthread 2
@@ -64,6 +66,11 @@ backend backend_http
 backend backend_secure
     redirect scheme https if ! {{ ssl_fc }}
     server ams1 {}
+
+listen stats
+    bind 127.0.0.1:{stats}
+    stats enable
+    stats uri /stats
 ",
         crt.display(),
         a.addr(),
@@ -78,6 +85,7 @@ backend backend_secure
         b,
         proxy,
         port,
+        stats,
     }
 }
 
@@ -94,6 +102,31 @@ impl Site {
         all.extend_from_slice(args);
         all.extend(urls.iter().map(String::as_str));
         curl(&all)
+    }
+
+    /// `column` of the stats CSV row `proxy,service` (`fe_h2,FRONTEND`).
+    fn stat(&self, proxy: &str, service: &str, column: &str) -> u64 {
+        let csv = ok_text(&curl(&[&format!(
+            "http://127.0.0.1:{}/stats;csv",
+            self.stats
+        )]));
+        let mut lines = csv.lines();
+        let header: Vec<&str> = lines
+            .next()
+            .unwrap_or("")
+            .trim_start_matches("# ")
+            .split(',')
+            .collect();
+        let at = header
+            .iter()
+            .position(|c| *c == column)
+            .expect("a CSV column");
+        let row = format!("{proxy},{service},");
+        lines
+            .find(|l| l.starts_with(&row))
+            .and_then(|l| l.split(',').nth(at))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no {column} for {row} in:\n{csv}"))
     }
 
     /// The proxy's httplog lines that quote `request` (`GET /x HTTP/2.0`).
@@ -254,6 +287,28 @@ fn many_streams_on_one_connection_are_all_answered() {
     assert!(
         lines.iter().all(|l| l.contains(" backend_http/ams2 ")),
         "{lines:?}"
+    );
+    // Every stream is a request on each row, as an HTTP/1.1 request would be.
+    for (proxy, service) in [
+        ("fe_h2", "FRONTEND"),
+        ("backend_http", "BACKEND"),
+        ("backend_http", "ams2"),
+    ] {
+        assert_eq!(
+            s.stat(proxy, service, "req_tot"),
+            40,
+            "{proxy}/{service} req_tot"
+        );
+        assert_eq!(
+            s.stat(proxy, service, "hrsp_2xx"),
+            40,
+            "{proxy}/{service} hrsp_2xx"
+        );
+    }
+    assert_eq!(
+        s.stat("fe_h2", "FRONTEND", "stot"),
+        1,
+        "one client connection"
     );
 
     let started = Instant::now();
