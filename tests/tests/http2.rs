@@ -6,7 +6,7 @@
 //! `http-response` rules, one httplog line per stream.
 
 use e2e::h2_raw::{End, RawH2, ENHANCE_YOUR_CALM};
-use e2e::http_client::{curl, ok_text};
+use e2e::http_client::{csv_field, curl, ok_text};
 use e2e::nginx_http::{after, echoed, served_by_owner, NginxHttp};
 use e2e::tls::{s_client, KeyKind, TestCa};
 use e2e::util::{poll_until, require_tool};
@@ -104,29 +104,11 @@ impl Site {
         curl(&all)
     }
 
-    /// `column` of the stats CSV row `proxy,service` (`fe_h2,FRONTEND`).
+    /// `column` of the stats CSV row `proxy,service` (`fe_h2,FRONTEND`), a number.
     fn stat(&self, proxy: &str, service: &str, column: &str) -> u64 {
-        let csv = ok_text(&curl(&[&format!(
-            "http://127.0.0.1:{}/stats;csv",
-            self.stats
-        )]));
-        let mut lines = csv.lines();
-        let header: Vec<&str> = lines
-            .next()
-            .unwrap_or("")
-            .trim_start_matches("# ")
-            .split(',')
-            .collect();
-        let at = header
-            .iter()
-            .position(|c| *c == column)
-            .expect("a CSV column");
-        let row = format!("{proxy},{service},");
-        lines
-            .find(|l| l.starts_with(&row))
-            .and_then(|l| l.split(',').nth(at))
-            .and_then(|v| v.parse().ok())
-            .unwrap_or_else(|| panic!("no {column} for {row} in:\n{csv}"))
+        let v = csv_field(self.stats, proxy, service, column);
+        v.parse()
+            .unwrap_or_else(|_| panic!("{proxy}/{service} {column} = {v:?}"))
     }
 
     /// The proxy's httplog lines that quote `request` (`GET /x HTTP/2.0`).
