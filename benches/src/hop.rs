@@ -78,6 +78,8 @@ pub struct Spec {
     pub tls_cert: Option<PathBuf>,
     /// The global `maxconn`: sessions the hop may hold at once.
     pub maxconn: usize,
+    /// `bind … alpn LIST` on the TLS bind (`h2,http/1.1` for the HTTP/2 scenarios).
+    pub alpn: Option<&'static str>,
 }
 
 impl Spec {
@@ -112,6 +114,9 @@ pub fn render(variant: Variant, spec: &Spec) -> String {
     let _ = write!(c, "    bind {}", spec.frontend);
     if let Some(crt) = &spec.tls_cert {
         let _ = write!(c, " ssl crt {}", crt.display());
+        if let Some(alpn) = spec.alpn {
+            let _ = write!(c, " alpn {alpn}");
+        }
     }
     let _ = writeln!(c, "\n    server b1 {}", spec.backend);
     c
@@ -283,6 +288,7 @@ mod tests {
             backend: "127.0.77.2:5000".parse().unwrap(),
             tls_cert: tls.then(|| PathBuf::from("/tmp/x.pem")),
             maxconn: Spec::MAXCONN,
+            alpn: tls.then_some("h2,http/1.1"),
         }
     }
 
@@ -301,7 +307,7 @@ mod tests {
     fn http_and_tls_configs() {
         let c = render(Variant::Haproxy, &spec(Mode::Http, true));
         assert!(c.contains("mode http") && c.contains("option http-keep-alive"));
-        assert!(c.contains("bind 127.0.77.1:4000 ssl crt /tmp/x.pem\n"));
+        assert!(c.contains("bind 127.0.77.1:4000 ssl crt /tmp/x.pem alpn h2,http/1.1\n"));
     }
 
     #[test]

@@ -9,7 +9,7 @@ use crate::peers::backend::Backend;
 use crate::peers::bulk::{self, Direction};
 use crate::peers::nginx::{Nginx, OBJECT_PATH};
 use crate::peers::tls::{self, CertFiles};
-use crate::peers::{idle, ingest, rate, rtmp, wrk};
+use crate::peers::{h2load, idle, ingest, rate, rtmp, wrk};
 use crate::pin::Plan;
 use crate::procfs;
 use crate::record::{IdleMemory, RunRecord, Unit};
@@ -42,6 +42,11 @@ pub enum Kind {
     HttpKeepAlive,
     HttpsHandshake,
     HttpsBulk,
+    /// Many small requests on a few kept TLS connections, by h2load: HTTP/2 streams
+    /// (`h2`), or HTTP/1.1 requests one at a time per connection.
+    HttpsRequests {
+        h2: bool,
+    },
     /// Real ffmpeg publishers into nginx-rtmp.
     RtmpFfmpeg {
         publishers: usize,
@@ -64,7 +69,7 @@ impl Kind {
             | Kind::RtmpFfmpeg { .. }
             | Kind::HttpsBulkVm => Unit::Gbit,
             Kind::ConnRate => Unit::Connection,
-            Kind::HttpKeepAlive => Unit::Request,
+            Kind::HttpKeepAlive | Kind::HttpsRequests { .. } => Unit::Request,
             Kind::HttpsHandshake => Unit::Handshake,
             Kind::Idle { .. } => Unit::Flow,
         }
@@ -74,12 +79,25 @@ impl Kind {
     pub fn needs_http(self) -> bool {
         matches!(
             self,
-            Kind::HttpKeepAlive | Kind::HttpsHandshake | Kind::HttpsBulk | Kind::HttpsBulkVm
+            Kind::HttpKeepAlive
+                | Kind::HttpsHandshake
+                | Kind::HttpsBulk
+                | Kind::HttpsRequests { .. }
+                | Kind::HttpsBulkVm
         )
     }
 
     fn needs_tls(self) -> bool {
-        matches!(self, Kind::HttpsHandshake | Kind::HttpsBulk)
+        matches!(
+            self,
+            Kind::HttpsHandshake | Kind::HttpsBulk | Kind::HttpsRequests { .. }
+        )
+    }
+
+    /// The hop's TLS bind offers h2 first, as a browser-facing HTTPS frontend does: the
+    /// HTTP/1.1 and HTTP/2 request scenarios share the config, only the client differs.
+    fn alpn(self) -> Option<&'static str> {
+        matches!(self, Kind::HttpsRequests { .. }).then_some("h2,http/1.1")
     }
 
     /// Repetitions, warm-up and measured window; `quick` keeps the whole bench under 5 min.
@@ -161,6 +179,16 @@ pub fn all() -> Vec<Scenario> {
             "https-handshake",
             "HTTPS new connections/s: full TLS handshake (no resumption) + one 1 KiB GET, 4 in parallel",
             Kind::HttpsHandshake,
+        ),
+        s(
+            "https-keepalive",
+            "HTTPS HTTP/1.1 keep-alive, 1 KiB objects: h2load --h1, 16 TLS connections (TLS terminated by the hop; direct: by nginx)",
+            Kind::HttpsRequests { h2: false },
+        ),
+        s(
+            "https-h2",
+            "HTTPS HTTP/2, 1 KiB objects: h2load, 2 TLS connections x 8 concurrent streams (TLS and HTTP/2 terminated by the hop; direct: by nginx)",
+            Kind::HttpsRequests { h2: true },
         ),
         s(
             "https-bulk",
@@ -395,8 +423,9 @@ fn start_hop(
     mode: Mode,
     backend: SocketAddr,
     tls_cert: Option<PathBuf>,
+    alpn: Option<&'static str>,
 ) -> Result<(Option<Hop>, SocketAddr)> {
-    start_hop_sized(ctx, v, mode, backend, tls_cert, Spec::MAXCONN)
+    start_hop_sized(ctx, v, mode, backend, tls_cert, alpn, Spec::MAXCONN)
 }
 
 /// As [`start_hop`], with the hop's `maxconn`.
@@ -406,6 +435,7 @@ fn start_hop_sized(
     mode: Mode,
     backend: SocketAddr,
     tls_cert: Option<PathBuf>,
+    alpn: Option<&'static str>,
     maxconn: usize,
 ) -> Result<(Option<Hop>, SocketAddr)> {
     if v == Variant::Direct {
@@ -417,6 +447,7 @@ fn start_hop_sized(
         backend,
         tls_cert,
         maxconn,
+        alpn,
     };
     let h = Hop::start(v, &spec, &ctx.work, &ctx.plan, &ctx.proxy_bin, START_LIMIT)?;
     Ok((Some(h), spec.frontend))
@@ -491,7 +522,7 @@ fn ingest_run(
     rec: &mut RunRecord,
 ) -> Result<()> {
     let backend = Backend::start(BACK_IP)?;
-    let (mut hop, target) = start_hop(ctx, v, Mode::Tcp, backend.addr, None)?;
+    let (mut hop, target) = start_hop(ctx, v, Mode::Tcp, backend.addr, None, None)?;
     let params = ingest::Params {
         flows,
         mbit_per_flow: mbit,
@@ -541,7 +572,7 @@ fn bulk_run(
     rec: &mut RunRecord,
 ) -> Result<()> {
     let backend = Backend::start(BACK_IP)?;
-    let (mut hop, target) = start_hop(ctx, v, Mode::Tcp, backend.addr, None)?;
+    let (mut hop, target) = start_hop(ctx, v, Mode::Tcp, backend.addr, None, None)?;
     let client = bulk::Client::start(target, d)?;
     let counters = backend.counters.clone();
     let shared = client.shared.clone();
@@ -572,7 +603,7 @@ fn bulk_run(
 
 fn rate_run(ctx: &Ctx, v: Variant, timing: Timing, rec: &mut RunRecord) -> Result<()> {
     let backend = Backend::start(BACK_IP)?;
-    let (mut hop, target) = start_hop(ctx, v, Mode::Tcp, backend.addr, None)?;
+    let (mut hop, target) = start_hop(ctx, v, Mode::Tcp, backend.addr, None, None)?;
     let client = rate::Client::start(target, 32)?;
     let shared = client.shared.clone();
     let (w, n) = measured(
@@ -613,7 +644,7 @@ fn rtmp_run(
     };
     let port = || hop::free_addr(BACK_IP).map(|a| a.port());
     let node = rtmp::RtmpNode::start(&ctx.work, &ctx.plan, BACK_IP, port()?, port()?)?;
-    let (mut hop, target) = start_hop(ctx, v, Mode::Tcp, node.rtmp, None)?;
+    let (mut hop, target) = start_hop(ctx, v, Mode::Tcp, node.rtmp, None, None)?;
     let mut pubs = rtmp::Publishers::start(&ctx.plan, &clip, target, publishers)?;
     let mut others = pubs.pids();
     others.push(node.pid());
@@ -662,7 +693,7 @@ fn idle_run(ctx: &Ctx, v: Variant, timing: Timing, want: usize, rec: &mut RunRec
     let backend = Backend::start(BACK_IP)?;
     // Room for the flows, the warm-up's and the availability probe's.
     let maxconn = flows + IDLE_WARM_FLOWS + 100;
-    let (mut hop, target) = start_hop_sized(ctx, v, Mode::Tcp, backend.addr, None, maxconn)?;
+    let (mut hop, target) = start_hop_sized(ctx, v, Mode::Tcp, backend.addr, None, None, maxconn)?;
     let warm = idle::Flows::open(target, IDLE_WARM_FLOWS)?;
     std::thread::sleep(IDLE_WARM_HOLD);
     drop(warm);
@@ -755,6 +786,7 @@ fn probe_http(
         backend: nginx.http,
         tls_cert: cert.map(|c| c.combined.clone()),
         maxconn: Spec::MAXCONN,
+        alpn: None,
     };
     let tag = if cert.is_some() { "https" } else { "http" };
     if !hop::proxy_check(&ctx.proxy_bin, &hop::render(v, &spec), &ctx.work, tag)
@@ -800,7 +832,7 @@ fn http_run(
     rec: &mut RunRecord,
 ) -> Result<()> {
     let tls_cert = cert.map(|c| c.combined.clone());
-    let (mut hop, mut target) = start_hop(ctx, v, Mode::Http, nginx.http, tls_cert)?;
+    let (mut hop, mut target) = start_hop(ctx, v, Mode::Http, nginx.http, tls_cert, kind.alpn())?;
     if v == Variant::Direct && kind.needs_tls() {
         target = nginx
             .https
@@ -810,6 +842,10 @@ fn http_run(
         Kind::HttpKeepAlive => {
             let p = pids(hop.as_ref(), &[nginx.pid()]);
             wrk_run(ctx, p, target, timing, rec)?
+        }
+        Kind::HttpsRequests { h2 } => {
+            let p = pids(hop.as_ref(), &[nginx.pid()]);
+            h2load_run(ctx, p, target, timing, h2, rec)?
         }
         Kind::HttpsHandshake => {
             let load = tls::Load::handshakes(target, 4)?;
@@ -869,6 +905,38 @@ fn wrk_run(
     Ok(())
 }
 
+/// h2load runs as its own process, so the window is the whole run (as with wrk). HTTP/2:
+/// 2 connections x 8 streams; HTTP/1.1: 16 connections, one request at a time each, the same
+/// 16 requests in flight.
+fn h2load_run(
+    ctx: &Ctx,
+    pid: Pids,
+    target: SocketAddr,
+    timing: Timing,
+    h2: bool,
+    rec: &mut RunRecord,
+) -> Result<()> {
+    let secs = Duration::from_secs(timing.window.as_secs_f64().ceil() as u64);
+    let (connections, streams) = if h2 { (2, 8) } else { (16, 1) };
+    let s0 = Snapshot::take(&pid);
+    let r = h2load::run(
+        &ctx.plan,
+        target,
+        OBJECT_PATH,
+        h2load::Load {
+            connections,
+            streams,
+            h1: !h2,
+        },
+        secs,
+    )?;
+    let s1 = Snapshot::take(&pid);
+    rec.window = Some(Window::between(&s0, &s1, &pid));
+    rec.units = r.requests as f64;
+    rec.errors = r.errors;
+    Ok(())
+}
+
 /// Which explicit engines this proxy build accepts: `proxy -c` must accept
 /// `forward-engine X`, and the proxy must then start with it (the engine may be known to the
 /// config checker but missing from the build, which only the start reveals).
@@ -896,6 +964,7 @@ fn probe_engine(
         backend: hop::free_addr(BACK_IP).map_err(|x| x.to_string())?,
         tls_cert: None,
         maxconn: Spec::MAXCONN,
+        alpn: None,
     };
     let v = Variant::Proxy(e);
     match hop::proxy_check(proxy_bin, &hop::render(v, &spec), work, e.keyword()) {

@@ -6,7 +6,7 @@
 use crate::util::{require_tool, TestDir};
 use std::ffi::OsStr;
 use std::io::{Read, Write};
-use std::net::{IpAddr, Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::net::{IpAddr, Ipv4Addr, Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
 
@@ -264,6 +264,16 @@ pub fn curl(args: &[&str]) -> Output {
         .expect("running curl")
 }
 
+/// curl's output as text, after checking that it succeeded.
+pub fn ok_text(out: &Output) -> String {
+    assert!(
+        out.status.success(),
+        "curl failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 /// A python3-websockets echo server that answers `NAME:message`. Killed on drop.
 pub struct WsServer {
     child: Child,
@@ -391,4 +401,27 @@ pub fn scripted_server(addr: SocketAddr, reply: &'static [u8]) {
             let _ = s.write_all(reply);
         }
     });
+}
+
+/// One column of one CSV row of the stats page on `127.0.0.1:stats` (`/stats;csv`).
+pub fn csv_field(stats: u16, proxy: &str, service: &str, column: &str) -> String {
+    let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, stats));
+    let (status, body) = crate::nginx::http_get(addr, "/stats;csv").expect("the stats CSV");
+    assert_eq!(status, 200, "{body}");
+    let mut lines = body.lines();
+    let header: Vec<&str> = lines
+        .next()
+        .expect("a CSV header")
+        .trim_start_matches("# ")
+        .split(',')
+        .collect();
+    let at = header
+        .iter()
+        .position(|c| *c == column)
+        .unwrap_or_else(|| panic!("no column {column}"));
+    lines
+        .map(|l| l.split(',').collect::<Vec<_>>())
+        .find(|r| r.first() == Some(&proxy) && r.get(1) == Some(&service))
+        .and_then(|r| r.get(at).map(|v| v.to_string()))
+        .unwrap_or_else(|| panic!("no row {proxy}/{service}"))
 }

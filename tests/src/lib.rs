@@ -6,6 +6,7 @@
 //! * `nginx`: `Nginx::rtmp(..)`, `rtmp_pair()`, `/stat` parsing (`streams()`).
 //! * `ffmpeg`: `ffmpeg_publish`, `ffmpeg_play(_count_frames)`, `rtmp_handshake`.
 //! * `tcp`: `TcpServer`, `TcpClient`, `pump`, digests, half-close and reset helpers.
+//! * `h2_raw`: `RawH2`, an HTTP/2 client driven frame by frame (Rapid Reset).
 //! * `recorder`: `Recorder`, a backend that keeps each connection's bytes (PROXY headers).
 //! * `util`: `TestDir`, `wait_until`, `require_tool`.
 //!
@@ -14,6 +15,7 @@
 //! failure with the command that installs it, never a skip.
 
 pub mod ffmpeg;
+pub mod h2_raw;
 pub mod http_client;
 pub mod nginx;
 pub mod nginx_conf;

@@ -153,6 +153,23 @@ impl NginxHttp {
     }
 }
 
+/// The values of header `name` in the request head an nginx echo node printed (`/app…`).
+pub fn echoed(body: &str, name: &str) -> Vec<String> {
+    body.lines()
+        .filter_map(|l| l.split_once(": "))
+        .filter(|(n, _)| n.eq_ignore_ascii_case(name))
+        .map(|(_, v)| v.trim_end().to_string())
+        .collect()
+}
+
+/// What follows `prefix` on each line of `text` that starts with it: `node ` gives the
+/// nodes that answered a run of echo requests, in order.
+pub fn after<'a>(text: &'a str, prefix: &str) -> Vec<&'a str> {
+    text.lines()
+        .filter_map(|l| l.strip_prefix(prefix))
+        .collect()
+}
+
 /// Requests containing `part` served by the node named `owner` and by the other node of the
 /// pair: a sticky client's requests must all land on its owner, none elsewhere.
 pub fn served_by_owner(owner: &str, a: &NginxHttp, b: &NginxHttp, part: &str) -> (usize, usize) {

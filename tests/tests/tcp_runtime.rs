@@ -2,6 +2,7 @@
 //! fallback), the access-log line, balancing and redispatch, `maxconn`, graceful stop, and
 //! start-up failures. Backends are the harness's `TcpServer`s on 127.0.0.x.
 
+use e2e::http_client::csv_field;
 use e2e::tcp::{End, Reply, TcpClient, TcpServer, IO_LIMIT};
 use e2e::{free_addr, free_port, loopback, pump, wait_until, Proxy};
 use nix::sys::signal::Signal;
@@ -300,29 +301,6 @@ backend be
 /// The `fe` frontend's address (the stats listener is the first bind).
 fn front(port: u16) -> SocketAddr {
     SocketAddr::from((Ipv4Addr::LOCALHOST, port))
-}
-
-/// One column of one CSV row of the stats page.
-fn csv_field(stats: u16, proxy: &str, service: &str, column: &str) -> String {
-    let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, stats));
-    let (status, body) = e2e::nginx::http_get(addr, "/stats;csv").expect("the stats CSV");
-    assert_eq!(status, 200, "{body}");
-    let mut lines = body.lines();
-    let header: Vec<&str> = lines
-        .next()
-        .expect("a CSV header")
-        .trim_start_matches("# ")
-        .split(',')
-        .collect();
-    let at = header
-        .iter()
-        .position(|c| *c == column)
-        .unwrap_or_else(|| panic!("no column {column}"));
-    lines
-        .map(|l| l.split(',').collect::<Vec<_>>())
-        .find(|r| r.first() == Some(&proxy) && r.get(1) == Some(&service))
-        .and_then(|r| r.get(at).map(|v| v.to_string()))
-        .unwrap_or_else(|| panic!("no row {proxy}/{service}"))
 }
 
 /// `server … maxconn 1`: a second client waits in the backend queue (counted in `qcur`, not

@@ -9,9 +9,9 @@
 //! `cargo xtask vmtest`. Certificates are made at test time (`e2e::tls`).
 
 use e2e::ffmpeg::{ffmpeg_play, ffmpeg_publish, FPS};
-use e2e::http_client::{curl, WsServer};
+use e2e::http_client::{curl, ok_text, WsServer};
 use e2e::nginx::rtmp_pair;
-use e2e::nginx_http::{served_by_owner, NginxHttp};
+use e2e::nginx_http::{after, echoed, served_by_owner, NginxHttp};
 use e2e::tls::{s_client, wss_exchange, KeyKind, TestCa};
 use e2e::util::{poll_until, require_tool, wait_until};
 use e2e::{free_addr, free_port, hex, loopback, proxy_bin, Proxy, Signal, TestDir};
@@ -546,24 +546,6 @@ impl HttpsSite {
     }
 }
 
-/// The values of header `name` in the request head an nginx echo node printed.
-fn echoed(body: &str, name: &str) -> Vec<String> {
-    body.lines()
-        .filter_map(|l| l.split_once(": "))
-        .filter(|(n, _)| n.eq_ignore_ascii_case(name))
-        .map(|(_, v)| v.trim_end().to_string())
-        .collect()
-}
-
-fn ok_text(out: &std::process::Output) -> String {
-    assert!(
-        out.status.success(),
-        "curl failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
 /// curl verifies the proxy's certificate against the test CA and gets nginx's answer; the
 /// backend sees `X-Forwarded-Proto: https` (seed 001's `reqadd` on the TLS frontend, and
 /// `set-header … if { ssl_fc }` on a frontend with both kinds of bind); `redirect scheme https
@@ -654,15 +636,8 @@ fn cookie_stickiness_and_keep_alive_over_https() {
         &["-H", &cookie, "-w", "connects=%{num_connects}\n"],
         &paths,
     ));
-    let nodes: Vec<&str> = text
-        .lines()
-        .filter_map(|l| l.strip_prefix("node "))
-        .collect();
-    assert_eq!(nodes, vec![owner.as_str(); 20], "{text}");
-    let connects: Vec<&str> = text
-        .lines()
-        .filter_map(|l| l.strip_prefix("connects="))
-        .collect();
+    assert_eq!(after(&text, "node "), vec![owner.as_str(); 20], "{text}");
+    let connects = after(&text, "connects=");
     let mut want = vec!["0"; 20];
     want[0] = "1";
     assert_eq!(connects, want, "all twenty on one TLS connection");

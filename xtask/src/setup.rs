@@ -74,6 +74,11 @@ pub const PACKAGES: &[Package] = &[
         programs: &["curl"],
     },
     Package {
+        name: "nghttp2-client",
+        why: "HTTP/2 clients: nghttp (concurrent streams) in the e2e tests, h2load in the bench",
+        programs: &["nghttp", "/usr/bin/h2load"],
+    },
+    Package {
         name: "iproute2",
         why: "`ss` to inspect sockets",
         programs: &["ss"],

@@ -130,7 +130,9 @@ fn render(dir: &Path, http: SocketAddr, https: Option<(SocketAddr, &TlsFiles)>) 
     c.push_str("    sendfile on;\n    server {\n");
     let _ = writeln!(c, "        listen {http};");
     if let Some((addr, tls)) = https {
-        let _ = writeln!(c, "        listen {addr} ssl;");
+        // `http2`: the direct runs of the HTTP/2 scenario; clients that offer no h2 by ALPN
+        // (the handshake and bulk loads) still get HTTP/1.1.
+        let _ = writeln!(c, "        listen {addr} ssl http2;");
         let _ = writeln!(c, "        ssl_certificate {};", tls.cert.display());
         let _ = writeln!(c, "        ssl_certificate_key {};", tls.key.display());
         // Every handshake a full one, as in the proxied runs' client.
@@ -162,7 +164,7 @@ mod tests {
             Some(("127.0.77.2:443".parse().unwrap(), &tls)),
         );
         assert!(c.contains("listen 127.0.77.2:80;"));
-        assert!(c.contains("listen 127.0.77.2:443 ssl;"));
+        assert!(c.contains("listen 127.0.77.2:443 ssl http2;"));
         assert!(c.contains(&"x".repeat(OBJECT_LEN)));
         assert!(c.contains("root /w/www;"));
     }

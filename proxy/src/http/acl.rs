@@ -497,7 +497,7 @@ impl Criterion {
         match &self.fetch {
             Fetch::SslFc => ctx.ssl,
             Fetch::Bool(b) => *b,
-            Fetch::HttpVersion(minor) => ctx.req.minor == *minor,
+            Fetch::HttpVersion(minor) => !ctx.req.h2 && ctx.req.minor == *minor,
             Fetch::Src => match &self.patterns {
                 Patterns::Nets(nets) => nets.iter().any(|n| n.contains(ctx.src)),
                 _ => false,

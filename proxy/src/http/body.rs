@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use compio::net::TcpStream;
 
-use super::conn::Conn;
+use super::conn::{Conn, Sink};
 use super::error::HttpError;
 use super::head::{check_line_ends, head_end, Framing};
 use super::side::{deadline, write_all, Side};
@@ -38,7 +38,7 @@ pub struct Relay<'a, F = TcpStream, T = TcpStream> {
     pub write_idle: Option<Duration>,
 }
 
-impl<F: Conn, T: Conn> Relay<'_, F, T> {
+impl<F: Conn, T: Sink> Relay<'_, F, T> {
     /// Moves the whole body; returns the bytes written to the destination.
     pub async fn run(&mut self, framing: Framing, chunked_out: bool) -> Result<u64, HttpError> {
         match framing {

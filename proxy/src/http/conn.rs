@@ -11,20 +11,36 @@ use compio::net::TcpStream;
 
 use crate::tls::TlsClient;
 
+/// Where a message body can be written: a socket, or an HTTP/2 stream (`h2/stream.rs`).
+pub(crate) trait Sink {
+    /// `Some` when plaintext may be spliced into this socket: plain TCP, or a kTLS socket
+    /// (the kernel encrypts what enters it); never a userspace TLS session or an HTTP/2
+    /// stream (its bytes are framed).
+    fn splice_sink(&self) -> Option<&TcpStream>;
+    async fn write_all<B: IoBuf>(&self, buf: B) -> BufResult<(), B>;
+}
+
 /// What `Side`, `Relay` and the session need of a socket.
-pub(crate) trait Conn {
+pub(crate) trait Conn: Sink {
     /// The socket underneath, for options (linger, nodelay) and raw-fd paths.
     fn tcp(&self) -> &TcpStream;
     /// `Some` when plaintext may be spliced out of this socket with splice(2): only a plain
     /// TCP stream (a TLS socket yields records, or control messages under kTLS).
     fn splice_source(&self) -> Option<&TcpStream>;
-    /// `Some` when plaintext may be spliced into this socket: plain TCP, or a kTLS socket
-    /// (the kernel encrypts what enters it); never a userspace TLS session.
-    fn splice_sink(&self) -> Option<&TcpStream>;
     async fn read<B: IoBufMut>(&self, buf: B) -> BufResult<usize, B>;
-    async fn write_all<B: IoBuf>(&self, buf: B) -> BufResult<(), B>;
     /// Ends the write side: FIN, preceded by close_notify on TLS.
     async fn shutdown(&self) -> io::Result<()>;
+}
+
+impl Sink for TcpStream {
+    fn splice_sink(&self) -> Option<&TcpStream> {
+        Some(self)
+    }
+
+    async fn write_all<B: IoBuf>(&self, buf: B) -> BufResult<(), B> {
+        let mut s = self;
+        AsyncWriteExt::write_all(&mut s, buf).await
+    }
 }
 
 impl Conn for TcpStream {
@@ -36,18 +52,9 @@ impl Conn for TcpStream {
         Some(self)
     }
 
-    fn splice_sink(&self) -> Option<&TcpStream> {
-        Some(self)
-    }
-
     async fn read<B: IoBufMut>(&self, buf: B) -> BufResult<usize, B> {
         let mut s = self;
         AsyncRead::read(&mut s, buf).await
-    }
-
-    async fn write_all<B: IoBuf>(&self, buf: B) -> BufResult<(), B> {
-        let mut s = self;
-        AsyncWriteExt::write_all(&mut s, buf).await
     }
 
     async fn shutdown(&self) -> io::Result<()> {
@@ -69,6 +76,26 @@ impl ClientConn {
     }
 }
 
+impl Sink for ClientConn {
+    fn splice_sink(&self) -> Option<&TcpStream> {
+        match self {
+            ClientConn::Plain(s) => Some(s),
+            ClientConn::Tls(t) if t.is_kernel() => Some(t.tcp()),
+            ClientConn::Tls(_) => None,
+        }
+    }
+
+    async fn write_all<B: IoBuf>(&self, buf: B) -> BufResult<(), B> {
+        match self {
+            ClientConn::Plain(s) => Sink::write_all(s, buf).await,
+            ClientConn::Tls(t) => {
+                let mut w = t;
+                AsyncWriteExt::write_all(&mut w, buf).await
+            }
+        }
+    }
+}
+
 impl Conn for ClientConn {
     fn tcp(&self) -> &TcpStream {
         match self {
@@ -84,30 +111,12 @@ impl Conn for ClientConn {
         }
     }
 
-    fn splice_sink(&self) -> Option<&TcpStream> {
-        match self {
-            ClientConn::Plain(s) => Some(s),
-            ClientConn::Tls(t) if t.is_kernel() => Some(t.tcp()),
-            ClientConn::Tls(_) => None,
-        }
-    }
-
     async fn read<B: IoBufMut>(&self, buf: B) -> BufResult<usize, B> {
         match self {
             ClientConn::Plain(s) => Conn::read(s, buf).await,
             ClientConn::Tls(t) => {
                 let mut r = t;
                 AsyncRead::read(&mut r, buf).await
-            }
-        }
-    }
-
-    async fn write_all<B: IoBuf>(&self, buf: B) -> BufResult<(), B> {
-        match self {
-            ClientConn::Plain(s) => Conn::write_all(s, buf).await,
-            ClientConn::Tls(t) => {
-                let mut w = t;
-                AsyncWriteExt::write_all(&mut w, buf).await
             }
         }
     }

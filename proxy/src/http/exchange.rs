@@ -5,33 +5,34 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use compio::net::TcpStream;
+use futures_util::future::{select, Either};
 
 use crate::counters::Live;
 use crate::log::{Cause, Phase, TermState};
 use crate::upstream::connect::{connect_slot, reserve};
 use crate::upstream::{Failed, PickContext, Server, ServerClaim};
 
-use super::answers::CONTINUE;
-use super::body::{Dir, Relay};
-use super::conn::{ClientConn, Conn};
+use super::client::Client;
 use super::cookie::Seen;
 use super::error::HttpError;
+use super::h1_client::chunked_out;
 use super::head::{head_end, parse_response, Framing, Request, Response};
 use super::pool;
 use super::reuse::{self, Take};
 use super::rules::Verdict;
-use super::session::{Exchange, Next};
+use super::serve::Exchange;
+use super::session::Next;
 use super::side::{deadline, write_all, Side};
 use super::stats_hook::{self};
 use super::Backend;
 
-impl<'f> Exchange<'f, '_> {
+impl<'f, C: Client> Exchange<'f, '_, C> {
     /// Backend rules, stats, forwardfor, persistence, then the server.
     pub(super) async fn forward_to(mut self, mut req: Request, be: Arc<Backend>) -> Next<'f> {
         self.record.backend = be.name.clone();
         let src = self.origin.src.ip();
         if be.name != self.fe.name {
-            let ssl = self.client.stream.is_tls();
+            let ssl = self.client.is_tls();
             let verdict = be.rules.apply(&mut req, src, ssl);
             if verdict != Verdict::Pass {
                 return self.verdict(verdict, &req, Some(&be)).await;
@@ -97,7 +98,10 @@ impl<'f> Exchange<'f, '_> {
             None
         };
         let head = req.serialize(connection);
-        let buffered = buffered_body(&req, self.client);
+        let buffered = match self.client.buffer_body(&req, fe.client_timeout).await {
+            Ok(b) => b,
+            Err(e) => return self.upload_failed(e, be).await,
+        };
         let idempotent = reuse::is_idempotent(&req.method);
         // A request is sent again on a fresh connection when a pooled one died under it,
         // which needs its whole body at hand, and is allowed for idempotent requests only.
@@ -131,10 +135,21 @@ impl<'f> Exchange<'f, '_> {
                 }
                 return self.upload_failed(e, be).await;
             }
-            match read_response(&mut server_side, &req, be.server_timeout).await {
+            let response = {
+                let read = std::pin::pin!(read_response(&mut server_side, &req, be.server_timeout));
+                let gone = std::pin::pin!(self.client.gone());
+                match select(read, gone).await {
+                    Either::Left((r, _)) => Some(r),
+                    Either::Right(_) => None,
+                }
+            };
+            let Some(response) = response else {
+                return self.client_gone(be, Phase::Headers);
+            };
+            match response {
                 Ok(resp) => {
                     if let Some(n) = buffered {
-                        self.client.consume(n);
+                        Client::consume(&mut *self.client, n);
                     }
                     self.record.response = Some(sent_at.elapsed());
                     self.tally.response_head(resp.status);
@@ -184,7 +199,10 @@ impl<'f> Exchange<'f, '_> {
         let shared = reuse::pools(be.reuse) && !server.sends_proxy_header();
         let pooled = match may_reuse {
             Take::Fresh => None,
-            _ if !shared => pool::take_private(self.private, &server, be.pool_idle),
+            _ if !shared => self
+                .private
+                .as_deref_mut()
+                .and_then(|slot| pool::take_private(slot, &server, be.pool_idle)),
             take => pool::take(&server, be.pool_idle, take),
         };
         if let Some((stream, served)) = pooled {
@@ -231,14 +249,14 @@ impl<'f> Exchange<'f, '_> {
     ) -> Result<(), HttpError> {
         let mut out = Vec::with_capacity(head.len() + n);
         out.extend_from_slice(head);
-        out.extend_from_slice(self.client.data().get(..n).unwrap_or_default());
+        out.extend_from_slice(self.client.buffered(n));
         write_all(to, out, deadline(be.server_timeout))
             .await
             .map_err(server_write_error)
     }
 
-    /// Head, then the body as it arrives. `Expect: 100-continue` is answered here, once the
-    /// server connection stands: the server never sees the expectation (see `head.rs`).
+    /// Head, then the body as it arrives (`Expect: 100-continue` is answered by the client
+    /// side once the server connection stands: the server never sees the expectation).
     pub(super) async fn send_streamed(
         &mut self,
         to: &TcpStream,
@@ -249,23 +267,9 @@ impl<'f> Exchange<'f, '_> {
         write_all(to, head, deadline(be.server_timeout))
             .await
             .map_err(server_write_error)?;
-        if req.expect_continue && self.client.data().is_empty() {
-            write_all(
-                &self.client.stream,
-                CONTINUE.to_vec(),
-                deadline(self.client_idle()),
-            )
+        self.client
+            .upload(req, to, self.fe.client_timeout, be.server_timeout)
             .await
-            .map_err(HttpError::ClientClosed)?;
-        }
-        let mut relay = Relay {
-            from: &mut *self.client,
-            to,
-            dir: Dir::Up,
-            read_idle: self.fe.client_timeout,
-            write_idle: be.server_timeout,
-        };
-        relay.run(req.framing, true).await.map(|_| ())
     }
 
     pub(super) async fn upload_failed(&mut self, e: HttpError, be: &Backend) -> Next<'f> {
@@ -346,8 +350,9 @@ impl<'f> Exchange<'f, '_> {
         done: Done,
     ) -> Next<'f> {
         self.record.status = Some(resp.status);
-        let tunnel = (resp.status == 101 && req.upgrade.is_some())
-            || (req.method == "CONNECT" && (200..300).contains(&resp.status));
+        let tunnel = self.client.may_tunnel()
+            && ((resp.status == 101 && req.upgrade.is_some())
+                || (req.method == "CONNECT" && (200..300).contains(&resp.status)));
         if resp.status == 101 && !tunnel {
             self.tally.error(|c| &c.failed_resp);
             return self
@@ -372,33 +377,30 @@ impl<'f> Exchange<'f, '_> {
             return self.start_tunnel(resp, server, be, done).await;
         }
         let fe = self.fe;
-        let chunked_out = req.minor == 1;
         let client_close = req.close
             || fe.httpclose
             || be.httpclose
             || resp.framing == Framing::UntilClose
-            || (resp.framing == Framing::Chunked && !chunked_out);
-        let connection = if client_close {
-            Some("close")
-        } else if req.minor == 0 {
-            Some("keep-alive")
-        } else {
-            None
-        };
-        let head = resp.serialize(connection, chunked_out);
-        let head_len = head.len() as u64;
-        if let Err(e) = write_all(&self.client.stream, head, deadline(self.client_idle())).await {
-            return self.aborted(HttpError::ClientClosed(e), be);
+            || (resp.framing == Framing::Chunked && !chunked_out(&req));
+        let sent = self
+            .client
+            .send_head(&req, &resp, client_close, self.client_idle())
+            .await;
+        match sent {
+            Ok(n) => self.record.bytes += n,
+            Err(e) => return self.aborted(HttpError::ClientClosed(e), be),
         }
-        self.record.bytes += head_len;
-        let mut relay = Relay {
-            from: &mut server,
-            to: &self.client.stream,
-            dir: Dir::Down,
-            read_idle: be.server_timeout,
-            write_idle: fe.client_timeout,
-        };
-        match relay.run(resp.framing, chunked_out).await {
+        let body = self
+            .client
+            .download(
+                &mut server,
+                &req,
+                &resp,
+                be.server_timeout,
+                fe.client_timeout,
+            )
+            .await;
+        match body {
             Ok(n) => self.record.bytes += n,
             Err(e) => return self.aborted(e, be),
         }
@@ -408,8 +410,8 @@ impl<'f> Exchange<'f, '_> {
         let shared = reuse::pools(be.reuse) && !done.server.sends_proxy_header();
         if reusable && shared {
             pool::put(&done.server, server.stream, be.pool_idle, done.served);
-        } else if reusable {
-            *self.private = Some(pool::Private::new(&done.server, server.stream, done.served));
+        } else if let (true, Some(slot)) = (reusable, self.private.as_deref_mut()) {
+            *slot = Some(pool::Private::new(&done.server, server.stream, done.served));
         }
         self.finish(Some(be));
         drop(done.claim);
@@ -445,7 +447,17 @@ impl<'f> Exchange<'f, '_> {
             HttpError::BadResponse(_) => self.tally.error(|c| &c.failed_resp),
             _ => self.tally.error(|c| &c.client_aborts),
         }
-        let _ = self.client.stream.tcp().set_zero_linger();
+        self.client.abort();
+        self.finish(Some(be));
+        Next::Close
+    }
+
+    /// The client gave up on the request before the answer came (an HTTP/2 stream reset):
+    /// the server side is dropped, not pooled (its answer may still be on the way), and the
+    /// request logged as a client abort in `phase`.
+    pub(super) fn client_gone(&mut self, be: &Backend, phase: Phase) -> Next<'f> {
+        self.record.term = TermState::new(Cause::Client, phase);
+        self.tally.error(|c| &c.client_aborts);
         self.finish(Some(be));
         Next::Close
     }
@@ -461,20 +473,11 @@ pub(super) struct Done {
     served: u32,
 }
 
-fn server_write_error(e: std::io::Error) -> HttpError {
+pub(super) fn server_write_error(e: std::io::Error) -> HttpError {
     if e.kind() == std::io::ErrorKind::TimedOut {
         HttpError::ServerTimeout
     } else {
         HttpError::ServerClosed(e)
-    }
-}
-
-/// The body length when the whole body already sits in the client buffer.
-fn buffered_body(req: &Request, client: &Side<ClientConn>) -> Option<usize> {
-    match req.framing {
-        Framing::Empty => Some(0),
-        Framing::Length(n) if (client.data().len() as u64) >= n => usize::try_from(n).ok(),
-        _ => None,
     }
 }
 

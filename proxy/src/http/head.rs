@@ -104,6 +104,9 @@ pub struct Request {
     pub upgrade: Option<Vec<u8>>,
     /// `Expect: 100-continue`: the proxy answers it itself (see session.rs).
     pub expect_continue: bool,
+    /// The client spoke HTTP/2 (the request goes on to the server as HTTP/1.1): its log line
+    /// says `HTTP/2.0`, and the `HTTP_1.0`/`HTTP_1.1` ACLs do not match it.
+    pub h2: bool,
 }
 
 impl Request {
@@ -126,7 +129,8 @@ impl Request {
 
     /// `GET /x HTTP/1.1`, as the access log quotes it.
     pub fn line(&self) -> String {
-        format!("{} {} {}", self.method, self.target, self.version())
+        let version = if self.h2 { "HTTP/2.0" } else { self.version() };
+        format!("{} {} {}", self.method, self.target, version)
     }
 
     /// The head as sent to the server; `connection` is the `Connection` value to add, if any.
@@ -292,6 +296,7 @@ pub fn parse_request(head: &[u8]) -> Result<Request, HttpError> {
         close,
         upgrade,
         expect_continue,
+        h2: false,
     })
 }
 
@@ -356,7 +361,7 @@ fn check_target(method: &str, target: String, headers: &mut Headers) -> Result<S
 }
 
 /// `reg-name`/IP literal with an optional port, no whitespace (RFC 3986 §3.2.2).
-fn valid_host(h: &[u8]) -> bool {
+pub fn valid_host(h: &[u8]) -> bool {
     !h.is_empty()
         && h.iter()
             .all(|&b| b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=:[]%".contains(&b))

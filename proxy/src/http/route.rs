@@ -4,18 +4,19 @@
 use crate::log::{Cause, Phase, TermState};
 
 use super::answers::{self};
+use super::client::Client;
 use super::head::{Framing, Request};
 use super::rules::Verdict;
-use super::session::{Exchange, Next};
-use super::side::{deadline, write_all};
+use super::serve::Exchange;
+use super::session::Next;
 use super::stats_hook::{self, StatsAnswer, StatsRequest};
 use super::{Backend, Frontend};
 
-impl<'f> Exchange<'f, '_> {
+impl<'f, C: Client> Exchange<'f, '_, C> {
     /// Frontend rules, then `use_backend`/`default_backend`.
     pub(super) async fn route(mut self, mut req: Request) -> Next<'f> {
         let fe: &'f Frontend = self.fe;
-        let ssl = self.client.stream.is_tls();
+        let ssl = self.client.is_tls();
         let verdict = fe.rules.apply(&mut req, self.origin.src.ip(), ssl);
         if verdict != Verdict::Pass {
             return self.verdict(verdict, &req, None).await;
@@ -126,12 +127,10 @@ impl<'f> Exchange<'f, '_> {
         self.record.status = Some(status);
         self.record.term = TermState::new(Cause::Local, Phase::Request);
         let bytes = self.local_bytes(bytes);
-        let len = bytes.len() as u64;
-        let sent = write_all(&self.client.stream, bytes, deadline(self.client_idle())).await;
-        if sent.is_ok() {
-            self.record.bytes += len;
-        } else {
-            self.record.term = TermState::new(Cause::Client, Phase::Data);
+        let sent = self.client.answer(bytes, self.client_idle()).await;
+        match sent {
+            Ok(n) => self.record.bytes += n,
+            Err(_) => self.record.term = TermState::new(Cause::Client, Phase::Data),
         }
         self.finish(be);
         if close || sent.is_err() {

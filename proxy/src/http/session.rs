@@ -7,30 +7,31 @@
 //! Any request that cannot be read with certainty gets an error page and the connection is
 //! closed: after a framing error nothing that follows on the stream can be trusted.
 //!
-//! One concern a file: this one is the client side (accept, read a request, error pages,
-//! the access-log line); `route` applies frontend rules and answers locally; `exchange` is
-//! the upstream exchange; `tunnel` hands an upgraded pair to the forward room.
+//! One concern a file: this one is the HTTP/1.1 client side (accept, read a request, the
+//! keep-alive loop, the linger at close); `serve` carries one request to its log line,
+//! `route` applies frontend rules and answers locally; `exchange` is the upstream exchange;
+//! `tunnel` hands an upgraded pair to the forward room. A TLS client that chose `h2` by
+//! ALPN goes to `h2/` instead, which serves each stream with the same exchange.
 
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use compio::net::TcpStream;
 
-use crate::counters::{Live, PROCESS};
-use crate::log::{AccessLog, Cause, LineFormat, Phase, TermState};
+use crate::counters::{Live, SessionGuard, PROCESS};
+use crate::log::{Cause, Phase, TermState};
 use crate::upstream::{Origin, ServerClaim};
 
-use super::acl::Ctx;
 use super::conn::{ClientConn, Conn};
 use super::error::HttpError;
 use super::head::{head_end, parse_request, Request};
 use super::httplog::HttpRecord;
-use super::pool;
-use super::side::{deadline, shutdown, write_all, Side};
+use super::serve::Exchange;
+use super::side::{deadline, shutdown, Side};
 use super::tally::Tally;
 use super::tunnel::tunnel;
 use super::{Backend, Frontend};
+
 /// After an answer that closes the connection, what the client still sends is read and
 /// dropped for a moment, so that closing with unread data does not turn into a RST that
 /// destroys the answer before the client read it.
@@ -68,48 +69,54 @@ pub async fn run_tls_session(
     fe: Arc<Frontend>,
     tls: Arc<crate::tls::Acceptor>,
 ) {
-    if let Some(c) = tls
+    let Some(c) = tls
         .accept_logged(stream, origin.src, &fe.name, &PROCESS.http_sessions)
         .await
-    {
+    else {
+        return;
+    };
+    if c.alpn() == Some(b"h2".as_slice()) {
+        super::h2::serve(c, origin, fe).await
+    } else {
         run(ClientConn::Tls(c), origin, fe).await
     }
 }
 
-async fn run(stream: ClientConn, origin: Origin, fe: Arc<Frontend>) {
-    let _active = Live::enter(&PROCESS.http_sessions);
-    let _fe = Live::enter(&fe.conns);
+/// What a client connection holds while it lasts, HTTP/1.1 or HTTP/2: its place in the live
+/// counts and in the frontend's sessions (client connections, however many requests each
+/// carries).
+pub(super) struct Opened<'f> {
+    _active: Live<'static>,
+    _fe: Live<'f>,
+    _session: SessionGuard<'f>,
+}
+
+/// A client connection starts: counted, and logged in HAProxy's default format.
+pub(super) fn open<'f>(fe: &'f Frontend, origin: Origin, tcp: &TcpStream) -> Opened<'f> {
+    let opened = Opened {
+        _active: Live::enter(&PROCESS.http_sessions),
+        _fe: Live::enter(&fe.conns),
+        _session: fe.counters.open_session(),
+    };
     fe.counters.accepted();
-    // The frontend's sessions are client connections, however many requests each carries.
-    let _fe_session = fe.counters.open_session();
-    let _ = stream.tcp().set_nodelay(true);
+    let _ = tcp.set_nodelay(true);
     fe.access_log
         .connected(origin.src, origin.dst, &fe.name, true);
+    opened
+}
+
+async fn run(stream: ClientConn, origin: Origin, fe: Arc<Frontend>) {
+    let _opened = open(&fe, origin, stream.tcp());
     let mut client = Side::new(stream, fe.bufsize);
     let accepted = Instant::now();
     let mut first = true;
     // `http-reuse never`: this client's own idle server connection, shared with no other.
     let mut private = None;
     loop {
-        let read_mark = client.read_total;
-        let next = Exchange {
-            fe: &fe,
-            origin,
-            client: &mut client,
-            private: &mut private,
-            first,
-            accepted,
-            record: HttpRecord::new(origin.src, &fe.name),
-            t0: Instant::now(),
-            head_only: false,
-            tally: Tally::new(
-                &fe.counters,
-                fe.own_backend.as_ref().map(|b| &b.stats.traffic),
-                read_mark,
-            ),
-        }
-        .run()
-        .await;
+        let next = Exchange::new(&fe, origin, &mut client, first, accepted)
+            .with_private(&mut private)
+            .run()
+            .await;
         first = false;
         match next {
             Next::KeepAlive => continue,
@@ -138,25 +145,6 @@ async fn linger_close(client: &mut Side<ClientConn>) {
     }
 }
 
-/// One request and its response.
-pub(super) struct Exchange<'f, 'c> {
-    pub(super) fe: &'f Frontend,
-    /// The client's addresses (its PROXY header's on an `accept-proxy` bind): `src` is what
-    /// ACLs, `option forwardfor`, `balance source` and the log see.
-    pub(super) origin: Origin,
-    pub(super) client: &'c mut Side<ClientConn>,
-    /// The client's private idle server connection (`http-reuse never`).
-    pub(super) private: &'c mut Option<pool::Private>,
-    pub(super) first: bool,
-    pub(super) accepted: Instant,
-    pub(super) record: HttpRecord,
-    pub(super) t0: Instant,
-    pub(super) tally: Tally<'f>,
-    /// The request is a `HEAD`: what the proxy answers by itself carries no body, or the
-    /// next response on the connection would be misread as the rest of this one.
-    pub(super) head_only: bool,
-}
-
 /// Why no request head could be read.
 enum NoRequest {
     /// Nothing came (idle keep-alive end, or a client that left): close without an answer.
@@ -167,6 +155,7 @@ enum NoRequest {
 }
 
 impl<'f> Exchange<'f, '_> {
+    /// Reads the next request head on the connection, then serves it.
     pub(super) async fn run(mut self) -> Next<'f> {
         let req = match self.read_request().await {
             Ok(r) => r,
@@ -187,29 +176,7 @@ impl<'f> Exchange<'f, '_> {
             }
             Err(NoRequest::Failed(e)) => return self.request_failed(e).await,
         };
-        self.tally.request();
-        self.head_only = req.method == "HEAD";
-        self.record.head = Some(self.t0.elapsed());
-        // Formatted only for a log line that will be written.
-        if self.fe.access_log.logs(LineFormat::Http) {
-            self.record.request = req.line();
-        }
-        self.route(req).await
-    }
-
-    /// An answer of the proxy's own as it goes out: without its body for a `HEAD` (the head's
-    /// `Content-Length` still says what a `GET` would get, as RFC 9110 §9.3.2 allows).
-    pub(super) fn local_bytes(&self, mut answer: Vec<u8>) -> Vec<u8> {
-        if self.head_only {
-            if let Some(end) = head_end(&answer, 0) {
-                answer.truncate(end);
-            }
-        }
-        answer
-    }
-
-    pub(super) fn client_idle(&self) -> Option<Duration> {
-        self.fe.client_timeout
+        self.serve(req).await
     }
 
     async fn read_request(&mut self) -> Result<Request, NoRequest> {
@@ -280,94 +247,5 @@ impl<'f> Exchange<'f, '_> {
                 }
             }
         }
-    }
-
-    /// Every case is a request error (`ereq`); those the proxy answers also count as a
-    /// request, as HAProxy's H1 mux counts them.
-    pub(super) async fn request_failed(&mut self, e: HttpError) -> Next<'f> {
-        self.tally.bad_request();
-        match e {
-            HttpError::BadRequest { status, reason } => {
-                log::info!(
-                    "frontend {}: bad request from {}: {reason}",
-                    self.fe.name,
-                    self.origin.src
-                );
-                self.tally.request();
-                self.fail(status, TermState::new(Cause::Proxy, Phase::Request), None)
-                    .await
-            }
-            HttpError::ClientTimeout => {
-                self.tally.request();
-                self.fail(
-                    408,
-                    TermState::new(Cause::ClientTimeout, Phase::Request),
-                    None,
-                )
-                .await
-            }
-            _ => {
-                self.record.term = TermState::new(Cause::Client, Phase::Request);
-                self.finish(None);
-                Next::Close
-            }
-        }
-    }
-
-    /// Sends an error page (the backend's errorfile, else the frontend's, else built-in),
-    /// logs, and closes.
-    pub(super) async fn fail(
-        &mut self,
-        status: u16,
-        term: TermState,
-        be: Option<&Backend>,
-    ) -> Next<'f> {
-        let page = match be {
-            Some(b) if b.errors.has(status) => b.errors.page(status),
-            _ => self.fe.errors.page(status),
-        };
-        let page = self.local_bytes(page);
-        self.record.status = Some(status);
-        self.record.term = term;
-        let len = page.len() as u64;
-        if write_all(&self.client.stream, page, deadline(self.client_idle()))
-            .await
-            .is_ok()
-        {
-            self.record.bytes += len;
-        }
-        self.finish(be);
-        Next::Close
-    }
-
-    /// The request is over: its counts are settled and its httplog line sent (to the
-    /// frontend's `log` targets, else stderr). Every way out of an exchange but a tunnel ends
-    /// here; a tunnel settles when its flow ends.
-    pub(super) fn finish(&mut self, be: Option<&Backend>) {
-        let r = &mut self.record;
-        r.total = self.t0.elapsed();
-        r.active = PROCESS.http_sessions.load(Ordering::Relaxed);
-        r.frontend_conns = self.fe.conns.load(Ordering::Relaxed);
-        r.backend_conns = be.map_or(0, |b| b.upstream.conns.load(Ordering::Relaxed));
-        self.tally.settle(r, self.client.read_total);
-        log_request(&self.fe.access_log, r);
-    }
-
-    pub(super) fn ctx<'r>(&self, req: &'r Request) -> Ctx<'r> {
-        Ctx {
-            req,
-            src: self.origin.src.ip(),
-            ssl: self.client.stream.is_tls(),
-            res: None,
-        }
-    }
-}
-
-/// One request's line in the proxy's format: httplog, or tcplog (`option tcplog` on an HTTP
-/// proxy); the default format logged the connection when it was accepted.
-pub(super) fn log_request(log: &AccessLog, r: &HttpRecord) {
-    log.send_as(LineFormat::Http, r);
-    if log.logs(LineFormat::Tcp) {
-        log.send_as(LineFormat::Tcp, r.as_tcplog());
     }
 }

@@ -9,7 +9,7 @@ use std::time::Instant;
 use compio::buf::{BufResult, IntoInner, IoBuf};
 use compio::net::TcpStream;
 
-use super::conn::Conn;
+use super::conn::{Conn, Sink};
 
 /// `S` is a server's plain `TcpStream` or the client's `ClientConn`.
 pub struct Side<S = TcpStream> {
@@ -86,7 +86,7 @@ impl<S: Conn> Side<S> {
     }
 
     /// Sends the first `n` unread bytes to `to` and consumes them (a body passing through).
-    pub async fn pass_to<T: Conn>(
+    pub async fn pass_to<T: Sink>(
         &mut self,
         n: usize,
         to: &T,
@@ -109,7 +109,7 @@ impl<S: Conn> Side<S> {
 }
 
 /// Writes all of `bytes`, bounded by `deadline`.
-pub async fn write_all<T: Conn>(
+pub async fn write_all<T: Sink>(
     to: &T,
     bytes: Vec<u8>,
     deadline: Option<Instant>,
@@ -118,7 +118,7 @@ pub async fn write_all<T: Conn>(
 }
 
 /// `write_all` that returns the buffer, unless the write timed out (then it is gone).
-async fn write_timed<T: Conn, B: IoBuf>(
+async fn write_timed<T: Sink, B: IoBuf>(
     to: &T,
     bytes: B,
     deadline: Option<Instant>,

@@ -10,17 +10,19 @@ use crate::counters::PROCESS;
 use crate::forward::{self, FlowEnd, FlowParams, IdleLimits, Progress};
 use crate::log::{Cause, Phase, TermState};
 
+use super::client::Client;
 use super::conn::ClientConn;
 use super::error::HttpError;
 use super::exchange::Done;
 use super::head::Response;
 use super::httplog::HttpRecord;
-use super::session::{Exchange, Next, Tunnel};
-use super::side::{deadline, write_all, Side};
+use super::serve::{log_request, Exchange};
+use super::session::{Next, Tunnel};
+use super::side::{deadline, Side};
 use super::tally::Tally;
 use super::{Backend, Frontend};
 
-impl<'f> Exchange<'f, '_> {
+impl<'f, C: Client> Exchange<'f, '_, C> {
     pub(super) async fn start_tunnel(
         mut self,
         resp: Response,
@@ -29,11 +31,10 @@ impl<'f> Exchange<'f, '_> {
         done: Done,
     ) -> Next<'f> {
         let head = resp.serialize(Some("upgrade"), true);
-        let len = head.len() as u64;
-        if let Err(e) = write_all(&self.client.stream, head, deadline(self.client_idle())).await {
-            return self.aborted(HttpError::ClientClosed(e), be);
+        match self.client.answer(head, self.client_idle()).await {
+            Ok(n) => self.record.bytes += n,
+            Err(e) => return self.aborted(HttpError::ClientClosed(e), be),
         }
-        self.record.bytes += len;
         Next::Tunnel(Box::new(Tunnel {
             server,
             be: be.clone(),
@@ -128,5 +129,5 @@ pub(super) async fn tunnel(mut client: Side<ClientConn>, t: Tunnel<'_>, fe: &Fro
 fn end_tunnel(fe: &Frontend, mut tally: Tally<'_>, mut record: HttpRecord, client_read: u64) {
     record.active = PROCESS.http_sessions.load(Ordering::Relaxed);
     tally.settle(&record, client_read);
-    super::session::log_request(&fe.access_log, &record);
+    log_request(&fe.access_log, &record);
 }

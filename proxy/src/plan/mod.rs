@@ -133,7 +133,8 @@ pub struct Checked {
 pub struct Plan {
     pub binds: Vec<PlannedBind>,
     pub checked: Vec<Checked>,
-    /// Lines served differently from what they say, for the start-up log (`alpn h2` left out).
+    /// Lines served differently from what they say, for the start-up log (cipher names
+    /// rustls lacks).
     pub notes: Vec<String>,
     /// Live figures of every section; the data path below holds the same `Arc`s.
     pub registry: Arc<Registry>,
@@ -358,11 +359,10 @@ impl<'c> Compiler<'c> {
             self.notes
                 .push(format!("bind {} at {}: {note}", b.addr, b.loc));
         }
-        let ssl = &self.http_alpn(
-            fe,
-            &ssl.with_defaults(&self.cfg.global.ssl_bind_defaults),
-            b,
-        );
+        let ssl = &ssl.with_defaults(&self.cfg.global.ssl_bind_defaults);
+        if !self.http_alpn(fe, ssl, b) {
+            return None;
+        }
         let timeout = fe.timeouts.client.unwrap_or(tls::DEFAULT_HANDSHAKE_TIMEOUT);
         match self.certs.acceptor(ssl, &b.loc, timeout) {
             Ok(a) => Some(a),
@@ -377,18 +377,32 @@ impl<'c> Compiler<'c> {
         }
     }
 
-    /// The HTTP room speaks HTTP/1.1 only: `h2` in a `mode http` bind's ALPN would make
-    /// browsers talk HTTP/2 to it, so it is left out (they fall back to HTTP/1.1) and said.
-    fn http_alpn(&mut self, fe: &Proxy, ssl: &SslBind, b: &Bind) -> SslBind {
-        let mut ssl = ssl.clone();
-        if fe.mode == Mode::Http && ssl.alpn.iter().any(|p| p == "h2") {
-            ssl.alpn.retain(|p| p != "h2");
-            self.notes.push(format!(
-                "bind {} at {}: alpn h2 left out, HTTP/2 is not served (clients use HTTP/1.1)",
-                b.addr, b.loc
-            ));
+    /// In `mode http` a bind's ALPN list may offer what the HTTP room speaks: `h2` (HTTP/2,
+    /// `http/h2/`), `http/1.1`, `http/1.0`. Another name would let a client pick a protocol
+    /// the proxy then does not speak, so it is refused with the line.
+    fn http_alpn(&mut self, fe: &Proxy, ssl: &SslBind, b: &Bind) -> bool {
+        const SPOKEN: [&str; 3] = ["h2", "http/1.1", "http/1.0"];
+        if fe.mode != Mode::Http {
+            return true;
         }
-        ssl
+        let unknown: Vec<&str> = ssl
+            .alpn
+            .iter()
+            .map(String::as_str)
+            .filter(|p| !SPOKEN.contains(p))
+            .collect();
+        if unknown.is_empty() {
+            return true;
+        }
+        self.problems.push(PlanError::at(
+            &b.loc,
+            format!(
+                "alpn {} is not spoken in mode http (it speaks {})",
+                unknown.join(","),
+                SPOKEN.join(", ")
+            ),
+        ));
+        false
     }
 }
 

@@ -298,6 +298,9 @@ pub fn install(tcp: &TcpStream, conn: ServerConnection) -> Result<KtlsStream, Re
     if let Err(e) = set_ulp(fd) {
         return Err(Refused::Fallback(Box::new(conn), format!("TCP_ULP: {e}")));
     }
+    // rustls' connection is consumed by the key extraction: what the handshake agreed on is
+    // kept here.
+    let alpn = conn.alpn_protocol().map(<[u8]>::to_vec);
     let secrets = conn
         .dangerous_extract_secrets()
         .map_err(|e| Refused::Broken(TlsError::Handshake(e)))?;
@@ -317,6 +320,7 @@ pub fn install(tcp: &TcpStream, conn: ServerConnection) -> Result<KtlsStream, Re
         tcp: tcp.clone(),
         poll,
         pending_eof: RefCell::new(false),
+        alpn,
     })
 }
 
@@ -347,6 +351,8 @@ pub struct KtlsStream {
     poll: PollFd<socket2::Socket>,
     /// close_notify seen: later reads return EOF without touching the socket.
     pending_eof: RefCell<bool>,
+    /// The ALPN protocol of the handshake.
+    alpn: Option<Vec<u8>>,
 }
 
 /// One `recvmsg` result.
@@ -358,6 +364,10 @@ enum Got {
 impl KtlsStream {
     pub fn tcp(&self) -> &TcpStream {
         &self.tcp
+    }
+
+    pub fn alpn(&self) -> Option<&[u8]> {
+        self.alpn.as_deref()
     }
 
     /// Plaintext into `dst`; `Ok(0)` at the client's close_notify or FIN.

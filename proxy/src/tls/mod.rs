@@ -189,6 +189,14 @@ impl TlsClient {
         matches!(self, TlsClient::Kernel(_))
     }
 
+    /// The protocol the client and the bind agreed on by ALPN (`h2`, `http/1.1`), if any.
+    pub fn alpn(&self) -> Option<&[u8]> {
+        match self {
+            TlsClient::User(s) => s.alpn(),
+            TlsClient::Kernel(s) => s.alpn(),
+        }
+    }
+
     /// Plaintext into `dst`; `Ok(0)` when the client finished.
     pub async fn read_plain(&self, dst: &mut [u8]) -> std::io::Result<usize> {
         match self {

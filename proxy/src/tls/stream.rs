@@ -28,11 +28,14 @@ pub struct TlsStream {
     /// The socket said EOF (rustls has been told).
     eof: RefCell<bool>,
     write_lock: Mutex<()>,
+    alpn: Option<Vec<u8>>,
 }
 
 impl TlsStream {
     pub fn new(tcp: TcpStream, conn: ServerConnection) -> TlsStream {
+        let alpn = conn.alpn_protocol().map(<[u8]>::to_vec);
         TlsStream {
+            alpn,
             tcp,
             conn: RefCell::new(conn),
             pending: RefCell::new(Vec::new()),
@@ -45,9 +48,10 @@ impl TlsStream {
         &self.tcp
     }
 
-    /// The negotiated ALPN protocol, if any.
-    pub fn alpn(&self) -> Option<Vec<u8>> {
-        self.conn.borrow().alpn_protocol().map(<[u8]>::to_vec)
+    /// The negotiated ALPN protocol, if any (kept from the handshake: `conn` is borrowed
+    /// by reads and writes, so no reference into it can be handed out).
+    pub fn alpn(&self) -> Option<&[u8]> {
+        self.alpn.as_deref()
     }
 
     /// The SNI name the client asked for.
