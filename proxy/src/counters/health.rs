@@ -96,6 +96,12 @@ pub enum CheckStatus {
     L7Response = 7,
     /// A status expectation not met.
     L7Status = 8,
+    /// `check-ssl` without an HTTP check: the TLS handshake completed.
+    L6Ok = 9,
+    /// Connected, but the TLS handshake did not finish within the check's time.
+    L6Timeout = 10,
+    /// The TLS handshake failed (not TLS, an alert, a close).
+    L6Response = 11,
 }
 
 impl CheckStatus {
@@ -109,6 +115,9 @@ impl CheckStatus {
             6 => CheckStatus::L7Timeout,
             7 => CheckStatus::L7Response,
             8 => CheckStatus::L7Status,
+            9 => CheckStatus::L6Ok,
+            10 => CheckStatus::L6Timeout,
+            11 => CheckStatus::L6Response,
             _ => CheckStatus::Init,
         }
     }
@@ -125,6 +134,9 @@ impl CheckStatus {
             CheckStatus::L7Timeout => "L7TOUT",
             CheckStatus::L7Response => "L7RSP",
             CheckStatus::L7Status => "L7STS",
+            CheckStatus::L6Ok => "L6OK",
+            CheckStatus::L6Timeout => "L6TOUT",
+            CheckStatus::L6Response => "L6RSP",
         }
     }
 
@@ -140,11 +152,17 @@ impl CheckStatus {
             CheckStatus::L7Timeout => "Layer7 timeout",
             CheckStatus::L7Response => "Layer7 invalid response",
             CheckStatus::L7Status => "Layer7 wrong status",
+            CheckStatus::L6Ok => "Layer6 check passed",
+            CheckStatus::L6Timeout => "Layer6 timeout",
+            CheckStatus::L6Response => "Layer6 invalid response",
         }
     }
 
     pub fn passed(self) -> bool {
-        matches!(self, CheckStatus::Ok | CheckStatus::L7Ok)
+        matches!(
+            self,
+            CheckStatus::Ok | CheckStatus::L6Ok | CheckStatus::L7Ok
+        )
     }
 
     /// Whether the status carries the response's status code. HAProxy orders its statuses
@@ -289,5 +307,27 @@ mod tests {
         );
         assert_eq!(CheckStatus::L7Status.description(), "Layer7 wrong status");
         assert_eq!(CheckStatus::L7Ok.description(), "Layer7 check passed");
+    }
+
+    #[test]
+    fn tls_statuses_read_as_haproxy_names_them() {
+        let all = [
+            (CheckStatus::L6Ok, "L6OK", "Layer6 check passed", true),
+            (CheckStatus::L6Timeout, "L6TOUT", "Layer6 timeout", false),
+            (
+                CheckStatus::L6Response,
+                "L6RSP",
+                "Layer6 invalid response",
+                false,
+            ),
+        ];
+        for (s, code, desc, passed) in all {
+            assert_eq!(CheckStatus::from_u8(s as u8), s);
+            assert_eq!(
+                (s.code(), s.description(), s.passed()),
+                (code, desc, passed)
+            );
+            assert!(!s.has_code(), "HAProxy shows no check_code below layer 7");
+        }
     }
 }
