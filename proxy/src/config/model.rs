@@ -347,6 +347,13 @@ pub struct ServerParams {
     pub check_send_proxy: bool,
     /// `proxy-v2-options crc32c`: the v2 header carries its CRC32C checksum (TLV 0x03).
     pub proxy_v2_crc32c: bool,
+    /// `check-ssl`: health checks handshake TLS after connecting (and the PROXY header).
+    pub check_ssl: bool,
+    /// `check-sni NAME`: the SNI of the checks' TLS handshake; without it none is sent.
+    pub check_sni: Option<String>,
+    /// `verify none`: the server's certificate is not verified. The only mode built
+    /// (`verify required` needs `ca-file`), so `check-ssl` is refused without it.
+    pub verify_none: bool,
 }
 
 /// Which PROXY protocol header a server's connections start with.
@@ -400,6 +407,9 @@ impl Default for ServerParams {
             send_proxy_v2: false,
             check_send_proxy: false,
             proxy_v2_crc32c: false,
+            check_ssl: false,
+            check_sni: None,
+            verify_none: false,
         }
     }
 }

@@ -28,6 +28,15 @@ pub(crate) fn server(proxy: &mut Proxy, args: &mut Args<'_>, loc: &Loc) -> Resul
         // `default-server` they are fine: they act on the servers that use v2.
         return Err("'proxy-v2-options' needs 'send-proxy-v2'".to_string());
     }
+    if params.check_ssl && !params.verify_none {
+        // HAProxy's default for servers is `verify required` against `ca-file`; without
+        // `ca-file` here, checks must not skip verification unless the line says so.
+        return Err(
+            "'check-ssl' needs 'verify none': verifying the server's certificate \
+             ('verify required') needs 'ca-file', which is not supported"
+                .to_string(),
+        );
+    }
     proxy.servers.push(Server {
         name: name.to_string(),
         addr,
@@ -71,10 +80,14 @@ fn apply_params(p: &mut ServerParams, args: &mut Args<'_>) -> Result<Applied, St
             "cookie" => p.cookie = Some(args.value_of(word)?.to_string()),
             "port" => p.check_port = Some(parse_port(args.value_of(word)?, word)?),
             "addr" => p.check_addr = Some(parse_check_addr(args.value_of(word)?)?),
-            "check-ssl" | "check-sni" | "check-alpn" | "check-proto" => {
+            "check-ssl" => p.check_ssl = true,
+            "no-check-ssl" => p.check_ssl = false,
+            "check-sni" => p.check_sni = Some(sni(args.value_of(word)?)?),
+            "verify" => p.verify_none = verify(args.value_of(word)?)?,
+            "check-alpn" | "check-proto" => {
                 return Err(format!(
-                    "'{word}' is not supported: health checks are plain TCP or HTTP (check a \
-                     plain port of the server with 'port N', or leave '{word}' out)"
+                    "'{word}' is not supported: health checks speak HTTP/1.x (leave '{word}' \
+                     out)"
                 ))
             }
             "send-proxy" => p.send_proxy = true,
@@ -91,14 +104,34 @@ fn apply_params(p: &mut ServerParams, args: &mut Args<'_>) -> Result<Applied, St
                 return Err(format!(
                 "unsupported {} option '{word}' (supported: check, inter, fastinter, downinter, \
                      rise, fall, weight, backup, maxconn, maxqueue, disabled, cookie, port, addr, \
-                     send-proxy, send-proxy-v2, check-send-proxy, proxy-v2-options and their \
-                     no-/enabled forms)",
+                     send-proxy, send-proxy-v2, check-send-proxy, proxy-v2-options, check-ssl, \
+                     check-sni, verify and their no-/enabled forms)",
                 args.keyword()
             ))
             }
         }
     }
     Ok(applied)
+}
+
+/// `check-sni NAME`: a DNS name rustls can send, checked here so a typo fails at load rather
+/// than on every check.
+fn sni(name: &str) -> Result<String, String> {
+    match rustls::pki_types::DnsName::try_from(name) {
+        Ok(_) => Ok(name.to_string()),
+        Err(_) => Err(format!("'check-sni' needs a DNS name, got '{name}'")),
+    }
+}
+
+/// `verify none|required`: whether the certificate check is skipped.
+fn verify(mode: &str) -> Result<bool, String> {
+    match mode {
+        "none" => Ok(true),
+        "required" => Ok(false),
+        other => Err(format!(
+            "'verify' expects 'none' or 'required', got '{other}'"
+        )),
+    }
 }
 
 /// HAProxy's `proxy-v2-options` names; only `crc32c` is built (the others carry TLS and
@@ -261,10 +294,14 @@ mod tests {
         assert!(err(Scope::Backend, "server a 1.2.3.4:80 port 0").contains("must be 1..65535"));
         assert!(err(Scope::Backend, "server a 1.2.3.4:80 ssl")
             .contains("unsupported server option 'ssl'"));
-        assert!(err(Scope::Backend, "server a 1.2.3.4:80 check check-ssl")
-            .contains("'check-ssl' is not supported: health checks are plain TCP or HTTP"));
-        assert!(err(Scope::Backend, "server a 1.2.3.4:80 check check-sni x")
-            .contains("'check-sni' is not supported"));
+        assert!(
+            err(Scope::Backend, "server a 1.2.3.4:80 check check-alpn h2")
+                .contains("'check-alpn' is not supported")
+        );
+        assert!(
+            err(Scope::Backend, "server a 1.2.3.4:80 check check-proto h2")
+                .contains("'check-proto' is not supported")
+        );
         assert!(err(Scope::Backend, "server a 1.2.3.4:80 addr 10.0.0.1:80")
             .contains("'addr' takes an address without a port"));
         assert!(err(Scope::Backend, "server a 1.2.3.4:80 addr 0.0.0.0").contains("wildcard"));
@@ -336,6 +373,80 @@ mod tests {
             ),
             "'proxy-v2-options' needs 'send-proxy-v2'"
         );
+    }
+
+    #[test]
+    fn check_ssl_words() {
+        let p = ok(
+            Scope::Backend,
+            &[
+                "server a 10.0.0.1:443 check check-ssl verify none check-sni site.test",
+                "default-server check-ssl verify none",
+                "server b 10.0.0.2:443 check",
+                "server c 10.0.0.3:80 check no-check-ssl verify required",
+            ],
+        );
+        let v: Vec<_> = p
+            .servers
+            .iter()
+            .map(|s| {
+                let p = &s.params;
+                (p.check_ssl, p.check_sni.as_deref(), p.verify_none)
+            })
+            .collect();
+        assert_eq!(
+            v,
+            [
+                (true, Some("site.test"), true),
+                (true, None, true),
+                (false, None, false)
+            ]
+        );
+    }
+
+    #[test]
+    fn check_ssl_errors() {
+        let no_verify = "'check-ssl' needs 'verify none': verifying the server's certificate \
+                         ('verify required') needs 'ca-file', which is not supported";
+        assert_eq!(
+            err(Scope::Backend, "server a 1.2.3.4:443 check check-ssl"),
+            no_verify
+        );
+        assert_eq!(
+            err(
+                Scope::Backend,
+                "server a 1.2.3.4:443 check check-ssl verify required"
+            ),
+            no_verify
+        );
+        assert!(err(
+            Scope::Backend,
+            "server a 1.2.3.4:443 check-ssl verify maybe"
+        )
+        .contains("'verify' expects 'none' or 'required', got 'maybe'"));
+        assert!(err(Scope::Backend, "server a 1.2.3.4:443 check-sni")
+            .contains("'check-sni' in 'server' needs a value"));
+        assert!(
+            err(Scope::Backend, "server a 1.2.3.4:443 check-sni bad_name!")
+                .contains("'check-sni' needs a DNS name, got 'bad_name!'")
+        );
+    }
+
+    #[test]
+    fn check_ssl_refusals_name_their_line() {
+        // A `default-server check-ssl` alone is fine; each server line that inherits it
+        // without `verify none` is refused at its own line.
+        let cfg = "backend b\n    default-server check-ssl\n    server a 10.0.0.1:443 check \
+                   verify none\n    server c 10.0.0.2:443 check\n";
+        let errors = crate::config::parse_str(cfg, std::path::Path::new("t.cfg"))
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(
+            errors.contains("t.cfg:4") && errors.contains("'check-ssl' needs 'verify none'"),
+            "{errors}"
+        );
+        assert!(!errors.contains("t.cfg:3"), "{errors}");
     }
 
     #[test]

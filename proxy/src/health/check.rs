@@ -1,6 +1,7 @@
-//! One check of one server: a TCP connection, then the HTTP exchange when the backend has
-//! one, each within its part of the check's time. Where the time ran out tells HAProxy's
-//! L4TOUT (no connection) from L7TOUT (connected, no complete answer).
+//! One check of one server: a TCP connection, the TLS handshake with `check-ssl`, then the
+//! HTTP exchange when the backend has one, each within its part of the check's time. Where
+//! the time ran out tells HAProxy's L4TOUT (no connection), L6TOUT (no handshake) and L7TOUT
+//! (connected, no complete answer) apart.
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -11,9 +12,19 @@ use compio::net::TcpStream;
 use crate::config::ServerParams;
 use crate::upstream::proxy_proto;
 
+use super::conn::CheckIo;
 use super::error::CheckError;
 use super::http::{self, HttpProbe};
 use super::outcome::Outcome;
+use super::tls::{self, TlsProbe};
+
+/// What a check does after its connect: the HTTP exchange, the TLS handshake, both, or
+/// neither (a bare connect).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Probes<'a> {
+    pub http: Option<&'a HttpProbe>,
+    pub tls: Option<&'a TlsProbe>,
+}
 
 /// How long a check may take, as HAProxy documents `timeout check`: when it is set, the
 /// connect gets min(`timeout connect`, `inter`) and the answer `timeout check` more after
@@ -43,10 +54,10 @@ impl Budget {
 pub async fn run(
     target: SocketAddr,
     budget: Budget,
-    http: Option<&HttpProbe>,
+    probes: Probes<'_>,
     params: &ServerParams,
 ) -> Outcome {
-    match attempt(target, budget, http, params).await {
+    match attempt(target, budget, probes, params).await {
         Ok(outcome) => outcome,
         Err(error) => Outcome::from_error(&error),
     }
@@ -55,7 +66,7 @@ pub async fn run(
 async fn attempt(
     target: SocketAddr,
     budget: Budget,
-    http: Option<&HttpProbe>,
+    probes: Probes<'_>,
     params: &ServerParams,
 ) -> Result<Outcome, CheckError> {
     let connect_by = Instant::now() + budget.connect;
@@ -69,15 +80,40 @@ async fn attempt(
         Ok(Err(e)) => return Err(CheckError::Connect(e)),
         Err(_) => return Err(CheckError::ConnectTimeout),
     };
+    // The handshake and the answer share the time after the connect, as HAProxy counts
+    // the handshake in the check's I/O after the connection.
     let answer_by = budget.answer.map_or(connect_by, |d| Instant::now() + d);
-    let result = match http {
-        None => Ok(Outcome::layer4_passed()),
-        Some(probe) => compio::time::timeout_at(answer_by, http::exchange(&stream, probe))
+    let Some(tls_probe) = probes.tls else {
+        let mut stream = stream;
+        let result = judge(&mut stream, probes.http, answer_by, Outcome::layer4_passed).await;
+        let _ = stream.close().await;
+        return result;
+    };
+    let mut session =
+        match compio::time::timeout_at(answer_by, tls::connect(stream, tls_probe)).await {
+            Ok(Ok(session)) => session,
+            Ok(Err(e)) => return Err(e),
+            Err(_) => return Err(CheckError::HandshakeTimeout),
+        };
+    let result = judge(&mut session, probes.http, answer_by, Outcome::layer6_passed).await;
+    session.close().await;
+    result
+}
+
+/// The HTTP exchange when there is one, by `answer_by`; without one the connection (and the
+/// handshake) was the whole check, and `passed` says at which layer.
+async fn judge(
+    stream: &mut impl CheckIo,
+    http: Option<&HttpProbe>,
+    answer_by: Instant,
+    passed: fn() -> Outcome,
+) -> Result<Outcome, CheckError> {
+    match http {
+        None => Ok(passed()),
+        Some(probe) => compio::time::timeout_at(answer_by, http::exchange(stream, probe))
             .await
             .unwrap_or(Err(CheckError::ResponseTimeout)),
-    };
-    let _ = stream.close().await;
-    result
+    }
 }
 
 /// The check's PROXY header, when checks send one (`send-proxy` without `port`, or
@@ -207,7 +243,7 @@ mod tests {
             .block_on(run(
                 addr,
                 budget,
-                http,
+                Probes { http, tls: None },
                 &crate::config::ServerParams::default(),
             ))
     }

@@ -14,6 +14,12 @@ pub enum CheckError {
     /// The connection broke after it was established, before any answer (SOCKERR).
     #[error("socket error: {0}")]
     Socket(io::Error),
+    /// `check-ssl`: connected, but the TLS handshake did not finish in time (L6TOUT).
+    #[error("TLS handshake timeout")]
+    HandshakeTimeout,
+    /// `check-ssl`: the TLS handshake failed; HAProxy's text for why (L6RSP).
+    #[error("{0}")]
+    Handshake(String),
     /// Connected, but no complete answer within the check's time (L7TOUT).
     #[error("response timeout")]
     ResponseTimeout,

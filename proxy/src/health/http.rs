@@ -4,12 +4,9 @@
 
 use std::io;
 
-use compio::buf::{BufResult, IntoInner, IoBuf};
-use compio::io::{AsyncRead, AsyncWriteExt};
-use compio::net::TcpStream;
-
 use crate::config::{CheckExpect, HttpCheck};
 
+use super::conn::CheckIo;
 use super::error::CheckError;
 use super::expect::{self, Verdict};
 use super::outcome::Outcome;
@@ -40,13 +37,14 @@ impl HttpProbe {
 }
 
 /// Sends the request and reads until the verdict; the caller bounds it in time.
-pub async fn exchange(stream: &TcpStream, probe: &HttpProbe) -> Result<Outcome, CheckError> {
-    let mut writer = stream;
-    let BufResult(sent, _) = writer.write_all(probe.request.clone()).await;
-    sent.map_err(CheckError::Socket)?;
+pub async fn exchange(stream: &mut impl CheckIo, probe: &HttpProbe) -> Result<Outcome, CheckError> {
+    stream
+        .send(probe.request.clone())
+        .await
+        .map_err(CheckError::Socket)?;
     let mut received = Vec::with_capacity(probe.limit.min(READ_CHUNK));
     loop {
-        let (got, buf) = read_more(stream, received, probe.limit).await;
+        let (got, buf) = read_more(&mut *stream, received, probe.limit).await;
         received = buf;
         let last_read = match got {
             Ok(0) => true,
@@ -75,17 +73,13 @@ pub async fn exchange(stream: &TcpStream, probe: &HttpProbe) -> Result<Outcome, 
 
 /// Reads more bytes after those in `buf`, never past `limit` in all.
 async fn read_more(
-    stream: &TcpStream,
-    mut buf: Vec<u8>,
+    stream: &mut impl CheckIo,
+    buf: Vec<u8>,
     limit: usize,
 ) -> (io::Result<usize>, Vec<u8>) {
-    let len = buf.len();
-    let want = limit.saturating_sub(len).min(READ_CHUNK);
+    let want = limit.saturating_sub(buf.len()).min(READ_CHUNK);
     if want == 0 {
         return (Ok(0), buf);
     }
-    buf.reserve_exact(want);
-    let mut reader = stream;
-    let BufResult(got, slice) = reader.read(buf.slice(len..len + want)).await;
-    (got, slice.into_inner())
+    stream.recv(buf, want).await
 }

@@ -1,12 +1,14 @@
 //! Active health checks. They run on a thread of their own so a slow check never delays a
 //! worker; results reach the workers only through each server's atomic state.
 //!
-//! One concern per file: `check` runs one check (connect, then HTTP when configured), `http`
-//! the exchange on the socket, `request` and `response` its bytes each way, `expect` the
+//! One concern per file: `check` runs one check (connect, the TLS handshake with `check-ssl`,
+//! then HTTP when configured), `tls` the client side of TLS (rustls), `conn` the stream the
+//! exchange talks over (TCP or TLS), `http` the exchange, `request` and `response` its bytes each way, `expect` the
 //! judgement against `http-check expect`, `outcome` HAProxy's status and text for the
 //! result, `state` the rise/fall machine.
 
 mod check;
+mod conn;
 mod error;
 mod expect;
 mod http;
@@ -14,6 +16,9 @@ mod outcome;
 mod request;
 mod response;
 mod state;
+mod tls;
+#[cfg(test)]
+mod tls_tests;
 
 pub use error::CheckError;
 pub use outcome::Outcome;
@@ -29,6 +34,7 @@ use crate::upstream::{Server, ServerSet, ServerState};
 
 use check::Budget;
 use http::HttpProbe;
+use tls::TlsProbe;
 
 /// One backend's servers, the time a check may take, and its HTTP check if it has one.
 pub struct CheckedBackend {
@@ -105,9 +111,16 @@ async fn check_loop(
 ) {
     let mut state = CheckState::new(&server.params);
     let target = check_target(&server);
+    let Some(tls) = tls_probe(&server, target) else {
+        return;
+    };
     loop {
         let started = Instant::now();
-        let outcome = check::run(target, budget, probe.as_deref(), &server.params).await;
+        let probes = check::Probes {
+            http: probe.as_deref(),
+            tls: tls.as_ref(),
+        };
+        let outcome = check::run(target, budget, probes, &server.params).await;
         let took = started.elapsed();
         let was_up = state.is_up();
         let transition = state.record(outcome.passed());
@@ -134,6 +147,21 @@ async fn check_loop(
             Transition::None => {}
         }
         compio::time::sleep(state.next_interval().saturating_sub(took)).await;
+    }
+}
+
+/// The server's TLS check settings: `Some(None)` without `check-ssl`, `None` when they
+/// cannot be built (logged; the server is left unchecked, as when the checker cannot start).
+fn tls_probe(server: &Server, target: SocketAddr) -> Option<Option<TlsProbe>> {
+    if !server.params.check_ssl {
+        return Some(None);
+    }
+    match TlsProbe::new(&server.params, target.ip()) {
+        Ok(probe) => Some(Some(probe)),
+        Err(e) => {
+            log::error!("server {}: check-ssl: {e}; not checked", server.name);
+            None
+        }
     }
 }
 
@@ -211,7 +239,7 @@ mod tests {
         let params = cfg.proxy("be").expect("be").servers[0].params.clone();
         let rt = compio::runtime::Runtime::new().expect("runtime");
         let budget = check::Budget::new(None, None, Duration::from_secs(5));
-        let outcome = rt.block_on(check::run(addr, budget, None, &params));
+        let outcome = rt.block_on(check::run(addr, budget, check::Probes::default(), &params));
         assert!(outcome.passed(), "{outcome:?}");
         let (mut s, peer) = l.accept().expect("the check's connection");
         let mut got = Vec::new();

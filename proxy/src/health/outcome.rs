@@ -32,6 +32,11 @@ impl Outcome {
         Outcome::new(CheckStatus::Ok, None, "")
     }
 
+    /// `check-ssl` without an HTTP check: the handshake completed; no text, as HAProxy.
+    pub fn layer6_passed() -> Outcome {
+        Outcome::new(CheckStatus::L6Ok, None, "")
+    }
+
     pub fn passed(&self) -> bool {
         self.status.passed()
     }
@@ -43,6 +48,8 @@ impl Outcome {
             CheckError::Connect(e) => (CheckStatus::ConnRefused, os_text(e)),
             CheckError::ConnectTimeout => (CheckStatus::Timeout, String::new()),
             CheckError::Socket(e) => (CheckStatus::SocketError, os_text(e)),
+            CheckError::HandshakeTimeout => (CheckStatus::L6Timeout, String::new()),
+            CheckError::Handshake(text) => (CheckStatus::L6Response, text.clone()),
             CheckError::ResponseTimeout => (CheckStatus::L7Timeout, String::new()),
         };
         Outcome::new(status, None, &info)
@@ -50,7 +57,7 @@ impl Outcome {
 }
 
 /// `strerror` as HAProxy prints it: Rust's io::Error adds " (os error N)".
-fn os_text(e: &std::io::Error) -> String {
+pub(super) fn os_text(e: &std::io::Error) -> String {
     let text = e.to_string();
     match text.split_once(" (os error") {
         Some((message, _)) => message.to_string(),
@@ -88,6 +95,14 @@ mod tests {
         let l7 = Outcome::from_error(&CheckError::ResponseTimeout);
         assert_eq!((l7.status.code(), l7.info.as_str()), ("L7TOUT", ""));
         assert!(Outcome::layer4_passed().passed());
+        let l6 = Outcome::from_error(&CheckError::HandshakeTimeout);
+        assert_eq!((l6.status.code(), l6.info.as_str()), ("L6TOUT", ""));
+        let l6 = Outcome::from_error(&CheckError::Handshake("SSL handshake failure".into()));
+        assert_eq!(
+            (l6.status.code(), l6.info.as_str()),
+            ("L6RSP", "SSL handshake failure")
+        );
+        assert!(Outcome::layer6_passed().passed());
     }
 
     #[test]
