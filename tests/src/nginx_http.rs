@@ -48,11 +48,26 @@ pub struct NginxHttp {
 impl NginxHttp {
     /// Starts a node called `name` on `addr`, serving `hls_dir` under `/hls/` if given.
     pub fn start(name: &str, addr: SocketAddr, hls_dir: Option<&Path>) -> NginxHttp {
+        NginxHttp::start_with(name, addr, hls_dir, None)
+    }
+
+    /// Starts a node that speaks TLS on `addr` with `pem` (certificate chain and key in one
+    /// file, as `TestCa::leaf` writes it); the SNI of each request goes to [`Self::snis`].
+    pub fn start_tls(name: &str, addr: SocketAddr, pem: &Path) -> NginxHttp {
+        NginxHttp::start_with(name, addr, None, Some(pem))
+    }
+
+    fn start_with(
+        name: &str,
+        addr: SocketAddr,
+        hls_dir: Option<&Path>,
+        tls: Option<&Path>,
+    ) -> NginxHttp {
         require_tool("nginx");
         require_file(ECHO_MODULE, "libnginx-mod-http-echo");
         let dir = TestDir::new(&format!("nginx-http-{name}"));
         std::fs::create_dir_all(dir.join("tmp")).expect("nginx tmp folder");
-        let conf = render(name, addr, dir.path(), hls_dir);
+        let conf = render(name, addr, dir.path(), hls_dir, tls);
         std::fs::write(dir.join("nginx.conf"), conf).expect("writing nginx.conf");
         let mut n = NginxHttp {
             name: name.to_string(),
@@ -134,6 +149,15 @@ impl NginxHttp {
         }
     }
 
+    /// The SNI of each request a TLS node answered (`-` for none), in order.
+    pub fn snis(&self) -> Vec<String> {
+        std::fs::read_to_string(self.dir.join("sni.log"))
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_string)
+            .collect()
+    }
+
     /// Request lines nginx received, in order.
     pub fn requests(&self) -> Vec<String> {
         std::fs::read_to_string(self.dir.join("access.log"))
@@ -193,7 +217,13 @@ impl Drop for NginxHttp {
     }
 }
 
-fn render(name: &str, addr: SocketAddr, dir: &Path, hls: Option<&Path>) -> String {
+fn render(
+    name: &str,
+    addr: SocketAddr,
+    dir: &Path,
+    hls: Option<&Path>,
+    tls: Option<&Path>,
+) -> String {
     let d = dir.display();
     let mut c = String::new();
     let _ = writeln!(c, "load_module {ECHO_MODULE};");
@@ -203,7 +233,7 @@ fn render(name: &str, addr: SocketAddr, dir: &Path, hls: Option<&Path>) -> Strin
     c.push_str("daemon off;\nmaster_process off;\nworker_processes 1;\n");
     let _ = writeln!(c, "pid {d}/nginx.pid;\nerror_log {d}/error.log info;");
     c.push_str("events { worker_connections 256; }\nhttp {\n");
-    c.push_str("    log_format e2e '$request';\n");
+    c.push_str("    log_format e2e '$request';\n    log_format sni '$ssl_server_name';\n");
     let _ = writeln!(c, "    access_log {d}/access.log e2e;");
     for (directive, sub) in [
         ("client_body_temp_path", "body"),
@@ -216,7 +246,20 @@ fn render(name: &str, addr: SocketAddr, dir: &Path, hls: Option<&Path>) -> Strin
     }
     c.push_str("    keepalive_timeout 75s;\n    client_body_buffer_size 1m;\n");
     c.push_str("    types { application/vnd.apple.mpegurl m3u8; video/mp2t ts; }\n");
-    let _ = writeln!(c, "    server {{\n        listen {addr};");
+    match tls {
+        None => {
+            let _ = writeln!(c, "    server {{\n        listen {addr};");
+        }
+        Some(pem) => {
+            let pem = pem.display();
+            let _ = writeln!(
+                c,
+                "    server {{\n        listen {addr} ssl;\n        ssl_certificate {pem};\n        \
+                 ssl_certificate_key {pem};\n        access_log {d}/access.log e2e;\n        \
+                 access_log {d}/sni.log sni;"
+            );
+        }
+    }
     let _ = writeln!(
         c,
         "        location /app {{ default_type text/plain; \
