@@ -586,6 +586,9 @@ fn every_server_and_bind_option_acts() {
             "cookie" => "cookie c1".into(),
             "addr" => "addr 127.0.0.9".into(),
             "proxy-v2-options" => "send-proxy-v2 proxy-v2-options crc32c".into(),
+            "check-ssl" => "check-ssl verify none".into(),
+            "check-sni" => "check-sni site.test".into(),
+            "verify" => "verify none".into(),
             other => other.into(),
         }),
         (&bind, |opt, crt| match opt {
