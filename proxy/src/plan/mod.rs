@@ -188,6 +188,11 @@ pub fn compile(cfg: &Config, env: &Env<'_>) -> Result<Plan, Vec<PlanError>> {
         };
         c.add_binds(fe, service);
     }
+    // Backends no frontend routes to are still checked (and their engine line still
+    // checked), as HAProxy does: their servers' state is on the stats page.
+    for be in cfg.proxies.iter().filter(|p| p.kind.has_backend()) {
+        c.upstream(be);
+    }
     if !c.problems.is_empty() {
         c.problems
             .sort_by(|a, b| (&a.loc.file, a.loc.line).cmp(&(&b.loc.file, b.loc.line)));

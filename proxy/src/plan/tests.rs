@@ -223,3 +223,29 @@ fn http_over_tls_serves_bodies_byte_exact_with_ktls_where_available() {
         );
     }
 }
+
+/// A backend no frontend routes to is still health-checked, as HAProxy does.
+#[test]
+fn unused_backends_are_checked_too() {
+    let cfg = crate::config::parse_str(
+        "defaults\n mode tcp\n timeout connect 1s\n timeout client 1s\n timeout server 1s\n\
+         frontend f\n bind 127.0.0.1:1\n default_backend used\n\
+         backend used\n server a 127.0.0.1:2 check\n\
+         backend spare\n server b 127.0.0.1:3 check\n",
+        std::path::Path::new("spare.cfg"),
+    )
+    .expect("cfg");
+    let env = Env {
+        ktls: false,
+        engines: crate::forward::probed(),
+        pages: &|_| Arc::new(NoPages),
+    };
+    let plan = compile(&cfg, &env).expect("plan");
+    let mut checked: Vec<&str> = plan
+        .checked
+        .iter()
+        .map(|c| c.servers.backend.as_str())
+        .collect();
+    checked.sort_unstable();
+    assert_eq!(checked, ["spare", "used"]);
+}
