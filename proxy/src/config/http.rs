@@ -18,18 +18,26 @@ pub(crate) fn http_request(
     args: &mut Args<'_>,
     loc: &Loc,
 ) -> Result<(), String> {
-    let action = match args.need("an action")? {
-        "add-header" => {
-            let (name, value) = header_and_value(args)?;
-            HttpAction::AddHeader { name, value }
-        }
-        "set-header" => {
-            let (name, value) = header_and_value(args)?;
-            HttpAction::SetHeader { name, value }
-        }
-        "del-header" => HttpAction::DelHeader {
-            name: header_name(args.need("a header name")?)?,
-        },
+    let word = args.need("an action")?;
+    let action = match header_edit(word, args)? {
+        Some(HeaderEdit::Add(name, value)) => HttpAction::AddHeader { name, value },
+        Some(HeaderEdit::Set(name, value)) => HttpAction::SetHeader { name, value },
+        Some(HeaderEdit::Del(name)) => HttpAction::DelHeader { name },
+        None => request_action(word, args)?,
+    };
+    let cond = args.condition()?;
+    proxy.add_http_rule(HttpRule {
+        action,
+        cond,
+        loc: loc.clone(),
+        origin: RuleOrigin::HttpRequest,
+    });
+    Ok(())
+}
+
+/// The `http-request` actions other than header edits.
+fn request_action(word: &str, args: &mut Args<'_>) -> Result<HttpAction, String> {
+    Ok(match word {
         "deny" => HttpAction::Deny {
             status: deny_status(args)?,
         },
@@ -48,15 +56,7 @@ pub(crate) fn http_request(
                  del-header, deny, redirect, use-service)"
             ))
         }
-    };
-    let cond = args.condition()?;
-    proxy.add_http_rule(HttpRule {
-        action,
-        cond,
-        loc: loc.clone(),
-        origin: RuleOrigin::HttpRequest,
-    });
-    Ok(())
+    })
 }
 
 /// `http-response ACTION … [if|unless COND]`.
@@ -65,18 +65,25 @@ pub(crate) fn http_response(
     args: &mut Args<'_>,
     loc: &Loc,
 ) -> Result<(), String> {
-    let action = match args.need("an action")? {
-        "add-header" => {
-            let (name, value) = header_and_value(args)?;
-            HttpResponseAction::AddHeader { name, value }
-        }
-        "set-header" => {
-            let (name, value) = header_and_value(args)?;
-            HttpResponseAction::SetHeader { name, value }
-        }
-        "del-header" => HttpResponseAction::DelHeader {
-            name: header_name(args.need("a header name")?)?,
-        },
+    let word = args.need("an action")?;
+    let action = match header_edit(word, args)? {
+        Some(HeaderEdit::Add(name, value)) => HttpResponseAction::AddHeader { name, value },
+        Some(HeaderEdit::Set(name, value)) => HttpResponseAction::SetHeader { name, value },
+        Some(HeaderEdit::Del(name)) => HttpResponseAction::DelHeader { name },
+        None => response_action(word, args)?,
+    };
+    let cond = args.condition()?;
+    proxy.http_response_rules.push(HttpResponseRule {
+        action,
+        cond,
+        loc: loc.clone(),
+    });
+    Ok(())
+}
+
+/// The `http-response` actions other than header edits.
+fn response_action(word: &str, args: &mut Args<'_>) -> Result<HttpResponseAction, String> {
+    Ok(match word {
         "replace-header" => HttpResponseAction::ReplaceHeader {
             name: header_name(args.need("a header name")?)?,
             regex: args.need("a regex")?.to_string(),
@@ -109,14 +116,31 @@ pub(crate) fn http_response(
                  del-header, replace-header, deny, set-status)"
             ))
         }
-    };
-    let cond = args.condition()?;
-    proxy.http_response_rules.push(HttpResponseRule {
-        action,
-        cond,
-        loc: loc.clone(),
-    });
-    Ok(())
+    })
+}
+
+/// The header edits both rule keywords share.
+enum HeaderEdit {
+    Add(String, String),
+    Set(String, String),
+    Del(String),
+}
+
+/// `add-header NAME VALUE`, `set-header NAME VALUE`, `del-header NAME`; `None` for another
+/// action word (its arguments are left unread).
+fn header_edit(word: &str, args: &mut Args<'_>) -> Result<Option<HeaderEdit>, String> {
+    Ok(Some(match word {
+        "add-header" => {
+            let (name, value) = header_and_value(args)?;
+            HeaderEdit::Add(name, value)
+        }
+        "set-header" => {
+            let (name, value) = header_and_value(args)?;
+            HeaderEdit::Set(name, value)
+        }
+        "del-header" => HeaderEdit::Del(header_name(args.need("a header name")?)?),
+        _ => return Ok(None),
+    }))
 }
 
 /// `reqadd NAME:\ VALUE [if|unless COND]`: HAProxy ≤ 2.0's spelling of
