@@ -71,7 +71,6 @@ fn checks_over_tls_pass_fail_on_503_and_on_plain_http() {
     let tls = NginxHttp::start_tls("tls", free_addr(loopback(2)), &pem);
     let plain = NginxHttp::start("plain", free_addr(loopback(3)), None);
     let stats = free_port(Ipv4Addr::LOCALHOST);
-    // Backends are checked where a frontend uses them.
     let web = free_addr(Ipv4Addr::LOCALHOST);
     let raw = free_addr(Ipv4Addr::LOCALHOST);
     let ms = INTER.as_millis();

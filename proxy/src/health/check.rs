@@ -136,7 +136,7 @@ async fn send_header(stream: &TcpStream, params: &ServerParams) -> std::io::Resu
 mod tests {
     use super::*;
     use crate::config::{CheckExpect, CheckRequest, ExpectMatch, HttpCheck, Loc};
-    use std::io::{Read, Write};
+    use std::io::Write;
     use std::net::{Shutdown, TcpListener};
     use std::sync::mpsc;
     use std::thread;
@@ -173,15 +173,7 @@ mod tests {
 
     fn read_head(conn: &mut std::net::TcpStream) -> Vec<u8> {
         let _ = conn.set_read_timeout(Some(Duration::from_secs(5)));
-        let mut got = Vec::new();
-        let mut buf = [0u8; 1024];
-        while !got.windows(4).any(|w| w == b"\r\n\r\n") {
-            match conn.read(&mut buf) {
-                Ok(0) | Err(_) => break,
-                Ok(n) => got.extend_from_slice(&buf[..n]),
-            }
-        }
-        got
+        crate::health::tls_tests::read_head(conn)
     }
 
     fn play(conn: &mut std::net::TcpStream, script: Script) {

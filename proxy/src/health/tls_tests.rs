@@ -69,7 +69,8 @@ fn tls_server(answer: &'static [u8]) -> (SocketAddr, mpsc::Receiver<Seen>) {
     (addr, rx)
 }
 
-fn read_head(s: &mut impl Read) -> Vec<u8> {
+/// The bytes up to the end of a request head (or what came before the peer stopped).
+pub(super) fn read_head(s: &mut impl Read) -> Vec<u8> {
     let mut got = Vec::new();
     let mut buf = [0u8; 1024];
     while !got.windows(4).any(|w| w == b"\r\n\r\n") {

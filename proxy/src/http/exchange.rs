@@ -196,7 +196,7 @@ impl<'f, C: Client> Exchange<'f, '_, C> {
         };
         self.record.queue = slot.queue_wait;
         let server = slot.claim.server.clone();
-        let shared = reuse::pools(be.reuse) && !server.sends_proxy_header();
+        let shared = reuse::shared(be.reuse, &server);
         let pooled = match may_reuse {
             Take::Fresh => None,
             _ if !shared => self
@@ -405,9 +405,7 @@ impl<'f, C: Client> Exchange<'f, '_, C> {
             Err(e) => return self.aborted(e, be),
         }
         let reusable = !done.close_server && !resp.close && server.data().is_empty();
-        // A connection that began with a PROXY header names its client for as long as it
-        // lives: like every connection under `http-reuse never`, it stays this client's.
-        let shared = reuse::pools(be.reuse) && !done.server.sends_proxy_header();
+        let shared = reuse::shared(be.reuse, &done.server);
         if reusable && shared {
             pool::put(&done.server, server.stream, be.pool_idle, done.served);
         } else if let (true, Some(slot)) = (reusable, self.private.as_deref_mut()) {

@@ -103,7 +103,9 @@ pub struct Frontend {
     stats: Option<StatsSpec>,
     client_timeout: Option<Duration>,
     client_fin: Option<Duration>,
-    http_request: Option<Duration>,
+    /// How long a request head may take: `timeout http-request`, else `timeout client`, else
+    /// [`DEFAULT_HEAD_TIMEOUT`]; a head is never waited for without a bound.
+    http_request: Duration,
     keep_alive: Option<Duration>,
     server_close: bool,
     httpclose: bool,
@@ -245,7 +247,7 @@ impl Frontend {
                 .timeouts
                 .http_request
                 .or(fe.timeouts.client)
-                .or(Some(DEFAULT_HEAD_TIMEOUT)),
+                .unwrap_or(DEFAULT_HEAD_TIMEOUT),
             keep_alive: fe.timeouts.http_keep_alive,
             server_close: fe.options.http_server_close,
             httpclose: fe.options.httpclose,

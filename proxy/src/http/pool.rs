@@ -59,13 +59,9 @@ pub fn take(server: &Arc<Server>, max_idle: Duration, take: Take) -> Option<(Tcp
     })
 }
 
-/// A connection that began with a PROXY header names its client to the server for as long
-/// as it lives: it is never put here (reused for another client it would pass that client's
-/// requests off as the first one's); the session keeps it private, as HAProxy does.
+/// Only connections `reuse::shared` allows come here: one that began with a PROXY header
+/// names its client for as long as it lives, and stays private to that client's session.
 pub fn put(server: &Arc<Server>, stream: TcpStream, max_idle: Duration, served: u32) {
-    if server.sends_proxy_header() {
-        return;
-    }
     POOL.with(|pool| {
         let mut pool = pool.borrow_mut();
         let list = pool.entry(key(server)).or_default();

@@ -2,6 +2,7 @@
 //! before, and whether a request may be sent again after such a connection failed under it.
 
 use crate::config::HttpReuse;
+use crate::upstream::Server;
 
 /// Which pooled connections a request may take.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -38,6 +39,13 @@ pub fn take(mode: HttpReuse, first: bool, idempotent: bool) -> Take {
 /// `never` it stays private to its client connection instead, as HAProxy keeps it.
 pub fn pools(mode: HttpReuse) -> bool {
     mode != HttpReuse::Never
+}
+
+/// Whether connections to `server` go to the worker's shared pool: not under `never`, and
+/// not when they began with a PROXY header (it names one client for the connection's life);
+/// otherwise they stay private to their client connection, as HAProxy keeps them.
+pub fn shared(mode: HttpReuse, server: &Server) -> bool {
+    pools(mode) && !server.sends_proxy_header()
 }
 
 /// RFC 9110 §9.2.2: requests that may be sent again after a failure without changing what

@@ -181,7 +181,7 @@ impl<'f> Exchange<'f, '_> {
 
     async fn read_request(&mut self) -> Result<Request, NoRequest> {
         let fe = self.fe;
-        let whole_head = fe.http_request.or(fe.client_timeout);
+        let whole_head = Some(fe.http_request);
         let idle = if self.first {
             whole_head
         } else {

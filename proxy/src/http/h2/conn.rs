@@ -50,7 +50,8 @@ pub const PENDING_RESETS: usize = 20;
 /// the proxy reset for the client's protocol errors: past it the connection is closed.
 pub const RESET_LIMIT: usize = 100;
 pub const RESET_WINDOW: Duration = Duration::from_secs(10);
-/// The preface and idle limits when the frontend sets no timeout.
+/// The idle limit when the frontend sets no `timeout client` (the preface is bounded by the
+/// frontend's request-head limit, which always has a value).
 const DEFAULT_WAIT: Duration = Duration::from_secs(10);
 
 /// Serves a TLS client that chose `h2` by ALPN.
@@ -77,10 +78,7 @@ fn builder(bufsize: usize) -> h2::server::Builder {
 
 /// The client's preface and SETTINGS, within `timeout http-request` (else `timeout client`).
 async fn handshake(fe: &Frontend, origin: Origin, io: H2Io) -> Option<Connection<H2Io, Bytes>> {
-    let limit = fe
-        .http_request
-        .or(fe.client_timeout)
-        .unwrap_or(DEFAULT_WAIT);
+    let limit = fe.http_request;
     let refused = |why: String| {
         log::info!(
             "frontend {}: HTTP/2 connection from {} refused: {why}",
