@@ -49,17 +49,15 @@ pub struct CheckedBackend {
     pub response_limit: usize,
 }
 
-/// Starts the checker thread for every server with `check`; returns `None` when there is none.
+/// Starts the checker thread; returns `None` when there is no backend to watch. Servers
+/// with `check` are checked, those added at run time too (see [`watch_backend`]).
 /// `runtime` builds the checker's event loop: the runtime room's driver choice, handed down
 /// so this room does not reach up for it.
 pub fn spawn_checker(
     backends: Vec<CheckedBackend>,
     runtime: impl FnOnce() -> io::Result<compio::runtime::Runtime> + Send + 'static,
 ) -> io::Result<Option<std::thread::JoinHandle<()>>> {
-    let any = backends
-        .iter()
-        .any(|b| b.servers.servers.iter().any(|s| is_checked(s)));
-    if !any {
+    if backends.is_empty() {
         return Ok(None);
     }
     let handle = std::thread::Builder::new()
@@ -77,29 +75,46 @@ pub fn spawn_checker(
     Ok(Some(handle))
 }
 
-fn is_checked(s: &Server) -> bool {
-    s.params.check && s.state() != ServerState::Maint
-}
+/// How often a backend's server list is looked at for servers added at run time (runtime
+/// API, DNS).
+const MEMBERSHIP_POLL: Duration = Duration::from_secs(1);
 
 async fn run_all(backends: Vec<CheckedBackend>) {
-    let mut tasks = Vec::new();
-    for b in &backends {
-        let probe = b
-            .http
-            .as_ref()
-            .map(|h| Arc::new(HttpProbe::new(h, b.response_limit)));
-        for s in b.servers.servers.iter().filter(|s| is_checked(s)) {
-            let set = b.servers.clone();
-            let server = s.clone();
-            let budget = Budget::new(b.timeout, b.connect_timeout, server.params.inter);
-            let probe = probe.clone();
-            tasks.push(compio::runtime::spawn(check_loop(
-                set, server, budget, probe,
-            )));
-        }
-    }
+    let tasks: Vec<_> = backends
+        .into_iter()
+        .map(|b| compio::runtime::spawn(watch_backend(b)))
+        .collect();
     for t in tasks {
         let _ = t.await;
+    }
+}
+
+/// Keeps one check loop per server with `check`, whatever its administrative state (so a
+/// server leaving maintenance is as healthy as its checks say): new servers get a loop
+/// within [`MEMBERSHIP_POLL`], a removed server's loop ends by itself.
+async fn watch_backend(b: CheckedBackend) {
+    let probe = b
+        .http
+        .as_ref()
+        .map(|h| Arc::new(HttpProbe::new(h, b.response_limit)));
+    let mut checking: Vec<Arc<Server>> = Vec::new();
+    loop {
+        checking.retain(|s| !s.is_retired());
+        for s in b.servers.servers().iter().filter(|s| s.params.check) {
+            if checking.iter().any(|c| Arc::ptr_eq(c, s)) {
+                continue;
+            }
+            checking.push(s.clone());
+            let budget = Budget::new(b.timeout, b.connect_timeout, s.params.inter);
+            compio::runtime::spawn(check_loop(
+                b.servers.clone(),
+                s.clone(),
+                budget,
+                probe.clone(),
+            ))
+            .detach();
+        }
+        compio::time::sleep(MEMBERSHIP_POLL).await;
     }
 }
 
@@ -110,11 +125,12 @@ async fn check_loop(
     probe: Option<Arc<HttpProbe>>,
 ) {
     let mut state = CheckState::new(&server.params);
-    let target = check_target(&server);
-    let Some(tls) = tls_probe(&server, target) else {
+    let Some(tls) = tls_probe(&server, check_target(&server)) else {
         return;
     };
-    loop {
+    while !server.is_retired() {
+        // Read each time: `set server … addr` and DNS move a server.
+        let target = check_target(&server);
         let started = Instant::now();
         let probes = check::Probes {
             http: probe.as_deref(),
@@ -167,7 +183,7 @@ fn tls_probe(server: &Server, target: SocketAddr) -> Option<Option<TlsProbe>> {
 
 /// The server's address, or `addr`, with its port, or `port`.
 fn check_target(server: &Server) -> SocketAddr {
-    let mut addr = server.addr;
+    let mut addr = server.addr();
     if let Some(ip) = server.params.check_addr {
         addr.set_ip(ip);
     }
@@ -180,7 +196,7 @@ fn check_target(server: &Server) -> SocketAddr {
 /// Logs a transition in HAProxy's words, so operators' log alerts keep matching.
 fn report(set: &ServerSet, server: &Server, went_up: bool, outcome: &Outcome, took: Duration) {
     let up = |backup: bool| {
-        set.servers
+        set.servers()
             .iter()
             .filter(|s| s.backup == backup && s.state() == ServerState::Up)
             .count()
@@ -319,7 +335,7 @@ mod tests {
         .unwrap_or_else(|e| panic!("{e}"));
         let set = ServerSet::from_config(config.proxy("b").unwrap_or_else(|| unreachable!()));
         let targets: Vec<String> = set
-            .servers
+            .servers()
             .iter()
             .map(|s| check_target(s).to_string())
             .collect();

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::config::{CookieMode, CookieSpec};
-use crate::upstream::{Server, ServerSet, ServerState};
+use crate::upstream::{Server, ServerSet};
 
 use super::head::Headers;
 
@@ -132,12 +132,12 @@ impl Sticky {
                 }
             }
         };
-        let server = set
-            .servers
+        let servers = set.servers();
+        let server = servers
             .iter()
             .find(|s| s.params.cookie.as_deref() == Some(id));
         match server {
-            Some(s) if s.state() == ServerState::Up && s.weight > 0 => Routed {
+            Some(s) if s.takes_persistent() => Routed {
                 server: Some(s.clone()),
                 seen: Seen::Valid(Arc::from(id)),
             },
@@ -348,7 +348,7 @@ mod tests {
         let set = servers();
         let r = s.on_request(&mut cookie_headers("JSESSIONID=ams9~x"), &set);
         assert_eq!((r.server.is_none(), r.seen), (true, Seen::Invalid));
-        set.servers[0].set_state(ServerState::Down);
+        set.servers()[0].set_state(crate::upstream::ServerState::Down);
         let mut h = cookie_headers("JSESSIONID=ams1~x");
         let r = s.on_request(&mut h, &set);
         assert_eq!((r.server.is_none(), r.seen), (true, Seen::Down));

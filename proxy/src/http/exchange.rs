@@ -39,7 +39,7 @@ impl<'f, C: Client> Exchange<'f, '_, C> {
             }
         }
         if let Some(spec) = &be.stats {
-            let has_servers = !be.upstream.set.servers.is_empty();
+            let has_servers = !be.upstream.set.servers().is_empty();
             if stats_hook::is_stats_request(spec, &req.target, has_servers) {
                 let answer =
                     stats_hook::answer(&*self.fe.pages, spec, &self.stats_request(&req, &be.name));

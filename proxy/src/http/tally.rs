@@ -265,7 +265,7 @@ mod tests {
         let fe = Counters::default();
         let set = set();
         let be = &set.stats.traffic;
-        let server = set.servers[0].clone();
+        let server = set.servers()[0].clone();
         let mut t = Tally::new(&fe, None, 100);
         t.request();
         t.assign(be);
@@ -342,7 +342,7 @@ mod tests {
         let fe = Counters::default();
         let set = set();
         let be = &set.stats.traffic;
-        let server = set.servers[0].clone();
+        let server = set.servers()[0].clone();
         let mut t = Tally::new(&fe, None, 100);
         t.request();
         t.assign(be);

@@ -183,7 +183,7 @@ mod tests {
         assert_eq!(reg.proxy("stats").and_then(|p| p.fullconn), Some(200));
         assert_eq!(reg.proxy("rtmp_lb").and_then(|p| p.fullconn), None);
         let set = reg.backend("backend_rtmp").expect("backend");
-        assert_eq!(set.servers.len(), 2);
+        assert_eq!(set.servers().len(), 2);
         assert!(reg.backend("rtmp_lb").is_none());
         assert!(reg.frontend("nope").is_none());
     }

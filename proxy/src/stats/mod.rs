@@ -265,7 +265,7 @@ pub(crate) mod tests {
         if let Some(set) = reg.backend("backend_rtmp") {
             set.stats.set_engine("copy");
             set.stats.traffic.add_bytes(1000, 2000);
-            let (ams1, ams2) = (&set.servers[0], &set.servers[1]);
+            let (ams1, ams2) = (&set.servers()[0], &set.servers()[1]);
             ams1.stats.traffic.add_bytes(1000, 2000);
             ams1.stats.check.record(CheckStatus::Ok, 1, 0, true);
             ams2.stats
@@ -290,7 +290,7 @@ pub(crate) mod tests {
     pub(crate) fn http_checked_snapshot() -> Snapshot {
         let reg = registry();
         if let Some(set) = reg.backend("backend_rtmp") {
-            let (ams1, ams2) = (&set.servers[0], &set.servers[1]);
+            let (ams1, ams2) = (&set.servers()[0], &set.servers()[1]);
             ams1.stats.check.set_http_code(Some(200));
             ams1.stats.check.record(CheckStatus::L7Ok, 3, 0, true);
             ams2.stats.check.set_http_code(Some(503));

@@ -5,7 +5,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::config::{Balance, Mode, ProxyKind};
-use crate::upstream::{Server, ServerSet, ServerState};
+use crate::upstream::{Admin, Server, ServerSet, ServerState};
 
 use crate::counters::{now_ms, CheckStatus, Counters, Process, SlidingAvg, PROCESS};
 use crate::plan::{ProxyEntry, Registry};
@@ -298,7 +298,7 @@ fn proxy(p: &ProxyEntry, now: u64) -> ProxyView {
         .backend
         .as_ref()
         .map(|set| {
-            set.servers
+            set.servers()
                 .iter()
                 .map(|s| server(s, now))
                 .collect::<Vec<_>>()
@@ -333,9 +333,9 @@ fn server(s: &Server, now: u64) -> ServerView {
     ServerView {
         name: s.name.clone(),
         id: u32::try_from(s.index + 1).unwrap_or(u32::MAX),
-        addr: s.addr.to_string(),
+        addr: s.addr().to_string(),
         status: status(s, check.as_ref()),
-        weight: s.weight,
+        weight: s.weight(),
         backup: s.backup,
         check,
         last_change_secs: s.since_change().as_secs(),
@@ -370,7 +370,7 @@ fn check(s: &Server) -> CheckView {
 fn status(s: &Server, check: Option<&CheckView>) -> Status {
     match s.state() {
         ServerState::Maint => Status::Maint,
-        ServerState::Up if s.weight == 0 => Status::Drain,
+        ServerState::Up if s.weight() == 0 || s.admin() == Admin::Drain => Status::Drain,
         ServerState::Up => match check {
             None => Status::NoCheck,
             Some(_) if s.stats.check.streak() == 0 => Status::Up,
@@ -425,8 +425,8 @@ mod tests {
     fn reads_live_state_and_counters() {
         let reg = Registry::from_config(&config());
         let set = reg.backend("backend_rtmp").expect("backend");
-        set.servers[1].set_state(ServerState::Down);
-        let claim = set.servers[0].claim();
+        set.servers()[1].set_state(ServerState::Down);
+        let claim = set.servers()[0].claim();
         set.stats.traffic.add_bytes(10, 20);
         set.stats.set_engine("copy");
         let snap = Snapshot::take(&reg);
@@ -455,7 +455,7 @@ mod tests {
     fn rise_and_fall_progress_shows_in_status() {
         let reg = Registry::from_config(&config());
         let set = reg.backend("backend_rtmp").expect("backend");
-        let s = &set.servers[0];
+        let s = &set.servers()[0];
         s.stats.check.record(CheckStatus::ConnRefused, 1, 1, true);
         assert_eq!(
             status(s, Some(&check(s))),

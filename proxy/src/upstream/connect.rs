@@ -165,7 +165,7 @@ fn claim_free(set: &ServerSet, first: &Arc<Server>, client_ip: IpAddr) -> Option
         }
     }
     let ctx = PickContext::new(client_ip, &[]);
-    for _ in 0..set.servers.len() {
+    for _ in 0..set.servers().len() {
         if let Some(claim) = set.pick_free(ctx)?.try_claim() {
             return Some(claim);
         }
@@ -328,7 +328,7 @@ async fn try_connect(
     limit: Option<Duration>,
     origin: &Origin,
 ) -> std::io::Result<TcpStream> {
-    let stream = bounded(limit, "connect timeout", TcpStream::connect(server.addr)).await?;
+    let stream = bounded(limit, "connect timeout", TcpStream::connect(server.addr())).await?;
     // RTMP acks and control messages are small, and so are HTTP heads: do not let Nagle hold
     // them back.
     let _ = stream.set_nodelay(true);
@@ -410,7 +410,7 @@ mod tests {
             1,
             true,
         );
-        let first = be.set.servers[0].clone();
+        let first = be.set.servers()[0].clone();
         let got = run(connect_from(&be, first, &here()));
         let c = got
             .map_err(|f| f.server.name.clone())
@@ -419,8 +419,8 @@ mod tests {
         assert_eq!((c.retries, c.redispatched), (1, true));
         let (b, d, l) = (
             &be.set.stats.traffic,
-            &be.set.servers[0].stats.traffic,
-            &be.set.servers[1].stats.traffic,
+            &be.set.servers()[0].stats.traffic,
+            &be.set.servers()[1].stats.traffic,
         );
         assert_eq!((get(&b.redispatches), get(&b.retries)), (1, 0));
         assert_eq!((get(&d.redispatches), get(&d.retries)), (1, 0));
@@ -442,7 +442,7 @@ mod tests {
             src: "10.0.0.7:4321".parse().expect("src"),
             dst: "10.0.0.1:1935".parse().expect("dst"),
         };
-        let first = be.set.servers[0].clone();
+        let first = be.set.servers()[0].clone();
         let c = run(connect_from(&be, first, &origin))
             .map_err(|f| f.term())
             .expect("connected");
@@ -457,13 +457,13 @@ mod tests {
     fn retries_on_one_server_then_a_connection_error() {
         let (_live, dead) = addresses();
         let be = backend(&format!("    server dead {dead}\n"), 2, false);
-        let first = be.set.servers[0].clone();
+        let first = be.set.servers()[0].clone();
         let got = run(connect_from(&be, first, &here()));
         let Err(f) = got else {
             panic!("nothing listens there")
         };
         assert_eq!((f.retries, f.redispatched), (2, false));
-        for c in [&be.set.stats.traffic, &be.set.servers[0].stats.traffic] {
+        for c in [&be.set.stats.traffic, &be.set.servers()[0].stats.traffic] {
             assert_eq!(get(&c.retries), 2);
             assert_eq!(get(&c.redispatches), 0);
             assert_eq!(get(&c.connect_attempts), 3);
@@ -499,7 +499,7 @@ mod queue_tests {
         let be = backend(&format!(
             "backend be\n    timeout connect 50ms\n    server s {addr} maxconn 1\n"
         ));
-        let first = be.set.servers[0].clone();
+        let first = be.set.servers()[0].clone();
         let _held = first.try_claim().expect("the one slot");
         assert!(first.try_claim().is_none(), "maxconn 1 is one slot");
         let picked = be.set.pick_server(PickContext::new(here().src.ip(), &[]));
@@ -518,7 +518,7 @@ mod queue_tests {
             1,
             "the backend's econ"
         );
-        let s = &be.set.servers[0].stats.traffic;
+        let s = &be.set.servers()[0].stats.traffic;
         assert_eq!(
             s.failed_conn.load(Ordering::Relaxed),
             0,
@@ -533,7 +533,7 @@ mod queue_tests {
         let be = Arc::new(backend(&format!(
             "backend be\n    timeout connect 2s\n    timeout queue 30s\n    server s {addr} maxconn 1\n"
         )));
-        let first = be.set.servers[0].clone();
+        let first = be.set.servers()[0].clone();
         let held = first.try_claim().expect("the one slot");
         let got = run(async {
             let origin = here();
@@ -564,7 +564,7 @@ mod queue_tests {
     #[test]
     fn a_pinned_session_waits_for_its_own_server() {
         let (be, _live) = two_servers("");
-        let a = be.set.servers[0].clone();
+        let a = be.set.servers()[0].clone();
         let _held = a.try_claim().expect("a's one slot");
         let Err(f) = run(connect_pinned(&be, a.clone(), &here(), true)) else {
             panic!("a never frees; a pinned session must not move to b")
@@ -591,7 +591,7 @@ mod queue_tests {
     #[test]
     fn maxqueue_sends_the_next_pinned_session_elsewhere() {
         let (be, _live) = two_servers("maxqueue 1");
-        let a = be.set.servers[0].clone();
+        let a = be.set.servers()[0].clone();
         let _held = a.try_claim().expect("a's one slot");
         let _queued = crate::upstream::Waiting::enter(&a.stats.traffic);
         let c = run(connect_pinned(&be, a.clone(), &here(), true))

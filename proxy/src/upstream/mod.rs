@@ -16,8 +16,8 @@ pub use backend::Backend;
 pub use connect::{connect_server, ConnectFailure, Connected, Failed};
 pub use proxy_proto::Origin;
 pub use queue::{Queue, Waiting};
-pub use server::{Server, ServerClaim, ServerState};
-pub use set::{PickContext, RequestKey, ServerSet};
+pub use server::{Admin, Server, ServerClaim, ServerState};
+pub use set::{Members, MembershipError, PickContext, RequestKey, ServerSet};
 
 #[cfg(test)]
 mod tests;

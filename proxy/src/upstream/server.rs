@@ -1,22 +1,48 @@
 //! One server's live state: written by the health checker and by sessions, read by pickers.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use arc_swap::ArcSwap;
 use event_listener::{Event, EventListener};
 
 use super::queue::Queue;
 use crate::config;
 
+/// What a picker sees: the health checks' verdict, unless an operator put the server in
+/// maintenance ([`Admin::Maint`]), which hides it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u8)]
 pub enum ServerState {
     Up = 0,
     Down = 1,
-    /// `disabled` in the config: never picked, never checked.
+    /// `disabled` in the config, or `set server … state maint`: never picked.
     Maint = 2,
+}
+
+/// The operator's say over a server (HAProxy's administrative state), kept apart from the
+/// health checks' verdict so that leaving maintenance finds the server as the checks, which
+/// keep running, last saw it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Admin {
+    Ready = 0,
+    /// No new flow (persistence cookies still reach it, as in HAProxy); established ones
+    /// continue.
+    Drain = 1,
+    Maint = 2,
+}
+
+impl Admin {
+    fn from_u8(v: u8) -> Admin {
+        match v {
+            0 => Admin::Ready,
+            1 => Admin::Drain,
+            _ => Admin::Maint,
+        }
+    }
 }
 
 impl ServerState {
@@ -39,15 +65,24 @@ impl ServerState {
 
 #[derive(Debug)]
 pub struct Server {
-    /// Position in its backend, stable for the life of the config.
+    /// Its id in its backend: the position in the config, then the next free number for
+    /// servers added at run time; never reused while the backend lives, so a session's list
+    /// of servers tried stays right while servers come and go.
     pub index: usize,
     pub name: String,
-    pub addr: SocketAddr,
-    pub weight: u32,
+    /// Where it is reached; `set server … addr` and DNS answers change it at run time, for
+    /// connections made from then on.
+    addr: ArcSwap<SocketAddr>,
+    /// The weight in use: the config's, or `set server … weight`.
+    weight: AtomicU32,
     pub backup: bool,
     pub maxconn: Option<u32>,
     pub params: config::ServerParams,
-    state: AtomicU8,
+    /// The checks' verdict (`Up`/`Down`).
+    health: AtomicU8,
+    admin: AtomicU8,
+    /// Removed from its backend (`del server`, a DNS record gone): its check loop ends.
+    retired: AtomicBool,
     /// Unix milliseconds of the last state change, for logs and the stats page.
     changed_at_ms: AtomicU64,
     current: AtomicU32,
@@ -70,20 +105,22 @@ impl Server {
 
     /// A server of a backend whose waiters sit in `queue`.
     pub fn in_backend(index: usize, s: &config::Server, queue: Arc<Queue>) -> Server {
-        let state = if s.params.disabled {
-            ServerState::Maint
+        let admin = if s.params.disabled {
+            Admin::Maint
         } else {
-            ServerState::Up
+            Admin::Ready
         };
         Server {
             index,
             name: s.name.clone(),
-            addr: s.addr,
-            weight: s.params.weight,
+            addr: ArcSwap::from_pointee(s.addr),
+            weight: AtomicU32::new(s.params.weight),
             backup: s.params.backup,
             maxconn: s.params.maxconn,
             params: s.params.clone(),
-            state: AtomicU8::new(state as u8),
+            health: AtomicU8::new(ServerState::Up as u8),
+            admin: AtomicU8::new(admin as u8),
+            retired: AtomicBool::new(false),
             changed_at_ms: AtomicU64::new(now_ms()),
             current: AtomicU32::new(0),
             total: AtomicU64::new(0),
@@ -93,18 +130,74 @@ impl Server {
         }
     }
 
+    /// What pickers and the stats page see: `Maint` while in maintenance, else the checks'
+    /// verdict.
     pub fn state(&self) -> ServerState {
-        ServerState::from_u8(self.state.load(Ordering::Acquire))
+        if self.admin() == Admin::Maint {
+            return ServerState::Maint;
+        }
+        ServerState::from_u8(self.health.load(Ordering::Acquire))
     }
 
-    /// Records a state change; returns the previous state.
+    /// Records the checks' verdict (`Up`/`Down`), or with `Maint` puts the server in
+    /// maintenance; returns the previous state as [`Server::state`] saw it.
     pub fn set_state(&self, state: ServerState) -> ServerState {
-        let previous = ServerState::from_u8(self.state.swap(state as u8, Ordering::AcqRel));
-        if previous != state {
-            self.changed_at_ms.store(now_ms(), Ordering::Relaxed);
-            self.stats.transitions.record(state == ServerState::Up);
+        let previous = self.state();
+        match state {
+            ServerState::Maint => {
+                self.admin.store(Admin::Maint as u8, Ordering::Release);
+            }
+            up_or_down => self.health.store(up_or_down as u8, Ordering::Release),
         }
+        self.note_change(previous);
         previous
+    }
+
+    pub fn admin(&self) -> Admin {
+        Admin::from_u8(self.admin.load(Ordering::Acquire))
+    }
+
+    /// `set server … state ready|drain|maint`, `enable|disable server`; returns the
+    /// previous administrative state.
+    pub fn set_admin(&self, admin: Admin) -> Admin {
+        let before = self.state();
+        let previous = Admin::from_u8(self.admin.swap(admin as u8, Ordering::AcqRel));
+        self.note_change(before);
+        previous
+    }
+
+    fn note_change(&self, previous: ServerState) {
+        let now = self.state();
+        if previous != now {
+            self.changed_at_ms.store(now_ms(), Ordering::Relaxed);
+            self.stats.transitions.record(now == ServerState::Up);
+        }
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        **self.addr.load()
+    }
+
+    /// New connections (and checks) go to `addr` from now on; established ones stay.
+    pub fn set_addr(&self, addr: SocketAddr) {
+        self.addr.store(Arc::new(addr));
+    }
+
+    pub fn weight(&self) -> u32 {
+        self.weight.load(Ordering::Relaxed)
+    }
+
+    /// Through [`super::ServerSet::set_weight`], which also redraws the hash rings.
+    pub(super) fn store_weight(&self, weight: u32) {
+        self.weight.store(weight, Ordering::Relaxed);
+    }
+
+    pub fn is_retired(&self) -> bool {
+        self.retired.load(Ordering::Acquire)
+    }
+
+    pub(super) fn retire(&self) {
+        self.retired.store(true, Ordering::Release);
     }
 
     /// How long the server has been in its current state.
@@ -119,7 +212,13 @@ impl Server {
 
     /// Could take traffic if it had a free slot.
     pub fn is_up_and_weighted(&self) -> bool {
-        self.state() == ServerState::Up && self.weight > 0
+        self.state() == ServerState::Up && self.admin() == Admin::Ready && self.weight() > 0
+    }
+
+    /// Takes the sessions a persistence cookie names: UP and not in maintenance (draining
+    /// servers still take them, as in HAProxy).
+    pub fn takes_persistent(&self) -> bool {
+        self.state() == ServerState::Up && (self.weight() > 0 || self.admin() == Admin::Drain)
     }
 
     /// Register before the last look at `try_claim`, so a slot freed in between wakes us.

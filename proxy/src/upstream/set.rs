@@ -3,8 +3,11 @@
 //! takes a lock.
 
 use std::net::IpAddr;
+use std::ops::Deref;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+
+use arc_swap::{ArcSwap, Guard};
 
 use super::hash::{self, Ring};
 use super::{Queue, Server};
@@ -18,15 +21,50 @@ pub struct ServerSet {
     /// What `uri`, `url_param` and `hdr(…)` hash, and how (`hash-type`).
     args: BalanceArgs,
     hash_type: HashType,
-    /// `hash-type consistent`: one ring for the active servers, one for the backups.
-    rings: Option<(Ring, Ring)>,
-    pub servers: Vec<Arc<Server>>,
+    /// The servers and their rings, replaced as a whole when a server is added, removed
+    /// or reweighted at run time, so a picker always sees one consistent list.
+    members: ArcSwap<Members>,
+    /// Serialises the control side's changes to `members` (runtime API, DNS); pickers never
+    /// take it.
+    changing: Mutex<()>,
+    /// The id the next server added at run time gets.
+    next_id: AtomicUsize,
     /// Round-robin position; wraps freely, only its value modulo the eligible weight matters.
     cursor: AtomicUsize,
     /// Backend-wide figures for the stats page and the exporter.
     pub stats: crate::counters::BackendStats,
     /// Sessions waiting for a slot while every usable server is at its `maxconn`.
     pub queue: Arc<Queue>,
+}
+
+/// One generation of a backend's servers.
+#[derive(Debug)]
+pub struct Members {
+    pub servers: Vec<Arc<Server>>,
+    /// `hash-type consistent`: one ring for the active servers, one for the backups.
+    rings: Option<(Ring, Ring)>,
+}
+
+impl Deref for Members {
+    type Target = [Arc<Server>];
+    fn deref(&self) -> &[Arc<Server>] {
+        &self.servers
+    }
+}
+
+/// Why a change to a backend's servers was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum MembershipError {
+    #[error("backend {backend} already has a server named {server}")]
+    Exists { backend: String, server: String },
+    #[error("no such server: {backend}/{server}")]
+    NoSuchServer { backend: String, server: String },
+    #[error("server {backend}/{server} still has {current} connection(s); put it in maintenance and wait for them to end")]
+    Busy {
+        backend: String,
+        server: String,
+        current: u32,
+    },
 }
 
 /// What the caller knows about the connection being placed.
@@ -70,29 +108,111 @@ impl ServerSet {
             .enumerate()
             .map(|(i, s)| Arc::new(Server::in_backend(i, s, queue.clone())))
             .collect();
-        let hashing = matches!(proxy.balance, Balance::Source) || proxy.balance.reads_requests();
-        let rings = (hashing && proxy.hash_type.consistent).then(|| {
+        let mut set = ServerSet {
+            backend: proxy.name.clone(),
+            algorithm: proxy.balance,
+            args: proxy.balance_args.clone(),
+            hash_type: proxy.hash_type,
+            members: ArcSwap::from_pointee(Members {
+                servers: Vec::new(),
+                rings: None,
+            }),
+            changing: Mutex::new(()),
+            next_id: AtomicUsize::new(servers.len()),
+            cursor: AtomicUsize::new(0),
+            stats: crate::counters::BackendStats::default(),
+            queue,
+        };
+        set.members = ArcSwap::from_pointee(set.members_of(servers));
+        set
+    }
+
+    /// The servers now: a cheap snapshot (no lock) that stays valid while held.
+    pub fn servers(&self) -> Guard<Arc<Members>> {
+        self.members.load()
+    }
+
+    /// The server named `name`, if the backend has one now.
+    pub fn server(&self, name: &str) -> Option<Arc<Server>> {
+        self.servers().iter().find(|s| s.name == name).cloned()
+    }
+
+    /// `servers` with the rings the algorithm needs drawn for them.
+    fn members_of(&self, servers: Vec<Arc<Server>>) -> Members {
+        let hashing = matches!(self.algorithm, Balance::Source) || self.algorithm.reads_requests();
+        let rings = (hashing && self.hash_type.consistent).then(|| {
             let tier = |backup: bool| {
                 Ring::new(
                     servers
                         .iter()
                         .filter(move |s| s.backup == backup)
-                        .map(|s| (s.index, s.name.as_str(), s.weight)),
+                        .map(|s| (s.index, s.name.as_str(), s.weight())),
                 )
             };
             (tier(false), tier(true))
         });
-        ServerSet {
-            backend: proxy.name.clone(),
-            algorithm: proxy.balance,
-            args: proxy.balance_args.clone(),
-            hash_type: proxy.hash_type,
-            rings,
-            servers,
-            cursor: AtomicUsize::new(0),
-            stats: crate::counters::BackendStats::default(),
-            queue,
-        }
+        Members { servers, rings }
+    }
+
+    /// Replaces the members with `change(current servers)`, under the control-side lock.
+    fn change<T>(
+        &self,
+        change: impl FnOnce(&mut Vec<Arc<Server>>) -> Result<T, MembershipError>,
+    ) -> Result<T, MembershipError> {
+        let _one_at_a_time = self.changing.lock().unwrap_or_else(|e| e.into_inner());
+        let mut servers = self.servers().servers.clone();
+        let out = change(&mut servers)?;
+        self.members.store(Arc::new(self.members_of(servers)));
+        Ok(out)
+    }
+
+    /// Adds a server built from `config` (its `default-server` settings already applied);
+    /// it gets the next free id and takes traffic once UP.
+    pub fn add(&self, config: &config::Server) -> Result<Arc<Server>, MembershipError> {
+        self.change(|servers| {
+            if servers.iter().any(|s| s.name == config.name) {
+                return Err(MembershipError::Exists {
+                    backend: self.backend.clone(),
+                    server: config.name.clone(),
+                });
+            }
+            let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+            let server = Arc::new(Server::in_backend(id, config, self.queue.clone()));
+            servers.push(server.clone());
+            Ok(server)
+        })
+    }
+
+    /// Removes a server that holds no connection (HAProxy's rule for `del server`: put it
+    /// in maintenance and let its flows end first).
+    pub fn remove(&self, name: &str) -> Result<Arc<Server>, MembershipError> {
+        self.change(|servers| {
+            let at = servers.iter().position(|s| s.name == name).ok_or_else(|| {
+                MembershipError::NoSuchServer {
+                    backend: self.backend.clone(),
+                    server: name.to_string(),
+                }
+            })?;
+            let current = servers[at].current();
+            if current > 0 {
+                return Err(MembershipError::Busy {
+                    backend: self.backend.clone(),
+                    server: name.to_string(),
+                    current,
+                });
+            }
+            let server = servers.remove(at);
+            server.retire();
+            Ok(server)
+        })
+    }
+
+    /// `set server … weight N`: the weight, and the rings redrawn for it.
+    pub fn set_weight(&self, server: &Server, weight: u32) {
+        let _ = self.change(|_| {
+            server.store_weight(weight);
+            Ok(())
+        });
     }
 
     /// Picks the server for a new connection, or `None` when no server is UP. When every UP
@@ -109,82 +229,92 @@ impl ServerSet {
 
     /// Active servers are used while any is usable; backups only when none is.
     fn pick(&self, ctx: PickContext<'_>, full_too: bool) -> Option<Arc<Server>> {
-        let eligible = self.eligible(ctx.avoid, false, full_too);
+        let m = self.servers();
+        let eligible = eligible(&m, ctx.avoid, false, full_too);
         let eligible = if eligible.is_empty() {
-            self.eligible(ctx.avoid, true, full_too)
+            eligible_backups(&m, ctx.avoid, full_too)
         } else {
             eligible
         };
-        let index = match self.algorithm {
-            Balance::RoundRobin => self.pick_roundrobin(&eligible),
-            Balance::LeastConn => self.pick_leastconn(&eligible),
+        let at = match self.algorithm {
+            Balance::RoundRobin => self.pick_roundrobin(&m, &eligible),
+            Balance::LeastConn => self.pick_leastconn(&m, &eligible),
             Balance::First => eligible.first().copied(),
-            Balance::Random => self.pick_weighted(&eligible, rand::random::<u32>()),
+            Balance::Random => pick_weighted(&m, &eligible, rand::random::<u32>()),
             Balance::Source => {
                 let ip = match ctx.client_ip {
                     IpAddr::V4(v4) => v4.octets().to_vec(),
                     IpAddr::V6(v6) => v6.octets().to_vec(),
                 };
-                self.pick_hashed(&eligible, &ip)
+                self.pick_hashed(&m, &eligible, &ip)
             }
             // No key (a missing parameter or header, or no request): round robin, as HAProxy.
             _ => match ctx.request.and_then(|r| self.request_key(r)) {
-                Some(key) => self.pick_hashed(&eligible, key),
-                None => self.pick_roundrobin(&eligible),
+                Some(key) => self.pick_hashed(&m, &eligible, key),
+                None => self.pick_roundrobin(&m, &eligible),
             },
         }?;
-        Some(self.servers[index].clone())
-    }
-
-    /// Usable servers of one tier (active or backup), as indexes into `servers`; with
-    /// `full_too`, also those whose every slot is taken.
-    fn eligible(&self, avoid: &[usize], backup: bool, full_too: bool) -> Vec<usize> {
-        self.servers
-            .iter()
-            .enumerate()
-            .filter(|(i, s)| {
-                s.backup == backup
-                    && s.is_up_and_weighted()
-                    && (full_too || !s.is_full())
-                    && !avoid.contains(i)
-            })
-            .map(|(i, _)| i)
-            .collect()
+        Some(m[at].clone())
     }
 
     /// Weighted round robin: position `cursor mod total_weight` walks the cumulative weights.
-    fn pick_roundrobin(&self, eligible: &[usize]) -> Option<usize> {
-        let total: usize = eligible
-            .iter()
-            .map(|&i| self.servers[i].weight as usize)
-            .sum();
-        if total == 0 {
-            return None;
-        }
-        let mut slot = self.cursor.fetch_add(1, Ordering::Relaxed) % total;
-        for &i in eligible {
-            let weight = self.servers[i].weight as usize;
-            if slot < weight {
-                return Some(i);
-            }
-            slot -= weight;
-        }
-        None
+    fn pick_roundrobin(&self, m: &Members, eligible: &[usize]) -> Option<usize> {
+        pick_weighted(
+            m,
+            eligible,
+            self.cursor.fetch_add(1, Ordering::Relaxed) as u32,
+        )
     }
 
     /// Fewest current connections per unit of weight; ties go round robin so equal
     /// servers share new connections instead of the first one taking them all.
-    fn pick_leastconn(&self, eligible: &[usize]) -> Option<usize> {
+    fn pick_leastconn(&self, m: &Members, eligible: &[usize]) -> Option<usize> {
         let start = self.cursor.fetch_add(1, Ordering::Relaxed);
         let n = eligible.len();
         (0..n)
             .map(|k| eligible[start.wrapping_add(k) % n])
-            .min_by_key(|&i| {
-                let s = &self.servers[i];
+            .min_by_key(|&at| {
+                let s = &m[at];
                 // Cross-multiplied comparison key: conns/weight scaled to avoid floats.
-                (s.current() as u64 * 256) / s.weight.max(1) as u64
+                (s.current() as u64 * 256) / s.weight().max(1) as u64
             })
     }
+}
+
+/// Usable active servers, as positions in `m`; with `full_too`, also those whose every slot
+/// is taken. `avoid` holds server ids ([`Server::index`]).
+fn eligible(m: &Members, avoid: &[usize], backup: bool, full_too: bool) -> Vec<usize> {
+    m.iter()
+        .enumerate()
+        .filter(|(_, s)| {
+            s.backup == backup
+                && s.is_up_and_weighted()
+                && (full_too || !s.is_full())
+                && !avoid.contains(&s.index)
+        })
+        .map(|(at, _)| at)
+        .collect()
+}
+
+fn eligible_backups(m: &Members, avoid: &[usize], full_too: bool) -> Vec<usize> {
+    eligible(m, avoid, true, full_too)
+}
+
+/// The eligible server at position `at` modulo their total weight.
+fn pick_weighted(m: &Members, eligible: &[usize], at: u32) -> Option<usize> {
+    let total: u64 = eligible.iter().map(|&i| u64::from(m[i].weight())).sum();
+    if total == 0 {
+        return None;
+    }
+    let mut slot = u64::from(at) % total;
+    for &i in eligible {
+        let weight = u64::from(m[i].weight());
+        if slot < weight {
+            return Some(i);
+        }
+        slot -= weight;
+    }
+    None
 }
 
 impl ServerSet {
@@ -202,36 +332,18 @@ impl ServerSet {
     /// `key` hashed to a server: on the tier's ring (`consistent`), else the hash modulo
     /// the eligible servers' total weight (`map-based`). Either way the same key finds the
     /// same server while the eligible set is unchanged.
-    fn pick_hashed(&self, eligible: &[usize], key: &[u8]) -> Option<usize> {
+    fn pick_hashed(&self, m: &Members, eligible: &[usize], key: &[u8]) -> Option<usize> {
         let h = hash::hash(self.hash_type, key);
-        match &self.rings {
+        match &m.rings {
             Some((active, backup)) => {
-                let on_backups = eligible.first().is_some_and(|&i| self.servers[i].backup);
+                let on_backups = eligible.first().is_some_and(|&at| m[at].backup);
                 let ring = if on_backups { backup } else { active };
-                ring.pick(h, |i| eligible.contains(&i))
+                // The ring names server ids; the pick is a position in `m`.
+                let position = |id: usize| eligible.iter().copied().find(|&at| m[at].index == id);
+                ring.pick(h, |id| position(id).is_some()).and_then(position)
             }
-            None => self.pick_weighted(eligible, h),
+            None => pick_weighted(m, eligible, h),
         }
-    }
-
-    /// The server at position `at` modulo the eligible servers' total weight.
-    fn pick_weighted(&self, eligible: &[usize], at: u32) -> Option<usize> {
-        let total: u64 = eligible
-            .iter()
-            .map(|&i| u64::from(self.servers[i].weight))
-            .sum();
-        if total == 0 {
-            return None;
-        }
-        let mut slot = u64::from(at) % total;
-        for &i in eligible {
-            let weight = u64::from(self.servers[i].weight);
-            if slot < weight {
-                return Some(i);
-            }
-            slot -= weight;
-        }
-        None
     }
 }
 

@@ -4,9 +4,12 @@ use crate::config::{Loc, Proxy, ProxyKind, ServerParams};
 use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
 use std::net::Ipv4Addr;
-use std::sync::Arc;
 
 fn set(balance: Balance, servers: &[(&str, u32, bool)]) -> ServerSet {
+    ServerSet::from_config(&proxy(balance, servers))
+}
+
+fn proxy(balance: Balance, servers: &[(&str, u32, bool)]) -> Proxy {
     let mut p = Proxy::new("be", ProxyKind::Backend, Loc::default());
     p.balance = balance;
     for (i, (name, weight, backup)) in servers.iter().enumerate() {
@@ -21,7 +24,7 @@ fn set(balance: Balance, servers: &[(&str, u32, bool)]) -> ServerSet {
             loc: Loc::default(),
         });
     }
-    ServerSet::from_config(&p)
+    p
 }
 
 fn ctx(avoid: &[usize]) -> PickContext<'_> {
@@ -52,11 +55,11 @@ fn down_servers_are_skipped_and_backups_take_over() {
         &[("a", 1, false), ("b", 1, false), ("bk", 1, true)],
     );
     assert!(!counts(&s, 10).contains_key("bk"));
-    s.servers[0].set_state(ServerState::Down);
+    s.servers()[0].set_state(ServerState::Down);
     assert_eq!(counts(&s, 10)["b"], 10);
-    s.servers[1].set_state(ServerState::Down);
+    s.servers()[1].set_state(ServerState::Down);
     assert_eq!(counts(&s, 10)["bk"], 10);
-    s.servers[2].set_state(ServerState::Maint);
+    s.servers()[2].set_state(ServerState::Maint);
     assert!(s.pick_server(ctx(&[])).is_none());
 }
 
@@ -77,7 +80,7 @@ fn avoid_moves_away_from_tried_servers() {
 #[test]
 fn leastconn_prefers_idle_server() {
     let s = set(Balance::LeastConn, &[("a", 1, false), ("b", 1, false)]);
-    let _busy = s.servers[0].claim();
+    let _busy = s.servers()[0].claim();
     for _ in 0..5 {
         assert_eq!(s.pick_server(ctx(&[])).unwrap().name, "b");
     }
@@ -97,9 +100,10 @@ fn source_is_stable_per_client() {
 
 #[test]
 fn first_fills_servers_in_order() {
-    let mut s = set(Balance::First, &[("a", 1, false), ("b", 1, false)]);
-    Arc::get_mut(&mut s.servers[0]).unwrap().maxconn = Some(1);
-    let _held = s.servers[0].claim();
+    let mut p = proxy(Balance::First, &[("a", 1, false), ("b", 1, false)]);
+    p.servers[0].params.maxconn = Some(1);
+    let s = ServerSet::from_config(&p);
+    let _held = s.servers()[0].claim();
     assert_eq!(s.pick_server(ctx(&[])).unwrap().name, "b");
     drop(_held);
     assert_eq!(s.pick_server(ctx(&[])).unwrap().name, "a");
@@ -179,4 +183,129 @@ fn a_missing_key_falls_back_to_round_robin() {
         })
         .collect();
     assert_eq!(names.len(), 3);
+}
+
+fn server_config(name: &str, weight: u32) -> config::Server {
+    config::Server {
+        name: name.to_string(),
+        addr: "127.0.0.9:1935".parse().unwrap(),
+        params: ServerParams {
+            weight,
+            ..ServerParams::default()
+        },
+        loc: Loc::default(),
+    }
+}
+
+#[test]
+fn added_servers_take_traffic_and_get_fresh_ids() {
+    let s = set(Balance::RoundRobin, &[("a", 1, false), ("b", 1, false)]);
+    let c = s.add(&server_config("c", 1)).unwrap();
+    assert_eq!(c.index, 2);
+    let picked: HashSet<String> = (0..6)
+        .map(|_| s.pick_server(ctx(&[])).unwrap().name.clone())
+        .collect();
+    assert!(picked.contains("c"), "{picked:?}");
+    assert_eq!(
+        s.add(&server_config("c", 1)).unwrap_err(),
+        MembershipError::Exists {
+            backend: "be".into(),
+            server: "c".into()
+        }
+    );
+}
+
+#[test]
+fn removed_servers_are_retired_and_ids_not_reused() {
+    let s = set(Balance::RoundRobin, &[("a", 1, false), ("b", 1, false)]);
+    let busy = s.servers()[1].claim();
+    assert!(matches!(
+        s.remove("b"),
+        Err(MembershipError::Busy { current: 1, .. })
+    ));
+    drop(busy);
+    let b = s.remove("b").unwrap();
+    assert!(b.is_retired());
+    assert!((0..4).all(|_| s.pick_server(ctx(&[])).unwrap().name == "a"));
+    // "b" had id 1; a new server gets 2, so a session that tried "b" never avoids it.
+    assert_eq!(s.add(&server_config("c", 1)).unwrap().index, 2);
+    assert!(matches!(
+        s.remove("zz"),
+        Err(MembershipError::NoSuchServer { .. })
+    ));
+}
+
+#[test]
+fn avoid_names_server_ids_after_a_removal() {
+    let s = set(
+        Balance::RoundRobin,
+        &[("a", 1, false), ("b", 1, false), ("c", 1, false)],
+    );
+    s.remove("a").unwrap();
+    // "c" (id 2) is now at position 1: avoiding id 2 must leave "b" only.
+    assert!((0..4).all(|_| s.pick_server(ctx(&[2])).unwrap().name == "b"));
+}
+
+#[test]
+fn drain_and_maint_take_no_new_flows_and_ready_restores() {
+    let s = set(Balance::RoundRobin, &[("a", 1, false), ("b", 1, false)]);
+    let b = s.server("b").unwrap();
+    for admin in [Admin::Drain, Admin::Maint] {
+        b.set_admin(admin);
+        assert!((0..4).all(|_| s.pick_server(ctx(&[])).unwrap().name == "a"));
+    }
+    assert_eq!(b.state(), ServerState::Maint);
+    b.set_admin(Admin::Drain);
+    assert!(b.takes_persistent(), "drain keeps persistent sessions");
+    b.set_admin(Admin::Ready);
+    assert_eq!(b.state(), ServerState::Up);
+    let picked: HashSet<String> = (0..4)
+        .map(|_| s.pick_server(ctx(&[])).unwrap().name.clone())
+        .collect();
+    assert_eq!(picked.len(), 2);
+}
+
+#[test]
+fn weight_changes_follow_through_picks_and_rings() {
+    let s = hashed(Balance::Uri, true);
+    let key = |i: usize| format!("/live/stream{i}/seg.ts");
+    let before: Vec<String> = (0..200).map(|i| pick_uri(&s, &key(i))).collect();
+    let heavy = s.servers()[0].clone();
+    s.set_weight(&heavy, heavy.weight() * 4);
+    let after: Vec<String> = (0..200).map(|i| pick_uri(&s, &key(i))).collect();
+    let to_heavy = |v: &[String]| v.iter().filter(|n| **n == heavy.name).count();
+    assert!(to_heavy(&after) > to_heavy(&before), "{before:?} {after:?}");
+    // Keys only move toward the reweighted server.
+    assert!(before
+        .iter()
+        .zip(&after)
+        .all(|(b, a)| b == a || *a == heavy.name));
+}
+
+#[test]
+fn a_moved_server_is_reached_at_its_new_address() {
+    let s = set(Balance::RoundRobin, &[("a", 1, false)]);
+    let a = s.server("a").unwrap();
+    a.set_addr("127.0.0.77:8080".parse().unwrap());
+    assert_eq!(a.addr(), "127.0.0.77:8080".parse().unwrap());
+}
+
+/// The server `s` picks for a request to `target`.
+fn pick_uri(s: &ServerSet, target: &str) -> String {
+    struct Target<'t>(&'t str);
+    impl RequestKey for Target<'_> {
+        fn target(&self) -> &str {
+            self.0
+        }
+        fn query_param(&self, _: &str) -> Option<&[u8]> {
+            None
+        }
+        fn header(&self, _: &str) -> Option<&[u8]> {
+            None
+        }
+    }
+    let req = Target(target);
+    let mut c = ctx(&[]);
+    c.request = Some(&req);
+    s.pick_server(c).unwrap().name.clone()
 }
