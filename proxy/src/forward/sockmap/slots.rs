@@ -3,11 +3,13 @@
 //! call. Every field is accessed whole through a 64-bit atomic (the program writes its fields
 //! with plain aligned stores, which are single-copy atomic on the 64-bit targets BPF runs on).
 
+use std::collections::VecDeque;
 use std::io;
 use std::mem::offset_of;
 use std::os::fd::RawFd;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use proxy_ebpf::DirSlot;
 
@@ -17,7 +19,53 @@ pub struct Slots {
     len: usize,
     count: u32,
     /// Slots not in use. Taken and given back once per flow, never on the byte path.
-    free: Mutex<Vec<u32>>,
+    free: Mutex<FreeList>,
+}
+
+/// How long a given-back slot rests before a new flow may have it. A verdict run on another
+/// CPU that looked the old flow's route up just before it was deleted still writes that
+/// flow's counters into the slot; BPF programs run to the end inside one RCU read section
+/// (microseconds), so a rest many orders of magnitude longer means no run can still hold
+/// the slot when it is reset for a new flow, whose counters it would otherwise corrupt.
+const QUARANTINE: Duration = Duration::from_millis(200);
+
+/// Free slot indexes, and those given back and still resting (oldest first).
+#[derive(Debug)]
+struct FreeList {
+    free: Vec<u32>,
+    resting: VecDeque<(u32, Instant)>,
+}
+
+impl FreeList {
+    fn new(count: u32) -> FreeList {
+        FreeList {
+            free: (0..count).rev().collect(),
+            resting: VecDeque::new(),
+        }
+    }
+
+    fn take_pair(&mut self, now: Instant) -> Option<(u32, u32)> {
+        while let Some(&(index, since)) = self.resting.front() {
+            if now.duration_since(since) < QUARANTINE {
+                break;
+            }
+            self.resting.pop_front();
+            self.free.push(index);
+        }
+        if self.free.len() < 2 {
+            return None;
+        }
+        Some((self.free.pop()?, self.free.pop()?))
+    }
+
+    fn give_back(&mut self, index: u32, now: Instant) {
+        self.resting.push_back((index, now));
+    }
+
+    /// Slots neither free nor resting.
+    fn in_use(&self, count: u32) -> u32 {
+        count - (self.free.len() + self.resting.len()) as u32
+    }
 }
 
 // SAFETY: the mapping is shared memory that lives as long as `Slots`; every access through it
@@ -51,32 +99,29 @@ impl Slots {
             base: p.cast(),
             len,
             count,
-            free: Mutex::new((0..count).rev().collect()),
+            free: Mutex::new(FreeList::new(count)),
         })
     }
 
-    /// Two slots for a new flow, or `None` when the table is full.
-    pub fn take_pair(&self) -> Option<(u32, u32)> {
-        let mut free = self.free.lock().unwrap_or_else(|e| e.into_inner());
-        if free.len() < 2 {
-            return None;
-        }
-        Some((free.pop()?, free.pop()?))
+    fn free_list(&self) -> std::sync::MutexGuard<'_, FreeList> {
+        self.free.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Gives a slot back once its flow's route is gone (the program no longer touches it).
+    /// Two slots for a new flow, or `None` when every slot is in use or resting.
+    pub fn take_pair(&self) -> Option<(u32, u32)> {
+        self.free_list().take_pair(Instant::now())
+    }
+
+    /// Gives a slot back once its flow's route is gone; it rests for [`QUARANTINE`] before
+    /// another flow may have it.
     pub fn give_back(&self, index: u32) {
         if index < self.count {
-            self.free
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .push(index);
+            self.free_list().give_back(index, Instant::now());
         }
     }
 
     pub fn in_use(&self) -> u32 {
-        let free = self.free.lock().unwrap_or_else(|e| e.into_inner()).len() as u32;
-        self.count - free
+        self.free_list().in_use(self.count)
     }
 
     /// Access to one slot; `None` past the end.
@@ -193,5 +238,30 @@ impl Slot<'_> {
             self.u64_at(offset_of!(DirSlot, written))
                 .load(Ordering::Acquire),
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_given_back_slot_rests_before_reuse() {
+        let t0 = Instant::now();
+        let mut list = FreeList::new(4);
+        let (a, b) = list.take_pair(t0).expect("two free");
+        let (c, d) = list.take_pair(t0).expect("two more");
+        assert_eq!(list.in_use(4), 4);
+        list.give_back(a, t0);
+        list.give_back(b, t0);
+        assert_eq!(list.in_use(4), 2, "resting slots are not in use");
+        assert_eq!(list.take_pair(t0 + QUARANTINE / 2), None, "still resting");
+        let again = list.take_pair(t0 + QUARANTINE).expect("rested");
+        assert_eq!([again.0, again.1].map(|i| [a, b].contains(&i)), [true, true]);
+        list.give_back(c, t0);
+        list.give_back(d, t0 + QUARANTINE);
+        // Only `c` has rested: one slot is not a pair.
+        assert_eq!(list.take_pair(t0 + QUARANTINE), None);
+        assert!(list.take_pair(t0 + 2 * QUARANTINE).is_some());
     }
 }
