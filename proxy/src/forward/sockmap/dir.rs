@@ -124,7 +124,7 @@ impl<'a> Dir<'a> {
             if self.slot.queued_estimate() >= (self.budget() / 2) as i64 {
                 // Parking failed (it cannot, short of a vanished map) would just leave the
                 // direction redirecting; try again at the next tick.
-                if self.flow.set_active(self.s, false).is_ok() {
+                if self.flow.park(self.s).await.is_ok() {
                     self.parks += 1;
                 }
                 continue;
@@ -240,8 +240,7 @@ impl<'a> Dir<'a> {
                     // Only with the source's queue empty: the verdict takes whole packets
                     // from the queue (tcp_read_skb ignores a read offset), so one partly
                     // read here would be sent twice.
-                    if unpark && self.dest_has_room() && self.flow.set_active(self.s, true).is_ok()
-                    {
+                    if unpark && self.dest_has_room() && self.flow.unpark(self.s).is_ok() {
                         return Ok(());
                     }
                     self.wait_source().await?;

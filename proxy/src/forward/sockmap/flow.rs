@@ -215,7 +215,7 @@ impl Flow {
             if self.consumed_before[s] > 0 && sys::inq(self.sides[s].fd)? > 0 {
                 continue;
             }
-            if let Err(e) = self.set_active(s, true) {
+            if let Err(e) = self.unpark(s) {
                 log::debug!("sockmap: side {s} starts parked ({e})");
             }
         }
@@ -226,23 +226,25 @@ impl Flow {
         self.active[side & 1].get()
     }
 
-    /// Parks (`false`) or unparks (`true`) the direction whose source is `side`: takes the
-    /// socket out of, or puts it into, the verdict's hash. Its psock stays (it is still a
-    /// target), so bytes the peer redirected to it keep flowing out. Unparking nudges TCP so
-    /// that bytes waiting in the socket's queue go through the verdict, in order.
-    pub fn set_active(&self, side: usize, on: bool) -> io::Result<()> {
+    /// Unparks the direction whose source is `side`: puts the socket back into the
+    /// verdict's hash, and nudges TCP so that bytes waiting in its queue go through the
+    /// verdict, in order.
+    pub fn unpark(&self, side: usize) -> io::Result<()> {
         let s = &self.sides[side & 1];
-        if on {
-            let fd = s.fd as u32;
-            sys::map_update(self.k.active, &s.cookie, &fd)?;
-            self.active[side & 1].set(true);
-            sys::set_rcvlowat(s.fd, 1)
-        } else {
-            // Under the socket's lock, never a plain delete: see Kernel::park.
-            self.k.park(s.cookie, s.fd)?;
-            self.active[side & 1].set(false);
-            Ok(())
-        }
+        let fd = s.fd as u32;
+        sys::map_update(self.k.active, &s.cookie, &fd)?;
+        self.active[side & 1].set(true);
+        sys::set_rcvlowat(s.fd, 1)
+    }
+
+    /// Parks the direction whose source is `side`: takes the socket out of the verdict's
+    /// hash (under the socket's lock, never a plain delete: see `park`). Its psock stays (it
+    /// is still a target), so bytes the peer redirected to it keep flowing out.
+    pub async fn park(&self, side: usize) -> io::Result<()> {
+        let s = &self.sides[side & 1];
+        self.k.park(s.cookie, s.fd).await?;
+        self.active[side & 1].set(false);
+        Ok(())
     }
 
     /// Removes the routes and both sockets from both hashes, and gives the slots back.

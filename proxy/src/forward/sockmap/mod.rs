@@ -7,6 +7,7 @@
 mod btf;
 mod dir;
 mod flow;
+mod park;
 mod slots;
 mod sys;
 #[cfg(test)]
@@ -41,9 +42,10 @@ pub struct Kernel {
     /// Socket hash of every registered socket (redirect targets), no program attached.
     targets: RawFd,
     routes: RawFd,
-    /// Park requests for the park walk (`proxy-ebpf`'s `park`), and the walk's link.
-    park_map: RawFd,
-    park_link: OwnedFd,
+    /// The park walk's thread (`proxy-ebpf`'s `park`), fed park requests.
+    parker: park::Parker,
+    /// The walk's link, used by the parker's thread.
+    _park_link: OwnedFd,
     slots: Slots,
     budget: AtomicU64,
     /// Flows that could not be registered and ran on the copy engine instead.
@@ -119,12 +121,18 @@ impl Kernel {
         let slots = Slots::map(slots_map.fd().as_fd().as_raw_fd(), proxy_ebpf::MAX_SLOTS)
             .map_err(|e| bpf("mapping the slots", e))?;
         wake::start(ring).map_err(|e| bpf("the wake-up thread", e))?;
+        let parker = park::Parker::start(park::WalkFds {
+            active: active.fd().as_fd().as_raw_fd(),
+            park_map: park_map.fd().as_fd().as_raw_fd(),
+            link: park_link.as_raw_fd(),
+        })
+        .map_err(|e| bpf("the park walk's thread", e))?;
         Ok(Kernel {
             active: active.fd().as_fd().as_raw_fd(),
             targets: targets.fd().as_fd().as_raw_fd(),
             routes: routes.fd().as_fd().as_raw_fd(),
-            park_map: park_map.fd().as_fd().as_raw_fd(),
-            park_link,
+            parker,
+            _park_link: park_link,
             slots,
             budget: AtomicU64::new(DEFAULT_BUDGET),
             fallbacks: AtomicU64::new(0),
@@ -140,26 +148,10 @@ impl Kernel {
 }
 
 impl Kernel {
-    /// Takes a socket out of the verdict's hash under the socket's lock: records the request,
-    /// runs the park walk (a TCP socket iterator, which locks each socket while the program
-    /// looks at it) and checks that it found the socket. A socket the walk did not visit has
-    /// left the TCP hash tables (it received its FIN while its own FIN was acknowledged, or
-    /// it is closed): no new packet reaches it, but its last one may still be going through
-    /// the verdict on another CPU, so the socket's lock is taken (TCP_INFO) before taking it
-    /// out from here. See LIFECYCLE.md, "Parking".
-    fn park(&self, cookie: u64, fd: RawFd) -> io::Result<()> {
-        sys::map_update(self.park_map, &cookie, &proxy_ebpf::PARK_REQUESTED)?;
-        let walked = sys::iter_run(self.park_link.as_raw_fd());
-        let state: Option<u32> = sys::map_lookup(self.park_map, &cookie).unwrap_or(None);
-        let _ = sys::map_delete(self.park_map, &cookie);
-        if state == Some(proxy_ebpf::PARK_DONE) {
-            self.parks.fetch_add(1, Ordering::Relaxed);
-            return Ok(());
-        }
-        walked?;
-        log::debug!("sockmap flow: the park walk did not find socket {cookie:#x} (unhashed)");
-        sys::tcp_info(fd)?;
-        sys::map_delete(self.active, &cookie)?;
+    /// Takes a socket out of the verdict's hash under the socket's lock, by the park walk on
+    /// its own thread (see `park`).
+    async fn park(&self, cookie: u64, fd: RawFd) -> io::Result<()> {
+        self.parker.park(cookie, fd).await?;
         self.parks.fetch_add(1, Ordering::Relaxed);
         Ok(())
     }

@@ -257,7 +257,10 @@ mod tests {
         assert_eq!(list.in_use(4), 2, "resting slots are not in use");
         assert_eq!(list.take_pair(t0 + QUARANTINE / 2), None, "still resting");
         let again = list.take_pair(t0 + QUARANTINE).expect("rested");
-        assert_eq!([again.0, again.1].map(|i| [a, b].contains(&i)), [true, true]);
+        assert_eq!(
+            [again.0, again.1].map(|i| [a, b].contains(&i)),
+            [true, true]
+        );
         list.give_back(c, t0);
         list.give_back(d, t0 + QUARANTINE);
         // Only `c` has rested: one slot is not a pair.
