@@ -49,20 +49,69 @@ pub struct CheckedBackend {
     pub response_limit: usize,
 }
 
-/// Starts the checker thread for every server with `check`; returns `None` when there is none.
-/// `runtime` builds the checker's event loop: the runtime room's driver choice, handed down
-/// so this room does not reach up for it.
+/// The running checker: a reload stops it (and waits for its thread) before the next plan's
+/// starts, so no server is ever checked by two loops at once.
+pub struct Checker {
+    stop: Arc<StopFlag>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Checker {
+    /// Ends every check loop at its next await point (an in-flight check is dropped, its
+    /// socket closed) and waits for the thread to end.
+    pub fn stop(mut self) {
+        self.stop.raise();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Raised once; check loops watch it.
+#[derive(Default)]
+struct StopFlag {
+    raised: std::sync::atomic::AtomicBool,
+    event: event_listener::Event,
+}
+
+impl StopFlag {
+    fn raise(&self) {
+        self.raised
+            .store(true, std::sync::atomic::Ordering::Release);
+        self.event.notify(usize::MAX);
+    }
+
+    async fn wait(&self) {
+        loop {
+            if self.raised.load(std::sync::atomic::Ordering::Acquire) {
+                return;
+            }
+            let listener = self.event.listen();
+            if self.raised.load(std::sync::atomic::Ordering::Acquire) {
+                return;
+            }
+            listener.await;
+        }
+    }
+}
+
+/// Starts the checker thread for every server with `check` (none is started when no server
+/// has one). `runtime` builds the checker's event loop: the runtime room's driver choice,
+/// handed down so this room does not reach up for it. A server that is DOWN when its loop
+/// starts (carried over a reload) needs `rise` good checks to come back, as before it.
 pub fn spawn_checker(
     backends: Vec<CheckedBackend>,
     runtime: impl FnOnce() -> io::Result<compio::runtime::Runtime> + Send + 'static,
-) -> io::Result<Option<std::thread::JoinHandle<()>>> {
+) -> io::Result<Checker> {
+    let stop = Arc::new(StopFlag::default());
     let any = backends
         .iter()
         .any(|b| b.servers.servers.iter().any(|s| is_checked(s)));
     if !any {
-        return Ok(None);
+        return Ok(Checker { stop, thread: None });
     }
-    let handle = std::thread::Builder::new()
+    let flag = stop.clone();
+    let thread = std::thread::Builder::new()
         .name("health".into())
         .spawn(move || {
             let rt = match runtime() {
@@ -72,9 +121,16 @@ pub fn spawn_checker(
                     return;
                 }
             };
-            rt.block_on(run_all(backends));
+            rt.block_on(async {
+                let all = std::pin::pin!(run_all(backends));
+                let stopped = std::pin::pin!(flag.wait());
+                futures_util::future::select(all, stopped).await;
+            });
         })?;
-    Ok(Some(handle))
+    Ok(Checker {
+        stop,
+        thread: Some(thread),
+    })
 }
 
 fn is_checked(s: &Server) -> bool {
@@ -109,7 +165,7 @@ async fn check_loop(
     budget: Budget,
     probe: Option<Arc<HttpProbe>>,
 ) {
-    let mut state = CheckState::new(&server.params);
+    let mut state = CheckState::resume(&server.params, server.state() != ServerState::Down);
     let target = check_target(&server);
     let Some(tls) = tls_probe(&server, target) else {
         return;

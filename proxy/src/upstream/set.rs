@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use super::hash::{self, Ring};
-use super::{Queue, Server};
+use super::{Queue, Server, ServerState};
 use crate::config::{self, Balance, BalanceArgs, HashType};
 
 /// The servers of one backend and the algorithm that picks among them.
@@ -70,6 +70,58 @@ impl ServerSet {
             .enumerate()
             .map(|(i, s)| Arc::new(Server::in_backend(i, s, queue.clone())))
             .collect();
+        ServerSet::with_servers(proxy, servers, queue)
+    }
+
+    /// A reload's set: a server of `previous` with the same name, address, position and
+    /// settings is carried as the same `Arc` (health state, counters, established flows),
+    /// and with it the backend's queue (its waiters were told by those servers). A server
+    /// whose settings or position changed is new, with the previous health state.
+    pub fn from_config_keeping(proxy: &config::Proxy, previous: &ServerSet) -> ServerSet {
+        let t = &proxy.timeouts;
+        let timeout = t.queue.or(t.connect);
+        let same_queue = previous.queue.timeout == timeout;
+        let queue = if same_queue {
+            previous.queue.clone()
+        } else {
+            Arc::new(Queue::new(timeout))
+        };
+        let servers: Vec<Arc<Server>> = proxy
+            .servers
+            .iter()
+            .enumerate()
+            .map(|(i, s)| {
+                let before = previous.servers.iter().find(|p| p.name == s.name);
+                match before {
+                    Some(p)
+                        if same_queue
+                            && p.index == i
+                            && p.addr == s.addr
+                            && p.params == s.params =>
+                    {
+                        p.clone()
+                    }
+                    _ => {
+                        let fresh = Server::in_backend(i, s, queue.clone());
+                        if let Some(p) = before.filter(|p| p.addr == s.addr) {
+                            if fresh.state() != ServerState::Maint && p.state() == ServerState::Down
+                            {
+                                fresh.set_state(ServerState::Down);
+                            }
+                        }
+                        Arc::new(fresh)
+                    }
+                }
+            })
+            .collect();
+        ServerSet::with_servers(proxy, servers, queue)
+    }
+
+    fn with_servers(
+        proxy: &config::Proxy,
+        servers: Vec<Arc<Server>>,
+        queue: Arc<Queue>,
+    ) -> ServerSet {
         let hashing = matches!(proxy.balance, Balance::Source) || proxy.balance.reads_requests();
         let rings = (hashing && proxy.hash_type.consistent).then(|| {
             let tier = |backup: bool| {
