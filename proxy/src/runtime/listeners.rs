@@ -24,10 +24,9 @@ pub fn key(b: &PlannedBind) -> Key {
     (b.addr, b.v6only)
 }
 
-/// One open listener, as the control thread holds it.
+/// One open listener, as the control thread holds it. The socket itself is only in the
+/// workers' hands (one dup each), so the stop signal, which ends their accept loops, closes it.
 struct Open {
-    /// The control thread's own descriptor; each worker holds a dup.
-    socket: std::net::TcpListener,
     live: Arc<ArcSwap<Live>>,
     closed: Arc<Shutdown>,
     bind_limit: Arc<ConnLimit>,
@@ -137,14 +136,13 @@ impl Listeners {
                 ))),
                 closed: Arc::new(Shutdown::default()),
                 bind_limit,
-                socket,
             };
-            hand_out(&open, inboxes);
+            hand_out(socket, &open, inboxes);
             self.open.insert(k, open);
         }
         for k in &prepared.diff.removed {
             if let Some(open) = self.open.remove(k) {
-                // The workers' accept loops close their dups; ours closes when `open` drops.
+                // The workers' accept loops end and close their dups.
                 open.closed.trigger();
             }
         }
@@ -173,20 +171,27 @@ fn live(
 /// Every worker gets a dup of the socket: with one shared accept queue a connection never
 /// waits behind a worker at its `maxconn` (with one SO_REUSEPORT socket per worker the
 /// kernel would hash it to a worker that cannot take it).
-fn hand_out(open: &Open, inboxes: &[Arc<Inbox>]) {
-    for inbox in inboxes {
-        match open.socket.try_clone() {
-            Ok(socket) => inbox.send(WorkerListener {
-                socket,
-                live: open.live.clone(),
-                closed: open.closed.clone(),
-            }),
+fn hand_out(socket: std::net::TcpListener, open: &Open, inboxes: &[Arc<Inbox>]) {
+    let give = |inbox: &Inbox, socket| {
+        inbox.send(WorkerListener {
+            socket,
+            live: open.live.clone(),
+            closed: open.closed.clone(),
+        })
+    };
+    let Some((last, others)) = inboxes.split_last() else {
+        return;
+    };
+    for inbox in others {
+        match socket.try_clone() {
+            Ok(dup) => give(inbox, dup),
             Err(e) => log::error!(
                 "listener {}: cannot hand it to a worker: {e}",
                 open.live.load().front.bound
             ),
         }
     }
+    give(last, socket);
 }
 
 #[cfg(test)]

@@ -135,7 +135,14 @@ pub fn run(files: &[PathBuf], opts: &RunOptions) -> Result<(), RuntimeError> {
         listeners,
         prepared,
     };
-    let reloader = Reloader::start(first, cfg, plan, inboxes.clone(), global.clone())?;
+    // Shared: the runtime API's `reload` calls the same function as the signals.
+    let reloader = Arc::new(Reloader::start(
+        first,
+        cfg,
+        plan,
+        inboxes.clone(),
+        global.clone(),
+    )?);
     if let Some(dir) = &cfg.global.chroot {
         process::enter_chroot(dir)?;
     }
