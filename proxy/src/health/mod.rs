@@ -365,6 +365,34 @@ mod tests {
         );
     }
 
+    /// A stopped checker has ended its thread: nothing checks the server afterwards, so the
+    /// next plan's checker is the only one.
+    #[test]
+    fn a_stopped_checker_checks_no_more() {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = l.local_addr().expect("addr");
+        let cfg = crate::config::parse_str(
+            &format!("backend be\n    server s {addr} check inter 50ms\n"),
+            std::path::Path::new("t.cfg"),
+        )
+        .expect("valid config");
+        let set = Arc::new(ServerSet::from_config(cfg.proxy("be").expect("be")));
+        let backend = CheckedBackend {
+            servers: set,
+            timeout: None,
+            connect_timeout: None,
+            http: None,
+            response_limit: 16384,
+        };
+        let checker = spawn_checker(vec![backend], compio::runtime::Runtime::new).expect("checker");
+        l.accept().expect("a first check");
+        checker.stop();
+        l.set_nonblocking(true).expect("nonblocking");
+        while l.accept().is_ok() {}
+        std::thread::sleep(Duration::from_millis(300));
+        assert!(l.accept().is_err(), "a check came after the stop");
+    }
+
     #[test]
     fn the_check_goes_to_addr_and_port() {
         let config = crate::config::parse_str(
