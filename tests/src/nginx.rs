@@ -9,6 +9,7 @@ use crate::process::{self, is_listening};
 use crate::util::{require_file, require_tool, tail, TestDir};
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpStream};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -26,6 +27,28 @@ impl Nginx {
     /// Starts a node on `addr` that pushes every publish to the peers in `push_to` (their RTMP
     /// addresses). Waits until both ports listen.
     pub fn rtmp(addr: Ipv4Addr, rtmp_port: u16, http_port: u16, push_to: &[SocketAddr]) -> Nginx {
+        Nginx::rtmp_with(addr, rtmp_port, http_port, push_to, false)
+    }
+
+    /// A node alone (no peer) that records every publish of `live` to
+    /// [`Nginx::recording`]: what it received, frame for frame.
+    pub fn rtmp_recording(addr: Ipv4Addr) -> Nginx {
+        let (rtmp, http) = (free_port(addr), free_port(addr));
+        Nginx::rtmp_with(addr, rtmp, http, &[], true)
+    }
+
+    /// The file a recording node wrote for `stream` (complete once the publish ended).
+    pub fn recording(&self, stream: &str) -> PathBuf {
+        self.dir.join("rec").join(format!("{stream}.flv"))
+    }
+
+    fn rtmp_with(
+        addr: Ipv4Addr,
+        rtmp_port: u16,
+        http_port: u16,
+        push_to: &[SocketAddr],
+        record: bool,
+    ) -> Nginx {
         require_tool("nginx");
         require_file(RTMP_MODULE, "libnginx-mod-rtmp");
         let dir = TestDir::new(&format!("nginx-{addr}"));
@@ -37,7 +60,12 @@ impl Nginx {
             push_to: push_to.to_vec(),
             dir: dir.path().to_path_buf(),
             user_root: nix::unistd::geteuid().is_root(),
+            record: record.then(|| dir.join("rec")),
         };
+        if let Some(rec) = &conf.record {
+            std::fs::create_dir_all(rec)
+                .unwrap_or_else(|e| panic!("creating {}: {e}", rec.display()));
+        }
         conf.write()
             .unwrap_or_else(|e| panic!("writing {}: {e}", conf.conf_path().display()));
         let mut n = Nginx {

@@ -43,6 +43,9 @@ pub struct NginxConf {
     pub dir: PathBuf,
     /// `user root;` lets a root-started nginx keep root (its default user may not exist).
     pub user_root: bool,
+    /// `record all` of the `live` application into this folder (`NAME.flv` per publish), so
+    /// a test can count what the node received.
+    pub record: Option<PathBuf>,
 }
 
 impl NginxConf {
@@ -81,7 +84,17 @@ impl NginxConf {
         let _ = writeln!(c, "        listen {};", self.rtmp_addr());
         c.push_str("        chunk_size 4096;\n");
         let _ = writeln!(c, "        application {LIVE_APP} {{");
-        c.push_str("            live on;\n            record off;\n");
+        c.push_str("            live on;\n");
+        match &self.record {
+            Some(dir) => {
+                let _ = writeln!(
+                    c,
+                    "            record all;\n            record_path {};\n            record_unique off;",
+                    dir.display()
+                );
+            }
+            None => c.push_str("            record off;\n"),
+        }
         if !self.push_to.is_empty() {
             for peer in &self.push_to {
                 let _ = writeln!(c, "            push rtmp://{peer}/{RELAY_APP};");

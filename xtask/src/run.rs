@@ -193,6 +193,7 @@ fn start_demo_backends(dir: &Path) -> Result<Vec<Guard>> {
             push_to: vec![SocketAddr::from((peer, RTMP_PORT))],
             dir: dir.join(name),
             user_root,
+            record: None,
         };
         let _ = std::fs::remove_dir_all(&conf.dir);
         conf.write()

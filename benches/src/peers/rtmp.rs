@@ -80,6 +80,7 @@ impl RtmpNode {
             dir: dir.join("nginx-rtmp"),
             // SAFETY: geteuid has no preconditions.
             user_root: unsafe { libc::geteuid() } == 0,
+            record: None,
         };
         conf.write()
             .map_err(|e| BenchError::io("write nginx-rtmp config", e))?;

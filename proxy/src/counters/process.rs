@@ -99,6 +99,23 @@ impl Default for ProcessInfo {
 }
 
 impl ProcessInfo {
+    /// A reload's copy: the start time, threads and what the start probed stay; `node`,
+    /// `description` and `maxconn` come from the new config.
+    pub fn carried(&self) -> ProcessInfo {
+        let info = ProcessInfo {
+            start_ms: self.start_ms,
+            threads: AtomicU32::new(self.threads()),
+            ..ProcessInfo::default()
+        };
+        if let Some(d) = self.driver() {
+            info.set_driver(d);
+        }
+        if let Some(f) = self.features.get() {
+            info.set_features(f.clone());
+        }
+        info
+    }
+
     pub fn set_threads(&self, n: usize) {
         self.threads
             .store(u32::try_from(n).unwrap_or(u32::MAX), Ordering::Relaxed);

@@ -49,18 +49,67 @@ pub struct CheckedBackend {
     pub response_limit: usize,
 }
 
-/// Starts the checker thread; returns `None` when there is no backend to watch. Servers
-/// with `check` are checked, those added at run time too (see [`watch_backend`]).
-/// `runtime` builds the checker's event loop: the runtime room's driver choice, handed down
-/// so this room does not reach up for it.
+/// The running checker: a reload stops it (and waits for its thread) before the next plan's
+/// starts, so no server is ever checked by two loops at once.
+pub struct Checker {
+    stop: Arc<StopFlag>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Checker {
+    /// Ends every check loop at its next await point (an in-flight check is dropped, its
+    /// socket closed) and waits for the thread to end.
+    pub fn stop(mut self) {
+        self.stop.raise();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Raised once; check loops watch it.
+#[derive(Default)]
+struct StopFlag {
+    raised: std::sync::atomic::AtomicBool,
+    event: event_listener::Event,
+}
+
+impl StopFlag {
+    fn raise(&self) {
+        self.raised
+            .store(true, std::sync::atomic::Ordering::Release);
+        self.event.notify(usize::MAX);
+    }
+
+    async fn wait(&self) {
+        loop {
+            if self.raised.load(std::sync::atomic::Ordering::Acquire) {
+                return;
+            }
+            let listener = self.event.listen();
+            if self.raised.load(std::sync::atomic::Ordering::Acquire) {
+                return;
+            }
+            listener.await;
+        }
+    }
+}
+
+/// Starts the checker thread (none when there is no backend to watch): servers with `check`
+/// are checked, those added at run time too (see [`watch_backend`]). `runtime` builds the
+/// checker's event loop: the runtime room's driver choice, handed down so this room does not
+/// reach up for it. A server that is DOWN when its loop starts (carried over a reload) needs
+/// `rise` good checks to come back, as before it.
 pub fn spawn_checker(
     backends: Vec<CheckedBackend>,
     runtime: impl FnOnce() -> io::Result<compio::runtime::Runtime> + Send + 'static,
-) -> io::Result<Option<std::thread::JoinHandle<()>>> {
+) -> io::Result<Checker> {
+    let stop = Arc::new(StopFlag::default());
     if backends.is_empty() {
-        return Ok(None);
+        return Ok(Checker { stop, thread: None });
     }
-    let handle = std::thread::Builder::new()
+    let flag = stop.clone();
+    let thread = std::thread::Builder::new()
         .name("health".into())
         .spawn(move || {
             let rt = match runtime() {
@@ -70,9 +119,16 @@ pub fn spawn_checker(
                     return;
                 }
             };
-            rt.block_on(run_all(backends));
+            rt.block_on(async {
+                let all = std::pin::pin!(run_all(backends));
+                let stopped = std::pin::pin!(flag.wait());
+                futures_util::future::select(all, stopped).await;
+            });
         })?;
-    Ok(Some(handle))
+    Ok(Checker {
+        stop,
+        thread: Some(thread),
+    })
 }
 
 /// How often a backend's server list is looked at for servers added at run time (runtime
@@ -124,7 +180,7 @@ async fn check_loop(
     budget: Budget,
     probe: Option<Arc<HttpProbe>>,
 ) {
-    let mut state = CheckState::new(&server.params);
+    let mut state = CheckState::resume(&server.params, server.state() != ServerState::Down);
     let Some(tls) = tls_probe(&server, check_target(&server)) else {
         return;
     };
@@ -323,6 +379,34 @@ mod tests {
             reason(&Outcome::layer4_passed(), ms),
             ", reason: Layer4 check passed, check duration: 3ms"
         );
+    }
+
+    /// A stopped checker has ended its thread: nothing checks the server afterwards, so the
+    /// next plan's checker is the only one.
+    #[test]
+    fn a_stopped_checker_checks_no_more() {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = l.local_addr().expect("addr");
+        let cfg = crate::config::parse_str(
+            &format!("backend be\n    server s {addr} check inter 50ms\n"),
+            std::path::Path::new("t.cfg"),
+        )
+        .expect("valid config");
+        let set = Arc::new(ServerSet::from_config(cfg.proxy("be").expect("be")));
+        let backend = CheckedBackend {
+            servers: set,
+            timeout: None,
+            connect_timeout: None,
+            http: None,
+            response_limit: 16384,
+        };
+        let checker = spawn_checker(vec![backend], compio::runtime::Runtime::new).expect("checker");
+        l.accept().expect("a first check");
+        checker.stop();
+        l.set_nonblocking(true).expect("nonblocking");
+        while l.accept().is_ok() {}
+        std::thread::sleep(Duration::from_millis(300));
+        assert!(l.accept().is_err(), "a check came after the stop");
     }
 
     #[test]

@@ -40,6 +40,14 @@ impl CheckState {
         }
     }
 
+    /// A loop started over a server already known (a reload): from its current state.
+    pub fn resume(params: &ServerParams, up: bool) -> CheckState {
+        CheckState {
+            up,
+            ..CheckState::new(params)
+        }
+    }
+
     pub fn is_up(&self) -> bool {
         self.up
     }

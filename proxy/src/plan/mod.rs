@@ -59,6 +59,8 @@ pub struct Env<'a> {
     /// What the forward engines' probe found on this kernel.
     pub engines: &'a Probed,
     pub pages: &'a dyn Fn(Arc<Registry>) -> Arc<dyn StatsPages>,
+    /// On a reload, the running plan's registry: what the new one carries over from it.
+    pub previous: Option<&'a Registry>,
 }
 
 /// What accepted connections of a bind are handed to.
@@ -165,7 +167,10 @@ struct Compiler<'c> {
 /// room left those lines out and named them), so one run names the problems of both stages;
 /// a reference the config room already reported as broken is skipped here, not named twice.
 pub fn compile(cfg: &Config, env: &Env<'_>) -> Result<Plan, Vec<PlanError>> {
-    let registry = Arc::new(Registry::from_config(cfg));
+    let registry = Arc::new(match env.previous {
+        Some(previous) => Registry::from_config_keeping(cfg, previous),
+        None => Registry::from_config(cfg),
+    });
     let mut c = Compiler {
         cfg,
         env,

@@ -40,6 +40,26 @@ impl Registry {
     /// One entry per section, with fresh counters and server sets the plan then hands to the
     /// data path (`frontend`, `backend`), so both sides share the same atomics.
     pub fn from_config(cfg: &Config) -> Registry {
+        Registry::build(cfg, None)
+    }
+
+    /// A reload's registry: frontends of `previous` with the same name keep their counters,
+    /// backends their servers as [`ServerSet::from_config_keeping`] carries them, and the
+    /// process facts (start time, threads, driver, probes) stay.
+    pub fn from_config_keeping(cfg: &Config, previous: &Registry) -> Registry {
+        Registry::build(cfg, Some(previous))
+    }
+
+    fn build(cfg: &Config, previous: Option<&Registry>) -> Registry {
+        let frontend = |p: &Proxy| {
+            previous
+                .and_then(|r| r.frontend(&p.name))
+                .unwrap_or_default()
+        };
+        let backend = |p: &Proxy| match previous.and_then(|r| r.backend(&p.name)) {
+            Some(set) => Arc::new(ServerSet::from_config_keeping(p, &set)),
+            None => Arc::new(ServerSet::from_config(p)),
+        };
         let proxies = cfg
             .proxies
             .iter()
@@ -55,21 +75,19 @@ impl Registry {
                 balance: p.balance,
                 maxconn: p.maxconn.or(cfg.global.maxconn),
                 fullconn: p.kind.has_backend().then(|| fullconn(cfg, p)).flatten(),
-                frontend: p.kind.has_frontend().then(|| Arc::new(Counters::default())),
-                backend: p
-                    .kind
-                    .has_backend()
-                    .then(|| Arc::new(ServerSet::from_config(p))),
+                frontend: p.kind.has_frontend().then(|| frontend(p)),
+                backend: p.kind.has_backend().then(|| backend(p)),
             })
             .collect();
         let registry = Registry {
             proxies,
-            ..Registry::default()
+            process: previous.map_or_else(ProcessInfo::default, |r| r.process.carried()),
         };
         registry
             .process
             .set_identity(cfg.global.node.clone(), cfg.global.description.clone());
-        if let Some(n) = cfg.global.nbthread {
+        // A reload keeps the running workers, whatever a changed `nbthread` says.
+        if let (Some(n), None) = (cfg.global.nbthread, previous) {
             registry.process.set_threads(n);
         }
         if let Some(n) = cfg.global.maxconn {

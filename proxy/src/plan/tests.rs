@@ -98,6 +98,7 @@ fn serve_one(cfg: &str) -> (SocketAddr, std::thread::JoinHandle<()>) {
         ktls: crate::tls::ktls::support().available(),
         engines: crate::forward::probed(),
         pages: &|_| Arc::new(NoPages),
+        previous: None,
     };
     let plan = compile(&cfg, &env).expect("plan");
     let bind = plan
@@ -239,6 +240,7 @@ fn unused_backends_are_checked_too() {
         ktls: false,
         engines: crate::forward::probed(),
         pages: &|_| Arc::new(NoPages),
+        previous: None,
     };
     let plan = compile(&cfg, &env).expect("plan");
     let mut checked: Vec<&str> = plan

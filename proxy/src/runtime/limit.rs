@@ -9,7 +9,8 @@ use event_listener::Event;
 
 #[derive(Debug)]
 pub struct ConnLimit {
-    max: usize,
+    /// A reload may change it (`maxconn` of a kept frontend).
+    max: AtomicUsize,
     current: AtomicUsize,
     freed: Event,
 }
@@ -17,16 +18,28 @@ pub struct ConnLimit {
 impl ConnLimit {
     pub fn new(max: Option<u32>) -> Arc<ConnLimit> {
         Arc::new(ConnLimit {
-            max: max.map_or(usize::MAX, |m| m as usize),
+            max: AtomicUsize::new(Self::slots(max)),
             current: AtomicUsize::new(0),
             freed: Event::new(),
         })
     }
 
+    fn slots(max: Option<u32>) -> usize {
+        max.map_or(usize::MAX, |m| m as usize)
+    }
+
+    /// A reload's new limit. Flows above a lowered limit keep running; no new one is
+    /// accepted until the count is under it. A raised limit wakes the waiting accept loops.
+    pub fn set_max(&self, max: Option<u32>) {
+        self.max.store(Self::slots(max), Ordering::Release);
+        self.freed.notify(usize::MAX);
+    }
+
     fn try_take(&self) -> bool {
+        let max = self.max.load(Ordering::Acquire);
         self.current
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |c| {
-                (c < self.max).then_some(c + 1)
+                (c < max).then_some(c + 1)
             })
             .is_ok()
     }
@@ -72,6 +85,27 @@ mod tests {
             drop(a);
             let _c = limit.acquire().await;
             assert_eq!(limit.current.load(Ordering::Relaxed), 2);
+        });
+    }
+
+    #[test]
+    fn a_raised_limit_lets_the_waiter_in() {
+        let limit = ConnLimit::new(Some(1));
+        let rt = compio::runtime::Runtime::new().unwrap();
+        rt.block_on(async {
+            let _a = limit.acquire().await;
+            let waiter = compio::runtime::spawn({
+                let limit = limit.clone();
+                async move { limit.acquire().await }
+            });
+            limit.set_max(Some(2));
+            let _b = waiter.await;
+            assert_eq!(limit.current.load(Ordering::Relaxed), 2);
+            limit.set_max(Some(1));
+            assert!(
+                !limit.try_take(),
+                "lowered under the live count: no new slot"
+            );
         });
     }
 }

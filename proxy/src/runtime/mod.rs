@@ -4,26 +4,28 @@
 pub mod driver;
 mod limit;
 mod listen;
+mod listeners;
 mod privileges;
 mod process;
+mod reload;
 mod signals;
 mod worker;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use std::collections::HashMap;
 use std::path::PathBuf;
 
 use crate::config::{Config, ConfigError, Loc};
 use crate::counters::PROCESS;
-use crate::health::{self, CheckedBackend};
 use crate::plan::{self, Plan, Registry};
 use crate::stats::Pages;
 
 pub use driver::DriverChoice;
 pub use limit::ConnLimit;
-use worker::{Shutdown, WorkerListener};
+pub use listeners::Key as ListenerKey;
+pub use reload::{Outcome as ReloadOutcome, ReloadReport, Reloader};
+use worker::{Inbox, Shutdown};
 
 #[derive(Debug, thiserror::Error)]
 pub enum RuntimeError {
@@ -58,8 +60,14 @@ const DEFAULT_GRACE: Duration = Duration::from_secs(30);
 /// The config files read and compiled in one pass: every problem of both stages, or the
 /// config with its plan. `ktls`: whether TLS sessions may go to the kernel; `start_log`: start
 /// the log system first (the frontends' access-log handles point into it), which a config
-/// with problems never does.
-fn load(files: &[PathBuf], ktls: bool, start_log: bool) -> Result<(Config, Plan), RuntimeError> {
+/// with problems never does; `previous`: on a reload, the running plan's registry, whose
+/// counters and servers the new plan carries over.
+fn load(
+    files: &[PathBuf],
+    ktls: bool,
+    start_log: bool,
+    previous: Option<&Registry>,
+) -> Result<(Config, Plan), RuntimeError> {
     let (cfg, mut problems) = crate::config::load_partial(files);
     if start_log && problems.is_empty() {
         crate::log::start(&cfg)?;
@@ -68,6 +76,7 @@ fn load(files: &[PathBuf], ktls: bool, start_log: bool) -> Result<(Config, Plan)
         ktls,
         engines: crate::forward::probed(),
         pages: &|registry: Arc<Registry>| Arc::new(Pages::new(registry)),
+        previous,
     };
     match plan::compile(&cfg, &env) {
         Ok(plan) if problems.is_empty() => Ok((cfg, plan)),
@@ -85,13 +94,15 @@ fn load(files: &[PathBuf], ktls: bool, start_log: bool) -> Result<(Config, Plan)
 /// warnings the start would log (lines served differently from what they say, missing
 /// timeouts).
 pub fn check(files: &[PathBuf]) -> Result<Vec<String>, RuntimeError> {
-    load(files, false, false).map(|(_, plan)| plan.notes)
+    load(files, false, false, None).map(|(_, plan)| plan.notes)
 }
 
-/// Runs the proxy until a stop signal and the drain that follows.
+/// Runs the proxy until a stop signal and the drain that follows; SIGHUP and SIGUSR2 reload
+/// the config in place ([`Reloader`]).
 pub fn run(files: &[PathBuf], opts: &RunOptions) -> Result<(), RuntimeError> {
     signals::block()?;
-    let (cfg, plan) = load(files, crate::tls::ktls::support().available(), true)?;
+    let ktls = crate::tls::ktls::support().available();
+    let (cfg, plan) = load(files, ktls, true, None)?;
     let cfg = &cfg;
     match cfg.global.ulimit_n {
         Some(n) => process::set_file_limit(n)?,
@@ -102,13 +113,36 @@ pub fn run(files: &[PathBuf], opts: &RunOptions) -> Result<(), RuntimeError> {
         .global
         .nbthread
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
-    let mut per_worker = bind_all(&plan, workers)?;
+    // Every bind is opened here, before any worker starts, so a port conflict stops the start
+    // with the bind's line instead of leaving a half-started proxy. The workers find their
+    // dups in their inboxes when they start.
+    let listeners = listeners::Listeners::default();
+    let prepared = listeners.prepare(&plan)?;
+    let inboxes: Vec<Arc<Inbox>> = (0..workers).map(|_| Arc::default()).collect();
+    let global = ConnLimit::new(Some(maxconn));
+    plan.registry.process().set_maxconn(maxconn);
     let _pidfile = cfg
         .global
         .pidfile
         .as_deref()
         .map(process::PidFile::write)
         .transpose()?;
+    report_start(cfg, &plan, workers, opts.driver)?;
+    let first = reload::Start {
+        files,
+        ktls,
+        choice: opts.driver,
+        listeners,
+        prepared,
+    };
+    // Shared: the runtime API's `reload` calls the same function as the signals.
+    let reloader = Arc::new(Reloader::start(
+        first,
+        cfg,
+        plan,
+        inboxes.clone(),
+        global.clone(),
+    )?);
     if let Some(dir) = &cfg.global.chroot {
         process::enter_chroot(dir)?;
     }
@@ -116,75 +150,21 @@ pub fn run(files: &[PathBuf], opts: &RunOptions) -> Result<(), RuntimeError> {
     if let Some(bytes) = cfg.global.sockmap_budget {
         crate::forward::set_sockmap_budget(bytes);
     }
-    report_start(cfg, &plan, workers, opts.driver)?;
-
-    let checked = plan
-        .checked
-        .iter()
-        .map(|c| CheckedBackend {
-            servers: c.servers.clone(),
-            timeout: c.timeout,
-            connect_timeout: c.connect_timeout,
-            http: c.http.clone(),
-            response_limit: c.response_limit,
-        })
-        .collect();
-    let choice = opts.driver;
-    health::spawn_checker(checked, move || driver::build_runtime(choice))?;
 
     let stop = Arc::new(Shutdown::default());
-    let global = ConnLimit::new(Some(maxconn));
-    plan.registry.process().set_maxconn(maxconn);
-    for (id, listeners) in per_worker.drain(..).enumerate() {
+    for (id, inbox) in inboxes.into_iter().enumerate() {
         let (stop, global, choice) = (stop.clone(), global.clone(), opts.driver);
         std::thread::Builder::new()
             .name(format!("worker-{id}"))
-            .spawn(move || worker::run_worker(id, listeners, global, stop, choice))?;
+            .spawn(move || worker::run_worker(id, inbox, global, stop, choice))?;
     }
     let stopped = wait_for_stop(
         &stop,
         cfg.global.hard_stop_after.unwrap_or(DEFAULT_GRACE),
-        &plan.certs,
+        &reloader,
     );
     crate::log::flush(Duration::from_millis(500));
     stopped
-}
-
-/// Every bind is opened once, before any worker starts, so a port conflict stops the start
-/// with the bind's line instead of leaving a half-started proxy. Workers share the socket
-/// (each holds a dup): a worker accepts only while it holds a `maxconn` slot, so with one
-/// shared accept queue a connection never waits behind a worker that cannot take it — with
-/// one SO_REUSEPORT socket per worker the kernel would hash it to a worker at its limit.
-/// SO_REUSEPORT stays set so that a new process can bind beside this one during a reload.
-fn bind_all(plan: &Plan, workers: usize) -> Result<Vec<Vec<WorkerListener>>, RuntimeError> {
-    let mut per_worker: Vec<Vec<WorkerListener>> = (0..workers).map(|_| Vec::new()).collect();
-    // Binds of one section share its `maxconn`.
-    let mut limits: HashMap<&str, Arc<ConnLimit>> = HashMap::new();
-    for b in &plan.binds {
-        let limit = limits
-            .entry(b.frontend.as_str())
-            .or_insert_with(|| ConnLimit::new(b.maxconn))
-            .clone();
-        let bind_limit = ConnLimit::new(b.bind_maxconn);
-        let bind_error = |source| RuntimeError::Bind {
-            loc: b.loc.clone(),
-            addr: b.addr,
-            source,
-        };
-        let socket = listen::bind_reuseport(b.addr, b.v6only).map_err(bind_error)?;
-        for list in per_worker.iter_mut() {
-            let socket = socket.try_clone().map_err(bind_error)?;
-            list.push(WorkerListener {
-                socket,
-                service: b.service.clone(),
-                limit: limit.clone(),
-                bind_limit: bind_limit.clone(),
-                tls: b.tls.clone(),
-                accept_proxy: b.accept_proxy,
-            });
-        }
-    }
-    Ok(per_worker)
 }
 
 /// Descriptors one flow may hold: its two sockets, and two pipes (four descriptors) where a
@@ -294,20 +274,18 @@ fn session_count() -> usize {
 fn wait_for_stop(
     stop: &Shutdown,
     grace: Duration,
-    certs: &crate::tls::CertWatch,
+    reloader: &Reloader,
 ) -> Result<(), RuntimeError> {
-    // Certificates are polled for changes (certbot renewals) between signals; SIGHUP reloads
-    // them at once. The rest of the config is not reloaded in place.
+    // Certificates are polled for changes (certbot renewals) between signals; SIGHUP and
+    // SIGUSR2 reload the whole config, certificates included.
     loop {
         match signals::poll(CERT_POLL)? {
             Some(signals::Request::Stop) => break,
-            Some(signals::Request::Reload) => {
-                log::info!(
-                    "SIGHUP: reloading certificates (the rest of the config needs a restart)"
-                );
-                certs.check(true);
+            Some(signals::Request::Reload(name)) => {
+                log::info!("{name}: reloading the configuration");
+                let _ = reloader.reload();
             }
-            None => certs.check(false),
+            None => reloader.check_certs(false),
         }
     }
     stop.trigger();

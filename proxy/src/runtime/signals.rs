@@ -7,8 +7,8 @@ use nix::sys::signal::{SigSet, Signal};
 pub enum Request {
     /// SIGTERM, SIGINT, SIGUSR1: stop accepting, drain, exit.
     Stop,
-    /// SIGHUP.
-    Reload,
+    /// SIGHUP or SIGUSR2 (HAProxy's master-worker reload signal), named for the log.
+    Reload(&'static str),
 }
 
 fn handled() -> SigSet {
@@ -18,6 +18,7 @@ fn handled() -> SigSet {
         Signal::SIGINT,
         Signal::SIGUSR1,
         Signal::SIGHUP,
+        Signal::SIGUSR2,
     ] {
         set.add(s);
     }
@@ -46,9 +47,9 @@ pub fn poll(timeout: std::time::Duration) -> nix::Result<Option<Request>> {
             Err(e)
         };
     }
-    Ok(Some(if r == libc::SIGHUP {
-        Request::Reload
-    } else {
-        Request::Stop
+    Ok(Some(match r {
+        libc::SIGHUP => Request::Reload("SIGHUP"),
+        libc::SIGUSR2 => Request::Reload("SIGUSR2"),
+        _ => Request::Stop,
     }))
 }

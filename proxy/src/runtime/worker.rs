@@ -1,12 +1,14 @@
-//! A worker thread: one compio runtime, its own SO_REUSEPORT listeners, sessions as local tasks.
+//! A worker thread: one compio runtime, its dups of the listeners (and those a reload adds),
+//! sessions as local tasks.
 
 use std::io::ErrorKind;
 use std::net::SocketAddr;
 use std::pin::pin;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use arc_swap::ArcSwap;
 use compio::net::{TcpListener, TcpStream};
 use event_listener::Event;
 use futures_util::future::{select, Either};
@@ -44,31 +46,78 @@ impl Shutdown {
     }
 }
 
-pub struct WorkerListener {
-    pub socket: std::net::TcpListener,
-    pub service: Service,
+/// What one listener's connections are handed to, and the limits they count against. A
+/// reload stores a new one into a kept listener's [`ArcSwap`]; each accept reads the one
+/// current then, and a connection keeps what it started with.
+pub struct Live {
+    pub front: Front,
+    /// The frontend's `maxconn` (shared by its binds, carried over reloads by name).
     pub limit: Arc<ConnLimit>,
     /// `bind … maxconn N`: this listener's own limit, under the frontend's.
     pub bind_limit: Arc<ConnLimit>,
-    /// `ssl` binds: the TLS handshake runs before the service.
-    pub tls: Option<Arc<crate::tls::Acceptor>>,
-    /// `accept-proxy` binds: the PROXY header is read first, within this time.
-    pub accept_proxy: Option<Duration>,
+}
+
+/// One worker's share of one listener: a dup of the socket, and what the control thread
+/// changes while it runs.
+pub struct WorkerListener {
+    pub socket: std::net::TcpListener,
+    pub live: Arc<ArcSwap<Live>>,
+    /// Triggered when a reload removes the listener: its accept loops end and close their dup.
+    pub closed: Arc<Shutdown>,
 }
 
 /// What every connection of one listener is handed to.
 #[derive(Clone)]
-struct Front {
-    service: Service,
-    tls: Option<Arc<crate::tls::Acceptor>>,
-    accept_proxy: Option<Duration>,
+pub struct Front {
+    pub service: Service,
+    /// `ssl` binds: the TLS handshake runs before the service.
+    pub tls: Option<Arc<crate::tls::Acceptor>>,
+    /// `accept-proxy` binds: the PROXY header is read first, within this time.
+    pub accept_proxy: Option<Duration>,
     /// The listener's own address, for a connection whose local address cannot be read.
-    bound: SocketAddr,
+    pub bound: SocketAddr,
+}
+
+/// Listeners a reload adds, handed to a running worker. Taken by the worker's own task, so
+/// the lock is never held on the data path.
+#[derive(Default)]
+pub struct Inbox {
+    pending: Mutex<Vec<WorkerListener>>,
+    event: Event,
+}
+
+impl Inbox {
+    pub fn send(&self, l: WorkerListener) {
+        self.pending
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(l);
+        self.event.notify(usize::MAX);
+    }
+
+    fn take(&self) -> Vec<WorkerListener> {
+        std::mem::take(&mut *self.pending.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    async fn next(&self) -> Vec<WorkerListener> {
+        loop {
+            let got = self.take();
+            if !got.is_empty() {
+                return got;
+            }
+            let listener = self.event.listen();
+            let got = self.take();
+            if !got.is_empty() {
+                return got;
+            }
+            listener.await;
+        }
+    }
 }
 
 pub fn run_worker(
     id: usize,
-    listeners: Vec<WorkerListener>,
+    inbox: Arc<Inbox>,
     global: Arc<ConnLimit>,
     stop: Arc<Shutdown>,
     choice: DriverChoice,
@@ -85,71 +134,68 @@ pub fn run_worker(
         driver::driver_name(rt.driver_type())
     );
     rt.block_on(async move {
-        let mut loops = Vec::new();
-        for l in listeners {
-            let bound = l.socket.local_addr();
-            match (TcpListener::from_std(l.socket), bound) {
-                (Ok(listener), Ok(bound)) => {
-                    let front = Front {
-                        service: l.service,
-                        tls: l.tls,
-                        accept_proxy: l.accept_proxy,
-                        bound,
-                    };
-                    loops.push(compio::runtime::spawn(accept_loop(
-                        listener,
-                        front,
-                        [global.clone(), l.limit, l.bind_limit],
-                        stop.clone(),
-                    )))
-                }
-                (Err(e), _) | (_, Err(e)) => {
-                    log::error!("worker {id}: cannot register listener: {e}")
-                }
-            }
-        }
-        for l in loops {
-            let _ = l.await;
+        let start = |l: WorkerListener| match TcpListener::from_std(l.socket) {
+            Ok(listener) => compio::runtime::spawn(accept_loop(
+                listener,
+                l.live,
+                global.clone(),
+                [stop.clone(), l.closed],
+            ))
+            .detach(),
+            Err(e) => log::error!("worker {id}: cannot register listener: {e}"),
+        };
+        // The start's listeners, then those reloads add, arrive here until the stop signal.
+        let stops = [stop.clone(), stop.clone()];
+        while let Some(added) = until_stop(&stops, inbox.next()).await {
+            added.into_iter().for_each(start);
         }
         // Established sessions keep running on this runtime while the main thread drains.
         std::future::pending::<()>().await;
     });
 }
 
-/// Runs `fut` unless shutdown comes first.
-async fn until_stop<F: std::future::Future>(stop: &Shutdown, fut: F) -> Option<F::Output> {
-    match select(pin!(fut), pin!(stop.wait())).await {
+/// Runs `fut` unless one of the two stops (the process's, the listener's) comes first.
+async fn until_stop<F: std::future::Future>(
+    stops: &[Arc<Shutdown>; 2],
+    fut: F,
+) -> Option<F::Output> {
+    let (first, second) = (pin!(stops[0].wait()), pin!(stops[1].wait()));
+    match select(pin!(fut), select(first, second)).await {
         Either::Left((out, _)) => Some(out),
         Either::Right(_) => None,
     }
 }
 
+/// Accepts until the process stops or a reload closes this listener. Each round reads the
+/// listener's current [`Live`]: a reload changes the service, TLS and limits of the next
+/// connection without touching the socket, so nothing queued in its backlog is lost.
 async fn accept_loop(
     listener: TcpListener,
-    front: Front,
-    limits: [Arc<ConnLimit>; 3],
-    stop: Arc<Shutdown>,
+    live: Arc<ArcSwap<Live>>,
+    global: Arc<ConnLimit>,
+    stops: [Arc<Shutdown>; 2],
 ) {
-    let [global, frontend, bind] = limits;
     loop {
+        let now = live.load_full();
         // Take the slots first: at maxconn (global, the frontend's, the bind's) we stop
         // accepting and the backlog holds the rest.
         let slots = async {
             (
                 global.acquire().await,
-                frontend.acquire().await,
-                bind.acquire().await,
+                now.limit.acquire().await,
+                now.bind_limit.acquire().await,
             )
         };
-        let Some(slots) = until_stop(&stop, slots).await else {
+        let Some(slots) = until_stop(&stops, slots).await else {
             break;
         };
-        let Some(accepted) = until_stop(&stop, listener.accept()).await else {
+        let Some(accepted) = until_stop(&stops, listener.accept()).await else {
             break;
         };
         match accepted {
             Ok((stream, peer)) => {
-                let front = front.clone();
+                // The newest plan, even if a reload came while this round waited.
+                let front = live.load().front.clone();
                 compio::runtime::spawn(async move {
                     let _slots = slots;
                     serve(stream, peer, front).await
@@ -157,7 +203,7 @@ async fn accept_loop(
                 .detach();
             }
             Err(e) => {
-                log::warn!("frontend {}: accept failed: {e}", front.service.name());
+                log::warn!("frontend {}: accept failed: {e}", now.front.service.name());
                 // Out of descriptors or memory: back off instead of spinning on the error.
                 if !matches!(
                     e.kind(),

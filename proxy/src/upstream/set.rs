@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use arc_swap::{ArcSwap, Guard};
 
 use super::hash::{self, Ring};
-use super::{Queue, Server};
+use super::{Queue, Server, ServerState};
 use crate::config::{self, Balance, BalanceArgs, HashType};
 
 /// The servers of one backend and the algorithm that picks among them.
@@ -31,8 +31,8 @@ pub struct ServerSet {
     next_id: AtomicUsize,
     /// Round-robin position; wraps freely, only its value modulo the eligible weight matters.
     cursor: AtomicUsize,
-    /// Backend-wide figures for the stats page and the exporter.
-    pub stats: crate::counters::BackendStats,
+    /// Backend-wide figures for the stats page and the exporter; carried over a reload.
+    pub stats: Arc<crate::counters::BackendStats>,
     /// Sessions waiting for a slot while every usable server is at its `maxconn`.
     pub queue: Arc<Queue>,
 }
@@ -108,6 +108,60 @@ impl ServerSet {
             .enumerate()
             .map(|(i, s)| Arc::new(Server::in_backend(i, s, queue.clone())))
             .collect();
+        let next_id = servers.len();
+        ServerSet::with_servers(proxy, servers, queue, next_id, Arc::default())
+    }
+
+    /// A reload's set: a server of `previous` with the same name, address and settings is
+    /// carried as the same `Arc` (its id, health state, counters, established flows), and
+    /// with it the backend's queue (its waiters were told by those servers) and figures. A
+    /// server whose settings changed is new (with a fresh id, so that no session's list of
+    /// servers tried names it by mistake) and keeps the previous health state. Servers added
+    /// at run time and not in the config are dropped, as a restart would.
+    pub fn from_config_keeping(proxy: &config::Proxy, previous: &ServerSet) -> ServerSet {
+        let t = &proxy.timeouts;
+        let timeout = t.queue.or(t.connect);
+        let same_queue = previous.queue.timeout == timeout;
+        let queue = if same_queue {
+            previous.queue.clone()
+        } else {
+            Arc::new(Queue::new(timeout))
+        };
+        let before = previous.servers();
+        let mut next_id = previous.next_id.load(Ordering::Relaxed).max(proxy.servers.len());
+        let servers: Vec<Arc<Server>> = proxy
+            .servers
+            .iter()
+            .map(|s| {
+                let old = before.iter().find(|p| p.name == s.name);
+                match old {
+                    Some(p) if same_queue && p.addr() == s.addr && p.params == s.params => {
+                        p.clone()
+                    }
+                    _ => {
+                        let fresh = Server::in_backend(next_id, s, queue.clone());
+                        next_id += 1;
+                        if let Some(p) = old.filter(|p| p.addr() == s.addr) {
+                            if fresh.state() != ServerState::Maint && p.state() == ServerState::Down
+                            {
+                                fresh.set_state(ServerState::Down);
+                            }
+                        }
+                        Arc::new(fresh)
+                    }
+                }
+            })
+            .collect();
+        ServerSet::with_servers(proxy, servers, queue, next_id, previous.stats.clone())
+    }
+
+    fn with_servers(
+        proxy: &config::Proxy,
+        servers: Vec<Arc<Server>>,
+        queue: Arc<Queue>,
+        next_id: usize,
+        stats: Arc<crate::counters::BackendStats>,
+    ) -> ServerSet {
         let mut set = ServerSet {
             backend: proxy.name.clone(),
             algorithm: proxy.balance,
@@ -118,9 +172,9 @@ impl ServerSet {
                 rings: None,
             }),
             changing: Mutex::new(()),
-            next_id: AtomicUsize::new(servers.len()),
+            next_id: AtomicUsize::new(next_id),
             cursor: AtomicUsize::new(0),
-            stats: crate::counters::BackendStats::default(),
+            stats,
             queue,
         };
         set.members = ArcSwap::from_pointee(set.members_of(servers));
