@@ -202,8 +202,8 @@ impl<'f, C: Client> Exchange<'f, '_, C> {
             _ if !shared => self
                 .private
                 .as_deref_mut()
-                .and_then(|slot| pool::take_private(slot, &server, be.pool_idle)),
-            take => pool::take(&server, be.pool_idle, take),
+                .and_then(|slot| pool::take_private(slot, &server)),
+            take => pool::take(&server, take),
         };
         if let Some((stream, served)) = pooled {
             self.record.connect = Some(Duration::ZERO);
@@ -409,7 +409,12 @@ impl<'f, C: Client> Exchange<'f, '_, C> {
         if reusable && shared {
             pool::put(&done.server, server.stream, be.pool_idle, done.served);
         } else if let (true, Some(slot)) = (reusable, self.private.as_deref_mut()) {
-            *slot = Some(pool::Private::new(&done.server, server.stream, done.served));
+            *slot = Some(pool::Private::new(
+                &done.server,
+                server.stream,
+                be.pool_idle,
+                done.served,
+            ));
         }
         self.finish(Some(be));
         drop(done.claim);

@@ -3,10 +3,10 @@
 //! backend's own keep-alive, and checked before reuse; a reuse that fails anyway is retried on
 //! a fresh connection by the session (docs/kernel-facts.md: without both, 502s appear after idle gaps).
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::os::fd::{AsFd, AsRawFd};
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
 use compio::net::TcpStream;
@@ -19,38 +19,62 @@ use super::reuse::Take;
 /// Idle connections kept per server and worker.
 const MAX_IDLE_PER_SERVER: usize = 16;
 
+/// How often a worker closes its idle connections that expired, that their server closed
+/// (left in CLOSE-WAIT otherwise, holding a descriptor until the next request to that
+/// server), or whose server left the configuration (a reload, `del server`).
+const SWEEP_EVERY: Duration = Duration::from_secs(1);
+
 struct Idle {
     stream: TcpStream,
-    since: Instant,
+    /// When it is closed unused: the backend's idle limit after it was put back.
+    expires: Instant,
     /// Requests this connection has carried (`http-reuse aggressive` takes only those that
     /// carried two or more for a client's first request).
     served: u32,
 }
 
-thread_local! {
-    static POOL: RefCell<HashMap<usize, Vec<Idle>>> = RefCell::new(HashMap::new());
+/// One server's idle connections. The server is held weakly: the pool must not keep a
+/// server of an old configuration alive, and a new server allocated where a dropped one was
+/// must not inherit its connections.
+struct Entry {
+    server: Weak<Server>,
+    idle: Vec<Idle>,
 }
 
-/// Servers live as long as the config, so their address is a stable key.
+impl Entry {
+    fn is_for(&self, server: &Arc<Server>) -> bool {
+        std::ptr::eq(self.server.as_ptr(), Arc::as_ptr(server)) && self.server.strong_count() > 0
+    }
+}
+
+thread_local! {
+    static POOL: RefCell<HashMap<usize, Entry>> = RefCell::new(HashMap::new());
+    static SWEEPING: Cell<bool> = const { Cell::new(false) };
+}
+
 fn key(server: &Arc<Server>) -> usize {
     Arc::as_ptr(server) as usize
 }
 
-/// The most recently used live connection to `server` idle for less than `max_idle` that
-/// `take` allows, with the requests it carried so far.
-pub fn take(server: &Arc<Server>, max_idle: Duration, take: Take) -> Option<(TcpStream, u32)> {
+/// The most recently used live connection to `server` that has not expired and that `take`
+/// allows, with the requests it carried so far.
+pub fn take(server: &Arc<Server>, take: Take) -> Option<(TcpStream, u32)> {
     if take == Take::Fresh {
         return None;
     }
     POOL.with(|pool| {
         let mut pool = pool.borrow_mut();
-        let list = pool.get_mut(&key(server))?;
-        drop_expired(list, max_idle);
-        while let Some(at) = list
+        let entry = pool.get_mut(&key(server))?;
+        if !entry.is_for(server) {
+            return None;
+        }
+        drop_expired(&mut entry.idle, Instant::now());
+        while let Some(at) = entry
+            .idle
             .iter()
             .rposition(|i| take == Take::Any || i.served >= 2)
         {
-            let idle = list.remove(at);
+            let idle = entry.idle.remove(at);
             if is_quiet(&idle.stream) {
                 return Some((idle.stream, idle.served));
             }
@@ -62,18 +86,58 @@ pub fn take(server: &Arc<Server>, max_idle: Duration, take: Take) -> Option<(Tcp
 /// Only connections `reuse::shared` allows come here: one that began with a PROXY header
 /// names its client for as long as it lives, and stays private to that client's session.
 pub fn put(server: &Arc<Server>, stream: TcpStream, max_idle: Duration, served: u32) {
+    let now = Instant::now();
     POOL.with(|pool| {
         let mut pool = pool.borrow_mut();
-        let list = pool.entry(key(server)).or_default();
-        drop_expired(list, max_idle);
-        if list.len() >= MAX_IDLE_PER_SERVER {
-            list.remove(0);
+        let entry = pool.entry(key(server)).or_insert_with(|| Entry {
+            server: Arc::downgrade(server),
+            idle: Vec::new(),
+        });
+        if !entry.is_for(server) {
+            *entry = Entry {
+                server: Arc::downgrade(server),
+                idle: Vec::new(),
+            };
         }
-        list.push(Idle {
+        drop_expired(&mut entry.idle, now);
+        if entry.idle.len() >= MAX_IDLE_PER_SERVER {
+            entry.idle.remove(0);
+        }
+        entry.idle.push(Idle {
             stream,
-            since: Instant::now(),
+            expires: now + max_idle,
             served,
         });
+    });
+    start_sweeping();
+}
+
+/// The worker's sweeper, started with its first pooled connection.
+fn start_sweeping() {
+    if SWEEPING.replace(true) {
+        return;
+    }
+    compio::runtime::spawn(async {
+        loop {
+            compio::time::sleep(SWEEP_EVERY).await;
+            sweep(Instant::now());
+        }
+    })
+    .detach();
+}
+
+/// Closes what [`SWEEP_EVERY`] says.
+fn sweep(now: Instant) {
+    POOL.with(|pool| {
+        pool.borrow_mut().retain(|_, entry| {
+            if entry.server.strong_count() == 0 {
+                return false;
+            }
+            entry
+                .idle
+                .retain(|i| i.expires > now && is_quiet(&i.stream));
+            !entry.idle.is_empty()
+        })
     });
 }
 
@@ -85,12 +149,17 @@ pub struct Private {
 }
 
 impl Private {
-    pub fn new(server: &Arc<Server>, stream: TcpStream, served: u32) -> Private {
+    pub fn new(
+        server: &Arc<Server>,
+        stream: TcpStream,
+        max_idle: Duration,
+        served: u32,
+    ) -> Private {
         Private {
             server: server.clone(),
             idle: Idle {
                 stream,
-                since: Instant::now(),
+                expires: Instant::now() + max_idle,
                 served,
             },
         }
@@ -99,27 +168,20 @@ impl Private {
 
 /// The private connection in `slot` when it goes to `server`, is younger than `max_idle`
 /// and still quiet; it is taken out of the slot either way it is not usable.
-pub fn take_private(
-    slot: &mut Option<Private>,
-    server: &Arc<Server>,
-    max_idle: Duration,
-) -> Option<(TcpStream, u32)> {
+pub fn take_private(slot: &mut Option<Private>, server: &Arc<Server>) -> Option<(TcpStream, u32)> {
     let p = slot.take()?;
     if !Arc::ptr_eq(&p.server, server) {
         *slot = Some(p);
         return None;
     }
-    let fresh = p.idle.since.elapsed() < max_idle;
+    let fresh = Instant::now() < p.idle.expires;
     (fresh && is_quiet(&p.idle.stream)).then_some((p.idle.stream, p.idle.served))
 }
 
-/// Closes the connections idle for `max_idle` or more. The list is in the order they were
-/// put back, oldest first, so they are a prefix: one clock read, not one per connection.
-fn drop_expired(list: &mut Vec<Idle>, max_idle: Duration) {
-    let Some(oldest_kept) = Instant::now().checked_sub(max_idle) else {
-        return;
-    };
-    let expired = list.partition_point(|i| i.since <= oldest_kept);
+/// Closes the connections that expired by `now`. A backend's idle limit is the same for all
+/// its connections, so in the order they were put back they expire oldest first: a prefix.
+fn drop_expired(list: &mut Vec<Idle>, now: Instant) {
+    let expired = list.partition_point(|i| i.expires <= now);
     list.drain(..expired);
 }
 
@@ -132,4 +194,58 @@ fn is_quiet(stream: &TcpStream) -> bool {
         recv(fd, &mut byte, MsgFlags::MSG_PEEK | MsgFlags::MSG_DONTWAIT),
         Err(nix::errno::Errno::EAGAIN)
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{self, Loc, ServerParams};
+
+    fn server() -> Arc<Server> {
+        Arc::new(Server::from_config(
+            0,
+            &config::Server {
+                name: "s".into(),
+                addr: "127.0.0.1:1".parse().unwrap(),
+                params: ServerParams::default(),
+                loc: Loc::default(),
+            },
+        ))
+    }
+
+    fn pooled_count() -> usize {
+        POOL.with(|p| p.borrow().values().map(|e| e.idle.len()).sum())
+    }
+
+    #[test]
+    fn the_sweep_closes_what_the_server_closed_and_what_outlived_its_server() {
+        let rt = compio::runtime::Runtime::new().expect("runtime");
+        rt.block_on(async {
+            let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+            let addr = listener.local_addr().expect("addr");
+            let (a, b) = (server(), server());
+            let mut peers = Vec::new();
+            for s in [&a, &a, &b] {
+                let stream = TcpStream::connect(addr).await.expect("connect");
+                peers.push(listener.accept().expect("accept").0);
+                put(s, stream, Duration::from_secs(60), 1);
+            }
+            assert_eq!(pooled_count(), 3);
+            sweep(Instant::now());
+            assert_eq!(pooled_count(), 3, "quiet and young: kept");
+            // The server closes the first connection; server `b` leaves the config.
+            drop(peers.remove(0));
+            drop(b);
+            std::thread::sleep(Duration::from_millis(50));
+            sweep(Instant::now());
+            assert_eq!(pooled_count(), 1);
+            assert!(take(&a, Take::Any).is_some());
+            // Expiry: a connection put back with a short limit is gone at the next sweep.
+            let stream = TcpStream::connect(addr).await.expect("connect");
+            let _peer = listener.accept().expect("accept");
+            put(&a, stream, Duration::from_millis(1), 1);
+            sweep(Instant::now() + Duration::from_millis(5));
+            assert_eq!(pooled_count(), 0);
+        });
+    }
 }

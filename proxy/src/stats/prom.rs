@@ -379,6 +379,24 @@ fn engines(e: &Exporter, snap: &Snapshot) {
     for en in snap.engines() {
         e.table("proxy_forward_", ENGINE, &[("engine", en.name)], &en);
     }
+    // Entries the kernel engine holds now: 0 once every sockmap flow ended, or something
+    // leaked (the soak checks it).
+    if let Some((flows, fallbacks)) = crate::forward::sockmap_status() {
+        e.set(
+            Kind::Gauge,
+            "proxy_sockmap_flows".into(),
+            "Flows registered in the sockmap engine's maps now",
+            &[],
+            f64::from(flows),
+        );
+        e.set(
+            Kind::Counter,
+            "proxy_sockmap_fallbacks_total".into(),
+            "Flows the sockmap engine could not take (table full, socket closing), moved by copy",
+            &[],
+            fallbacks as f64,
+        );
+    }
 }
 
 fn proxy(e: &Exporter, p: &ProxyView) {
