@@ -68,6 +68,11 @@ impl Conn {
         Conn::on(connect_from(src, addr))
     }
 
+    /// A connection already made (with a bounded connect, say).
+    pub fn on_stream(stream: TcpStream) -> Conn {
+        Conn::on(stream)
+    }
+
     fn on(stream: TcpStream) -> Conn {
         stream.set_read_timeout(Some(IO_LIMIT)).expect("timeout");
         stream.set_write_timeout(Some(IO_LIMIT)).expect("timeout");

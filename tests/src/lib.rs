@@ -24,6 +24,7 @@ pub mod ports;
 pub mod process;
 pub mod proxy;
 pub mod recorder;
+pub mod soak;
 pub mod tcp;
 pub mod tls;
 pub mod util;

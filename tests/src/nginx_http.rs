@@ -133,6 +133,13 @@ impl NginxHttp {
         }
     }
 
+    /// Starts a stopped node again with the same config; waits until it listens.
+    pub fn restart(&mut self) {
+        if self.child.is_none() {
+            self.spawn();
+        }
+    }
+
     /// What `/liveness` answers from now on: nginx tests for the flag files on each request,
     /// so no reload is needed.
     pub fn set_liveness(&self, liveness: Liveness) {

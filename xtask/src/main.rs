@@ -5,6 +5,7 @@
 //! * `run`:   setup, build the proxy (release) and run it; without `--config`, in front of two
 //!   local nginx-rtmp nodes with `examples/demo.cfg`.
 //! * `bench`: setup, build proxy and benches (release), run the side-by-side benchmarks.
+//! * `soak`:  setup, build (release), run mixed load with injected faults for N minutes.
 //!
 //! `vmtest` comes with the features it tests.
 
@@ -13,6 +14,7 @@ mod bench;
 mod programs;
 mod run;
 mod setup;
+mod soak;
 mod test;
 mod vmbench;
 mod vmtest;
@@ -56,6 +58,10 @@ enum Cmd {
     /// Side-by-side benchmarks: direct, HAProxy, HAProxy splice-auto, this proxy (per forward
     /// engine); results under benches/results/. See README "Benchmarks".
     Bench(bench::BenchArgs),
+    /// Mixed real load (RTMP, RTMPS, byte-checked TCP, HTTP, WebSocket, HLS) with faults
+    /// injected on a schedule; ends with one verdict line, non-zero when anything was lost
+    /// or leaked. Needs root.
+    Soak(soak::SoakArgs),
 }
 
 fn main() {
@@ -66,6 +72,7 @@ fn main() {
         Cmd::Run { config } => run::run(config.as_deref()),
         Cmd::Vmtest { filters } => vmtest::vmtest(&filters),
         Cmd::Bench(args) => bench::bench(&args),
+        Cmd::Soak(args) => soak::soak(&args),
     };
     if let Err(e) = result {
         eprintln!("xtask: error: {e:#}");

@@ -80,8 +80,14 @@ pub const PACKAGES: &[Package] = &[
     },
     Package {
         name: "iproute2",
-        why: "`ss` to inspect sockets",
-        programs: &["ss"],
+        why: "`ss` to inspect sockets; `ip` and `tc` for the soak's own network namespace and its \
+              lossy and slow network faults",
+        programs: &["ss", "ip", "tc"],
+    },
+    Package {
+        name: "nftables",
+        why: "the soak's packet loss where the kernel has no netem (`numgen random` drops)",
+        programs: &["nft"],
     },
     Package {
         name: "procps",
