@@ -14,6 +14,10 @@ pub struct SoakArgs {
     /// Seconds between two faults.
     #[arg(long, default_value_t = 20)]
     fault_every: u64,
+    /// Only these faults, in turn (comma-separated: KillBackends, LossyNetwork,
+    /// ClientResets, NewCertificate, SlowNetwork, Reload); all by default.
+    #[arg(long)]
+    faults: Option<String>,
 }
 
 pub fn soak(args: &SoakArgs) -> Result<()> {
@@ -25,6 +29,7 @@ pub fn soak(args: &SoakArgs) -> Result<()> {
         std::process::Command::new(release.join("soak"))
             .env("PROXY_BIN", release.join("proxy"))
             .args(["--minutes", &args.minutes.to_string()])
-            .args(["--fault-every", &args.fault_every.to_string()]),
+            .args(["--fault-every", &args.fault_every.to_string()])
+            .args(args.faults.iter().flat_map(|f| ["--faults", f.as_str()])),
     )
 }

@@ -1,4 +1,4 @@
-//! `soak --minutes N [--fault-every SECS]`: the soak run by `cargo xtask soak` (see
+//! `soak --minutes N [--fault-every SECS] [--faults NAME,…]`: the soak run by `cargo xtask soak` (see
 //! `e2e::soak`). Prints its verdict line and exits non-zero when anything was lost or leaked.
 
 use std::time::Duration;
@@ -23,8 +23,20 @@ fn main() {
     let opts = e2e::soak::Options {
         duration: Duration::from_secs(value("--minutes", 30) * 60),
         fault_every: Duration::from_secs(value("--fault-every", 20)),
+        faults: args
+            .iter()
+            .position(|a| a == "--faults")
+            .and_then(|i| args.get(i + 1))
+            .map(|v| v.split(',').map(String::from).collect())
+            .unwrap_or_default(),
     };
-    let verdict = e2e::soak::run(&opts);
+    let verdict = match e2e::soak::run(&opts) {
+        Ok(v) => v,
+        Err(e) => {
+            eprintln!("soak: {e}");
+            std::process::exit(2);
+        }
+    };
     println!("{}", verdict.line());
     let problems = verdict.problems();
     for p in &problems {

@@ -15,7 +15,7 @@ use crate::tcp::{Reply, TcpClient};
 use crate::util::require_tool;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Fault {
+pub enum Fault {
     /// One RTMP node and one HTTP node killed (SIGKILL), restarted half a period later.
     KillBackends,
     /// 1 % loss, 5 ms ± 2 ms delay on every packet, for half a period.
@@ -39,7 +39,25 @@ const ORDER: [Fault; 6] = [
     Fault::Reload,
 ];
 
+/// The faults `--faults` may name, by their names in the log (`KillBackends`, …).
+pub fn named(names: &[String]) -> Result<Vec<Fault>, String> {
+    if names.is_empty() {
+        return Ok(ORDER.to_vec());
+    }
+    names
+        .iter()
+        .map(|n| {
+            ORDER
+                .iter()
+                .copied()
+                .find(|f| format!("{f:?}").eq_ignore_ascii_case(n))
+                .ok_or_else(|| format!("unknown fault {n}; known: {ORDER:?}"))
+        })
+        .collect()
+}
+
 pub struct Schedule {
+    faults: Vec<Fault>,
     /// The kernel has `netem` (this host's does not: loss then comes from an nftables rule,
     /// slowness from a `tbf` rate limit).
     netem: bool,
@@ -51,7 +69,7 @@ pub struct Schedule {
 }
 
 impl Schedule {
-    pub fn new(every: Duration) -> Schedule {
+    pub fn new(every: Duration, faults: Vec<Fault>) -> Schedule {
         let netem = netem(&["delay", "0ms"]) && tc(&["qdisc", "del", "dev", "lo", "root"]);
         if !netem {
             eprintln!(
@@ -60,6 +78,7 @@ impl Schedule {
             );
         }
         Schedule {
+            faults,
             netem,
             every,
             next_at: Instant::now() + every,
@@ -80,7 +99,9 @@ impl Schedule {
         if now < self.next_at || self.undo.is_some() {
             return;
         }
-        let fault = ORDER[self.turn % ORDER.len()];
+        let Some(&fault) = self.faults.get(self.turn % self.faults.len().max(1)) else {
+            return;
+        };
         self.turn += 1;
         self.next_at = now + self.every;
         eprintln!("soak: fault {} ({fault:?})", self.turn);

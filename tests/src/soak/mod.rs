@@ -28,6 +28,8 @@ pub struct Options {
     pub duration: Duration,
     /// Time between two faults.
     pub fault_every: Duration,
+    /// The faults to inject in turn (all when empty).
+    pub faults: Vec<String>,
 }
 
 /// The verdict's figures.
@@ -82,7 +84,8 @@ impl Verdict {
 
 /// Runs the soak; the caller must already be in a network namespace of its own
 /// ([`enter_own_netns`]).
-pub fn run(opts: &Options) -> Verdict {
+pub fn run(opts: &Options) -> Result<Verdict, String> {
+    let faults = faults::named(&opts.faults)?;
     let mut cluster = cluster::Cluster::start();
     let pid = cluster.proxy.pid();
     let idle = measure::Sample::take(pid);
@@ -98,7 +101,7 @@ pub fn run(opts: &Options) -> Verdict {
     let warm_at = (opts.duration / 5).max(Duration::from_secs(20));
     let mut warm: Option<measure::Sample> = None;
     let mut last = idle.clone();
-    let mut schedule = faults::Schedule::new(opts.fault_every);
+    let mut schedule = faults::Schedule::new(opts.fault_every, faults);
     while started.elapsed() < opts.duration {
         schedule.tick(&mut cluster, &tally);
         std::thread::sleep(Duration::from_millis(500));
@@ -148,7 +151,7 @@ pub fn run(opts: &Options) -> Verdict {
             eprintln!("soak: the proxy's log is in {}", path.display());
         }
     }
-    verdict
+    Ok(verdict)
 }
 
 /// Moves this process into a new network namespace with its loopback up, so the soak's
