@@ -14,6 +14,7 @@ fn proxy(balance: Balance, servers: &[(&str, u32, bool)]) -> Proxy {
     p.balance = balance;
     for (i, (name, weight, backup)) in servers.iter().enumerate() {
         p.servers.push(config::Server {
+            dns: None,
             name: name.to_string(),
             addr: format!("127.0.0.{}:1935", i + 2).parse().unwrap(),
             params: ServerParams {
@@ -119,6 +120,7 @@ fn hashed(balance: Balance, consistent: bool) -> ServerSet {
     p.balance_args.depth = Some(2);
     for (i, name) in ["a", "b", "c"].iter().enumerate() {
         p.servers.push(config::Server {
+            dns: None,
             name: name.to_string(),
             addr: format!("127.0.0.{}:80", i + 2).parse().unwrap(),
             params: ServerParams::default(),
@@ -187,6 +189,7 @@ fn a_missing_key_falls_back_to_round_robin() {
 
 fn server_config(name: &str, weight: u32) -> config::Server {
     config::Server {
+        dns: None,
         name: name.to_string(),
         addr: "127.0.0.9:1935".parse().unwrap(),
         params: ServerParams {
