@@ -131,6 +131,8 @@ pub fn run(files: &[PathBuf], opts: &RunOptions) -> Result<(), RuntimeError> {
         .collect();
     let choice = opts.driver;
     health::spawn_checker(checked, move || driver::build_runtime(choice))?;
+    let sets: Vec<_> = plan.checked.iter().map(|c| c.servers.clone()).collect();
+    crate::discovery::spawn(cfg, &sets, move || driver::build_runtime(choice))?;
 
     let stop = Arc::new(Shutdown::default());
     let global = ConnLimit::new(Some(maxconn));
