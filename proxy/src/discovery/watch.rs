@@ -158,7 +158,11 @@ fn apply(
             seen: seen.get(&s.name).copied(),
         })
         .collect();
-    let (changes, waiting) = slots::assign(&view, found, now, obsolete);
+    // In address order, not the DNS server's (which may rotate): instances that start from
+    // the same records give them the same slots, so slot-named hashing agrees across them.
+    let mut found = found.to_vec();
+    found.sort_by_key(|f| f.addr);
+    let (changes, waiting) = slots::assign(&view, &found, now, obsolete);
     if waiting > 0 {
         log::warn!(
             "DNS: {}: {waiting} record(s) found no free slot in backend {}",

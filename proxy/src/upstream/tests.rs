@@ -312,3 +312,55 @@ fn pick_uri(s: &ServerSet, target: &str) -> String {
     c.request = Some(&req);
     s.pick_server(c).unwrap().name.clone()
 }
+
+/// A backend as an operator writes it, parsed from text: what independent instances read.
+fn from_text(servers: &[&str]) -> ServerSet {
+    let mut text = String::from(
+        "backend hls\n    mode http\n    balance uri depth 2\n    hash-type consistent sdbm avalanche\n",
+    );
+    for (i, name) in servers.iter().enumerate() {
+        text.push_str(&format!("    server {name} 127.0.0.{}:5080\n", i + 2));
+    }
+    let cfg = config::parse_str(&text, std::path::Path::new("scale.cfg")).expect("valid");
+    ServerSet::from_config(cfg.proxy("hls").expect("backend"))
+}
+
+fn owners_of(s: &ServerSet, keys: usize) -> Vec<String> {
+    (0..keys)
+        .map(|k| pick_uri(s, &format!("/live/stream{k}/seg.ts")))
+        .collect()
+}
+
+/// Instances behind ECMP share nothing but the config: 10 000 stream paths map alike on two
+/// of them; a fifth server takes 15–25 % of the paths (only to itself); a server taken out at
+/// run time moves only the paths it held.
+#[test]
+fn instances_built_from_one_config_agree_and_changes_move_few_keys() {
+    let four = ["ams1", "ams2", "ams3", "ams4"];
+    let one = owners_of(&from_text(&four), 10_000);
+    let two = owners_of(&from_text(&four), 10_000);
+    assert_eq!(one, two, "two instances disagree");
+
+    let five = owners_of(
+        &from_text(&["ams1", "ams2", "ams3", "ams4", "ams5"]),
+        10_000,
+    );
+    let moved: Vec<_> = one.iter().zip(&five).filter(|(a, b)| a != b).collect();
+    let share = moved.len() as f64 / 10_000.0;
+    assert!(
+        (0.15..=0.25).contains(&share),
+        "a fifth server moved {share}"
+    );
+    assert!(moved.iter().all(|(_, to)| *to == "ams5"), "moved elsewhere");
+
+    let set = from_text(&four);
+    set.remove("ams3").expect("idle server removed");
+    let after = owners_of(&set, 10_000);
+    for (k, (before, now)) in one.iter().zip(&after).enumerate() {
+        if before != "ams3" {
+            assert_eq!(before, now, "key {k} moved although its server stayed");
+        } else {
+            assert_ne!(now, "ams3");
+        }
+    }
+}
