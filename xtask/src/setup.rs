@@ -81,7 +81,7 @@ pub const PACKAGES: &[Package] = &[
     Package {
         name: "iproute2",
         why: "`ss` to inspect sockets",
-        programs: &["ss"],
+        programs: &["ss", "ip"],
     },
     Package {
         name: "procps",
