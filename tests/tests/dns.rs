@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use e2e::dnsmasq::Dnsmasq;
 use e2e::http_client::{csv_field, Conn, Response};
+use e2e::nginx::http_get;
 use e2e::nginx_http::NginxHttp;
 use e2e::{free_port, loopback, wait_until, Proxy};
 
@@ -39,6 +40,18 @@ fn port_free_on(ips: &[Ipv4Addr]) -> u16 {
 fn nodes_of(proxy: SocketAddr, n: usize) -> Vec<String> {
     (0..n)
         .map(|_| node(&Conn::open(proxy).get("/", &["Connection: close"])))
+        .collect()
+}
+
+/// As [`nodes_of`] while waiting: an answer without a node (503 before DNS filled any slot)
+/// counts as none.
+fn nodes_seen(proxy: SocketAddr, n: usize) -> Vec<String> {
+    (0..n)
+        .filter_map(|_| {
+            Conn::open(proxy)
+                .get("/", &["Connection: close"])
+                .line("node ")
+        })
         .collect()
 }
 
@@ -76,7 +89,7 @@ fn a_records_fill_slots_and_a_removed_record_drains_its_server() {
 
     // Both records take a slot and both nodes get traffic; the third slot stays free.
     wait_until("both nodes get traffic", LIMIT, || {
-        let seen = nodes_of(lb, 4);
+        let seen = nodes_seen(lb, 4);
         (seen.iter().any(|n| n == "ams2") && seen.iter().any(|n| n == "ams3")).then_some(())
     });
     let addrs: Vec<String> = ["ams1", "ams2", "ams3"]
@@ -90,6 +103,10 @@ fn a_records_fill_slots_and_a_removed_record_drains_its_server() {
         "MAINT",
         "no third record"
     );
+    let slot3 = ["ams1", "ams2", "ams3"]
+        .into_iter()
+        .find(|s| csv_field(stats, "ams", s, "addr") == format!("{ip3}:{port}"))
+        .expect("a slot holds 127.0.0.3");
 
     // Two long requests, one per node (round robin), established before the record goes.
     let slow: Vec<_> = (0..2)
@@ -110,6 +127,23 @@ fn a_records_fill_slots_and_a_removed_record_drains_its_server() {
             .contains("is going into maintenance")
             .then_some(())
     });
+    // The stats page and the metrics show it.
+    assert_eq!(csv_field(stats, "ams", slot3, "status"), "MAINT");
+    assert!(csv_field(stats, "ams", slot3, "addr").starts_with("0.0.0.0:"));
+    let (_, metrics) = http_get(
+        SocketAddr::from((Ipv4Addr::LOCALHOST, stats)),
+        "/stats;metrics",
+    )
+    .expect("metrics");
+    let maint = format!("server=\"{slot3}\",state=\"MAINT\"");
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("haproxy_server_status")
+                && l.contains(&maint)
+                && l.ends_with(" 1")),
+        "no {maint} 1 in the metrics"
+    );
     // New requests avoid it…
     assert!(
         nodes_of(lb, 6).iter().all(|n| n == "ams2"),
@@ -124,7 +158,7 @@ fn a_records_fill_slots_and_a_removed_record_drains_its_server() {
     // The record comes back: a slot takes it, and once its checks pass it gets traffic.
     dns.set_hosts(&both);
     wait_until("ams3 gets traffic again", LIMIT, || {
-        nodes_of(lb, 4).iter().any(|n| n == "ams3").then_some(())
+        nodes_seen(lb, 4).iter().any(|n| n == "ams3").then_some(())
     });
     assert!(proxy.stderr().contains("is taking address"));
 }
@@ -165,21 +199,15 @@ fn srv_records_give_each_slot_its_port_and_weight() {
             })
             .collect()
     };
-    let got = wait_until("both SRV records fill a slot", LIMIT, || {
-        let r = rows();
-        (r.iter()
-            .filter(|(addr, _)| !addr.starts_with("0.0.0.0"))
-            .count()
-            == 2)
-            .then_some(r)
-    });
-    assert!(
-        got.contains(&(a.addr().to_string(), "2".to_string())),
-        "{got:?}"
-    );
-    assert!(
-        got.contains(&(b.addr().to_string(), "4".to_string())),
-        "{got:?}"
+    let want_a = (a.addr().to_string(), "2".to_string());
+    let want_b = (b.addr().to_string(), "4".to_string());
+    wait_until(
+        "both SRV records fill a slot with their weight",
+        LIMIT,
+        || {
+            let r = rows();
+            (r.contains(&want_a) && r.contains(&want_b)).then_some(())
+        },
     );
     // Weighted round robin over one full cycle (2 + 4): each node its share.
     let seen = nodes_of(proxy.addr(), 12);
