@@ -84,12 +84,13 @@ fn groups(cfg: &Config, sets: &[Arc<ServerSet>]) -> Vec<(Group, Resolvers)> {
             let Some(r) = cfg.resolvers.iter().find(|r| r.name == dns.resolvers) else {
                 continue;
             };
-            let same = |g: &Group| g.set.backend == p.name && g.slots_of(&dns.group);
+            let same = |g: &Group| g.backend == p.name && g.slots_of(&dns.group);
             match out.iter_mut().find(|(g, _)| same(g)) {
                 Some((g, _)) => g.slots.push(s.name.clone()),
                 None => out.push((
                     Group {
-                        set: set.clone(),
+                        set: Arc::downgrade(set),
+                        backend: p.name.clone(),
                         slots: vec![s.name.clone()],
                         group: dns.group.clone(),
                         fqdn: dns.fqdn.clone(),

@@ -5,7 +5,7 @@
 use std::cell::Cell;
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
 use hickory_proto::rr::Name;
@@ -19,7 +19,10 @@ use crate::upstream::{Admin, Server, ServerSet, ServerState};
 
 /// The servers one name fills, in slot order.
 pub struct Group {
-    pub set: Arc<ServerSet>,
+    /// Weak: once the plan that owns the backend is gone (a reload replaced it), the name
+    /// is no longer followed.
+    pub set: Weak<ServerSet>,
+    pub backend: String,
     pub slots: Vec<String>,
     /// The `server-template` name (or the `server`'s own).
     pub group: String,
@@ -48,19 +51,17 @@ pub async fn follow(group: Group, client: Arc<Client>, timing: Timing) {
     let name = match super::query::name(&group.fqdn) {
         Ok(n) => n,
         Err(e) => {
-            log::error!(
-                "DNS: {}/{}: {e}; not followed",
-                group.set.backend,
-                group.fqdn
-            );
+            log::error!("DNS: {}/{}: {e}; not followed", group.backend, group.fqdn);
             return;
         }
     };
     let mut seen: HashMap<String, Instant> = HashMap::new();
     let started = Instant::now();
-    for s in group.slots.iter().filter_map(|n| group.set.server(n)) {
-        if s.has_addr() {
-            seen.insert(s.name.clone(), started);
+    if let Some(set) = group.set.upgrade() {
+        for s in group.slots.iter().filter_map(|n| set.server(n)) {
+            if s.has_addr() {
+                seen.insert(s.name.clone(), started);
+            }
         }
     }
     let mut last_valid = started;
@@ -69,12 +70,20 @@ pub async fn follow(group: Group, client: Arc<Client>, timing: Timing) {
     loop {
         let dropped = |ns: SocketAddr, e: &DnsError| warn_once(&warned, &group, ns, e);
         let outcome = resolve(&group, &client, &name, &dropped).await;
+        let Some(set) = group.set.upgrade() else {
+            log::info!(
+                "DNS: {}: backend {} is gone; no longer followed",
+                group.fqdn,
+                group.backend
+            );
+            return;
+        };
         let now = Instant::now();
         let wait = match outcome {
             Ok(r) => {
                 warned.set(0);
                 last_valid = now;
-                apply(&group, &mut seen, &r.found, now, timing.hold.obsolete);
+                apply(&group, &set, &mut seen, &r.found, now, timing.hold.obsolete);
                 next_resolution(r.ttl, timing)
             }
             Err(e) => {
@@ -86,7 +95,7 @@ pub async fn follow(group: Group, client: Arc<Client>, timing: Timing) {
                     now.duration_since(last_valid)
                 );
                 if now.duration_since(last_valid) > hold {
-                    apply(&group, &mut seen, &[], now, Duration::ZERO);
+                    apply(&group, &set, &mut seen, &[], now, Duration::ZERO);
                 }
                 timing.resolve
             }
@@ -141,16 +150,13 @@ fn warn_once(warned: &Cell<u8>, group: &Group, ns: SocketAddr, e: &DnsError) {
 /// Applies the answer's records to the group's slots.
 fn apply(
     group: &Group,
+    set: &ServerSet,
     seen: &mut HashMap<String, Instant>,
     found: &[Found],
     now: Instant,
     obsolete: Duration,
 ) {
-    let servers: Vec<Arc<Server>> = group
-        .slots
-        .iter()
-        .filter_map(|n| group.set.server(n))
-        .collect();
+    let servers: Vec<Arc<Server>> = group.slots.iter().filter_map(|n| set.server(n)).collect();
     let view: Vec<Slot> = servers
         .iter()
         .map(|s| Slot {
@@ -167,47 +173,47 @@ fn apply(
         log::warn!(
             "DNS: {}: {waiting} record(s) found no free slot in backend {}",
             group.fqdn,
-            group.set.backend
+            set.backend
         );
     }
     for (server, change) in servers.iter().zip(changes) {
         match change {
             Change::Seen { weight } => {
                 seen.insert(server.name.clone(), now);
-                set_weight(group, server, weight);
+                set_weight(set, server, weight);
             }
             Change::Fill(f) => {
                 seen.insert(server.name.clone(), now);
-                fill(group, server, f);
+                fill(group, set, server, f);
             }
             Change::Free => {
                 seen.remove(&server.name);
-                free(group, server);
+                free(group, set, server);
             }
             Change::Held | Change::Idle => {}
         }
     }
 }
 
-fn set_weight(group: &Group, server: &Server, weight: Option<u32>) {
+fn set_weight(set: &ServerSet, server: &Server, weight: Option<u32>) {
     if let Some(w) = weight.filter(|w| *w != server.weight()) {
-        group.set.set_weight(server, w);
+        set.set_weight(server, w);
     }
 }
 
 /// A new record in this slot: with `check`, traffic waits for the checks to pass (`rise`).
-fn fill(group: &Group, server: &Server, f: Found) {
+fn fill(group: &Group, set: &ServerSet, server: &Server, f: Found) {
     if server.params.check {
         server.set_state(ServerState::Down);
     }
     server.set_addr(f.addr);
-    set_weight(group, server, f.weight);
+    set_weight(set, server, f.weight);
     if !server.params.disabled {
         server.set_admin(Admin::Ready);
     }
     log::warn!(
         "Server {}/{} is taking address {} from DNS ({}){}",
-        group.set.backend,
+        set.backend,
         server.name,
         f.addr,
         group.fqdn,
@@ -220,7 +226,7 @@ fn fill(group: &Group, server: &Server, f: Found) {
 }
 
 /// The record is gone: maintenance (established flows go on), no address.
-fn free(group: &Group, server: &Server) {
+fn free(group: &Group, set: &ServerSet, server: &Server) {
     let was = server.addr();
     server.set_admin(Admin::Maint);
     let none: IpAddr = match was {
@@ -231,7 +237,7 @@ fn free(group: &Group, server: &Server) {
     log::warn!(
         "Server {}/{} is going into maintenance: its DNS record ({}, {was}) is gone; \
          {} established connection(s) continue",
-        group.set.backend,
+        set.backend,
         server.name,
         group.fqdn,
         server.current()
