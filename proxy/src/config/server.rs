@@ -136,8 +136,9 @@ fn line_params(proxy: &Proxy, args: &mut Args<'_>) -> Result<Line, String> {
 /// A server line's settings.
 struct Line {
     params: ServerParams,
-    /// `resolvers` written on the line itself must act: an IP address has nothing to
-    /// resolve. Inherited from `default-server` it acts on the named servers only.
+    /// `resolvers`, `init-addr` or `resolve-prefer` written on the line itself must act: an
+    /// IP address has nothing to resolve. Inherited from `default-server` they act on the
+    /// named servers only.
     resolvers_on_line: bool,
 }
 
@@ -168,7 +169,11 @@ fn place(
     let (host, port, family) = match target {
         Target::Ip(addr) => {
             if line.resolvers_on_line {
-                return Err("'resolvers' needs a host name, not an IP address".to_string());
+                return Err(
+                    "'resolvers', 'init-addr' and 'resolve-prefer' need a host name, not an IP \
+                     address"
+                        .to_string(),
+                );
             }
             return Ok((vec![*addr; slots], None));
         }
@@ -265,7 +270,8 @@ pub(crate) fn default_server(proxy: &mut Proxy, args: &mut Args<'_>) -> Result<(
 /// What a line named that matters beyond the parameters it set.
 struct Applied {
     v2_options: bool,
-    /// `resolvers` written on the line itself.
+    /// `resolvers`, `init-addr` or `resolve-prefer` written on the line itself: they act
+    /// on host names only.
     resolvers: bool,
 }
 
@@ -314,6 +320,7 @@ fn apply_params(p: &mut ServerParams, args: &mut Args<'_>) -> Result<Applied, St
                 applied.resolvers = true;
             }
             "resolve-prefer" => {
+                applied.resolvers = true;
                 p.resolve_prefer = match args.value_of(word)? {
                     "ipv4" => IpFamily::V4,
                     "ipv6" => IpFamily::V6,
@@ -324,7 +331,10 @@ fn apply_params(p: &mut ServerParams, args: &mut Args<'_>) -> Result<Applied, St
                     }
                 }
             }
-            "init-addr" => p.init_addr = init_addr(args.value_of(word)?)?,
+            "init-addr" => {
+                applied.resolvers = true;
+                p.init_addr = init_addr(args.value_of(word)?)?
+            }
             "proxy-v2-options" => {
                 proxy_v2_options(p, args.value_of(word)?)?;
                 applied.v2_options = true;
@@ -457,7 +467,9 @@ mod tests {
     #[test]
     fn dns_lines_that_cannot_act_are_refused() {
         let e = |line: &str| err(Scope::Backend, line);
-        assert!(e("server a 10.0.0.1:80 resolvers dns").contains("needs a host name"));
+        assert!(e("server a 10.0.0.1:80 resolvers dns").contains("need a host name"));
+        assert!(e("server a 10.0.0.1:80 init-addr none").contains("need a host name"));
+        assert!(e("server a 10.0.0.1:80 resolve-prefer ipv4").contains("need a host name"));
         assert!(e("server-template a 3 ams.test:80").contains("needs 'resolvers NAME'"));
         assert!(e("server-template a 3 10.0.0.1:80 resolvers dns").contains("host name"));
         assert!(e("server-template a 0 ams.test:80 resolvers dns").contains("greater than 0"));

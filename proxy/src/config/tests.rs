@@ -582,10 +582,13 @@ type Sample = fn(&str, &Path) -> String;
 /// skip the check (`send-proxy` was once parsed and ignored).
 #[test]
 fn every_server_and_bind_option_acts() {
-    // `resolvers` needs a host name to follow (and a section to name).
+    // `resolvers`, `init-addr` and `resolve-prefer` act on host names (and `resolvers` names
+    // a section).
     let server = |opts: &str| {
         let addr = if opts.contains("resolvers dns") {
             "ams.test:2 init-addr none"
+        } else if opts.contains("init-addr") || opts.contains("resolve-prefer") {
+            "localhost:2"
         } else {
             "127.0.0.1:2"
         };
