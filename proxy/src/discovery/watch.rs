@@ -248,6 +248,64 @@ fn free(group: &Group, set: &ServerSet, server: &Server) {
 mod tests {
     use super::*;
 
+    /// A backend with a checked three-slot template, no record yet, as the config room
+    /// builds it.
+    fn template() -> (Arc<ServerSet>, Group) {
+        let text = "resolvers dns\n    nameserver a 127.0.0.53:53\n\
+                    backend b\n    server-template s 3 ams.test:80 check resolvers dns \
+                    init-addr none resolve-prefer ipv4\n";
+        let cfg = crate::config::parse_str(text, std::path::Path::new("t.cfg")).expect("valid");
+        let set = Arc::new(ServerSet::from_config(cfg.proxy("b").expect("backend")));
+        let group = Group {
+            set: Arc::downgrade(&set),
+            backend: "b".into(),
+            slots: vec!["s1".into(), "s2".into(), "s3".into()],
+            group: "s".into(),
+            fqdn: "ams.test".into(),
+            port: 80,
+            prefer: IpFamily::V4,
+            srv: false,
+            resolvers: "dns".into(),
+        };
+        (set, group)
+    }
+
+    fn found(last: u8, weight: Option<u32>) -> Found {
+        Found {
+            addr: SocketAddr::from(([10, 0, 0, last], 80)),
+            weight,
+        }
+    }
+
+    #[test]
+    fn records_fill_slots_down_until_checked_and_gone_ones_go_to_maintenance() {
+        let (set, group) = template();
+        let s = |n: &str| set.server(n).expect("slot");
+        assert!((1..=3).all(|i| s(&format!("s{i}")).state() == ServerState::Maint));
+        let mut seen = HashMap::new();
+        let now = Instant::now();
+        // Given out of order: slots take records in address order.
+        let records = [found(3, Some(4)), found(2, None)];
+        apply(&group, &set, &mut seen, &records, now, Duration::ZERO);
+        assert_eq!(s("s1").addr(), found(2, None).addr);
+        assert_eq!(s("s2").addr(), found(3, None).addr);
+        assert_eq!(s("s2").weight(), 4, "SRV weight applied");
+        for slot in ["s1", "s2"] {
+            // Ready, but DOWN until its checks pass: no traffic yet.
+            assert_eq!(s(slot).admin(), Admin::Ready);
+            assert_eq!(s(slot).state(), ServerState::Down);
+        }
+        assert_eq!(s("s3").state(), ServerState::Maint);
+        assert!(!s("s3").has_addr());
+
+        // 10.0.0.3 disappears: its slot goes to maintenance with no address; the other stays.
+        s("s2").set_state(ServerState::Up);
+        apply(&group, &set, &mut seen, &records[1..], now, Duration::ZERO);
+        assert_eq!(s("s2").state(), ServerState::Maint);
+        assert!(!s("s2").has_addr());
+        assert_eq!(s("s1").addr(), found(2, None).addr);
+    }
+
     #[test]
     fn ttl_is_bounded_by_timeout_resolve_and_hold_valid() {
         let t = Timing {
