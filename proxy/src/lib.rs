@@ -3,6 +3,7 @@
 
 pub mod config;
 pub mod counters;
+pub mod discovery;
 pub mod forward;
 pub mod health;
 pub mod http;

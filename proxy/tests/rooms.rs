@@ -110,6 +110,14 @@ fn no_import_circle_spans_two_rooms() {
         "the ground floor imports nothing: {:?}",
         graph["counters"]
     );
+    // DNS discovery changes servers only through upstream's run-time calls: it sits beside
+    // health, below the modes, and nothing under runtime starts it.
+    let allowed: BTreeSet<String> = ["config", "upstream"].map(String::from).into();
+    assert!(
+        graph["discovery"].is_subset(&allowed),
+        "discovery imports {:?}",
+        graph["discovery"]
+    );
     let found = circles(&graph);
     assert!(
         found.is_empty(),

@@ -8,15 +8,19 @@
 //! * `tcp`: `TcpServer`, `TcpClient`, `pump`, digests, half-close and reset helpers.
 //! * `h2_raw`: `RawH2`, an HTTP/2 client driven frame by frame (Rapid Reset).
 //! * `recorder`: `Recorder`, a backend that keeps each connection's bytes (PROXY headers).
+//! * `dnsmasq`: `Dnsmasq`, a real DNS server for `resolvers` (hosts file and SRV records).
+//! * `netns`: `Netns`, network namespaces a test makes and always removes.
 //! * `util`: `TestDir`, `wait_until`, `require_tool`.
 //!
 //! Rules the helpers keep: every wait and every client is bounded (a stuck test fails, it does
 //! not hang), bounds are generous and never an assertion about speed, and a missing tool is a
 //! failure with the command that installs it, never a skip.
 
+pub mod dnsmasq;
 pub mod ffmpeg;
 pub mod h2_raw;
 pub mod http_client;
+pub mod netns;
 pub mod nginx;
 pub mod nginx_conf;
 pub mod nginx_http;

@@ -124,6 +124,11 @@ pub const PACKAGES: &[Package] = &[
         why: "`xz -dc` unpacks the kernel modules (.ko.xz) put in vmtest's initramfs",
         programs: &["xz"],
     },
+    Package {
+        name: "dnsmasq-base",
+        why: "a real DNS server (hosts file, SRV records) for the `resolvers` / `server-template` tests",
+        programs: &["dnsmasq"],
+    },
 ];
 
 /// Files other than programs that the packages must have provided; checked after installing.

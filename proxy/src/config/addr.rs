@@ -9,7 +9,7 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
 
-use super::model::LogDest;
+use super::model::{IpFamily, LogDest};
 use super::num::parse_port;
 
 /// syslog's UDP port, used when a `log` address has none.
@@ -38,23 +38,75 @@ pub(crate) fn parse_bind_addrs(text: &str) -> Result<Vec<SocketAddr>, String> {
         .collect()
 }
 
-/// `server NAME ADDR:PORT`: the port is required (HAProxy's "same port as the client"
-/// mode has no meaning for a load balancer in front of AMS).
-pub(crate) fn parse_server_addr(text: &str) -> Result<SocketAddr, String> {
+/// `nameserver NAME IP:PORT`: an IP literal and a port (a name would need a resolver to
+/// find the resolver).
+pub(crate) fn parse_nameserver_addr(text: &str) -> Result<SocketAddr, String> {
+    let (host, port) = split_host_port(text)?;
+    let port = port.ok_or_else(|| format!("missing port in nameserver address '{text}'"))?;
+    let port = parse_port(port, text)?;
+    let ip = host
+        .parse::<IpAddr>()
+        .map_err(|_| format!("nameserver address '{text}' must be an IP address with a port"))?;
+    Ok(SocketAddr::new(ip, port))
+}
+
+/// A `server` or `server-template` address before any resolution: an IP literal, or a host
+/// name left for `init-addr` and `resolvers` to resolve.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Target {
+    Ip(SocketAddr),
+    Name {
+        host: String,
+        port: Option<u16>,
+        /// `ipv4@` / `ipv6@`.
+        family: Option<IpFamily>,
+    },
+}
+
+pub(crate) fn parse_server_target(text: &str) -> Result<Target, String> {
     let (family, rest) = strip_family(text)?;
     let (host, port) = split_host_port(rest)?;
-    let port = port.ok_or_else(|| format!("missing port in server address '{text}'"))?;
-    let port = parse_port(port, text)?;
+    let port = port.map(|p| parse_port(p, text)).transpose()?;
     if host.is_empty() || host == "*" {
         return Err(format!("server address '{text}' has no host"));
     }
-    let addr = resolve(host, port, family)?;
-    if addr.ip().is_unspecified() {
-        return Err(format!(
-            "server address '{text}' is a wildcard, not a server"
-        ));
+    if let Ok(ip) = host.parse::<IpAddr>() {
+        let port = port.ok_or_else(|| format!("missing port in server address '{text}'"))?;
+        let addr = resolve(host, port, family)?;
+        if ip.is_unspecified() {
+            return Err(format!(
+                "server address '{text}' is a wildcard, not a server"
+            ));
+        }
+        return Ok(Target::Ip(addr));
     }
-    Ok(addr)
+    // SRV names (`_http._tcp.example`) carry labels starting with `_`, which the check allows.
+    check_host_name(host)?;
+    let family = match family {
+        Family::Any => None,
+        Family::V4 => Some(IpFamily::V4),
+        Family::V6 => Some(IpFamily::V6),
+    };
+    Ok(Target::Name {
+        host: host.to_string(),
+        port,
+        family,
+    })
+}
+
+/// Every address the system resolver gives `host`, `prefer`red family first, without
+/// repeats; empty when it gives none.
+pub(crate) fn libc_addrs(host: &str, port: u16, prefer: IpFamily) -> Vec<SocketAddr> {
+    let mut found: Vec<SocketAddr> = Vec::new();
+    if let Ok(answers) = (host, port).to_socket_addrs() {
+        for a in answers {
+            if !found.contains(&a) {
+                found.push(a);
+            }
+        }
+    }
+    found.sort_by_key(|a| a.is_ipv4() != (prefer == IpFamily::V4));
+    found
 }
 
 /// `addr ADDR` on a server line: where its health checks go instead of its address. A host
@@ -212,6 +264,21 @@ mod tests {
         s.parse().unwrap_or_else(|e| panic!("{s}: {e}"))
     }
 
+    /// A server address as a `server` line with the default `init-addr` takes it.
+    fn parse_server_addr(text: &str) -> Result<SocketAddr, String> {
+        match parse_server_target(text)? {
+            Target::Ip(addr) => Ok(addr),
+            Target::Name { host, port, .. } => {
+                let port = port.ok_or_else(|| "missing port".to_string())?;
+                let found = libc_addrs(&host, port, IpFamily::V4);
+                found
+                    .first()
+                    .copied()
+                    .ok_or_else(|| "cannot resolve".to_string())
+            }
+        }
+    }
+
     fn binds(s: &str) -> Vec<SocketAddr> {
         parse_bind_addrs(s).unwrap_or_else(|e| panic!("{s}: {e}"))
     }
@@ -276,6 +343,39 @@ mod tests {
         assert!(e("*:80").contains("no host"));
         assert!(e("0.0.0.0:80").contains("wildcard"));
         assert!(e("a..b:80").contains("invalid address"));
+        assert!(e("localhost").contains("missing port"));
+    }
+
+    #[test]
+    fn server_targets_keep_names_for_later() {
+        let name = |host: &str, port: Option<u16>, family| Target::Name {
+            host: host.to_string(),
+            port,
+            family,
+        };
+        assert_eq!(
+            parse_server_target("ams.example:5080"),
+            Ok(name("ams.example", Some(5080), None))
+        );
+        assert_eq!(
+            parse_server_target("_http._tcp.ams.example"),
+            Ok(name("_http._tcp.ams.example", None, None))
+        );
+        assert_eq!(
+            parse_server_target("ipv4@ams.example:80"),
+            Ok(name("ams.example", Some(80), Some(IpFamily::V4)))
+        );
+        assert!(parse_server_target("[::1]").is_err());
+    }
+
+    #[test]
+    fn nameserver_addresses_are_ip_and_port() {
+        assert_eq!(
+            parse_nameserver_addr("127.0.0.53:5353"),
+            Ok(sa("127.0.0.53:5353"))
+        );
+        assert!(parse_nameserver_addr("127.0.0.53").is_err());
+        assert!(parse_nameserver_addr("dns.example:53").is_err());
     }
 
     #[test]

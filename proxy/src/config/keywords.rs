@@ -95,6 +95,7 @@ const TABLE: &[(&str, u8)] = &[
     ("reqadd", PROXY),
     ("retries", BE),
     ("server", L | B),
+    ("server-template", L | B),
     ("stats", ALL),
     ("stats admin", PROXY),
     ("timeout check", BE),

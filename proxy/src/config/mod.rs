@@ -9,6 +9,7 @@
 //! - `parse`: sections and defaults inheritance; `keywords`: which keyword goes where;
 //! - `global`, `proxy`, `bind`, `server`, `http`: the directives; `httpchk` and
 //!   `check_expect`: `option httpchk` and the `http-check` lines;
+//! - `resolvers`: the `resolvers` section (DNS servers for `server … resolvers`);
 //! - `validate`: checks across proxies (references, bind conflicts, modes).
 //!
 //! Loading reports every problem it finds, not only the first, parse and validation alike,
@@ -28,6 +29,7 @@ pub mod model;
 mod num;
 mod parse;
 mod proxy;
+mod resolvers;
 mod server;
 mod time;
 mod validate;

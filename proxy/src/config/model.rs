@@ -26,6 +26,8 @@ pub struct Config {
     pub global: Global,
     /// Frontends, backends and listens in file order.
     pub proxies: Vec<Proxy>,
+    /// `resolvers` sections in file order.
+    pub resolvers: Vec<Resolvers>,
 }
 
 impl Config {
@@ -354,6 +356,129 @@ pub struct ServerParams {
     /// `verify none`: the server's certificate is not verified. The only mode built
     /// (`verify required` needs `ca-file`), so `check-ssl` is refused without it.
     pub verify_none: bool,
+    /// `resolvers NAME`: the server's host name is re-resolved at run time through that
+    /// `resolvers` section.
+    pub resolvers: Option<String>,
+    /// `resolve-prefer ipv4|ipv6`: the family taken when a name has both (HAProxy's default:
+    /// IPv6).
+    pub resolve_prefer: IpFamily,
+    /// `init-addr`: how a host name gets its first address, methods tried in order (HAProxy's
+    /// default `last,libc`).
+    pub init_addr: Vec<InitAddr>,
+}
+
+/// An address family a name is resolved to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum IpFamily {
+    V4,
+    #[default]
+    V6,
+}
+
+/// One `init-addr` method.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InitAddr {
+    /// The address in the server-state file: there is no such file here (no
+    /// `server-state-file` directive), so this step never finds one and the next is tried,
+    /// as in HAProxy without that file.
+    Last,
+    /// The system resolver, at load time.
+    Libc,
+    /// No address: the server starts in maintenance until DNS gives it one.
+    None,
+    /// This address.
+    Ip(IpAddr),
+}
+
+/// The DNS side of a server whose host name `resolvers` follows at run time.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ServerDns {
+    /// The name as written, without its port. A name whose first label starts with `_`
+    /// (`_service._proto.name`) asks for SRV records, which give the port and weight.
+    pub fqdn: String,
+    /// The `resolvers` section.
+    pub resolvers: String,
+    /// The slots one name fills: the `server-template` NAME (or the server's own name for a
+    /// `server` line); the slots of a group are its servers in file order.
+    pub group: String,
+}
+
+impl ServerDns {
+    pub fn is_srv(&self) -> bool {
+        self.fqdn.starts_with('_')
+    }
+}
+
+/// A `resolvers` section: the DNS servers asked and how answers are kept.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Resolvers {
+    pub name: String,
+    pub nameservers: Vec<Nameserver>,
+    pub hold: Hold,
+    /// `timeout resolve`: the shortest time between two resolutions of one name (default 1s).
+    pub resolve: Duration,
+    /// `timeout retry`: how long one query waits for its answer (default 1s).
+    pub retry: Duration,
+    /// `resolve_retries`: queries sent for one resolution before it counts as timed out
+    /// (default 3).
+    pub retries: u32,
+    /// `accepted_payload_size`: the EDNS0 size announced and the largest answer read
+    /// (default 512).
+    pub payload_size: u16,
+    pub loc: Loc,
+}
+
+impl Resolvers {
+    pub fn new(name: &str, loc: Loc) -> Resolvers {
+        Resolvers {
+            name: name.to_string(),
+            nameservers: Vec::new(),
+            hold: Hold::default(),
+            resolve: Duration::from_secs(1),
+            retry: Duration::from_secs(1),
+            retries: 3,
+            payload_size: 512,
+            loc,
+        }
+    }
+}
+
+/// `nameserver NAME ADDR:PORT`, or one line of `/etc/resolv.conf` (`parse-resolv-conf`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Nameserver {
+    pub name: String,
+    pub addr: SocketAddr,
+}
+
+/// `hold STATUS PERIOD`: how long the last good answer stands.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Hold {
+    /// The longest time between two resolutions after a valid answer (the record TTL, when
+    /// shorter, comes first).
+    pub valid: Duration,
+    /// How long a record missing from a newer answer keeps its server.
+    pub obsolete: Duration,
+    /// After NXDOMAIN, a timeout, REFUSED or another error: how long the last valid answer
+    /// still stands before its servers go to maintenance.
+    pub nx: Duration,
+    pub timeout: Duration,
+    pub refused: Duration,
+    pub other: Duration,
+}
+
+impl Default for Hold {
+    /// HAProxy's: 10s valid, 0s obsolete, 30s for the rest.
+    fn default() -> Hold {
+        let thirty = Duration::from_secs(30);
+        Hold {
+            valid: Duration::from_secs(10),
+            obsolete: Duration::ZERO,
+            nx: thirty,
+            timeout: thirty,
+            refused: thirty,
+            other: thirty,
+        }
+    }
 }
 
 /// Which PROXY protocol header a server's connections start with.
@@ -410,6 +535,9 @@ impl Default for ServerParams {
             check_ssl: false,
             check_sni: None,
             verify_none: false,
+            resolvers: None,
+            resolve_prefer: IpFamily::V6,
+            init_addr: vec![InitAddr::Last, InitAddr::Libc],
         }
     }
 }
@@ -515,8 +643,12 @@ fn regex_reason(e: &regex::Error) -> String {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Server {
     pub name: String,
+    /// Where it is reached. An unspecified IP (`init-addr none`, or a template slot no
+    /// record filled yet) means no address: the server starts in maintenance.
     pub addr: SocketAddr,
     pub params: ServerParams,
+    /// `resolvers`: the address follows DNS at run time.
+    pub dns: Option<ServerDns>,
     pub loc: Loc,
 }
 

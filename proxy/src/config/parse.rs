@@ -57,6 +57,8 @@ enum Section {
     Defaults,
     /// Index into `Parser::drafts`.
     Proxy(usize),
+    /// Index into `Parser::resolvers`.
+    Resolvers(usize),
     /// A section that could not be opened (bad header, unsupported kind): its lines are
     /// skipped, the header already carries the error.
     Ignored,
@@ -66,7 +68,6 @@ enum Section {
 const UNSUPPORTED_SECTIONS: &[&str] = &[
     "userlist",
     "peers",
-    "resolvers",
     "mailers",
     "cache",
     "program",
@@ -79,6 +80,7 @@ pub(crate) struct Parser<'a> {
     cwd: PathBuf,
     global: super::model::Global,
     drafts: Vec<Draft>,
+    resolvers: Vec<super::model::Resolvers>,
     defaults: Draft,
     section: Section,
     crt_base: Option<PathBuf>,
@@ -99,6 +101,7 @@ impl<'a> Parser<'a> {
             cwd: cwd.to_path_buf(),
             global: Default::default(),
             drafts: Vec::new(),
+            resolvers: Vec::new(),
             defaults: fresh_defaults(),
             section: Section::None,
             crt_base: None,
@@ -135,6 +138,7 @@ impl<'a> Parser<'a> {
         let mut config = Config {
             global: self.global,
             proxies,
+            resolvers: self.resolvers,
         };
         fall_back_to_tcplog(&mut config);
         Parsed {
@@ -162,6 +166,7 @@ impl<'a> Parser<'a> {
             "frontend" => self.open_proxy(ProxyKind::Frontend, rest, loc),
             "backend" => self.open_proxy(ProxyKind::Backend, rest, loc),
             "listen" => self.open_proxy(ProxyKind::Listen, rest, loc),
+            "resolvers" => self.open_resolvers(rest, loc),
             s if UNSUPPORTED_SECTIONS.contains(&s) => {
                 self.section = Section::Ignored;
                 Err(format!("unsupported section '{s}'"))
@@ -239,6 +244,29 @@ impl<'a> Parser<'a> {
         Ok(())
     }
 
+    fn open_resolvers(&mut self, rest: &[String], loc: &Loc) -> Result<(), String> {
+        self.section = Section::Ignored;
+        let name = rest
+            .first()
+            .ok_or_else(|| "'resolvers' needs a name".to_string())?;
+        check_name(name, "resolvers")?;
+        if let Some(word) = rest.get(1) {
+            return Err(format!(
+                "unexpected argument '{word}' to 'resolvers {name}'"
+            ));
+        }
+        if let Some(other) = self.resolvers.iter().find(|r| r.name == *name) {
+            return Err(format!(
+                "resolvers '{name}' is already defined at {}",
+                other.loc
+            ));
+        }
+        self.resolvers
+            .push(super::model::Resolvers::new(name, loc.clone()));
+        self.section = Section::Resolvers(self.resolvers.len() - 1);
+        Ok(())
+    }
+
     fn directive(&mut self, words: &[String], loc: &Loc) -> Result<(), String> {
         let ctx = |scope| Ctx {
             loc,
@@ -252,6 +280,10 @@ impl<'a> Parser<'a> {
                 words.first().map(String::as_str).unwrap_or_default()
             )),
             Section::Ignored => Ok(()),
+            Section::Resolvers(index) => match self.resolvers.get_mut(index) {
+                Some(r) => super::resolvers::directive(r, words),
+                None => Ok(()),
+            },
             Section::Global => global::directive(&mut self.global, &mut self.crt_base, words, loc),
             Section::Defaults => {
                 let ctx = ctx(Scope::Defaults);
@@ -408,8 +440,8 @@ mod tests {
     #[test]
     fn unsupported_sections_skip_their_lines() {
         assert_eq!(
-            errors("resolvers dns\n  nameserver a 1.1.1.1:53\n"),
-            ["t.cfg:1: unsupported section 'resolvers'"]
+            errors("peers p\n  peer a 127.0.0.1:1024\n"),
+            ["t.cfg:1: unsupported section 'peers'"]
         );
     }
 

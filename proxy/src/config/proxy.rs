@@ -101,6 +101,7 @@ fn apply(
         "mode" => proxy.mode = mode(args.need("'tcp' or 'http'")?)?,
         "bind" => bind::bind(proxy, args, ctx)?,
         "server" => server::server(proxy, args, ctx.loc)?,
+        "server-template" => server::server_template(proxy, args, ctx.loc)?,
         "default-server" => server::default_server(proxy, args)?,
         "balance" => balance(proxy, args)?,
         "hash-type" => proxy.hash_type = hash_type(args)?,

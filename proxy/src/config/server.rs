@@ -4,9 +4,11 @@
 //! line is read (those of the `defaults` section included), then applies its own words.
 //! The `no-…` and `enabled` words undo what a `default-server` line turned on.
 
-use super::addr::{parse_check_addr, parse_server_addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+
+use super::addr::{libc_addrs, parse_check_addr, parse_server_target, Target};
 use super::args::Args;
-use super::model::{Loc, Proxy, Server, ServerParams};
+use super::model::{InitAddr, IpFamily, Loc, Proxy, Server, ServerDns, ServerParams};
 use super::num::{parse_in_range, parse_port, parse_positive};
 use super::time::parse_nonzero_duration;
 
@@ -14,13 +16,101 @@ const MAX_WEIGHT: u32 = 256;
 
 pub(crate) fn server(proxy: &mut Proxy, args: &mut Args<'_>, loc: &Loc) -> Result<(), String> {
     let name = args.need("a name")?;
+    check_server_name(name)?;
+    let target = parse_server_target(args.need("an address")?)?;
+    let line = line_params(proxy, args)?;
+    let (addrs, fqdn) = place(&target, &line, 1)?;
+    let params = line.params;
+    let dns = fqdn.and_then(|fqdn| dns_of(&params, fqdn, name));
+    proxy.servers.push(Server {
+        name: name.to_string(),
+        addr: addrs
+            .first()
+            .copied()
+            .unwrap_or(target_unspecified(&params, 0)),
+        params,
+        dns,
+        loc: loc.clone(),
+    });
+    Ok(())
+}
+
+/// The most slots one `server-template` line may make: each is a server with its own
+/// counters and check loop.
+const MAX_TEMPLATE_SLOTS: u32 = 1024;
+
+/// `server-template PREFIX N|A-B FQDN[:PORT] [params]`: servers PREFIXA … PREFIXB whose
+/// addresses (and, from SRV records, ports and weights) come from `resolvers` at run time.
+pub(crate) fn server_template(
+    proxy: &mut Proxy,
+    args: &mut Args<'_>,
+    loc: &Loc,
+) -> Result<(), String> {
+    let prefix = args.need("a name prefix")?;
+    check_server_name(prefix)?;
+    let (low, high) = slot_range(args.need("a number or a range")?)?;
+    let target = parse_server_target(args.need("an address")?)?;
+    let line = line_params(proxy, args)?;
+    if line.params.resolvers.is_none() {
+        return Err(
+            "'server-template' needs 'resolvers NAME': its slots are filled from DNS".to_string(),
+        );
+    }
+    let Target::Name { .. } = target else {
+        return Err("'server-template' needs a host name, not an IP address".to_string());
+    };
+    let (addrs, fqdn) = place(&target, &line, (high - low + 1) as usize)?;
+    let params = line.params;
+    for (i, number) in (low..=high).enumerate() {
+        let name = format!("{prefix}{number}");
+        let dns = fqdn.clone().and_then(|f| dns_of(&params, f, prefix));
+        proxy.servers.push(Server {
+            addr: addrs
+                .get(i)
+                .copied()
+                .unwrap_or(target_unspecified(&params, 0)),
+            name,
+            params: params.clone(),
+            dns,
+            loc: loc.clone(),
+        });
+    }
+    Ok(())
+}
+
+fn check_server_name(name: &str) -> Result<(), String> {
     if let Some(c) = name
         .chars()
         .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | ':')))
     {
         return Err(format!("invalid character '{c}' in server name '{name}'"));
     }
-    let addr = parse_server_addr(args.need("an address")?)?;
+    Ok(())
+}
+
+/// `N` (slots 1 to N) or `A-B`.
+fn slot_range(text: &str) -> Result<(u32, u32), String> {
+    let (low, high) = match text.split_once('-') {
+        Some((a, b)) => (
+            parse_in_range(a, "server-template", 0, u32::MAX)?,
+            parse_in_range(b, "server-template", 0, u32::MAX)?,
+        ),
+        None => (1, parse_positive(text, "server-template")?),
+    };
+    if low > high {
+        return Err(format!("server-template range '{text}' runs backwards"));
+    }
+    if high - low >= MAX_TEMPLATE_SLOTS {
+        return Err(format!(
+            "server-template range '{text}' makes more than {MAX_TEMPLATE_SLOTS} servers"
+        ));
+    }
+    Ok((low, high))
+}
+
+/// The section's `default-server` settings with the line's own words applied, and the
+/// combinations a line may not make.
+fn line_params(proxy: &Proxy, args: &mut Args<'_>) -> Result<Line, String> {
     let mut params = proxy.default_server.clone();
     let applied = apply_params(&mut params, args)?;
     if applied.v2_options && !params.send_proxy_v2 {
@@ -37,13 +127,136 @@ pub(crate) fn server(proxy: &mut Proxy, args: &mut Args<'_>, loc: &Loc) -> Resul
                 .to_string(),
         );
     }
-    proxy.servers.push(Server {
-        name: name.to_string(),
-        addr,
+    Ok(Line {
         params,
-        loc: loc.clone(),
-    });
-    Ok(())
+        resolvers_on_line: applied.resolvers,
+    })
+}
+
+/// A server line's settings.
+struct Line {
+    params: ServerParams,
+    /// `resolvers`, `init-addr` or `resolve-prefer` written on the line itself must act: an
+    /// IP address has nothing to resolve. Inherited from `default-server` they act on the
+    /// named servers only.
+    resolvers_on_line: bool,
+}
+
+fn dns_of(params: &ServerParams, fqdn: String, group: &str) -> Option<ServerDns> {
+    Some(ServerDns {
+        fqdn,
+        resolvers: params.resolvers.clone()?,
+        group: group.to_string(),
+    })
+}
+
+/// "No address": the unspecified IP of the preferred family.
+fn target_unspecified(params: &ServerParams, port: u16) -> SocketAddr {
+    match params.resolve_prefer {
+        IpFamily::V4 => SocketAddr::new(Ipv4Addr::UNSPECIFIED.into(), port),
+        IpFamily::V6 => SocketAddr::new(Ipv6Addr::UNSPECIFIED.into(), port),
+    }
+}
+
+/// The first address of each of `slots` servers (unspecified where `init-addr` gives none),
+/// and the host name when `resolvers` will follow it.
+fn place(
+    target: &Target,
+    line: &Line,
+    slots: usize,
+) -> Result<(Vec<SocketAddr>, Option<String>), String> {
+    let params = &line.params;
+    let (host, port, family) = match target {
+        Target::Ip(addr) => {
+            if line.resolvers_on_line {
+                return Err(
+                    "'resolvers', 'init-addr' and 'resolve-prefer' need a host name, not an IP \
+                     address"
+                        .to_string(),
+                );
+            }
+            return Ok((vec![*addr; slots], None));
+        }
+        Target::Name { host, port, family } => (host, *port, *family),
+    };
+    let srv = host.starts_with('_');
+    let port = match (srv, port) {
+        (true, Some(_)) => {
+            return Err(format!(
+                "'{host}' is an SRV name: the port comes from its records (drop ':PORT')"
+            ))
+        }
+        (true, None) if params.resolvers.is_none() => {
+            return Err(format!(
+                "'{host}' is an SRV name: it needs 'resolvers NAME'"
+            ))
+        }
+        (true, None) => 0,
+        (false, Some(p)) => p,
+        (false, None) => return Err(format!("missing port in server address '{host}'")),
+    };
+    let prefer = family.unwrap_or(params.resolve_prefer);
+    let fqdn = params.resolvers.is_some().then(|| host.clone());
+    for method in &params.init_addr {
+        let found = match method {
+            // No server-state file here: `last` finds nothing, as in HAProxy without one.
+            InitAddr::Last => continue,
+            InitAddr::Libc if srv => continue,
+            InitAddr::Libc => preferred(libc_addrs(host, port, prefer), prefer),
+            InitAddr::Ip(ip) => vec![SocketAddr::new(*ip, port)],
+            InitAddr::None => Vec::new(),
+        };
+        if found.is_empty() && *method != InitAddr::None {
+            continue;
+        }
+        let unspecified = target_unspecified(params, port);
+        let addrs = (0..slots)
+            .map(|i| found.get(i).copied().unwrap_or(unspecified))
+            .collect();
+        return Ok((addrs, fqdn));
+    }
+    Err(format!(
+        "cannot resolve '{host}' at start (init-addr {}): add 'none' to 'init-addr' to start \
+         without an address and wait for DNS",
+        init_addr_text(&params.init_addr)
+    ))
+}
+
+/// Only the preferred family's addresses when there are some.
+fn preferred(addrs: Vec<SocketAddr>, prefer: IpFamily) -> Vec<SocketAddr> {
+    let of_prefer = |a: &SocketAddr| a.is_ipv4() == (prefer == IpFamily::V4);
+    if addrs.iter().any(of_prefer) {
+        addrs.into_iter().filter(of_prefer).collect()
+    } else {
+        addrs
+    }
+}
+
+fn init_addr_text(methods: &[InitAddr]) -> String {
+    methods
+        .iter()
+        .map(|m| match m {
+            InitAddr::Last => "last".to_string(),
+            InitAddr::Libc => "libc".to_string(),
+            InitAddr::None => "none".to_string(),
+            InitAddr::Ip(ip) => ip.to_string(),
+        })
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// `init-addr METHOD[,METHOD…]`.
+fn init_addr(list: &str) -> Result<Vec<InitAddr>, String> {
+    list.split(',')
+        .map(|m| match m {
+            "last" => Ok(InitAddr::Last),
+            "libc" => Ok(InitAddr::Libc),
+            "none" => Ok(InitAddr::None),
+            other => other.parse::<IpAddr>().map(InitAddr::Ip).map_err(|_| {
+                format!("'init-addr' expects last, libc, none or an IP address, got '{other}'")
+            }),
+        })
+        .collect()
 }
 
 pub(crate) fn default_server(proxy: &mut Proxy, args: &mut Args<'_>) -> Result<(), String> {
@@ -57,10 +270,16 @@ pub(crate) fn default_server(proxy: &mut Proxy, args: &mut Args<'_>) -> Result<(
 /// What a line named that matters beyond the parameters it set.
 struct Applied {
     v2_options: bool,
+    /// `resolvers`, `init-addr` or `resolve-prefer` written on the line itself: they act
+    /// on host names only.
+    resolvers: bool,
 }
 
 fn apply_params(p: &mut ServerParams, args: &mut Args<'_>) -> Result<Applied, String> {
-    let mut applied = Applied { v2_options: false };
+    let mut applied = Applied {
+        v2_options: false,
+        resolvers: false,
+    };
     while let Some(word) = args.next() {
         match word {
             "check" => p.check = true,
@@ -96,6 +315,26 @@ fn apply_params(p: &mut ServerParams, args: &mut Args<'_>) -> Result<Applied, St
             "no-send-proxy-v2" => p.send_proxy_v2 = false,
             "check-send-proxy" => p.check_send_proxy = true,
             "no-check-send-proxy" => p.check_send_proxy = false,
+            "resolvers" => {
+                p.resolvers = Some(args.value_of(word)?.to_string());
+                applied.resolvers = true;
+            }
+            "resolve-prefer" => {
+                applied.resolvers = true;
+                p.resolve_prefer = match args.value_of(word)? {
+                    "ipv4" => IpFamily::V4,
+                    "ipv6" => IpFamily::V6,
+                    other => {
+                        return Err(format!(
+                            "'resolve-prefer' expects 'ipv4' or 'ipv6', got '{other}'"
+                        ))
+                    }
+                }
+            }
+            "init-addr" => {
+                applied.resolvers = true;
+                p.init_addr = init_addr(args.value_of(word)?)?
+            }
             "proxy-v2-options" => {
                 proxy_v2_options(p, args.value_of(word)?)?;
                 applied.v2_options = true;
@@ -105,7 +344,8 @@ fn apply_params(p: &mut ServerParams, args: &mut Args<'_>) -> Result<Applied, St
                 "unsupported {} option '{word}' (supported: check, inter, fastinter, downinter, \
                      rise, fall, weight, backup, maxconn, maxqueue, disabled, cookie, port, addr, \
                      send-proxy, send-proxy-v2, check-send-proxy, proxy-v2-options, check-ssl, \
-                     check-sni, verify and their no-/enabled forms)",
+                     check-sni, verify, resolvers, resolve-prefer, init-addr and their no-/enabled \
+                     forms)",
                 args.keyword()
             ))
             }
@@ -174,6 +414,75 @@ mod tests {
     use crate::config::model::ServerParams;
     use crate::config::proxy::tests::{err, ok};
     use std::time::Duration;
+
+    #[test]
+    fn server_template_makes_slots_that_follow_dns() {
+        let p = ok(
+            Scope::Backend,
+            &["server-template ams 2-4 ams.test:5080 check resolvers dns init-addr none resolve-prefer ipv4"],
+        );
+        let names: Vec<&str> = p.servers.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(names, ["ams2", "ams3", "ams4"]);
+        for s in &p.servers {
+            assert_eq!(
+                s.addr.to_string(),
+                "0.0.0.0:5080",
+                "no address until DNS gives one"
+            );
+            let dns = s.dns.as_ref().expect("follows DNS");
+            assert_eq!(
+                (dns.fqdn.as_str(), dns.resolvers.as_str()),
+                ("ams.test", "dns")
+            );
+            assert_eq!(dns.group, "ams");
+            assert!(!dns.is_srv());
+            assert!(s.params.check);
+        }
+        let srv = ok(
+            Scope::Backend,
+            &["server-template e 3 _rtmp._tcp.ams.test resolvers dns init-addr none"],
+        );
+        assert_eq!(srv.servers.len(), 3);
+        assert!(srv.servers[0].dns.as_ref().is_some_and(|d| d.is_srv()));
+    }
+
+    #[test]
+    fn init_addr_methods_are_tried_in_order() {
+        let p = ok(
+            Scope::Backend,
+            &["server a ams.test:80 resolvers dns init-addr last,10.0.0.7"],
+        );
+        assert_eq!(p.servers[0].addr.to_string(), "10.0.0.7:80");
+        // `libc` on a name the system cannot resolve, then `none`.
+        let p = ok(
+            Scope::Backend,
+            &["server a ams.invalid:80 resolvers dns init-addr libc,none"],
+        );
+        assert!(p.servers[0].addr.ip().is_unspecified());
+        // A plain server with a host name and no resolvers keeps no DNS side.
+        let p = ok(Scope::Backend, &["server a localhost:80 init-addr libc"]);
+        assert!(p.servers[0].dns.is_none() && !p.servers[0].addr.ip().is_unspecified());
+    }
+
+    #[test]
+    fn dns_lines_that_cannot_act_are_refused() {
+        let e = |line: &str| err(Scope::Backend, line);
+        assert!(e("server a 10.0.0.1:80 resolvers dns").contains("need a host name"));
+        assert!(e("server a 10.0.0.1:80 init-addr none").contains("need a host name"));
+        assert!(e("server a 10.0.0.1:80 resolve-prefer ipv4").contains("need a host name"));
+        assert!(e("server-template a 3 ams.test:80").contains("needs 'resolvers NAME'"));
+        assert!(e("server-template a 3 10.0.0.1:80 resolvers dns").contains("host name"));
+        assert!(e("server-template a 0 ams.test:80 resolvers dns").contains("greater than 0"));
+        assert!(e("server-template a 5-2 ams.test:80 resolvers dns").contains("backwards"));
+        assert!(e("server-template a 1-5000 ams.test:80 resolvers dns").contains("more than"));
+        assert!(e("server a _h._tcp.ams.test:80 resolvers dns").contains("SRV name"));
+        assert!(e("server a _h._tcp.ams.test").contains("needs 'resolvers NAME'"));
+        assert!(e("server a ams.test resolvers dns").contains("missing port"));
+        assert!(e("server a ams.invalid:80 resolvers dns init-addr libc")
+            .contains("cannot resolve 'ams.invalid'"));
+        assert!(e("server a ams.test:80 init-addr sometimes").contains("'init-addr' expects"));
+        assert!(e("server a ams.test:80 resolve-prefer ipv5").contains("'ipv4' or 'ipv6'"));
+    }
 
     #[test]
     fn seed_servers() {

@@ -438,6 +438,7 @@ fn sample_line(keyword: &str, errorfile: &Path) -> Option<String> {
         "reqadd" => r"reqadd X-A:\ b",
         "retries" => "retries 5",
         "server" => "server s2 127.0.0.1:4",
+        "server-template" => "server-template ams 1-3 ams.test:5080 resolvers dns init-addr none",
         "stats" => "stats enable",
         "stats admin" => "stats admin if TRUE",
         "use_backend" => "use_backend b",
@@ -516,11 +517,16 @@ fn every_accepted_keyword_acts_or_is_refused() {
                 " mode http\n"
             };
             match scope {
+                // A `resolvers` section first, for `server-template` to name.
                 Scope::Listen => format!(
-                    "backend b\n mode http\n server s 127.0.0.1:2\n\
+                    "resolvers dns\n nameserver a 127.0.0.1:53\n\
+                     backend b\n mode http\n server s 127.0.0.1:2\n\
                      listen l\n{mode} bind 127.0.0.1:1\n server s 127.0.0.1:2\n"
                 ),
-                Scope::Backend => format!("backend b\n{mode} server s 127.0.0.1:2\n"),
+                Scope::Backend => format!(
+                    "resolvers dns\n nameserver a 127.0.0.1:53\n\
+                     backend b\n{mode} server s 127.0.0.1:2\n"
+                ),
                 Scope::Frontend => format!(
                     "backend b\n mode http\n server s 127.0.0.1:2\n\
                      frontend f\n{mode} bind 127.0.0.1:1\n use_backend b\n"
@@ -576,7 +582,21 @@ type Sample = fn(&str, &Path) -> String;
 /// skip the check (`send-proxy` was once parsed and ignored).
 #[test]
 fn every_server_and_bind_option_acts() {
-    let server = |opts: &str| format!("backend b\n server s 127.0.0.1:2{opts}\n");
+    // `resolvers`, `init-addr` and `resolve-prefer` act on host names (and `resolvers` names
+    // a section).
+    let server = |opts: &str| {
+        let addr = if opts.contains("resolvers dns") {
+            "ams.test:2 init-addr none"
+        } else if opts.contains("init-addr") || opts.contains("resolve-prefer") {
+            "localhost:2"
+        } else {
+            "127.0.0.1:2"
+        };
+        format!(
+            "resolvers dns\n nameserver a 127.0.0.1:53\n\
+             backend b\n server s {addr}{opts}\n"
+        )
+    };
     let bind = |opts: &str| format!("listen l\n bind 127.0.0.1:1{opts}\n server s 127.0.0.1:2\n");
     let crt = workspace().join("tests/configs/errors/503.http");
     let cases: [(&Section, Sample); 2] = [
@@ -589,6 +609,9 @@ fn every_server_and_bind_option_acts() {
             "check-ssl" => "check-ssl verify none".into(),
             "check-sni" => "check-sni site.test".into(),
             "verify" => "verify none".into(),
+            "resolvers" => "resolvers dns".into(),
+            "resolve-prefer" => "resolve-prefer ipv4".into(),
+            "init-addr" => "init-addr none".into(),
             other => other.into(),
         }),
         (&bind, |opt, crt| match opt {

@@ -32,10 +32,12 @@ pub(crate) fn validate(config: &Config, notes: &[Notes]) -> Vec<ConfigError> {
             push(&mut errors, &loc, reason);
         }
         check_duplicate_servers(proxy, &mut errors);
+        check_server_resolvers(config, proxy, &mut errors);
         check_balance_mode(proxy, &mut errors);
         check_references(config, proxy, notes, &mut errors);
     }
     check_bind_conflicts(config, &mut errors);
+    check_resolvers_have_nameservers(config, &mut errors);
     check_group_has_user(config, &mut errors);
     // A line inherited by several proxies (a `defaults` default_backend) is reported once.
     let mut unique: Vec<ConfigError> = Vec::with_capacity(errors.len());
@@ -131,6 +133,33 @@ fn check_duplicate_servers(proxy: &Proxy, errors: &mut Vec<ConfigError>) {
             );
             push(errors, &server.loc, reason);
         }
+    }
+}
+
+/// `resolvers NAME` on a server names a section that exists.
+fn check_server_resolvers(config: &Config, proxy: &Proxy, errors: &mut Vec<ConfigError>) {
+    for server in &proxy.servers {
+        let Some(dns) = &server.dns else { continue };
+        if !config.resolvers.iter().any(|r| r.name == dns.resolvers) {
+            // Named after the group, so a template's slots give one error for their line.
+            let reason = format!(
+                "server '{}' names resolvers '{}', which is not defined",
+                dns.group, dns.resolvers
+            );
+            push(errors, &server.loc, reason);
+        }
+    }
+}
+
+/// A `resolvers` section without a nameserver could never answer (HAProxy refuses it too).
+fn check_resolvers_have_nameservers(config: &Config, errors: &mut Vec<ConfigError>) {
+    for r in config.resolvers.iter().filter(|r| r.nameservers.is_empty()) {
+        let reason = format!(
+            "resolvers '{}' has no nameserver (add 'nameserver NAME IP:PORT' or \
+             'parse-resolv-conf')",
+            r.name
+        );
+        push(errors, &r.loc, reason);
     }
 }
 

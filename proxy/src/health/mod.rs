@@ -184,8 +184,20 @@ async fn check_loop(
     let Some(tls) = tls_probe(&server, check_target(&server)) else {
         return;
     };
+    let mut checked_addr = server.addr();
     while !server.is_retired() {
-        // Read each time: `set server … addr` and DNS move a server.
+        // Read each time: `set server … addr` and DNS move a server. A new address starts
+        // the rise/fall count again from the verdict the mover left (DNS marks a slot it
+        // fills DOWN until its checks pass).
+        if server.addr() != checked_addr {
+            checked_addr = server.addr();
+            state = CheckState::starting(&server.params, server.health() == ServerState::Up);
+        }
+        // A DNS slot without a record has nothing to check.
+        if !server.has_addr() {
+            compio::time::sleep(server.params.inter).await;
+            continue;
+        }
         let target = check_target(&server);
         let started = Instant::now();
         let probes = check::Probes {

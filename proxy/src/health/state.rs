@@ -29,8 +29,14 @@ pub struct CheckState {
 
 impl CheckState {
     pub fn new(params: &ServerParams) -> CheckState {
+        CheckState::starting(params, true)
+    }
+
+    /// A machine starting UP or DOWN: a server given a new address by DNS starts DOWN and
+    /// takes traffic after `rise` passed checks.
+    pub fn starting(params: &ServerParams, up: bool) -> CheckState {
         CheckState {
-            up: true,
+            up,
             streak: 0,
             rise: params.rise.max(1),
             fall: params.fall.max(1),

@@ -305,6 +305,7 @@ mod tests {
         let mut p = Proxy::new("b", ProxyKind::Backend, Loc::default());
         for (i, name) in ["ams1", "ams2"].iter().enumerate() {
             p.servers.push(config::Server {
+                dns: None,
                 name: name.to_string(),
                 addr: format!("127.0.0.{}:5080", i + 2).parse().unwrap(),
                 params: ServerParams {

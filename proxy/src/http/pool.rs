@@ -208,6 +208,7 @@ mod tests {
                 name: "s".into(),
                 addr: "127.0.0.1:1".parse().unwrap(),
                 params: ServerParams::default(),
+                dns: None,
                 loc: Loc::default(),
             },
         ))

@@ -120,6 +120,7 @@ impl Reloader {
         } = first;
         listeners.commit(prepared, &plan, &inboxes);
         let checker = start_checker(&plan, choice)?;
+        start_resolver(cfg, &plan, choice)?;
         Ok(Reloader {
             files: files.to_vec(),
             ktls,
@@ -192,6 +193,10 @@ impl Reloader {
             Ok(c) => state.checker = Some(c),
             Err(e) => log::error!("reload: the health checker cannot start: {e}"),
         }
+        // The previous plan's resolver ends by itself once its server sets are dropped.
+        if let Err(e) = start_resolver(&cfg, &plan, self.choice) {
+            log::error!("reload: the DNS resolver cannot start: {e}");
+        }
         let maxconn = session_limit(&cfg, &plan);
         state.global.set_max(Some(maxconn));
         plan.registry.process().set_maxconn(maxconn);
@@ -243,6 +248,14 @@ fn start_checker(plan: &Plan, choice: DriverChoice) -> Result<Checker, RuntimeEr
     Ok(health::spawn_checker(checked, move || {
         driver::build_runtime(choice)
     })?)
+}
+
+/// The DNS resolver for the plan's servers that follow `resolvers` (none when no server
+/// does).
+fn start_resolver(cfg: &Config, plan: &Plan, choice: DriverChoice) -> Result<(), RuntimeError> {
+    let sets: Vec<_> = plan.checked.iter().map(|c| c.servers.clone()).collect();
+    crate::discovery::spawn(cfg, &sets, move || driver::build_runtime(choice))?;
+    Ok(())
 }
 
 /// Servers of `new` carried from `old` (the same `Arc`), new ones, and those of `old` gone.

@@ -105,7 +105,9 @@ impl Server {
 
     /// A server of a backend whose waiters sit in `queue`.
     pub fn in_backend(index: usize, s: &config::Server, queue: Arc<Queue>) -> Server {
-        let admin = if s.params.disabled {
+        // No address yet (`init-addr none`, a template slot no record filled): in
+        // maintenance until DNS gives it one.
+        let admin = if s.params.disabled || s.addr.ip().is_unspecified() {
             Admin::Maint
         } else {
             Admin::Ready
@@ -151,6 +153,16 @@ impl Server {
         }
         self.note_change(previous);
         previous
+    }
+
+    /// The checks' verdict alone (`Up`/`Down`), whatever the administrative state.
+    pub fn health(&self) -> ServerState {
+        ServerState::from_u8(self.health.load(Ordering::Acquire))
+    }
+
+    /// Whether it has an address to reach (a template slot without a record has none).
+    pub fn has_addr(&self) -> bool {
+        !self.addr().ip().is_unspecified()
     }
 
     pub fn admin(&self) -> Admin {

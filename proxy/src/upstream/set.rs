@@ -112,7 +112,8 @@ impl ServerSet {
         ServerSet::with_servers(proxy, servers, queue, next_id, Arc::default())
     }
 
-    /// A reload's set: a server of `previous` with the same name, address and settings is
+    /// A reload's set: a server of `previous` with the same name, address (any, for one DNS
+    /// follows) and settings is
     /// carried as the same `Arc` (its id, health state, counters, established flows), and
     /// with it the backend's queue (its waiters were told by those servers) and figures. A
     /// server whose settings changed is new (with a fresh id, so that no session's list of
@@ -138,7 +139,13 @@ impl ServerSet {
             .map(|s| {
                 let old = before.iter().find(|p| p.name == s.name);
                 match old {
-                    Some(p) if same_queue && p.addr() == s.addr && p.params == s.params => {
+                    // A server DNS follows keeps the address DNS gave it: the config's is
+                    // only where it started.
+                    Some(p)
+                        if same_queue
+                            && (p.addr() == s.addr || s.dns.is_some())
+                            && p.params == s.params =>
+                    {
                         p.clone()
                     }
                     _ => {

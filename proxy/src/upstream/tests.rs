@@ -14,6 +14,7 @@ fn proxy(balance: Balance, servers: &[(&str, u32, bool)]) -> Proxy {
     p.balance = balance;
     for (i, (name, weight, backup)) in servers.iter().enumerate() {
         p.servers.push(config::Server {
+            dns: None,
             name: name.to_string(),
             addr: format!("127.0.0.{}:1935", i + 2).parse().unwrap(),
             params: ServerParams {
@@ -119,6 +120,7 @@ fn hashed(balance: Balance, consistent: bool) -> ServerSet {
     p.balance_args.depth = Some(2);
     for (i, name) in ["a", "b", "c"].iter().enumerate() {
         p.servers.push(config::Server {
+            dns: None,
             name: name.to_string(),
             addr: format!("127.0.0.{}:80", i + 2).parse().unwrap(),
             params: ServerParams::default(),
@@ -187,6 +189,7 @@ fn a_missing_key_falls_back_to_round_robin() {
 
 fn server_config(name: &str, weight: u32) -> config::Server {
     config::Server {
+        dns: None,
         name: name.to_string(),
         addr: "127.0.0.9:1935".parse().unwrap(),
         params: ServerParams {
@@ -308,4 +311,56 @@ fn pick_uri(s: &ServerSet, target: &str) -> String {
     let mut c = ctx(&[]);
     c.request = Some(&req);
     s.pick_server(c).unwrap().name.clone()
+}
+
+/// A backend as an operator writes it, parsed from text: what independent instances read.
+fn from_text(servers: &[&str]) -> ServerSet {
+    let mut text = String::from(
+        "backend hls\n    mode http\n    balance uri depth 2\n    hash-type consistent sdbm avalanche\n",
+    );
+    for (i, name) in servers.iter().enumerate() {
+        text.push_str(&format!("    server {name} 127.0.0.{}:5080\n", i + 2));
+    }
+    let cfg = config::parse_str(&text, std::path::Path::new("scale.cfg")).expect("valid");
+    ServerSet::from_config(cfg.proxy("hls").expect("backend"))
+}
+
+fn owners_of(s: &ServerSet, keys: usize) -> Vec<String> {
+    (0..keys)
+        .map(|k| pick_uri(s, &format!("/live/stream{k}/seg.ts")))
+        .collect()
+}
+
+/// Instances behind ECMP share nothing but the config: 10 000 stream paths map alike on two
+/// of them; a fifth server takes 15–25 % of the paths (only to itself); a server taken out at
+/// run time moves only the paths it held.
+#[test]
+fn instances_built_from_one_config_agree_and_changes_move_few_keys() {
+    let four = ["ams1", "ams2", "ams3", "ams4"];
+    let one = owners_of(&from_text(&four), 10_000);
+    let two = owners_of(&from_text(&four), 10_000);
+    assert_eq!(one, two, "two instances disagree");
+
+    let five = owners_of(
+        &from_text(&["ams1", "ams2", "ams3", "ams4", "ams5"]),
+        10_000,
+    );
+    let moved: Vec<_> = one.iter().zip(&five).filter(|(a, b)| a != b).collect();
+    let share = moved.len() as f64 / 10_000.0;
+    assert!(
+        (0.15..=0.25).contains(&share),
+        "a fifth server moved {share}"
+    );
+    assert!(moved.iter().all(|(_, to)| *to == "ams5"), "moved elsewhere");
+
+    let set = from_text(&four);
+    set.remove("ams3").expect("idle server removed");
+    let after = owners_of(&set, 10_000);
+    for (k, (before, now)) in one.iter().zip(&after).enumerate() {
+        if before != "ams3" {
+            assert_eq!(before, now, "key {k} moved although its server stayed");
+        } else {
+            assert_ne!(now, "ams3");
+        }
+    }
 }
