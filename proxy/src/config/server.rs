@@ -13,6 +13,18 @@ use super::time::parse_nonzero_duration;
 const MAX_WEIGHT: u32 = 256;
 
 pub(crate) fn server(proxy: &mut Proxy, args: &mut Args<'_>, loc: &Loc) -> Result<(), String> {
+    let server = parse(&proxy.default_server, args, loc)?;
+    proxy.servers.push(server);
+    Ok(())
+}
+
+/// One server line's words after `server`, read on top of `defaults` (a section's
+/// `default-server` settings): the config file's lines and the runtime API's `add server`.
+pub(crate) fn parse(
+    defaults: &ServerParams,
+    args: &mut Args<'_>,
+    loc: &Loc,
+) -> Result<Server, String> {
     let name = args.need("a name")?;
     if let Some(c) = name
         .chars()
@@ -21,7 +33,7 @@ pub(crate) fn server(proxy: &mut Proxy, args: &mut Args<'_>, loc: &Loc) -> Resul
         return Err(format!("invalid character '{c}' in server name '{name}'"));
     }
     let addr = parse_server_addr(args.need("an address")?)?;
-    let mut params = proxy.default_server.clone();
+    let mut params = defaults.clone();
     let applied = apply_params(&mut params, args)?;
     if applied.v2_options && !params.send_proxy_v2 {
         // Options of the v2 header without the header would go nowhere. Inherited from a
@@ -37,13 +49,12 @@ pub(crate) fn server(proxy: &mut Proxy, args: &mut Args<'_>, loc: &Loc) -> Resul
                 .to_string(),
         );
     }
-    proxy.servers.push(Server {
+    Ok(Server {
         name: name.to_string(),
         addr,
         params,
         loc: loc.clone(),
-    });
-    Ok(())
+    })
 }
 
 pub(crate) fn default_server(proxy: &mut Proxy, args: &mut Args<'_>) -> Result<(), String> {

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use compio::net::TcpStream;
 
-use crate::counters::{Live, SessionGuard, PROCESS};
+use crate::counters::{Flow, Live, SessionGuard, FLOWS, PROCESS};
 use crate::log::{Cause, Phase, TermState};
 use crate::upstream::{Origin, ServerClaim};
 
@@ -89,6 +89,8 @@ pub(super) struct Opened<'f> {
     _active: Live<'static>,
     _fe: Live<'f>,
     _session: SessionGuard<'f>,
+    /// Its line in `show sess` (engine `http`; the server of each request is not tracked).
+    _flow: Flow,
 }
 
 /// A client connection starts: counted, and logged in HAProxy's default format.
@@ -97,6 +99,7 @@ pub(super) fn open<'f>(fe: &'f Frontend, origin: Origin, tcp: &TcpStream) -> Ope
         _active: Live::enter(&PROCESS.http_sessions),
         _fe: Live::enter(&fe.conns),
         _session: fe.counters.open_session(),
+        _flow: FLOWS.enter(origin.src, &fe.counters),
     };
     fe.counters.accepted();
     let _ = tcp.set_nodelay(true);
