@@ -125,6 +125,9 @@ async fn check_loop(
     probe: Option<Arc<HttpProbe>>,
 ) {
     let mut state = CheckState::new(&server.params);
+    if server.state() == ServerState::Down {
+        state = state.starting_down();
+    }
     let Some(tls) = tls_probe(&server, check_target(&server)) else {
         return;
     };

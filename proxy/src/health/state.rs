@@ -40,6 +40,12 @@ impl CheckState {
         }
     }
 
+    /// Starting DOWN: a server added at run time takes no traffic before `rise` passes.
+    pub fn starting_down(mut self) -> CheckState {
+        self.up = false;
+        self
+    }
+
     pub fn is_up(&self) -> bool {
         self.up
     }

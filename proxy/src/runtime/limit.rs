@@ -9,7 +9,8 @@ use event_listener::Event;
 
 #[derive(Debug)]
 pub struct ConnLimit {
-    max: usize,
+    /// Changed at run time by the runtime API's `set maxconn frontend`.
+    max: AtomicUsize,
     current: AtomicUsize,
     freed: Event,
 }
@@ -17,18 +18,26 @@ pub struct ConnLimit {
 impl ConnLimit {
     pub fn new(max: Option<u32>) -> Arc<ConnLimit> {
         Arc::new(ConnLimit {
-            max: max.map_or(usize::MAX, |m| m as usize),
+            max: AtomicUsize::new(max.map_or(usize::MAX, |m| m as usize)),
             current: AtomicUsize::new(0),
             freed: Event::new(),
         })
     }
 
     fn try_take(&self) -> bool {
+        let max = self.max.load(Ordering::Acquire);
         self.current
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |c| {
-                (c < self.max).then_some(c + 1)
+                (c < max).then_some(c + 1)
             })
             .is_ok()
+    }
+
+    /// A new limit for the connections accepted from now on; established ones stay. A
+    /// higher limit wakes the accept loops waiting for a slot.
+    pub fn set_max(&self, max: u32) {
+        self.max.store(max as usize, Ordering::Release);
+        self.freed.notify(usize::MAX);
     }
 
     /// Waits for a free slot; the slot is returned when the permit drops.
@@ -72,6 +81,9 @@ mod tests {
             drop(a);
             let _c = limit.acquire().await;
             assert_eq!(limit.current.load(Ordering::Relaxed), 2);
+            limit.set_max(3);
+            let _d = limit.acquire().await;
+            assert!(!limit.try_take());
         });
     }
 }

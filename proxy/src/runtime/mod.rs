@@ -1,6 +1,7 @@
 //! Process lifecycle: worker threads (one compio runtime per core), listeners, signals,
 //! graceful stop, privilege drop. This room never parses config.
 
+mod control;
 pub mod driver;
 mod limit;
 mod listen;
@@ -21,6 +22,7 @@ use crate::health::{self, CheckedBackend};
 use crate::plan::{self, Plan, Registry};
 use crate::stats::Pages;
 
+pub use control::RuntimeControl;
 pub use driver::DriverChoice;
 pub use limit::ConnLimit;
 use worker::{Shutdown, WorkerListener};
@@ -42,6 +44,8 @@ pub enum RuntimeError {
     Io(#[from] std::io::Error),
     #[error("signal handling: {0}")]
     Signal(#[from] nix::Error),
+    #[error(transparent)]
+    Api(#[from] crate::api::ApiError),
 }
 
 #[derive(Debug, Clone, Default)]
@@ -103,6 +107,9 @@ pub fn run(files: &[PathBuf], opts: &RunOptions) -> Result<(), RuntimeError> {
         .nbthread
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
     let mut per_worker = bind_all(&plan, workers)?;
+    // Bound before chroot and the privilege drop, served once the workers run.
+    let api = crate::api::bind(&cfg.global)?;
+    let gates = control::frontend_gates(&per_worker);
     let _pidfile = cfg
         .global
         .pidfile
@@ -141,6 +148,8 @@ pub fn run(files: &[PathBuf], opts: &RunOptions) -> Result<(), RuntimeError> {
             .name(format!("worker-{id}"))
             .spawn(move || worker::run_worker(id, listeners, global, stop, choice))?;
     }
+    let control = control::RuntimeControl::new(plan.registry.clone(), gates, plan.certs.files());
+    let _api = api.serve(Arc::new(control))?;
     let stopped = wait_for_stop(
         &stop,
         cfg.global.hard_stop_after.unwrap_or(DEFAULT_GRACE),

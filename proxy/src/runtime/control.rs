@@ -1,0 +1,86 @@
+//! What the runtime lends the runtime API ([`api::Control`]): the registry in force, the
+//! frontends' connection gates, the certificate files, and (once wired) the reload.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use arc_swap::ArcSwap;
+
+use super::limit::ConnLimit;
+use super::worker::WorkerListener;
+use crate::api;
+use crate::plan::Registry;
+
+pub struct RuntimeControl {
+    registry: ArcSwap<Registry>,
+    /// Each frontend's `maxconn` gate, shared by its listeners in every worker.
+    limits: Mutex<HashMap<String, Arc<ConnLimit>>>,
+    certificates: Mutex<Vec<PathBuf>>,
+}
+
+impl RuntimeControl {
+    pub fn new(
+        registry: Arc<Registry>,
+        limits: HashMap<String, Arc<ConnLimit>>,
+        certificates: Vec<PathBuf>,
+    ) -> RuntimeControl {
+        RuntimeControl {
+            registry: ArcSwap::new(registry),
+            limits: Mutex::new(limits),
+            certificates: Mutex::new(certificates),
+        }
+    }
+
+    /// After a reload: the new plan's registry, gates and certificates, for the commands
+    /// that follow.
+    pub fn replace(
+        &self,
+        registry: Arc<Registry>,
+        limits: HashMap<String, Arc<ConnLimit>>,
+        certificates: Vec<PathBuf>,
+    ) {
+        self.registry.store(registry);
+        *self.limits.lock().unwrap_or_else(|e| e.into_inner()) = limits;
+        *self.certificates.lock().unwrap_or_else(|e| e.into_inner()) = certificates;
+    }
+}
+
+impl api::Control for RuntimeControl {
+    fn registry(&self) -> Arc<Registry> {
+        self.registry.load_full()
+    }
+
+    fn reload(&self) -> Result<String, String> {
+        Err("reload is not wired to the runtime API yet: send SIGHUP to the process".into())
+    }
+
+    fn set_frontend_maxconn(&self, frontend: &str, n: u32) -> Result<(), String> {
+        let limits = self.limits.lock().unwrap_or_else(|e| e.into_inner());
+        let gate = limits
+            .get(frontend)
+            .ok_or_else(|| "No such frontend.".to_string())?;
+        gate.set_max(n);
+        Ok(())
+    }
+
+    fn certificates(&self) -> Vec<PathBuf> {
+        self.certificates
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+}
+
+/// Each frontend's gate, as the listeners of the first worker hold it (every worker's
+/// listeners of one frontend share it).
+pub(super) fn frontend_gates(
+    per_worker: &[Vec<WorkerListener>],
+) -> HashMap<String, Arc<ConnLimit>> {
+    per_worker
+        .first()
+        .into_iter()
+        .flatten()
+        .map(|l| (l.service.name().to_string(), l.limit.clone()))
+        .collect()
+}
