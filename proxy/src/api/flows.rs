@@ -132,12 +132,12 @@ mod tests {
         let fe = reg.frontend("rtmp_lb").expect("fe");
         let set = reg.backend("backend_rtmp").expect("be");
         let ams2 = set.server("ams2").expect("ams2");
-        let flow = table.enter("127.0.0.1:5000".parse().unwrap(), &fe);
+        let flow = table.enter("127.0.0.1:5000".parse().unwrap(), &fe, "-");
         flow.set_server(&set.stats.traffic, ams2.index, ams2.addr(), "splice");
         flow.bytes()
             .down
             .fetch_add(42, std::sync::atomic::Ordering::Relaxed);
-        let _waiting = table.enter("127.0.0.2:5001".parse().unwrap(), &fe);
+        let _waiting = table.enter("127.0.0.2:5001".parse().unwrap(), &fe, "-");
         let sess = render_sess(&reg, table.snapshot());
         let lines: Vec<&str> = sess.lines().collect();
         assert_eq!(lines.len(), 2);

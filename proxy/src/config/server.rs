@@ -187,6 +187,31 @@ mod tests {
     use std::time::Duration;
 
     #[test]
+    fn a_runtime_server_line_takes_the_backends_defaults() {
+        let p = ok(
+            Scope::Backend,
+            &["default-server check inter 3s weight 10 maxconn 50"],
+        );
+        let words: Vec<String> = "s9 127.0.0.1:1935 weight 20 no-check"
+            .split(' ')
+            .map(String::from)
+            .collect();
+        let loc = crate::config::Loc::default();
+        let s = crate::config::server_line(&p.default_server, &words, &loc).expect("line");
+        assert_eq!((s.name.as_str(), s.addr.port()), ("s9", 1935));
+        assert_eq!((s.params.weight, s.params.maxconn), (20, Some(50)));
+        assert!(!s.params.check);
+        assert_eq!(s.params.inter, Duration::from_secs(3));
+        let bad = |line: &str| {
+            let words: Vec<String> = line.split(' ').map(String::from).collect();
+            crate::config::server_line(&p.default_server, &words, &loc).unwrap_err()
+        };
+        assert!(bad("s9 127.0.0.1:1 frob").contains("unsupported server option 'frob'"));
+        assert!(bad("s/9 127.0.0.1:1").contains("invalid character '/'"));
+        assert!(bad("s9").contains("needs an address"));
+    }
+
+    #[test]
     fn seed_servers() {
         let p = ok(
             Scope::Backend,

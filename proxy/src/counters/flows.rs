@@ -98,9 +98,15 @@ impl FlowTable {
         }
     }
 
-    /// Enters a flow from `client` on the frontend whose counters are `frontend`; it leaves
-    /// the table when the returned guard drops.
-    pub fn enter(&'static self, client: SocketAddr, frontend: &Counters) -> Flow {
+    /// Enters a flow from `client` on the frontend whose counters are `frontend`, moved by
+    /// `engine` (`"-"` until [`Flow::set_server`] says); it leaves the table when the
+    /// returned guard drops.
+    pub fn enter(
+        &'static self,
+        client: SocketAddr,
+        frontend: &Counters,
+        engine: &'static str,
+    ) -> Flow {
         let shard = MY_SHARD.with(|s| *s);
         let (slot, index) = self.take_slot(shard);
         let meta = FlowMeta {
@@ -109,7 +115,7 @@ impl FlowTable {
             frontend: counters_key(frontend),
             backend: None,
             server: None,
-            engine: "-",
+            engine,
             started_ms: now_ms(),
         };
         slot.bytes.up.store(0, Ordering::Relaxed);
@@ -231,8 +237,8 @@ mod tests {
         let fe = Counters::default();
         let be = Counters::default();
         let client: SocketAddr = "127.0.0.1:5000".parse().unwrap();
-        let a = t.enter(client, &fe);
-        let b = t.enter("127.0.0.2:5001".parse().unwrap(), &fe);
+        let a = t.enter(client, &fe, "-");
+        let b = t.enter("127.0.0.2:5001".parse().unwrap(), &fe, "-");
         a.set_server(&be, 1, "127.0.0.9:1935".parse().unwrap(), "splice");
         a.bytes().up.fetch_add(10, Ordering::Relaxed);
         let seen = t.snapshot();
@@ -254,10 +260,10 @@ mod tests {
         let t = table();
         let fe = Counters::default();
         let client: SocketAddr = "127.0.0.1:1".parse().unwrap();
-        let many: Vec<Flow> = (0..CHUNK + 3).map(|_| t.enter(client, &fe)).collect();
+        let many: Vec<Flow> = (0..CHUNK + 3).map(|_| t.enter(client, &fe, "-")).collect();
         assert_eq!(t.snapshot().len(), CHUNK + 3);
         drop(many);
-        let again = t.enter(client, &fe);
+        let again = t.enter(client, &fe, "-");
         assert_eq!(again.bytes().up.load(Ordering::Relaxed), 0);
         assert_eq!(t.snapshot().len(), 1);
         let chunks: usize = t.shards.iter().map(|s| lock(s).chunks.len()).sum();

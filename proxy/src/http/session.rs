@@ -99,7 +99,7 @@ pub(super) fn open<'f>(fe: &'f Frontend, origin: Origin, tcp: &TcpStream) -> Ope
         _active: Live::enter(&PROCESS.http_sessions),
         _fe: Live::enter(&fe.conns),
         _session: fe.counters.open_session(),
-        _flow: FLOWS.enter(origin.src, &fe.counters),
+        _flow: FLOWS.enter(origin.src, &fe.counters, "http"),
     };
     fe.counters.accepted();
     let _ = tcp.set_nodelay(true);

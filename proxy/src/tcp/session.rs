@@ -87,7 +87,7 @@ async fn run(client: Client, origin: Origin, fe: Arc<Frontend>) {
     let _be = Live::enter(&up.conns);
     fe.stats.accepted();
     // Its line in `show sess` until the session ends.
-    let flow = FLOWS.enter(origin.src, &fe.stats);
+    let flow = FLOWS.enter(origin.src, &fe.stats, "-");
     let _fe_session = fe.stats.open_session();
     let _be_session = up.set.stats.traffic.open_session();
     let _ = client.tcp().set_nodelay(true);
