@@ -449,3 +449,65 @@ fn answers_match_haproxy() {
         "an unknown command"
     );
 }
+
+/// `expose-fd listeners`: HAProxy 2.6 started with `-x` takes this proxy's listening socket
+/// over its runtime API (HAProxy's own protocol), binding nothing anew, and serves on it.
+#[test]
+fn haproxy_takes_the_listeners_over_expose_fd() {
+    let node = NginxHttp::start("n1", free_addr(loopback(11)), None);
+    let dir = TestDir::new("api-x");
+    let sock = dir.join("admin.sock");
+    let fe = SocketAddr::from((Ipv4Addr::LOCALHOST, free_port(Ipv4Addr::LOCALHOST)));
+    let body = format!(
+        "defaults
+    mode tcp
+    timeout connect 2s
+    timeout client 30s
+    timeout server 30s
+
+frontend fe
+    bind {fe}
+    default_backend be
+
+backend be
+    server n1 {}
+",
+        node.addr()
+    );
+    let ours = Proxy::start(&format!(
+        "global\n    stats socket {} level admin expose-fd listeners\n\n{body}",
+        sock.display()
+    ));
+    let ours_inodes = e2e::process::listening_inodes(ours.pid(), fe);
+    assert_eq!(ours_inodes.len(), 1, "one listening socket for {fe}");
+    let sock_arg = sock.display().to_string();
+    let theirs = Proxy::start_haproxy_with(&body, &["-x", &sock_arg]);
+    let theirs_inodes = e2e::process::listening_inodes(theirs.pid(), fe);
+    assert_eq!(
+        theirs_inodes, ours_inodes,
+        "HAProxy listens on the socket it was handed, not one of its own"
+    );
+    assert!(ours.stderr().contains("1 listening socket(s) handed over"));
+    drop(ours);
+    let text = ok_text(&curl(&[&format!("http://{fe}/")]));
+    assert_eq!(
+        after(&text, "node ").concat(),
+        "n1",
+        "served by HAProxy on it"
+    );
+    // A socket without `expose-fd listeners` refuses.
+    let plain = TestDir::new("api-plain");
+    let plain_sock = plain.join("s.sock");
+    let _p = Proxy::start(&format!(
+        "global\n    stats socket {} level admin\n\n{}",
+        plain_sock.display(),
+        body.replace(
+            &fe.port().to_string(),
+            &free_port(Ipv4Addr::LOCALHOST).to_string()
+        )
+    ));
+    assert_eq!(
+        socat(&plain_sock, "_getsocks"),
+        "_getsocks needs 'expose-fd listeners' on this stats socket.\n\n"
+    );
+}

@@ -74,6 +74,9 @@ pub enum Command {
     DelServer(Target),
     SetMaxconnFrontend(String, u32),
     Reload,
+    /// `_getsocks`: the listening sockets, passed to the new process of a binary upgrade
+    /// (HAProxy's `-x`), on a socket with `expose-fd listeners`.
+    GetSocks,
 }
 
 impl Command {
@@ -85,6 +88,8 @@ impl Command {
         match self {
             Help | Prompt | Quit | Lower(_) | ShowCliLevel | ShowVersion | ShowInfo
             | ShowStat(_) | ShowServersState(_) | GetWeight(_) => ApiLevel::User,
+            // Gated by the socket's `expose-fd listeners` instead, as in HAProxy.
+            GetSocks => ApiLevel::User,
             ShowSess | ShowFlows | ShowSslCert(_) => ApiLevel::Operator,
             SetServer(..)
             | EnableServer(_)
@@ -189,6 +194,7 @@ pub fn parse(words: &[String]) -> Result<Command, String> {
         ["set", "maxconn", "frontend", _] => Err("Integer value expected.".into()),
         ["set", "maxconn", "frontend"] => Err("A frontend name is expected.".into()),
         ["reload"] => Ok(Command::Reload),
+        ["_getsocks"] => Ok(Command::GetSocks),
         _ => Err(UNKNOWN.into()),
     }
 }

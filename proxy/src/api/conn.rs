@@ -9,18 +9,29 @@ use crate::config::ApiLevel;
 pub struct Conn<'c> {
     control: &'c dyn Control,
     level: ApiLevel,
+    /// The socket has `expose-fd listeners`.
+    expose_fd: bool,
     prompt: bool,
     done: bool,
+    /// `_getsocks` was asked for: the socket layer sends the listeners, then closes.
+    send_listeners: bool,
 }
 
 impl<'c> Conn<'c> {
-    pub fn new(control: &'c dyn Control, level: ApiLevel) -> Conn<'c> {
+    pub fn new(control: &'c dyn Control, level: ApiLevel, expose_fd: bool) -> Conn<'c> {
         Conn {
             control,
             level,
+            expose_fd,
             prompt: false,
             done: false,
+            send_listeners: false,
         }
+    }
+
+    /// `_getsocks` was asked for on a socket that allows it.
+    pub fn wants_listeners(&self) -> bool {
+        self.send_listeners
     }
 
     /// In prompt mode: the connection stays open for more lines.
@@ -109,6 +120,15 @@ impl<'c> Conn<'c> {
                 frontends::set_maxconn(self.control, &reg, name, *n)
             }
             Command::Reload => self.control.reload(),
+            Command::GetSocks if !self.expose_fd => {
+                Err("_getsocks needs 'expose-fd listeners' on this stats socket.".into())
+            }
+            Command::GetSocks => {
+                // What follows on the connection is the hand-over protocol, nothing else.
+                self.send_listeners = true;
+                self.done = true;
+                Ok(String::new())
+            }
             other => servers::run(&reg, other),
         }
     }
@@ -152,12 +172,15 @@ pub(crate) mod tests {
         fn certificates(&self) -> Vec<PathBuf> {
             vec![PathBuf::from("/etc/ssl/site.pem")]
         }
+        fn listeners(&self) -> Vec<std::os::fd::OwnedFd> {
+            Vec::new()
+        }
     }
 
     #[test]
     fn each_answer_ends_with_an_empty_line() {
         let c = Fixed::new();
-        let mut conn = Conn::new(&c, ApiLevel::Admin);
+        let mut conn = Conn::new(&c, ApiLevel::Admin, false);
         assert_eq!(
             conn.answer_line("show cli level;user;show cli level"),
             "admin\n\n\nuser\n\n"
@@ -178,7 +201,7 @@ pub(crate) mod tests {
     #[test]
     fn prompt_mode_and_quit() {
         let c = Fixed::new();
-        let mut conn = Conn::new(&c, ApiLevel::Operator);
+        let mut conn = Conn::new(&c, ApiLevel::Operator, false);
         assert_eq!(conn.answer_line("prompt"), "\n> ");
         assert!(conn.interactive());
         assert_eq!(conn.answer_line("show cli level"), "operator\n\n> ");
@@ -189,7 +212,7 @@ pub(crate) mod tests {
     #[test]
     fn levels_and_admin_commands() {
         let c = Fixed::new();
-        let mut user = Conn::new(&c, ApiLevel::User);
+        let mut user = Conn::new(&c, ApiLevel::User, false);
         assert_eq!(user.answer_line("show sess"), "Permission denied\n\n");
         assert!(user
             .answer_line("show stat")
@@ -198,7 +221,7 @@ pub(crate) mod tests {
             .answer_line("show servers state")
             .starts_with("1\n# be_id "));
         assert!(!user.answer_line("help").contains("set server"));
-        let mut op = Conn::new(&c, ApiLevel::Operator);
+        let mut op = Conn::new(&c, ApiLevel::Operator, false);
         assert_eq!(
             op.answer_line("show ssl cert"),
             "# filename\n/etc/ssl/site.pem\n\n"
@@ -207,7 +230,7 @@ pub(crate) mod tests {
             op.answer_line("set maxconn frontend rtmp_lb 5"),
             "Permission denied\n\n"
         );
-        let mut admin = Conn::new(&c, ApiLevel::Admin);
+        let mut admin = Conn::new(&c, ApiLevel::Admin, false);
         assert_eq!(admin.answer_line("set maxconn frontend rtmp_lb 5"), "\n");
         assert_eq!(*c.limits.lock().unwrap(), [("rtmp_lb".to_string(), 5)]);
         assert_eq!(
@@ -223,5 +246,12 @@ pub(crate) mod tests {
             admin.too_long(),
             "Command line too long (at most 16384 bytes).\n\n"
         );
+        assert_eq!(
+            admin.answer_line("_getsocks"),
+            "_getsocks needs 'expose-fd listeners' on this stats socket.\n\n"
+        );
+        let mut exposing = Conn::new(&c, ApiLevel::User, true);
+        assert_eq!(exposing.answer_line("_getsocks; show info"), "");
+        assert!(exposing.wants_listeners() && exposing.done());
     }
 }

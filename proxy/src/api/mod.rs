@@ -8,6 +8,7 @@
 //!   I/O;
 //! - `show`, `flows`, `servers`, `frontends`: the command families;
 //! - `help`: the help text;
+//! - `fds`: `_getsocks`, HAProxy's protocol for handing listening sockets over;
 //! - `socket`: the listening sockets and their threads.
 //!
 //! This room sits above `stats` (it renders `show stat` with the stats page's CSV) and below
@@ -16,6 +17,7 @@
 
 mod command;
 mod conn;
+mod fds;
 mod flows;
 mod frontends;
 mod help;
@@ -42,6 +44,9 @@ pub trait Control: Send + Sync {
     fn set_frontend_maxconn(&self, frontend: &str, n: u32) -> Result<(), String>;
     /// The certificate files loaded (`show ssl cert`).
     fn certificates(&self) -> Vec<PathBuf>;
+    /// Fresh duplicates of the listening sockets (`_getsocks`); closing them closes nothing
+    /// of the runtime's.
+    fn listeners(&self) -> Vec<std::os::fd::OwnedFd>;
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -139,12 +139,13 @@ fn accept_loop(
         slots.take(maxconn);
         match listener.accept() {
             Ok((stream, _)) => {
-                let (control, slots, level) = (control.clone(), slots.clone(), socket.level);
+                let (control, slots) = (control.clone(), slots.clone());
+                let (level, expose_fd) = (socket.level, socket.expose_fd);
                 let spawned =
                     std::thread::Builder::new()
                         .name("api-client".into())
                         .spawn(move || {
-                            client(stream, &*control, level, timeout);
+                            client(stream, &*control, level, expose_fd, timeout);
                             slots.give();
                         });
                 if let Err(e) = spawned {
@@ -174,6 +175,7 @@ fn client(
     stream: UnixStream,
     control: &dyn Control,
     level: crate::config::ApiLevel,
+    expose_fd: bool,
     timeout: Duration,
 ) {
     let _ = stream.set_read_timeout(Some(timeout));
@@ -183,7 +185,7 @@ fn client(
     };
     let mut reader = BufReader::new(read_half);
     let mut writer = stream;
-    let mut conn = Conn::new(control, level);
+    let mut conn = Conn::new(control, level, expose_fd);
     loop {
         let answer = match read_line(&mut reader) {
             Ok(Line::Text(line)) => conn.answer_line(&line),
@@ -191,7 +193,21 @@ fn client(
             // End of input, idle past `stats timeout`, or a broken connection.
             Ok(Line::End) | Err(_) => return,
         };
-        if writer.write_all(answer.as_bytes()).is_err() || conn.done() {
+        if writer.write_all(answer.as_bytes()).is_err() {
+            return;
+        }
+        if conn.wants_listeners() {
+            let listeners = control.listeners();
+            match super::fds::send_listeners(&writer, &listeners) {
+                Ok(()) => log::info!(
+                    "runtime API: {} listening socket(s) handed over (_getsocks)",
+                    listeners.len()
+                ),
+                Err(e) => log::warn!("runtime API: _getsocks failed: {e}"),
+            }
+            return;
+        }
+        if conn.done() {
             return;
         }
         // Without prompt, HAProxy closes once what the client sent is answered.
@@ -275,6 +291,7 @@ mod tests {
                 path: path.clone(),
                 mode: Some(0o600),
                 level: ApiLevel::User,
+                expose_fd: false,
                 loc: Default::default(),
             }],
             ..Global::default()

@@ -161,6 +161,7 @@ fn stats_socket(args: &mut Args<'_>, loc: &Loc) -> Result<StatsSocket, String> {
         path: PathBuf::from(path),
         mode: None,
         level: ApiLevel::default(),
+        expose_fd: false,
         loc: loc.clone(),
     };
     while let Some(word) = args.next() {
@@ -185,16 +186,14 @@ fn stats_socket(args: &mut Args<'_>, loc: &Loc) -> Result<StatsSocket, String> {
                     }
                 }
             }
-            "expose-fd" => {
-                return Err(
-                    "'expose-fd listeners' is not supported yet: handing listeners to a new \
-                     process (-x) is not built; remove it (reloads happen in place)"
-                        .to_string(),
-                )
-            }
+            "expose-fd" => match args.value_of(word)? {
+                "listeners" => socket.expose_fd = true,
+                other => return Err(format!("'expose-fd' expects 'listeners', got '{other}'")),
+            },
             other => {
                 return Err(format!(
-                    "unsupported stats socket option '{other}' (supported: mode, level)"
+                    "unsupported stats socket option '{other}' (supported: mode, level, \
+                     expose-fd)"
                 ))
             }
         }
@@ -395,7 +394,7 @@ mod tests {
     #[test]
     fn stats_sockets_several_with_levels() {
         let (g, _, errors) = apply(&[
-            "stats socket /run/a.sock mode 660 level admin",
+            "stats socket /run/a.sock mode 660 level admin expose-fd listeners",
             "stats socket /run/b.sock level user",
             "stats socket /run/c.sock",
             "stats socket /run/c.sock",
@@ -416,6 +415,7 @@ mod tests {
                 ("/run/c.sock", None, ApiLevel::Operator, 3),
             ]
         );
+        assert!(g.stats_sockets[0].expose_fd && !g.stats_sockets[1].expose_fd);
         assert_eq!(g.stats_timeout, Some(std::time::Duration::from_secs(30)));
         assert_eq!(g.stats_maxconn, Some(4));
     }
@@ -561,8 +561,8 @@ mod tests {
             ),
             ("tune.ssl.default-dh-param 2048", "no DHE suites"),
             (
-                "stats socket /run/haproxy/admin.sock level admin expose-fd listeners",
-                "'expose-fd listeners' is not supported yet",
+                "stats socket /x expose-fd all",
+                "'expose-fd' expects 'listeners'",
             ),
             ("stats socket 127.0.0.1:9999", "only UNIX socket paths"),
             ("stats socket /x level root", "'level' expects"),

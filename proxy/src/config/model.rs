@@ -111,13 +111,16 @@ impl ApiLevel {
     }
 }
 
-/// One `stats socket PATH [mode OCTAL] [level L]` line.
+/// One `stats socket PATH [mode OCTAL] [level L] [expose-fd listeners]` line.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StatsSocket {
     pub path: PathBuf,
     /// `mode 660`: the socket file's permissions (else as the umask leaves them).
     pub mode: Option<u32>,
     pub level: ApiLevel,
+    /// `expose-fd listeners`: `_getsocks` hands the listening sockets to a new process
+    /// (HAProxy's `-x`).
+    pub expose_fd: bool,
     pub loc: Loc,
 }
 

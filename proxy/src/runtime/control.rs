@@ -2,6 +2,7 @@
 //! frontends' connection gates, the certificate files, and (once wired) the reload.
 
 use std::collections::HashMap;
+use std::os::fd::OwnedFd;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
@@ -17,6 +18,8 @@ pub struct RuntimeControl {
     /// Each frontend's `maxconn` gate, shared by its listeners in every worker.
     limits: Mutex<HashMap<String, Arc<ConnLimit>>>,
     certificates: Mutex<Vec<PathBuf>>,
+    /// One descriptor of each listening socket, for `_getsocks`.
+    listeners: Mutex<Vec<std::net::TcpListener>>,
 }
 
 impl RuntimeControl {
@@ -24,11 +27,13 @@ impl RuntimeControl {
         registry: Arc<Registry>,
         limits: HashMap<String, Arc<ConnLimit>>,
         certificates: Vec<PathBuf>,
+        listeners: Vec<std::net::TcpListener>,
     ) -> RuntimeControl {
         RuntimeControl {
             registry: ArcSwap::new(registry),
             limits: Mutex::new(limits),
             certificates: Mutex::new(certificates),
+            listeners: Mutex::new(listeners),
         }
     }
 
@@ -40,6 +45,8 @@ impl RuntimeControl {
         limits: HashMap<String, Arc<ConnLimit>>,
         certificates: Vec<PathBuf>,
     ) {
+        // The listening sockets a reload keeps, adds or closes are the reload's to replace
+        // here too, once it exists.
         self.registry.store(registry);
         *self.limits.lock().unwrap_or_else(|e| e.into_inner()) = limits;
         *self.certificates.lock().unwrap_or_else(|e| e.into_inner()) = certificates;
@@ -70,6 +77,33 @@ impl api::Control for RuntimeControl {
             .unwrap_or_else(|e| e.into_inner())
             .clone()
     }
+
+    fn listeners(&self) -> Vec<OwnedFd> {
+        let listeners = self.listeners.lock().unwrap_or_else(|e| e.into_inner());
+        listeners
+            .iter()
+            .filter_map(|l| match l.try_clone() {
+                Ok(dup) => Some(OwnedFd::from(dup)),
+                Err(e) => {
+                    log::warn!("_getsocks: cannot duplicate a listening socket: {e}");
+                    None
+                }
+            })
+            .collect()
+    }
+}
+
+/// A descriptor of each listening socket (every worker holds a duplicate of the same
+/// socket; the first worker's are copied).
+pub(super) fn listening_sockets(
+    per_worker: &[Vec<WorkerListener>],
+) -> std::io::Result<Vec<std::net::TcpListener>> {
+    per_worker
+        .first()
+        .into_iter()
+        .flatten()
+        .map(|l| l.socket.try_clone())
+        .collect()
 }
 
 /// Each frontend's gate, as the listeners of the first worker hold it (every worker's

@@ -110,6 +110,7 @@ pub fn run(files: &[PathBuf], opts: &RunOptions) -> Result<(), RuntimeError> {
     // Bound before chroot and the privilege drop, served once the workers run.
     let api = crate::api::bind(&cfg.global)?;
     let gates = control::frontend_gates(&per_worker);
+    let sockets = control::listening_sockets(&per_worker)?;
     let _pidfile = cfg
         .global
         .pidfile
@@ -148,7 +149,8 @@ pub fn run(files: &[PathBuf], opts: &RunOptions) -> Result<(), RuntimeError> {
             .name(format!("worker-{id}"))
             .spawn(move || worker::run_worker(id, listeners, global, stop, choice))?;
     }
-    let control = control::RuntimeControl::new(plan.registry.clone(), gates, plan.certs.files());
+    let control =
+        control::RuntimeControl::new(plan.registry.clone(), gates, plan.certs.files(), sockets);
     let _api = api.serve(Arc::new(control))?;
     let stopped = wait_for_stop(
         &stop,
