@@ -195,6 +195,21 @@ fn show_commands_answer_in_haproxys_formats() {
             && l.contains("engine=")),
         "{sess}"
     );
+    // An HTTP connection shows the server of its latest request and its bytes.
+    let mut web = Conn::open(s.fe_http);
+    let served_by = after(&web.get("/", &[]).text(), "node ").concat();
+    let sess = s.admin("show sess");
+    let line = sess
+        .lines()
+        .find(|l| l.contains("fe=fe_http"))
+        .unwrap_or_else(|| panic!("no fe_http flow in {sess}"));
+    assert!(
+        line.contains(&format!("be=be_http srv={served_by} "))
+            && line.contains("engine=http")
+            && !line.contains("bytes_out=0"),
+        "{line}"
+    );
+    drop(web);
     let flows = s.admin("show flows");
     assert!(
         flows.starts_with("# id client frontend backend server"),
