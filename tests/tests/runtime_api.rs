@@ -265,8 +265,30 @@ fn server_commands_act_on_traffic() {
     assert_eq!(count(&s.answers(s.fe_http, 4), "n2"), 4);
     assert_eq!(s.admin("set weight be_http/n1 1"), "\n");
 
-    // A new server, with `check` from default-server, takes flows once its checks pass.
+    // A new address holds for HTTP keep-alive too: idle pooled connections to the old one
+    // are not reused for the server.
     let n3 = s.nodes[2].addr();
+    let mut keep = Conn::open(s.fe_http);
+    let mut ask = |n: usize| -> Vec<String> {
+        (0..n)
+            .map(|_| after(&keep.get("/", &[]).text(), "node ").concat())
+            .collect()
+    };
+    let warm = ask(4);
+    assert_eq!(count(&warm, "n2"), 2, "{warm:?}");
+    s.admin(&format!(
+        "set server be_http/n2 addr {} port {}",
+        n3.ip(),
+        n3.port()
+    ));
+    let later = ask(4);
+    assert_eq!(
+        (count(&later, "n1"), count(&later, "n3")),
+        (2, 2),
+        "{later:?}"
+    );
+
+    // A new server, with `check` from default-server, takes flows once its checks pass.
     assert_eq!(
         s.admin(&format!("add server be_tcp/n3 {n3}")),
         "New server registered.\n\n"

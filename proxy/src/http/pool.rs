@@ -5,6 +5,7 @@
 
 use std::cell::RefCell;
 use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::os::fd::{AsFd, AsRawFd};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -21,6 +22,9 @@ const MAX_IDLE_PER_SERVER: usize = 16;
 
 struct Idle {
     stream: TcpStream,
+    /// Where it goes: a server whose address changed since (`set server … addr`) must not
+    /// get it, nor a server added later at the freed place of a deleted one.
+    to: SocketAddr,
     since: Instant,
     /// Requests this connection has carried (`http-reuse aggressive` takes only those that
     /// carried two or more for a client's first request).
@@ -31,7 +35,8 @@ thread_local! {
     static POOL: RefCell<HashMap<usize, Vec<Idle>>> = RefCell::new(HashMap::new());
 }
 
-/// Servers live as long as the config, so their address is a stable key.
+/// A server's place in memory; a deleted server's may be reused by one added later, which
+/// the connection's own address (`Idle::to`) tells apart.
 fn key(server: &Arc<Server>) -> usize {
     Arc::as_ptr(server) as usize
 }
@@ -46,6 +51,8 @@ pub fn take(server: &Arc<Server>, max_idle: Duration, take: Take) -> Option<(Tcp
         let mut pool = pool.borrow_mut();
         let list = pool.get_mut(&key(server))?;
         drop_expired(list, max_idle);
+        let to = server.addr();
+        list.retain(|i| i.to == to);
         while let Some(at) = list
             .iter()
             .rposition(|i| take == Take::Any || i.served >= 2)
@@ -71,6 +78,7 @@ pub fn put(server: &Arc<Server>, stream: TcpStream, max_idle: Duration, served: 
         }
         list.push(Idle {
             stream,
+            to: server.addr(),
             since: Instant::now(),
             served,
         });
@@ -90,6 +98,7 @@ impl Private {
             server: server.clone(),
             idle: Idle {
                 stream,
+                to: server.addr(),
                 since: Instant::now(),
                 served,
             },
@@ -109,7 +118,7 @@ pub fn take_private(
         *slot = Some(p);
         return None;
     }
-    let fresh = p.idle.since.elapsed() < max_idle;
+    let fresh = p.idle.since.elapsed() < max_idle && p.idle.to == server.addr();
     (fresh && is_quiet(&p.idle.stream)).then_some((p.idle.stream, p.idle.served))
 }
 
