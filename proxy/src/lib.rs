@@ -1,6 +1,7 @@
 //! The proxy as a library: every room lives here (README's Layout says which may import
 //! which); `main.rs` is a thin CLI. Listed from the ground floor up.
 
+pub mod api;
 pub mod config;
 pub mod counters;
 pub mod discovery;

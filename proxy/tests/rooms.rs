@@ -126,6 +126,28 @@ fn no_import_circle_spans_two_rooms() {
     );
 }
 
+/// The runtime API sits above the renderers it reuses and below the runtime that lends it
+/// what only the runtime knows (a trait it implements), never the other way.
+#[test]
+fn api_sits_between_stats_and_runtime() {
+    let graph = imports(&Path::new(env!("CARGO_MANIFEST_DIR")).join("src"));
+    let api = &graph["api"];
+    assert!(api.contains("stats"), "api renders with stats: {api:?}");
+    assert!(
+        !api.contains("runtime"),
+        "api must not import runtime: {api:?}"
+    );
+    assert!(graph["runtime"].contains("api"), "runtime starts the api");
+    for below in [
+        "counters", "config", "upstream", "plan", "stats", "tcp", "http",
+    ] {
+        assert!(
+            !graph[below].contains("api"),
+            "{below} is below api and must not import it"
+        );
+    }
+}
+
 #[test]
 fn a_circle_is_found() {
     let mut g = Graph::new();

@@ -117,6 +117,17 @@ fn parse_v4_hex(h: &str) -> Ipv4Addr {
 /// (bound to that address or to the wildcard). Looking at the process's own sockets rather than
 /// connecting means no probe connection reaches a backend or moves a round-robin cursor, and a
 /// stranger on the same port does not count.
+/// Inodes of the sockets listening on `addr`'s port that process `pid` holds: two processes
+/// holding the same inode share one socket (handed over, not bound twice).
+pub fn listening_inodes(pid: u32, addr: SocketAddr) -> Vec<u64> {
+    let mine = socket_inodes(pid);
+    listening_sockets()
+        .into_iter()
+        .filter(|(a, inode)| mine.contains(inode) && a.port() == addr.port())
+        .map(|(_, inode)| inode)
+        .collect()
+}
+
 pub fn is_listening(pid: u32, addr: SocketAddr) -> bool {
     let mine = socket_inodes(pid);
     listening_sockets().iter().any(|(a, inode)| {

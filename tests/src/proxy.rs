@@ -116,6 +116,14 @@ impl Proxy {
         p
     }
 
+    /// HAProxy with extra arguments (`-x SOCKET`: take the listening sockets of a running
+    /// process over its runtime API).
+    pub fn start_haproxy_with(cfg: &str, args: &[&str]) -> Proxy {
+        let mut p = Proxy::spawn_program(cfg, args, haproxy_command);
+        p.wait_ready();
+        p
+    }
+
     fn spawn_with(cfg: &str, args: &[&str]) -> Proxy {
         Proxy::spawn_program(cfg, args, proxy_command)
     }

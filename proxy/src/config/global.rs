@@ -5,9 +5,9 @@ use std::path::PathBuf;
 use super::addr::parse_log_dest;
 use super::args::Args;
 use super::keywords;
-use super::model::{Global, Loc, LogFormat, LogTarget};
+use super::model::{ApiLevel, Global, Loc, LogFormat, LogTarget, StatsSocket};
 use super::num::{parse_positive, parse_uint};
-use super::time::parse_duration;
+use super::time::{parse_duration, parse_nonzero_duration};
 
 const FACILITIES: &[&str] = &[
     "kern", "user", "mail", "daemon", "auth", "syslog", "lpr", "news", "uucp", "cron", "auth2",
@@ -104,11 +104,8 @@ pub(crate) fn directive(
             )
         }
         "stats" => {
-            return Err(
-                "'stats socket|timeout|maxconn' (the runtime API) is not supported yet; \
-                 remove the line (the stats page and /metrics are served by 'stats enable')"
-                    .to_string(),
-            )
+            stats(global, &mut args, loc)?;
+            args.rest();
         }
         other if other == "option" || other == "timeout" || keywords::is_proxy_keyword(other) => {
             return Err(format!("'{other}' is not allowed in a global section"));
@@ -116,6 +113,92 @@ pub(crate) fn directive(
         other => return Err(format!("unknown keyword '{other}' in 'global' section")),
     }
     args.end()
+}
+
+/// `stats socket PATH [mode OCTAL] [level user|operator|admin]`, `stats timeout T`,
+/// `stats maxconn N`: the runtime API (the `api` room serves it).
+fn stats(global: &mut Global, args: &mut Args<'_>, loc: &Loc) -> Result<(), String> {
+    match args.need("'socket', 'timeout' or 'maxconn'")? {
+        "socket" => {
+            let socket = stats_socket(args, loc)?;
+            if global.stats_sockets.iter().any(|s| s.path == socket.path) {
+                return Err(format!(
+                    "'stats socket {}' is declared twice",
+                    socket.path.display()
+                ));
+            }
+            global.stats_sockets.push(socket);
+        }
+        "timeout" => {
+            global.stats_timeout = Some(parse_nonzero_duration(
+                args.need("a time")?,
+                "stats timeout",
+            )?)
+        }
+        "maxconn" => {
+            global.stats_maxconn = Some(parse_positive(args.need("a number")?, "stats maxconn")?)
+        }
+        other => {
+            return Err(format!(
+                "'stats {other}' is not allowed in a global section (supported: 'stats \
+                 socket', 'stats timeout', 'stats maxconn'; the stats page is 'stats enable' in \
+                 a listen or frontend section)"
+            ))
+        }
+    }
+    args.end()
+}
+
+fn stats_socket(args: &mut Args<'_>, loc: &Loc) -> Result<StatsSocket, String> {
+    let path = args.need("a path")?;
+    if path.contains('@') || path.contains(':') && !path.starts_with('/') {
+        return Err(format!(
+            "'stats socket {path}': only UNIX socket paths are supported (an address would \
+             expose the runtime API to the network)"
+        ));
+    }
+    let mut socket = StatsSocket {
+        path: PathBuf::from(path),
+        mode: None,
+        level: ApiLevel::default(),
+        expose_fd: false,
+        loc: loc.clone(),
+    };
+    while let Some(word) = args.next() {
+        match word {
+            "mode" => {
+                let text = args.value_of(word)?;
+                let mode = u32::from_str_radix(text, 8)
+                    .ok()
+                    .filter(|m| *m <= 0o777)
+                    .ok_or_else(|| format!("'mode' expects octal permissions, got '{text}'"))?;
+                socket.mode = Some(mode);
+            }
+            "level" => {
+                socket.level = match args.value_of(word)? {
+                    "user" => ApiLevel::User,
+                    "operator" => ApiLevel::Operator,
+                    "admin" => ApiLevel::Admin,
+                    other => {
+                        return Err(format!(
+                            "'level' expects 'user', 'operator' or 'admin', got '{other}'"
+                        ))
+                    }
+                }
+            }
+            "expose-fd" => match args.value_of(word)? {
+                "listeners" => socket.expose_fd = true,
+                other => return Err(format!("'expose-fd' expects 'listeners', got '{other}'")),
+            },
+            other => {
+                return Err(format!(
+                    "unsupported stats socket option '{other}' (supported: mode, level, \
+                     expose-fd)"
+                ))
+            }
+        }
+    }
+    Ok(socket)
 }
 
 /// Smallest `tune.sockmap.budget`: the engine parks a direction at half its budget, and below
@@ -309,6 +392,35 @@ mod tests {
     }
 
     #[test]
+    fn stats_sockets_several_with_levels() {
+        let (g, _, errors) = apply(&[
+            "stats socket /run/a.sock mode 660 level admin expose-fd listeners",
+            "stats socket /run/b.sock level user",
+            "stats socket /run/c.sock",
+            "stats socket /run/c.sock",
+            "stats timeout 30s",
+            "stats maxconn 4",
+        ]);
+        assert_eq!(errors, ["'stats socket /run/c.sock' is declared twice"]);
+        let seen: Vec<_> = g
+            .stats_sockets
+            .iter()
+            .map(|s| (s.path.to_str().unwrap_or(""), s.mode, s.level, s.loc.line))
+            .collect();
+        assert_eq!(
+            seen,
+            [
+                ("/run/a.sock", Some(0o660), ApiLevel::Admin, 1),
+                ("/run/b.sock", None, ApiLevel::User, 2),
+                ("/run/c.sock", None, ApiLevel::Operator, 3),
+            ]
+        );
+        assert!(g.stats_sockets[0].expose_fd && !g.stats_sockets[1].expose_fd);
+        assert_eq!(g.stats_timeout, Some(std::time::Duration::from_secs(30)));
+        assert_eq!(g.stats_maxconn, Some(4));
+    }
+
+    #[test]
     fn sockmap_budget_sizes() {
         for (text, bytes) in [
             ("4m", 4 << 20),
@@ -449,10 +561,20 @@ mod tests {
             ),
             ("tune.ssl.default-dh-param 2048", "no DHE suites"),
             (
-                "stats socket /run/haproxy/admin.sock mode 660 level admin",
-                "runtime API",
+                "stats socket /x expose-fd all",
+                "'expose-fd' expects 'listeners'",
             ),
-            ("stats timeout 30s", "runtime API"),
+            ("stats socket 127.0.0.1:9999", "only UNIX socket paths"),
+            ("stats socket /x level root", "'level' expects"),
+            ("stats socket /x mode 999", "octal"),
+            (
+                "stats socket /x frob",
+                "unsupported stats socket option 'frob'",
+            ),
+            (
+                "stats enable",
+                "'stats enable' is not allowed in a global section",
+            ),
             (
                 "ssl-default-bind-options no-tls-frobs",
                 "unsupported ssl option 'no-tls-frobs'",

@@ -76,6 +76,16 @@ pub fn parse_str(text: &str, file: &Path) -> Result<Config, ConfigErrors> {
     }
 }
 
+/// A server line's words after `server` (`NAME ADDR[:PORT] [options]`) read on top of a
+/// backend's `default-server` settings by the parser the config file uses: the runtime API's
+/// `add server`. `loc` names where the line came from in the server's later messages.
+pub fn server_line(defaults: &ServerParams, words: &[String], loc: &Loc) -> Result<Server, String> {
+    let mut args = args::Args::new("server", words);
+    let server = server::parse(defaults, &mut args, loc)?;
+    args.end()?;
+    Ok(server)
+}
+
 /// `load` with the working directory and the environment given, for tests.
 #[cfg(test)]
 pub(crate) fn load_with(

@@ -83,6 +83,47 @@ pub struct Global {
     pub description: Option<String>,
     /// `ssl-default-bind-ciphers|ciphersuites|options`: applied to every `bind … ssl`.
     pub ssl_bind_defaults: SslBind,
+    /// `stats socket PATH …`: the runtime API's sockets (several lines allowed).
+    pub stats_sockets: Vec<StatsSocket>,
+    /// `stats timeout`: how long an API connection may sit idle (HAProxy's default 10 s).
+    pub stats_timeout: Option<Duration>,
+    /// `stats maxconn`: API connections served at once (HAProxy's default 10).
+    pub stats_maxconn: Option<u32>,
+}
+
+/// What a runtime API socket lets its clients do (HAProxy's `level`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default)]
+pub enum ApiLevel {
+    /// Non-sensitive reads only.
+    User,
+    /// Every read; no change to servers or frontends (HAProxy's default).
+    #[default]
+    Operator,
+    /// Everything.
+    Admin,
+}
+
+impl ApiLevel {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ApiLevel::User => "user",
+            ApiLevel::Operator => "operator",
+            ApiLevel::Admin => "admin",
+        }
+    }
+}
+
+/// One `stats socket PATH [mode OCTAL] [level L] [expose-fd listeners]` line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StatsSocket {
+    pub path: PathBuf,
+    /// `mode 660`: the socket file's permissions (else as the umask leaves them).
+    pub mode: Option<u32>,
+    pub level: ApiLevel,
+    /// `expose-fd listeners`: `_getsocks` hands the listening sockets to a new process
+    /// (HAProxy's `-x`).
+    pub expose_fd: bool,
+    pub loc: Loc,
 }
 
 impl Global {

@@ -15,14 +15,26 @@ use super::time::parse_nonzero_duration;
 const MAX_WEIGHT: u32 = 256;
 
 pub(crate) fn server(proxy: &mut Proxy, args: &mut Args<'_>, loc: &Loc) -> Result<(), String> {
+    let server = parse(&proxy.default_server, args, loc)?;
+    proxy.servers.push(server);
+    Ok(())
+}
+
+/// One server line's words after `server`, read on top of `defaults` (a section's
+/// `default-server` settings): the config file's lines and the runtime API's `add server`.
+pub(crate) fn parse(
+    defaults: &ServerParams,
+    args: &mut Args<'_>,
+    loc: &Loc,
+) -> Result<Server, String> {
     let name = args.need("a name")?;
     check_server_name(name)?;
     let target = parse_server_target(args.need("an address")?)?;
-    let line = line_params(proxy, args)?;
+    let line = line_params(defaults, args)?;
     let (addrs, fqdn) = place(&target, &line, 1)?;
     let params = line.params;
     let dns = fqdn.and_then(|fqdn| dns_of(&params, fqdn, name));
-    proxy.servers.push(Server {
+    Ok(Server {
         name: name.to_string(),
         addr: addrs
             .first()
@@ -31,8 +43,7 @@ pub(crate) fn server(proxy: &mut Proxy, args: &mut Args<'_>, loc: &Loc) -> Resul
         params,
         dns,
         loc: loc.clone(),
-    });
-    Ok(())
+    })
 }
 
 /// The most slots one `server-template` line may make: each is a server with its own
@@ -50,7 +61,7 @@ pub(crate) fn server_template(
     check_server_name(prefix)?;
     let (low, high) = slot_range(args.need("a number or a range")?)?;
     let target = parse_server_target(args.need("an address")?)?;
-    let line = line_params(proxy, args)?;
+    let line = line_params(&proxy.default_server, args)?;
     if line.params.resolvers.is_none() {
         return Err(
             "'server-template' needs 'resolvers NAME': its slots are filled from DNS".to_string(),
@@ -110,8 +121,8 @@ fn slot_range(text: &str) -> Result<(u32, u32), String> {
 
 /// The section's `default-server` settings with the line's own words applied, and the
 /// combinations a line may not make.
-fn line_params(proxy: &Proxy, args: &mut Args<'_>) -> Result<Line, String> {
-    let mut params = proxy.default_server.clone();
+fn line_params(defaults: &ServerParams, args: &mut Args<'_>) -> Result<Line, String> {
+    let mut params = defaults.clone();
     let applied = apply_params(&mut params, args)?;
     if applied.v2_options && !params.send_proxy_v2 {
         // Options of the v2 header without the header would go nowhere. Inherited from a
@@ -414,6 +425,31 @@ mod tests {
     use crate::config::model::ServerParams;
     use crate::config::proxy::tests::{err, ok};
     use std::time::Duration;
+
+    #[test]
+    fn a_runtime_server_line_takes_the_backends_defaults() {
+        let p = ok(
+            Scope::Backend,
+            &["default-server check inter 3s weight 10 maxconn 50"],
+        );
+        let words: Vec<String> = "s9 127.0.0.1:1935 weight 20 no-check"
+            .split(' ')
+            .map(String::from)
+            .collect();
+        let loc = crate::config::Loc::default();
+        let s = crate::config::server_line(&p.default_server, &words, &loc).expect("line");
+        assert_eq!((s.name.as_str(), s.addr.port()), ("s9", 1935));
+        assert_eq!((s.params.weight, s.params.maxconn), (20, Some(50)));
+        assert!(!s.params.check);
+        assert_eq!(s.params.inter, Duration::from_secs(3));
+        let bad = |line: &str| {
+            let words: Vec<String> = line.split(' ').map(String::from).collect();
+            crate::config::server_line(&p.default_server, &words, &loc).unwrap_err()
+        };
+        assert!(bad("s9 127.0.0.1:1 frob").contains("unsupported server option 'frob'"));
+        assert!(bad("s/9 127.0.0.1:1").contains("invalid character '/'"));
+        assert!(bad("s9").contains("needs an address"));
+    }
 
     #[test]
     fn server_template_makes_slots_that_follow_dns() {

@@ -5,12 +5,14 @@
 //! uncontended instruction on the data path. This room imports nothing of ours.
 
 mod clock;
+mod flows;
 mod health;
 mod process;
 mod rate;
 mod traffic;
 
 pub use clock::now_ms;
+pub use flows::{counters_key, Flow, FlowBytes, FlowMeta, FlowTable, FlowView, FLOWS};
 pub use health::{CheckStats, CheckStatus, Transitions};
 pub use process::{Live, Process, ProcessInfo, PROCESS};
 pub use rate::{Rate, SlidingAvg};

@@ -5,7 +5,7 @@
 
 use std::sync::atomic::Ordering;
 
-use crate::counters::Counters;
+use crate::counters::{Counters, FlowBytes};
 
 /// Where a flow's bytes are added as they move. Plain references: the session that owns the
 /// rows outlives the flow. `Progress::none()` counts nothing (the caller books the flow's
@@ -13,17 +13,31 @@ use crate::counters::Counters;
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Progress<'a> {
     rows: [Option<&'a Counters>; 3],
+    /// The flow's own line in the flow table (`show sess`).
+    flow: Option<&'a FlowBytes>,
 }
 
 impl<'a> Progress<'a> {
     pub fn none() -> Progress<'static> {
-        Progress { rows: [None; 3] }
+        Progress {
+            rows: [None; 3],
+            flow: None,
+        }
     }
 
     /// Up to three rows (frontend, backend, server) that see every byte of the flow.
     pub fn to(frontend: &'a Counters, backend: &'a Counters, server: &'a Counters) -> Self {
         Progress {
             rows: [Some(frontend), Some(backend), Some(server)],
+            flow: None,
+        }
+    }
+
+    /// The same, also counting into the flow's own table line.
+    pub fn with_flow(self, flow: &'a FlowBytes) -> Self {
+        Progress {
+            flow: Some(flow),
+            ..self
         }
     }
 
@@ -41,12 +55,18 @@ impl<'a> Progress<'a> {
         for c in self.rows.iter().flatten() {
             c.bytes_in.fetch_add(n, Ordering::Relaxed);
         }
+        if let Some(f) = self.flow {
+            f.up.fetch_add(n, Ordering::Relaxed);
+        }
     }
 
     /// Server → client bytes delivered (`bout`).
     pub fn down(&self, n: u64) {
         for c in self.rows.iter().flatten() {
             c.bytes_out.fetch_add(n, Ordering::Relaxed);
+        }
+        if let Some(f) = self.flow {
+            f.down.fetch_add(n, Ordering::Relaxed);
         }
     }
 }

@@ -5,6 +5,7 @@
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::os::fd::{AsFd, AsRawFd};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
@@ -21,11 +22,15 @@ const MAX_IDLE_PER_SERVER: usize = 16;
 
 /// How often a worker closes its idle connections that expired, that their server closed
 /// (left in CLOSE-WAIT otherwise, holding a descriptor until the next request to that
-/// server), or whose server left the configuration (a reload, `del server`).
+/// server), whose server moved (`set server … addr`, DNS), or whose server left the
+/// configuration (a reload, `del server`).
 const SWEEP_EVERY: Duration = Duration::from_secs(1);
 
 struct Idle {
     stream: TcpStream,
+    /// Where it goes: a server whose address changed since (`set server … addr`, DNS) must
+    /// not get it.
+    to: SocketAddr,
     /// When it is closed unused: the backend's idle limit after it was put back.
     expires: Instant,
     /// Requests this connection has carried (`http-reuse aggressive` takes only those that
@@ -69,6 +74,8 @@ pub fn take(server: &Arc<Server>, take: Take) -> Option<(TcpStream, u32)> {
             return None;
         }
         drop_expired(&mut entry.idle, Instant::now());
+        let to = server.addr();
+        entry.idle.retain(|i| i.to == to);
         while let Some(at) = entry
             .idle
             .iter()
@@ -105,6 +112,7 @@ pub fn put(server: &Arc<Server>, stream: TcpStream, max_idle: Duration, served: 
         }
         entry.idle.push(Idle {
             stream,
+            to: server.addr(),
             expires: now + max_idle,
             served,
         });
@@ -130,12 +138,13 @@ fn start_sweeping() {
 fn sweep(now: Instant) {
     POOL.with(|pool| {
         pool.borrow_mut().retain(|_, entry| {
-            if entry.server.strong_count() == 0 {
+            let Some(server) = entry.server.upgrade() else {
                 return false;
-            }
+            };
+            let to = server.addr();
             entry
                 .idle
-                .retain(|i| i.expires > now && is_quiet(&i.stream));
+                .retain(|i| i.expires > now && i.to == to && is_quiet(&i.stream));
             !entry.idle.is_empty()
         })
     });
@@ -159,6 +168,7 @@ impl Private {
             server: server.clone(),
             idle: Idle {
                 stream,
+                to: server.addr(),
                 expires: Instant::now() + max_idle,
                 served,
             },
@@ -174,7 +184,7 @@ pub fn take_private(slot: &mut Option<Private>, server: &Arc<Server>) -> Option<
         *slot = Some(p);
         return None;
     }
-    let fresh = Instant::now() < p.idle.expires;
+    let fresh = Instant::now() < p.idle.expires && p.idle.to == server.addr();
     (fresh && is_quiet(&p.idle.stream)).then_some((p.idle.stream, p.idle.served))
 }
 

@@ -7,7 +7,7 @@
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use crate::counters::PROCESS;
+use crate::counters::{Flow, PROCESS};
 use crate::log::{AccessLog, Cause, LineFormat, Phase, TermState};
 use crate::upstream::Origin;
 
@@ -71,6 +71,12 @@ impl<'f, 'c, C: Client> Exchange<'f, 'c, C> {
                 read_mark,
             ),
         }
+    }
+
+    /// The client connection's line in the flow table, for `show sess`.
+    pub(super) fn with_flow(mut self, flow: &'f Flow) -> Self {
+        self.tally.set_flow(flow);
+        self
     }
 
     /// Lends the exchange the client connection's private idle server connection slot.

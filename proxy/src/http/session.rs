@@ -18,7 +18,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use compio::net::TcpStream;
 
-use crate::counters::{Live, SessionGuard, PROCESS};
+use crate::counters::{Flow, Live, SessionGuard, FLOWS, PROCESS};
 use crate::log::{Cause, Phase, TermState};
 use crate::upstream::{Origin, ServerClaim};
 
@@ -89,6 +89,8 @@ pub(super) struct Opened<'f> {
     _active: Live<'static>,
     _fe: Live<'f>,
     _session: SessionGuard<'f>,
+    /// Its line in `show sess` (engine `http`): the server of its latest request, its bytes.
+    pub(super) flow: Flow,
 }
 
 /// A client connection starts: counted, and logged in HAProxy's default format.
@@ -97,6 +99,7 @@ pub(super) fn open<'f>(fe: &'f Frontend, origin: Origin, tcp: &TcpStream) -> Ope
         _active: Live::enter(&PROCESS.http_sessions),
         _fe: Live::enter(&fe.conns),
         _session: fe.counters.open_session(),
+        flow: FLOWS.enter(origin.src, &fe.counters, "http"),
     };
     fe.counters.accepted();
     let _ = tcp.set_nodelay(true);
@@ -106,7 +109,7 @@ pub(super) fn open<'f>(fe: &'f Frontend, origin: Origin, tcp: &TcpStream) -> Ope
 }
 
 async fn run(stream: ClientConn, origin: Origin, fe: Arc<Frontend>) {
-    let _opened = open(&fe, origin, stream.tcp());
+    let opened = open(&fe, origin, stream.tcp());
     let mut client = Side::new(stream, fe.bufsize);
     let accepted = Instant::now();
     let mut first = true;
@@ -115,6 +118,7 @@ async fn run(stream: ClientConn, origin: Origin, fe: Arc<Frontend>) {
     loop {
         let next = Exchange::new(&fe, origin, &mut client, first, accepted)
             .with_private(&mut private)
+            .with_flow(&opened.flow)
             .run()
             .await;
         first = false;

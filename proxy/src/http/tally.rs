@@ -28,11 +28,11 @@
 //! and the forward engine adds its flow's bytes as they move ([`Tally::live`]); `settle` then
 //! adds only what was not booked yet.
 
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::counters::{Counters, SessionGuard};
+use crate::counters::{Counters, Flow, SessionGuard};
 use crate::forward::Progress;
 use crate::upstream::Server;
 
@@ -55,6 +55,8 @@ pub struct Tally<'f> {
     /// Start of the request's wait: the accept, or the end of the previous request.
     opened: Instant,
     settled: bool,
+    /// The client connection's line in the flow table (`show sess`): its server and bytes.
+    flow: Option<&'f Flow>,
 }
 
 /// A backend the request was assigned to, and the request's place in its `scur`.
@@ -75,7 +77,13 @@ impl<'f> Tally<'f> {
             responded: false,
             opened: Instant::now(),
             settled: false,
+            flow: None,
         }
+    }
+
+    /// The connection's flow-table line, told this request's server and bytes.
+    pub fn set_flow(&mut self, flow: &'f Flow) {
+        self.flow = Some(flow);
     }
 
     /// A request head was received (or answered as bad): the frontend's `req_tot`.
@@ -96,6 +104,9 @@ impl<'f> Tally<'f> {
     /// The server the request is sent to (a replayed request keeps the last one).
     pub fn server(&mut self, server: &Arc<Server>) {
         self.server = Some(server.clone());
+        if let (Some(flow), Some(be)) = (self.flow, &self.be) {
+            flow.set_server(be.counters, server.index, server.addr(), "http");
+        }
     }
 
     /// A pooled connection was used: HAProxy samples a zero connect time for it.
@@ -167,7 +178,11 @@ impl<'f> Tally<'f> {
     pub fn live(&self) -> Option<Progress<'_>> {
         let be = self.be.as_ref()?.counters;
         let server = &self.server.as_ref()?.stats.traffic;
-        Some(Progress::to(self.fe, be, server))
+        let live = Progress::to(self.fe, be, server);
+        Some(match self.flow {
+            Some(flow) => live.with_flow(flow.bytes()),
+            None => live,
+        })
     }
 
     /// Books the bytes of the request so far now: every row gets what was read from the
@@ -191,6 +206,11 @@ impl<'f> Tally<'f> {
     /// own backend row), and on the server it reached.
     fn add_bytes(&self, bytes_in: u64, bytes_out: u64) {
         self.fe.add_bytes(bytes_in, bytes_out);
+        if let Some(flow) = self.flow {
+            let bytes = flow.bytes();
+            bytes.up.fetch_add(bytes_in, Ordering::Relaxed);
+            bytes.down.fetch_add(bytes_out, Ordering::Relaxed);
+        }
         match (&self.be, self.own) {
             (Some(b), _) => b.counters.add_bytes(bytes_in, bytes_out),
             (None, Some(own)) => own.add_bytes(bytes_in, bytes_out),

@@ -2,9 +2,10 @@
 //! with the plan, before any worker runs, and never changed afterwards, so readers (the stats
 //! page, the exporter) walk it without locks while sessions bump the same atomics.
 
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 
-use crate::config::{Balance, Config, Mode, Proxy, ProxyKind};
+use crate::config::{Balance, Config, Mode, Proxy, ProxyKind, ServerParams};
 use crate::counters::{Counters, ProcessInfo};
 use crate::upstream::ServerSet;
 
@@ -21,6 +22,9 @@ pub struct ProxyEntry {
     pub balance: Balance,
     /// Session limit of the frontend side (`maxconn` of the section, else the global one).
     pub maxconn: Option<u32>,
+    /// The limit in force: `maxconn`, or what the runtime API's `set maxconn frontend` set
+    /// (0: none).
+    live_maxconn: AtomicU32,
     /// Session limit shown for the backend side: HAProxy's default `fullconn`, a tenth of the
     /// limits of the frontends that can send traffic here.
     pub fullconn: Option<u32>,
@@ -28,12 +32,26 @@ pub struct ProxyEntry {
     pub frontend: Option<Arc<Counters>>,
     /// Servers of the backend side, shared with the data path's backend and the checker.
     pub backend: Option<Arc<ServerSet>>,
+    /// The section's `default-server` settings, for servers added at run time.
+    pub default_server: ServerParams,
 }
 
 #[derive(Debug, Default)]
 pub struct Registry {
     proxies: Vec<ProxyEntry>,
     process: ProcessInfo,
+}
+
+impl ProxyEntry {
+    /// The frontend's session limit now (the stats' `slim`).
+    pub fn frontend_limit(&self) -> Option<u32> {
+        Some(self.live_maxconn.load(Ordering::Relaxed)).filter(|n| *n > 0)
+    }
+
+    /// Records a limit the runtime changed (the gate itself lives in the runtime).
+    pub fn set_frontend_limit(&self, n: u32) {
+        self.live_maxconn.store(n, Ordering::Relaxed);
+    }
 }
 
 impl Registry {
@@ -74,9 +92,11 @@ impl Registry {
                 mode: p.mode,
                 balance: p.balance,
                 maxconn: p.maxconn.or(cfg.global.maxconn),
+                live_maxconn: AtomicU32::new(p.maxconn.or(cfg.global.maxconn).unwrap_or(0)),
                 fullconn: p.kind.has_backend().then(|| fullconn(cfg, p)).flatten(),
                 frontend: p.kind.has_frontend().then(|| frontend(p)),
                 backend: p.kind.has_backend().then(|| backend(p)),
+                default_server: p.default_server.clone(),
             })
             .collect();
         let registry = Registry {
@@ -169,7 +189,6 @@ backend backend_rtmp
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::atomic::Ordering;
 
     fn config() -> Config {
         crate::config::parse_str(TEST_CONFIG, std::path::Path::new("test.cfg"))

@@ -9,7 +9,8 @@ use event_listener::Event;
 
 #[derive(Debug)]
 pub struct ConnLimit {
-    /// A reload may change it (`maxconn` of a kept frontend).
+    /// A reload (`maxconn` of a kept frontend) or the runtime API's `set maxconn frontend`
+    /// may change it.
     max: AtomicUsize,
     current: AtomicUsize,
     freed: Event,
@@ -85,6 +86,9 @@ mod tests {
             drop(a);
             let _c = limit.acquire().await;
             assert_eq!(limit.current.load(Ordering::Relaxed), 2);
+            limit.set_max(Some(3));
+            let _d = limit.acquire().await;
+            assert!(!limit.try_take());
         });
     }
 

@@ -24,12 +24,15 @@ pub fn key(b: &PlannedBind) -> Key {
     (b.addr, b.v6only)
 }
 
-/// One open listener, as the control thread holds it. The socket itself is only in the
-/// workers' hands (one dup each), so the stop signal, which ends their accept loops, closes it.
+/// One open listener, as the control thread holds it. The workers hold one dup each; the
+/// control thread's own dup is only for handing the socket to another process (`_getsocks`)
+/// and is dropped at the stop ([`Listeners::release`]) and when a reload closes the listener,
+/// so that the workers' accept loops ending closes the socket.
 struct Open {
     live: Arc<ArcSwap<Live>>,
     closed: Arc<Shutdown>,
     bind_limit: Arc<ConnLimit>,
+    socket: Option<std::net::TcpListener>,
 }
 
 /// Which listeners a new plan keeps, adds and closes.
@@ -136,6 +139,7 @@ impl Listeners {
                 ))),
                 closed: Arc::new(Shutdown::default()),
                 bind_limit,
+                socket: socket.try_clone().ok(),
             };
             hand_out(socket, &open, inboxes);
             self.open.insert(k, open);
@@ -147,6 +151,28 @@ impl Listeners {
             }
         }
         prepared.diff
+    }
+
+    /// A dup of every open listening socket (for `_getsocks`), in key order.
+    pub fn sockets(&self) -> Vec<std::os::fd::OwnedFd> {
+        self.open
+            .values()
+            .filter_map(|o| o.socket.as_ref()?.try_clone().ok())
+            .map(std::os::fd::OwnedFd::from)
+            .collect()
+    }
+
+    /// The `maxconn` gate of frontend `name`.
+    pub fn frontend_limit(&self, name: &str) -> Option<Arc<ConnLimit>> {
+        self.frontend_limits.get(name).cloned()
+    }
+
+    /// Drops the control thread's dups: at the stop, the workers' loops then close the
+    /// sockets.
+    pub fn release(&mut self) {
+        for open in self.open.values_mut() {
+            open.socket = None;
+        }
     }
 }
 

@@ -1,6 +1,7 @@
 //! Process lifecycle: worker threads (one compio runtime per core), listeners, signals,
 //! graceful stop, privilege drop. This room never parses config.
 
+mod control;
 pub mod driver;
 mod limit;
 mod listen;
@@ -21,6 +22,7 @@ use crate::counters::PROCESS;
 use crate::plan::{self, Plan, Registry};
 use crate::stats::Pages;
 
+pub use control::RuntimeControl;
 pub use driver::DriverChoice;
 pub use limit::ConnLimit;
 pub use listeners::Key as ListenerKey;
@@ -44,6 +46,8 @@ pub enum RuntimeError {
     Io(#[from] std::io::Error),
     #[error("signal handling: {0}")]
     Signal(#[from] nix::Error),
+    #[error(transparent)]
+    Api(#[from] crate::api::ApiError),
 }
 
 #[derive(Debug, Clone, Default)]
@@ -118,6 +122,8 @@ pub fn run(files: &[PathBuf], opts: &RunOptions) -> Result<(), RuntimeError> {
     // dups in their inboxes when they start.
     let listeners = listeners::Listeners::default();
     let prepared = listeners.prepare(&plan)?;
+    // Bound before chroot and the privilege drop, served once the workers run.
+    let api = crate::api::bind(&cfg.global)?;
     let inboxes: Vec<Arc<Inbox>> = (0..workers).map(|_| Arc::default()).collect();
     let global = ConnLimit::new(Some(maxconn));
     plan.registry.process().set_maxconn(maxconn);
@@ -158,6 +164,8 @@ pub fn run(files: &[PathBuf], opts: &RunOptions) -> Result<(), RuntimeError> {
             .name(format!("worker-{id}"))
             .spawn(move || worker::run_worker(id, inbox, global, stop, choice))?;
     }
+    let control = control::RuntimeControl::new(reloader.clone());
+    let _api = api.serve(Arc::new(control))?;
     let stopped = wait_for_stop(
         &stop,
         cfg.global.hard_stop_after.unwrap_or(DEFAULT_GRACE),
@@ -288,6 +296,7 @@ fn wait_for_stop(
             None => reloader.check_certs(false),
         }
     }
+    reloader.release_listeners();
     stop.trigger();
     let deadline = Instant::now() + grace;
     log::info!(

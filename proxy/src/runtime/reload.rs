@@ -143,6 +143,30 @@ impl Reloader {
         self.registry.load_full()
     }
 
+    /// A dup of every listening socket in force (the runtime API's `_getsocks`).
+    pub fn listening_sockets(&self) -> Vec<std::os::fd::OwnedFd> {
+        self.lock_state().listeners.sockets()
+    }
+
+    /// The `maxconn` gate of frontend `name` in the plan in force.
+    pub fn frontend_limit(&self, name: &str) -> Option<Arc<ConnLimit>> {
+        self.lock_state().listeners.frontend_limit(name)
+    }
+
+    /// The certificate files of the plan in force.
+    pub fn certificate_files(&self) -> Vec<std::path::PathBuf> {
+        self.lock_state().certs.files()
+    }
+
+    /// At the stop: the control thread's listening descriptors are closed.
+    pub fn release_listeners(&self) {
+        self.lock_state().listeners.release();
+    }
+
+    fn lock_state(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     /// The last reload's outcome; `None` before the first.
     pub fn last_outcome(&self) -> Option<Outcome> {
         self.lock_last().clone()

@@ -176,6 +176,16 @@ impl StatsPages for Pages {
     }
 }
 
+/// The runtime API's `show stat`: the `;csv` document with server addresses shown (as
+/// HAProxy's CLI shows them); `only_up` leaves out servers that are not UP.
+pub fn csv_table(registry: &Registry, only_up: bool) -> String {
+    let opts = csv::Options {
+        legends: true,
+        only_up,
+    };
+    csv::render(&Snapshot::take(registry), opts)
+}
+
 /// `;csv`, `;json`, `;up`, `;norefresh` after the stats URI.
 #[derive(Debug, Default, PartialEq)]
 struct Flags {

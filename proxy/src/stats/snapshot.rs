@@ -291,7 +291,7 @@ impl Snapshot {
 
 fn proxy(p: &ProxyEntry, now: u64) -> ProxyView {
     let frontend = p.frontend.as_ref().map(|c| Traffic {
-        limit: p.maxconn.map(u64::from),
+        limit: p.frontend_limit().map(u64::from),
         ..Traffic::read(c, now)
     });
     let servers = p

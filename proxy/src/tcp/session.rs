@@ -6,7 +6,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use compio::net::TcpStream;
 
-use crate::counters::{Counters, Live, PROCESS};
+use crate::counters::{Counters, Live, FLOWS, PROCESS};
 use crate::forward::{self, Engine, FlowEnd, FlowHistory, FlowParams, FlowStats, Progress};
 use crate::log::{AccessLog, Cause, LineFormat, Phase, SessionRecord, TermState};
 use crate::upstream::{self, connect_server, ConnectFailure, Origin, Server};
@@ -86,6 +86,8 @@ async fn run(client: Client, origin: Origin, fe: Arc<Frontend>) {
     let up = &be.upstream;
     let _be = Live::enter(&up.conns);
     fe.stats.accepted();
+    // Its line in `show sess` until the session ends.
+    let flow = FLOWS.enter(origin.src, &fe.stats, "-");
     let _fe_session = fe.stats.open_session();
     let _be_session = up.set.stats.traffic.open_session();
     let _ = client.tcp().set_nodelay(true);
@@ -122,14 +124,19 @@ async fn run(client: Client, origin: Origin, fe: Arc<Frontend>) {
             record.retries = c.retries;
             record.server_conns = c.claim.server.current() as usize;
             let server = &c.claim.server;
-            let live = Progress::to(&fe.stats, &up.set.stats.traffic, &server.stats.traffic);
+            let live = Progress::to(&fe.stats, &up.set.stats.traffic, &server.stats.traffic)
+                .with_flow(flow.bytes());
+            let to = server.addr();
             let flow = match client {
                 Client::Plain(s) => {
                     let engine = be.history.engine(be.engine);
+                    flow.set_server(&up.set.stats.traffic, server.index, to, engine.name());
                     forward::forward_counted(engine, s, c.stream, fe.flow, live).await
                 }
                 // Boxed as the connect is: a plain flow must not hold a TLS flow's state.
                 Client::Tls(t) => {
+                    let engine = if t.is_kernel() { "ktls" } else { "tls" };
+                    flow.set_server(&up.set.stats.traffic, server.index, to, engine);
                     Box::pin(crate::tls::forward_counted(t, c.stream, fe.flow, live)).await
                 }
             };

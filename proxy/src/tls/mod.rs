@@ -328,6 +328,17 @@ impl CertWatch {
         self.0.is_empty()
     }
 
+    /// The certificate files and directories loaded (`show ssl cert`), each once.
+    pub fn files(&self) -> Vec<std::path::PathBuf> {
+        let mut out: Vec<std::path::PathBuf> = Vec::new();
+        for path in self.0.iter().flat_map(|s| s.sources()) {
+            if !out.contains(path) {
+                out.push(path.clone());
+            }
+        }
+        out
+    }
+
     /// `force`: reload even unchanged files (SIGHUP). Logs what happened.
     pub fn check(&self, force: bool) {
         for store in &self.0 {

@@ -231,7 +231,8 @@ impl ServerSet {
     }
 
     /// Adds a server built from `config` (its `default-server` settings already applied);
-    /// it gets the next free id and takes traffic once UP.
+    /// it gets the next free id and takes traffic once UP: with `check`, it starts DOWN and
+    /// comes UP after `rise` passed checks (HAProxy starts a dynamic server in maintenance).
     pub fn add(&self, config: &config::Server) -> Result<Arc<Server>, MembershipError> {
         self.change(|servers| {
             if servers.iter().any(|s| s.name == config.name) {
@@ -242,6 +243,9 @@ impl ServerSet {
             }
             let id = self.next_id.fetch_add(1, Ordering::Relaxed);
             let server = Arc::new(Server::in_backend(id, config, self.queue.clone()));
+            if config.params.check {
+                server.set_state(super::ServerState::Down);
+            }
             servers.push(server.clone());
             Ok(server)
         })
