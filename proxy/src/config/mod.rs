@@ -9,6 +9,7 @@
 //! - `parse`: sections and defaults inheritance; `keywords`: which keyword goes where;
 //! - `global`, `proxy`, `bind`, `server`, `http`: the directives; `httpchk` and
 //!   `check_expect`: `option httpchk` and the `http-check` lines;
+//! - `udp`: the `udp-lb` section's own directives and checks;
 //! - `validate`: checks across proxies (references, bind conflicts, modes).
 //!
 //! Loading reports every problem it finds, not only the first, parse and validation alike,
@@ -30,6 +31,7 @@ mod parse;
 mod proxy;
 mod server;
 mod time;
+mod udp;
 mod validate;
 
 #[cfg(test)]
