@@ -75,8 +75,8 @@ impl Registry {
                 balance: p.balance,
                 maxconn: p.maxconn.or(cfg.global.maxconn),
                 fullconn: p.kind.has_backend().then(|| fullconn(cfg, p)).flatten(),
-                frontend: p.kind.has_frontend().then(|| frontend(p)),
-                backend: p.kind.has_backend().then(|| backend(p)),
+                frontend: p.kind.has_stats_rows().0.then(|| frontend(p)),
+                backend: p.kind.has_stats_rows().1.then(|| backend(p)),
             })
             .collect();
         let registry = Registry {
