@@ -118,6 +118,7 @@ pub fn run(files: &[PathBuf], opts: &RunOptions) -> Result<(), RuntimeError> {
     // dups in their inboxes when they start.
     let listeners = listeners::Listeners::default();
     let prepared = listeners.prepare(&plan)?;
+    let udp = listeners::start_udp(&plan)?;
     let inboxes: Vec<Arc<Inbox>> = (0..workers).map(|_| Arc::default()).collect();
     let global = ConnLimit::new(Some(maxconn));
     plan.registry.process().set_maxconn(maxconn);
@@ -163,6 +164,7 @@ pub fn run(files: &[PathBuf], opts: &RunOptions) -> Result<(), RuntimeError> {
         cfg.global.hard_stop_after.unwrap_or(DEFAULT_GRACE),
         &reloader,
     );
+    udp.stop();
     crate::log::flush(Duration::from_millis(500));
     stopped
 }
