@@ -8,6 +8,7 @@
 //! * `tcp`: `TcpServer`, `TcpClient`, `pump`, digests, half-close and reset helpers.
 //! * `h2_raw`: `RawH2`, an HTTP/2 client driven frame by frame (Rapid Reset).
 //! * `recorder`: `Recorder`, a backend that keeps each connection's bytes (PROXY headers).
+//! * `srt`: `SrtListener`, `SrtPublisher`: ffmpeg speaking SRT (mpegts) as caller and listener.
 //! * `util`: `TestDir`, `wait_until`, `require_tool`.
 //!
 //! Rules the helpers keep: every wait and every client is bounded (a stuck test fails, it does
@@ -24,6 +25,7 @@ pub mod ports;
 pub mod process;
 pub mod proxy;
 pub mod recorder;
+pub mod srt;
 pub mod tcp;
 pub mod tls;
 pub mod util;

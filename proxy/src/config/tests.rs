@@ -649,7 +649,10 @@ fn every_udp_lb_keyword_acts_or_is_refused() {
             (false, Ok(_)) => panic!("'{line}' accepted in udp-lb, yet not in its matrix"),
         }
     }
-    assert!(quiet.is_empty(), "accepted in udp-lb, yet acting on nothing: {quiet:#?}");
+    assert!(
+        quiet.is_empty(),
+        "accepted in udp-lb, yet acting on nothing: {quiet:#?}"
+    );
 }
 
 /// The `udp-lb` section: its balance words, its server options that act on flows or checks,
@@ -678,11 +681,19 @@ fn udp_lb_section() {
     let lines = |text: &str| model(text).err().unwrap_or_default();
     assert_eq!(lines("udp-lb u\n server s 127.0.0.1:2\n"), [1]);
     assert_eq!(lines("udp-lb u\n dgram-bind 127.0.0.1:1\n"), [1]);
-    assert_eq!(lines(&format!("{UDP_BASE} server t 127.0.0.1:3 send-proxy\n")), [4]);
+    assert_eq!(
+        lines(&format!("{UDP_BASE} server t 127.0.0.1:3 send-proxy\n")),
+        [4]
+    );
     assert_eq!(lines(&format!("{UDP_BASE} balance uri\n")), [4]);
     assert_eq!(lines(&format!("{UDP_BASE} bind :80\n")), [4]);
     assert_eq!(lines(&format!("{UDP_BASE} frob\n")), [4]);
-    assert_eq!(lines(&format!("{UDP_BASE}udp-lb v\n dgram-bind 127.0.0.1:1\n server s 127.0.0.1:2\n")), [5]);
+    assert_eq!(
+        lines(&format!(
+            "{UDP_BASE}udp-lb v\n dgram-bind 127.0.0.1:1\n server s 127.0.0.1:2\n"
+        )),
+        [5]
+    );
     let used = "frontend f\n bind :1\n default_backend u\n";
     assert_eq!(lines(&format!("{UDP_BASE}{used}")), [6]);
 }

@@ -35,7 +35,11 @@ pub(crate) fn balance(proxy: &mut Proxy, args: &mut Args<'_>) -> Result<(), Stri
 
 /// `dgram-bind ADDR:PORT[,…]`: the UDP addresses a `udp-lb` section receives on. No
 /// options: HAProxy Enterprise's `interface`/`namespace` are not built.
-pub(crate) fn dgram_bind(proxy: &mut Proxy, args: &mut Args<'_>, ctx: &Ctx<'_>) -> Result<(), String> {
+pub(crate) fn dgram_bind(
+    proxy: &mut Proxy,
+    args: &mut Args<'_>,
+    ctx: &Ctx<'_>,
+) -> Result<(), String> {
     let addrs = parse_bind_addrs(args.need("an address")?)?;
     proxy
         .dgram_binds
@@ -45,7 +49,6 @@ pub(crate) fn dgram_bind(proxy: &mut Proxy, args: &mut Args<'_>, ctx: &Ctx<'_>) 
         }));
     Ok(())
 }
-
 
 /// What is wrong with a `udp-lb` section as a whole: each problem with the line to fix.
 pub(crate) fn problems(proxy: &Proxy) -> Vec<(Loc, String)> {

@@ -52,7 +52,11 @@ impl RecvBatch {
         // SAFETY: an all-zero mmsghdr is valid; the pointers set below stay alive (owned by
         // `self` and `iovs`) for the call, which is the only time the kernel uses them.
         let mut hdrs: Vec<libc::mmsghdr> = vec![unsafe { mem::zeroed() }; BATCH];
-        for ((h, iov), addr) in hdrs.iter_mut().zip(iovs.iter_mut()).zip(self.addrs.iter_mut()) {
+        for ((h, iov), addr) in hdrs
+            .iter_mut()
+            .zip(iovs.iter_mut())
+            .zip(self.addrs.iter_mut())
+        {
             h.msg_hdr.msg_name = (addr as *mut libc::sockaddr_storage).cast();
             h.msg_hdr.msg_namelen = mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
             h.msg_hdr.msg_iov = iov;
@@ -103,7 +107,10 @@ fn socket_addr(s: &libc::sockaddr_storage) -> Option<SocketAddr> {
             // larger and suitably aligned for it.
             let a = unsafe { &*(s as *const libc::sockaddr_storage).cast::<libc::sockaddr_in>() };
             let ip = Ipv4Addr::from(u32::from_be(a.sin_addr.s_addr));
-            Some(SocketAddr::V4(SocketAddrV4::new(ip, u16::from_be(a.sin_port))))
+            Some(SocketAddr::V4(SocketAddrV4::new(
+                ip,
+                u16::from_be(a.sin_port),
+            )))
         }
         libc::AF_INET6 => {
             // SAFETY: as above, for sockaddr_in6.
@@ -149,7 +156,8 @@ pub fn send_batch(fd: BorrowedFd<'_>, datagrams: &[&[u8]], to: &SockAddr) -> io:
             .collect();
         let len = libc::c_uint::try_from(hdrs.len()).unwrap_or(libc::c_uint::MAX);
         // SAFETY: `hdrs` holds `len` valid headers.
-        let n = unsafe { libc::sendmmsg(fd.as_raw_fd(), hdrs.as_mut_ptr(), len, libc::MSG_DONTWAIT) };
+        let n =
+            unsafe { libc::sendmmsg(fd.as_raw_fd(), hdrs.as_mut_ptr(), len, libc::MSG_DONTWAIT) };
         if n <= 0 {
             let e = io::Error::last_os_error();
             return match e.kind() {

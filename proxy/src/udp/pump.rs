@@ -88,8 +88,8 @@ impl Pump {
             };
             for ev in events.iter().take(n) {
                 match ev.data() {
-                    t if t < FLOW_TOKEN => self.from_clients(t as usize),
-                    t => self.from_server((t - FLOW_TOKEN) as usize),
+                    t if t < FLOW_TOKEN => self.read_clients(t as usize),
+                    t => self.read_server((t - FLOW_TOKEN) as usize),
                 }
             }
             if self.last_sweep.elapsed() >= tick {
@@ -112,7 +112,7 @@ impl Pump {
 
     /// Datagrams from clients on bind `bind`: each to its flow's server, a new flow for a
     /// new address and port.
-    fn from_clients(&mut self, bind: usize) {
+    fn read_clients(&mut self, bind: usize) {
         for _ in 0..ROUNDS {
             let Some(socket) = self.binds.get(bind) else {
                 return;
@@ -144,7 +144,7 @@ impl Pump {
                 };
                 if run != Some(slot) {
                     if let Some(prev) = run {
-                        self.to_server(prev, &pending, now);
+                        self.forward_to_server(prev, &pending, now);
                     }
                     pending.clear();
                     run = Some(slot);
@@ -152,7 +152,7 @@ impl Pump {
                 pending.push(i);
             }
             if let Some(prev) = run {
-                self.to_server(prev, &pending, now);
+                self.forward_to_server(prev, &pending, now);
             }
         }
     }
@@ -166,7 +166,10 @@ impl Pump {
         if self.table.len() >= self.lb.max_flows && !self.make_room(now) {
             return None;
         }
-        let server = self.lb.set.pick_server(PickContext::new(client.ip(), &[]))?;
+        let server = self
+            .lb
+            .set
+            .pick_server(PickContext::new(client.ip(), &[]))?;
         let flow = match Flow::open(client, bind, server.claim(), now) {
             Ok(f) => f,
             Err(e) => {
@@ -208,7 +211,7 @@ impl Pump {
         }
     }
 
-    fn to_server(&mut self, slot: usize, datagrams: &[usize], now: Instant) {
+    fn forward_to_server(&mut self, slot: usize, datagrams: &[usize], now: Instant) {
         let Some((_, flow)) = self.table.get_mut(slot) else {
             return;
         };
@@ -216,10 +219,8 @@ impl Pump {
             .iter()
             .filter_map(|i| self.rx.get(*i).map(|(_, d, _)| d))
             .collect();
-        let sent = match send_batch(flow.socket.as_fd(), &data, &flow.server_sa) {
-            Ok(n) => n,
-            Err(_) => 0, // counted as drops below; UDP may lose, and the next datagram retries
-        };
+        // A refused send counts as drops below: UDP may lose, and the next datagram retries.
+        let sent = send_batch(flow.socket.as_fd(), &data, &flow.server_sa).unwrap_or_default();
         let bytes: u64 = data.iter().take(sent).map(|d| d.len() as u64).sum();
         let sent = sent as u64;
         let lost = data.len() as u64 - sent;
@@ -238,7 +239,7 @@ impl Pump {
 
     /// Datagrams on a flow's server socket: the server's go back to the client from the
     /// bind address it wrote to; anyone else's are dropped and counted.
-    fn from_server(&mut self, slot: usize) {
+    fn read_server(&mut self, slot: usize) {
         for _ in 0..ROUNDS {
             let Some((_, flow)) = self.table.get_mut(slot) else {
                 return;
