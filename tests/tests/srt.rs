@@ -9,7 +9,8 @@
 //! - a node killed (its SRT listener and its liveness port): its flow ends, a new publish goes
 //!   to the survivor;
 //! - 10 000 new source ports against `maxconn 100` while a stream runs: the stream's flow is
-//!   never reclaimed and its recording has a direct publish's frame count.
+//!   never reclaimed, its recording has a direct publish's frame count, and the reclaimed
+//!   flows are summed up in a line a second rather than logged one by one.
 
 use e2e::srt::{SrtListener, SrtPublisher};
 use e2e::{free_port, loopback, wait_until, Proxy};
@@ -217,6 +218,18 @@ fn two_publishers_spread_round_robin_and_strangers_are_dropped() {
         "{m}"
     );
     assert!(dropped >= 10.0);
+    let per_server: f64 = ["n1", "n2"]
+        .iter()
+        .map(|n| {
+            let series =
+                format!("proxy_udp_server_datagrams_dropped_total{{proxy=\"srt\",server=\"{n}\"}}");
+            metric(&m, &series)
+        })
+        .sum();
+    assert!(
+        per_server >= 10.0,
+        "the strangers show on their servers' rows\n{m}"
+    );
 }
 
 #[test]
@@ -358,5 +371,16 @@ fn ten_thousand_spoofed_ports_do_not_evict_an_established_flow() {
     assert!(
         metric(&m, "haproxy_frontend_max_sessions{proxy=\"srt\"}") <= 100.0,
         "{m}"
+    );
+    // Reclaimed unanswered flows are summed up, not logged one by one: at most the flows the
+    // table held at the end get lines of their own.
+    let logged = flow_lines(&lb.proxy).len();
+    assert!(
+        logged <= 101,
+        "{logged} flow lines for a flood of 10 000 ports"
+    );
+    assert!(
+        lb.proxy.stderr().contains("reclaimed at maxconn 100"),
+        "no summary of the reclaimed flows"
     );
 }

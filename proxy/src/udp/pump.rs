@@ -32,6 +32,9 @@ const ROUNDS: usize = 8;
 /// every flow active: a flood then costs one search per period, not one per datagram.
 const FULL_BACKOFF: Duration = Duration::from_millis(50);
 
+/// At most one summary line of quietly reclaimed flows per this period.
+const SUMMARY_EVERY: Duration = Duration::from_secs(1);
+
 /// Ended by the idle timeout (`timeout client`).
 const EXPIRED: TermState = TermState::new(Cause::ClientTimeout, Phase::Data);
 /// Reclaimed for a newcomer at `maxconn`, or ended by a stop.
@@ -49,6 +52,10 @@ pub struct Pump {
     stop: Arc<AtomicBool>,
     last_sweep: Instant,
     full_until: Option<Instant>,
+    /// Flows their server never answered, reclaimed at `maxconn` since the last summary line:
+    /// a flood of new source ports would otherwise turn into a log line per datagram.
+    reclaimed_quietly: u64,
+    last_summary: Instant,
 }
 
 impl Pump {
@@ -70,6 +77,8 @@ impl Pump {
             stop,
             last_sweep: Instant::now(),
             full_until: None,
+            reclaimed_quietly: 0,
+            last_summary: Instant::now(),
         })
     }
 
@@ -230,11 +239,8 @@ impl Pump {
         let server = &flow.server.server.stats.traffic;
         for c in [&*self.lb.counters, &self.lb.set.stats.traffic, server] {
             c.datagrams_to_server(sent, bytes);
+            c.datagrams_dropped.fetch_add(lost, Ordering::Relaxed);
         }
-        self.lb
-            .counters
-            .datagrams_dropped
-            .fetch_add(lost, Ordering::Relaxed);
     }
 
     /// Datagrams on a flow's server socket: the server's go back to the client from the
@@ -270,13 +276,12 @@ impl Pump {
                 flow.last_seen = Instant::now();
             }
             let server = &flow.server.server.stats.traffic;
+            // A flow's drops count on its server's and backend's rows too: a stranger
+            // aiming at one node's flows shows there.
             for c in [&*self.lb.counters, &self.lb.set.stats.traffic, server] {
                 c.datagrams_to_client(sent as u64, bytes);
+                c.datagrams_dropped.fetch_add(lost, Ordering::Relaxed);
             }
-            self.lb
-                .counters
-                .datagrams_dropped
-                .fetch_add(lost, Ordering::Relaxed);
         }
     }
 
@@ -294,6 +299,17 @@ impl Pump {
             }
         }
         self.table.compact();
+        if self.reclaimed_quietly > 0 && now.duration_since(self.last_summary) >= SUMMARY_EVERY {
+            log::warn!(
+                "udp-lb {}: {} flow(s) never answered by their server reclaimed at maxconn {} \
+                 (a flood of new source ports?); established flows are kept",
+                self.lb.name,
+                self.reclaimed_quietly,
+                self.lb.max_flows
+            );
+            self.reclaimed_quietly = 0;
+            self.last_summary = now;
+        }
     }
 
     fn end(&mut self, slot: usize, term: TermState) {
@@ -303,6 +319,10 @@ impl Pump {
         let _ = self.epoll.delete(&flow.socket);
         self.lb.counters.close_detached();
         self.lb.set.stats.traffic.close_detached();
+        if term == RECLAIMED && !flow.answered && !self.stop.load(Ordering::Relaxed) {
+            self.reclaimed_quietly += 1;
+            return;
+        }
         // The server's own count drops with the claim, after the line shows it.
         let counts = (self.table.len() + 1, flow.server.server.current() as usize);
         let line = FlowLine {
