@@ -384,3 +384,50 @@ fn ten_thousand_spoofed_ports_do_not_evict_an_established_flow() {
         "no summary of the reclaimed flows"
     );
 }
+
+/// A configuration reload (SIGHUP) while a stream runs: the `udp-lb` section keeps its
+/// socket and its flows (the stream records as a direct publish does, in one flow), and its
+/// servers' health, checked by the reloaded checker, still steers the running section: a
+/// node whose liveness port closes after the reload gets no new flow.
+#[test]
+fn a_reload_keeps_the_stream_and_the_health_checks() {
+    let seconds = 10;
+    let direct = thread::spawn(move || direct_frames(loopback(7), seconds));
+    let n1 = SocketAddr::from((loopback(2), udp_port(loopback(2))));
+    let live = TcpListener::bind((loopback(2), 0)).expect("liveness");
+    let port = live.local_addr().expect("addr").port();
+    let mut lb = start_lb(&format!(
+        "    timeout client 3s\n    timeout check 1s\n\
+         server n1 {n1} check port {port} inter 300 fall 2 rise 1\n"
+    ));
+    let mut l = SrtListener::start(n1, 60);
+    thread::sleep(Duration::from_millis(500));
+    let mut p = SrtPublisher::start(lb.addr, "live/reload", seconds);
+    wait_until("the stream to reach its node", SLACK, || {
+        (l.recorded() > 0).then_some(())
+    });
+    lb.proxy.signal(e2e::Signal::SIGHUP);
+    wait_until("the reload to finish", SLACK, || {
+        lb.proxy.stderr().contains("reload done").then_some(())
+    });
+    assert!(p.wait(SLACK).is_some_and(|s| s.success()), "{}", p.log());
+    l.finish(LISTENER_END);
+    assert_frames(l.frames(), direct.join().expect("direct run"), &l.log());
+    let lines = wait_until("the stream's flow to end", SLACK, || {
+        let l = flow_lines(&lb.proxy);
+        (!l.is_empty()).then_some(l)
+    });
+    assert_eq!(lines.len(), 1, "one flow across the reload: {lines:?}");
+    drop(live);
+    let down = "haproxy_server_status{proxy=\"srt\",server=\"n1\",state=\"DOWN\"}";
+    wait_until("n1 to be DOWN", SLACK, || {
+        (metric(&metrics(lb.stats), down) == 1.0).then_some(())
+    });
+    let dropped = "proxy_udp_frontend_datagrams_dropped_total{proxy=\"srt\"}";
+    let before = metric(&metrics(lb.stats), dropped);
+    let client = UdpSocket::bind((loopback(8), 0)).expect("client");
+    client.send_to(b"hello", lb.addr).expect("send");
+    wait_until("a datagram with no server up to be dropped", SLACK, || {
+        (metric(&metrics(lb.stats), dropped) > before).then_some(())
+    });
+}
