@@ -10,6 +10,8 @@
 //! - `table`: the flow table and its reclaim order;
 //! - `flow`: one flow, and its log line;
 //! - `pump`: the forwarding loop of one section, on its own thread.
+//!
+//! A flow's states and why they are so: `LIFECYCLE.md`.
 
 mod batch;
 mod flow;
