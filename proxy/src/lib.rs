@@ -14,4 +14,5 @@ pub mod runtime;
 pub mod stats;
 pub mod tcp;
 pub mod tls;
+pub mod udp;
 pub mod upstream;

@@ -10,6 +10,7 @@
 //! * `recorder`: `Recorder`, a backend that keeps each connection's bytes (PROXY headers).
 //! * `dnsmasq`: `Dnsmasq`, a real DNS server for `resolvers` (hosts file and SRV records).
 //! * `netns`: `Netns`, network namespaces a test makes and always removes.
+//! * `srt`: `SrtListener`, `SrtPublisher`: ffmpeg speaking SRT (mpegts) as caller and listener.
 //! * `util`: `TestDir`, `wait_until`, `require_tool`.
 //!
 //! Rules the helpers keep: every wait and every client is bounded (a stuck test fails, it does
@@ -29,6 +30,7 @@ pub mod process;
 pub mod proxy;
 pub mod recorder;
 pub mod soak;
+pub mod srt;
 pub mod tcp;
 pub mod tls;
 pub mod util;

@@ -16,6 +16,8 @@ pub(crate) enum Scope {
     Frontend,
     Listen,
     Backend,
+    /// `udp-lb`: HAProxy Enterprise's UDP section.
+    UdpLb,
 }
 
 impl Scope {
@@ -24,6 +26,7 @@ impl Scope {
             ProxyKind::Frontend => Scope::Frontend,
             ProxyKind::Backend => Scope::Backend,
             ProxyKind::Listen => Scope::Listen,
+            ProxyKind::UdpLb => Scope::UdpLb,
         }
     }
 
@@ -33,6 +36,7 @@ impl Scope {
             Scope::Frontend => F,
             Scope::Listen => L,
             Scope::Backend => B,
+            Scope::UdpLb => U,
         }
     }
 }
@@ -44,6 +48,7 @@ impl fmt::Display for Scope {
             Scope::Frontend => "frontend",
             Scope::Listen => "listen",
             Scope::Backend => "backend",
+            Scope::UdpLb => "udp-lb",
         })
     }
 }
@@ -52,6 +57,8 @@ const D: u8 = 1;
 const F: u8 = 2;
 const L: u8 = 4;
 const B: u8 = 8;
+/// `udp-lb`: only the keywords its flows act on (see `udp` room); the rest are refused.
+const U: u8 = 16;
 const ALL: u8 = D | F | L | B;
 /// Frontend side (accepting connections), including defaults.
 const FE: u8 = D | F | L;
@@ -63,29 +70,30 @@ const PROXY: u8 = F | L | B;
 /// Keyword (with its sub-keyword for `option`, `timeout` and `stats admin`) → allowed scopes.
 const TABLE: &[(&str, u8)] = &[
     ("acl", PROXY),
-    ("balance", BE),
+    ("balance", BE | U),
     ("bind", F | L),
     ("capture", F | L),
     ("cookie", BE),
-    ("default-server", BE),
+    ("default-server", BE | U),
     ("default_backend", FE),
-    ("description", PROXY),
+    ("dgram-bind", U),
+    ("description", PROXY | U),
     ("errorfile", ALL),
     ("forward-engine", ALL),
-    ("hash-type", BE),
-    ("http-check", BE),
+    ("hash-type", BE | U),
+    ("http-check", BE | U),
     ("http-request", PROXY),
     ("http-response", PROXY),
     ("http-reuse", BE),
-    ("id", PROXY),
-    ("log", ALL),
-    ("maxconn", FE),
+    ("id", PROXY | U),
+    ("log", ALL | U),
+    ("maxconn", FE | U),
     ("mode", ALL),
     ("option dontlognull", FE),
     ("option forwardfor", ALL),
     ("option http-keep-alive", ALL),
     ("option http-server-close", ALL),
-    ("option httpchk", BE),
+    ("option httpchk", BE | U),
     ("option httpclose", ALL),
     ("option httplog", FE),
     ("option redispatch", BE),
@@ -94,12 +102,12 @@ const TABLE: &[(&str, u8)] = &[
     ("redirect", PROXY),
     ("reqadd", PROXY),
     ("retries", BE),
-    ("server", L | B),
+    ("server", L | B | U),
     ("server-template", L | B),
     ("stats", ALL),
     ("stats admin", PROXY),
-    ("timeout check", BE),
-    ("timeout client", FE),
+    ("timeout check", BE | U),
+    ("timeout client", FE | U),
     ("timeout client-fin", FE),
     ("timeout connect", BE),
     ("timeout http-keep-alive", ALL),

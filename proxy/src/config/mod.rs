@@ -10,6 +10,7 @@
 //! - `global`, `proxy`, `bind`, `server`, `http`: the directives; `httpchk` and
 //!   `check_expect`: `option httpchk` and the `http-check` lines;
 //! - `resolvers`: the `resolvers` section (DNS servers for `server … resolvers`);
+//! - `udp`: the `udp-lb` section's own directives and checks;
 //! - `validate`: checks across proxies (references, bind conflicts, modes).
 //!
 //! Loading reports every problem it finds, not only the first, parse and validation alike,
@@ -32,6 +33,7 @@ mod proxy;
 mod resolvers;
 mod server;
 mod time;
+mod udp;
 mod validate;
 
 #[cfg(test)]

@@ -143,6 +143,10 @@ pub enum ProxyKind {
     Frontend,
     Backend,
     Listen,
+    /// `udp-lb NAME` (HAProxy Enterprise's UDP load balancer): datagram binds and servers in
+    /// one section, forwarded by the `udp` room. Neither a TCP frontend nor a backend: no
+    /// `use_backend` may name it, and the TCP/HTTP passes skip it.
+    UdpLb,
 }
 
 impl ProxyKind {
@@ -152,11 +156,20 @@ impl ProxyKind {
     pub fn has_backend(self) -> bool {
         matches!(self, ProxyKind::Backend | ProxyKind::Listen)
     }
+    /// A section with rows of both kinds on the stats page (frontend counters and servers),
+    /// whether or not it takes part in TCP/HTTP routing.
+    pub fn has_stats_rows(self) -> (bool, bool) {
+        match self {
+            ProxyKind::UdpLb => (true, true),
+            other => (other.has_frontend(), other.has_backend()),
+        }
+    }
     pub fn keyword(self) -> &'static str {
         match self {
             ProxyKind::Frontend => "frontend",
             ProxyKind::Backend => "backend",
             ProxyKind::Listen => "listen",
+            ProxyKind::UdpLb => "udp-lb",
         }
     }
 }
@@ -682,6 +695,12 @@ fn regex_reason(e: &regex::Error) -> String {
 }
 
 #[derive(Debug, Clone, PartialEq)]
+pub struct DgramBind {
+    pub addr: SocketAddr,
+    pub loc: Loc,
+}
+
+#[derive(Debug, Clone, PartialEq)]
 pub struct Server {
     pub name: String,
     /// Where it is reached. An unspecified IP (`init-addr none`, or a template slot no
@@ -895,6 +914,8 @@ pub struct Proxy {
     pub loc: Loc,
     pub mode: Mode,
     pub binds: Vec<Bind>,
+    /// `dgram-bind ADDR:PORT[,…]` of a `udp-lb` section.
+    pub dgram_binds: Vec<DgramBind>,
     pub default_backend: Option<String>,
     pub use_backends: Vec<UseBackend>,
     pub servers: Vec<Server>,
@@ -948,6 +969,7 @@ impl Proxy {
             loc,
             mode: Mode::Tcp,
             binds: Vec::new(),
+            dgram_binds: Vec::new(),
             default_backend: None,
             use_backends: Vec::new(),
             servers: Vec::new(),

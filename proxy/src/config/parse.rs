@@ -167,6 +167,7 @@ impl<'a> Parser<'a> {
             "backend" => self.open_proxy(ProxyKind::Backend, rest, loc),
             "listen" => self.open_proxy(ProxyKind::Listen, rest, loc),
             "resolvers" => self.open_resolvers(rest, loc),
+            "udp-lb" => self.open_proxy(ProxyKind::UdpLb, rest, loc),
             s if UNSUPPORTED_SECTIONS.contains(&s) => {
                 self.section = Section::Ignored;
                 Err(format!("unsupported section '{s}'"))
@@ -239,7 +240,16 @@ impl<'a> Parser<'a> {
                 other.loc
             ));
         }
-        self.drafts.push(inherit(&self.defaults, name, kind, loc));
+        // HAProxy Enterprise's `udp-lb` takes nothing from `defaults`: a `mode http` or
+        // `option httplog` written for the TCP sections would have no meaning for datagrams.
+        let draft = match kind {
+            ProxyKind::UdpLb => Draft {
+                proxy: Proxy::new(name, kind, loc.clone()),
+                notes: Notes::default(),
+            },
+            _ => inherit(&self.defaults, name, kind, loc),
+        };
+        self.drafts.push(draft);
         self.section = Section::Proxy(self.drafts.len() - 1);
         Ok(())
     }
@@ -276,7 +286,7 @@ impl<'a> Parser<'a> {
         };
         match self.section {
             Section::None => Err(format!(
-                "'{}' found before any section (global, defaults, frontend, backend or listen)",
+                "'{}' found before any section (global, defaults, frontend, backend, listen or udp-lb)",
                 words.first().map(String::as_str).unwrap_or_default()
             )),
             Section::Ignored => Ok(()),
@@ -336,8 +346,8 @@ fn inherit(defaults: &Draft, name: &str, kind: ProxyKind, loc: &Loc) -> Draft {
 fn names_clash(existing: &Proxy, name: &str, kind: ProxyKind) -> bool {
     existing.name == name
         && (existing.kind == kind
-            || existing.kind == ProxyKind::Listen
-            || kind == ProxyKind::Listen)
+            || matches!(existing.kind, ProxyKind::Listen | ProxyKind::UdpLb)
+            || matches!(kind, ProxyKind::Listen | ProxyKind::UdpLb))
 }
 
 /// HAProxy's rule for proxy names: letters, digits, `-`, `_`, `.` and `:`.
@@ -403,7 +413,7 @@ mod tests {
     fn directive_before_section() {
         assert_eq!(
             errors("\n  maxconn 10\nglobal\n"),
-            ["t.cfg:2: 'maxconn' found before any section (global, defaults, frontend, backend or listen)"]
+            ["t.cfg:2: 'maxconn' found before any section (global, defaults, frontend, backend, listen or udp-lb)"]
         );
     }
 

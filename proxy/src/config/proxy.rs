@@ -17,7 +17,7 @@ use super::model::{
 use super::num::{parse_positive, parse_uint};
 use super::parse::{Ctx, Draft};
 use super::time::parse_duration;
-use super::{bind, http, httpchk, server};
+use super::{bind, http, httpchk, server, udp};
 
 /// Status codes HAProxy can answer itself, hence those `errorfile` and `deny` accept.
 pub(crate) const ERROR_CODES: &[u16] = &[
@@ -103,7 +103,9 @@ fn apply(
         "server" => server::server(proxy, args, ctx.loc)?,
         "server-template" => server::server_template(proxy, args, ctx.loc)?,
         "default-server" => server::default_server(proxy, args)?,
+        "balance" if ctx.scope == Scope::UdpLb => udp::balance(proxy, args)?,
         "balance" => balance(proxy, args)?,
+        "dgram-bind" => udp::dgram_bind(proxy, args, ctx)?,
         "hash-type" => proxy.hash_type = hash_type(args)?,
         "maxconn" => proxy.maxconn = Some(parse_positive(args.need("a number")?, keyword)?),
         "retries" => proxy.retries = parse_uint(args.need("a number")?, keyword)?,
@@ -486,6 +488,7 @@ pub(crate) mod tests {
             Scope::Frontend => ProxyKind::Frontend,
             Scope::Backend => ProxyKind::Backend,
             Scope::Listen | Scope::Defaults => ProxyKind::Listen,
+            Scope::UdpLb => ProxyKind::UdpLb,
         };
         let mut draft = Draft {
             proxy: Proxy::new("p", kind, Loc::default()),

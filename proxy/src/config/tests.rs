@@ -288,7 +288,7 @@ fn display_is_file_line_reason() {
     let errors = parse_str("bogus\n", Path::new("/etc/x.cfg"))
         .map(|_| ())
         .expect_err("bad");
-    assert_eq!(errors.to_string(), "/etc/x.cfg:1: 'bogus' found before any section (global, defaults, frontend, backend or listen)");
+    assert_eq!(errors.to_string(), "/etc/x.cfg:1: 'bogus' found before any section (global, defaults, frontend, backend, listen or udp-lb)");
 }
 
 /// Random lines built from keywords and troublesome words must give errors, never a panic.
@@ -422,6 +422,7 @@ fn sample_line(keyword: &str, errorfile: &Path) -> Option<String> {
         "cookie" => "cookie SRV insert",
         "default-server" => "default-server inter 3s",
         "default_backend" => "default_backend b",
+        "dgram-bind" => "dgram-bind 127.0.0.1:4201,127.0.0.1:4202",
         "description" => "description edge nodes",
         "errorfile" => return Some(format!("errorfile 503 {}", errorfile.display())),
         "forward-engine" => "forward-engine copy",
@@ -507,6 +508,7 @@ fn every_accepted_keyword_acts_or_is_refused() {
                 Scope::Backend,
                 Scope::Frontend,
                 Scope::Defaults,
+                Scope::UdpLb,
             ]
             .into_iter()
             .find(|s| keywords::allowed(keyword, *s))
@@ -532,6 +534,7 @@ fn every_accepted_keyword_acts_or_is_refused() {
                      frontend f\n{mode} bind 127.0.0.1:1\n use_backend b\n"
                 ),
                 Scope::Defaults => format!("defaults\n{mode}"),
+                Scope::UdpLb => UDP_BASE.to_string(),
             }
         };
         let before = model(&base).unwrap_or_else(|l| panic!("base for '{keyword}' fails at {l:?}"));
@@ -640,4 +643,80 @@ fn every_server_and_bind_option_acts() {
         }
     }
     assert!(quiet.is_empty(), "options that change nothing: {quiet:?}");
+}
+
+/// The smallest valid `udp-lb` section, the base its keywords are tried on.
+const UDP_BASE: &str = "udp-lb u\n dgram-bind 127.0.0.1:1\n server s 127.0.0.1:2\n";
+
+/// The same walk for the `udp-lb` section: every keyword the matrix lets into it changes the
+/// model there, and every other proxy keyword is refused with its line (none is parsed and
+/// forgotten, since the UDP room reads only what it acts on).
+#[test]
+fn every_udp_lb_keyword_acts_or_is_refused() {
+    let errorfile = workspace().join("tests/configs/errors/503.http");
+    let before = model(UDP_BASE).expect("base");
+    let sample_at = UDP_BASE.lines().count() + 1;
+    let mut quiet = Vec::new();
+    for keyword in keywords::all() {
+        let mut line = sample_line(keyword, &errorfile).expect("sample");
+        if keyword == "http-check" {
+            line = format!("option httpchk GET /\n {line}");
+        }
+        let at = sample_at + line.lines().count() - 1;
+        let result = model(&format!("{UDP_BASE} {line}\n"));
+        match (keywords::allowed(keyword, Scope::UdpLb), result) {
+            (true, Ok(after)) if after == before => quiet.push(line),
+            (true, Ok(_)) => {}
+            (true, Err(lines)) => panic!("'{line}' refused in udp-lb at {lines:?}"),
+            (false, Err(lines)) => assert!(lines.contains(&at), "'{line}': {lines:?}"),
+            (false, Ok(_)) => panic!("'{line}' accepted in udp-lb, yet not in its matrix"),
+        }
+    }
+    assert!(
+        quiet.is_empty(),
+        "accepted in udp-lb, yet acting on nothing: {quiet:#?}"
+    );
+}
+
+/// The `udp-lb` section: its balance words, its server options that act on flows or checks,
+/// and the TCP-only ones refused with the server's line.
+#[test]
+fn udp_lb_section() {
+    let cfg = parse_str(
+        "defaults\n mode http\n timeout client 9s\n\
+         udp-lb srt\n dgram-bind 127.0.0.1:4200,127.0.0.2:4200\n balance hash\n\
+         timeout client 30s\n maxconn 500\n option httpchk GET /LiveApp/rest/v2/version\n\
+         server n1 127.0.0.3:4200 check port 5080 weight 3\n\
+         server n2 127.0.0.4:4200 backup disabled\n",
+        Path::new("u.cfg"),
+    )
+    .expect("valid");
+    let u = cfg.proxy("srt").expect("udp-lb");
+    assert_eq!(u.kind, ProxyKind::UdpLb);
+    assert_eq!(u.dgram_binds.len(), 2);
+    assert_eq!((u.balance, u.hash_type.consistent), (Balance::Source, true));
+    assert_eq!(u.timeouts.client, Some(std::time::Duration::from_secs(30)));
+    assert_eq!(u.mode, Mode::Tcp, "defaults are not inherited");
+    assert_eq!(u.maxconn, Some(500));
+    let n1 = &u.servers[0].params;
+    assert_eq!((n1.check, n1.check_port, n1.weight), (true, Some(5080), 3));
+    assert!(u.servers[1].params.backup && u.servers[1].params.disabled);
+    let lines = |text: &str| model(text).err().unwrap_or_default();
+    assert_eq!(lines("udp-lb u\n server s 127.0.0.1:2\n"), [1]);
+    assert_eq!(lines("udp-lb u\n dgram-bind 127.0.0.1:1\n"), [1]);
+    assert_eq!(
+        lines(&format!("{UDP_BASE} server t 127.0.0.1:3 send-proxy\n")),
+        [4]
+    );
+    assert_eq!(lines(&format!("{UDP_BASE} balance uri\n")), [4]);
+    assert_eq!(lines(&format!("{UDP_BASE} bind :80\n")), [4]);
+    assert_eq!(lines(&format!("{UDP_BASE} frob\n")), [4]);
+    assert_eq!(
+        lines(&format!(
+            "{UDP_BASE}udp-lb v\n dgram-bind 127.0.0.1:1\n server s 127.0.0.1:2\n"
+        )),
+        [5]
+    );
+    let used = "frontend f\n bind :1\n default_backend u\n";
+    assert_eq!(lines(&format!("{UDP_BASE}{used}")), [6]);
 }

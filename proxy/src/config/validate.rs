@@ -36,6 +36,14 @@ pub(crate) fn validate(config: &Config, notes: &[Notes]) -> Vec<ConfigError> {
         check_balance_mode(proxy, &mut errors);
         check_references(config, proxy, notes, &mut errors);
     }
+    for proxy in &config.proxies {
+        for (loc, reason) in super::udp::problems(proxy) {
+            push(&mut errors, &loc, reason);
+        }
+    }
+    for (loc, reason) in super::udp::bind_conflicts(&config.proxies) {
+        push(&mut errors, &loc, reason);
+    }
     check_bind_conflicts(config, &mut errors);
     check_resolvers_have_nameservers(config, &mut errors);
     check_group_has_user(config, &mut errors);
@@ -222,9 +230,10 @@ fn find_backend<'c>(config: &'c Config, name: &str) -> Result<&'c Proxy, String>
         return Ok(backend);
     }
     match config.proxies.iter().find(|p| p.name == name) {
-        Some(frontend) => Err(format!(
-            "'{name}' is a frontend (at {}), not a backend",
-            frontend.loc
+        Some(other) => Err(format!(
+            "'{name}' is a {} (at {}), not a backend",
+            other.kind.keyword(),
+            other.loc
         )),
         None => Err(format!("backend '{name}' not found")),
     }

@@ -64,6 +64,13 @@ pub struct Counters {
     pub request_rate: Rate,
     /// Backends and servers only.
     pub timings: Timings,
+    /// `udp-lb` rows: datagrams client → server (`bytes_in` has their bytes).
+    pub datagrams_in: AtomicU64,
+    /// `udp-lb` rows: datagrams server → client (`bytes_out` has their bytes).
+    pub datagrams_out: AtomicU64,
+    /// `udp-lb` rows: datagrams dropped (a stranger on a flow's server socket, no server,
+    /// the flow limit with nothing idle to reclaim, a send the kernel refused).
+    pub datagrams_dropped: AtomicU64,
 }
 
 impl Counters {
@@ -76,6 +83,18 @@ impl Counters {
         self.last_session_ms.store(now, Ordering::Relaxed);
         self.session_rate.hit(now);
         SessionGuard(self)
+    }
+
+    /// Counts a new session whose end is reported by [`Counters::close_session`]: for
+    /// sessions kept in a table rather than on a stack (UDP flows), where a guard's borrow
+    /// cannot live.
+    pub fn open_detached(&self) {
+        std::mem::forget(self.open_session());
+    }
+
+    /// Ends a session counted by [`Counters::open_detached`].
+    pub fn close_detached(&self) {
+        self.current.fetch_sub(1, Ordering::Relaxed);
     }
 
     /// A frontend accepted a connection (before any session logic).
@@ -106,6 +125,18 @@ impl Counters {
         let now = now_ms();
         self.last_session_ms.store(now, Ordering::Relaxed);
         self.session_rate.hit(now);
+    }
+
+    /// `n` datagrams of `bytes` in all, client → server.
+    pub fn datagrams_to_server(&self, n: u64, bytes: u64) {
+        self.datagrams_in.fetch_add(n, Ordering::Relaxed);
+        self.bytes_in.fetch_add(bytes, Ordering::Relaxed);
+    }
+
+    /// `n` datagrams of `bytes` in all, server → client.
+    pub fn datagrams_to_client(&self, n: u64, bytes: u64) {
+        self.datagrams_out.fetch_add(n, Ordering::Relaxed);
+        self.bytes_out.fetch_add(bytes, Ordering::Relaxed);
     }
 
     pub fn bump(counter: &AtomicU64) {

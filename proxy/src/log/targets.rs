@@ -251,6 +251,12 @@ impl AccessLog {
         }
     }
 
+    /// Sends a line whatever the proxy's format: the one line a UDP flow gets when it ends
+    /// (a `udp-lb` section has no `option tcplog`/`httplog` to choose between).
+    pub fn send_flow_line(&self, line: impl Display) {
+        self.send(line);
+    }
+
     fn send(&self, line: impl Display) {
         if let Some((sink, targets)) = &self.to {
             sink.send(targets, TRAFFIC, &line.to_string());

@@ -16,7 +16,9 @@ use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::config::{Bind, Config, ConfigError, HttpCheck, Loc, Mode, Proxy, SslBind, Timeouts};
+use crate::config::{
+    Bind, Config, ConfigError, HttpCheck, Loc, Mode, Proxy, ProxyKind, SslBind, Timeouts,
+};
 use crate::forward::{Engine, FlowHistory, FlowParams, IdleLimits, Probed};
 use crate::http::{self, StatsPages};
 use crate::log::AccessLog;
@@ -142,6 +144,8 @@ pub struct Plan {
     pub registry: Arc<Registry>,
     /// Certificate files the control thread watches for reloads.
     pub certs: tls::CertWatch,
+    /// `udp-lb` sections, started by the runtime (`udp::Engines`).
+    pub udp: Vec<Arc<crate::udp::UdpLb>>,
 }
 
 /// The compile pass's working state: what is built so far and every problem met.
@@ -159,6 +163,7 @@ struct Compiler<'c> {
     tcp_backends: HashMap<String, Arc<Backend>>,
     plan_binds: Vec<PlannedBind>,
     checked: Vec<Checked>,
+    udp: Vec<Arc<crate::udp::UdpLb>>,
     notes: Vec<String>,
     problems: Vec<PlanError>,
 }
@@ -182,6 +187,7 @@ pub fn compile(cfg: &Config, env: &Env<'_>) -> Result<Plan, Vec<PlanError>> {
         tcp_backends: HashMap::new(),
         plan_binds: Vec::new(),
         checked: Vec::new(),
+        udp: Vec::new(),
         notes: Vec::new(),
         problems: Vec::new(),
     };
@@ -198,6 +204,9 @@ pub fn compile(cfg: &Config, env: &Env<'_>) -> Result<Plan, Vec<PlanError>> {
     for be in cfg.proxies.iter().filter(|p| p.kind.has_backend()) {
         c.upstream(be);
     }
+    for lb in cfg.proxies.iter().filter(|p| p.kind == ProxyKind::UdpLb) {
+        c.udp_lb(lb);
+    }
     if !c.problems.is_empty() {
         c.problems
             .sort_by(|a, b| (&a.loc.file, a.loc.line).cmp(&(&b.loc.file, b.loc.line)));
@@ -210,6 +219,7 @@ pub fn compile(cfg: &Config, env: &Env<'_>) -> Result<Plan, Vec<PlanError>> {
         notes: c.notes,
         registry: c.registry,
         certs: c.certs.watch(),
+        udp: c.udp,
     })
 }
 
@@ -249,6 +259,26 @@ impl<'c> Compiler<'c> {
             response_limit: self.bufsize,
         });
         Some((Arc::new(upstream::Backend::new(be, set)), engine))
+    }
+
+    /// A `udp-lb` section: its servers are checked like a backend's (TCP connect or
+    /// `option httpchk` to the node's HTTP port, as SRT has no cheap probe).
+    fn udp_lb(&mut self, lb: &Proxy) {
+        let set = self
+            .registry
+            .backend(&lb.name)
+            .unwrap_or_else(|| Arc::new(ServerSet::from_config(lb)));
+        let counters = self.registry.frontend(&lb.name).unwrap_or_default();
+        set.stats.set_engine("udp");
+        self.checked.push(Checked {
+            servers: set.clone(),
+            timeout: lb.timeouts.check,
+            connect_timeout: lb.timeouts.connect,
+            http: lb.http_check.clone(),
+            response_limit: self.bufsize,
+        });
+        let built = crate::udp::UdpLb::new(self.cfg, lb, set, counters);
+        self.udp.push(Arc::new(built));
     }
 
     fn tcp_service(&mut self, fe: &'c Proxy) -> Option<Service> {
@@ -424,6 +454,15 @@ fn missing_timeouts(cfg: &Config) -> Vec<String> {
     for p in &cfg.proxies {
         let t = &p.timeouts;
         let mut missing = Vec::new();
+        if p.kind == ProxyKind::UdpLb && t.client.is_none() {
+            notes.push(format!(
+                "udp-lb '{}' at {}: no 'timeout client': idle flows end after {} s",
+                p.name,
+                p.loc,
+                crate::udp::DEFAULT_IDLE.as_secs()
+            ));
+            continue;
+        }
         if p.kind.has_frontend() && t.client.is_none() {
             missing.push("client");
         }

@@ -94,8 +94,8 @@ impl Registry {
                 maxconn: p.maxconn.or(cfg.global.maxconn),
                 live_maxconn: AtomicU32::new(p.maxconn.or(cfg.global.maxconn).unwrap_or(0)),
                 fullconn: p.kind.has_backend().then(|| fullconn(cfg, p)).flatten(),
-                frontend: p.kind.has_frontend().then(|| frontend(p)),
-                backend: p.kind.has_backend().then(|| backend(p)),
+                frontend: p.kind.has_stats_rows().0.then(|| frontend(p)),
+                backend: p.kind.has_stats_rows().1.then(|| backend(p)),
                 default_server: p.default_server.clone(),
             })
             .collect();

@@ -220,6 +220,18 @@ fn hand_out(socket: std::net::TcpListener, open: &Open, inboxes: &[Arc<Inbox>]) 
     give(last, socket);
 }
 
+/// Binds and starts the `udp-lb` sections (the `udp` room's own threads). They keep the
+/// configuration they started with: a reload re-checks their servers (the carried servers
+/// are the same objects) but does not rebind or retune them.
+pub fn start_udp(plan: &Plan) -> Result<crate::udp::Engines, RuntimeError> {
+    crate::udp::Engines::start(&plan.udp).map_err(|e| match e {
+        crate::udp::UdpError::Bind { loc, addr, source } => {
+            RuntimeError::Bind { loc, addr, source }
+        }
+        crate::udp::UdpError::Start { source, .. } => RuntimeError::Io(source),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

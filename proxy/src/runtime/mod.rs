@@ -124,6 +124,7 @@ pub fn run(files: &[PathBuf], opts: &RunOptions) -> Result<(), RuntimeError> {
     let prepared = listeners.prepare(&plan)?;
     // Bound before chroot and the privilege drop, served once the workers run.
     let api = crate::api::bind(&cfg.global)?;
+    let udp = listeners::start_udp(&plan)?;
     let inboxes: Vec<Arc<Inbox>> = (0..workers).map(|_| Arc::default()).collect();
     let global = ConnLimit::new(Some(maxconn));
     plan.registry.process().set_maxconn(maxconn);
@@ -171,6 +172,7 @@ pub fn run(files: &[PathBuf], opts: &RunOptions) -> Result<(), RuntimeError> {
         cfg.global.hard_stop_after.unwrap_or(DEFAULT_GRACE),
         &reloader,
     );
+    udp.stop();
     crate::log::flush(Duration::from_millis(500));
     stopped
 }

@@ -160,6 +160,15 @@ const SERVER: &[Def<ServerView>] = &[
     gauge("queue_limit", "Configured maxqueue for the server (0 meaning no limit)", |s| s.queue_limit.map(f64::from)),
 ];
 
+/// `udp-lb` rows (frontend, backend and servers): HAProxy's exporter has no datagram
+/// figures, so they live under `proxy_udp_*`; sessions and bytes are the `haproxy_*` ones.
+#[rustfmt::skip]
+const UDP: &[Def<Traffic>] = &[
+    counter("datagrams_in_total", "Datagrams forwarded client -> server", |t| Some(t.datagrams_in as f64)),
+    counter("datagrams_out_total", "Datagrams forwarded server -> client", |t| Some(t.datagrams_out as f64)),
+    counter("datagrams_dropped_total", "Datagrams dropped: from a stranger on a flow's server socket, no server up, flow limit with every flow active, truncated, or refused by the kernel", |t| Some(t.datagrams_dropped as f64)),
+];
+
 /// Servers with `check` only.
 #[rustfmt::skip]
 const SERVER_CHECK: &[Def<ServerView>] = &[
@@ -399,6 +408,22 @@ fn engines(e: &Exporter, snap: &Snapshot) {
     }
 }
 
+/// The datagram figures of a `udp-lb` section: `proxy_udp_frontend_*{proxy}`,
+/// `proxy_udp_backend_*{proxy}`, `proxy_udp_server_*{proxy,server}`.
+fn udp(e: &Exporter, p: &ProxyView) {
+    let l: Labels<'_> = &[("proxy", &p.name)];
+    if let Some(t) = &p.frontend {
+        e.table("proxy_udp_frontend_", UDP, l, t);
+    }
+    if let Some(b) = &p.backend {
+        e.table("proxy_udp_backend_", UDP, l, &b.traffic);
+    }
+    for s in &p.servers {
+        let l: Labels<'_> = &[("proxy", &p.name), ("server", &s.name)];
+        e.table("proxy_udp_server_", UDP, l, &s.traffic);
+    }
+}
+
 fn proxy(e: &Exporter, p: &ProxyView) {
     let http = p.mode == Mode::Http;
     let l: Labels<'_> = &[("proxy", &p.name)];
@@ -420,6 +445,9 @@ fn proxy(e: &Exporter, p: &ProxyView) {
     }
     for s in &p.servers {
         server(e, p, s);
+    }
+    if p.kind == crate::config::ProxyKind::UdpLb {
+        udp(e, p);
     }
     if let Some(b) = &p.backend {
         let prefix = "haproxy_backend_";

@@ -34,6 +34,10 @@ pub struct Traffic {
     pub connections: u64,
     pub connect_attempts: u64,
     pub flows: u64,
+    /// `udp-lb` rows: datagrams each way, and those dropped.
+    pub datagrams_in: u64,
+    pub datagrams_out: u64,
+    pub datagrams_dropped: u64,
     pub internal_errors: u64,
     /// Seconds since the last session; `None` if there was none.
     pub last_session_secs: Option<u64>,
@@ -75,6 +79,9 @@ impl Traffic {
             connections: get(&c.connections),
             connect_attempts: get(&c.connect_attempts),
             flows: get(&c.flows),
+            datagrams_in: get(&c.datagrams_in),
+            datagrams_out: get(&c.datagrams_out),
+            datagrams_dropped: get(&c.datagrams_dropped),
             internal_errors: get(&c.internal_errors),
             last_session_secs: (last > 0).then(|| now.saturating_sub(last) / 1000),
             session_rate: c.session_rate.read(now),
