@@ -117,7 +117,7 @@ impl<'f, C: Client> Exchange<'f, '_, C> {
             };
             let reused = served > 0;
             let retry = reused && idempotent;
-            self.record.server = server.name.clone();
+            self.record.server = server.name.clone().into();
             self.record.server_conns = server.current() as usize;
             let sent_at = Instant::now();
             let mut server_side = Side::new(stream, fe.bufsize);
@@ -237,7 +237,7 @@ impl<'f, C: Client> Exchange<'f, '_, C> {
     pub(super) async fn connect_failed(&mut self, f: Failed, be: &Backend) -> Next<'f> {
         self.record.queue = f.queue_wait;
         if !f.queue_timeout || f.queued_on_server {
-            self.record.server = f.server.name.clone();
+            self.record.server = f.server.name.clone().into();
         }
         self.record.retries = f.retries;
         self.record.redispatched = f.redispatched;

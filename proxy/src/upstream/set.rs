@@ -138,7 +138,14 @@ impl ServerSet {
 
     /// Usable servers of one tier (active or backup), as indexes into `servers`; with
     /// `full_too`, also those whose every slot is taken.
-    fn eligible(&self, avoid: &[usize], backup: bool, full_too: bool) -> Vec<usize> {
+    /// Inline up to 16 servers: picking runs once per request, and a heap list per pick
+    /// showed in the per-request allocations (issue #14).
+    fn eligible(
+        &self,
+        avoid: &[usize],
+        backup: bool,
+        full_too: bool,
+    ) -> smallvec::SmallVec<[usize; 16]> {
         self.servers
             .iter()
             .enumerate()
