@@ -67,7 +67,7 @@ impl Sticky {
                 continue;
             }
             let (value, kept) = self.rewrite_cookie_field(&h.value, &mut found);
-            h.value = value;
+            h.value = value.into();
             if !kept {
                 h.value.clear();
             }
@@ -217,7 +217,9 @@ impl Sticky {
             } else {
                 format!(";{attrs}")
             };
-            h.value = format!("{}={}{rest}", name.trim(), new_value(value.trim())).into_bytes();
+            h.value = format!("{}={}{rest}", name.trim(), new_value(value.trim()))
+                .into_bytes()
+                .into();
             flag = 'R';
         }
         flag

@@ -22,7 +22,7 @@ use super::reuse::{self, Take};
 use super::rules::Verdict;
 use super::serve::Exchange;
 use super::session::Next;
-use super::side::{deadline, write_all, Side};
+use super::side::{deadline, write_all, write_timed, Side};
 use super::stats_hook::{self};
 use super::Backend;
 
@@ -97,7 +97,7 @@ impl<'f, C: Client> Exchange<'f, '_, C> {
         } else {
             None
         };
-        let head = req.serialize(connection);
+        let mut head = req.serialize(connection);
         let buffered = match self.client.buffer_body(&req, fe.client_timeout).await {
             Ok(b) => b,
             Err(e) => return self.upload_failed(e, be).await,
@@ -117,14 +117,20 @@ impl<'f, C: Client> Exchange<'f, '_, C> {
             };
             let reused = served > 0;
             let retry = reused && idempotent;
-            self.record.server = server.name.clone();
+            self.record.server = server.name.clone().into();
             self.record.server_conns = server.current() as usize;
             let sent_at = Instant::now();
             let mut server_side = Side::new(stream, fe.bufsize);
             let outcome = match buffered {
-                Some(n) => self.send_buffered(&server_side.stream, &head, n, be).await,
+                Some(n) => {
+                    self.send_buffered(&server_side.stream, &mut head, n, be)
+                        .await
+                }
                 None => {
-                    self.send_streamed(&server_side.stream, &req, head.clone(), be)
+                    // A streamed body is never replayed (the connection is fresh), so the
+                    // head is needed once.
+                    let head = std::mem::take(&mut head);
+                    self.send_streamed(&server_side.stream, &req, head, be)
                         .await
                 }
             };
@@ -231,7 +237,7 @@ impl<'f, C: Client> Exchange<'f, '_, C> {
     pub(super) async fn connect_failed(&mut self, f: Failed, be: &Backend) -> Next<'f> {
         self.record.queue = f.queue_wait;
         if !f.queue_timeout || f.queued_on_server {
-            self.record.server = f.server.name.clone();
+            self.record.server = f.server.name.clone().into();
         }
         self.record.retries = f.retries;
         self.record.redispatched = f.redispatched;
@@ -239,20 +245,25 @@ impl<'f, C: Client> Exchange<'f, '_, C> {
     }
 
     /// Head and a body that is wholly in the client buffer, in one write. The body stays in
-    /// the buffer until the response comes, so the request can be replayed.
+    /// the buffer until the response comes, so the request can be replayed; `head` is lent
+    /// to the write (the body appended, then cut off again) and comes back for a replay,
+    /// so the request costs no copy of it.
     pub(super) async fn send_buffered(
         &mut self,
         to: &TcpStream,
-        head: &[u8],
+        head: &mut Vec<u8>,
         n: usize,
         be: &Backend,
     ) -> Result<(), HttpError> {
-        let mut out = Vec::with_capacity(head.len() + n);
-        out.extend_from_slice(head);
+        let head_len = head.len();
+        let mut out = std::mem::take(head);
         out.extend_from_slice(self.client.buffered(n));
-        write_all(to, out, deadline(be.server_timeout))
-            .await
-            .map_err(server_write_error)
+        let (res, back) = write_timed(to, out, deadline(be.server_timeout)).await;
+        if let Some(mut back) = back {
+            back.truncate(head_len);
+            *head = back;
+        }
+        res.map_err(server_write_error)
     }
 
     /// Head, then the body as it arrives (`Expect: 100-continue` is answered by the client
@@ -382,27 +393,22 @@ impl<'f, C: Client> Exchange<'f, '_, C> {
             || be.httpclose
             || resp.framing == Framing::UntilClose
             || (resp.framing == Framing::Chunked && !chunked_out(&req));
-        let sent = self
+        let idle = self.client_idle();
+        let whole = self
             .client
-            .send_head(&req, &resp, client_close, self.client_idle())
+            .send_whole(&req, &resp, client_close, &mut server, idle)
             .await;
-        match sent {
-            Ok(n) => self.record.bytes += n,
-            Err(e) => return self.aborted(HttpError::ClientClosed(e), be),
-        }
-        let body = self
-            .client
-            .download(
-                &mut server,
-                &req,
-                &resp,
-                be.server_timeout,
-                fe.client_timeout,
-            )
-            .await;
-        match body {
-            Ok(n) => self.record.bytes += n,
-            Err(e) => return self.aborted(e, be),
+        match whole {
+            Some(Ok(n)) => self.record.bytes += n,
+            Some(Err(e)) => return self.aborted(e, be),
+            None => {
+                if let Err(e) = self
+                    .send_apart(&req, &resp, client_close, &mut server, be)
+                    .await
+                {
+                    return self.aborted(e, be);
+                }
+            }
         }
         let reusable = !done.close_server && !resp.close && server.data().is_empty();
         let shared = reuse::shared(be.reuse, &done.server);
@@ -423,6 +429,26 @@ impl<'f, C: Client> Exchange<'f, '_, C> {
         } else {
             Next::KeepAlive
         }
+    }
+
+    /// The response head, then its body as it comes from the server.
+    async fn send_apart(
+        &mut self,
+        req: &Request,
+        resp: &Response,
+        close: bool,
+        server: &mut Side,
+        be: &Backend,
+    ) -> Result<(), HttpError> {
+        let idle = self.client_idle();
+        let sent = self.client.send_head(req, resp, close, idle).await;
+        self.record.bytes += sent.map_err(HttpError::ClientClosed)?;
+        let body = self
+            .client
+            .download(server, req, resp, be.server_timeout, self.fe.client_timeout)
+            .await;
+        self.record.bytes += body?;
+        Ok(())
     }
 
     /// `http-response` rules: the backend's, then the frontend's (a `listen` is both, and its

@@ -3,15 +3,77 @@
 //! passes is re-serialised by us, never forwarded as received, so the next hop only ever sees
 //! CRLF line ends, one framing header and no hop-by-hop fields it did not ask for.
 
+use std::borrow::Cow;
+use std::io::Write;
+
+use smallvec::SmallVec;
+
 use super::error::HttpError;
 
 /// More header fields than this is an attack or a broken client: 431.
 pub const MAX_HEADERS: usize = 100;
 
+/// A field value; short ones (most are) live inside the field, not on the heap.
+pub type Value = SmallVec<[u8; 32]>;
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Header {
-    pub name: String,
-    pub value: Vec<u8>,
+    /// As received (its case is kept): a common name spelled as this table has it is
+    /// borrowed from the table rather than allocated.
+    pub name: Cow<'static, str>,
+    pub value: Value,
+}
+
+/// Names as browsers, curl, wrk, nginx and Ant Media Server usually spell them.
+const COMMON_NAMES: &[&str] = &[
+    "Host",
+    "host",
+    "User-Agent",
+    "user-agent",
+    "Accept",
+    "accept",
+    "Accept-Encoding",
+    "accept-encoding",
+    "Accept-Language",
+    "Accept-Ranges",
+    "Connection",
+    "connection",
+    "Content-Length",
+    "content-length",
+    "Content-Type",
+    "content-type",
+    "Date",
+    "date",
+    "Server",
+    "server",
+    "Last-Modified",
+    "ETag",
+    "Etag",
+    "Cache-Control",
+    "cache-control",
+    "Cookie",
+    "cookie",
+    "Set-Cookie",
+    "Keep-Alive",
+    "Transfer-Encoding",
+    "Vary",
+    "Origin",
+    "Referer",
+    "Access-Control-Allow-Origin",
+    "X-Forwarded-For",
+    "X-Forwarded-Proto",
+    "If-Modified-Since",
+    "If-None-Match",
+    "Expires",
+    "Pragma",
+];
+
+/// `name` as an owned field name, borrowed from [`COMMON_NAMES`] where it is spelled so.
+pub fn field_name(name: &str) -> Cow<'static, str> {
+    match COMMON_NAMES.iter().find(|n| **n == name) {
+        Some(n) => Cow::Borrowed(n),
+        None => Cow::Owned(name.to_string()),
+    }
 }
 
 /// Header fields in arrival order, names compared case-insensitively.
@@ -40,8 +102,8 @@ impl Headers {
 
     pub fn add(&mut self, name: &str, value: &[u8]) {
         self.0.push(Header {
-            name: name.to_string(),
-            value: value.to_vec(),
+            name: field_name(name),
+            value: Value::from_slice(value),
         });
     }
 
@@ -60,9 +122,16 @@ impl Headers {
     }
 
     pub fn has_token(&self, name: &str, token: &str) -> bool {
-        self.tokens(name)
-            .iter()
-            .any(|t| t.eq_ignore_ascii_case(token))
+        self.token_bytes(name)
+            .any(|t| t.eq_ignore_ascii_case(token.as_bytes()))
+    }
+
+    /// [`Headers::tokens`] as bytes, without allocating.
+    pub fn token_bytes<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a [u8]> + 'a {
+        self.get_all(name)
+            .flat_map(|v| v.split(|b| *b == b','))
+            .map(<[u8]>::trim_ascii)
+            .filter(|t| !t.is_empty())
     }
 
     pub fn write_to(&self, out: &mut Vec<u8>) {
@@ -149,7 +218,9 @@ impl Request {
             out.extend_from_slice(b"\r\n");
         }
         if let Some(c) = connection {
-            out.extend_from_slice(format!("Connection: {c}\r\n").as_bytes());
+            out.extend_from_slice(b"Connection: ");
+            out.extend_from_slice(c.as_bytes());
+            out.extend_from_slice(b"\r\n");
         }
         out.extend_from_slice(b"\r\n");
         out
@@ -159,7 +230,8 @@ impl Request {
 #[derive(Debug, Clone)]
 pub struct Response {
     pub status: u16,
-    pub reason: String,
+    /// `OK`, the most common by far, is not allocated.
+    pub reason: Cow<'static, str>,
     pub headers: Headers,
     pub framing: Framing,
     pub codings: Vec<String>,
@@ -175,7 +247,8 @@ impl Response {
     /// `chunked_out` false sends a chunked body de-chunked (to an HTTP/1.0 client).
     pub fn serialize(&self, connection: Option<&str>, chunked_out: bool) -> Vec<u8> {
         let mut out = Vec::with_capacity(512);
-        out.extend_from_slice(format!("HTTP/1.1 {} {}\r\n", self.status, self.reason).as_bytes());
+        // Writing into a Vec cannot fail.
+        let _ = write!(out, "HTTP/1.1 {} {}\r\n", self.status, self.reason);
         self.headers.write_to(&mut out);
         let framing = match self.framing {
             Framing::Chunked if !chunked_out => Framing::UntilClose,
@@ -188,7 +261,9 @@ impl Response {
             out.extend_from_slice(b"\r\n");
         }
         if let Some(c) = connection {
-            out.extend_from_slice(format!("Connection: {c}\r\n").as_bytes());
+            out.extend_from_slice(b"Connection: ");
+            out.extend_from_slice(c.as_bytes());
+            out.extend_from_slice(b"\r\n");
         }
         out.extend_from_slice(b"\r\n");
         out
@@ -201,7 +276,10 @@ impl Response {
 
 fn write_framing(out: &mut Vec<u8>, framing: Framing, codings: &[String], length: Option<u64>) {
     match framing {
-        Framing::Length(n) => out.extend_from_slice(format!("Content-Length: {n}\r\n").as_bytes()),
+        // Writing into a Vec cannot fail.
+        Framing::Length(n) => {
+            let _ = write!(out, "Content-Length: {n}\r\n");
+        }
         Framing::Chunked => {
             out.extend_from_slice(b"Transfer-Encoding: ");
             for c in codings {
@@ -212,7 +290,7 @@ fn write_framing(out: &mut Vec<u8>, framing: Framing, codings: &[String], length
         }
         Framing::Empty | Framing::UntilClose => {
             if let Some(n) = length {
-                out.extend_from_slice(format!("Content-Length: {n}\r\n").as_bytes());
+                let _ = write!(out, "Content-Length: {n}\r\n");
             }
         }
     }
@@ -267,8 +345,7 @@ pub fn parse_request(head: &[u8]) -> Result<Request, HttpError> {
     let target = check_target(&method, target, &mut headers)?;
     check_host(&headers, minor)?;
     let (framing, codings) = request_framing(&headers, minor)?;
-    let connection = headers.tokens("connection");
-    let has = |t: &str| connection.iter().any(|c| c.eq_ignore_ascii_case(t));
+    let has = |t: &str| headers.has_token("connection", t);
     let close = if minor == 0 {
         !has("keep-alive")
     } else {
@@ -285,7 +362,7 @@ pub fn parse_request(head: &[u8]) -> Result<Request, HttpError> {
     if expect_continue {
         headers.remove("expect");
     }
-    strip_hop_by_hop(&mut headers, &connection);
+    strip_hop_by_hop(&mut headers);
     Ok(Request {
         method,
         target,
@@ -311,8 +388,8 @@ fn collect(fields: &[httparse::Header<'_>]) -> Result<Headers, &'static str> {
             return Err("control character in a header value");
         }
         out.push(Header {
-            name: f.name.to_string(),
-            value: f.value.to_vec(),
+            name: field_name(f.name),
+            value: Value::from_slice(f.value),
         });
     }
     Ok(Headers(out))
@@ -458,25 +535,40 @@ fn request_framing(headers: &Headers, minor: u8) -> Result<(Framing, Vec<String>
     }
 }
 
-/// Fields that concern one hop only; the proxy writes its own. Fields the client names in
+/// Fields that concern one hop only; the proxy writes its own. Fields the sender names in
 /// `Connection` go too, except those the framing and routing depend on.
-fn strip_hop_by_hop(headers: &mut Headers, connection: &[String]) {
-    for name in [
-        "connection",
-        "keep-alive",
-        "proxy-connection",
-        "te",
-        "transfer-encoding",
-        "content-length",
-        "upgrade",
-    ] {
-        headers.remove(name);
-    }
-    for name in connection {
-        if !name.eq_ignore_ascii_case("host") && is_token(name) {
-            headers.remove(name);
+fn strip_hop_by_hop(headers: &mut Headers) {
+    // The `Connection` fields are taken out first (kept aside, inline for up to two, so
+    // that this costs no allocation) and their tokens then name what else goes.
+    let mut connection: SmallVec<[Header; 2]> = SmallVec::new();
+    let mut i = 0;
+    while let Some(h) = headers.0.get(i) {
+        if h.name.eq_ignore_ascii_case("connection") {
+            connection.push(headers.0.remove(i));
+        } else {
+            i += 1;
         }
     }
+    let named = |name: &str| {
+        connection
+            .iter()
+            .flat_map(|h| h.value.split(|b| *b == b','))
+            .filter_map(|t| std::str::from_utf8(t.trim_ascii()).ok())
+            .any(|t| !t.eq_ignore_ascii_case("host") && is_token(t) && t.eq_ignore_ascii_case(name))
+    };
+    headers.0.retain(|h| {
+        let fixed = [
+            "keep-alive",
+            "proxy-connection",
+            "te",
+            "transfer-encoding",
+            "content-length",
+            "upgrade",
+        ]
+        .iter()
+        .any(|n| h.name.eq_ignore_ascii_case(n));
+        !fixed && !named(&h.name)
+    });
 }
 
 fn bad_response(reason: &'static str) -> HttpError {
@@ -497,7 +589,10 @@ pub fn parse_response(head: &[u8], method: &str) -> Result<Response, HttpError> 
     if !(100..=599).contains(&status) {
         return Err(bad_response("invalid status code"));
     }
-    let reason = parsed.reason.unwrap_or_default().to_string();
+    let reason = match parsed.reason.unwrap_or_default() {
+        "OK" => Cow::Borrowed("OK"),
+        r => Cow::Owned(r.to_string()),
+    };
     if reason.bytes().any(|b| b.is_ascii_control() && b != b'\t') {
         return Err(bad_response("control character in the reason phrase"));
     }
@@ -506,8 +601,7 @@ pub fn parse_response(head: &[u8], method: &str) -> Result<Response, HttpError> 
     let length = content_length(&headers).map_err(bad_response)?;
     let codings = transfer_codings(&headers).map_err(bad_response)?;
     let framing = response_framing(status, method, length, &codings)?;
-    let connection = headers.tokens("connection");
-    let has = |t: &str| connection.iter().any(|c| c.eq_ignore_ascii_case(t));
+    let has = |t: &str| headers.has_token("connection", t);
     let close = framing == Framing::UntilClose
         || if minor == 0 {
             !has("keep-alive")
@@ -518,7 +612,7 @@ pub fn parse_response(head: &[u8], method: &str) -> Result<Response, HttpError> 
         Some(u) if status == 101 => Some(u.to_vec()),
         _ => None,
     };
-    strip_hop_by_hop(&mut headers, &connection);
+    strip_hop_by_hop(&mut headers);
     let codings = codings.map(|(before, _)| before).unwrap_or_default();
     let keep_length = matches!(framing, Framing::Empty) && (method == "HEAD" || status == 304);
     Ok(Response {
@@ -589,6 +683,33 @@ mod tests {
         assert_eq!(
             String::from_utf8(r.serialize(Some("close"))).unwrap(),
             "GET /a?b=1 HTTP/1.1\r\nHost: x:8080\r\nX-Keep: 2\r\nConnection: close\r\n\r\n"
+        );
+    }
+
+    /// Common names are borrowed, not allocated, but only where spelled exactly so: the
+    /// next hop sees every name as the sender wrote it. Values past the inline size and
+    /// two `Connection` fields (both read, both dropped) take the other paths.
+    #[test]
+    fn names_keep_their_spelling_and_values_their_bytes() {
+        let long = "v".repeat(100);
+        let r = req(&format!(
+            "GET / HTTP/1.1\r\nhost: a\r\nUSER-AGENT: u\r\nAccept: */*\r\nConnection: x-a\r\nX-Long: {long}\r\nconnection: X-B\r\nX-A: 1\r\nx-b: 2\r\nX-C: 3\r\n\r\n"
+        ))
+        .unwrap();
+        let names: Vec<&str> = r.headers.0.iter().map(|h| &*h.name).collect();
+        assert_eq!(names, ["host", "USER-AGENT", "Accept", "X-Long", "X-C"]);
+        assert!(matches!(r.headers.0[0].name, Cow::Borrowed(_)));
+        assert!(matches!(r.headers.0[1].name, Cow::Owned(_)));
+        assert_eq!(r.headers.get("x-long"), Some(long.as_bytes()));
+        let resp = parse_response(
+            b"HTTP/1.1 200 OK\r\nServer: nginx\r\nContent-Length: 2\r\nConnection: keep-alive\r\n\r\n",
+            "GET",
+        )
+        .unwrap();
+        assert!(matches!(resp.reason, Cow::Borrowed("OK")));
+        assert_eq!(
+            String::from_utf8(resp.serialize(None, true)).unwrap(),
+            "HTTP/1.1 200 OK\r\nServer: nginx\r\nContent-Length: 2\r\n\r\n"
         );
     }
 

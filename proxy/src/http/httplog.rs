@@ -2,8 +2,10 @@
 //! `%ci:%cp [%tr] %ft %b/%s %TR/%Tw/%Tc/%Tr/%Ta %ST %B %CC %CS %tsc %ac/%fc/%bc/%sc/%rc %sq/%bq %{+Q}r`
 //! (no captures, so `%CC %CS` are `-` and `%hr %hs` are left out).
 
+use std::borrow::Cow;
 use std::fmt;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use crate::log::{HaproxyDate, SessionRecord, TermState};
@@ -13,10 +15,12 @@ pub struct HttpRecord {
     pub client: SocketAddr,
     /// When the request's first byte was awaited (accept, or the end of the previous one).
     pub started: SystemTime,
-    pub frontend: String,
-    pub backend: String,
+    /// The names are shared with the frontend and backend (and the placeholders static):
+    /// a record costs no allocation for them (issue #14).
+    pub frontend: Arc<str>,
+    pub backend: Arc<str>,
     /// `<NOSRV>` when no server was reached, `<STATS>` for the stats page.
-    pub server: String,
+    pub server: Cow<'static, str>,
     /// Time to receive the whole request head.
     pub head: Option<Duration>,
     /// Time waited in a queue for a server slot (`%Tw`).
@@ -65,13 +69,13 @@ impl HttpRecord {
         }
     }
 
-    pub fn new(client: SocketAddr, frontend: &str) -> HttpRecord {
+    pub fn new(client: SocketAddr, frontend: &Arc<str>) -> HttpRecord {
         HttpRecord {
             client,
             started: SystemTime::now(),
-            frontend: frontend.to_string(),
-            backend: frontend.to_string(),
-            server: "<NOSRV>".into(),
+            frontend: frontend.clone(),
+            backend: frontend.clone(),
+            server: Cow::Borrowed("<NOSRV>"),
             head: None,
             queue: Duration::ZERO,
             connect: None,
@@ -150,7 +154,7 @@ mod tests {
 
     #[test]
     fn formats_like_haproxy_httplog() {
-        let mut r = HttpRecord::new("10.0.0.9:40000".parse().unwrap(), "http_lb");
+        let mut r = HttpRecord::new("10.0.0.9:40000".parse().unwrap(), &"http_lb".into());
         r.started = UNIX_EPOCH + Duration::from_millis(1_795_246_200_123);
         r.backend = "backend_http".into();
         r.server = "ams1".into();

@@ -66,7 +66,8 @@ use rules::{Forwarded, RuleSet};
 /// A backend as HTTP requests see it; its servers and their live state are the shared
 /// `upstream::Backend` (health checks and counters are the same for both modes).
 pub struct Backend {
-    pub name: String,
+    /// Shared with each request's log record, which clones it without allocating.
+    pub name: Arc<str>,
     pub upstream: Arc<upstream::Backend>,
     /// How an upgraded (WebSocket) stream moves once it is a tunnel.
     engine: Engine,
@@ -93,7 +94,8 @@ pub struct Backend {
 
 /// An HTTP frontend (or the frontend half of a `listen`).
 pub struct Frontend {
-    pub name: String,
+    /// Shared with each request's log record, which clones it without allocating.
+    pub name: Arc<str>,
     rules: RuleSet,
     routes: Vec<(Cond, Arc<Backend>)>,
     default: Option<Arc<Backend>>,
@@ -233,7 +235,7 @@ impl Frontend {
             return Err(problems.0);
         };
         Ok(Frontend {
-            name: fe.name.clone(),
+            name: fe.name.as_str().into(),
             rules,
             routes,
             default,
@@ -290,7 +292,7 @@ fn build_backend(
     let errors = problems.take(ErrorPages::load(&p.errorfiles, bufsize));
     let keep_alive = p.timeouts.http_keep_alive.unwrap_or(POOL_IDLE);
     Some(Backend {
-        name: p.name.clone(),
+        name: p.name.as_str().into(),
         upstream: shared,
         engine,
         own_section: false,

@@ -72,7 +72,8 @@ impl ResponseRules {
                     resp.status = *status;
                     resp.reason = reason
                         .clone()
-                        .unwrap_or_else(|| super::answers::reason(*status).to_string());
+                        .unwrap_or_else(|| super::answers::reason(*status).to_string())
+                        .into();
                 }
             }
         }
@@ -88,7 +89,7 @@ fn replace(resp: &mut Response, name: &str, re: &Regex, with: &[u8]) {
         if let Some(caps) = re.captures(&h.value) {
             let mut out = Vec::new();
             caps.expand(with, &mut out);
-            h.value = out;
+            h.value = out.into();
         }
     }
 }
@@ -222,7 +223,7 @@ mod tests {
         );
         assert_eq!(resp.headers.get("server"), None);
         assert_eq!(resp.headers.get("location"), Some(&b"https://a/b"[..]));
-        assert_eq!((resp.status, resp.reason.as_str()), (299, "Fine"));
+        assert_eq!((resp.status, &*resp.reason), (299, "Fine"));
     }
 
     #[test]

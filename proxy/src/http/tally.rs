@@ -273,7 +273,7 @@ mod tests {
     }
 
     fn record(status: Option<u16>, bytes: u64) -> HttpRecord {
-        let mut r = HttpRecord::new("127.0.0.1:5000".parse().expect("addr"), "fe");
+        let mut r = HttpRecord::new("127.0.0.1:5000".parse().expect("addr"), &"fe".into());
         r.status = status;
         r.bytes = bytes;
         r.response = Some(Duration::from_millis(7));

@@ -350,8 +350,10 @@ impl ServerSet {
 }
 
 /// Usable active servers, as positions in `m`; with `full_too`, also those whose every slot
-/// is taken. `avoid` holds server ids ([`Server::index`]).
-fn eligible(m: &Members, avoid: &[usize], backup: bool, full_too: bool) -> Vec<usize> {
+/// is taken. `avoid` holds server ids ([`Server::index`]). Inline up to 16 servers: picking
+/// runs once per request, and a heap list per pick showed in the per-request allocations
+/// (issue #14).
+fn eligible(m: &Members, avoid: &[usize], backup: bool, full_too: bool) -> Eligible {
     m.iter()
         .enumerate()
         .filter(|(_, s)| {
@@ -364,7 +366,9 @@ fn eligible(m: &Members, avoid: &[usize], backup: bool, full_too: bool) -> Vec<u
         .collect()
 }
 
-fn eligible_backups(m: &Members, avoid: &[usize], full_too: bool) -> Vec<usize> {
+type Eligible = smallvec::SmallVec<[usize; 16]>;
+
+fn eligible_backups(m: &Members, avoid: &[usize], full_too: bool) -> Eligible {
     eligible(m, avoid, true, full_too)
 }
 

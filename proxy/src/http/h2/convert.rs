@@ -14,7 +14,9 @@
 use http::header::{HeaderName, HeaderValue};
 
 use super::super::error::HttpError;
-use super::super::head::{content_length, valid_host, Framing, Header, Headers, Request, Response};
+use super::super::head::{
+    content_length, field_name, valid_host, Framing, Header, Headers, Request, Response, Value,
+};
 
 fn bad(status: u16, reason: &'static str) -> HttpError {
     HttpError::bad_request(status, reason)
@@ -77,7 +79,7 @@ fn fields(parts: &http::request::Parts) -> Result<(Headers, Headers), HttpError>
     let mut out = Vec::with_capacity(parts.headers.len() + 1);
     out.push(Header {
         name: "host".into(),
-        value: host(parts)?,
+        value: host(parts)?.into(),
     });
     let mut cookies: Vec<&[u8]> = Vec::new();
     let mut lengths = Headers::default();
@@ -93,15 +95,15 @@ fn fields(parts: &http::request::Parts) -> Result<(Headers, Headers), HttpError>
             "cookie" => cookies.push(v),
             "content-length" => lengths.add("content-length", v),
             n => out.push(Header {
-                name: n.to_string(),
-                value: v.to_vec(),
+                name: field_name(n),
+                value: Value::from_slice(v),
             }),
         }
     }
     if !cookies.is_empty() {
         out.push(Header {
             name: "cookie".into(),
-            value: cookies.join(&b"; "[..]),
+            value: cookies.join(&b"; "[..]).into(),
         });
     }
     Ok((Headers(out), lengths))
