@@ -16,10 +16,11 @@ use std::pin::pin;
 use std::sync::OnceLock;
 
 use super::bufpool;
+use super::handover::{self, Gate};
 use super::idle::Activity;
 use super::multishot;
 use super::pair::{self, DirEnd};
-use super::{FlowParams, FlowStats, Progress};
+use super::{FlowParams, FlowStats, Forwarded, Paused, Progress, Resume};
 
 pub async fn forward(
     client: TcpStream,
@@ -27,9 +28,23 @@ pub async fn forward(
     p: FlowParams,
     progress: Progress<'_>,
 ) -> FlowStats {
-    let activity = Activity::new();
-    let mut up_bytes = 0u64;
-    let mut down_bytes = 0u64;
+    let fixed = Resume::default();
+    super::ended(run(client, server, p, progress, &fixed).await)
+}
+
+/// As [`forward`], and the flow may come to rest for a hand-over when `resume` has a gate
+/// (the plain pump only: the multishot pump holds ring buffers and never rests).
+pub async fn run(
+    client: TcpStream,
+    server: TcpStream,
+    p: FlowParams,
+    progress: Progress<'_>,
+    resume: &Resume<'_>,
+) -> Forwarded {
+    let activity = Activity::resumed(resume.idle_for);
+    let mut up_bytes = resume.bytes_up;
+    let mut down_bytes = resume.bytes_down;
+    let gate = resume.gate;
     let end = {
         let up_count = Count::new(&mut up_bytes, progress, true);
         let down_count = Count::new(&mut down_bytes, progress, false);
@@ -40,26 +55,47 @@ pub async fn forward(
         if use_multishot() {
             let up = multishot::pump(&client, &server, p.bufsize, &activity, up_count);
             let down = multishot::pump(&server, &client, p.bufsize, &activity, down_count);
-            pair::run(Box::pin(up), Box::pin(down), &p.limits, watchdog).await
+            Some(pair::run(Box::pin(up), Box::pin(down), &p.limits, watchdog).await)
         } else {
             let (mut up_count, mut down_count) = (up_count, down_count);
-            let up = pin!(pump(&client, &server, p.bufsize, &activity, &mut up_count));
-            let down = pin!(pump(
+            let up = pin!(gated_pump(
+                &client,
+                &server,
+                p.bufsize,
+                &activity,
+                &mut up_count,
+                gate
+            ));
+            let down = pin!(gated_pump(
                 &server,
                 &client,
                 p.bufsize,
                 &activity,
-                &mut down_count
+                &mut down_count,
+                gate
             ));
-            pair::run(up, down, &p.limits, watchdog).await
+            let flow = pair::run(up, down, &p.limits, watchdog);
+            match gate {
+                Some(g) => handover::pausable(g, flow).await,
+                None => Some(flow.await),
+            }
         }
     };
+    let Some(end) = end else {
+        return Forwarded::Paused(Paused {
+            client,
+            server,
+            bytes_up: up_bytes,
+            bytes_down: down_bytes,
+            idle_for: activity.idle_for(),
+        });
+    };
     pair::apply_end(end, &client, &server);
-    FlowStats {
+    Forwarded::Ended(FlowStats {
         bytes_up: up_bytes,
         bytes_down: down_bytes,
         end,
-    }
+    })
 }
 
 /// Which pump `copy` runs on io_uring when not overridden; see LIFECYCLE.md.
@@ -133,9 +169,32 @@ pub(crate) async fn pump<W: Sink>(
     activity: &Activity,
     moved: &mut Count<'_>,
 ) -> DirEnd {
+    gated_pump(from, to, bufsize, activity, moved, None).await
+}
+
+/// The plain pump; with a gate, its readiness wait is the direction's safe point: it holds
+/// no byte there, and during a hand-over's pause it stays there (`handover.rs`).
+async fn gated_pump<W: Sink>(
+    from: &TcpStream,
+    to: &W,
+    bufsize: usize,
+    activity: &Activity,
+    moved: &mut Count<'_>,
+    gate: Option<&Gate>,
+) -> DirEnd {
     loop {
+        if let Some(g) = gate {
+            g.rest(moved.is_up, true);
+        }
+        let ready = readable(from).await;
+        if let Some(g) = gate {
+            if ready.is_ok() && g.holding() {
+                Box::pin(g.hold()).await;
+            }
+            g.rest(moved.is_up, false);
+        }
         // A failed wait means the source is unusable, as a failed read would.
-        if readable(from).await.is_err() {
+        if ready.is_err() {
             return DirEnd::SourceFailed;
         }
         // Boxed: the write's state exists only during a burst, not in every idle flow.

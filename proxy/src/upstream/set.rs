@@ -128,7 +128,10 @@ impl ServerSet {
             Arc::new(Queue::new(timeout))
         };
         let before = previous.servers();
-        let mut next_id = previous.next_id.load(Ordering::Relaxed).max(proxy.servers.len());
+        let mut next_id = previous
+            .next_id
+            .load(Ordering::Relaxed)
+            .max(proxy.servers.len());
         let servers: Vec<Arc<Server>> = proxy
             .servers
             .iter()
