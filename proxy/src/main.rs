@@ -22,6 +22,14 @@ struct Cli {
     /// Debug logging (the proxy always stays in the foreground).
     #[arg(short = 'd')]
     debug: bool,
+    /// Binary upgrade: take the listening sockets (and, with -sf, the established mode-tcp
+    /// flows) from the process serving this hand-over socket.
+    #[arg(short = 'x', value_name = "SOCKET")]
+    take_over: Option<PathBuf>,
+    /// Tell these processes to finish (soft stop) once this one serves; with -x their flows
+    /// move here first. HAProxy's `-sf PID…`.
+    #[arg(long = "sf", short_alias = 's', value_name = "PID", num_args = 1..)]
+    finish: Vec<i32>,
     /// Event driver: auto (io_uring if the kernel has it), io-uring, or poll (epoll).
     #[arg(long, default_value = "auto", value_name = "DRIVER")]
     driver: DriverChoice,
@@ -47,7 +55,12 @@ fn main() -> ExitCode {
             }
         };
     }
-    let ran = runtime::run(&cli.files, &RunOptions { driver: cli.driver });
+    let opts = RunOptions {
+        driver: cli.driver,
+        take_over: cli.take_over,
+        finish: cli.finish,
+    };
+    let ran = runtime::run(&cli.files, &opts);
     let code = match ran {
         Ok(()) => ExitCode::SUCCESS,
         Err(runtime::RuntimeError::Config(problems)) => {

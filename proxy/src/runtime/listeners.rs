@@ -27,6 +27,10 @@ pub fn key(b: &PlannedBind) -> Key {
 /// One open listener, as the control thread holds it. The socket itself is only in the
 /// workers' hands (one dup each), so the stop signal, which ends their accept loops, closes it.
 struct Open {
+    /// The control thread's own dup, only for a binary upgrade to hand over (`upgrade/`);
+    /// `None` where it could not be had (out of descriptors): that listener is then bound
+    /// anew by the next process (SO_REUSEPORT) instead of passed.
+    socket: Option<std::net::TcpListener>,
     live: Arc<ArcSwap<Live>>,
     closed: Arc<Shutdown>,
     bind_limit: Arc<ConnLimit>,
@@ -71,17 +75,59 @@ pub struct Listeners {
     /// `maxconn` of each frontend, shared by its binds and carried over reloads by name, so
     /// the flows a frontend already holds count against its new limit.
     frontend_limits: HashMap<String, Arc<ConnLimit>>,
+    /// Sockets the previous process handed over (`-x`), used instead of binding anew.
+    inherited: HashMap<Key, std::net::TcpListener>,
 }
 
 impl Listeners {
-    /// Binds every listener `plan` adds. Fails with the first bind that fails (its line),
-    /// closing those bound before it.
-    pub fn prepare(&self, plan: &Plan) -> Result<Prepared, RuntimeError> {
+    /// Listeners whose sockets came from the previous process (`-x`): the first plan uses
+    /// them for its binds of the same key, so no connection is refused in between.
+    pub fn inheriting(inherited: HashMap<Key, std::net::TcpListener>) -> Listeners {
+        Listeners {
+            inherited,
+            ..Listeners::default()
+        }
+    }
+
+    /// Dups of the open listeners' sockets, by key: what a binary upgrade hands over.
+    pub fn sockets(&self) -> Vec<(Key, std::net::TcpListener)> {
+        self.open
+            .iter()
+            .filter_map(|(k, o)| {
+                let dup = o.socket.as_ref()?.try_clone();
+                match dup {
+                    Ok(s) => Some((*k, s)),
+                    Err(e) => {
+                        log::warn!("listener {}: cannot hand it over: {e}", k.0);
+                        None
+                    }
+                }
+            })
+            .collect()
+    }
+
+    /// The `mode tcp` frontend named `name` of the listeners now open, where an adopted flow
+    /// resumes.
+    pub fn tcp_frontend(&self, name: &str) -> Option<Arc<crate::tcp::Frontend>> {
+        self.open.values().find_map(|o| match &o.live.load().front.service {
+            crate::plan::Service::Tcp(fe) if fe.name == name => Some(fe.clone()),
+            _ => None,
+        })
+    }
+
+    /// Binds every listener `plan` adds (or takes it from those inherited). Fails with the
+    /// first bind that fails (its line), closing those bound before it.
+    pub fn prepare(&mut self, plan: &Plan) -> Result<Prepared, RuntimeError> {
         let keys: Vec<Key> = plan.binds.iter().map(key).collect();
         let diff = diff(self.open.keys(), &keys);
         let mut bound = HashMap::new();
         for b in &plan.binds {
             if !diff.added.contains(&key(b)) || bound.contains_key(&key(b)) {
+                continue;
+            }
+            if let Some(socket) = self.inherited.remove(&key(b)) {
+                log::info!("listener {}: taken over from the previous process", b.addr);
+                bound.insert(key(b), socket);
                 continue;
             }
             let socket =
@@ -128,6 +174,7 @@ impl Listeners {
             let bound = socket.local_addr().unwrap_or(b.addr);
             let bind_limit = ConnLimit::new(b.bind_maxconn);
             let open = Open {
+                socket: socket.try_clone().ok(),
                 live: Arc::new(ArcSwap::from_pointee(live(
                     b,
                     bound,
@@ -140,6 +187,9 @@ impl Listeners {
             hand_out(socket, &open, inboxes);
             self.open.insert(k, open);
         }
+        // Handed-over sockets the plan has no bind for are closed here (the previous process
+        // closes its own copies as it stops).
+        self.inherited.clear();
         for k in &prepared.diff.removed {
             if let Some(open) = self.open.remove(k) {
                 // The workers' accept loops end and close their dups.

@@ -90,6 +90,8 @@ pub struct Reloader {
     state: Mutex<State>,
     registry: ArcSwap<Registry>,
     last: Mutex<Option<Outcome>>,
+    /// Round-robin over the workers for adopted flows.
+    next_worker: std::sync::atomic::AtomicUsize,
 }
 
 struct State {
@@ -134,7 +136,46 @@ impl Reloader {
                 logs: LogLines::of(cfg),
             }),
             last: Mutex::new(None),
+            next_worker: Default::default(),
         })
+    }
+
+    /// Dups of the open listening sockets, for a binary upgrade to hand over.
+    pub(super) fn listener_sockets(&self) -> Vec<(Key, std::net::TcpListener)> {
+        self.lock_state().listeners.sockets()
+    }
+
+    /// The `mode tcp` frontend named `name` now serving: where an adopted flow resumes.
+    pub(super) fn tcp_frontend(&self, name: &str) -> Option<Arc<crate::tcp::Frontend>> {
+        self.lock_state().listeners.tcp_frontend(name)
+    }
+
+    /// Starts a flow taken over from the previous process on one of the workers, in turn.
+    pub(super) fn adopt(
+        &self,
+        client: std::os::fd::OwnedFd,
+        server: std::os::fd::OwnedFd,
+        info: crate::tcp::handover::FlowInfo,
+        fe: Arc<crate::tcp::Frontend>,
+    ) {
+        let state = self.lock_state();
+        let n = state.inboxes.len().max(1);
+        let next = self
+            .next_worker
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            % n;
+        if let Some(inbox) = state.inboxes.get(next) {
+            inbox.send_flow(super::worker::AdoptedFlow {
+                client,
+                server,
+                info,
+                fe,
+            });
+        }
+    }
+
+    fn lock_state(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// The registry of the plan now serving (stats, runtime API).

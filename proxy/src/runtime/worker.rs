@@ -78,28 +78,50 @@ pub struct Front {
     pub bound: SocketAddr,
 }
 
-/// Listeners a reload adds, handed to a running worker. Taken by the worker's own task, so
-/// the lock is never held on the data path.
+/// A flow taken over from the previous process (binary upgrade), to resume on a worker.
+pub struct AdoptedFlow {
+    pub client: std::os::fd::OwnedFd,
+    pub server: std::os::fd::OwnedFd,
+    pub info: crate::tcp::handover::FlowInfo,
+    pub fe: Arc<crate::tcp::Frontend>,
+}
+
+/// What a running worker is handed.
+pub enum Mail {
+    Listener(WorkerListener),
+    Flow(AdoptedFlow),
+}
+
+/// Listeners a reload adds and flows an upgrade adopts, handed to a running worker. Taken by
+/// the worker's own task, so the lock is never held on the data path.
 #[derive(Default)]
 pub struct Inbox {
-    pending: Mutex<Vec<WorkerListener>>,
+    pending: Mutex<Vec<Mail>>,
     event: Event,
 }
 
 impl Inbox {
     pub fn send(&self, l: WorkerListener) {
+        self.post(Mail::Listener(l));
+    }
+
+    pub fn send_flow(&self, f: AdoptedFlow) {
+        self.post(Mail::Flow(f));
+    }
+
+    fn post(&self, m: Mail) {
         self.pending
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .push(l);
+            .push(m);
         self.event.notify(usize::MAX);
     }
 
-    fn take(&self) -> Vec<WorkerListener> {
+    fn take(&self) -> Vec<Mail> {
         std::mem::take(&mut *self.pending.lock().unwrap_or_else(|e| e.into_inner()))
     }
 
-    async fn next(&self) -> Vec<WorkerListener> {
+    async fn next(&self) -> Vec<Mail> {
         loop {
             let got = self.take();
             if !got.is_empty() {
@@ -147,11 +169,34 @@ pub fn run_worker(
         // The start's listeners, then those reloads add, arrive here until the stop signal.
         let stops = [stop.clone(), stop.clone()];
         while let Some(added) = until_stop(&stops, inbox.next()).await {
-            added.into_iter().for_each(start);
+            for mail in added {
+                match mail {
+                    Mail::Listener(l) => start(l),
+                    Mail::Flow(f) => resume(f),
+                }
+            }
         }
         // Established sessions keep running on this runtime while the main thread drains.
         std::future::pending::<()>().await;
     });
+}
+
+/// An adopted flow's sockets become this runtime's, in the mode its own accepted sockets
+/// have (a splice flow in the old process left them nonblocking), and its session resumes.
+fn resume(f: AdoptedFlow) {
+    let open = |fd: std::os::fd::OwnedFd| {
+        let s = std::net::TcpStream::from(fd);
+        s.set_nonblocking(false)?;
+        TcpStream::from_std(s)
+    };
+    match (open(f.client), open(f.server)) {
+        (Ok(client), Ok(server)) => {
+            compio::runtime::spawn(crate::tcp::run_adopted(client, server, f.info, f.fe)).detach()
+        }
+        (Err(e), _) | (_, Err(e)) => {
+            log::error!("upgrade: cannot resume the flow of {}: {e}", f.info.src)
+        }
+    }
 }
 
 /// Runs `fut` unless one of the two stops (the process's, the listener's) comes first.
