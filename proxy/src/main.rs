@@ -28,15 +28,21 @@ struct Cli {
     take_over: Option<PathBuf>,
     /// Tell these processes to finish (soft stop) once this one serves; with -x their flows
     /// move here first. HAProxy's `-sf PID…`.
-    #[arg(long = "sf", short_alias = 's', value_name = "PID", num_args = 1..)]
+    #[arg(long = "sf", value_name = "PID", num_args = 1..)]
     finish: Vec<i32>,
     /// Event driver: auto (io_uring if the kernel has it), io-uring, or poll (epoll).
     #[arg(long, default_value = "auto", value_name = "DRIVER")]
     driver: DriverChoice,
 }
 
+/// HAProxy spells it `-sf PID…`, one dash and two letters, which a short-option parser reads
+/// as `-s -f`: the word is taken as `--sf` before parsing.
+fn args() -> impl Iterator<Item = std::ffi::OsString> {
+    std::env::args_os().map(|a| if a == "-sf" { "--sf".into() } else { a })
+}
+
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = Cli::parse_from(args());
     proxy::log::init(cli.debug);
     if cli.check {
         // Everything the start would refuse (syntax, references, rules and ACLs, engines,

@@ -198,7 +198,7 @@ async fn gated_pump<W: Sink>(
             return DirEnd::SourceFailed;
         }
         // Boxed: the write's state exists only during a burst, not in every idle flow.
-        let moved_now = Box::pin(burst(from.as_raw_fd(), to, bufsize, activity, moved));
+        let moved_now = Box::pin(burst(from.as_raw_fd(), to, bufsize, activity, moved, gate));
         if let Some(end) = moved_now.await {
             return end;
         }
@@ -215,6 +215,7 @@ async fn burst<W: Sink>(
     bufsize: usize,
     activity: &Activity,
     moved: &mut Count<'_>,
+    gate: Option<&Gate>,
 ) -> Option<DirEnd> {
     let mut buf = bufpool::take(bufsize);
     let end = loop {
@@ -239,6 +240,11 @@ async fn burst<W: Sink>(
         // without a buffer rather than ask again now (a readiness wait answers at once if
         // more came meanwhile).
         if n < room {
+            break None;
+        }
+        // A hand-over's pause: back to the wait, the safe point, with the chunk delivered
+        // (a bulk flow's bursts would otherwise never end).
+        if gate.is_some_and(Gate::holding) {
             break None;
         }
     };

@@ -247,7 +247,10 @@ impl<'a> Dir<'a> {
         let mut eof = false;
         loop {
             let mut progressed = false;
-            if !eof && self.in_pipe < self.pipe.capacity {
+            // A hand-over's pause: the pipe is drained and nothing more taken, so the
+            // direction reaches its safe point (an empty pipe, waiting for the source).
+            let holding = gate.is_some_and(Gate::holding);
+            if !eof && self.in_pipe < self.pipe.capacity && !holding {
                 match self.fill(from) {
                     Ok(Some(0)) => eof = true,
                     Ok(Some(_)) => progressed = true,
@@ -264,7 +267,9 @@ impl<'a> Dir<'a> {
             }
             if progressed {
                 a.touch();
-                continue;
+                if !(holding && self.in_pipe == 0) {
+                    continue;
+                }
             }
             if eof && self.in_pipe == 0 {
                 // Pass the FIN on; a shutdown failure means the peer is gone already.

@@ -234,7 +234,7 @@ async fn accept_loop(
         let Some(slots) = until_stop(&stops, slots).await else {
             break;
         };
-        let Some(accepted) = until_stop(&stops, listener.accept()).await else {
+        let Some(accepted) = until_stop(&stops, accept_ready(&listener)).await else {
             break;
         };
         match accepted {
@@ -260,6 +260,31 @@ async fn accept_loop(
         }
     }
     let _ = listener.close().await;
+}
+
+/// Waits until the listener has a connection, then takes it with a nonblocking accept(2)
+/// (`None` from a worker that lost the race for it: it waits again). Stopping while waiting
+/// takes nothing: an io_uring accept cancelled by a stop or a binary upgrade after the kernel
+/// completed it would close a connection that nobody served, while here the connection
+/// stays queued for the next process or the remaining workers.
+async fn accept_ready(listener: &TcpListener) -> std::io::Result<(TcpStream, SocketAddr)> {
+    use compio::driver::op::{Interest, PollOnce};
+    use compio::driver::ToSharedFd;
+    use std::os::fd::AsFd;
+    loop {
+        let op = PollOnce::new(listener.to_shared_fd(), Interest::Readable);
+        compio::runtime::submit(op).await.0?;
+        // The listening socket is nonblocking (listen.rs): no connection means WouldBlock.
+        let taken = socket2::SockRef::from(&listener.as_fd()).accept();
+        let (socket, peer) = match taken {
+            Ok(got) => got,
+            Err(e) if e.kind() == ErrorKind::WouldBlock => continue,
+            Err(e) => return Err(e),
+        };
+        let peer = peer.as_socket().unwrap_or(([0, 0, 0, 0], 0).into());
+        let stream = std::net::TcpStream::from(socket);
+        return Ok((TcpStream::from_std(stream)?, peer));
+    }
 }
 
 /// One accepted connection: its origin (the PROXY header first on an `accept-proxy` bind),

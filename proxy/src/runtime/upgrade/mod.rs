@@ -15,7 +15,7 @@ mod wire;
 use std::collections::HashMap;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::Path;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -42,18 +42,20 @@ pub enum UpgradeError {
     Protocol(String),
 }
 
-/// This process's hand-overs as the old side: flows moved, and sessions left to finish here
-/// when the last one ended (`usize::MAX`: none ran).
+/// This process's hand-overs as the old side: whether one began, flows moved, and sessions
+/// left to finish here when the last one ended. The process may exit before a hand-over's
+/// end is recorded (its last flow left, nothing stays): then none stayed.
+static BEGAN: AtomicBool = AtomicBool::new(false);
 static MOVED: AtomicUsize = AtomicUsize::new(0);
-static STAYED: AtomicUsize = AtomicUsize::new(usize::MAX);
+static STAYED: AtomicUsize = AtomicUsize::new(0);
 
 /// The old process's last word, as it exits: how many flows moved and how many it finished
 /// (`cut`: sessions the end of `hard-stop-after` closed).
 pub fn report_exit(cut: usize) {
-    let stayed = STAYED.load(Ordering::Relaxed);
-    if stayed == usize::MAX {
+    if !BEGAN.load(Ordering::Relaxed) {
         return;
     }
+    let stayed = STAYED.load(Ordering::Relaxed);
     log::info!(
         "upgrade: old process exiting: {} flow(s) moved to the new process, {} session(s) \
          finished here ({cut} of them cut at hard-stop-after)",
@@ -108,6 +110,7 @@ pub fn serve(stream: UnixStream, reloader: &Reloader) -> Result<(), UpgradeError
         match command.trim() {
             sockets::COMMAND => sockets::give(&stream, reloader)?,
             flows::COMMAND => {
+                BEGAN.store(true, Ordering::Relaxed);
                 let moved = flows::give(&stream, &MOVED);
                 let stayed = crate::counters::PROCESS.sessions();
                 STAYED.store(stayed, Ordering::Relaxed);

@@ -29,8 +29,14 @@ pub fn send(sock: &UnixStream, text: &str, fds: &[RawFd]) -> Result<(), UpgradeE
         vec![ControlMessage::ScmRights(fds)]
     };
     let iov = [IoSlice::new(&frame)];
-    let sent = sendmsg::<()>(sock.as_raw_fd(), &iov, &cmsgs, MsgFlags::MSG_NOSIGNAL, None)
-        .map_err(|e| UpgradeError::Io(e.into()))?;
+    let sent = loop {
+        match sendmsg::<()>(sock.as_raw_fd(), &iov, &cmsgs, MsgFlags::MSG_NOSIGNAL, None) {
+            Ok(n) => break n,
+            // Nothing was sent: the descriptors go with the next try.
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(e) => return Err(UpgradeError::Io(e.into())),
+        }
+    };
     // The descriptors went with the first bytes; the rest of a long frame follows plainly.
     let mut rest = sock;
     rest.write_all(&frame[sent..])?;
@@ -44,13 +50,17 @@ pub fn recv(sock: &UnixStream) -> Result<(String, Vec<OwnedFd>), UpgradeError> {
     while got < head.len() {
         let mut cmsg = nix::cmsg_space!([RawFd; MAX_FDS]);
         let mut iov = [IoSliceMut::new(&mut head[got..])];
-        let msg = recvmsg::<()>(
+        let msg = match recvmsg::<()>(
             sock.as_raw_fd(),
             &mut iov,
             Some(&mut cmsg),
             MsgFlags::MSG_CMSG_CLOEXEC,
-        )
-        .map_err(|e| UpgradeError::Io(e.into()))?;
+        ) {
+            Ok(m) => m,
+            // Interrupted before anything was read: nothing lost, ask again.
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(e) => return Err(UpgradeError::Io(e.into())),
+        };
         let n = msg.bytes;
         if let Ok(cmsgs) = msg.cmsgs() {
             for c in cmsgs {
