@@ -139,6 +139,21 @@ fn bulk_transfer_moves_byte_exact_splice() {
     bulk_transfer_moves_byte_exact("splice")
 }
 
+/// The sockmap engine loads BPF programs: root only, said loudly (as engines.rs does).
+fn require_root() {
+    assert!(
+        nix::unistd::geteuid().is_root(),
+        "the sockmap engine loads BPF programs and needs root (CAP_BPF, CAP_NET_ADMIN); run \
+         these tests as root (CI does)"
+    );
+}
+
+#[test]
+fn bulk_transfer_moves_byte_exact_sockmap() {
+    require_root();
+    bulk_transfer_moves_byte_exact("sockmap")
+}
+
 /// Length of the publishes that run across the upgrade.
 const SECONDS: u32 = 20;
 
@@ -273,4 +288,10 @@ fn no_connection_is_refused_during_the_upgrade() {
         new
     });
     assert!(new.stderr().contains("taken over from the previous process"));
+}
+
+#[test]
+fn rtmp_publish_moves_sockmap() {
+    require_root();
+    rtmp_publish_moves("sockmap")
 }

@@ -88,6 +88,14 @@ impl Gate {
         }
     }
 
+    /// Resolves when this flow is to come to rest (a pause, and the flow has not given up).
+    pub(crate) async fn until_holding(&self) {
+        until_pausing().await;
+        if !self.holding() {
+            std::future::pending::<()>().await;
+        }
+    }
+
     /// Resolves once a pause is asked for and both directions rest: the flow may then be
     /// dropped where it stands and resumed elsewhere. Never resolves for a flow that gave up.
     pub(crate) async fn settled(&self) {

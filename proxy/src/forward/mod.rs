@@ -154,7 +154,7 @@ pub enum Forwarded {
 
 /// The stats of a flow run without a gate, which never pauses; were one to pause anyway, its
 /// sockets are closed here as a flow that ended cleanly.
-fn ended(f: Forwarded) -> FlowStats {
+pub(crate) fn ended(f: Forwarded) -> FlowStats {
     match f {
         Forwarded::Ended(stats) => stats,
         Forwarded::Paused(p) => FlowStats {
@@ -166,8 +166,7 @@ fn ended(f: Forwarded) -> FlowStats {
 }
 
 /// As [`forward_counted`], starting from `resume`, and with a gate the flow may come to rest
-/// for a hand-over (copy and splice; a sockmap flow's bytes are in the kernel's queues and it
-/// always runs to its end here).
+/// for a hand-over (`handover.rs`).
 pub async fn forward_movable(
     engine: Engine,
     client: TcpStream,
@@ -181,12 +180,7 @@ pub async fn forward_movable(
             Box::pin(copy::run(client, server, p, progress, &resume)).await
         }
         Engine::Splice => Box::pin(splice::run(client, server, p, progress, &resume)).await,
-        Engine::Sockmap => {
-            let mut stats = Box::pin(sockmap::forward(client, server, p, progress)).await;
-            stats.bytes_up += resume.bytes_up;
-            stats.bytes_down += resume.bytes_down;
-            Forwarded::Ended(stats)
-        }
+        Engine::Sockmap => Box::pin(sockmap::run(client, server, p, progress, &resume)).await,
     }
 }
 

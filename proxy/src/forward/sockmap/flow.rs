@@ -19,7 +19,7 @@ use super::slots::Slot;
 use super::watch::Registration;
 use super::{kernel, sys, Kernel};
 use crate::forward::pair;
-use crate::forward::{FlowParams, FlowStats, Progress};
+use crate::forward::{handover, FlowParams, FlowStats, Forwarded, Paused, Progress, Resume};
 
 /// One socket of the pair.
 pub struct Side {
@@ -43,6 +43,20 @@ pub async fn forward(
     p: FlowParams,
     progress: Progress<'_>,
 ) -> FlowStats {
+    let fixed = Resume::default();
+    crate::forward::ended(run(client, server, p, progress, &fixed).await)
+}
+
+/// As [`forward`], from `resume`; with a gate the flow may come to rest for a hand-over:
+/// both directions parked, every redirected byte in its destination socket, then the map
+/// entries removed as at the end of a flow, without closing the sockets (`Dir::rest`).
+pub async fn run(
+    client: TcpStream,
+    server: TcpStream,
+    p: FlowParams,
+    progress: Progress<'_>,
+    resume: &Resume<'_>,
+) -> Forwarded {
     let registered = kernel()
         .ok()
         .and_then(|k| match Flow::register(k, &client, &server) {
@@ -54,13 +68,13 @@ pub async fn forward(
             }
         });
     let Some(mut flow) = registered else {
-        return crate::forward::copy::forward(client, server, p, progress).await;
+        return crate::forward::copy::run(client, server, p, progress, resume).await;
     };
     let (up_slot, down_slot) = (flow.slot(0), flow.slot(1));
     let user_stamp = Cell::new(sys::coarse_now_ns());
     let reported = [Cell::new(0u64), Cell::new(0u64)];
-    let mut up = Dir::new(&flow, up_slot, 0, &user_stamp, p.bufsize);
-    let mut down = Dir::new(&flow, down_slot, 1, &user_stamp, p.bufsize);
+    let mut up = Dir::new(&flow, up_slot, 0, &user_stamp, p.bufsize, resume.gate);
+    let mut down = Dir::new(&flow, down_slot, 1, &user_stamp, p.bufsize, resume.gate);
     let end = {
         let stamps = Stamps {
             slots: [up_slot, down_slot],
@@ -68,10 +82,32 @@ pub async fn forward(
             progress,
             reported: &reported,
         };
-        pair::run(up.run(), down.run(), &p.limits, |limit| {
+        let flow = pair::run(up.run(), down.run(), &p.limits, |limit| {
             stamps.expired(limit)
-        })
-        .await
+        });
+        match resume.gate {
+            Some(g) => handover::pausable(g, flow).await,
+            None => Some(flow.await),
+        }
+    };
+    let Some(end) = end else {
+        for (i, total) in [up.moved(), down.moved()].into_iter().enumerate() {
+            progress.moved(i == 0, total.saturating_sub(reported[i].get()));
+        }
+        let (bytes_up, bytes_down) = (up.moved(), down.moved());
+        drop((up, down));
+        // Both sources parked, every redirected byte in its destination: the entries go as
+        // at a flow's end, and the sockets stay open for the next process.
+        flow.unregister();
+        return Forwarded::Paused(Paused {
+            client,
+            server,
+            bytes_up: bytes_up + resume.bytes_up,
+            bytes_down: bytes_down + resume.bytes_down,
+            // The kernel's per-direction stamps are not carried: the idle timer starts
+            // again in the next process (at most one more idle period for an idle flow).
+            idle_for: Duration::ZERO,
+        });
     };
     let stats = FlowStats {
         bytes_up: up.moved(),
@@ -105,7 +141,11 @@ pub async fn forward(
     // Every byte is delivered (clean end) or the flow is being reset: the entries can go.
     flow.unregister();
     pair::apply_end(end, &client, &server);
-    stats
+    Forwarded::Ended(FlowStats {
+        bytes_up: stats.bytes_up + resume.bytes_up,
+        bytes_down: stats.bytes_down + resume.bytes_down,
+        ..stats
+    })
 }
 
 /// A registered pair; its map entries and slots are removed when it is dropped.
