@@ -62,11 +62,20 @@ fn assert_moved(old: &Proxy, new: &Proxy, moved: usize, finished: usize) {
         "upgrade: old process exiting: {moved} flow(s) moved to the new process, {finished} \
          session(s) finished here"
     );
-    assert!(old.stderr().contains(&want), "want {want:?} in:\n{}", old.stderr());
-    let want = format!("upgrade: adopted {moved} flow(s) from the old process");
-    assert!(new.stderr().contains(&want), "want {want:?} in:\n{}", new.stderr());
     assert!(
-        new.stderr().contains("taken over from the previous process"),
+        old.stderr().contains(&want),
+        "want {want:?} in:\n{}",
+        old.stderr()
+    );
+    let want = format!("upgrade: adopted {moved} flow(s) from the old process");
+    assert!(
+        new.stderr().contains(&want),
+        "want {want:?} in:\n{}",
+        new.stderr()
+    );
+    assert!(
+        new.stderr()
+            .contains("taken over from the previous process"),
         "the listener came from the old process:\n{}",
         new.stderr()
     );
@@ -166,10 +175,14 @@ fn rtmp_publish_moves(engine: &str) {
     let (mut old, sock) = start_old(&cfg);
     let mut through = ffmpeg_publish(&format!("rtmp://127.0.0.1:{port}/live/through"), SECONDS);
     let mut direct = ffmpeg_publish(&node.url("direct"), SECONDS);
-    wait_until("both publishes to reach the node", Duration::from_secs(20), || {
-        let s = node.streams();
-        (s.contains(&"through".to_string()) && s.contains(&"direct".to_string())).then_some(())
-    });
+    wait_until(
+        "both publishes to reach the node",
+        Duration::from_secs(20),
+        || {
+            let s = node.streams();
+            (s.contains(&"through".to_string()) && s.contains(&"direct".to_string())).then_some(())
+        },
+    );
     std::thread::sleep(Duration::from_secs(3));
     let before: BTreeSet<SocketAddr> = connections_to(node.rtmp_addr()).into_iter().collect();
     assert_eq!(before.len(), 2, "the proxy's and the direct publisher's");
@@ -180,18 +193,27 @@ fn rtmp_publish_moves(engine: &str) {
         assert!(p.try_status().is_none(), "{} ended: {}", p.url(), p.log());
     }
     let after: BTreeSet<SocketAddr> = connections_to(node.rtmp_addr()).into_iter().collect();
-    assert_eq!(after, before, "the same connections to the node: no reconnect");
+    assert_eq!(
+        after, before,
+        "the same connections to the node: no reconnect"
+    );
     through.wait_success(Duration::from_secs(30));
     direct.wait_success(Duration::from_secs(30));
-    wait_until("the node to close the recordings", Duration::from_secs(20), || {
-        node.streams().is_empty().then_some(())
-    });
+    wait_until(
+        "the node to close the recordings",
+        Duration::from_secs(20),
+        || node.streams().is_empty().then_some(()),
+    );
     let frames = |name: &str| {
         ffprobe_count_frames(&node.recording(name).display().to_string())
             .unwrap_or_else(|e| panic!("counting the frames of {name}: {e}"))
     };
     let reference = frames("direct");
-    assert_eq!(reference, u64::from(SECONDS * FPS), "the publish without the proxy");
+    assert_eq!(
+        reference,
+        u64::from(SECONDS * FPS),
+        "the publish without the proxy"
+    );
     assert_eq!(frames("through"), reference, "RTMP across the upgrade");
 }
 
@@ -242,12 +264,24 @@ backend be
             .then_some(())
     });
     let again = conn.get("/", &[]);
-    assert_eq!(again.status, first.status, "the old process answers on the same connection");
-    assert!(old.try_status().is_none(), "the old process waits for its session");
+    assert_eq!(
+        again.status, first.status,
+        "the old process answers on the same connection"
+    );
+    assert!(
+        old.try_status().is_none(),
+        "the old process waits for its session"
+    );
     let mut other = Conn::open(new.addr());
-    assert_eq!(other.get("/", &[]).status, first.status, "a new connection is served");
+    assert_eq!(
+        other.get("/", &[]).status,
+        first.status,
+        "a new connection is served"
+    );
     drop(conn);
-    let status = old.wait_exit(EXIT_LIMIT).expect("the old process exits after its session");
+    let status = old
+        .wait_exit(EXIT_LIMIT)
+        .expect("the old process exits after its session");
     assert!(status.success());
     assert_moved_none(&old);
 }
@@ -255,7 +289,11 @@ backend be
 fn assert_moved_none(old: &Proxy) {
     let want = "upgrade: old process exiting: 0 flow(s) moved to the new process, 1 session(s) \
                 finished here (0 of them cut at hard-stop-after)";
-    assert!(old.stderr().contains(want), "want {want:?} in:\n{}", old.stderr());
+    assert!(
+        old.stderr().contains(want),
+        "want {want:?} in:\n{}",
+        old.stderr()
+    );
 }
 
 /// Connections opened one after another while the upgrade runs: none is refused and each
@@ -287,7 +325,9 @@ fn no_connection_is_refused_during_the_upgrade() {
         looping.join().expect("every connection intact");
         new
     });
-    assert!(new.stderr().contains("taken over from the previous process"));
+    assert!(new
+        .stderr()
+        .contains("taken over from the previous process"));
 }
 
 #[test]

@@ -109,10 +109,12 @@ impl Listeners {
     /// The `mode tcp` frontend named `name` of the listeners now open, where an adopted flow
     /// resumes.
     pub fn tcp_frontend(&self, name: &str) -> Option<Arc<crate::tcp::Frontend>> {
-        self.open.values().find_map(|o| match &o.live.load().front.service {
-            crate::plan::Service::Tcp(fe) if fe.name == name => Some(fe.clone()),
-            _ => None,
-        })
+        self.open
+            .values()
+            .find_map(|o| match &o.live.load().front.service {
+                crate::plan::Service::Tcp(fe) if fe.name == name => Some(fe.clone()),
+                _ => None,
+            })
     }
 
     /// Binds every listener `plan` adds (or takes it from those inherited). Fails with the

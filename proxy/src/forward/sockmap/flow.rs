@@ -57,16 +57,17 @@ pub async fn run(
     progress: Progress<'_>,
     resume: &Resume<'_>,
 ) -> Forwarded {
-    let registered = kernel()
-        .ok()
-        .and_then(|k| match Flow::register(k, &client, &server) {
-            Ok(f) => Some(f),
-            Err(e) => {
-                k.fallbacks.fetch_add(1, Ordering::Relaxed);
-                log::debug!("sockmap: flow not registered ({e}); copying it instead");
-                None
-            }
-        });
+    let registered =
+        kernel().ok().and_then(
+            |k| match Flow::register(k, &client, &server, adopted(resume)) {
+                Ok(f) => Some(f),
+                Err(e) => {
+                    k.fallbacks.fetch_add(1, Ordering::Relaxed);
+                    log::debug!("sockmap: flow not registered ({e}); copying it instead");
+                    None
+                }
+            },
+        );
     let Some(mut flow) = registered else {
         return crate::forward::copy::run(client, server, p, progress, resume).await;
     };
@@ -148,6 +149,14 @@ pub async fn run(
     })
 }
 
+/// A flow resumed from another process (binary upgrade) starts with both sources parked:
+/// right after the pause its senders may retransmit over bytes already taken, which the copy
+/// leg's reads skip and the verdict would have to trim; the copy leg unparks each side once
+/// its queue is empty (`dir.rs`).
+fn adopted(resume: &Resume<'_>) -> bool {
+    resume.bytes_up > 0 || resume.bytes_down > 0
+}
+
 /// A registered pair; its map entries and slots are removed when it is dropped.
 pub struct Flow {
     pub k: &'static Kernel,
@@ -177,10 +186,12 @@ pub enum RegisterError {
 }
 
 impl Flow {
+    /// `parked`: both sources start parked (their queues copied first, see `join`).
     fn register(
         k: &'static Kernel,
         client: &TcpStream,
         server: &TcpStream,
+        parked: bool,
     ) -> Result<Flow, RegisterError> {
         let sides = [Side::new(client)?, Side::new(server)?];
         let (up, down) = k.slots.take_pair().ok_or(RegisterError::Full)?;
@@ -203,7 +214,7 @@ impl Flow {
         // On any error below, dropping `flow` undoes what was done; nothing has touched the
         // sockets' bytes until the verdict is attached, the last step.
         flow.prepare()?;
-        flow.join()?;
+        flow.join(parked)?;
         Ok(flow)
     }
 
@@ -242,7 +253,7 @@ impl Flow {
     /// Both sockets into the target hash (no program there: their bytes are not touched),
     /// then into the verdict's hash, then the nudge that runs the verdict over bytes that
     /// arrived before. A socket the verdict's hash refuses starts parked.
-    fn join(&mut self) -> Result<(), RegisterError> {
+    fn join(&mut self, parked: bool) -> Result<(), RegisterError> {
         for s in 0..2 {
             let fd = self.sides[s].fd as u32;
             sys::map_update(self.k.targets, &self.sides[s].cookie, &fd)?;
@@ -252,7 +263,7 @@ impl Flow {
             // The proxy read from this socket before (an HTTP tunnel's head) and bytes are
             // queued: the first packet may be partly read, and the verdict would take it
             // whole. Start parked; the copy leg unparks once the queue is empty.
-            if self.consumed_before[s] > 0 && sys::inq(self.sides[s].fd)? > 0 {
+            if parked || (self.consumed_before[s] > 0 && sys::inq(self.sides[s].fd)? > 0) {
                 continue;
             }
             if let Err(e) = self.unpark(s) {

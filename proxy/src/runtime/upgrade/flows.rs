@@ -48,7 +48,8 @@ fn offer_all(sock: &UnixStream, total: &AtomicUsize) -> Result<usize, UpgradeErr
         }
         // Every mode-tcp session gone means every flow moved; otherwise, those that did not
         // come to rest by the deadline (TLS, half-closed, busy) are finished here.
-        if none && (PROCESS.tcp_sessions.load(Ordering::Relaxed) == 0 || Instant::now() >= deadline) {
+        if none && (PROCESS.tcp_sessions.load(Ordering::Relaxed) == 0 || Instant::now() >= deadline)
+        {
             break;
         }
         std::thread::sleep(LOOK);
@@ -68,7 +69,10 @@ fn offer(
     let fds = [d.client.as_raw_fd(), d.server.as_raw_fd()];
     wire::send(sock, &encode(id, &d.info), &fds)?;
     let (reply, _) = wire::recv(sock)?;
-    match reply.split_once(' ').map_or((reply.as_str(), ""), |(a, b)| (a, b)) {
+    match reply
+        .split_once(' ')
+        .map_or((reply.as_str(), ""), |(a, b)| (a, b))
+    {
         ("take", _) => {
             wire::send(sock, "yours", &[])?;
             // Counted before the session learns it: its end may let the process exit.
@@ -128,7 +132,10 @@ pub fn take(sock: &UnixStream, reloader: &Reloader) -> Result<Adopted, UpgradeEr
             continue;
         };
         let Some(fe) = reloader.tcp_frontend(&info.frontend) else {
-            let why = format!("no mode-tcp frontend {} in the new configuration", info.frontend);
+            let why = format!(
+                "no mode-tcp frontend {} in the new configuration",
+                info.frontend
+            );
             wire::send(sock, &format!("keep {why}"), &[])?;
             n.refused += 1;
             continue;
@@ -144,7 +151,6 @@ pub fn take(sock: &UnixStream, reloader: &Reloader) -> Result<Adopted, UpgradeEr
         n.adopted += 1;
     }
 }
-
 
 fn encode(id: u64, i: &FlowInfo) -> String {
     let accepted = i.accepted.duration_since(UNIX_EPOCH).unwrap_or_default();

@@ -57,7 +57,9 @@ pub fn take(sock: &UnixStream) -> Result<HashMap<Key, std::net::TcpListener>, Up
                     .parse()
                     .map_err(|_| UpgradeError::Protocol(text.clone()))?;
                 let v6 = parse_v6(v6).ok_or_else(|| UpgradeError::Protocol(text.clone()))?;
-                let fd = fds.pop().ok_or_else(|| UpgradeError::Protocol(text.clone()))?;
+                let fd = fds
+                    .pop()
+                    .ok_or_else(|| UpgradeError::Protocol(text.clone()))?;
                 got.insert((addr, v6), std::net::TcpListener::from(fd));
             }
             _ => return Err(UpgradeError::Protocol(text)),

@@ -67,7 +67,10 @@ pub fn recv(sock: &UnixStream) -> Result<(String, Vec<OwnedFd>), UpgradeError> {
                 if let ControlMessageOwned::ScmRights(raw) = c {
                     // SAFETY: the kernel just installed these descriptors in this process for
                     // us; nothing else knows them.
-                    fds.extend(raw.into_iter().map(|fd| unsafe { OwnedFd::from_raw_fd(fd) }));
+                    fds.extend(
+                        raw.into_iter()
+                            .map(|fd| unsafe { OwnedFd::from_raw_fd(fd) }),
+                    );
                 }
             }
         }
