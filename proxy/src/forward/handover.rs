@@ -14,7 +14,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use event_listener::Event;
-use futures_util::future::{select, Either};
 
 /// How long a flow may take to come to rest before it stays with this process.
 pub const SETTLE: Duration = Duration::from_secs(2);
@@ -99,12 +98,27 @@ impl Gate {
     /// Resolves once a pause is asked for and both directions rest: the flow may then be
     /// dropped where it stands and resumed elsewhere. Never resolves for a flow that gave up.
     pub(crate) async fn settled(&self) {
+        // Only the wait for a pause is in every flow's state; the look loop is boxed, as it
+        // exists only during a hand-over (issue #14).
         loop {
             until_pausing().await;
+            if Box::pin(self.settle()).await {
+                return;
+            }
+            if self.gave_up.get() {
+                return std::future::pending().await;
+            }
+        }
+    }
+
+    /// During a pause: `true` once both directions rest; `false` if the pause ended or the
+    /// flow gave up first.
+    async fn settle(&self) -> bool {
+        {
             let deadline = Instant::now() + SETTLE;
             while self.holding() {
                 if self.resting.iter().all(Cell::get) {
-                    return;
+                    return true;
                 }
                 if Instant::now() >= deadline {
                     self.gave_up.set(true);
@@ -112,20 +126,8 @@ impl Gate {
                 }
                 compio::time::sleep(LOOK).await;
             }
-            if self.gave_up.get() {
-                return std::future::pending().await;
-            }
+            false
         }
-    }
-}
-
-/// Runs `flow` until it ends (`Some`) or comes to rest for a hand-over (`None`: `flow` is
-/// dropped while both directions wait with nothing in hand).
-pub(crate) async fn pausable<F: std::future::Future>(gate: &Gate, flow: F) -> Option<F::Output> {
-    let (flow, settled) = (std::pin::pin!(flow), std::pin::pin!(gate.settled()));
-    match select(flow, settled).await {
-        Either::Left((out, _)) => Some(out),
-        Either::Right(_) => None,
     }
 }
 

@@ -146,6 +146,16 @@ pub struct Paused {
     pub idle_for: Duration,
 }
 
+impl Resume<'_> {
+    /// A new flow that never rests.
+    pub const NEW: Resume<'static> = Resume {
+        gate: None,
+        bytes_up: 0,
+        bytes_down: 0,
+        idle_for: Duration::ZERO,
+    };
+}
+
 /// How [`forward_movable`] returned.
 pub enum Forwarded {
     Ended(FlowStats),

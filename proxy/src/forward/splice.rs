@@ -17,7 +17,7 @@ use compio::net::TcpStream;
 use compio::runtime::fd::PollFd;
 use socket2::Socket;
 
-use super::handover::{self, Gate};
+use super::handover::Gate;
 use super::idle::Activity;
 use super::pair::{self, DirEnd};
 use super::{FlowParams, Forwarded, Paused, Progress, Resume};
@@ -188,11 +188,8 @@ pub async fn run(
     let end = {
         let u = up.pump(&s.client, &s.server, &activity, resume.gate);
         let d = down.pump(&s.server, &s.client, &activity, resume.gate);
-        let flow = pair::run(u, d, &p.limits, |limit| activity.expired(limit));
-        match resume.gate {
-            Some(g) => handover::pausable(g, flow).await,
-            None => Some(flow.await),
-        }
+        let watchdog = |limit| activity.expired(limit);
+        pair::run_gated(u, d, &p.limits, watchdog, resume.gate).await
     };
     let (up_left, down_left) = (up.in_pipe, down.in_pipe);
     let (bytes_up, bytes_down) = (up.moved, down.moved);

@@ -19,7 +19,7 @@ use super::slots::Slot;
 use super::watch::Registration;
 use super::{kernel, sys, Kernel};
 use crate::forward::pair;
-use crate::forward::{handover, FlowParams, FlowStats, Forwarded, Paused, Progress, Resume};
+use crate::forward::{FlowParams, FlowStats, Forwarded, Paused, Progress, Resume};
 
 /// One socket of the pair.
 pub struct Side {
@@ -83,13 +83,8 @@ pub async fn run(
             progress,
             reported: &reported,
         };
-        let flow = pair::run(up.run(), down.run(), &p.limits, |limit| {
-            stamps.expired(limit)
-        });
-        match resume.gate {
-            Some(g) => handover::pausable(g, flow).await,
-            None => Some(flow.await),
-        }
+        let watchdog = |limit| stamps.expired(limit);
+        pair::run_gated(up.run(), down.run(), &p.limits, watchdog, resume.gate).await
     };
     let Some(end) = end else {
         for (i, total) in [up.moved(), down.moved()].into_iter().enumerate() {
