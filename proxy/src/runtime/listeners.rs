@@ -106,6 +106,15 @@ impl Listeners {
             .collect()
     }
 
+    /// The stop: the control thread's dups close, so once the workers' accept loops have
+    /// closed theirs the sockets are gone and new connections are refused (a new process that
+    /// took them over (`-x`) holds its own copies and goes on accepting).
+    pub fn release_sockets(&mut self) {
+        for open in self.open.values_mut() {
+            open.socket = None;
+        }
+    }
+
     /// The `mode tcp` frontend named `name` of the listeners now open, where an adopted flow
     /// resumes.
     pub fn tcp_frontend(&self, name: &str) -> Option<Arc<crate::tcp::Frontend>> {

@@ -327,6 +327,7 @@ fn wait_for_stop(
         }
     }
     stop.trigger();
+    reloader.release_listeners();
     let deadline = Instant::now() + grace;
     log::info!(
         "stopping: listeners closed, {} session(s) may finish within {grace:?}",

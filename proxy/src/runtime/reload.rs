@@ -174,6 +174,11 @@ impl Reloader {
         }
     }
 
+    /// The stop: the listening sockets are no longer kept for a hand-over.
+    pub(super) fn release_listeners(&self) {
+        self.lock_state().listeners.release_sockets();
+    }
+
     fn lock_state(&self) -> std::sync::MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
