@@ -335,3 +335,70 @@ fn rtmp_publish_moves_sockmap() {
     require_root();
     rtmp_publish_moves("sockmap")
 }
+
+/// A hand-over that fails part way keeps the flow with the old process: a peer asks for the
+/// flows, receives the offer and goes away without answering. The flow carries on in the old
+/// process, byte-exact, and is logged there.
+#[test]
+fn a_hand_over_cut_part_way_keeps_the_flow() {
+    use std::io::{Read, Write};
+    let server = TcpServer::start(free_addr(loopback(2)));
+    let cfg = tcp_cfg("copy", free_port(Ipv4Addr::LOCALHOST), server.addr());
+    let (old, sock) = start_old(&cfg);
+    let c = TcpClient::connect(old.addr(), Reply::AfterEof { bytes: 4 * MIB });
+    let first = c.send(MIB).unwrap_or_else(|(e, _)| panic!("send: {e}"));
+    server.wait_received(c.id, MIB, IO_LIMIT);
+    {
+        let mut peer = std::os::unix::net::UnixStream::connect(&sock).expect("hand-over socket");
+        let command = b"_getflows";
+        peer.write_all(&(command.len() as u32).to_be_bytes())
+            .expect("write");
+        peer.write_all(command).expect("write");
+        let mut len = [0u8; 4];
+        peer.read_exact(&mut len).expect("the offer's length");
+        let mut offer = vec![0u8; u32::from_be_bytes(len) as usize];
+        // Read without taking the descriptors: the kernel closes the copies they carried.
+        peer.read_exact(&mut offer).expect("the offer");
+        let offer = String::from_utf8_lossy(&offer).to_string();
+        assert!(
+            offer.starts_with("flow id=1 fe=fe be=be srv=s1 "),
+            "{offer}"
+        );
+    }
+    wait_until("the old process to keep the flow", IO_LIMIT, || {
+        old.stderr()
+            .contains("upgrade: hand-over failed")
+            .then_some(())
+    });
+    let rest = c
+        .send(MIB)
+        .unwrap_or_else(|(e, _)| panic!("send after the cut: {e}"));
+    c.shutdown_write();
+    let got = c.read_all();
+    assert_eq!((got.bytes, got.end), (4 * MIB, e2e::End::Eof));
+    assert_eq!(got.sha256, c.expected_from_server(4 * MIB));
+    let report = server.report(c.id, IO_LIMIT);
+    // Each send starts the client's pattern again: the upload is its first MiB twice.
+    let mut upload = Vec::new();
+    for _ in 0..2 {
+        Pattern::new(c.client_seed())
+            .write_to(&mut upload, MIB)
+            .expect("pattern");
+    }
+    assert_eq!(first, rest);
+    assert_eq!(
+        report.received.bytes,
+        2 * MIB,
+        "both halves of the upload arrived"
+    );
+    assert_eq!(
+        report.received.sha256,
+        e2e::tcp::sha256(&upload),
+        "the upload, byte-exact"
+    );
+    assert!(
+        old.stderr().contains(" 4194304 --"),
+        "the old process logs the flow at its end:\n{}",
+        old.stderr()
+    );
+}
