@@ -350,10 +350,7 @@ fn a_hand_over_cut_part_way_keeps_the_flow() {
     server.wait_received(c.id, MIB, IO_LIMIT);
     {
         let mut peer = std::os::unix::net::UnixStream::connect(&sock).expect("hand-over socket");
-        let command = b"_getflows";
-        peer.write_all(&(command.len() as u32).to_be_bytes())
-            .expect("write");
-        peer.write_all(command).expect("write");
+        peer.write_all(b"_getflows\n").expect("write");
         let mut len = [0u8; 4];
         peer.read_exact(&mut len).expect("the offer's length");
         let mut offer = vec![0u8; u32::from_be_bytes(len) as usize];

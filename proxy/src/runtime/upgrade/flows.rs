@@ -113,7 +113,7 @@ impl fmt::Display for Adopted {
 /// New side: takes every flow offered that a `mode tcp` frontend of the same name here can
 /// carry, and starts it on a worker once the old process wrote `yours`.
 pub fn take(sock: &UnixStream, reloader: &Reloader) -> Result<Adopted, UpgradeError> {
-    wire::send(sock, COMMAND, &[])?;
+    wire::send_line(sock, COMMAND)?;
     let mut n = Adopted::default();
     loop {
         let (text, fds) = match wire::recv(sock) {

@@ -97,30 +97,38 @@ pub fn adopt_flows(path: &Path, reloader: &Reloader) -> Result<Adopted, UpgradeE
     Ok(adopted)
 }
 
-/// Old side: answers one connection's commands (`_getsocks`, `_getflows`) until it closes.
+/// Old side: one connection of the hand-over socket, whose first line is its command
+/// (`_getsocks` or `_getflows`, as a runtime API client would type it).
 pub fn serve(stream: UnixStream, reloader: &Reloader) -> Result<(), UpgradeError> {
     stream.set_read_timeout(Some(PEER_WAIT))?;
+    let command = wire::read_line(&stream)?;
+    answer(command.trim(), stream, reloader)
+}
+
+/// Old side: answers `command` on `stream` (`_getsocks`: the listening sockets;
+/// `_getflows`: the movable flows, which the exchange hands over one by one). The runtime
+/// API calls this once it has read the command line on a socket with `expose-fd listeners`
+/// and level admin; the connection is the hand-over's from then on.
+pub fn answer(command: &str, stream: UnixStream, reloader: &Reloader) -> Result<(), UpgradeError> {
+    stream.set_read_timeout(Some(PEER_WAIT))?;
     stream.set_write_timeout(Some(PEER_WAIT))?;
-    loop {
-        let command = match wire::recv(&stream) {
-            Ok((text, _)) => text,
-            Err(UpgradeError::Closed) => return Ok(()),
-            Err(e) => return Err(e),
-        };
-        match command.trim() {
-            sockets::COMMAND => sockets::give(&stream, reloader)?,
-            flows::COMMAND => {
-                BEGAN.store(true, Ordering::Relaxed);
-                let moved = flows::give(&stream, &MOVED);
-                let stayed = crate::counters::PROCESS.sessions();
-                STAYED.store(stayed, Ordering::Relaxed);
-                let moved = moved?;
-                log::info!(
-                    "upgrade: {moved} flow(s) moved to the new process; {stayed} session(s) \
-                     stay here to finish"
-                );
-            }
-            other => wire::send(&stream, &format!("error unknown command {other:?}"), &[])?,
+    match command {
+        sockets::COMMAND => sockets::give(&stream, reloader),
+        flows::COMMAND => {
+            BEGAN.store(true, Ordering::Relaxed);
+            let moved = flows::give(&stream, &MOVED);
+            let stayed = crate::counters::PROCESS.sessions();
+            STAYED.store(stayed, Ordering::Relaxed);
+            let moved = moved?;
+            log::info!(
+                "upgrade: {moved} flow(s) moved to the new process; {stayed} session(s) stay \
+                 here to finish"
+            );
+            Ok(())
+        }
+        other => {
+            wire::send(&stream, &format!("error unknown command {other:?}"), &[])?;
+            Err(UpgradeError::Protocol(other.to_string()))
         }
     }
 }

@@ -45,7 +45,7 @@ pub fn give(sock: &UnixStream, reloader: &Reloader) -> Result<(), UpgradeError> 
 }
 
 pub fn take(sock: &UnixStream) -> Result<HashMap<Key, std::net::TcpListener>, UpgradeError> {
-    wire::send(sock, COMMAND, &[])?;
+    wire::send_line(sock, COMMAND)?;
     let mut got = HashMap::new();
     loop {
         let (text, mut fds) = wire::recv(sock)?;

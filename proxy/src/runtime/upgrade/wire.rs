@@ -16,6 +16,32 @@ const MAX_LEN: usize = 64 * 1024;
 /// Descriptors one message may carry (a flow has two).
 const MAX_FDS: usize = 4;
 
+/// A command as a runtime API client sends it: one text line.
+pub fn send_line(sock: &UnixStream, line: &str) -> Result<(), UpgradeError> {
+    let mut w = sock;
+    w.write_all(format!("{line}\n").as_bytes())?;
+    Ok(())
+}
+
+/// The command line that opens a connection, read a byte at a time so that nothing after it
+/// is taken from the socket.
+pub fn read_line(sock: &UnixStream) -> Result<String, UpgradeError> {
+    let mut line = Vec::new();
+    let mut byte = [0u8; 1];
+    let mut r = sock;
+    while line.len() < 256 {
+        if r.read(&mut byte)? == 0 {
+            return Err(UpgradeError::Closed);
+        }
+        if byte[0] == b'\n' {
+            return String::from_utf8(line)
+                .map_err(|_| UpgradeError::Protocol("command is not UTF-8".into()));
+        }
+        line.push(byte[0]);
+    }
+    Err(UpgradeError::Protocol("command line too long".into()))
+}
+
 pub fn send(sock: &UnixStream, text: &str, fds: &[RawFd]) -> Result<(), UpgradeError> {
     let len = u32::try_from(text.len())
         .ok()
