@@ -136,3 +136,26 @@ pub fn is_listening(pid: u32, addr: SocketAddr) -> bool {
             && (a.ip() == addr.ip() || a.ip().is_unspecified())
     })
 }
+
+/// Local addresses of the established IPv4 TCP connections whose remote end is `remote`:
+/// who is connected to a node, to tell one connection kept from a reconnect.
+pub fn connections_to(remote: SocketAddr) -> Vec<SocketAddr> {
+    let Ok(text) = std::fs::read_to_string("/proc/thread-self/net/tcp") else {
+        return Vec::new();
+    };
+    let addr = |col: &str| {
+        let (ip, port) = col.split_once(':')?;
+        let port = u16::from_str_radix(port, 16).ok()?;
+        Some(SocketAddr::from((parse_v4_hex(ip), port)))
+    };
+    text.lines()
+        .skip(1)
+        .filter_map(|line| {
+            let cols: Vec<&str> = line.split_whitespace().collect();
+            if cols.len() < 4 || cols[3] != "01" || addr(cols[2])? != remote {
+                return None;
+            }
+            addr(cols[1])
+        })
+        .collect()
+}

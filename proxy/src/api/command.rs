@@ -77,6 +77,10 @@ pub enum Command {
     /// `_getsocks`: the listening sockets, passed to the new process of a binary upgrade
     /// (HAProxy's `-x`), on a socket with `expose-fd listeners`.
     GetSocks,
+    /// `_getlisteners` / `_getflows`: this proxy's own hand-over to its next process (the
+    /// listeners with their keys, then the established flows), on a socket with `expose-fd
+    /// listeners`.
+    Handover(&'static str),
 }
 
 impl Command {
@@ -97,7 +101,8 @@ impl Command {
             | AddServer(..)
             | DelServer(_)
             | SetMaxconnFrontend(..)
-            | Reload => ApiLevel::Admin,
+            | Reload
+            | Handover(_) => ApiLevel::Admin,
         }
     }
 }
@@ -195,6 +200,8 @@ pub fn parse(words: &[String]) -> Result<Command, String> {
         ["set", "maxconn", "frontend"] => Err("A frontend name is expected.".into()),
         ["reload"] => Ok(Command::Reload),
         ["_getsocks"] => Ok(Command::GetSocks),
+        ["_getlisteners"] => Ok(Command::Handover("_getlisteners")),
+        ["_getflows"] => Ok(Command::Handover("_getflows")),
         _ => Err(UNKNOWN.into()),
     }
 }

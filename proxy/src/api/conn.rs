@@ -123,6 +123,11 @@ impl<'c> Conn<'c> {
             Command::GetSocks if !self.expose_fd => {
                 Err("_getsocks needs 'expose-fd listeners' on this stats socket.".into())
             }
+            // Taken by the socket layer when it may run; here it may not.
+            Command::Handover(what) => Err(format!(
+                "{what} must be alone on its line, on a level admin stats socket with \
+                 'expose-fd listeners'."
+            )),
             Command::GetSocks => {
                 // What follows on the connection is the hand-over protocol, nothing else.
                 self.send_listeners = true;
@@ -172,6 +177,7 @@ pub(crate) mod tests {
         fn certificates(&self) -> Vec<PathBuf> {
             vec![PathBuf::from("/etc/ssl/site.pem")]
         }
+        fn handover(&self, _: &str, _: std::os::unix::net::UnixStream) {}
         fn listeners(&self) -> Vec<std::os::fd::OwnedFd> {
             Vec::new()
         }

@@ -47,6 +47,9 @@ pub trait Control: Send + Sync {
     /// Fresh duplicates of the listening sockets (`_getsocks`); closing them closes nothing
     /// of the runtime's.
     fn listeners(&self) -> Vec<std::os::fd::OwnedFd>;
+    /// `_getlisteners` / `_getflows` from this proxy's next process (a binary upgrade): the
+    /// connection is the hand-over's from now on.
+    fn handover(&self, command: &str, stream: std::os::unix::net::UnixStream);
 }
 
 #[derive(Debug, thiserror::Error)]

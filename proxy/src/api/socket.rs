@@ -164,6 +164,11 @@ fn accept_loop(
     }
 }
 
+/// `_getlisteners` and `_getflows`, alone on their line.
+fn is_handover(line: &str) -> bool {
+    matches!(line.trim(), "_getlisteners" | "_getflows")
+}
+
 /// One line read: its text, or that it was longer than [`MAX_LINE`] (and skipped).
 enum Line {
     Text(String),
@@ -188,6 +193,14 @@ fn client(
     let mut conn = Conn::new(control, level, expose_fd);
     loop {
         let answer = match read_line(&mut reader) {
+            Ok(Line::Text(line))
+                if level == crate::config::ApiLevel::Admin && expose_fd && is_handover(&line) =>
+            {
+                // The rest of the connection speaks the hand-over protocol: no answer text.
+                let _ = writer.set_read_timeout(None);
+                control.handover(line.trim(), writer);
+                return;
+            }
             Ok(Line::Text(line)) => conn.answer_line(&line),
             Ok(Line::TooLong) => conn.too_long(),
             // End of input, idle past `stats timeout`, or a broken connection.

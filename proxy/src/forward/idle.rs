@@ -51,8 +51,19 @@ impl Activity {
     pub fn new() -> Activity {
         Activity(Cell::new(Instant::now()))
     }
+    /// A flow resumed from another process, whose last byte moved `idle_for` ago there.
+    pub fn resumed(idle_for: Duration) -> Activity {
+        let now = Instant::now();
+        Activity(Cell::new(now.checked_sub(idle_for).unwrap_or(now)))
+    }
+
     pub fn touch(&self) {
         self.0.set(Instant::now());
+    }
+
+    /// How long nothing has moved: what a hand-over carries as the idle timer.
+    pub fn idle_for(&self) -> Duration {
+        self.0.get().elapsed()
     }
 
     /// Resolves once nothing has moved for `limit`; never resolves without a limit.

@@ -6,6 +6,7 @@
 
 mod bufpool;
 mod copy;
+mod handover;
 mod idle;
 mod multishot;
 /// The close protocol, shared with the TLS room's flows (`tls::flow`).
@@ -15,10 +16,13 @@ mod select;
 mod sockmap;
 mod splice;
 
+use std::time::Duration;
+
 use compio::net::TcpStream;
 
 use crate::log::{Cause, Phase, TermState};
 
+pub use handover::{end_pause, request_pause, Gate, SETTLE};
 pub use idle::IdleLimits;
 pub use progress::Progress;
 pub use select::{choose, choose_from, probed, summary, FlowHistory, Probed};
@@ -119,6 +123,77 @@ impl Default for FlowParams {
     }
 }
 
+/// Where a flow starts from: nothing for a new one; for one resumed after a hand-over, the
+/// bytes it moved in the old process and how long it had been idle there. `gate`: the flow
+/// may come to rest for a hand-over (`handover.rs`).
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Resume<'a> {
+    pub gate: Option<&'a Gate>,
+    pub bytes_up: u64,
+    pub bytes_down: u64,
+    pub idle_for: Duration,
+}
+
+/// A flow that came to rest for a hand-over: its sockets, with nothing of its bytes in hand,
+/// and what the next process needs to resume it.
+pub struct Paused {
+    pub client: TcpStream,
+    pub server: TcpStream,
+    /// Totals so far, those of a [`Resume`] included.
+    pub bytes_up: u64,
+    pub bytes_down: u64,
+    /// Since the last byte moved: the idle timer's elapsed part.
+    pub idle_for: Duration,
+}
+
+impl Resume<'_> {
+    /// A new flow that never rests.
+    pub const NEW: Resume<'static> = Resume {
+        gate: None,
+        bytes_up: 0,
+        bytes_down: 0,
+        idle_for: Duration::ZERO,
+    };
+}
+
+/// How [`forward_movable`] returned.
+pub enum Forwarded {
+    Ended(FlowStats),
+    Paused(Paused),
+}
+
+/// The stats of a flow run without a gate, which never pauses; were one to pause anyway, its
+/// sockets are closed here as a flow that ended cleanly.
+pub(crate) fn ended(f: Forwarded) -> FlowStats {
+    match f {
+        Forwarded::Ended(stats) => stats,
+        Forwarded::Paused(p) => FlowStats {
+            bytes_up: p.bytes_up,
+            bytes_down: p.bytes_down,
+            end: FlowEnd::Closed,
+        },
+    }
+}
+
+/// As [`forward_counted`], starting from `resume`, and with a gate the flow may come to rest
+/// for a hand-over (`handover.rs`).
+pub async fn forward_movable(
+    engine: Engine,
+    client: TcpStream,
+    server: TcpStream,
+    p: FlowParams,
+    progress: Progress<'_>,
+    resume: Resume<'_>,
+) -> Forwarded {
+    match engine {
+        Engine::Copy | Engine::Auto => {
+            Box::pin(copy::run(client, server, p, progress, &resume)).await
+        }
+        Engine::Splice => Box::pin(splice::run(client, server, p, progress, &resume)).await,
+        Engine::Sockmap => Box::pin(sockmap::run(client, server, p, progress, &resume)).await,
+    }
+}
+
 /// Forwards until both directions are closed, a side fails, or the flow goes idle. The
 /// caller books the flow's bytes from the returned totals.
 pub async fn forward(
@@ -144,7 +219,10 @@ pub async fn forward_counted(
     // session, room for the largest of the three (sockmap's is several times copy's).
     match engine {
         Engine::Copy | Engine::Auto => Box::pin(copy::forward(client, server, p, progress)).await,
-        Engine::Splice => Box::pin(splice::forward(client, server, p, progress)).await,
+        Engine::Splice => {
+            let fixed = Resume::default();
+            ended(Box::pin(splice::run(client, server, p, progress, &fixed)).await)
+        }
         Engine::Sockmap => Box::pin(sockmap::forward(client, server, p, progress)).await,
     }
 }

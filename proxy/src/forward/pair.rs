@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use futures_util::future::{select, Either};
 
+use super::handover::Gate;
 use super::{reset, FlowEnd, IdleLimits};
 use compio::net::TcpStream;
 
@@ -32,12 +33,56 @@ where
     W: Fn(Option<Duration>) -> F,
     F: Future<Output = ()>,
 {
+    run_gated(up, down, limits, watchdog, None)
+        .await
+        .unwrap_or(FlowEnd::Closed)
+}
+
+/// As [`run`]; with a gate, `None` once the flow came to rest for a hand-over (both
+/// directions dropped while they wait with nothing in hand, `handover.rs`). Only a flow with
+/// both directions open may rest: a half-closed one runs to its end.
+pub async fn run_gated<U, D, W, F>(
+    up: U,
+    down: D,
+    limits: &IdleLimits,
+    watchdog: W,
+    gate: Option<&Gate>,
+) -> Option<FlowEnd>
+where
+    U: Future<Output = DirEnd>,
+    D: Future<Output = DirEnd>,
+    W: Fn(Option<Duration>) -> F,
+    F: Future<Output = ()>,
+{
     let mut up = pin!(up);
     let mut down = pin!(down);
-    match first_end(up.as_mut(), down.as_mut(), limits.idle, &watchdog).await {
-        None => FlowEnd::ClientTimeout,
-        Some((up_end, true)) => finish_other(up_end, true, down, limits, &watchdog).await,
-        Some((down_end, false)) => finish_other(down_end, false, up, limits, &watchdog).await,
+    Some(
+        match first_end(up.as_mut(), down.as_mut(), limits.idle, &watchdog, gate).await {
+            First::Rest => return None,
+            First::Idle => FlowEnd::ClientTimeout,
+            First::Ended(up_end, true) => finish_other(up_end, true, down, limits, &watchdog).await,
+            First::Ended(down_end, false) => {
+                finish_other(down_end, false, up, limits, &watchdog).await
+            }
+        },
+    )
+}
+
+/// What ended the part of a flow where both directions run.
+enum First {
+    /// A direction ended (how, and whether it was client → server).
+    Ended(DirEnd, bool),
+    /// Nothing moved for the idle limit.
+    Idle,
+    /// Both directions rest for a hand-over.
+    Rest,
+}
+
+/// Resolves when the flow rests for a hand-over; never without a gate.
+async fn rested(gate: Option<&Gate>) {
+    match gate {
+        Some(g) => g.settled().await,
+        None => std::future::pending().await,
     }
 }
 
@@ -50,7 +95,8 @@ async fn first_end<U, D, W, F>(
     down: Pin<&mut D>,
     limit: Option<Duration>,
     watchdog: &W,
-) -> Option<(DirEnd, bool)>
+    gate: Option<&Gate>,
+) -> First
 where
     U: Future<Output = DirEnd>,
     D: Future<Output = DirEnd>,
@@ -58,10 +104,12 @@ where
     F: Future<Output = ()>,
 {
     let dog = pin!(watchdog(limit));
-    match select(select(up, down), dog).await {
-        Either::Right(((), _)) => None,
-        Either::Left((Either::Left((up_end, _)), _)) => Some((up_end, true)),
-        Either::Left((Either::Right((down_end, _)), _)) => Some((down_end, false)),
+    let rest = pin!(rested(gate));
+    match select(select(up, down), select(dog, rest)).await {
+        Either::Right((Either::Left(_), _)) => First::Idle,
+        Either::Right((Either::Right(_), _)) => First::Rest,
+        Either::Left((Either::Left((up_end, _)), _)) => First::Ended(up_end, true),
+        Either::Left((Either::Right((down_end, _)), _)) => First::Ended(down_end, false),
     }
 }
 

@@ -17,9 +17,10 @@ use compio::net::TcpStream;
 use compio::runtime::fd::PollFd;
 use socket2::Socket;
 
+use super::handover::Gate;
 use super::idle::Activity;
 use super::pair::{self, DirEnd};
-use super::{FlowParams, FlowStats, Progress};
+use super::{FlowParams, Forwarded, Paused, Progress, Resume};
 
 /// Pipes kept per worker thread for the next flows; more are closed when returned.
 const POOL_MAX: usize = 256;
@@ -165,37 +166,50 @@ impl Setup {
     }
 }
 
-pub async fn forward(
+/// Forwards until the flow ends, or, with a gate in `resume`, until it comes to rest for a
+/// hand-over: both pipes empty, both directions waiting for their source.
+pub async fn run(
     client: TcpStream,
     server: TcpStream,
     p: FlowParams,
     progress: Progress<'_>,
-) -> FlowStats {
+    resume: &Resume<'_>,
+) -> Forwarded {
     let s = match Setup::new(&client, &server) {
         Ok(s) => s,
         Err(e) => {
             log::debug!("splice engine unavailable for this flow ({e}); copying instead");
-            return super::copy::forward(client, server, p, progress).await;
+            return super::copy::run(client, server, p, progress, resume).await;
         }
     };
-    let activity = Activity::new();
-    let mut up = Dir::new(&s.up, progress, true);
-    let mut down = Dir::new(&s.down, progress, false);
+    let activity = Activity::resumed(resume.idle_for);
+    let mut up = Dir::new(&s.up, progress, true, resume.bytes_up);
+    let mut down = Dir::new(&s.down, progress, false, resume.bytes_down);
     let end = {
-        let u = up.pump(&s.client, &s.server, &activity);
-        let d = down.pump(&s.server, &s.client, &activity);
-        pair::run(u, d, &p.limits, |limit| activity.expired(limit)).await
-    };
-    pair::apply_end(end, &client, &server);
-    let stats = FlowStats {
-        bytes_up: up.moved,
-        bytes_down: down.moved,
-        end,
+        let u = up.pump(&s.client, &s.server, &activity, resume.gate);
+        let d = down.pump(&s.server, &s.client, &activity, resume.gate);
+        let watchdog = |limit| activity.expired(limit);
+        pair::run_gated(u, d, &p.limits, watchdog, resume.gate).await
     };
     let (up_left, down_left) = (up.in_pipe, down.in_pipe);
+    let (bytes_up, bytes_down) = (up.moved, down.moved);
     give_back(s.up, up_left);
     give_back(s.down, down_left);
-    stats
+    let Some(end) = end else {
+        return Forwarded::Paused(Paused {
+            client,
+            server,
+            bytes_up,
+            bytes_down,
+            idle_for: activity.idle_for(),
+        });
+    };
+    pair::apply_end(end, &client, &server);
+    Forwarded::Ended(super::FlowStats {
+        bytes_up,
+        bytes_down,
+        end,
+    })
 }
 
 /// One direction: what sits in its pipe and what reached the destination.
@@ -208,21 +222,32 @@ struct Dir<'a> {
 }
 
 impl<'a> Dir<'a> {
-    fn new(pipe: &'a Pipe, progress: Progress<'a>, is_up: bool) -> Dir<'a> {
+    fn new(pipe: &'a Pipe, progress: Progress<'a>, is_up: bool, moved: u64) -> Dir<'a> {
         Dir {
             pipe,
             in_pipe: 0,
-            moved: 0,
+            moved,
             progress,
             is_up,
         }
     }
 
-    async fn pump(&mut self, from: &PollFd<Socket>, to: &PollFd<Socket>, a: &Activity) -> DirEnd {
+    /// With a gate, the wait for the source with an empty pipe is the direction's safe point
+    /// (`handover.rs`): nothing is in hand there, and a pause keeps it there.
+    async fn pump(
+        &mut self,
+        from: &PollFd<Socket>,
+        to: &PollFd<Socket>,
+        a: &Activity,
+        gate: Option<&Gate>,
+    ) -> DirEnd {
         let mut eof = false;
         loop {
             let mut progressed = false;
-            if !eof && self.in_pipe < self.pipe.capacity {
+            // A hand-over's pause: the pipe is drained and nothing more taken, so the
+            // direction reaches its safe point (an empty pipe, waiting for the source).
+            let holding = gate.is_some_and(Gate::holding);
+            if !eof && self.in_pipe < self.pipe.capacity && !holding {
                 match self.fill(from) {
                     Ok(Some(0)) => eof = true,
                     Ok(Some(_)) => progressed = true,
@@ -239,7 +264,9 @@ impl<'a> Dir<'a> {
             }
             if progressed {
                 a.touch();
-                continue;
+                if !(holding && self.in_pipe == 0) {
+                    continue;
+                }
             }
             if eof && self.in_pipe == 0 {
                 // Pass the FIN on; a shutdown failure means the peer is gone already.
@@ -254,7 +281,17 @@ impl<'a> Dir<'a> {
             let waited = if self.in_pipe > 0 {
                 to.write_ready().await.map_err(|_| DirEnd::DestFailed)
             } else {
-                from.read_ready().await.map_err(|_| DirEnd::SourceFailed)
+                if let Some(g) = gate {
+                    g.rest(self.is_up, true);
+                }
+                let ready = from.read_ready().await.map_err(|_| DirEnd::SourceFailed);
+                if let Some(g) = gate {
+                    if ready.is_ok() && g.holding() {
+                        Box::pin(g.hold()).await;
+                    }
+                    g.rest(self.is_up, false);
+                }
+                ready
             };
             if let Err(end) = waited {
                 return end;

@@ -53,4 +53,10 @@ impl api::Control for RuntimeControl {
     fn listeners(&self) -> Vec<OwnedFd> {
         self.reloader.listening_sockets()
     }
+
+    fn handover(&self, command: &str, stream: std::os::unix::net::UnixStream) {
+        if let Err(e) = super::upgrade::answer(command, stream, &self.reloader) {
+            log::warn!("upgrade: hand-over failed ({command}): {e}");
+        }
+    }
 }

@@ -25,14 +25,17 @@ pub fn key(b: &PlannedBind) -> Key {
 }
 
 /// One open listener, as the control thread holds it. The workers hold one dup each; the
-/// control thread's own dup is only for handing the socket to another process (`_getsocks`)
-/// and is dropped at the stop ([`Listeners::release`]) and when a reload closes the listener,
-/// so that the workers' accept loops ending closes the socket.
+/// control thread's own dup is only for handing the socket to another process (`_getsocks`,
+/// a binary upgrade) and is dropped at the stop ([`Listeners::release_sockets`]) and when a
+/// reload closes the listener, so that the workers' accept loops ending closes the socket.
 struct Open {
+    /// The control thread's own dup, only for a binary upgrade to hand over (`upgrade/`);
+    /// `None` where it could not be had (out of descriptors): that listener is then bound
+    /// anew by the next process (SO_REUSEPORT) instead of passed.
+    socket: Option<std::net::TcpListener>,
     live: Arc<ArcSwap<Live>>,
     closed: Arc<Shutdown>,
     bind_limit: Arc<ConnLimit>,
-    socket: Option<std::net::TcpListener>,
 }
 
 /// Which listeners a new plan keeps, adds and closes.
@@ -74,17 +77,70 @@ pub struct Listeners {
     /// `maxconn` of each frontend, shared by its binds and carried over reloads by name, so
     /// the flows a frontend already holds count against its new limit.
     frontend_limits: HashMap<String, Arc<ConnLimit>>,
+    /// Sockets the previous process handed over (`-x`), used instead of binding anew.
+    inherited: HashMap<Key, std::net::TcpListener>,
 }
 
 impl Listeners {
-    /// Binds every listener `plan` adds. Fails with the first bind that fails (its line),
-    /// closing those bound before it.
-    pub fn prepare(&self, plan: &Plan) -> Result<Prepared, RuntimeError> {
+    /// Listeners whose sockets came from the previous process (`-x`): the first plan uses
+    /// them for its binds of the same key, so no connection is refused in between.
+    pub fn inheriting(inherited: HashMap<Key, std::net::TcpListener>) -> Listeners {
+        Listeners {
+            inherited,
+            ..Listeners::default()
+        }
+    }
+
+    /// Dups of the open listeners' sockets, by key: what a binary upgrade hands over.
+    pub fn sockets(&self) -> Vec<(Key, std::net::TcpListener)> {
+        self.open
+            .iter()
+            .filter_map(|(k, o)| {
+                let dup = o.socket.as_ref()?.try_clone();
+                match dup {
+                    Ok(s) => Some((*k, s)),
+                    Err(e) => {
+                        log::warn!("listener {}: cannot hand it over: {e}", k.0);
+                        None
+                    }
+                }
+            })
+            .collect()
+    }
+
+    /// The stop: the control thread's dups close, so once the workers' accept loops have
+    /// closed theirs the sockets are gone and new connections are refused (a new process that
+    /// took them over (`-x`) holds its own copies and goes on accepting).
+    pub fn release_sockets(&mut self) {
+        for open in self.open.values_mut() {
+            open.socket = None;
+        }
+    }
+
+    /// The `mode tcp` frontend named `name` of the listeners now open, where an adopted flow
+    /// resumes.
+    pub fn tcp_frontend(&self, name: &str) -> Option<Arc<crate::tcp::Frontend>> {
+        self.open
+            .values()
+            .find_map(|o| match &o.live.load().front.service {
+                crate::plan::Service::Tcp(fe) if fe.name == name => Some(fe.clone()),
+                _ => None,
+            })
+    }
+
+    /// Binds every listener `plan` adds (or takes it from those inherited). Fails with the
+    /// first bind that fails (its line), closing those bound before it.
+    pub fn prepare(&mut self, plan: &Plan) -> Result<Prepared, RuntimeError> {
         let keys: Vec<Key> = plan.binds.iter().map(key).collect();
         let diff = diff(self.open.keys(), &keys);
         let mut bound = HashMap::new();
         for b in &plan.binds {
             if !diff.added.contains(&key(b)) || bound.contains_key(&key(b)) {
+                continue;
+            }
+            if let Some(socket) = self.inherited.remove(&key(b)) {
+                log::info!("listener {}: taken over from the previous process", b.addr);
+                bound.insert(key(b), socket);
                 continue;
             }
             let socket =
@@ -131,6 +187,7 @@ impl Listeners {
             let bound = socket.local_addr().unwrap_or(b.addr);
             let bind_limit = ConnLimit::new(b.bind_maxconn);
             let open = Open {
+                socket: socket.try_clone().ok(),
                 live: Arc::new(ArcSwap::from_pointee(live(
                     b,
                     bound,
@@ -139,11 +196,13 @@ impl Listeners {
                 ))),
                 closed: Arc::new(Shutdown::default()),
                 bind_limit,
-                socket: socket.try_clone().ok(),
             };
             hand_out(socket, &open, inboxes);
             self.open.insert(k, open);
         }
+        // Handed-over sockets the plan has no bind for are closed here (the previous process
+        // closes its own copies as it stops).
+        self.inherited.clear();
         for k in &prepared.diff.removed {
             if let Some(open) = self.open.remove(k) {
                 // The workers' accept loops end and close their dups.
@@ -153,26 +212,9 @@ impl Listeners {
         prepared.diff
     }
 
-    /// A dup of every open listening socket (for `_getsocks`), in key order.
-    pub fn sockets(&self) -> Vec<std::os::fd::OwnedFd> {
-        self.open
-            .values()
-            .filter_map(|o| o.socket.as_ref()?.try_clone().ok())
-            .map(std::os::fd::OwnedFd::from)
-            .collect()
-    }
-
     /// The `maxconn` gate of frontend `name`.
     pub fn frontend_limit(&self, name: &str) -> Option<Arc<ConnLimit>> {
         self.frontend_limits.get(name).cloned()
-    }
-
-    /// Drops the control thread's dups: at the stop, the workers' loops then close the
-    /// sockets.
-    pub fn release(&mut self) {
-        for open in self.open.values_mut() {
-            open.socket = None;
-        }
     }
 }
 

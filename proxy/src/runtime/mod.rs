@@ -10,6 +10,7 @@ mod privileges;
 mod process;
 mod reload;
 mod signals;
+pub mod upgrade;
 mod worker;
 
 use std::sync::Arc;
@@ -48,11 +49,18 @@ pub enum RuntimeError {
     Signal(#[from] nix::Error),
     #[error(transparent)]
     Api(#[from] crate::api::ApiError),
+    #[error("binary upgrade: {0}")]
+    Upgrade(#[from] upgrade::UpgradeError),
 }
 
 #[derive(Debug, Clone, Default)]
 pub struct RunOptions {
     pub driver: DriverChoice,
+    /// `-x SOCKET`: take the listening sockets (and, with `-sf`, the flows) from the process
+    /// serving on that hand-over socket.
+    pub take_over: Option<PathBuf>,
+    /// `-sf PID…`: processes told to finish (SIGUSR1) once this one serves.
+    pub finish: Vec<i32>,
 }
 
 /// How often certificate files are checked for changes.
@@ -120,7 +128,14 @@ pub fn run(files: &[PathBuf], opts: &RunOptions) -> Result<(), RuntimeError> {
     // Every bind is opened here, before any worker starts, so a port conflict stops the start
     // with the bind's line instead of leaving a half-started proxy. The workers find their
     // dups in their inboxes when they start.
-    let listeners = listeners::Listeners::default();
+    let (inherited, flows_conn) = match &opts.take_over {
+        Some(path) => {
+            let handover = upgrade::take_over(path)?;
+            (handover.listeners, handover.flows)
+        }
+        None => Default::default(),
+    };
+    let mut listeners = listeners::Listeners::inheriting(inherited);
     let prepared = listeners.prepare(&plan)?;
     // Bound before chroot and the privilege drop, served once the workers run.
     let api = crate::api::bind(&cfg.global)?;
@@ -167,6 +182,7 @@ pub fn run(files: &[PathBuf], opts: &RunOptions) -> Result<(), RuntimeError> {
     }
     let control = control::RuntimeControl::new(reloader.clone());
     let _api = api.serve(Arc::new(control))?;
+    finish_old(opts, flows_conn, &reloader);
     let stopped = wait_for_stop(
         &stop,
         cfg.global.hard_stop_after.unwrap_or(DEFAULT_GRACE),
@@ -175,6 +191,32 @@ pub fn run(files: &[PathBuf], opts: &RunOptions) -> Result<(), RuntimeError> {
     udp.stop();
     crate::log::flush(Duration::from_millis(500));
     stopped
+}
+
+/// `-sf`: the old processes stop accepting (SIGUSR1, their soft stop) and, with `-x`, hand
+/// over their flows; what cannot move they finish within their `hard-stop-after`.
+fn finish_old(
+    opts: &RunOptions,
+    flows_conn: Option<std::os::unix::net::UnixStream>,
+    reloader: &Reloader,
+) {
+    use nix::sys::signal::{kill, Signal};
+    use nix::unistd::Pid;
+    for &pid in &opts.finish {
+        if let Err(e) = kill(Pid::from_raw(pid), Signal::SIGUSR1) {
+            log::warn!("-sf {pid}: cannot signal it: {e}");
+        }
+    }
+    let (Some(path), false) = (&opts.take_over, opts.finish.is_empty()) else {
+        return;
+    };
+    match upgrade::adopt_flows(flows_conn, path, reloader) {
+        Ok(_) => {}
+        Err(upgrade::UpgradeError::Io(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
+            log::info!("upgrade: the old process had no flow left to hand over")
+        }
+        Err(e) => log::warn!("upgrade: flows not taken over ({e}); the old process finishes them"),
+    }
 }
 
 /// Descriptors one flow may hold: its two sockets, and two pipes (four descriptors) where a
@@ -318,5 +360,6 @@ fn wait_for_stop(
     if left > 0 {
         log::warn!("grace period over: closing {left} session(s)");
     }
+    upgrade::report_exit(left);
     Ok(())
 }

@@ -90,6 +90,8 @@ pub struct Reloader {
     state: Mutex<State>,
     registry: ArcSwap<Registry>,
     last: Mutex<Option<Outcome>>,
+    /// Round-robin over the workers for adopted flows.
+    next_worker: std::sync::atomic::AtomicUsize,
 }
 
 struct State {
@@ -135,7 +137,51 @@ impl Reloader {
                 logs: LogLines::of(cfg),
             }),
             last: Mutex::new(None),
+            next_worker: Default::default(),
         })
+    }
+
+    /// Dups of the open listening sockets, for a binary upgrade to hand over.
+    pub(super) fn listener_sockets(&self) -> Vec<(Key, std::net::TcpListener)> {
+        self.lock_state().listeners.sockets()
+    }
+
+    /// The `mode tcp` frontend named `name` now serving: where an adopted flow resumes.
+    pub(super) fn tcp_frontend(&self, name: &str) -> Option<Arc<crate::tcp::Frontend>> {
+        self.lock_state().listeners.tcp_frontend(name)
+    }
+
+    /// Starts a flow taken over from the previous process on one of the workers, in turn.
+    pub(super) fn adopt(
+        &self,
+        client: std::os::fd::OwnedFd,
+        server: std::os::fd::OwnedFd,
+        info: crate::tcp::handover::FlowInfo,
+        fe: Arc<crate::tcp::Frontend>,
+    ) {
+        let state = self.lock_state();
+        let n = state.inboxes.len().max(1);
+        let next = self
+            .next_worker
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            % n;
+        if let Some(inbox) = state.inboxes.get(next) {
+            inbox.send_flow(super::worker::AdoptedFlow {
+                client,
+                server,
+                info,
+                fe,
+            });
+        }
+    }
+
+    /// The stop: the listening sockets are no longer kept for a hand-over.
+    pub(super) fn release_listeners(&self) {
+        self.lock_state().listeners.release_sockets();
+    }
+
+    fn lock_state(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// The registry of the plan now serving (stats, runtime API).
@@ -145,7 +191,8 @@ impl Reloader {
 
     /// A dup of every listening socket in force (the runtime API's `_getsocks`).
     pub fn listening_sockets(&self) -> Vec<std::os::fd::OwnedFd> {
-        self.lock_state().listeners.sockets()
+        let sockets = self.lock_state().listeners.sockets();
+        sockets.into_iter().map(|(_, s)| s.into()).collect()
     }
 
     /// The `maxconn` gate of frontend `name` in the plan in force.
@@ -156,15 +203,6 @@ impl Reloader {
     /// The certificate files of the plan in force.
     pub fn certificate_files(&self) -> Vec<std::path::PathBuf> {
         self.lock_state().certs.files()
-    }
-
-    /// At the stop: the control thread's listening descriptors are closed.
-    pub fn release_listeners(&self) {
-        self.lock_state().listeners.release();
-    }
-
-    fn lock_state(&self) -> std::sync::MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// The last reload's outcome; `None` before the first.

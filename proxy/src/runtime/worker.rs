@@ -78,28 +78,50 @@ pub struct Front {
     pub bound: SocketAddr,
 }
 
-/// Listeners a reload adds, handed to a running worker. Taken by the worker's own task, so
-/// the lock is never held on the data path.
+/// A flow taken over from the previous process (binary upgrade), to resume on a worker.
+pub struct AdoptedFlow {
+    pub client: std::os::fd::OwnedFd,
+    pub server: std::os::fd::OwnedFd,
+    pub info: crate::tcp::handover::FlowInfo,
+    pub fe: Arc<crate::tcp::Frontend>,
+}
+
+/// What a running worker is handed.
+pub enum Mail {
+    Listener(WorkerListener),
+    Flow(AdoptedFlow),
+}
+
+/// Listeners a reload adds and flows an upgrade adopts, handed to a running worker. Taken by
+/// the worker's own task, so the lock is never held on the data path.
 #[derive(Default)]
 pub struct Inbox {
-    pending: Mutex<Vec<WorkerListener>>,
+    pending: Mutex<Vec<Mail>>,
     event: Event,
 }
 
 impl Inbox {
     pub fn send(&self, l: WorkerListener) {
+        self.post(Mail::Listener(l));
+    }
+
+    pub fn send_flow(&self, f: AdoptedFlow) {
+        self.post(Mail::Flow(f));
+    }
+
+    fn post(&self, m: Mail) {
         self.pending
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .push(l);
+            .push(m);
         self.event.notify(usize::MAX);
     }
 
-    fn take(&self) -> Vec<WorkerListener> {
+    fn take(&self) -> Vec<Mail> {
         std::mem::take(&mut *self.pending.lock().unwrap_or_else(|e| e.into_inner()))
     }
 
-    async fn next(&self) -> Vec<WorkerListener> {
+    async fn next(&self) -> Vec<Mail> {
         loop {
             let got = self.take();
             if !got.is_empty() {
@@ -147,11 +169,34 @@ pub fn run_worker(
         // The start's listeners, then those reloads add, arrive here until the stop signal.
         let stops = [stop.clone(), stop.clone()];
         while let Some(added) = until_stop(&stops, inbox.next()).await {
-            added.into_iter().for_each(start);
+            for mail in added {
+                match mail {
+                    Mail::Listener(l) => start(l),
+                    Mail::Flow(f) => resume(f),
+                }
+            }
         }
         // Established sessions keep running on this runtime while the main thread drains.
         std::future::pending::<()>().await;
     });
+}
+
+/// An adopted flow's sockets become this runtime's, in the mode its own accepted sockets
+/// have (a splice flow in the old process left them nonblocking), and its session resumes.
+fn resume(f: AdoptedFlow) {
+    let open = |fd: std::os::fd::OwnedFd| {
+        let s = std::net::TcpStream::from(fd);
+        s.set_nonblocking(false)?;
+        TcpStream::from_std(s)
+    };
+    match (open(f.client), open(f.server)) {
+        (Ok(client), Ok(server)) => {
+            compio::runtime::spawn(crate::tcp::run_adopted(client, server, f.info, f.fe)).detach()
+        }
+        (Err(e), _) | (_, Err(e)) => {
+            log::error!("upgrade: cannot resume the flow of {}: {e}", f.info.src)
+        }
+    }
 }
 
 /// Runs `fut` unless one of the two stops (the process's, the listener's) comes first.
@@ -189,7 +234,7 @@ async fn accept_loop(
         let Some(slots) = until_stop(&stops, slots).await else {
             break;
         };
-        let Some(accepted) = until_stop(&stops, listener.accept()).await else {
+        let Some(accepted) = until_stop(&stops, accept_ready(&listener)).await else {
             break;
         };
         match accepted {
@@ -215,6 +260,31 @@ async fn accept_loop(
         }
     }
     let _ = listener.close().await;
+}
+
+/// Waits until the listener has a connection, then takes it with a nonblocking accept(2)
+/// (`None` from a worker that lost the race for it: it waits again). Stopping while waiting
+/// takes nothing: an io_uring accept cancelled by a stop or a binary upgrade after the kernel
+/// completed it would close a connection that nobody served, while here the connection
+/// stays queued for the next process or the remaining workers.
+async fn accept_ready(listener: &TcpListener) -> std::io::Result<(TcpStream, SocketAddr)> {
+    use compio::driver::op::{Interest, PollOnce};
+    use compio::driver::ToSharedFd;
+    use std::os::fd::AsFd;
+    loop {
+        let op = PollOnce::new(listener.to_shared_fd(), Interest::Readable);
+        compio::runtime::submit(op).await.0?;
+        // The listening socket is nonblocking (listen.rs): no connection means WouldBlock.
+        let taken = socket2::SockRef::from(&listener.as_fd()).accept();
+        let (socket, peer) = match taken {
+            Ok(got) => got,
+            Err(e) if e.kind() == ErrorKind::WouldBlock => continue,
+            Err(e) => return Err(e),
+        };
+        let peer = peer.as_socket().unwrap_or(([0, 0, 0, 0], 0).into());
+        let stream = std::net::TcpStream::from(socket);
+        return Ok((TcpStream::from_std(stream)?, peer));
+    }
 }
 
 /// One accepted connection: its origin (the PROXY header first on an `accept-proxy` bind),

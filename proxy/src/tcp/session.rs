@@ -6,8 +6,11 @@ use std::time::{Duration, Instant, SystemTime};
 
 use compio::net::TcpStream;
 
+use super::handover::{self, FlowInfo};
 use crate::counters::{Counters, Live, FLOWS, PROCESS};
-use crate::forward::{self, Engine, FlowEnd, FlowHistory, FlowParams, FlowStats, Progress};
+use crate::forward::{
+    self, Engine, FlowEnd, FlowHistory, FlowParams, FlowStats, Forwarded, Gate, Progress, Resume,
+};
 use crate::log::{AccessLog, Cause, LineFormat, Phase, SessionRecord, TermState};
 use crate::upstream::{self, connect_server, ConnectFailure, Origin, Server};
 
@@ -131,7 +134,28 @@ async fn run(client: Client, origin: Origin, fe: Arc<Frontend>) {
                 Client::Plain(s) => {
                     let engine = be.history.engine(be.engine);
                     flow.set_server(&up.set.stats.traffic, server.index, to, engine.name());
-                    forward::forward_counted(engine, s, c.stream, fe.flow, live).await
+                    let trip = Trip {
+                        info: FlowInfo {
+                            frontend: fe.name.clone(),
+                            backend: up.set.backend.clone(),
+                            server: server_name.clone(),
+                            src: origin.src,
+                            dst: origin.dst,
+                            accepted,
+                            age: Duration::ZERO,
+                            bytes_up: 0,
+                            bytes_down: 0,
+                            idle_for: Duration::ZERO,
+                        },
+                        started,
+                    };
+                    let moved =
+                        movable(engine, s, c.stream, fe.flow, live, trip, Resume::default());
+                    match Box::pin(moved).await {
+                        Some(flow) => flow,
+                        // The next process owns it now and logs it at its end.
+                        None => return,
+                    }
                 }
                 // Boxed as the connect is: a plain flow must not hold a TLS flow's state.
                 Client::Tls(t) => {
@@ -173,9 +197,67 @@ async fn run(client: Client, origin: Origin, fe: Arc<Frontend>) {
     fe.access_log.send_as(LineFormat::Tcp, &record);
 }
 
+/// Where a flow comes from, for the process it may move to.
+pub(super) struct Trip {
+    /// Its figures as of its start here (a resumed flow's carry its past).
+    pub info: FlowInfo,
+    /// When it started in this process.
+    pub started: Instant,
+}
+
+/// A plain flow, which a binary upgrade may move to the next process: `None` once it left
+/// (the new process owns it, logs and counts it), else its figures at its end here. A flow
+/// the next process did not take resumes here at once, without a gate: it is not offered
+/// again.
+pub(super) async fn movable(
+    engine: Engine,
+    client: TcpStream,
+    server: TcpStream,
+    p: FlowParams,
+    live: Progress<'_>,
+    trip: Trip,
+    from: Resume<'_>,
+) -> Option<FlowStats> {
+    let gate = Gate::new();
+    let resume = Resume {
+        gate: Some(&gate),
+        ..from
+    };
+    let paused = match forward::forward_movable(engine, client, server, p, live, resume).await {
+        Forwarded::Ended(stats) => return Some(stats),
+        Forwarded::Paused(paused) => paused,
+    };
+    let info = FlowInfo {
+        age: trip.info.age + trip.started.elapsed(),
+        bytes_up: paused.bytes_up,
+        bytes_down: paused.bytes_down,
+        idle_for: paused.idle_for,
+        ..trip.info
+    };
+    if handover::depart(&paused.client, &paused.server, info).await {
+        return None;
+    }
+    let again = Resume {
+        gate: None,
+        bytes_up: paused.bytes_up,
+        bytes_down: paused.bytes_down,
+        idle_for: paused.idle_for,
+    };
+    let (client, server) = (paused.client, paused.server);
+    match forward::forward_movable(engine, client, server, p, live, again).await {
+        Forwarded::Ended(stats) => Some(stats),
+        // Without a gate a flow does not pause; were it to, it ends here.
+        Forwarded::Paused(p) => Some(FlowStats {
+            bytes_up: p.bytes_up,
+            bytes_down: p.bytes_down,
+            end: FlowEnd::Closed,
+        }),
+    }
+}
+
 /// Flows and who ended the flow, on the backend and the server. The bytes are already in
 /// every row: the engine added them as it moved them (`Progress`).
-fn count_flow(be: &Backend, server: &Server, flow: &FlowStats, took: Duration) {
+pub(super) fn count_flow(be: &Backend, server: &Server, flow: &FlowStats, took: Duration) {
     be.history.record(took, flow.bytes_up + flow.bytes_down);
     for c in [&be.upstream.set.stats.traffic, &server.stats.traffic] {
         c.timings.total.add(took.as_millis() as u64);

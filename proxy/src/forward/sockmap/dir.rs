@@ -16,6 +16,7 @@ use super::flow::{Flow, Side};
 use super::slots::Slot;
 use super::sys;
 use super::watch::{Events, ERR, HUP, RDHUP};
+use crate::forward::handover::Gate;
 use crate::forward::pair::DirEnd;
 
 /// Bounds of the sleep between two looks when no wake-up comes (see `backstop`).
@@ -45,6 +46,8 @@ pub struct Dir<'a> {
     eof: bool,
     /// Times this direction was parked (for the flow's debug line).
     parks: u32,
+    /// A flow that may come to rest for a binary upgrade (`handover.rs`).
+    gate: Option<&'a Gate>,
 }
 
 impl<'a> Dir<'a> {
@@ -54,6 +57,7 @@ impl<'a> Dir<'a> {
         s: usize,
         stamp: &'a Cell<u64>,
         bufsize: usize,
+        gate: Option<&'a Gate>,
     ) -> Dir<'a> {
         Dir {
             flow,
@@ -68,6 +72,7 @@ impl<'a> Dir<'a> {
             look_at: Instant::now(),
             eof: false,
             parks: 0,
+            gate,
         }
     }
 
@@ -114,6 +119,12 @@ impl<'a> Dir<'a> {
             if src_ev & (RDHUP | HUP) != 0 || self.eof {
                 return self.finish().await;
             }
+            if let Some(g) = self.gate.filter(|g| g.holding()) {
+                if let Err(end) = self.rest(g).await {
+                    return end;
+                }
+                continue;
+            }
             if !self.flow.is_active(self.s) {
                 if let Err(end) = self.copy_parked().await {
                     return end;
@@ -137,6 +148,9 @@ impl<'a> Dir<'a> {
                 continue;
             }
             let sleep = pin!(compio::time::sleep(self.backstop()));
+            // A hand-over's pause is noticed at once, not at the next look.
+            let holding = pin!(until_holding(self.gate));
+            let sleep = select(sleep, holding);
             match wake {
                 Some(wake) => {
                     let _ = select(select(listener, wake), sleep).await;
@@ -194,6 +208,53 @@ impl<'a> Dir<'a> {
         faults != 0
     }
 
+    /// A hand-over's pause: the direction parks (the verdict stops taking its source's
+    /// packets, which wait in the source's TCP queue), waits until the destination socket
+    /// holds every byte redirected so far (the psock backlog is empty), and then rests with
+    /// nothing in hand until the flow is dropped for the hand-over or the pause ends. It
+    /// stays parked after a pause without hand-over: the parked leg copies what queued and
+    /// unparks, as after a budget park.
+    async fn rest(&mut self, g: &Gate) -> Result<(), DirEnd> {
+        if self.flow.is_active(self.s) {
+            if self.flow.park(self.s).await.is_err() {
+                // Retried at the next look; not a busy loop.
+                compio::time::sleep(Duration::from_millis(1)).await;
+                return Ok(());
+            }
+            self.parks += 1;
+        }
+        if !self.redirected_sent_while(g).await? {
+            return Ok(());
+        }
+        g.rest(self.s == 0, true);
+        g.hold().await;
+        g.rest(self.s == 0, false);
+        Ok(())
+    }
+
+    /// As `wait_redirected_sent`, for as long as the pause lasts: `false` if it ended first
+    /// (a destination that does not read keeps the flow here rather than failing it).
+    async fn redirected_sent_while(&self, g: &Gate) -> Result<bool, DirEnd> {
+        // After this read `redirected` is final (see `wait_redirected_sent`).
+        sys::tcp_info(self.src().fd).map_err(|_| DirEnd::SourceFailed)?;
+        let target = self
+            .slot
+            .dest_base()
+            .wrapping_add(self.slot.redirected())
+            .wrapping_add(self.consumed);
+        while g.holding() {
+            let written = sys::bytes_written(self.dst().fd).map_err(|_| DirEnd::DestFailed)?;
+            if written >= target {
+                return Ok(true);
+            }
+            if self.dest_failed() {
+                return Err(DirEnd::DestFailed);
+            }
+            compio::time::sleep(Duration::from_millis(1)).await;
+        }
+        Ok(false)
+    }
+
     /// Tells the verdict's accounting (and this direction's parking decision) how much the
     /// destination socket has taken. Skipped when nothing was redirected since and nothing is
     /// thought to be queued.
@@ -234,12 +295,22 @@ impl<'a> Dir<'a> {
                     self.eof = true;
                     return Ok(());
                 }
-                Ok(n) => self.write_dest(n).await?,
+                Ok(n) => {
+                    self.write_dest(n).await?;
+                    // A hand-over's pause: the chunk is delivered, nothing is in hand; back to
+                    // the run loop, which rests there, still parked.
+                    if unpark && self.gate.is_some_and(Gate::holding) {
+                        return Ok(());
+                    }
+                }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     // Only with the source's queue empty: the verdict takes whole packets
                     // from the queue (tcp_read_skb ignores a read offset), so one partly
                     // read here would be sent twice.
+                    if unpark && self.gate.is_some_and(Gate::holding) {
+                        return Ok(());
+                    }
                     if unpark && self.dest_has_room() && self.flow.unpark(self.s).is_ok() {
                         return Ok(());
                     }
@@ -408,5 +479,13 @@ impl<'a> Dir<'a> {
             .bytes_received;
         let seen = self.flow.consumed_before[self.s & 1] + self.slot.redirected() + self.consumed;
         Ok(received.saturating_sub(seen + 1))
+    }
+}
+
+/// Resolves when a hand-over wants this direction to rest; never without a gate.
+async fn until_holding(gate: Option<&Gate>) {
+    match gate {
+        Some(g) => g.until_holding().await,
+        None => std::future::pending().await,
     }
 }

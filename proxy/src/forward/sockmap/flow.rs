@@ -19,7 +19,7 @@ use super::slots::Slot;
 use super::watch::Registration;
 use super::{kernel, sys, Kernel};
 use crate::forward::pair;
-use crate::forward::{FlowParams, FlowStats, Progress};
+use crate::forward::{FlowParams, FlowStats, Forwarded, Paused, Progress, Resume};
 
 /// One socket of the pair.
 pub struct Side {
@@ -43,24 +43,39 @@ pub async fn forward(
     p: FlowParams,
     progress: Progress<'_>,
 ) -> FlowStats {
-    let registered = kernel()
-        .ok()
-        .and_then(|k| match Flow::register(k, &client, &server) {
-            Ok(f) => Some(f),
-            Err(e) => {
-                k.fallbacks.fetch_add(1, Ordering::Relaxed);
-                log::debug!("sockmap: flow not registered ({e}); copying it instead");
-                None
-            }
-        });
+    let fixed = Resume::default();
+    crate::forward::ended(run(client, server, p, progress, &fixed).await)
+}
+
+/// As [`forward`], from `resume`; with a gate the flow may come to rest for a hand-over:
+/// both directions parked, every redirected byte in its destination socket, then the map
+/// entries removed as at the end of a flow, without closing the sockets (`Dir::rest`).
+pub async fn run(
+    client: TcpStream,
+    server: TcpStream,
+    p: FlowParams,
+    progress: Progress<'_>,
+    resume: &Resume<'_>,
+) -> Forwarded {
+    let registered =
+        kernel().ok().and_then(
+            |k| match Flow::register(k, &client, &server, adopted(resume)) {
+                Ok(f) => Some(f),
+                Err(e) => {
+                    k.fallbacks.fetch_add(1, Ordering::Relaxed);
+                    log::debug!("sockmap: flow not registered ({e}); copying it instead");
+                    None
+                }
+            },
+        );
     let Some(mut flow) = registered else {
-        return crate::forward::copy::forward(client, server, p, progress).await;
+        return crate::forward::copy::run(client, server, p, progress, resume).await;
     };
     let (up_slot, down_slot) = (flow.slot(0), flow.slot(1));
     let user_stamp = Cell::new(sys::coarse_now_ns());
     let reported = [Cell::new(0u64), Cell::new(0u64)];
-    let mut up = Dir::new(&flow, up_slot, 0, &user_stamp, p.bufsize);
-    let mut down = Dir::new(&flow, down_slot, 1, &user_stamp, p.bufsize);
+    let mut up = Dir::new(&flow, up_slot, 0, &user_stamp, p.bufsize, resume.gate);
+    let mut down = Dir::new(&flow, down_slot, 1, &user_stamp, p.bufsize, resume.gate);
     let end = {
         let stamps = Stamps {
             slots: [up_slot, down_slot],
@@ -68,10 +83,27 @@ pub async fn forward(
             progress,
             reported: &reported,
         };
-        pair::run(up.run(), down.run(), &p.limits, |limit| {
-            stamps.expired(limit)
-        })
-        .await
+        let watchdog = |limit| stamps.expired(limit);
+        pair::run_gated(up.run(), down.run(), &p.limits, watchdog, resume.gate).await
+    };
+    let Some(end) = end else {
+        for (i, total) in [up.moved(), down.moved()].into_iter().enumerate() {
+            progress.moved(i == 0, total.saturating_sub(reported[i].get()));
+        }
+        let (bytes_up, bytes_down) = (up.moved(), down.moved());
+        drop((up, down));
+        // Both sources parked, every redirected byte in its destination: the entries go as
+        // at a flow's end, and the sockets stay open for the next process.
+        flow.unregister();
+        return Forwarded::Paused(Paused {
+            client,
+            server,
+            bytes_up: bytes_up + resume.bytes_up,
+            bytes_down: bytes_down + resume.bytes_down,
+            // The kernel's per-direction stamps are not carried: the idle timer starts
+            // again in the next process (at most one more idle period for an idle flow).
+            idle_for: Duration::ZERO,
+        });
     };
     let stats = FlowStats {
         bytes_up: up.moved(),
@@ -105,7 +137,19 @@ pub async fn forward(
     // Every byte is delivered (clean end) or the flow is being reset: the entries can go.
     flow.unregister();
     pair::apply_end(end, &client, &server);
-    stats
+    Forwarded::Ended(FlowStats {
+        bytes_up: stats.bytes_up + resume.bytes_up,
+        bytes_down: stats.bytes_down + resume.bytes_down,
+        ..stats
+    })
+}
+
+/// A flow resumed from another process (binary upgrade) starts with both sources parked:
+/// right after the pause its senders may retransmit over bytes already taken, which the copy
+/// leg's reads skip and the verdict would have to trim; the copy leg unparks each side once
+/// its queue is empty (`dir.rs`).
+fn adopted(resume: &Resume<'_>) -> bool {
+    resume.bytes_up > 0 || resume.bytes_down > 0
 }
 
 /// A registered pair; its map entries and slots are removed when it is dropped.
@@ -137,10 +181,12 @@ pub enum RegisterError {
 }
 
 impl Flow {
+    /// `parked`: both sources start parked (their queues copied first, see `join`).
     fn register(
         k: &'static Kernel,
         client: &TcpStream,
         server: &TcpStream,
+        parked: bool,
     ) -> Result<Flow, RegisterError> {
         let sides = [Side::new(client)?, Side::new(server)?];
         let (up, down) = k.slots.take_pair().ok_or(RegisterError::Full)?;
@@ -163,7 +209,7 @@ impl Flow {
         // On any error below, dropping `flow` undoes what was done; nothing has touched the
         // sockets' bytes until the verdict is attached, the last step.
         flow.prepare()?;
-        flow.join()?;
+        flow.join(parked)?;
         Ok(flow)
     }
 
@@ -202,7 +248,7 @@ impl Flow {
     /// Both sockets into the target hash (no program there: their bytes are not touched),
     /// then into the verdict's hash, then the nudge that runs the verdict over bytes that
     /// arrived before. A socket the verdict's hash refuses starts parked.
-    fn join(&mut self) -> Result<(), RegisterError> {
+    fn join(&mut self, parked: bool) -> Result<(), RegisterError> {
         for s in 0..2 {
             let fd = self.sides[s].fd as u32;
             sys::map_update(self.k.targets, &self.sides[s].cookie, &fd)?;
@@ -212,7 +258,7 @@ impl Flow {
             // The proxy read from this socket before (an HTTP tunnel's head) and bytes are
             // queued: the first packet may be partly read, and the verdict would take it
             // whole. Start parked; the copy leg unparks once the queue is empty.
-            if self.consumed_before[s] > 0 && sys::inq(self.sides[s].fd)? > 0 {
+            if parked || (self.consumed_before[s] > 0 && sys::inq(self.sides[s].fd)? > 0) {
                 continue;
             }
             if let Err(e) = self.unpark(s) {

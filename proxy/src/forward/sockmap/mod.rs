@@ -27,7 +27,7 @@ use aya::{Ebpf, EbpfLoader};
 use super::ForwardError;
 use slots::Slots;
 
-pub use flow::forward;
+pub use flow::{forward, run};
 
 /// Default per-direction kernel queue budget.
 pub const DEFAULT_BUDGET: u64 = 4 * 1024 * 1024;

@@ -1,0 +1,409 @@
+//! Binary upgrade (`proxy -f CFG -x SOCKET -sf OLDPID`): the new process takes the old one's
+//! listening sockets and its established `mode tcp` flows; the old one exits as soon as its
+//! last flow has left or ended. Checked with real clients: an ffmpeg RTMP publish recorded by
+//! an nginx-rtmp node (frames equal a publish straight to the node, the node's connection is
+//! the same one before and after), a bulk transfer both ways with SHA-256 at both ends, an
+//! HTTP keep-alive connection (which cannot move: the old process finishes it), and a loop
+//! of connections through the upgrade (none refused, each byte-exact).
+//!
+//! The old process serves the hand-over on `PROXY_UPGRADE_SOCKET` (the runtime API's
+//! `stats socket … expose-fd listeners` is wired to the same code). Waits poll observable
+//! state with generous bounds; nothing asserts how long anything took.
+
+use e2e::ffmpeg::{ffmpeg_publish, ffprobe_count_frames, FPS};
+use e2e::http_client::Conn;
+use e2e::nginx_http::NginxHttp;
+use e2e::process::connections_to;
+use e2e::tcp::{Pattern, Pump, IO_LIMIT};
+use e2e::util::wait_until;
+use e2e::{free_addr, free_port, loopback, pump, Nginx, Proxy, Reply, TcpClient, TcpServer};
+use std::collections::BTreeSet;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+/// Bound for the old process to exit once the new one serves. Far shorter than the flows
+/// that run across the upgrade, so an old process that waited for them would fail.
+const EXIT_LIMIT: Duration = Duration::from_secs(15);
+const MIB: u64 = 1024 * 1024;
+
+/// The old process, serving the hand-over on its runtime API socket (`stats socket … level
+/// admin expose-fd listeners`, as an operator's config has it) in a folder of its own; the
+/// new process, started with the same config, binds its own socket at the same path.
+fn start_old(cfg: &mut String) -> (Proxy, PathBuf) {
+    let dir = e2e::TestDir::new("upgrade");
+    let sock = dir.join("admin.sock");
+    let line = format!(
+        "    stats socket {} mode 600 level admin expose-fd listeners\n",
+        sock.display()
+    );
+    *cfg = match cfg.strip_prefix("global\n") {
+        Some(rest) => format!("global\n{line}{rest}"),
+        None => format!("global\n{line}\n{cfg}"),
+    };
+    let old = Proxy::start(cfg);
+    // The folder must outlive the test's use of the socket path.
+    std::mem::forget(dir);
+    (old, sock)
+}
+
+/// `proxy -f CFG -x SOCKET -sf OLDPID`, and the old process's exit: its last log line says
+/// how many flows moved and how many it finished.
+fn upgrade(old: &mut Proxy, cfg: &str, sock: &std::path::Path) -> Proxy {
+    let pid = old.pid().to_string();
+    let sock = sock.display().to_string();
+    let new = Proxy::start_with(cfg, &["-x", &sock, "-sf", &pid]);
+    let status = old.wait_exit(EXIT_LIMIT).unwrap_or_else(|| {
+        panic!(
+            "the old process still runs {EXIT_LIMIT:?} after the upgrade:\n{}\nnew:\n{}",
+            old.stderr(),
+            new.stderr()
+        )
+    });
+    assert!(status.success(), "old process: {status}\n{}", old.stderr());
+    new
+}
+
+fn assert_moved(old: &Proxy, new: &Proxy, moved: usize, finished: usize) {
+    let want = format!(
+        "upgrade: old process exiting: {moved} flow(s) moved to the new process, {finished} \
+         session(s) finished here"
+    );
+    assert!(
+        old.stderr().contains(&want),
+        "want {want:?} in:\n{}",
+        old.stderr()
+    );
+    let want = format!("upgrade: adopted {moved} flow(s) from the old process");
+    assert!(
+        new.stderr().contains(&want),
+        "want {want:?} in:\n{}",
+        new.stderr()
+    );
+    assert!(
+        new.stderr()
+            .contains("taken over from the previous process"),
+        "the listener came from the old process:\n{}",
+        new.stderr()
+    );
+}
+
+fn tcp_cfg(engine: &str, port: u16, server: SocketAddr) -> String {
+    format!(
+        "global
+    nbthread 2
+
+defaults
+    mode tcp
+    timeout connect 2s
+    timeout client 60s
+    timeout server 60s
+
+frontend fe
+    bind 127.0.0.1:{port}
+    default_backend be
+
+backend be
+    forward-engine {engine}
+    server s1 {server}
+"
+    )
+}
+
+/// A transfer of `SIZE` each way is under way (the backend got its first MiB) when the
+/// upgrade starts; it ends in the new process with both digests intact.
+fn bulk_transfer_moves_byte_exact(engine: &str) {
+    const SIZE: u64 = 768 * MIB;
+    let server = TcpServer::start(free_addr(loopback(2)));
+    let mut cfg = tcp_cfg(engine, free_port(Ipv4Addr::LOCALHOST), server.addr());
+    let (mut old, sock) = start_old(&mut cfg);
+    let c = TcpClient::connect(old.addr(), Reply::Concurrent { bytes: SIZE });
+    let (client_sent, client_received, new) = std::thread::scope(|s| {
+        let writer = s.spawn(|| {
+            let d = c
+                .send(SIZE)
+                .unwrap_or_else(|(e, n)| panic!("client send failed after {n} bytes: {e}"));
+            c.shutdown_write();
+            d
+        });
+        let reader = s.spawn(|| c.read_all());
+        server.wait_received(c.id, MIB, IO_LIMIT);
+        let new = upgrade(&mut old, &cfg, &sock);
+        (
+            writer.join().expect("writer"),
+            reader.join().expect("reader"),
+            new,
+        )
+    });
+    let p = Pump {
+        client_sent,
+        client_received,
+        expected_down: Pattern::new(c.server_seed).digest(SIZE),
+        server: server.report(c.id, IO_LIMIT),
+    };
+    p.assert_intact(SIZE, SIZE);
+    assert_moved(&old, &new, 1, 0);
+}
+
+#[test]
+fn bulk_transfer_moves_byte_exact_copy() {
+    bulk_transfer_moves_byte_exact("copy")
+}
+
+#[test]
+fn bulk_transfer_moves_byte_exact_splice() {
+    bulk_transfer_moves_byte_exact("splice")
+}
+
+/// The sockmap engine loads BPF programs: root only, said loudly (as engines.rs does).
+fn require_root() {
+    assert!(
+        nix::unistd::geteuid().is_root(),
+        "the sockmap engine loads BPF programs and needs root (CAP_BPF, CAP_NET_ADMIN); run \
+         these tests as root (CI does)"
+    );
+}
+
+#[test]
+fn bulk_transfer_moves_byte_exact_sockmap() {
+    require_root();
+    bulk_transfer_moves_byte_exact("sockmap")
+}
+
+/// Length of the publishes that run across the upgrade.
+const SECONDS: u32 = 20;
+
+/// An RTMP publish runs across the upgrade on one connection to the node, and the node
+/// records as many frames as from a publish straight to it.
+fn rtmp_publish_moves(engine: &str) {
+    let node = Nginx::rtmp_recording(loopback(2));
+    let port = free_port(Ipv4Addr::LOCALHOST);
+    let mut cfg = tcp_cfg(engine, port, node.rtmp_addr());
+    let (mut old, sock) = start_old(&mut cfg);
+    let mut through = ffmpeg_publish(&format!("rtmp://127.0.0.1:{port}/live/through"), SECONDS);
+    let mut direct = ffmpeg_publish(&node.url("direct"), SECONDS);
+    wait_until(
+        "both publishes to reach the node",
+        Duration::from_secs(20),
+        || {
+            let s = node.streams();
+            (s.contains(&"through".to_string()) && s.contains(&"direct".to_string())).then_some(())
+        },
+    );
+    std::thread::sleep(Duration::from_secs(3));
+    let before: BTreeSet<SocketAddr> = connections_to(node.rtmp_addr()).into_iter().collect();
+    assert_eq!(before.len(), 2, "the proxy's and the direct publisher's");
+    let new = upgrade(&mut old, &cfg, &sock);
+    assert_moved(&old, &new, 1, 0);
+    std::thread::sleep(Duration::from_secs(3));
+    for p in [&mut through, &mut direct] {
+        assert!(p.try_status().is_none(), "{} ended: {}", p.url(), p.log());
+    }
+    let after: BTreeSet<SocketAddr> = connections_to(node.rtmp_addr()).into_iter().collect();
+    assert_eq!(
+        after, before,
+        "the same connections to the node: no reconnect"
+    );
+    through.wait_success(Duration::from_secs(30));
+    direct.wait_success(Duration::from_secs(30));
+    wait_until(
+        "the node to close the recordings",
+        Duration::from_secs(20),
+        || node.streams().is_empty().then_some(()),
+    );
+    let frames = |name: &str| {
+        ffprobe_count_frames(&node.recording(name).display().to_string())
+            .unwrap_or_else(|e| panic!("counting the frames of {name}: {e}"))
+    };
+    let reference = frames("direct");
+    assert_eq!(
+        reference,
+        u64::from(SECONDS * FPS),
+        "the publish without the proxy"
+    );
+    assert_eq!(frames("through"), reference, "RTMP across the upgrade");
+}
+
+#[test]
+fn rtmp_publish_moves_copy() {
+    rtmp_publish_moves("copy")
+}
+
+#[test]
+fn rtmp_publish_moves_splice() {
+    rtmp_publish_moves("splice")
+}
+
+/// An HTTP keep-alive connection cannot move: the old process answers its next request and
+/// exits once the client closes it; new connections go to the new process.
+#[test]
+fn http_keep_alive_is_finished_by_the_old_process() {
+    let web = NginxHttp::start("web", free_addr(loopback(2)), None);
+    let port = free_port(Ipv4Addr::LOCALHOST);
+    let mut cfg = format!(
+        "global
+    nbthread 2
+
+defaults
+    mode http
+    timeout connect 2s
+    timeout client 60s
+    timeout server 60s
+
+frontend fe
+    bind 127.0.0.1:{port}
+    default_backend be
+
+backend be
+    server web {}
+",
+        web.addr()
+    );
+    let (mut old, sock) = start_old(&mut cfg);
+    let mut conn = Conn::open(old.addr());
+    let first = conn.get("/", &[]);
+    let pid = old.pid().to_string();
+    let sock_s = sock.display().to_string();
+    let new = Proxy::start_with(&cfg, &["-x", &sock_s, "-sf", &pid]);
+    wait_until("the old process to hand its flows over", EXIT_LIMIT, || {
+        old.stderr()
+            .contains("upgrade: 0 flow(s) moved to the new process; 1 session(s) stay here")
+            .then_some(())
+    });
+    let again = conn.get("/", &[]);
+    assert_eq!(
+        again.status, first.status,
+        "the old process answers on the same connection"
+    );
+    assert!(
+        old.try_status().is_none(),
+        "the old process waits for its session"
+    );
+    let mut other = Conn::open(new.addr());
+    assert_eq!(
+        other.get("/", &[]).status,
+        first.status,
+        "a new connection is served"
+    );
+    drop(conn);
+    let status = old
+        .wait_exit(EXIT_LIMIT)
+        .expect("the old process exits after its session");
+    assert!(status.success());
+    assert_moved_none(&old);
+}
+
+fn assert_moved_none(old: &Proxy) {
+    let want = "upgrade: old process exiting: 0 flow(s) moved to the new process, 1 session(s) \
+                finished here (0 of them cut at hard-stop-after)";
+    assert!(
+        old.stderr().contains(want),
+        "want {want:?} in:\n{}",
+        old.stderr()
+    );
+}
+
+/// Connections opened one after another while the upgrade runs: none is refused and each
+/// carries its bytes intact, whichever process accepted it.
+#[test]
+fn no_connection_is_refused_during_the_upgrade() {
+    let server = TcpServer::start(free_addr(loopback(2)));
+    let mut cfg = tcp_cfg("copy", free_port(Ipv4Addr::LOCALHOST), server.addr());
+    let (mut old, sock) = start_old(&mut cfg);
+    let addr = old.addr();
+    let stop = AtomicBool::new(false);
+    let done = AtomicU64::new(0);
+    let new = std::thread::scope(|s| {
+        let looping = s.spawn(|| {
+            while !stop.load(Ordering::SeqCst) {
+                pump(addr, &server, 4096, 4096).assert_intact(4096, 4096);
+                done.fetch_add(1, Ordering::SeqCst);
+            }
+        });
+        wait_until("the first connections", IO_LIMIT, || {
+            (done.load(Ordering::SeqCst) >= 20).then_some(())
+        });
+        let new = upgrade(&mut old, &cfg, &sock);
+        let at_exit = done.load(Ordering::SeqCst);
+        wait_until("connections after the old process exited", IO_LIMIT, || {
+            (done.load(Ordering::SeqCst) >= at_exit + 20).then_some(())
+        });
+        stop.store(true, Ordering::SeqCst);
+        looping.join().expect("every connection intact");
+        new
+    });
+    assert!(new
+        .stderr()
+        .contains("taken over from the previous process"));
+}
+
+#[test]
+fn rtmp_publish_moves_sockmap() {
+    require_root();
+    rtmp_publish_moves("sockmap")
+}
+
+/// A hand-over that fails part way keeps the flow with the old process: a peer asks for the
+/// flows, receives the offer and goes away without answering. The flow carries on in the old
+/// process, byte-exact, and is logged there.
+#[test]
+fn a_hand_over_cut_part_way_keeps_the_flow() {
+    use std::io::{Read, Write};
+    let server = TcpServer::start(free_addr(loopback(2)));
+    let mut cfg = tcp_cfg("copy", free_port(Ipv4Addr::LOCALHOST), server.addr());
+    let (old, sock) = start_old(&mut cfg);
+    let c = TcpClient::connect(old.addr(), Reply::AfterEof { bytes: 4 * MIB });
+    let first = c.send(MIB).unwrap_or_else(|(e, _)| panic!("send: {e}"));
+    server.wait_received(c.id, MIB, IO_LIMIT);
+    {
+        let mut peer = std::os::unix::net::UnixStream::connect(&sock).expect("hand-over socket");
+        peer.write_all(b"_getflows\n").expect("write");
+        let mut len = [0u8; 4];
+        peer.read_exact(&mut len).expect("the offer's length");
+        let mut offer = vec![0u8; u32::from_be_bytes(len) as usize];
+        // Read without taking the descriptors: the kernel closes the copies they carried.
+        peer.read_exact(&mut offer).expect("the offer");
+        let offer = String::from_utf8_lossy(&offer).to_string();
+        assert!(
+            offer.starts_with("flow id=1 fe=fe be=be srv=s1 "),
+            "{offer}"
+        );
+    }
+    wait_until("the old process to keep the flow", IO_LIMIT, || {
+        old.stderr()
+            .contains("upgrade: hand-over failed")
+            .then_some(())
+    });
+    let rest = c
+        .send(MIB)
+        .unwrap_or_else(|(e, _)| panic!("send after the cut: {e}"));
+    c.shutdown_write();
+    let got = c.read_all();
+    assert_eq!((got.bytes, got.end), (4 * MIB, e2e::End::Eof));
+    assert_eq!(got.sha256, c.expected_from_server(4 * MIB));
+    let report = server.report(c.id, IO_LIMIT);
+    // Each send starts the client's pattern again: the upload is its first MiB twice.
+    let mut upload = Vec::new();
+    for _ in 0..2 {
+        Pattern::new(c.client_seed())
+            .write_to(&mut upload, MIB)
+            .expect("pattern");
+    }
+    assert_eq!(first, rest);
+    assert_eq!(
+        report.received.bytes,
+        2 * MIB,
+        "both halves of the upload arrived"
+    );
+    assert_eq!(
+        report.received.sha256,
+        e2e::tcp::sha256(&upload),
+        "the upload, byte-exact"
+    );
+    assert!(
+        old.stderr().contains(" 4194304 --"),
+        "the old process logs the flow at its end:\n{}",
+        old.stderr()
+    );
+}
