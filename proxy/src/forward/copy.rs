@@ -373,9 +373,10 @@ mod tests {
     }
 
     /// An idle flow's memory is mostly its futures' state (issue #14): a copy flow's whole
-    /// state, both directions inline, stays under 1 KiB, and a direction's under 160 bytes
+    /// state, both directions inline, stays under 1056 bytes, and a direction's under 160
     /// (896 and 128 with rustc 1.95; 1024 and 144 since a flow may rest for a binary upgrade:
-    /// its gate and the wait for a pause). A larger figure means something grew into every flow.
+    /// its gate and the wait for a pause; 1048 since its progress also feeds the runtime
+    /// API's flow table). A larger figure means something grew into every flow.
     #[test]
     fn flow_state_stays_small() {
         let rt = runtime(DriverType::IoUring);
@@ -398,7 +399,7 @@ mod tests {
             let flow = std::mem::size_of_val(&flow);
             eprintln!("copy flow state {flow} bytes, one direction {direction}");
             assert!(direction <= 160, "one direction: {direction} bytes");
-            assert!(flow <= 1024, "a copy flow: {flow} bytes");
+            assert!(flow <= 1056, "a copy flow: {flow} bytes");
         });
     }
 
