@@ -4,6 +4,7 @@
 pub mod driver;
 mod limit;
 mod listen;
+mod notify;
 mod privileges;
 mod process;
 mod signals;
@@ -141,6 +142,7 @@ pub fn run(files: &[PathBuf], opts: &RunOptions) -> Result<(), RuntimeError> {
             .name(format!("worker-{id}"))
             .spawn(move || worker::run_worker(id, listeners, global, stop, choice))?;
     }
+    notify::ready();
     let stopped = wait_for_stop(
         &stop,
         cfg.global.hard_stop_after.unwrap_or(DEFAULT_GRACE),
@@ -305,11 +307,14 @@ fn wait_for_stop(
                 log::info!(
                     "SIGHUP: reloading certificates (the rest of the config needs a restart)"
                 );
+                notify::reloading();
                 certs.check(true);
+                notify::ready();
             }
             None => certs.check(false),
         }
     }
+    notify::stopping();
     stop.trigger();
     let deadline = Instant::now() + grace;
     log::info!(
