@@ -103,6 +103,13 @@ impl Proxy {
         p
     }
 
+    /// As [`Proxy::start_with`], with extra environment variables (e.g. `NOTIFY_SOCKET`).
+    pub fn start_with_env(cfg: &str, args: &[&str], env: &[(&str, &str)]) -> Proxy {
+        let mut p = Proxy::spawn_program_env(cfg, args, env, proxy_command);
+        p.wait_ready();
+        p
+    }
+
     /// Starts the proxy without waiting for its listeners (for tests of start-up failures).
     pub fn spawn(cfg: &str) -> Proxy {
         Proxy::spawn_with(cfg, &[])
@@ -121,6 +128,15 @@ impl Proxy {
     }
 
     fn spawn_program(cfg: &str, args: &[&str], program: fn(&Path) -> Command) -> Proxy {
+        Proxy::spawn_program_env(cfg, args, &[], program)
+    }
+
+    fn spawn_program_env(
+        cfg: &str,
+        args: &[&str],
+        env: &[(&str, &str)],
+        program: fn(&Path) -> Command,
+    ) -> Proxy {
         let dir = TestDir::new("proxy");
         let cfg_path = dir.join("proxy.cfg");
         std::fs::write(&cfg_path, cfg).expect("writing the proxy config");
@@ -128,6 +144,7 @@ impl Proxy {
         let stdout = stderr.try_clone().expect("dup stderr.log");
         let child = program(&cfg_path)
             .args(args)
+            .envs(env.iter().copied())
             .current_dir(dir.path())
             .stdin(Stdio::null())
             .stdout(stdout)
