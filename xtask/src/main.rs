@@ -5,10 +5,12 @@
 //! * `run`:   setup, build the proxy (release) and run it; without `--config`, in front of two
 //!   local nginx-rtmp nodes with `examples/demo.cfg`.
 //! * `bench`: setup, build proxy and benches (release), run the side-by-side benchmarks.
+//! * `deb`:   setup, then the Debian package (cargo-deb) under `<target>/debian/`.
 //!
 //! `vmtest` comes with the features it tests.
 
 mod bench;
+mod deb;
 #[cfg(test)]
 mod programs;
 mod run;
@@ -53,6 +55,9 @@ enum Cmd {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         filters: Vec<String>,
     },
+    /// The Debian 12 package (cargo-deb): binary, systemd unit, default config, man page;
+    /// written to <target>/debian/ (README "Operations").
+    Deb,
     /// Side-by-side benchmarks: direct, HAProxy, HAProxy splice-auto, this proxy (per forward
     /// engine); results under benches/results/. See README "Benchmarks".
     Bench(bench::BenchArgs),
@@ -66,6 +71,7 @@ fn main() {
         Cmd::Run { config } => run::run(config.as_deref()),
         Cmd::Vmtest { filters } => vmtest::vmtest(&filters),
         Cmd::Bench(args) => bench::bench(&args),
+        Cmd::Deb => deb::deb(),
     };
     if let Err(e) = result {
         eprintln!("xtask: error: {e:#}");

@@ -56,6 +56,14 @@ pub fn test(extra: &[String]) -> Result<()> {
 
     remove_stale_test_dirs();
 
+    // The Debian package, which tests/tests/packaging.rs unpacks and checks: a release build
+    // (BPF program included) and cargo-deb, so only on a full run, like vmtest.
+    if extra.is_empty() {
+        step(&mut steps, "cargo xtask deb", || {
+            crate::deb::build().map(|_| ())
+        });
+    }
+
     // `--workspace` with `-p` would test everything anyway; the caller asked for less.
     let names_packages = extra
         .iter()
