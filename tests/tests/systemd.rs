@@ -152,6 +152,30 @@ const CAP_BPF: u32 = 39;
 /// its flows are still redirected by the sockmap program (every byte, none copied).
 #[test]
 fn privilege_drop_keeps_sockmap_splicing() {
+    drop_and_splice(None);
+}
+
+/// The same start with no more than the unit's `CapabilityBoundingSet=` (setpriv sets it, as
+/// systemd would): binding, loading the BPF programs and the drop all work within it.
+#[test]
+fn unit_capability_bounding_set_is_enough() {
+    let unit =
+        std::fs::read_to_string(e2e::util::workspace_root().join("packaging/amsproxy.service"))
+            .expect("the unit");
+    let caps: Vec<String> = unit
+        .lines()
+        .find_map(|l| l.strip_prefix("CapabilityBoundingSet="))
+        .expect("the unit has CapabilityBoundingSet=")
+        .split_whitespace()
+        .map(|c| format!("+{}", c.trim_start_matches("CAP_").to_lowercase()))
+        .collect();
+    let bounding = format!("-all,{}", caps.join(","));
+    let setpriv = e2e::util::require_tool("setpriv");
+    let setpriv = setpriv.to_str().expect("utf-8 path");
+    drop_and_splice(Some(&[setpriv, "--bounding-set", &bounding]));
+}
+
+fn drop_and_splice(wrapper: Option<&[&str]>) {
     assert!(
         nix::unistd::geteuid().is_root(),
         "this test starts the proxy as root to drop to 'nobody' and loads BPF programs: \
@@ -163,7 +187,11 @@ fn privilege_drop_keeps_sockmap_splicing() {
     let server = TcpServer::start(free_addr(loopback(2)));
     let port = free_port(Ipv4Addr::LOCALHOST);
     let global = "    user nobody\n    group nogroup\n";
-    let proxy = Proxy::start_with_env(&tcp_cfg(port, server.addr(), global, "sockmap"), &[], &[]);
+    let cfg = tcp_cfg(port, server.addr(), global, "sockmap");
+    let proxy = match wrapper {
+        None => Proxy::start_with_env(&cfg, &[], &[]),
+        Some(w) => Proxy::start_wrapped(&cfg, w),
+    };
     let pid = proxy.pid();
 
     assert_eq!(
