@@ -14,7 +14,8 @@ use caps::{CapSet, Capability, CapsHashSet};
 use crate::runtime::RuntimeError;
 
 /// What the process needs after the drop: CAP_NET_BIND_SERVICE always (a reload may add a
-/// low-port listener); CAP_BPF and CAP_NET_ADMIN when the sockmap engine is loaded.
+/// low-port listener); CAP_BPF and CAP_NET_ADMIN whenever the sockmap engine is loaded, even
+/// if the first config routes no flow to it, since a reload may.
 pub fn wanted(sockmap_loaded: bool) -> CapsHashSet {
     let mut set = CapsHashSet::from([Capability::CAP_NET_BIND_SERVICE]);
     if sockmap_loaded {
