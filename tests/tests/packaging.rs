@@ -170,7 +170,7 @@ fn deb_package_installs_the_service() {
     assert_eq!(
         unit,
         repo_unit(),
-        "the packaged unit is packaging/amsproxy.service"
+        "the packaged unit is packaging/amsproxy.service (rebuild with `cargo xtask deb`)"
     );
     let cfg = at("/etc/amsproxy/amsproxy.cfg");
     assert_eq!(
