@@ -9,7 +9,9 @@ use nix::unistd::{setgid, setgroups, setuid, Gid, Group, Uid, User};
 use super::RuntimeError;
 
 /// Must run on the main thread before the workers are spawned: capabilities are per thread,
-/// and a thread inherits its creator's.
+/// and a thread inherits its creator's. Threads started earlier (the loggers, `sockmap-wake`,
+/// which reads its ring buffer through mmap and poll) lose every capability at setuid, which
+/// they do not need.
 pub fn drop_privileges(user: Option<&str>, group: Option<&str>) -> Result<(), RuntimeError> {
     if user.is_none() && group.is_none() {
         return Ok(());
