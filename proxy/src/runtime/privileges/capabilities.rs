@@ -82,4 +82,104 @@ mod tests {
     fn nothing_kept_is_said() {
         assert_eq!(describe(&CapsHashSet::new()), "no capabilities");
     }
+
+    /// A BPF hash map created by root, as the engine's maps are at start.
+    fn root_map() -> i32 {
+        let mut attr = [0u32; 16];
+        // map_type BPF_MAP_TYPE_HASH, key_size, value_size, max_entries.
+        attr[..4].copy_from_slice(&[1, 4, 4, 4]);
+        // SAFETY: BPF_MAP_CREATE reads a zero-padded bpf_attr of the size passed.
+        let fd = unsafe { libc::syscall(libc::SYS_bpf, 0, attr.as_ptr(), size_of_val(&attr)) };
+        assert!(
+            fd >= 0,
+            "BPF_MAP_CREATE: {}",
+            std::io::Error::last_os_error()
+        );
+        fd as i32
+    }
+
+    #[repr(C)]
+    struct UpdateAttr {
+        map_fd: u32,
+        _pad: u32,
+        key: u64,
+        value: u64,
+        flags: u64,
+    }
+
+    /// In a forked child: the drop to uid 65534 keeping `keep`, then one BPF_MAP_UPDATE_ELEM
+    /// on `fd` (a per-flow operation of the engine). The child's exit code: 0, the errno of
+    /// the update, or 200 when the drop itself failed.
+    fn update_after_drop(fd: i32, keep: &CapsHashSet) -> i32 {
+        // SAFETY: the child only makes system calls and the caps crate's small allocations
+        // (glibc's malloc is usable after fork), then leaves with _exit.
+        let pid = unsafe { libc::fork() };
+        assert!(pid >= 0, "fork: {}", std::io::Error::last_os_error());
+        if pid == 0 {
+            let code = match prepare(keep) {
+                // SAFETY: setuid in the single-threaded child.
+                Ok(kept) if unsafe { libc::setuid(65534) } == 0 && restore(&kept).is_ok() => {
+                    let (key, value) = (7u32, 9u32);
+                    let attr = UpdateAttr {
+                        map_fd: fd as u32,
+                        _pad: 0,
+                        key: &key as *const u32 as u64,
+                        value: &value as *const u32 as u64,
+                        flags: 0,
+                    };
+                    // SAFETY: the attr points at the key and value for the call's duration.
+                    let r =
+                        unsafe { libc::syscall(libc::SYS_bpf, 2, &attr, size_of::<UpdateAttr>()) };
+                    if r == 0 {
+                        0
+                    } else {
+                        std::io::Error::last_os_error()
+                            .raw_os_error()
+                            .unwrap_or(199)
+                    }
+                }
+                _ => 200,
+            };
+            // SAFETY: leaves the child without running the test harness's exit path.
+            unsafe { libc::_exit(code) };
+        }
+        let mut status = 0;
+        // SAFETY: waits for the child forked above.
+        unsafe { libc::waitpid(pid, &mut status, 0) };
+        assert!(libc::WIFEXITED(status), "the child ended by a signal");
+        libc::WEXITSTATUS(status)
+    }
+
+    /// What the drop keeps for the sockmap engine is enough for its per-flow bpf(2) calls on
+    /// this kernel (vmtest runs it on Debian's 6.1 and 6.12, where `unprivileged_bpf_disabled`
+    /// gates every command before 6.5), and so is the drop itself. Without the capabilities,
+    /// what the kernel answers is printed: EPERM before 6.5, success after.
+    #[test]
+    fn bpf_map_update_works_after_the_drop() {
+        assert!(
+            nix::unistd::geteuid().is_root(),
+            "this test drops from root to uid 65534 in a child: run it as root (CI and vmtest do)"
+        );
+        let fd = root_map();
+        assert_eq!(
+            update_after_drop(fd, &wanted(true)),
+            0,
+            "BPF_MAP_UPDATE_ELEM as uid 65534 with {} (200: the drop failed; else the errno)",
+            describe(&wanted(true))
+        );
+        let bare = update_after_drop(fd, &CapsHashSet::new());
+        assert_ne!(bare, 200, "the drop without capabilities failed");
+        println!(
+            "kernel {}: BPF_MAP_UPDATE_ELEM as uid 65534 without capabilities: {}",
+            nix::sys::utsname::uname()
+                .map(|u| u.release().to_string_lossy().into_owned())
+                .unwrap_or_default(),
+            match bare {
+                0 => "allowed".to_string(),
+                e => std::io::Error::from_raw_os_error(e).to_string(),
+            }
+        );
+        // SAFETY: the map descriptor opened above, not used after.
+        unsafe { libc::close(fd) };
+    }
 }
