@@ -1,9 +1,10 @@
 //! The capabilities a process that gave up root keeps, and how it keeps them across setuid.
 //!
 //! setuid from root to another user clears every capability. The sockmap engine still calls
-//! bpf(2) for each flow (socket hash and slot map updates, the park walk's iterator), and on
-//! kernels before 6.5 with `kernel.unprivileged_bpf_disabled` set (Debian's default) every
-//! bpf(2) command needs CAP_BPF; CAP_NET_ADMIN goes with it for socket maps. A reload may bind
+//! bpf(2) for each flow (socket hash and slot map updates, the park walk's iterator). Upstream
+//! kernels before 6.5 with `kernel.unprivileged_bpf_disabled` set refuse every bpf(2) command
+//! without CAP_BPF (Debian's 6.1, 6.12 and 6.18 were measured not to: docs/kernel-facts.md), so
+//! CAP_BPF is kept, with CAP_NET_ADMIN, which the kernel asks for socket-map objects. A reload may bind
 //! a new listener below port 1024. So the main thread sets PR_SET_KEEPCAPS before setuid,
 //! then narrows its permitted and effective sets to exactly [`wanted`]; the workers, spawned
 //! after, inherit them. Every other capability also leaves the bounding set, so nothing the
@@ -151,9 +152,9 @@ mod tests {
     }
 
     /// What the drop keeps for the sockmap engine is enough for its per-flow bpf(2) calls on
-    /// this kernel (vmtest runs it on Debian's 6.1 and 6.12, where `unprivileged_bpf_disabled`
-    /// gates every command before 6.5), and so is the drop itself. Without the capabilities,
-    /// what the kernel answers is printed: EPERM before 6.5, success after.
+    /// this kernel (vmtest runs it on Debian's 6.1 and 6.12), and so is the drop itself.
+    /// Without the capabilities, what the kernel answers is printed (`--nocapture`): Debian's
+    /// 6.1.0-57, 6.12.95 and 6.18 allow it; upstream kernels before 6.5 check CAP_BPF first.
     #[test]
     fn bpf_map_update_works_after_the_drop() {
         assert!(
@@ -170,10 +171,14 @@ mod tests {
         let bare = update_after_drop(fd, &CapsHashSet::new());
         assert_ne!(bare, 200, "the drop without capabilities failed");
         println!(
-            "kernel {}: BPF_MAP_UPDATE_ELEM as uid 65534 without capabilities: {}",
+            "kernel {} (unprivileged_bpf_disabled {}): BPF_MAP_UPDATE_ELEM as uid 65534 \
+             without capabilities: {}",
             nix::sys::utsname::uname()
                 .map(|u| u.release().to_string_lossy().into_owned())
                 .unwrap_or_default(),
+            std::fs::read_to_string("/proc/sys/kernel/unprivileged_bpf_disabled")
+                .map(|v| v.trim().to_string())
+                .unwrap_or_else(|e| e.to_string()),
             match bare {
                 0 => "allowed".to_string(),
                 e => std::io::Error::from_raw_os_error(e).to_string(),
