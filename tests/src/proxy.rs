@@ -103,9 +103,27 @@ impl Proxy {
         p
     }
 
-    /// As [`Proxy::start_with`], with variables added to the proxy's environment.
+    /// As [`Proxy::start_with`], with extra environment variables (e.g. `NOTIFY_SOCKET`).
     pub fn start_with_env(cfg: &str, args: &[&str], env: &[(&str, &str)]) -> Proxy {
-        let mut p = Proxy::spawn_program_env(cfg, args, env, proxy_command);
+        let mut p = Proxy::spawn_program_env(cfg, args, env, &proxy_command);
+        p.wait_ready();
+        p
+    }
+
+    /// This proxy started through `wrapper` (a program and its arguments that end by running
+    /// the command after them, e.g. `setpriv --bounding-set …`), with the usual `-d -f cfg`.
+    pub fn start_wrapped(cfg: &str, wrapper: &[&str]) -> Proxy {
+        let (program, wrapper_args) = wrapper.split_first().expect("a wrapper program");
+        let build = |cfg: &Path| {
+            let mut c = Command::new(program);
+            c.args(wrapper_args)
+                .arg(proxy_bin())
+                .arg("-d")
+                .arg("-f")
+                .arg(cfg);
+            c
+        };
+        let mut p = Proxy::spawn_program_env(cfg, &[], &[], &build);
         p.wait_ready();
         p
     }
@@ -118,7 +136,7 @@ impl Proxy {
     /// HAProxy itself, whatever `E2E_PROXY` says: a hop in front of the proxy under test, or a
     /// backend behind it, that speaks a protocol as the reference implementation does.
     pub fn start_haproxy(cfg: &str) -> Proxy {
-        let mut p = Proxy::spawn_program(cfg, &[], haproxy_command);
+        let mut p = Proxy::spawn_program(cfg, &[], &haproxy_command);
         p.wait_ready();
         p
     }
@@ -126,16 +144,16 @@ impl Proxy {
     /// HAProxy with extra arguments (`-x SOCKET`: take the listening sockets of a running
     /// process over its runtime API).
     pub fn start_haproxy_with(cfg: &str, args: &[&str]) -> Proxy {
-        let mut p = Proxy::spawn_program(cfg, args, haproxy_command);
+        let mut p = Proxy::spawn_program(cfg, args, &haproxy_command);
         p.wait_ready();
         p
     }
 
     fn spawn_with(cfg: &str, args: &[&str]) -> Proxy {
-        Proxy::spawn_program(cfg, args, proxy_command)
+        Proxy::spawn_program(cfg, args, &proxy_command)
     }
 
-    fn spawn_program(cfg: &str, args: &[&str], program: fn(&Path) -> Command) -> Proxy {
+    fn spawn_program(cfg: &str, args: &[&str], program: &dyn Fn(&Path) -> Command) -> Proxy {
         Proxy::spawn_program_env(cfg, args, &[], program)
     }
 
@@ -143,7 +161,7 @@ impl Proxy {
         cfg: &str,
         args: &[&str],
         env: &[(&str, &str)],
-        program: fn(&Path) -> Command,
+        program: &dyn Fn(&Path) -> Command,
     ) -> Proxy {
         let dir = TestDir::new("proxy");
         let cfg_path = dir.join("proxy.cfg");

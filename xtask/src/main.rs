@@ -6,10 +6,12 @@
 //!   local nginx-rtmp nodes with `examples/demo.cfg`.
 //! * `bench`: setup, build proxy and benches (release), run the side-by-side benchmarks.
 //! * `soak`:  setup, build (release), run mixed load with injected faults for N minutes.
+//! * `deb`:   setup, then the Debian package (cargo-deb) under `<target>/debian/`.
 //!
 //! `vmtest` comes with the features it tests.
 
 mod bench;
+mod deb;
 #[cfg(test)]
 mod programs;
 mod run;
@@ -55,6 +57,9 @@ enum Cmd {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         filters: Vec<String>,
     },
+    /// The Debian 12 package (cargo-deb): binary, systemd unit, default config, man page;
+    /// written to <target>/debian/ (README "Operations").
+    Deb,
     /// Side-by-side benchmarks: direct, HAProxy, HAProxy splice-auto, this proxy (per forward
     /// engine); results under benches/results/. See README "Benchmarks".
     Bench(bench::BenchArgs),
@@ -73,6 +78,7 @@ fn main() {
         Cmd::Vmtest { filters } => vmtest::vmtest(&filters),
         Cmd::Bench(args) => bench::bench(&args),
         Cmd::Soak(args) => soak::soak(&args),
+        Cmd::Deb => deb::deb(),
     };
     if let Err(e) = result {
         eprintln!("xtask: error: {e:#}");

@@ -25,8 +25,10 @@ const BASE_PROGRAMS: &[(&str, &str)] = &[
     ("true", "coreutils, Essential"),
     ("timeout", "coreutils, Essential"),
     ("taskset", "util-linux, Essential"),
+    ("setpriv", "util-linux, Essential"),
     ("dpkg", "dpkg, Essential"),
     ("dpkg-query", "dpkg, Essential"),
+    ("dpkg-deb", "dpkg, Essential"),
     // Priority required, not Essential; setup cannot install the tool it installs with.
     ("apt-get", "apt, Priority required"),
     ("apt-cache", "apt, Priority required"),
@@ -36,6 +38,14 @@ const BASE_PROGRAMS: &[(&str, &str)] = &[
     (
         "bpf-linker",
         "built by setup (`cargo install`, see setup.rs bpf_toolchain)",
+    ),
+    (
+        "amsproxy",
+        "the proxy itself under its packaged name (`cargo xtask deb`)",
+    ),
+    (
+        "cargo-deb",
+        "built by setup (`cargo install`, see setup.rs cargo_deb)",
     ),
     // Not in a minimal Debian: setup uses it only when present and not root, as the way to
     // become root for apt-get; it cannot install that for itself.

@@ -120,6 +120,17 @@ pub const PACKAGES: &[Package] = &[
         programs: &["depmod"],
     },
     Package {
+        name: "binutils",
+        why: "`strip`, which cargo-deb runs on the packaged binary (`cargo xtask deb`)",
+        programs: &["strip"],
+    },
+    Package {
+        name: "systemd",
+        why:
+            "`systemd-analyze verify` checks packaging/amsproxy.service (tests/tests/packaging.rs)",
+        programs: &["systemd-analyze"],
+    },
+    Package {
         name: "xz-utils",
         why: "`xz -dc` unpacks the kernel modules (.ko.xz) put in vmtest's initramfs",
         programs: &["xz"],
@@ -166,7 +177,8 @@ pub fn setup() -> Result<()> {
         );
     }
     rust_components()?;
-    bpf_toolchain()
+    bpf_toolchain()?;
+    cargo_deb()
 }
 
 /// `program (package)` for each program of `PACKAGES` the tests would not find: a package
@@ -418,4 +430,30 @@ fn bpf_linker_runs() -> bool {
         .is_ok_and(|o| {
             o.status.success() && String::from_utf8_lossy(&o.stdout).contains(BPF_LINKER_VERSION)
         })
+}
+
+/// The cargo-deb version `cargo xtask deb` was written and measured with.
+const CARGO_DEB_VERSION: &str = "3.8.0";
+
+/// cargo-deb for `cargo xtask deb`, from crates.io with its own lock file, unless that version
+/// is already there. Building it takes a few minutes once.
+fn cargo_deb() -> Result<()> {
+    let have = Command::new("cargo-deb")
+        .arg("--version")
+        .stderr(Stdio::null())
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default();
+    if have.split_whitespace().any(|w| w == CARGO_DEB_VERSION) {
+        println!("setup: cargo-deb {CARGO_DEB_VERSION} present");
+        return Ok(());
+    }
+    println!("setup: building cargo-deb {CARGO_DEB_VERSION} (a few minutes, once)");
+    crate::run_checked(crate::cargo().args([
+        "install",
+        &format!("cargo-deb@{CARGO_DEB_VERSION}"),
+        "--locked",
+        "--force",
+    ]))
+    .context("installing cargo-deb (`cargo xtask deb` builds the Debian package with it)")
 }

@@ -56,6 +56,14 @@ pub fn test(extra: &[String]) -> Result<()> {
 
     remove_stale_test_dirs();
 
+    // The Debian package, which tests/tests/packaging.rs unpacks and checks, made of the
+    // debug build above (see `deb::Binary`); only on a full run, like vmtest.
+    if extra.is_empty() && built {
+        step(&mut steps, "cargo deb (debug build)", || {
+            crate::deb::build(crate::deb::Binary::DebugAlreadyBuilt).map(|_| ())
+        });
+    }
+
     // `--workspace` with `-p` would test everything anyway; the caller asked for less.
     let names_packages = extra
         .iter()

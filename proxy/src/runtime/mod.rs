@@ -6,6 +6,7 @@ pub mod driver;
 mod limit;
 mod listen;
 mod listeners;
+mod notify;
 mod privileges;
 mod process;
 mod reload;
@@ -183,6 +184,7 @@ pub fn run(files: &[PathBuf], opts: &RunOptions) -> Result<(), RuntimeError> {
     let control = control::RuntimeControl::new(reloader.clone());
     let _api = api.serve(Arc::new(control))?;
     finish_old(opts, flows_conn, &reloader);
+    notify::ready();
     let stopped = wait_for_stop(
         &stop,
         cfg.global.hard_stop_after.unwrap_or(DEFAULT_GRACE),
@@ -340,6 +342,7 @@ fn wait_for_stop(
             None => reloader.check_certs(false),
         }
     }
+    notify::stopping();
     reloader.release_listeners();
     stop.trigger();
     let deadline = Instant::now() + grace;

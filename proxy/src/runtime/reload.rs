@@ -214,7 +214,10 @@ impl Reloader {
     /// running plan and says why. Logs one summary line (or every problem) either way.
     pub fn reload(&self) -> Outcome {
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        // systemd (`Type=notify`) shows the unit reloading until READY=1 again.
+        super::notify::reloading();
         let outcome = self.swap(&mut state);
+        super::notify::ready();
         match &outcome {
             Ok(report) => log::info!("reload done: {report}"),
             Err(problems) => {
