@@ -6,9 +6,12 @@
 //!   local nginx-rtmp nodes with `examples/demo.cfg`.
 //! * `bench`: setup, build proxy and benches (release), run the side-by-side benchmarks.
 //!
+//! * `fuzz`:  the parsers under libFuzzer (cargo-fuzz on the pinned nightly), docs/fuzzing.md.
+//!
 //! `vmtest` comes with the features it tests.
 
 mod bench;
+mod fuzz;
 #[cfg(test)]
 mod programs;
 mod run;
@@ -56,6 +59,9 @@ enum Cmd {
     /// Side-by-side benchmarks: direct, HAProxy, HAProxy splice-auto, this proxy (per forward
     /// engine); results under benches/results/. See README "Benchmarks".
     Bench(bench::BenchArgs),
+    /// Fuzz the parsers (cargo-fuzz, libFuzzer) on the pinned nightly: every target, or one,
+    /// for --seconds each; `--list` names the targets. See docs/fuzzing.md.
+    Fuzz(fuzz::FuzzArgs),
 }
 
 fn main() {
@@ -66,6 +72,7 @@ fn main() {
         Cmd::Run { config } => run::run(config.as_deref()),
         Cmd::Vmtest { filters } => vmtest::vmtest(&filters),
         Cmd::Bench(args) => bench::bench(&args),
+        Cmd::Fuzz(args) => fuzz::fuzz(&args),
     };
     if let Err(e) = result {
         eprintln!("xtask: error: {e:#}");
