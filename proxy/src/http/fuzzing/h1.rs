@@ -8,7 +8,7 @@
 //! * a re-encoded chunked body is canonical: relayed a second time it comes out unchanged.
 
 use super::super::body::{Dir, Relay};
-use super::super::head::{head_end, parse_request, parse_response, Framing};
+use super::super::head::{check_partial_head, head_end, parse_request, parse_response, Framing};
 use super::super::side::Side;
 use super::mem::{MemConn, MemSink};
 use super::{block_on, split_step, BUFSIZE};
@@ -28,6 +28,9 @@ async fn read_head(side: &mut Side<MemConn>) -> Option<usize> {
             return Some(end);
         }
         searched = side.data().len();
+        if check_partial_head(side.data()).is_err() {
+            return None;
+        }
         if side.is_full() {
             return None;
         }
