@@ -141,21 +141,24 @@ const IGNORED: &[&str] = &[
     "x-forwarded-for",
 ];
 
+/// One backend connection: its bytes, and whether the proxy closed it.
+type Record = Arc<Mutex<(Vec<u8>, bool)>>;
+
 /// A backend that records every connection's bytes and answers each complete request with a
 /// fixed `200`; `closed` counts the connections the proxy closed.
 struct Backend {
     addr: SocketAddr,
-    conns: Arc<Mutex<Vec<Arc<Mutex<(Vec<u8>, bool)>>>>>,
+    conns: Arc<Mutex<Vec<Record>>>,
 }
 
 impl Backend {
     fn start(addr: SocketAddr) -> Backend {
         let listener = TcpListener::bind(addr).expect("binding the recording backend");
-        let conns: Arc<Mutex<Vec<Arc<Mutex<(Vec<u8>, bool)>>>>> = Arc::default();
+        let conns: Arc<Mutex<Vec<Record>>> = Arc::default();
         let list = conns.clone();
         std::thread::spawn(move || {
             for stream in listener.incoming().flatten() {
-                let record = Arc::new(Mutex::new((Vec::new(), false)));
+                let record = Record::default();
                 list.lock().expect("records").push(record.clone());
                 std::thread::spawn(move || record_and_answer(stream, &record));
             }
