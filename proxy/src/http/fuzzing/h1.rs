@@ -8,13 +8,24 @@
 //! * a re-encoded chunked body is canonical: relayed a second time it comes out unchanged.
 
 use super::super::body::{Dir, Relay};
-use super::super::head::{check_partial_head, head_end, parse_request, parse_response, Framing};
+use super::super::head::{
+    check_partial_head, head_end, parse_request, parse_response, Framing, MAX_HEADERS,
+};
 use super::super::side::Side;
 use super::mem::{MemConn, MemSink};
 use super::{block_on, split_step, BUFSIZE};
 
 /// Messages read from one input at most (pipelining).
 const MAX_MESSAGES: usize = 16;
+
+/// Whether a head of `fields` end-to-end fields, with those the proxy writes itself
+/// (Connection, the framing field, Upgrade), stays within [`MAX_HEADERS`], the limit the
+/// re-parse applies. A message at the limit goes on with a few fields more, as through
+/// HAProxy (whose `tune.http.maxhdr` also counts received fields only): the first `response`
+/// fuzz run found that case (fuzz/regressions/response/), docs/fuzzing.md says more.
+pub(super) fn within_limit(fields: usize) -> bool {
+    fields + 3 <= MAX_HEADERS
+}
 
 /// Reads until a whole head is buffered; its length, or `None` (EOF, or too large).
 async fn read_head(side: &mut Side<MemConn>) -> Option<usize> {
@@ -85,14 +96,16 @@ pub fn request(data: &[u8]) {
             let parsed = parse_request(client.data().get(..end).unwrap_or_default());
             client.consume(end);
             let Ok(req) = parsed else { return };
-            let sent = req.serialize(Some("keep-alive"));
-            let again = parse_request(&sent).expect("the head sent on parses again");
-            assert_eq!(
-                (&again.method, &again.target, again.minor, &again.headers),
-                (&req.method, &req.target, req.minor, &req.headers),
-                "the head sent on reads differently"
-            );
-            assert_eq!((again.framing, &again.codings), (req.framing, &req.codings));
+            if within_limit(req.headers.0.len()) {
+                let sent = req.serialize(Some("keep-alive"));
+                let again = parse_request(&sent).expect("the head sent on parses again");
+                assert_eq!(
+                    (&again.method, &again.target, again.minor, &again.headers),
+                    (&req.method, &req.target, req.minor, &req.headers),
+                    "the head sent on reads differently"
+                );
+                assert_eq!((again.framing, &again.codings), (req.framing, &req.codings));
+            }
             if req.upgrade.is_some() || req.method == "CONNECT" {
                 return; // a tunnel follows: bytes, not messages
             }
@@ -128,21 +141,23 @@ pub fn response(data: &[u8]) {
             if resp.is_interim() && resp.status != 101 {
                 continue;
             }
-            let sent = resp.serialize(Some("keep-alive"), chunked_out);
-            let again = parse_response(&sent, method).expect("the head sent on parses again");
-            assert_eq!(
-                (again.status, &again.headers, again.length),
-                (resp.status, &resp.headers, resp.length),
-                "the head sent on reads differently"
-            );
-            let framing = match resp.framing {
-                Framing::Chunked if !chunked_out => Framing::UntilClose,
-                f => f,
-            };
-            assert_eq!(
-                again.framing, framing,
-                "the framing sent on reads differently"
-            );
+            if within_limit(resp.headers.0.len()) {
+                let sent = resp.serialize(Some("keep-alive"), chunked_out);
+                let again = parse_response(&sent, method).expect("the head sent on parses again");
+                assert_eq!(
+                    (again.status, &again.headers, again.length),
+                    (resp.status, &resp.headers, resp.length),
+                    "the head sent on reads differently"
+                );
+                let framing = match resp.framing {
+                    Framing::Chunked if !chunked_out => Framing::UntilClose,
+                    f => f,
+                };
+                assert_eq!(
+                    again.framing, framing,
+                    "the framing sent on reads differently"
+                );
+            }
             if resp.status == 101 || (method == "CONNECT" && resp.status / 100 == 2) {
                 return;
             }
