@@ -84,7 +84,7 @@ fn wants_vm(args: &BenchArgs) -> bool {
 }
 
 /// Where cargo puts build outputs (CARGO_TARGET_DIR, relative to the workspace root if so).
-fn target_dir() -> PathBuf {
+pub(crate) fn target_dir() -> PathBuf {
     match std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from) {
         Some(t) if t.is_absolute() => t,
         Some(t) => crate::root().join(t),

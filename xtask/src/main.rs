@@ -8,10 +8,13 @@
 //! * `soak`:  setup, build (release), run mixed load with injected faults for N minutes.
 //! * `deb`:   setup, then the Debian package (cargo-deb) under `<target>/debian/`.
 //!
+//! * `fuzz`:  the parsers under libFuzzer (cargo-fuzz on the pinned nightly), docs/fuzzing.md.
+//!
 //! `vmtest` comes with the features it tests.
 
 mod bench;
 mod deb;
+mod fuzz;
 #[cfg(test)]
 mod programs;
 mod run;
@@ -67,6 +70,9 @@ enum Cmd {
     /// injected on a schedule; ends with one verdict line, non-zero when anything was lost
     /// or leaked. Needs root.
     Soak(soak::SoakArgs),
+    /// Fuzz the parsers (cargo-fuzz, libFuzzer) on the pinned nightly: every target, or one,
+    /// for --seconds each; `--list` names the targets. See docs/fuzzing.md.
+    Fuzz(fuzz::FuzzArgs),
 }
 
 fn main() {
@@ -79,6 +85,7 @@ fn main() {
         Cmd::Bench(args) => bench::bench(&args),
         Cmd::Soak(args) => soak::soak(&args),
         Cmd::Deb => deb::deb(),
+        Cmd::Fuzz(args) => fuzz::fuzz(&args),
     };
     if let Err(e) = result {
         eprintln!("xtask: error: {e:#}");

@@ -178,7 +178,8 @@ pub fn setup() -> Result<()> {
     }
     rust_components()?;
     bpf_toolchain()?;
-    cargo_deb()
+    cargo_deb()?;
+    cargo_fuzz()
 }
 
 /// `program (package)` for each program of `PACKAGES` the tests would not find: a package
@@ -306,9 +307,38 @@ const BPF_TOOLCHAIN: &str = "nightly-x86_64-unknown-linux-gnu";
 const BPF_TOOLCHAIN_TESTED: &str = "1.97.0-nightly (e50aa6fba 2026-05-19)";
 const BPF_LINKER_VERSION: &str = "0.13.0";
 
+/// The pinned nightly (`PROXY_BPF_TOOLCHAIN` overrides it, as for build.rs): the BPF build
+/// and the fuzz targets (`cargo xtask fuzz`, whose sanitizers need a nightly) both use it.
+pub fn nightly() -> String {
+    std::env::var("PROXY_BPF_TOOLCHAIN").unwrap_or_else(|_| BPF_TOOLCHAIN.into())
+}
+
+/// cargo-fuzz, the driver of `cargo xtask fuzz` (libFuzzer comes with the `libfuzzer-sys`
+/// crate the fuzz targets build): installed when `cargo fuzz` does not run on the nightly.
+const CARGO_FUZZ_VERSION: &str = "0.13.2";
+
+pub fn cargo_fuzz() -> Result<()> {
+    let runs = Command::new("rustup")
+        .args(["run", &nightly(), "cargo", "fuzz", "--version"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if runs {
+        return Ok(());
+    }
+    println!("setup: installing cargo-fuzz {CARGO_FUZZ_VERSION} (for `cargo xtask fuzz`)");
+    crate::run_checked(crate::cargo().args([
+        "install",
+        &format!("cargo-fuzz@{CARGO_FUZZ_VERSION}"),
+        "--locked",
+    ]))
+    .context("installing cargo-fuzz")
+}
+
 /// Nightly + rust-src + bpf-linker, each only if missing.
 fn bpf_toolchain() -> Result<()> {
-    let toolchain = std::env::var("PROXY_BPF_TOOLCHAIN").unwrap_or_else(|_| BPF_TOOLCHAIN.into());
+    let toolchain = nightly();
     let sysroot = nightly_sysroot(&toolchain)?;
     if !sysroot.join("lib/rustlib/src/rust/library/core").is_dir() {
         println!("setup: adding rust-src to {toolchain} (build-std for the BPF target)");

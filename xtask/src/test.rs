@@ -1,4 +1,5 @@
-//! `cargo xtask test`: what CI runs (`.ci/run`). Every step runs even after a failure (except
+//! `cargo xtask test`: what CI runs (`.ci/run`): setup, build, tests, the kernel matrix, a
+//! short run of every fuzz target, rustfmt and clippy. Every step runs even after a failure (except
 //! the tests when the proxy does not build), then a summary; the exit code is 1 if any failed.
 
 use anyhow::{bail, Result};
@@ -89,6 +90,12 @@ pub fn test(extra: &[String]) -> Result<()> {
         step(&mut steps, "cargo xtask vmtest", || {
             crate::vmtest::vmtest(&[])
         });
+        // Every fuzz target for a few seconds (the build takes longer than the runs).
+        let smoke = format!(
+            "cargo xtask fuzz --dev --seconds {}",
+            crate::fuzz::SMOKE_SECONDS
+        );
+        step(&mut steps, &smoke, crate::fuzz::smoke);
     }
 
     step(&mut steps, "cargo fmt --check", || {

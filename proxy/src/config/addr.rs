@@ -223,6 +223,13 @@ fn resolve(host: &str, port: u16, family: Family) -> Result<SocketAddr, String> 
         return Ok(addr);
     }
     check_host_name(host)?;
+    // A fuzz run must not wait on DNS for the names it makes up (and would be slowed to
+    // a crawl): under cargo-fuzz only IP literals resolve.
+    if cfg!(fuzzing) {
+        return Err(format!(
+            "cannot resolve '{host}': no resolver while fuzzing"
+        ));
+    }
     let answers = (host, port)
         .to_socket_addrs()
         .map_err(|e| format!("cannot resolve '{host}': {e}"))?;

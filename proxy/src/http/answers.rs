@@ -73,6 +73,17 @@ pub fn builtin(status: u16) -> Vec<u8> {
     .into_bytes()
 }
 
+/// At most `max + 1` bytes of `path`: enough to tell a page too large, without reading a
+/// huge file or a device such as /dev/zero into memory (which would never end).
+fn read_at_most(path: &std::path::Path, max: usize) -> std::io::Result<Vec<u8>> {
+    use std::io::Read;
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)?
+        .take(max as u64 + 1)
+        .read_to_end(&mut bytes)?;
+    Ok(bytes)
+}
+
 /// The `errorfile` pages of one proxy, read at start.
 #[derive(Debug, Clone, Default)]
 pub struct ErrorPages(HashMap<u16, Arc<[u8]>>);
@@ -86,7 +97,7 @@ impl ErrorPages {
                 loc: f.loc.clone(),
                 reason,
             };
-            let bytes = std::fs::read(&f.path)
+            let bytes = read_at_most(&f.path, max)
                 .map_err(|e| refuse(format!("cannot read errorfile {}: {e}", f.path.display())))?;
             if !bytes.starts_with(b"HTTP/1.") {
                 return Err(refuse(format!(
@@ -153,6 +164,31 @@ mod tests {
             );
             assert!(r.close);
         }
+    }
+
+    /// An errorfile naming a device or a huge file is refused after `max + 1` bytes; it
+    /// used to be read whole (/dev/zero: never ending, memory growing).
+    #[test]
+    fn errorfile_reads_are_bounded() {
+        let file = |path: &str| crate::config::ErrorFile {
+            status: 503,
+            path: path.into(),
+            loc: crate::config::Loc::default(),
+        };
+        let err = ErrorPages::load(&[file("/dev/zero")], 16 * 1024).unwrap_err();
+        assert!(err.to_string().contains("does not start with"), "{err}");
+        let dir = std::env::temp_dir().join(format!("errorfile-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let big = dir.join("big.http");
+        let mut page = b"HTTP/1.1 503 Busy\r\n\r\n".to_vec();
+        page.resize(1 << 20, b'x');
+        std::fs::write(&big, &page).unwrap();
+        let err = ErrorPages::load(&[file(big.to_str().unwrap())], 16 * 1024).unwrap_err();
+        assert!(
+            err.to_string().contains("larger than tune.bufsize"),
+            "{err}"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

@@ -25,6 +25,8 @@ mod conn;
 mod cookie;
 mod error;
 mod exchange;
+#[cfg(any(fuzzing, test))]
+pub mod fuzzing;
 mod h1_client;
 mod h2;
 mod head;

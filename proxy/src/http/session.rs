@@ -24,7 +24,7 @@ use crate::upstream::{Origin, ServerClaim};
 
 use super::conn::{ClientConn, Conn};
 use super::error::HttpError;
-use super::head::{head_end, parse_request, Request};
+use super::head::{check_partial_head, head_end, parse_request, Request};
 use super::httplog::HttpRecord;
 use super::serve::Exchange;
 use super::side::{deadline, shutdown, Side};
@@ -214,6 +214,9 @@ impl<'f> Exchange<'f, '_> {
                 return parsed.map_err(NoRequest::Failed);
             }
             searched = self.client.data().len();
+            if let Err(reason) = check_partial_head(self.client.data()) {
+                return Err(NoRequest::Failed(HttpError::bad_request(400, reason)));
+            }
             if self.client.is_full() {
                 return Err(NoRequest::Failed(HttpError::bad_request(
                     431,

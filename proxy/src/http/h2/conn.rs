@@ -64,7 +64,7 @@ pub(crate) async fn serve(tls: TlsClient, origin: Origin, fe: Arc<Frontend>) {
     }
 }
 
-fn builder(bufsize: usize) -> h2::server::Builder {
+pub(super) fn builder(bufsize: usize) -> h2::server::Builder {
     let mut b = h2::server::Builder::new();
     b.max_concurrent_streams(MAX_STREAMS)
         .max_header_list_size(u32::try_from(bufsize).unwrap_or(u32::MAX))

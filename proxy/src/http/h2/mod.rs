@@ -20,4 +20,7 @@ mod convert;
 mod io;
 mod stream;
 
+#[cfg(any(fuzzing, test))]
+pub(super) mod fuzzing;
+
 pub(crate) use conn::serve;
