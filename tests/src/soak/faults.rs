@@ -129,8 +129,11 @@ fn inject(fault: Fault, c: &mut Cluster, tally: &Tally, turn: u32, netem_here: b
         Fault::LossyNetwork if netem_here => netem(&["delay", "5ms", "2ms", "loss", "1%"]),
         Fault::LossyNetwork => drop_one_percent(),
         Fault::SlowNetwork if netem_here => netem(&["delay", "40ms"]),
+        // The bucket must hold the largest loopback packet (64 KiB with GSO): with a smaller
+        // one tbf drops every such packet, retransmissions included, and connections die
+        // without any proxy in the way (seen: ETIMEDOUT between two plain sockets).
         Fault::SlowNetwork => tc(&[
-            "qdisc", "add", "dev", "lo", "root", "tbf", "rate", "20mbit", "burst", "32kb",
+            "qdisc", "add", "dev", "lo", "root", "tbf", "rate", "20mbit", "burst", "256kb",
             "latency", "200ms",
         ]),
         Fault::ClientResets => {
