@@ -118,6 +118,35 @@ pub fn start(t: &Targets, tally: &Arc<Tally>, stop: &Arc<AtomicBool>) -> Vec<Joi
     threads
 }
 
+/// A burst of short flows on every frontend, eight at a time so that both workers (which
+/// share one accept queue) take some, before the baseline is read.
+pub fn warm_up(t: &Targets) {
+    std::thread::scope(|s| {
+        for addr in [t.tcp_auto, t.tcp_copy] {
+            for _ in 0..8 {
+                let server = t.checked.clone();
+                s.spawn(move || {
+                    let _ = catch_unwind(AssertUnwindSafe(|| {
+                        pump(addr, &server, 64 * 1024, 64 * 1024)
+                    }));
+                });
+            }
+        }
+        for _ in 0..8 {
+            let addr = t.http;
+            s.spawn(move || {
+                if let Ok(stream) = TcpStream::connect_timeout(&addr, Duration::from_secs(5)) {
+                    let mut c = Conn::on_stream(stream);
+                    let _ = c.stream.write_all(
+                        b"GET /hls/seg.ts HTTP/1.1\r\nHost: soak\r\nConnection: close\r\n\r\n",
+                    );
+                    let _ = c.response(false);
+                }
+            });
+        }
+    });
+}
+
 /// A cheap deterministic sequence of sizes (xorshift), different per thread.
 struct Sizes(u64);
 

@@ -69,11 +69,12 @@ pub fn fd_kinds(pid: u32) -> Vec<(String, usize)> {
         let target = std::fs::read_link(entry.path())
             .map(|t| t.display().to_string())
             .unwrap_or_default();
-        let kind = target.split(':').next().unwrap_or("").to_string();
-        let kind = if kind.starts_with('/') {
-            "file".to_string()
-        } else {
-            kind
+        // `socket:[123]` → `socket`; `anon_inode:[eventfd]` kept whole (which kind matters).
+        let kind = match target.split_once(':') {
+            Some(("anon_inode", what)) => format!("anon_inode:{what}"),
+            Some((kind, _)) => kind.to_string(),
+            None if target.starts_with('/') => "file".to_string(),
+            None => target,
         };
         *kinds.entry(kind).or_insert(0) += 1;
     }

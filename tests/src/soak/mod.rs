@@ -88,6 +88,10 @@ pub fn run(opts: &Options) -> Result<Verdict, String> {
     let faults = faults::named(&opts.faults)?;
     let mut cluster = cluster::Cluster::start();
     let pid = cluster.proxy.pid();
+    // Per-thread resources made on first use (each worker's sockmap event watcher, its
+    // buffer pool) belong in the baseline, not in the growth.
+    load::warm_up(&cluster.targets());
+    std::thread::sleep(Duration::from_secs(3));
     let idle = measure::Sample::take(pid);
     let idle_kinds = measure::fd_kinds(pid);
     eprintln!(
