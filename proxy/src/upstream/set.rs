@@ -113,12 +113,12 @@ impl ServerSet {
     }
 
     /// A reload's set: a server of `previous` with the same name, address (any, for one DNS
-    /// follows) and settings is
-    /// carried as the same `Arc` (its id, health state, counters, established flows), and
-    /// with it the backend's queue (its waiters were told by those servers) and figures. A
-    /// server whose settings changed is new (with a fresh id, so that no session's list of
-    /// servers tried names it by mistake) and keeps the previous health state. Servers added
-    /// at run time and not in the config are dropped, as a restart would.
+    /// follows) and settings is carried as the same `Arc` (its id, health state, counters,
+    /// established flows, and a weight or state the runtime API set), and with it the
+    /// backend's queue (its waiters were told by those servers) and figures. A server whose
+    /// settings changed is new (with a fresh id, so that no session's list of servers tried
+    /// names it by mistake) and keeps the previous health state. Servers added at run time
+    /// and not in the config are dropped, as a restart would.
     pub fn from_config_keeping(proxy: &config::Proxy, previous: &ServerSet) -> ServerSet {
         let t = &proxy.timeouts;
         let timeout = t.queue.or(t.connect);
