@@ -46,29 +46,36 @@ pub struct Publisher {
     status: Option<ExitStatus>,
 }
 
+/// ffmpeg encoding `seconds` of 320x240 test video at [`FPS`], paced in real time (`-re`),
+/// with a keyframe every second: the output format and URL are the caller's.
+pub fn test_source(seconds: u32) -> Command {
+    let mut c = Command::new(require_tool("ffmpeg"));
+    c.args([
+        "-hide_banner",
+        "-nostdin",
+        "-nostats",
+        "-loglevel",
+        "warning",
+    ])
+    .args(["-re", "-f", "lavfi", "-i"])
+    .arg(format!("testsrc=size=320x240:rate={FPS}"))
+    .args(["-t", &seconds.to_string()])
+    .args([
+        "-c:v",
+        "libx264",
+        "-preset",
+        "ultrafast",
+        "-tune",
+        "zerolatency",
+    ])
+    .args(["-g", &FPS.to_string(), "-pix_fmt", "yuv420p"]);
+    c
+}
+
 /// Starts publishing `seconds` of 320x240 25 fps test video to `url`, paced in real time
 /// (`-re`), with a keyframe every second (`-g 25 -tune zerolatency`).
 pub fn ffmpeg_publish(url: &str, seconds: u32) -> Publisher {
-    let mut child = Command::new(require_tool("ffmpeg"))
-        .args([
-            "-hide_banner",
-            "-nostdin",
-            "-nostats",
-            "-loglevel",
-            "warning",
-        ])
-        .args(["-re", "-f", "lavfi", "-i"])
-        .arg(format!("testsrc=size=320x240:rate={FPS}"))
-        .args(["-t", &seconds.to_string()])
-        .args([
-            "-c:v",
-            "libx264",
-            "-preset",
-            "ultrafast",
-            "-tune",
-            "zerolatency",
-        ])
-        .args(["-g", &FPS.to_string(), "-pix_fmt", "yuv420p"])
+    let mut child = test_source(seconds)
         // Microseconds; bounds a write that blocks because nobody reads.
         .args(["-rw_timeout", "10000000"])
         .args(["-f", "flv", url])

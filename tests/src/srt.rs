@@ -5,7 +5,6 @@
 //! Every process is bounded: the publisher by `-t`, the listener by ffmpeg's own listen
 //! timeout and a wall-clock kill.
 
-use crate::ffmpeg::FPS;
 use crate::process::{kill_now, terminate, wait_timeout};
 use crate::util::{require_tool, TestDir};
 use std::net::SocketAddr;
@@ -136,33 +135,8 @@ impl SrtPublisher {
     pub fn start(to: SocketAddr, id: &str, seconds: u32) -> SrtPublisher {
         let dir = TestDir::new("srt-publisher");
         let log = dir.join("ffmpeg.log");
-        let child = Command::new(require_tool("ffmpeg"))
-            .args([
-                "-hide_banner",
-                "-nostdin",
-                "-nostats",
-                "-loglevel",
-                "warning",
-            ])
-            .args(["-re", "-f", "lavfi", "-i"])
-            .arg(format!("testsrc=size=320x240:rate={FPS}"))
-            .args(["-t", &seconds.to_string()])
-            .args([
-                "-c:v",
-                "libx264",
-                "-preset",
-                "ultrafast",
-                "-tune",
-                "zerolatency",
-            ])
-            .args([
-                "-g",
-                &FPS.to_string(),
-                "-pix_fmt",
-                "yuv420p",
-                "-f",
-                "mpegts",
-            ])
+        let child = crate::ffmpeg::test_source(seconds)
+            .args(["-f", "mpegts"])
             .arg(format!(
                 "srt://{to}?streamid={id}&latency={LATENCY_US}&linger={LINGER_S}"
             ))
