@@ -42,6 +42,23 @@ impl Nginx {
         self.dir.join("rec").join(format!("{stream}.flv"))
     }
 
+    /// Frames of each recording in `streams`, once the node has closed every publish (its
+    /// recordings are then complete).
+    pub fn recorded_frames(&self, streams: &[&str]) -> Vec<u64> {
+        crate::util::wait_until(
+            "the node to close the recordings",
+            Duration::from_secs(20),
+            || self.streams().is_empty().then_some(()),
+        );
+        streams
+            .iter()
+            .map(|name| {
+                crate::ffmpeg::ffprobe_count_frames(&self.recording(name).display().to_string())
+                    .unwrap_or_else(|e| panic!("counting the frames of {name}: {e}"))
+            })
+            .collect()
+    }
+
     fn rtmp_with(
         addr: Ipv4Addr,
         rtmp_port: u16,

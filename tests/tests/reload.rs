@@ -8,7 +8,7 @@
 //! Waits poll observable state (the proxy's log lines, listening sockets) with generous
 //! bounds; nothing asserts how long anything took.
 
-use e2e::ffmpeg::{ffmpeg_publish, ffprobe_count_frames, rtmp_handshake, FPS};
+use e2e::ffmpeg::{ffmpeg_publish, rtmp_handshake, FPS};
 use e2e::http_client::csv_field;
 use e2e::nginx::http_get;
 use e2e::nginx_http::NginxHttp;
@@ -234,23 +234,17 @@ fn rtmp_and_rtmps_publishes_run_across_three_reloads() {
     assert_eq!(csv_field(p.stats, "rtmps", "FRONTEND", "stot"), "1");
     assert_eq!(processes_of(&proxy), [pid], "one process, the one started");
 
-    wait_until(
-        "the node to close the recordings",
-        Duration::from_secs(20),
-        || node.streams().is_empty().then_some(()),
-    );
-    let frames = |name: &str| {
-        ffprobe_count_frames(&node.recording(name).display().to_string())
-            .unwrap_or_else(|e| panic!("counting the frames of {name}: {e}"))
+    let [reference, through, secure] = node.recorded_frames(&["direct", "through", "secure"])[..]
+    else {
+        unreachable!("three recordings asked for")
     };
-    let reference = frames("direct");
     assert_eq!(
         reference,
         u64::from(SECONDS * FPS),
         "the publish without the proxy"
     );
-    assert_eq!(frames("through"), reference, "RTMP across the reloads");
-    assert_eq!(frames("secure"), reference, "RTMPS across the reloads");
+    assert_eq!(through, reference, "RTMP across the reloads");
+    assert_eq!(secure, reference, "RTMPS across the reloads");
 }
 
 fn http_cfg(port: u16, extra: u16, web: SocketAddr, step: u8) -> String {

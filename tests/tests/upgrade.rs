@@ -10,7 +10,7 @@
 //! `stats socket … expose-fd listeners` is wired to the same code). Waits poll observable
 //! state with generous bounds; nothing asserts how long anything took.
 
-use e2e::ffmpeg::{ffmpeg_publish, ffprobe_count_frames, FPS};
+use e2e::ffmpeg::{ffmpeg_publish, FPS};
 use e2e::http_client::Conn;
 use e2e::nginx_http::NginxHttp;
 use e2e::process::connections_to;
@@ -207,22 +207,15 @@ fn rtmp_publish_moves(engine: &str) {
     );
     through.wait_success(Duration::from_secs(30));
     direct.wait_success(Duration::from_secs(30));
-    wait_until(
-        "the node to close the recordings",
-        Duration::from_secs(20),
-        || node.streams().is_empty().then_some(()),
-    );
-    let frames = |name: &str| {
-        ffprobe_count_frames(&node.recording(name).display().to_string())
-            .unwrap_or_else(|e| panic!("counting the frames of {name}: {e}"))
+    let [reference, through] = node.recorded_frames(&["direct", "through"])[..] else {
+        unreachable!("two recordings asked for")
     };
-    let reference = frames("direct");
     assert_eq!(
         reference,
         u64::from(SECONDS * FPS),
         "the publish without the proxy"
     );
-    assert_eq!(frames("through"), reference, "RTMP across the upgrade");
+    assert_eq!(through, reference, "RTMP across the upgrade");
 }
 
 #[test]
