@@ -7,7 +7,7 @@
 use compio::buf::BufResult;
 use compio::driver::op::{Interest, PollOnce};
 use compio::driver::ToSharedFd;
-use compio::io::{AsyncWrite, AsyncWriteExt};
+use compio::io::AsyncWriteExt;
 use compio::net::TcpStream;
 use compio::runtime::Runtime;
 use std::io;
@@ -148,8 +148,7 @@ impl Sink for TcpStream {
     }
 
     async fn close_write(&self) -> std::io::Result<()> {
-        let mut writer = self;
-        writer.shutdown().await
+        super::shut_write(self)
     }
 }
 
@@ -359,11 +358,11 @@ mod tests {
             compio::time::sleep(std::time::Duration::from_millis(50)).await;
             assert_eq!(bufpool::lent(), 0, "buffers held by {FLOWS} idle flows");
             for e in flows {
-                let (mut client, mut server) = (e.client, e.server);
-                client.shutdown().await.expect("client FIN");
+                let (client, mut server) = (e.client, e.server);
+                super::super::shut_write(&client).expect("client FIN");
                 let rest = server.read_to_end(Vec::new()).await;
                 assert_eq!(rest.0.expect("server reads to the FIN"), 0);
-                server.shutdown().await.expect("server FIN");
+                super::super::shut_write(&server).expect("server FIN");
                 let stats = e.flow.await.expect("flow task");
                 assert_eq!(stats.end, FlowEnd::Closed);
                 assert_eq!((stats.bytes_up, stats.bytes_down), (10, 10));

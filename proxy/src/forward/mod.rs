@@ -6,6 +6,7 @@
 
 mod bufpool;
 mod copy;
+mod fin;
 mod handover;
 mod idle;
 mod multishot;
@@ -22,6 +23,7 @@ use compio::net::TcpStream;
 
 use crate::log::{Cause, Phase, TermState};
 
+pub use fin::shut_write;
 pub use handover::{end_pause, request_pause, Gate, SETTLE};
 pub use idle::IdleLimits;
 pub use progress::Progress;

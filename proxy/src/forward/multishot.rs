@@ -21,7 +21,7 @@ use std::task::Poll;
 use compio::buf::BufResult;
 use compio::driver::op::{RecvFlags, RecvMulti};
 use compio::driver::{BufferRef, ToSharedFd};
-use compio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use compio::io::{AsyncRead, AsyncWriteExt};
 use compio::net::TcpStream;
 use compio::runtime::{CancelToken, Runtime, StreamExt as _};
 use futures_util::Stream;
@@ -167,8 +167,7 @@ fn ring_error(e: &io::Error) -> Option<i32> {
 
 /// Pass the FIN on; a shutdown failure means the peer is gone already.
 async fn pass_fin(to: &TcpStream) -> DirEnd {
-    let mut writer = to;
-    match writer.shutdown().await {
+    match super::shut_write(to) {
         Ok(()) => DirEnd::Eof,
         Err(_) => DirEnd::DestFailed,
     }

@@ -58,8 +58,7 @@ impl Conn for TcpStream {
     }
 
     async fn shutdown(&self) -> io::Result<()> {
-        let mut s = self;
-        compio::io::AsyncWrite::shutdown(&mut s).await
+        crate::forward::shut_write(self)
     }
 }
 

@@ -424,8 +424,7 @@ impl KtlsStream {
                 Err(e) => return Err(e),
             }
         }
-        let mut w = &self.tcp;
-        w.shutdown().await
+        crate::forward::shut_write(&self.tcp)
     }
 }
 

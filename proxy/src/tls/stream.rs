@@ -161,8 +161,7 @@ impl TlsStream {
             self.conn.borrow_mut().send_close_notify();
             self.flush_locked().await?;
         }
-        let mut w = &self.tcp;
-        w.shutdown().await
+        crate::forward::shut_write(&self.tcp)
     }
 }
 
