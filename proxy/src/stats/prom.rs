@@ -352,7 +352,7 @@ fn process(e: &Exporter, p: &ProcessView, hide_version: bool) {
 }
 
 /// TLS sessions by who encrypts their records (the kernel with kTLS, or rustls in
-/// userspace), and failed handshakes.
+/// userspace), failed handshakes, and sessions the client truncated.
 fn tls(e: &Exporter) {
     let carriers = [
         ("kernel", &counters::PROCESS.ktls_sessions),
@@ -373,6 +373,13 @@ fn tls(e: &Exporter) {
         "TLS handshakes that failed",
         &[],
         Process::read(&counters::PROCESS.tls_handshake_failures) as f64,
+    );
+    e.set(
+        Kind::Counter,
+        "proxy_tls_truncated_total".into(),
+        "TLS sessions the client ended with a FIN and no close_notify (logged CD: possibly truncated)",
+        &[],
+        Process::read(&counters::PROCESS.tls_truncated) as f64,
     );
 }
 
@@ -628,6 +635,7 @@ mod tests {
             );
         }
         assert!(value(&s, "proxy_tls_handshake_failures_total", &[]).is_some());
+        assert!(value(&s, "proxy_tls_truncated_total", &[]).is_some());
         // Other tests in this process drop lines on purpose: only the series is checked.
         assert!(value(&s, "haproxy_process_dropped_logs_total", &[]).is_some());
     }

@@ -11,7 +11,7 @@
 //! server sends no TLS 1.3 tickets (`send_tls13_tickets = 0`), so none is ever pending when
 //! the keys move to the kernel.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::io;
 use std::mem::size_of;
 use std::os::fd::{AsRawFd, RawFd};
@@ -320,6 +320,7 @@ pub fn install(tcp: &TcpStream, conn: ServerConnection) -> Result<KtlsStream, Re
         tcp: tcp.clone(),
         poll,
         pending_eof: RefCell::new(false),
+        truncated: Cell::new(false),
         alpn,
     })
 }
@@ -351,6 +352,8 @@ pub struct KtlsStream {
     poll: PollFd<socket2::Socket>,
     /// close_notify seen: later reads return EOF without touching the socket.
     pending_eof: RefCell<bool>,
+    /// The client's FIN came without close_notify.
+    truncated: Cell<bool>,
     /// The ALPN protocol of the handshake.
     alpn: Option<Vec<u8>>,
 }
@@ -370,13 +373,32 @@ impl KtlsStream {
         self.alpn.as_deref()
     }
 
-    /// Plaintext into `dst`; `Ok(0)` at the client's close_notify or FIN.
+    /// Whether the client ended its stream with a bare FIN, without close_notify.
+    pub fn truncated(&self) -> bool {
+        self.truncated.get()
+    }
+
+    /// The socket's end of stream came before any close_notify (a splice that read 0, or a
+    /// `recvmsg` that did).
+    pub(super) fn fin_seen(&self) {
+        if !*self.pending_eof.borrow() {
+            super::note_truncated(&self.truncated);
+        }
+    }
+
+    /// Plaintext into `dst`; `Ok(0)` at the client's close_notify or FIN (the latter also
+    /// marks the session [`KtlsStream::truncated`]).
     pub async fn read_plain(&self, dst: &mut [u8]) -> io::Result<usize> {
         if *self.pending_eof.borrow() || <[u8]>::is_empty(dst) {
             return Ok(0);
         }
         loop {
             match recv_record(self.tcp.as_raw_fd(), dst) {
+                // `dst` is not empty: 0 bytes is the socket's end of stream.
+                Ok(Got::Data(0)) => {
+                    self.fin_seen();
+                    return Ok(0);
+                }
                 Ok(Got::Data(n)) => return Ok(n),
                 Ok(Got::Control(RECORD_ALERT)) if dst.get(1) == Some(&ALERT_CLOSE_NOTIFY) => {
                     *self.pending_eof.borrow_mut() = true;
