@@ -21,8 +21,9 @@ use compio::buf::{BufResult, IoBuf};
 use compio::io::{AsyncWrite, AsyncWriteExt};
 use compio::net::TcpStream;
 use compio::runtime::fd::PollFd;
+use rustls::crypto::cipher::{Iv, NONCE_LEN};
 use rustls::server::ServerConnection;
-use rustls::{CipherSuite, ConnectionTrafficSecrets, ProtocolVersion};
+use rustls::{CipherSuite, ConnectionTrafficSecrets, ExtractedSecrets, ProtocolVersion};
 use zeroize::Zeroize;
 
 use super::TlsError;
@@ -262,6 +263,7 @@ impl CryptoInfo {
 /// The key, IV and salt stay in this process only while the kernel is being given them.
 impl Drop for CryptoInfo {
     fn drop(&mut self) {
+        // Volatile writes (zeroize): a plain store to memory about to be freed may be elided.
         self.rest.zeroize();
     }
 }
@@ -301,18 +303,13 @@ pub fn install(tcp: &TcpStream, conn: ServerConnection) -> Result<KtlsStream, Re
     // rustls' connection is consumed by the key extraction: what the handshake agreed on is
     // kept here.
     let alpn = conn.alpn_protocol().map(<[u8]>::to_vec);
-    let secrets = conn
+    let mut secrets = conn
         .dangerous_extract_secrets()
         .map_err(|e| Refused::Broken(TlsError::Handshake(e)))?;
-    let (tx_seq, tx) = secrets.tx;
-    let (rx_seq, rx) = secrets.rx;
-    let broken = |e: io::Error| Refused::Broken(TlsError::Ktls(e.to_string()));
-    info_of(version, &tx, tx_seq)
-        .set(fd, TLS_TX)
-        .map_err(broken)?;
-    info_of(version, &rx, rx_seq)
-        .set(fd, TLS_RX)
-        .map_err(broken)?;
+    let given = give_keys(fd, version, &secrets);
+    wipe_ivs(&mut secrets);
+    drop(secrets);
+    given.map_err(|e| Refused::Broken(TlsError::Ktls(e.to_string())))?;
     let poll = tcp
         .to_poll_fd()
         .map_err(|e| Refused::Broken(TlsError::Io(e)))?;
@@ -323,6 +320,35 @@ pub fn install(tcp: &TcpStream, conn: ServerConnection) -> Result<KtlsStream, Re
         truncated: Cell::new(false),
         alpn,
     })
+}
+
+/// Both directions' keys into the kernel; each copy made for it is wiped when dropped.
+fn give_keys(fd: RawFd, version: u16, secrets: &ExtractedSecrets) -> io::Result<()> {
+    let (tx_seq, tx) = &secrets.tx;
+    let (rx_seq, rx) = &secrets.rx;
+    info_of(version, tx, *tx_seq).set(fd, TLS_TX)?;
+    info_of(version, rx, *rx_seq).set(fd, TLS_RX)
+}
+
+/// rustls wipes its `AeadKey`s when they drop, but not its `Iv`s (the static IVs, derived
+/// from the traffic secrets as the keys are): they are overwritten in place before the
+/// secrets go.
+fn wipe_ivs(secrets: &mut ExtractedSecrets) {
+    wipe_iv(&mut secrets.tx.1);
+    wipe_iv(&mut secrets.rx.1);
+}
+
+fn wipe_iv(s: &mut ConnectionTrafficSecrets) {
+    let iv = match s {
+        ConnectionTrafficSecrets::Aes128Gcm { iv, .. }
+        | ConnectionTrafficSecrets::Aes256Gcm { iv, .. }
+        | ConnectionTrafficSecrets::Chacha20Poly1305 { iv, .. } => iv,
+        _ => return,
+    };
+    // SAFETY: `iv` is a valid, aligned and exclusive place holding an `Iv`, which has no drop
+    // glue to skip. Volatile, so that the store is kept although the secrets are dropped
+    // right after.
+    unsafe { std::ptr::write_volatile(iv, Iv::new([0; NONCE_LEN])) };
 }
 
 fn info_of(version: u16, s: &ConnectionTrafficSecrets, seq: u64) -> CryptoInfo {
@@ -544,3 +570,42 @@ impl AsyncWrite for &KtlsStream {
 
 // `size_of` keeps the layout assumption checked at compile time: header + largest cipher.
 const _: () = assert!(size_of::<[u8; 60]>() >= 12 + 32 + 4 + 8);
+
+#[cfg(test)]
+mod wipe_tests {
+    use super::*;
+    use rustls::crypto::cipher::AeadKey;
+    use std::mem::ManuallyDrop;
+
+    /// The bytes handed to the kernel are zero once the struct is dropped.
+    #[test]
+    fn crypto_info_is_wiped_on_drop() {
+        let mut info = ManuallyDrop::new(CryptoInfo::new(
+            TLS_1_3_VERSION,
+            Cipher::Aes256Gcm,
+            &[0xAA; 32],
+            &[0xBB; 12],
+            7,
+        ));
+        assert!(info.rest.contains(&0xAA) && info.rest.contains(&0xBB));
+        // SAFETY: dropped once; the struct is plain bytes, its memory still ours (inside the
+        // ManuallyDrop), and only read afterwards to see what the drop left there.
+        unsafe { ManuallyDrop::drop(&mut info) };
+        assert!(info.rest.iter().all(|&b| b == 0), "{:?}", info.rest);
+    }
+
+    /// The IVs rustls hands over are wiped in place; its keys wipe themselves when dropped.
+    #[test]
+    fn extracted_ivs_are_wiped() {
+        let mut s = ConnectionTrafficSecrets::Chacha20Poly1305 {
+            key: AeadKey::from([0xCC; 32]),
+            iv: Iv::new([0xDD; NONCE_LEN]),
+        };
+        wipe_iv(&mut s);
+        let ConnectionTrafficSecrets::Chacha20Poly1305 { iv, key } = &s else {
+            panic!("the variant is kept");
+        };
+        assert_eq!(iv.as_ref(), &[0u8; NONCE_LEN]);
+        assert_eq!(key.as_ref(), &[0xCC; 32], "only the IV is ours to wipe");
+    }
+}
