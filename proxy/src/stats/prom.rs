@@ -397,20 +397,27 @@ fn engines(e: &Exporter, snap: &Snapshot) {
     }
     // Entries the kernel engine holds now: 0 once every sockmap flow ended, or something
     // leaked (the soak checks it).
-    if let Some((flows, fallbacks)) = crate::forward::sockmap_status() {
+    if let Some(s) = crate::forward::sockmap_status() {
         e.set(
             Kind::Gauge,
             "proxy_sockmap_flows".into(),
             "Flows registered in the sockmap engine's maps now",
             &[],
-            f64::from(flows),
+            f64::from(s.flows),
         );
         e.set(
             Kind::Counter,
             "proxy_sockmap_fallbacks_total".into(),
             "Flows the sockmap engine could not take (table full, socket closing), moved by copy",
             &[],
-            fallbacks as f64,
+            s.fallbacks as f64,
+        );
+        e.set(
+            Kind::Gauge,
+            "proxy_sockmap_queued_bytes".into(),
+            "Bytes the sockmap engine redirected that wait between two sockets (psock backlogs), charged to no socket's memory",
+            &[],
+            s.queued_bytes as f64,
         );
     }
 }
