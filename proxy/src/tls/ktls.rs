@@ -6,8 +6,9 @@
 //! Non-data records: a plain read of a record that is not application data fails with EIO,
 //! so reads use `recvmsg` and look at the `TLS_GET_RECORD_TYPE` control message. An alert
 //! `close_notify` is the client's end of stream; any other alert, or a post-handshake
-//! handshake message (KeyUpdate, renegotiation), ends the session: the kernels we support do
-//! not rekey. Our own close_notify is sent with `sendmsg` and `TLS_SET_RECORD_TYPE`. The
+//! handshake message (KeyUpdate, renegotiation), ends the session (the server side is reset,
+//! nothing decrypted with old keys goes on): kernels before 6.14 cannot take new keys on a
+//! kTLS socket, and the 6.14 rekey is not used yet. Our own close_notify is sent with `sendmsg` and `TLS_SET_RECORD_TYPE`. The
 //! server sends no TLS 1.3 tickets (`send_tls13_tickets = 0`), so none is ever pending when
 //! the keys move to the kernel.
 
@@ -108,9 +109,14 @@ impl Support {
             Ok(()) if self.ciphers.is_empty() => {
                 "kTLS unavailable (no cipher accepted): TLS in userspace rustls".into()
             }
+            // Said at start: rekeying a kTLS session (Linux 6.14 and later) is not done, so a
+            // client's KeyUpdate ends the session (see the module's comment).
             Ok(()) => {
                 let names: Vec<_> = self.ciphers.iter().map(|c| c.name()).collect();
-                format!("kTLS available ({})", names.join(", "))
+                format!(
+                    "kTLS available ({}; no rekey: a TLS 1.3 KeyUpdate ends a kTLS session)",
+                    names.join(", ")
+                )
             }
         }
     }
@@ -572,7 +578,7 @@ impl AsyncWrite for &KtlsStream {
 const _: () = assert!(size_of::<[u8; 60]>() >= 12 + 32 + 4 + 8);
 
 #[cfg(test)]
-mod wipe_tests {
+mod tests {
     use super::*;
     use rustls::crypto::cipher::AeadKey;
     use std::mem::ManuallyDrop;
@@ -592,6 +598,18 @@ mod wipe_tests {
         // ManuallyDrop), and only read afterwards to see what the drop left there.
         unsafe { ManuallyDrop::drop(&mut info) };
         assert!(info.rest.iter().all(|&b| b == 0), "{:?}", info.rest);
+    }
+
+    /// The start-up line says what a KeyUpdate does to a kTLS session.
+    #[test]
+    fn the_start_line_warns_of_key_updates() {
+        let s = Support {
+            ulp: Ok(()),
+            ciphers: vec![Cipher::Aes128Gcm],
+        };
+        let line = s.describe();
+        assert!(line.starts_with("kTLS available (aes-128-gcm;"), "{line}");
+        assert!(line.contains("KeyUpdate ends a kTLS session"), "{line}");
     }
 
     /// The IVs rustls hands over are wiped in place; its keys wipe themselves when dropped.
