@@ -270,3 +270,59 @@ pub fn wss_exchange(
         &[url.as_ref(), ca.as_ref(), cookie.as_ref(), idle.as_ref()],
     )
 }
+
+/// How [`tls_send_and_end`]'s client ends its side of the stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TlsEnd {
+    /// close_notify, then FIN: the stream ended on purpose.
+    CloseNotify,
+    /// FIN alone: as a client that died, or an attacker cutting the stream, leaves it.
+    BareFin,
+}
+
+/// A rustls client (trusting `ca`, SNI `name`) that sends `data` to `addr`, ends its side as
+/// `end` says, then reads until the other side's end. Returns the client's own address (to
+/// find the session's log line) and whether the peer ended with close_notify.
+pub fn tls_send_and_end(
+    addr: SocketAddr,
+    name: &str,
+    ca: &Path,
+    data: &[u8],
+    end: TlsEnd,
+) -> (SocketAddr, bool) {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, ServerName};
+    use std::io::{Read, Write};
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_file_iter(ca).expect("CA file") {
+        roots.add(cert.expect("CA certificate")).expect("CA added");
+    }
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("TLS versions")
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let server = ServerName::try_from(name.to_string()).expect("server name");
+    let conn = rustls::ClientConnection::new(std::sync::Arc::new(config), server).expect("client");
+    let tcp = std::net::TcpStream::connect(addr).expect("connect");
+    tcp.set_read_timeout(Some(std::time::Duration::from_secs(30)))
+        .ok();
+    let local = tcp.local_addr().expect("local address");
+    let mut tls = rustls::StreamOwned::new(conn, tcp);
+    tls.write_all(data).expect("send through TLS");
+    if end == TlsEnd::CloseNotify {
+        tls.conn.send_close_notify();
+    }
+    tls.flush().expect("flush");
+    tls.sock
+        .shutdown(std::net::Shutdown::Write)
+        .expect("shutdown");
+    let mut sink = Vec::new();
+    let clean = match tls.read_to_end(&mut sink) {
+        Ok(_) => true,
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => false,
+        Err(e) => panic!("reading to the end: {e}"),
+    };
+    (local, clean)
+}

@@ -1008,6 +1008,92 @@ fn auto_picks_per_flow() {
     );
 }
 
+/// One figure of the proxy's Prometheus page (`None` when the series is not there).
+fn metric(port: u16, name: &str) -> Option<f64> {
+    let out = e2e::http_client::curl(&[&format!("http://127.0.0.1:{port}/metrics")]);
+    let text = e2e::http_client::ok_text(&out);
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+/// The bytes the sockmap engine redirected and that wait between two sockets (psock
+/// backlogs, charged to no socket's memory) are reported per process as
+/// `proxy_sockmap_queued_bytes`: behind a backend that reads nothing the gauge rises, and once
+/// the parked flow is at rest it equals what the sockets' own counters say the proxy holds
+/// (taken off the client-side socket and not in the server-side one); it is 0 again once the
+/// flow ended.
+#[test]
+fn sockmap_backlog_is_reported_and_released() {
+    require_root("sockmap");
+    let backend = TcpListener::bind(free_addr(loopback(2))).expect("bind");
+    let backend_addr = backend.local_addr().expect("addr");
+    let port = free_port(Ipv4Addr::LOCALHOST);
+    let metrics_port = free_port(Ipv4Addr::LOCALHOST);
+    let mut cfg = proxy_cfg("sockmap", port, backend_addr, false, DEFAULT_TIMEOUTS);
+    cfg.push_str(&format!(
+        "\nlisten metrics\n    mode http\n    bind 127.0.0.1:{metrics_port}\n    \
+         http-request use-service prometheus-exporter if {{ path /metrics }}\n"
+    ));
+    let proxy = Proxy::start_with(&cfg, &[]);
+    let queued = || metric(metrics_port, "proxy_sockmap_queued_bytes");
+    assert_eq!(queued(), Some(0.0), "no flow, nothing queued");
+    let client = TcpStream::connect(proxy.addr()).expect("connect");
+    client.set_write_timeout(Some(IO_LIMIT)).expect("timeout");
+    let client_local = client.local_addr().expect("addr");
+    // The backend takes the connection and never reads: its receive buffer, then the proxy's
+    // send buffer toward it fill, and what the client keeps sending waits in the psock
+    // backlog until the direction parks.
+    let (held, server_side) = backend.accept().expect("backend accept");
+    let writer = {
+        let mut w = client.try_clone().expect("clone");
+        std::thread::spawn(move || {
+            let chunk = vec![7u8; 256 * KIB as usize];
+            while w.write_all(&chunk).is_ok() {}
+        })
+    };
+    let first = e2e::wait_until("bytes queued between the sockets", IO_LIMIT, || {
+        queued().filter(|&q| q > 0.0)
+    });
+    // At rest (parked, nothing moves): two equal readings in a row.
+    let mut last = first;
+    let at_rest = e2e::wait_until("the parked flow to rest", IO_LIMIT, || {
+        std::thread::sleep(Duration::from_millis(500));
+        let now = queued()?;
+        let same = now == last;
+        last = now;
+        same.then_some(now)
+    });
+    let snap = ss_snapshot();
+    let (c, s) = (
+        snap.get(&(proxy.addr(), client_local))
+            .expect("the proxy's client-side socket"),
+        snap.get(&(server_side, backend_addr))
+            .expect("the proxy's server-side socket"),
+    );
+    let held_by_sockets = c
+        .bytes_received
+        .saturating_sub(c.recv_q)
+        .saturating_sub(s.bytes_acked)
+        .saturating_sub(s.send_q);
+    eprintln!(
+        "sockmap backlog: first reading {first}, at rest {at_rest}, by the sockets' counters \
+         {held_by_sockets} (budget {SOCKMAP_BUDGET} per direction)"
+    );
+    assert!(
+        (at_rest - held_by_sockets as f64).abs() <= (64 * KIB) as f64,
+        "the gauge says {at_rest}, the sockets {held_by_sockets}: {c:?} {s:?}"
+    );
+    // The backend closes with unread bytes (a reset); the flow ends and gives its slots back.
+    drop(held);
+    drop(client);
+    writer.join().expect("writer");
+    e2e::wait_until("the flow to end", IO_LIMIT, || {
+        (metric(metrics_port, "proxy_sockmap_flows") == Some(0.0)).then_some(())
+    });
+    assert_eq!(queued(), Some(0.0), "an ended flow leaves nothing counted");
+}
+
 /// Every 8-byte word of each direction names its stream and offset, so a duplicated, lost,
 /// reordered or misrouted chunk is reported with where it came from. Runs 1 GiB each way
 /// with a 256 KiB sockmap budget (directions park and rejoin whenever a reader falls behind)

@@ -713,6 +713,8 @@ fn smuggling_corpus_is_refused_and_never_desynchronises_the_backend() {
         let r = Conn::open(p.addr()).get("/app/after-case", &[]);
         assert_eq!(r.status, 200, "a valid request after '{name}'");
     }
+    // A refused head has its process line (queued by the worker, written by the log thread).
+    logged(&p, &["bad request from 127.0.0.1:"]);
     for n in [&c.a, &c.b] {
         let leaked: Vec<String> = n
             .requests()

@@ -330,6 +330,19 @@ listen metrics
     assert!(closed, "the handshake timeout closes a silent client");
     let h = s_client(proxy.addr(), Some("site.test"), ca.cert(), &[]);
     assert!(h.verified, "still serving: {}", h.output);
+    // Each failed handshake has its line (queued by the worker, written by the log thread).
+    e2e::wait_until(
+        "a line per failed handshake",
+        Duration::from_secs(10),
+        || {
+            let log = proxy.stderr();
+            let lines = log
+                .lines()
+                .filter(|l| l.contains("TLS handshake with 127.0.0.1:") && l.contains(" failed"))
+                .count();
+            (lines >= 2).then_some(())
+        },
+    );
 
     // Both failures and the good handshake are counted for Prometheus.
     let out = Command::new("curl")
@@ -351,6 +364,86 @@ listen metrics
     let done = metric("proxy_tls_handshakes_total{carrier=\"userspace\"}")
         + metric("proxy_tls_handshakes_total{carrier=\"kernel\"}");
     assert!(done >= 1.0, "the verified handshake is counted: {text}");
+}
+
+/// A client that ends with a FIN and no close_notify may have been cut short by someone on the
+/// path (a truncation attack): its session is logged `CD` and counted in
+/// `proxy_tls_truncated_total`, while one that sends close_notify is logged `--`. Both reach
+/// the backend whole and get the proxy's close_notify back.
+#[test]
+fn a_fin_without_close_notify_is_logged_as_a_truncation() {
+    use e2e::tls::{tls_send_and_end, TlsEnd};
+    use std::io::Read;
+    let dir = TestDir::new("truncation");
+    let ca = TestCa::new(dir.path());
+    let crt = ca.leaf("site", &["site.test"], KeyKind::EcPkcs8, false);
+    // A backend that reads each connection to its end, then closes.
+    let backend = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let backend_addr = backend.local_addr().expect("addr");
+    std::thread::spawn(move || {
+        for s in backend.incoming().flatten() {
+            std::thread::spawn(move || {
+                let mut got = Vec::new();
+                let _ = (&s).read_to_end(&mut got);
+            });
+        }
+    });
+    let port = free_port(Ipv4Addr::LOCALHOST);
+    let metrics_port = free_port(Ipv4Addr::LOCALHOST);
+    let mut cfg = tls_listen(port, &crt, "", &[backend_addr.to_string()]);
+    cfg.push_str(&format!(
+        "
+listen metrics
+    mode http
+    bind 127.0.0.1:{metrics_port}
+    http-request use-service prometheus-exporter if {{ path /metrics }}
+"
+    ));
+    let proxy = Proxy::start(&cfg);
+    let line_of = |client: std::net::SocketAddr| -> String {
+        let start = format!("{client} [");
+        e2e::wait_until("the session's log line", Duration::from_secs(10), || {
+            proxy
+                .stderr()
+                .lines()
+                .find(|l| l.starts_with(&start))
+                .map(str::to_string)
+        })
+    };
+    let (clean, got_close_notify) = tls_send_and_end(
+        proxy.addr(),
+        "site.test",
+        ca.cert(),
+        b"publish",
+        TlsEnd::CloseNotify,
+    );
+    assert!(got_close_notify, "the proxy ends with close_notify");
+    let clean_line = line_of(clean);
+    assert!(clean_line.contains(" -- "), "{clean_line}");
+    let (cut, got_close_notify) = tls_send_and_end(
+        proxy.addr(),
+        "site.test",
+        ca.cert(),
+        b"publish",
+        TlsEnd::BareFin,
+    );
+    assert!(got_close_notify, "the proxy still ends with close_notify");
+    let cut_line = line_of(cut);
+    assert!(cut_line.contains(" CD "), "{cut_line}");
+    let out = Command::new("curl")
+        .args(["-sS", &format!("http://127.0.0.1:{metrics_port}/metrics")])
+        .output()
+        .expect("curl");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let truncated = text
+        .lines()
+        .find_map(|l| l.strip_prefix("proxy_tls_truncated_total "))
+        .unwrap_or_else(|| panic!("no proxy_tls_truncated_total in:\n{text}"));
+    assert_eq!(
+        truncated.trim(),
+        "1",
+        "one truncated session, the clean one not counted"
+    );
 }
 
 /// testssl.sh against the HTTPS listener (seed 001's `frontend_https`): no SSLv2/SSLv3/

@@ -15,6 +15,9 @@ pub struct Process {
     pub http_spliced_bytes: AtomicU64,
     /// TLS handshakes that failed (tls).
     pub tls_handshake_failures: AtomicU64,
+    /// TLS sessions the client ended with a bare FIN, without close_notify: what it sent may
+    /// have been cut short by someone on the path (tls).
+    pub tls_truncated: AtomicU64,
     /// TLS sessions whose records the kernel took over (tls).
     pub ktls_sessions: AtomicU64,
     /// TLS sessions kept in userspace rustls (tls).
@@ -32,6 +35,7 @@ pub struct Process {
 pub static PROCESS: Process = Process {
     http_spliced_bytes: AtomicU64::new(0),
     tls_handshake_failures: AtomicU64::new(0),
+    tls_truncated: AtomicU64::new(0),
     ktls_sessions: AtomicU64::new(0),
     tls_user_sessions: AtomicU64::new(0),
     ktls_spliced_flows: AtomicU64::new(0),

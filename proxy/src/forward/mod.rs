@@ -78,6 +78,10 @@ pub enum FlowEnd {
     Closed,
     /// The client reset or failed; the server was reset in turn.
     ClientAbort,
+    /// Both sides closed, but the client's stream ended without its protocol's end marker
+    /// (a TLS FIN with no close_notify): what it sent may have been cut short on the way.
+    /// Nothing was reset; HAProxy's closest state is `CD`, and it is logged so.
+    ClientTruncated,
     /// The server reset or failed; the client was reset in turn.
     ServerAbort,
     /// No byte moved for the idle limit; the client side was waiting.
@@ -91,7 +95,7 @@ impl FlowEnd {
     pub fn term(self) -> TermState {
         let cause = match self {
             FlowEnd::Closed => return TermState::NORMAL,
-            FlowEnd::ClientAbort => Cause::Client,
+            FlowEnd::ClientAbort | FlowEnd::ClientTruncated => Cause::Client,
             FlowEnd::ServerAbort => Cause::Server,
             FlowEnd::ClientTimeout => Cause::ClientTimeout,
             FlowEnd::ServerTimeout => Cause::ServerTimeout,

@@ -155,7 +155,10 @@ pub fn apply_end(end: FlowEnd, client: &TcpStream, server: &TcpStream) {
     match end {
         FlowEnd::ClientAbort => reset(server),
         FlowEnd::ServerAbort => reset(client),
-        FlowEnd::Closed | FlowEnd::ClientTimeout | FlowEnd::ServerTimeout => {}
+        FlowEnd::Closed
+        | FlowEnd::ClientTruncated
+        | FlowEnd::ClientTimeout
+        | FlowEnd::ServerTimeout => {}
     }
 }
 

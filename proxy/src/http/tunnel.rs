@@ -117,7 +117,9 @@ pub(super) async fn tunnel(mut client: Side<ClientConn>, t: Tunnel<'_>, fe: &Fro
     // Who cut the tunnel, as `mode tcp` counts its flows.
     match stats.end {
         FlowEnd::Closed => {}
-        FlowEnd::ClientAbort | FlowEnd::ClientTimeout => tally.error(|c| &c.client_aborts),
+        FlowEnd::ClientAbort | FlowEnd::ClientTruncated | FlowEnd::ClientTimeout => {
+            tally.error(|c| &c.client_aborts)
+        }
         FlowEnd::ServerAbort | FlowEnd::ServerTimeout => tally.server_abort(),
     }
     record.total += started.elapsed();

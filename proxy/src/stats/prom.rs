@@ -352,7 +352,7 @@ fn process(e: &Exporter, p: &ProcessView, hide_version: bool) {
 }
 
 /// TLS sessions by who encrypts their records (the kernel with kTLS, or rustls in
-/// userspace), and failed handshakes.
+/// userspace), failed handshakes, and sessions the client truncated.
 fn tls(e: &Exporter) {
     let carriers = [
         ("kernel", &counters::PROCESS.ktls_sessions),
@@ -374,6 +374,13 @@ fn tls(e: &Exporter) {
         &[],
         Process::read(&counters::PROCESS.tls_handshake_failures) as f64,
     );
+    e.set(
+        Kind::Counter,
+        "proxy_tls_truncated_total".into(),
+        "TLS sessions the client ended with a FIN and no close_notify (logged CD: possibly truncated)",
+        &[],
+        Process::read(&counters::PROCESS.tls_truncated) as f64,
+    );
 }
 
 /// Our own figures per forwarding engine (`proxy_forward_*{engine}`).
@@ -390,20 +397,27 @@ fn engines(e: &Exporter, snap: &Snapshot) {
     }
     // Entries the kernel engine holds now: 0 once every sockmap flow ended, or something
     // leaked (the soak checks it).
-    if let Some((flows, fallbacks)) = crate::forward::sockmap_status() {
+    if let Some(s) = crate::forward::sockmap_status() {
         e.set(
             Kind::Gauge,
             "proxy_sockmap_flows".into(),
             "Flows registered in the sockmap engine's maps now",
             &[],
-            f64::from(flows),
+            f64::from(s.flows),
         );
         e.set(
             Kind::Counter,
             "proxy_sockmap_fallbacks_total".into(),
             "Flows the sockmap engine could not take (table full, socket closing), moved by copy",
             &[],
-            fallbacks as f64,
+            s.fallbacks as f64,
+        );
+        e.set(
+            Kind::Gauge,
+            "proxy_sockmap_queued_bytes".into(),
+            "Bytes the sockmap engine redirected that wait between two sockets (psock backlogs), charged to no socket's memory",
+            &[],
+            s.queued_bytes as f64,
         );
     }
 }
@@ -628,6 +642,7 @@ mod tests {
             );
         }
         assert!(value(&s, "proxy_tls_handshake_failures_total", &[]).is_some());
+        assert!(value(&s, "proxy_tls_truncated_total", &[]).is_some());
         // Other tests in this process drop lines on purpose: only the series is checked.
         assert!(value(&s, "haproxy_process_dropped_logs_total", &[]).is_some());
     }

@@ -264,7 +264,10 @@ pub(super) fn count_flow(be: &Backend, server: &Server, flow: &FlowStats, took: 
         Counters::bump(&c.flows);
         match flow.end {
             FlowEnd::Closed => {}
-            FlowEnd::ClientAbort | FlowEnd::ClientTimeout => Counters::bump(&c.client_aborts),
+            // A truncated TLS stream is logged `CD`, so it is counted where `CD` lines are.
+            FlowEnd::ClientAbort | FlowEnd::ClientTruncated | FlowEnd::ClientTimeout => {
+                Counters::bump(&c.client_aborts)
+            }
             // HAProxy counts server aborts in the response errors too.
             FlowEnd::ServerAbort | FlowEnd::ServerTimeout => {
                 Counters::bump(&c.server_aborts);

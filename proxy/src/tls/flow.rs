@@ -1,7 +1,9 @@
 //! A TLS client paired with a plain server (`mode tcp` + `ssl`: RTMPS in front of plain RTMP),
 //! with the forward room's close protocol (forward/LIFECYCLE.md) carried over TLS:
 //!
-//! - client close_notify or FIN → `shutdown(server, WR)`, the other direction runs on;
+//! - client close_notify or FIN → `shutdown(server, WR)`, the other direction runs on; a FIN
+//!   without close_notify is the same to the server, but the flow ends `ClientTruncated`
+//!   (logged `CD`, counted in `proxy_tls_truncated_total`);
 //! - server FIN → close_notify to the client, then `shutdown(client, WR)`;
 //! - a failed read (reset, bad record, fatal alert) or write → the peer is reset;
 //! - nothing moved for the idle limit → both closed (no close_notify: the session just ends,
@@ -14,7 +16,7 @@ use compio::net::TcpStream;
 
 use crate::counters::{Process, PROCESS};
 use crate::forward::pair::{self, DirEnd};
-use crate::forward::{pump, Activity, Count, FlowParams, FlowStats, Progress, Sink};
+use crate::forward::{pump, Activity, Count, FlowEnd, FlowParams, FlowStats, Progress, Sink};
 
 use super::splice::{self, Spliced};
 use super::TlsClient;
@@ -71,7 +73,17 @@ pub async fn forward_counted(
     FlowStats {
         bytes_up: up_bytes,
         bytes_down: down_bytes,
-        end,
+        end: truncation(end, &client),
+    }
+}
+
+/// A flow that closed cleanly on both sides but whose client never sent close_notify is
+/// logged as truncated; any other end already says more.
+fn truncation(end: FlowEnd, client: &TlsClient) -> FlowEnd {
+    if end == FlowEnd::Closed && client.truncated() {
+        FlowEnd::ClientTruncated
+    } else {
+        end
     }
 }
 

@@ -6,12 +6,13 @@
 //! Non-data records: a plain read of a record that is not application data fails with EIO,
 //! so reads use `recvmsg` and look at the `TLS_GET_RECORD_TYPE` control message. An alert
 //! `close_notify` is the client's end of stream; any other alert, or a post-handshake
-//! handshake message (KeyUpdate, renegotiation), ends the session: the kernels we support do
-//! not rekey. Our own close_notify is sent with `sendmsg` and `TLS_SET_RECORD_TYPE`. The
+//! handshake message (KeyUpdate, renegotiation), ends the session (the server side is reset,
+//! nothing decrypted with old keys goes on): kernels before 6.14 cannot take new keys on a
+//! kTLS socket, and the 6.14 rekey is not used yet. Our own close_notify is sent with `sendmsg` and `TLS_SET_RECORD_TYPE`. The
 //! server sends no TLS 1.3 tickets (`send_tls13_tickets = 0`), so none is ever pending when
 //! the keys move to the kernel.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::io;
 use std::mem::size_of;
 use std::os::fd::{AsRawFd, RawFd};
@@ -21,8 +22,9 @@ use compio::buf::{BufResult, IoBuf};
 use compio::io::{AsyncWrite, AsyncWriteExt};
 use compio::net::TcpStream;
 use compio::runtime::fd::PollFd;
+use rustls::crypto::cipher::{Iv, NONCE_LEN};
 use rustls::server::ServerConnection;
-use rustls::{CipherSuite, ConnectionTrafficSecrets, ProtocolVersion};
+use rustls::{CipherSuite, ConnectionTrafficSecrets, ExtractedSecrets, ProtocolVersion};
 use zeroize::Zeroize;
 
 use super::TlsError;
@@ -107,9 +109,14 @@ impl Support {
             Ok(()) if self.ciphers.is_empty() => {
                 "kTLS unavailable (no cipher accepted): TLS in userspace rustls".into()
             }
+            // Said at start: rekeying a kTLS session (Linux 6.14 and later) is not done, so a
+            // client's KeyUpdate ends the session (see the module's comment).
             Ok(()) => {
                 let names: Vec<_> = self.ciphers.iter().map(|c| c.name()).collect();
-                format!("kTLS available ({})", names.join(", "))
+                format!(
+                    "kTLS available ({}; no rekey: a TLS 1.3 KeyUpdate ends a kTLS session)",
+                    names.join(", ")
+                )
             }
         }
     }
@@ -262,6 +269,7 @@ impl CryptoInfo {
 /// The key, IV and salt stay in this process only while the kernel is being given them.
 impl Drop for CryptoInfo {
     fn drop(&mut self) {
+        // Volatile writes (zeroize): a plain store to memory about to be freed may be elided.
         self.rest.zeroize();
     }
 }
@@ -301,18 +309,13 @@ pub fn install(tcp: &TcpStream, conn: ServerConnection) -> Result<KtlsStream, Re
     // rustls' connection is consumed by the key extraction: what the handshake agreed on is
     // kept here.
     let alpn = conn.alpn_protocol().map(<[u8]>::to_vec);
-    let secrets = conn
+    let mut secrets = conn
         .dangerous_extract_secrets()
         .map_err(|e| Refused::Broken(TlsError::Handshake(e)))?;
-    let (tx_seq, tx) = secrets.tx;
-    let (rx_seq, rx) = secrets.rx;
-    let broken = |e: io::Error| Refused::Broken(TlsError::Ktls(e.to_string()));
-    info_of(version, &tx, tx_seq)
-        .set(fd, TLS_TX)
-        .map_err(broken)?;
-    info_of(version, &rx, rx_seq)
-        .set(fd, TLS_RX)
-        .map_err(broken)?;
+    let given = give_keys(fd, version, &secrets);
+    wipe_ivs(&mut secrets);
+    drop(secrets);
+    given.map_err(|e| Refused::Broken(TlsError::Ktls(e.to_string())))?;
     let poll = tcp
         .to_poll_fd()
         .map_err(|e| Refused::Broken(TlsError::Io(e)))?;
@@ -320,8 +323,38 @@ pub fn install(tcp: &TcpStream, conn: ServerConnection) -> Result<KtlsStream, Re
         tcp: tcp.clone(),
         poll,
         pending_eof: RefCell::new(false),
+        truncated: Cell::new(false),
         alpn,
     })
+}
+
+/// Both directions' keys into the kernel; each copy made for it is wiped when dropped.
+fn give_keys(fd: RawFd, version: u16, secrets: &ExtractedSecrets) -> io::Result<()> {
+    let (tx_seq, tx) = &secrets.tx;
+    let (rx_seq, rx) = &secrets.rx;
+    info_of(version, tx, *tx_seq).set(fd, TLS_TX)?;
+    info_of(version, rx, *rx_seq).set(fd, TLS_RX)
+}
+
+/// rustls wipes its `AeadKey`s when they drop, but not its `Iv`s (the static IVs, derived
+/// from the traffic secrets as the keys are): they are overwritten in place before the
+/// secrets go.
+fn wipe_ivs(secrets: &mut ExtractedSecrets) {
+    wipe_iv(&mut secrets.tx.1);
+    wipe_iv(&mut secrets.rx.1);
+}
+
+fn wipe_iv(s: &mut ConnectionTrafficSecrets) {
+    let iv = match s {
+        ConnectionTrafficSecrets::Aes128Gcm { iv, .. }
+        | ConnectionTrafficSecrets::Aes256Gcm { iv, .. }
+        | ConnectionTrafficSecrets::Chacha20Poly1305 { iv, .. } => iv,
+        _ => return,
+    };
+    // SAFETY: `iv` is a valid, aligned and exclusive place holding an `Iv`, which has no drop
+    // glue to skip. Volatile, so that the store is kept although the secrets are dropped
+    // right after.
+    unsafe { std::ptr::write_volatile(iv, Iv::new([0; NONCE_LEN])) };
 }
 
 fn info_of(version: u16, s: &ConnectionTrafficSecrets, seq: u64) -> CryptoInfo {
@@ -351,6 +384,8 @@ pub struct KtlsStream {
     poll: PollFd<socket2::Socket>,
     /// close_notify seen: later reads return EOF without touching the socket.
     pending_eof: RefCell<bool>,
+    /// The client's FIN came without close_notify.
+    truncated: Cell<bool>,
     /// The ALPN protocol of the handshake.
     alpn: Option<Vec<u8>>,
 }
@@ -370,13 +405,32 @@ impl KtlsStream {
         self.alpn.as_deref()
     }
 
-    /// Plaintext into `dst`; `Ok(0)` at the client's close_notify or FIN.
+    /// Whether the client ended its stream with a bare FIN, without close_notify.
+    pub fn truncated(&self) -> bool {
+        self.truncated.get()
+    }
+
+    /// The socket's end of stream came before any close_notify (a splice that read 0, or a
+    /// `recvmsg` that did).
+    pub(super) fn fin_seen(&self) {
+        if !*self.pending_eof.borrow() {
+            super::note_truncated(&self.truncated);
+        }
+    }
+
+    /// Plaintext into `dst`; `Ok(0)` at the client's close_notify or FIN (the latter also
+    /// marks the session [`KtlsStream::truncated`]).
     pub async fn read_plain(&self, dst: &mut [u8]) -> io::Result<usize> {
         if *self.pending_eof.borrow() || <[u8]>::is_empty(dst) {
             return Ok(0);
         }
         loop {
             match recv_record(self.tcp.as_raw_fd(), dst) {
+                // `dst` is not empty: 0 bytes is the socket's end of stream.
+                Ok(Got::Data(0)) => {
+                    self.fin_seen();
+                    return Ok(0);
+                }
                 Ok(Got::Data(n)) => return Ok(n),
                 Ok(Got::Control(RECORD_ALERT)) if dst.get(1) == Some(&ALERT_CLOSE_NOTIFY) => {
                     *self.pending_eof.borrow_mut() = true;
@@ -521,3 +575,54 @@ impl AsyncWrite for &KtlsStream {
 
 // `size_of` keeps the layout assumption checked at compile time: header + largest cipher.
 const _: () = assert!(size_of::<[u8; 60]>() >= 12 + 32 + 4 + 8);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rustls::crypto::cipher::AeadKey;
+    use std::mem::ManuallyDrop;
+
+    /// The bytes handed to the kernel are zero once the struct is dropped.
+    #[test]
+    fn crypto_info_is_wiped_on_drop() {
+        let mut info = ManuallyDrop::new(CryptoInfo::new(
+            TLS_1_3_VERSION,
+            Cipher::Aes256Gcm,
+            &[0xAA; 32],
+            &[0xBB; 12],
+            7,
+        ));
+        assert!(info.rest.contains(&0xAA) && info.rest.contains(&0xBB));
+        // SAFETY: dropped once; the struct is plain bytes, its memory still ours (inside the
+        // ManuallyDrop), and only read afterwards to see what the drop left there.
+        unsafe { ManuallyDrop::drop(&mut info) };
+        assert!(info.rest.iter().all(|&b| b == 0), "{:?}", info.rest);
+    }
+
+    /// The start-up line says what a KeyUpdate does to a kTLS session.
+    #[test]
+    fn the_start_line_warns_of_key_updates() {
+        let s = Support {
+            ulp: Ok(()),
+            ciphers: vec![Cipher::Aes128Gcm],
+        };
+        let line = s.describe();
+        assert!(line.starts_with("kTLS available (aes-128-gcm;"), "{line}");
+        assert!(line.contains("KeyUpdate ends a kTLS session"), "{line}");
+    }
+
+    /// The IVs rustls hands over are wiped in place; its keys wipe themselves when dropped.
+    #[test]
+    fn extracted_ivs_are_wiped() {
+        let mut s = ConnectionTrafficSecrets::Chacha20Poly1305 {
+            key: AeadKey::from([0xCC; 32]),
+            iv: Iv::new([0xDD; NONCE_LEN]),
+        };
+        wipe_iv(&mut s);
+        let ConnectionTrafficSecrets::Chacha20Poly1305 { iv, key } = &s else {
+            panic!("the variant is kept");
+        };
+        assert_eq!(iv.as_ref(), &[0u8; NONCE_LEN]);
+        assert_eq!(key.as_ref(), &[0xCC; 32], "only the IV is ours to wipe");
+    }
+}

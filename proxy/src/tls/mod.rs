@@ -170,6 +170,14 @@ impl Acceptor {
     }
 }
 
+/// Marks a session whose client sent FIN without close_notify, and counts it once
+/// (`proxy_tls_truncated_total`).
+fn note_truncated(flag: &std::cell::Cell<bool>) {
+    if !flag.replace(true) {
+        Process::add(&PROCESS.tls_truncated, 1);
+    }
+}
+
 /// An accepted TLS connection after its handshake: plaintext in and out.
 pub enum TlsClient {
     /// Boxed: a rustls session is large, and clients are moved between tasks by value.
@@ -194,6 +202,16 @@ impl TlsClient {
         match self {
             TlsClient::User(s) => s.alpn(),
             TlsClient::Kernel(s) => s.alpn(),
+        }
+    }
+
+    /// Whether the client ended its stream with a FIN and no close_notify (seen once the
+    /// stream's end was read): an attacker on the path can cut a stream short that way, so
+    /// the session is logged `CD` rather than as a clean end.
+    pub fn truncated(&self) -> bool {
+        match self {
+            TlsClient::User(s) => s.truncated(),
+            TlsClient::Kernel(s) => s.truncated(),
         }
     }
 

@@ -68,6 +68,8 @@ struct Dir<'a> {
 
 enum Fill {
     Moved,
+    /// The source's end of stream (a splice that read 0).
+    Fin,
     Nothing,
 }
 
@@ -86,7 +88,7 @@ impl Dir<'_> {
         match splice(from, self.pipe.write.as_raw_fd(), room) {
             Ok(0) => {
                 self.eof = true;
-                Ok(Fill::Moved)
+                Ok(Fill::Fin)
             }
             Ok(n) => {
                 self.in_pipe += n;
@@ -128,6 +130,11 @@ pub async fn up(s: &Spliced, k: &KtlsStream, activity: &Activity, moved: &mut Co
     };
     loop {
         let filled = match d.fill(s.client.as_raw_fd(), true) {
+            // A close_notify is a control record (below); a FIN splice sees is a bare one.
+            Ok(Fill::Fin) => {
+                k.fin_seen();
+                true
+            }
             Ok(f) => matches!(f, Fill::Moved),
             Err(end) => return end,
         };
@@ -182,7 +189,7 @@ pub async fn down(
     };
     loop {
         let filled = match d.fill(s.server.as_raw_fd(), false) {
-            Ok(f) => matches!(f, Fill::Moved),
+            Ok(f) => matches!(f, Fill::Moved | Fill::Fin),
             Err(end) => return end,
         };
         let drained = match d.drain(s.client.as_raw_fd(), moved) {

@@ -6,7 +6,7 @@
 //! two writers (a response and an alert, say) never interleave on the socket. No `RefCell`
 //! borrow is held across an await.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::io::{self, Read, Write};
 
 use compio::buf::{BufResult, IoBuf};
@@ -27,6 +27,8 @@ pub struct TlsStream {
     pending: RefCell<Vec<u8>>,
     /// The socket said EOF (rustls has been told).
     eof: RefCell<bool>,
+    /// The client's FIN came without close_notify.
+    truncated: Cell<bool>,
     write_lock: Mutex<()>,
     alpn: Option<Vec<u8>>,
 }
@@ -40,6 +42,7 @@ impl TlsStream {
             conn: RefCell::new(conn),
             pending: RefCell::new(Vec::new()),
             eof: RefCell::new(false),
+            truncated: Cell::new(false),
             write_lock: Mutex::new(()),
         }
     }
@@ -59,8 +62,14 @@ impl TlsStream {
         self.conn.borrow().server_name().map(str::to_string)
     }
 
-    /// Reads plaintext into `dst`. `Ok(0)`: the client finished (close_notify, or a bare FIN,
-    /// which most clients send without close_notify and which is treated the same).
+    /// Whether the client ended its stream with a bare FIN, without close_notify.
+    pub fn truncated(&self) -> bool {
+        self.truncated.get()
+    }
+
+    /// Reads plaintext into `dst`. `Ok(0)`: the client finished, with close_notify or with a
+    /// bare FIN; the stream carries on the same way after both, but the latter is remembered
+    /// ([`TlsStream::truncated`]) so that the session is logged as cut short, not as clean.
     pub async fn read_plain(&self, dst: &mut [u8]) -> io::Result<usize> {
         if <[u8]>::is_empty(dst) {
             return Ok(0);
@@ -69,7 +78,11 @@ impl TlsStream {
             match self.take_plain(dst) {
                 Ok(n) => return Ok(n),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(0),
+                // rustls' word for EOF before close_notify.
+                Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
+                    super::note_truncated(&self.truncated);
+                    return Ok(0);
+                }
                 Err(e) => return Err(e),
             }
             if !self.pending.borrow().is_empty() {

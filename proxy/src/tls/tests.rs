@@ -364,14 +364,24 @@ struct ClientRun {
     clean_close: bool,
 }
 
-/// A rustls client restricted to `suite` (and its version): sends `send` bytes, then
-/// close_notify, then reads to the end.
+/// How the test client ends its side of the stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ClientEnd {
+    /// close_notify, as a well-behaved client does (the FIN follows when it closes).
+    CloseNotify,
+    /// A FIN and no close_notify: what a truncation attack, or a careless client, sends.
+    BareFin,
+}
+
+/// A rustls client restricted to `suite` (and its version): sends `send` bytes, then ends
+/// its side as `end` says, then reads to the end.
 fn client(
     addr: SocketAddr,
     roots: RootCertStore,
     suite: Option<SupportedCipherSuite>,
     send: u64,
     key_update: bool,
+    end: ClientEnd,
 ) -> Result<ClientRun, String> {
     let mut prov = rustls::crypto::ring::default_provider();
     if let Some(s) = suite {
@@ -402,8 +412,16 @@ fn client(
             tls.conn.refresh_traffic_keys().map_err(|e| e.to_string())?;
         }
     }
-    tls.conn.send_close_notify();
+    match end {
+        ClientEnd::CloseNotify => tls.conn.send_close_notify(),
+        ClientEnd::BareFin => {}
+    }
     tls.flush().map_err(|e| format!("client flush: {e}"))?;
+    if end == ClientEnd::BareFin {
+        tls.sock
+            .shutdown(std::net::Shutdown::Write)
+            .map_err(|e| format!("client shutdown: {e}"))?;
+    }
     let mut h = Sha256::new();
     let mut received = 0u64;
     let mut buf = vec![0u8; 65536];
@@ -435,11 +453,25 @@ fn site_store(pki: &Pki, name: &str) -> Arc<CertStore> {
 
 /// One session both ways with checksums; returns what the proxy side saw.
 fn roundtrip(ktls: bool, suite: Option<SupportedCipherSuite>, up: u64, down: u64) -> Outcome {
+    let out = roundtrip_ending(ktls, suite, up, down, ClientEnd::CloseNotify);
+    assert_eq!(out.end, FlowEnd::Closed);
+    out
+}
+
+/// As [`roundtrip`], the client ending its side as `end` says; the flow's end is left to the
+/// caller to check.
+fn roundtrip_ending(
+    ktls: bool,
+    suite: Option<SupportedCipherSuite>,
+    up: u64,
+    down: u64,
+    end: ClientEnd,
+) -> Outcome {
     let pki = Pki::new();
     let store = site_store(&pki, "rt");
     let (backend, be) = sink_backend(down);
     let (addr, srv) = serve_one(store, SslBind::default(), ktls, backend);
-    let run = client(addr, pki.roots(), suite, up, false).expect("client");
+    let run = client(addr, pki.roots(), suite, up, false, end).expect("client");
     let (got, got_digest) = be.join().expect("backend thread");
     let out = srv.join().expect("proxy thread").expect("proxy session");
     assert_eq!(got, up, "bytes client → backend");
@@ -450,9 +482,39 @@ fn roundtrip(ktls: bool, suite: Option<SupportedCipherSuite>, up: u64, down: u64
         run.clean_close,
         "the client got close_notify before the FIN"
     );
-    assert_eq!(out.end, FlowEnd::Closed);
     assert_eq!((out.up, out.down), (up, down));
     out
+}
+
+/// A client that ends with a FIN and no close_notify: every byte still goes through and the
+/// server still gets its FIN, but the flow ends `ClientTruncated` (logged `CD`) and is
+/// counted; `roundtrip` checks that close_notify gives `Closed`.
+fn bare_fin_is_a_truncation(ktls: bool) {
+    let load = || {
+        PROCESS
+            .tls_truncated
+            .load(std::sync::atomic::Ordering::Relaxed)
+    };
+    let before = load();
+    let out = roundtrip_ending(ktls, None, 1 << 20, 1 << 20, ClientEnd::BareFin);
+    assert_eq!(out.kernel, ktls);
+    assert_eq!(out.end, FlowEnd::ClientTruncated);
+    assert_eq!(out.end.term().to_string(), "CD");
+    assert!(load() > before, "the truncation is counted");
+}
+
+#[test]
+fn userspace_bare_fin_is_a_truncation() {
+    bare_fin_is_a_truncation(false);
+}
+
+/// The same through kTLS, where the FIN is seen by splice(2) reading 0 (a close_notify is a
+/// control record splice refuses).
+#[test]
+fn ktls_bare_fin_is_a_truncation() {
+    if ktls_or_skip("ktls_bare_fin_is_a_truncation") {
+        bare_fin_is_a_truncation(true);
+    }
 }
 
 #[test]
@@ -468,7 +530,15 @@ fn userspace_survives_key_update() {
     let (backend, be) = sink_backend(1000);
     let (addr, srv) = serve_one(store, SslBind::default(), false, backend);
     let suite = rustls::crypto::ring::cipher_suite::TLS13_AES_128_GCM_SHA256;
-    let run = client(addr, pki.roots(), Some(suite), 1 << 20, true).expect("client");
+    let run = client(
+        addr,
+        pki.roots(),
+        Some(suite),
+        1 << 20,
+        true,
+        ClientEnd::CloseNotify,
+    )
+    .expect("client");
     let (got, digest) = be.join().expect("backend");
     let out = srv.join().expect("proxy thread").expect("session");
     assert_eq!((got, digest), (1 << 20, pattern_digest(1 << 20)));
@@ -550,7 +620,14 @@ fn ktls_key_update_ends_the_session_cleanly() {
     let (backend, be) = sink_backend(0);
     let (addr, srv) = serve_one(store, SslBind::default(), true, backend);
     let suite = rustls::crypto::ring::cipher_suite::TLS13_AES_128_GCM_SHA256;
-    let _ = client(addr, pki.roots(), Some(suite), 1 << 20, true);
+    let _ = client(
+        addr,
+        pki.roots(),
+        Some(suite),
+        1 << 20,
+        true,
+        ClientEnd::CloseNotify,
+    );
     let (got, _) = be.join().expect("backend");
     let out = srv.join().expect("proxy thread").expect("session");
     assert!(out.kernel);

@@ -342,7 +342,14 @@ impl<'a> Dir<'a> {
         while off < n {
             self.wait_budget(n - off).await?;
             match sys::send(self.dst().fd, &self.buf[off..n]) {
-                Ok(m) => off += m,
+                Ok(m) => {
+                    off += m;
+                    // The psock backlog is empty while parked (`wait_redirected_sent`), so
+                    // what the destination took grows by exactly what was sent: `written`
+                    // stays exact without a TCP_INFO per chunk.
+                    self.slot
+                        .set_written(self.slot.written().wrapping_add(m as u64));
+                }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     if self.dst().poll.write_ready().await.is_err() {
@@ -392,6 +399,9 @@ impl<'a> Dir<'a> {
         let mut pause = Duration::from_micros(500);
         loop {
             let written = sys::bytes_written(self.dst().fd).map_err(|_| DirEnd::DestFailed)?;
+            // Published as read: a parked direction behind a destination that does not read
+            // waits here, and `proxy_sockmap_queued_bytes` must not show a stale backlog.
+            self.slot.set_written(written);
             if written >= target {
                 return Ok(());
             }

@@ -171,11 +171,26 @@ fn load_park_walk(ebpf: &mut Ebpf) -> Result<OwnedFd, ForwardError> {
     sys::iter_link(prog.as_fd().as_raw_fd()).map_err(|e| bpf("linking the park walk", e))
 }
 
-/// Flows registered right now and flows that fell back to the copy engine (table full,
-/// socket already closing); `None` when the engine is not loaded.
-pub fn status() -> Option<(u32, u64)> {
+/// What the engine holds now, for the stats exporters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Status {
+    /// Flows registered right now.
+    pub flows: u32,
+    /// Flows that fell back to the copy engine (table full, socket already closing).
+    pub fallbacks: u64,
+    /// Bytes waiting in psock backlogs between the sockets of every flow: memory the kernel
+    /// charges to no socket, bounded by the budget per direction (`Slots::queued_total`).
+    pub queued_bytes: u64,
+}
+
+/// The engine's figures now; `None` when it is not loaded.
+pub fn status() -> Option<Status> {
     let k = KERNEL.get()?.as_ref().ok()?;
-    Some((k.slots.in_use() / 2, k.fallbacks.load(Ordering::Relaxed)))
+    Some(Status {
+        flows: k.slots.in_use() / 2,
+        fallbacks: k.fallbacks.load(Ordering::Relaxed),
+        queued_bytes: k.slots.queued_total(),
+    })
 }
 
 fn bpf(what: &'static str, reason: impl std::fmt::Display) -> ForwardError {

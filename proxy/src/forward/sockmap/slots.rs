@@ -7,7 +7,7 @@ use std::collections::VecDeque;
 use std::io;
 use std::mem::offset_of;
 use std::os::fd::RawFd;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -20,6 +20,8 @@ pub struct Slots {
     count: u32,
     /// Slots not in use. Taken and given back once per flow, never on the byte path.
     free: Mutex<FreeList>,
+    /// Which slots a flow holds now, for [`Slots::queued_total`] to read without the lock.
+    used: Box<[AtomicBool]>,
 }
 
 /// How long a given-back slot rests before a new flow may have it. A verdict run on another
@@ -95,12 +97,18 @@ impl Slots {
         if p == libc::MAP_FAILED {
             return Err(io::Error::last_os_error());
         }
-        Ok(Slots {
-            base: p.cast(),
+        Ok(Slots::at(p.cast(), len, count))
+    }
+
+    /// The slots over a mapping of `len` bytes at `base` (unmapped when dropped).
+    fn at(base: *mut DirSlot, len: usize, count: u32) -> Slots {
+        Slots {
+            base,
             len,
             count,
             free: Mutex::new(FreeList::new(count)),
-        })
+            used: (0..count).map(|_| AtomicBool::new(false)).collect(),
+        }
     }
 
     fn free_list(&self) -> std::sync::MutexGuard<'_, FreeList> {
@@ -109,15 +117,43 @@ impl Slots {
 
     /// Two slots for a new flow, or `None` when every slot is in use or resting.
     pub fn take_pair(&self) -> Option<(u32, u32)> {
-        self.free_list().take_pair(Instant::now())
+        let pair = self.free_list().take_pair(Instant::now())?;
+        for i in [pair.0, pair.1] {
+            self.mark(i, true);
+        }
+        Some(pair)
+    }
+
+    fn mark(&self, index: u32, used: bool) {
+        if let Some(u) = self.used.get(index as usize) {
+            u.store(used, Ordering::Relaxed);
+        }
     }
 
     /// Gives a slot back once its flow's route is gone; it rests for [`QUARANTINE`] before
     /// another flow may have it.
     pub fn give_back(&self, index: u32) {
         if index < self.count {
+            self.mark(index, false);
             self.free_list().give_back(index, Instant::now());
         }
+    }
+
+    /// Bytes redirected into destinations' psock backlogs and not yet in those sockets, over
+    /// every flow now (by each direction's last published `written`, so a slight
+    /// overestimate between looks). The kernel charges these bytes to no socket's memory
+    /// (LIFECYCLE.md, "Bounded memory"): this is where the process's share is seen. Reads the
+    /// mapped slots only, no system call; a slot given back no longer counts.
+    pub fn queued_total(&self) -> u64 {
+        (0..self.count)
+            .filter(|&i| {
+                self.used
+                    .get(i as usize)
+                    .is_some_and(|u| u.load(Ordering::Relaxed))
+            })
+            .filter_map(|i| self.get(i))
+            .map(|s| s.queued_estimate().max(0) as u64)
+            .sum()
     }
 
     pub fn in_use(&self) -> u32 {
@@ -186,6 +222,11 @@ impl Slot<'_> {
         self.u64_at(offset_of!(DirSlot, dest_base))
             .load(Ordering::Acquire)
     }
+    /// What the destination socket had taken (`bytes_acked + SIOCOUTQ`) when last published.
+    pub fn written(&self) -> u64 {
+        self.u64_at(offset_of!(DirSlot, written))
+            .load(Ordering::Acquire)
+    }
     pub fn budget(&self) -> u64 {
         self.u64_at(offset_of!(DirSlot, budget))
             .load(Ordering::Acquire)
@@ -235,8 +276,7 @@ impl Slot<'_> {
             self.redirected(),
             self.consumed(),
             self.dest_base(),
-            self.u64_at(offset_of!(DirSlot, written))
-                .load(Ordering::Acquire),
+            self.written(),
         )
     }
 }
@@ -244,6 +284,57 @@ impl Slot<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Slots over anonymous shared memory, in place of the BPF map's (same layout, same
+    /// unmapping on drop).
+    fn anonymous(count: u32) -> Slots {
+        let len = (count as usize * std::mem::size_of::<DirSlot>()).div_ceil(4096) * 4096;
+        // SAFETY: a fresh anonymous mapping, zero-filled; `Slots` unmaps it when dropped.
+        let p = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        assert_ne!(p, libc::MAP_FAILED);
+        Slots::at(p.cast(), len, count)
+    }
+
+    /// What the verdict would have redirected into a slot.
+    fn redirect(slot: &Slot<'_>, bytes: u64) {
+        slot.u64_at(offset_of!(DirSlot, redirected))
+            .fetch_add(bytes, Ordering::AcqRel);
+    }
+
+    #[test]
+    fn the_queued_total_counts_live_flows_only() {
+        let slots = anonymous(8);
+        assert_eq!(slots.queued_total(), 0);
+        let (a, b) = slots.take_pair().expect("a pair");
+        let (sa, sb) = (slots.get(a).expect("a"), slots.get(b).expect("b"));
+        sa.reset(1 << 20, 5000, 0);
+        sb.reset(1 << 20, 0, 0);
+        redirect(&sa, 300_000);
+        redirect(&sb, 20_000);
+        assert_eq!(slots.queued_total(), 320_000);
+        // The destination took 100 000 of a's bytes (acknowledged or in its send queue).
+        sa.set_written(5000 + 100_000);
+        assert_eq!(slots.queued_total(), 220_000);
+        // A second flow adds its own.
+        let (c, _d) = slots.take_pair().expect("another pair");
+        let sc = slots.get(c).expect("c");
+        sc.reset(1 << 20, 0, 0);
+        redirect(&sc, 1000);
+        assert_eq!(slots.queued_total(), 221_000);
+        // The first flow ends: its slots keep their figures while resting, but count no more.
+        slots.give_back(a);
+        slots.give_back(b);
+        assert_eq!(slots.queued_total(), 1000);
+    }
 
     #[test]
     fn a_given_back_slot_rests_before_reuse() {
