@@ -680,6 +680,81 @@ mod tests {
     }
 
     #[test]
+    fn namespace_scenarios_subtract_routing() {
+        let (r, h, p) = (
+            Variant::Routing,
+            Variant::Haproxy,
+            Variant::Proxy(crate::hop::Engine::Auto),
+        );
+        let with_p99 = |mut x: RunRecord, us: u64| {
+            x.p99_us = Some(us);
+            x
+        };
+        let o = Outcome {
+            scenario: all()
+                .into_iter()
+                .find(|s| s.name == "ns-ingest-200x4")
+                .unwrap(),
+            variants: vec![r, h, p],
+            records: vec![
+                with_p99(rec(r, 0, 1.0, 0.30, None), 1000),
+                with_p99(rec(h, 0, 1.0, 0.70, Some(0.3)), 1500),
+                with_p99(rec(p, 0, 1.0, 0.40, Some(0.1)), 1200),
+            ],
+            unavailable: vec![(
+                "proxy nat".into(),
+                "not available: x.cfg:14: unknown".into(),
+            )],
+        };
+        let s = summarize(&o);
+        assert_eq!(s[0].hop_cost, None, "routing is the floor");
+        assert!((s[1].hop_cost.unwrap() - 0.4).abs() < 1e-9);
+        assert!((s[2].hop_cost_vs_haproxy.unwrap() - 0.25).abs() < 1e-9);
+        assert_eq!(s[2].p99_vs_baseline_us, Some(200.0));
+        let md = markdown(&o, &s);
+        assert!(md.contains("| ×routing |"), "{md}");
+        assert!(md.contains("| p99 − routing's ms |"), "{md}");
+        assert!(md.contains("| routing | 1.000 | 1.00× |"), "{md}");
+        assert!(md.contains("| 0 / 0 | 0.20 |\n"), "{md}");
+        assert!(
+            md.contains("| proxy nat | not available: x.cfg:14: unknown |"),
+            "{md}"
+        );
+    }
+
+    #[test]
+    fn reload_table_adds_its_columns() {
+        let (d, h) = (Variant::Direct, Variant::Haproxy);
+        let reloaded = |v, processes| {
+            let mut x = rec(v, 0, 1.0, 0.5, Some(0.1));
+            x.lost_bytes = Some(0);
+            x.reload = Some(ReloadFigures {
+                asked: 3,
+                done: 3,
+                flows_cut: 0,
+                processes_after: Some(processes),
+            });
+            x
+        };
+        let o = Outcome {
+            scenario: all().into_iter().find(|s| s.name == "reload").unwrap(),
+            variants: vec![d, h],
+            records: vec![rec(d, 0, 1.0, 0.3, None), reloaded(h, 5)],
+            unavailable: vec![],
+        };
+        let s = summarize(&o);
+        let r = s[1].reload.as_ref().unwrap();
+        assert_eq!((r.done, r.asked, r.processes_after_max), (3, 3, Some(5)));
+        let md = markdown(&o, &s);
+        assert!(
+            md.contains("| hop processes after last reload (max) |"),
+            "{md}"
+        );
+        assert!(md.contains("| 0 / 0 | 3/3 | 0 | 0 | 5 |\n"), "{md}");
+        assert!(md.contains("| 0 / 0 | – | – | – | – |\n"), "direct: {md}");
+    }
+
+    #[test]
     fn svg_renders() {
         let o = outcome();
         let s = summarize(&o);
