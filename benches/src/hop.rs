@@ -5,6 +5,7 @@
 
 use crate::error::{BenchError, Result};
 use crate::pin::Plan;
+use crate::procfs;
 use std::fmt::Write as _;
 use std::fs;
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -21,6 +22,9 @@ pub enum Engine {
     Sockmap,
     Splice,
     Copy,
+    /// The kernel's L4 NAT (issue #19): no socket in the proxy. Only the namespace scenarios
+    /// run it (it needs a routed topology), and only where the proxy accepts it.
+    Nat,
 }
 
 impl Engine {
@@ -32,6 +36,7 @@ impl Engine {
             Engine::Sockmap => "sockmap",
             Engine::Splice => "splice",
             Engine::Copy => "copy",
+            Engine::Nat => "nat",
         }
     }
 
@@ -49,12 +54,15 @@ pub enum Variant {
     Haproxy,
     HaproxySplice,
     Proxy(Engine),
+    /// The namespace scenarios' floor: the balancer namespace only routes (no hop process).
+    Routing,
 }
 
 impl Variant {
     pub fn label(self) -> String {
         match self {
             Variant::Direct => "direct".into(),
+            Variant::Routing => "routing".into(),
             Variant::Haproxy => "haproxy".into(),
             Variant::HaproxySplice => "haproxy splice-auto".into(),
             Variant::Proxy(e) => format!("proxy {}", e.keyword()),
@@ -80,6 +88,9 @@ pub struct Spec {
     pub maxconn: usize,
     /// `bind … alpn LIST` on the TLS bind (`h2,http/1.1` for the HTTP/2 scenarios).
     pub alpn: Option<&'static str>,
+    /// HAProxy runs as master and workers (`-W`), as operators who reload it do; no effect on
+    /// this proxy, which reloads in its one process.
+    pub master_worker: bool,
 }
 
 impl Spec {
@@ -105,10 +116,11 @@ pub fn render(variant: Variant, spec: &Spec) -> String {
     c.push_str("    timeout connect 5s\n    timeout client 60s\n    timeout server 60s\n");
     match variant {
         Variant::HaproxySplice => c.push_str("    option splice-auto\n"),
-        Variant::Proxy(e) => {
+        // nat is set on the frontend itself (a `mode tcp` listen section), below.
+        Variant::Proxy(e) if e != Engine::Nat => {
             let _ = writeln!(c, "    forward-engine {}", e.keyword());
         }
-        Variant::Haproxy | Variant::Direct => {}
+        _ => {}
     }
     c.push_str("\nlisten bench\n");
     let _ = write!(c, "    bind {}", spec.frontend);
@@ -118,7 +130,11 @@ pub fn render(variant: Variant, spec: &Spec) -> String {
             let _ = write!(c, " alpn {alpn}");
         }
     }
-    let _ = writeln!(c, "\n    server b1 {}", spec.backend);
+    c.push('\n');
+    if variant == Variant::Proxy(Engine::Nat) {
+        c.push_str("    forward-engine nat\n");
+    }
+    let _ = writeln!(c, "    server b1 {}", spec.backend);
     c
 }
 
@@ -149,12 +165,26 @@ impl Hop {
         proxy_bin: &Path,
         limit: Duration,
     ) -> Result<Hop> {
+        let mut hop = Hop::spawn(variant, spec, dir, plan, proxy_bin)?;
+        hop.wait_listening(spec.frontend, limit)?;
+        Ok(hop)
+    }
+
+    /// As [`Hop::start`] without the wait: the namespace scenarios check the frontend from
+    /// the client's namespace (a nat frontend has no socket to connect to in its own).
+    pub fn spawn(
+        variant: Variant,
+        spec: &Spec,
+        dir: &Path,
+        plan: &Plan,
+        proxy_bin: &Path,
+    ) -> Result<Hop> {
         let name = variant.label().replace(' ', "-");
         let cfg = dir.join(format!("{name}.cfg"));
         let log = dir.join(format!("{name}.log"));
         fs::write(&cfg, render(variant, spec))
             .map_err(|e| BenchError::io(format!("write {}", cfg.display()), e))?;
-        let mut cmd = command(variant, plan, proxy_bin, &cfg)?;
+        let mut cmd = command(variant, plan, proxy_bin, &cfg, spec.master_worker)?;
         let log_file = fs::File::create(&log)
             .map_err(|e| BenchError::io(format!("create {}", log.display()), e))?;
         let err_file = log_file
@@ -166,17 +196,65 @@ impl Hop {
             .stderr(err_file)
             .spawn()
             .map_err(|e| BenchError::io(format!("start {}", variant.label()), e))?;
-        let mut hop = Hop {
+        Ok(Hop {
             variant,
             pid: child.id(),
             child,
             log,
-        };
-        hop.wait_listening(spec.frontend, limit)?;
-        Ok(hop)
+        })
     }
 
-    fn wait_listening(&mut self, addr: SocketAddr, limit: Duration) -> Result<()> {
+    /// Asks for a configuration reload the way its operators do: SIGUSR2 to HAProxy's master
+    /// (`-W`: it re-executes itself, starts a new worker and tells the old ones to finish their
+    /// connections and exit), SIGHUP to this proxy (in-process). Waits up to `limit` for the
+    /// sign that it happened (a new worker; this proxy's `reload done` line) and says whether
+    /// it came.
+    pub fn reload(&mut self, limit: Duration) -> bool {
+        let before_workers: Vec<u32> = self.processes().into_iter().skip(1).collect();
+        let before_lines = self.log_count("reload done");
+        let signal = match self.variant {
+            Variant::Haproxy | Variant::HaproxySplice => libc::SIGUSR2,
+            _ => libc::SIGHUP,
+        };
+        // SAFETY: kill(2) on our own child's pid, which we have not reaped yet.
+        unsafe { libc::kill(self.pid as i32, signal) };
+        let start = Instant::now();
+        while start.elapsed() < limit {
+            let done = match self.variant {
+                Variant::Haproxy | Variant::HaproxySplice => self
+                    .processes()
+                    .iter()
+                    .skip(1)
+                    .any(|p| !before_workers.contains(p)),
+                _ => self.log_count("reload done") > before_lines,
+            };
+            if done {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        false
+    }
+
+    /// The hop's live processes: the one started, then its descendants (HAProxy `-W`'s
+    /// workers, old ones still finishing their connections included).
+    pub fn processes(&self) -> Vec<u32> {
+        procfs::process_tree(self.pid)
+            .into_iter()
+            .map(|(p, _)| p)
+            .collect()
+    }
+
+    fn log_count(&self, needle: &str) -> usize {
+        fs::read_to_string(&self.log)
+            .unwrap_or_default()
+            .matches(needle)
+            .count()
+    }
+
+    /// Waits until `addr` accepts a connection (the hop listens, or forwards), at most
+    /// `limit`; fails at once if the hop exited.
+    pub fn wait_listening(&mut self, addr: SocketAddr, limit: Duration) -> Result<()> {
         let start = Instant::now();
         while start.elapsed() < limit {
             if let Ok(Some(status)) = self.child.try_wait() {
@@ -225,6 +303,27 @@ impl Drop for Hop {
     /// are already closed when a run ends, and a graceful drain would only cost bench time.
     /// SIGKILL if it is still there after a second.
     fn drop(&mut self) {
+        // HAProxy's master passes SIGTERM to its workers; one that outlives it is killed below.
+        let tree = self.processes();
+        self.stop();
+        for pid in tree.into_iter().skip(1) {
+            kill_if_hop(pid);
+        }
+    }
+}
+
+/// SIGKILL to `pid` if it is still a hop process (its name says haproxy or proxy): the pid was
+/// read from the hop's tree a moment ago, the check guards against its reuse since.
+fn kill_if_hop(pid: u32) {
+    let comm = fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+    if comm.contains("haproxy") || comm.contains("proxy") {
+        // SAFETY: kill(2) has no memory effects; the pid is checked just above.
+        unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+    }
+}
+
+impl Hop {
+    fn stop(&mut self) {
         for (signal, wait_ms) in [(libc::SIGTERM, 100), (libc::SIGTERM, 1000)] {
             if !self.alive() {
                 return;
@@ -244,11 +343,20 @@ impl Drop for Hop {
     }
 }
 
-fn command(variant: Variant, plan: &Plan, proxy_bin: &Path, cfg: &Path) -> Result<Command> {
+fn command(
+    variant: Variant,
+    plan: &Plan,
+    proxy_bin: &Path,
+    cfg: &Path,
+    master_worker: bool,
+) -> Result<Command> {
     Ok(match variant {
         Variant::Haproxy | Variant::HaproxySplice => {
-            // -db: foreground, no daemon; -f: our config only.
+            // -db: foreground, no daemon; -f: our config only; -W: master and workers.
             let mut c = plan.hop_command(HAPROXY);
+            if master_worker {
+                c.arg("-W");
+            }
             c.arg("-db").arg("-f").arg(cfg);
             c
         }
@@ -257,14 +365,25 @@ fn command(variant: Variant, plan: &Plan, proxy_bin: &Path, cfg: &Path) -> Resul
             c.arg("-f").arg(cfg);
             c
         }
-        Variant::Direct => {
-            return Err(BenchError::peer("direct", "has no hop process"));
+        Variant::Direct | Variant::Routing => {
+            return Err(BenchError::peer(variant.label(), "has no hop process"));
         }
     })
 }
 
 /// `proxy -c -f cfg`: whether this build's config checker accepts the text.
 pub fn proxy_check(proxy_bin: &Path, cfg_text: &str, dir: &Path, tag: &str) -> Result<bool> {
+    Ok(proxy_refusal(proxy_bin, cfg_text, dir, tag)?.is_none())
+}
+
+/// `proxy -c -f cfg`: `None` when this build's config checker accepts the text, else what it
+/// said (its last lines).
+pub fn proxy_refusal(
+    proxy_bin: &Path,
+    cfg_text: &str,
+    dir: &Path,
+    tag: &str,
+) -> Result<Option<String>> {
     let cfg = dir.join(format!("probe-{tag}.cfg"));
     fs::write(&cfg, cfg_text).map_err(|e| BenchError::io("write probe config", e))?;
     let out = Command::new(proxy_bin)
@@ -274,7 +393,18 @@ pub fn proxy_check(proxy_bin: &Path, cfg_text: &str, dir: &Path, tag: &str) -> R
         .stdin(Stdio::null())
         .output()
         .map_err(|e| BenchError::io(format!("run {} -c", proxy_bin.display()), e))?;
-    Ok(out.status.success())
+    if out.status.success() {
+        return Ok(None);
+    }
+    let text =
+        String::from_utf8_lossy(&out.stderr).to_string() + &String::from_utf8_lossy(&out.stdout);
+    let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+    let tail = lines[lines.len().saturating_sub(2)..].join(" | ");
+    Ok(Some(if tail.is_empty() {
+        format!("`proxy -c` refused the config ({})", out.status)
+    } else {
+        tail
+    }))
 }
 
 #[cfg(test)]
@@ -289,6 +419,7 @@ mod tests {
             tls_cert: tls.then(|| PathBuf::from("/tmp/x.pem")),
             maxconn: Spec::MAXCONN,
             alpn: tls.then_some("h2,http/1.1"),
+            master_worker: false,
         }
     }
 
@@ -301,6 +432,10 @@ mod tests {
         assert!(h.contains("bind 127.0.77.1:4000\n") && h.contains("server b1 127.0.77.2:5000"));
         assert_eq!(s.replace("    option splice-auto\n", ""), h);
         assert_eq!(p.replace("    forward-engine copy\n", ""), h);
+        // nat sits on the frontend (the listen section), not in defaults.
+        let n = render(Variant::Proxy(Engine::Nat), &spec(Mode::Tcp, false));
+        assert!(n.contains("bind 127.0.77.1:4000\n    forward-engine nat\n    server b1"));
+        assert_eq!(n.replace("    forward-engine nat\n", ""), h);
     }
 
     #[test]

@@ -25,6 +25,9 @@ pub struct Pids {
     pub hop: Option<u32>,
     /// Backends and load generators running as their own processes (nginx, ffmpeg).
     pub others: Vec<u32>,
+    /// Count the hop's whole process tree (a master and its workers, live and reaped), not
+    /// only the process the bench started: the reload scenario's HAProxy runs as `-W`.
+    pub hop_tree: bool,
 }
 
 pub struct Snapshot {
@@ -47,7 +50,10 @@ impl Snapshot {
             stat: procfs::read_stat().unwrap_or_default(),
             kthreads: procfs::kernel_thread_ticks(),
             load: own as f64 + reaped_children_secs() * procfs::ticks_per_sec(),
-            hop: p.hop.and_then(ticks),
+            hop: match p.hop {
+                Some(pid) if p.hop_tree => procfs::tree_cpu_ticks(pid),
+                other => other.and_then(ticks),
+            },
             slab_kib: procfs::slab_kib(),
         }
     }

@@ -137,8 +137,13 @@ pub struct TaskStat {
     pub ppid: i32,
     /// utime + stime in ticks; for a process this covers all its threads, live and exited.
     pub cpu_ticks: u64,
+    /// utime + stime of children it has waited for (`cutime` + `cstime`): a master process's
+    /// exited workers stay counted here.
+    pub reaped_children_ticks: u64,
     /// Kernel threads carry PF_KTHREAD (0x00200000) in `flags`.
     pub kthread: bool,
+    /// `Z`: exited, not yet waited for.
+    pub zombie: bool,
 }
 
 /// Parses `/proc/PID/stat`. The command name is in parentheses and may itself contain spaces
@@ -157,15 +162,62 @@ pub fn parse_task_stat(text: &str) -> Result<TaskStat, BenchError> {
         .get(1)
         .and_then(|x| x.parse::<i32>().ok())
         .ok_or_else(|| bad("/proc/PID/stat", text))?;
+    // cutime(16) and cstime(17) are signed in proc(5); negative values never occur here.
+    let signed = |i: usize| {
+        f.get(i)
+            .and_then(|x| x.parse::<i64>().ok())
+            .unwrap_or(0)
+            .max(0)
+    };
     Ok(TaskStat {
         ppid,
         cpu_ticks: num(11)? + num(12)?,
+        reaped_children_ticks: (signed(13) + signed(14)) as u64,
         kthread: num(6)? & 0x0020_0000 != 0,
+        zombie: f.first() == Some(&"Z"),
     })
 }
 
 pub fn read_task_stat(pid: u32) -> Result<TaskStat, BenchError> {
     parse_task_stat(&read(format!("/proc/{pid}/stat"))?)
+}
+
+/// `pid` and its live descendants (zombies left out), with their stat: a hop that runs as a
+/// master and workers (HAProxy `-W`) is this whole tree.
+pub fn process_tree(pid: u32) -> Vec<(u32, TaskStat)> {
+    let all: Vec<(u32, TaskStat)> = fs::read_dir("/proc")
+        .map(|dir| {
+            dir.flatten()
+                .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+                .filter_map(|p| Some((p, read_task_stat(p).ok()?)))
+                .collect()
+        })
+        .unwrap_or_default();
+    tree_of(pid, &all)
+}
+
+/// The members of `root`'s tree in `all` (a snapshot of every process), `root` first.
+pub fn tree_of(root: u32, all: &[(u32, TaskStat)]) -> Vec<(u32, TaskStat)> {
+    let mut out: Vec<(u32, TaskStat)> = all.iter().filter(|(p, _)| *p == root).copied().collect();
+    let mut i = 0;
+    while i < out.len() {
+        let parent = out[i].0 as i32;
+        out.extend(all.iter().filter(|(_, t)| t.ppid == parent).copied());
+        i += 1;
+    }
+    out.retain(|(_, t)| !t.zombie);
+    out
+}
+
+/// CPU ticks of a process tree: every live member's own time plus what each has reaped, so a
+/// worker that exited between two samples (a reload) is still counted, through its parent.
+pub fn tree_cpu_ticks(pid: u32) -> Option<u64> {
+    let tree = process_tree(pid);
+    (!tree.is_empty()).then(|| {
+        tree.iter()
+            .map(|(_, t)| t.cpu_ticks + t.reaped_children_ticks)
+            .sum()
+    })
 }
 
 /// CPU ticks of all kernel threads alive now (kworkers, ksoftirqd, …). Threads that exit
@@ -313,6 +365,35 @@ intr 12345 0 0\nctxt 999\nbtime 1700000000\n";
         assert!(t.kthread);
         assert_eq!(t.cpu_ticks, 50);
         assert!(parse_task_stat("no parens here").is_err());
+        let master = "10 (haproxy) S 1 10 10 0 -1 4194560 0 0 0 0 5 5 300 40 20 0 1 0";
+        let t = parse_task_stat(master).unwrap();
+        assert_eq!(t.reaped_children_ticks, 340);
+        assert!(!t.zombie);
+        assert!(
+            parse_task_stat("11 (haproxy) Z 10 10 10 0 -1 0 0 0 0 0 1 1 0 0")
+                .unwrap()
+                .zombie
+        );
+    }
+
+    #[test]
+    fn tree_follows_parents_and_skips_zombies() {
+        let t = |ppid: i32, zombie: bool| TaskStat {
+            ppid,
+            zombie,
+            ..TaskStat::default()
+        };
+        let all = [
+            (1, t(0, false)),
+            (10, t(1, false)),
+            (11, t(10, false)),
+            (12, t(10, true)),
+            (13, t(11, false)),
+            (20, t(1, false)),
+        ];
+        let pids: Vec<u32> = tree_of(10, &all).iter().map(|(p, _)| *p).collect();
+        assert_eq!(pids, vec![10, 11, 13]);
+        assert!(tree_of(99, &all).is_empty());
     }
 
     #[test]

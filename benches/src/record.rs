@@ -61,6 +61,21 @@ pub struct RunRecord {
     pub note: Option<String>,
     /// The idle scenario's memory figures.
     pub idle: Option<IdleMemory>,
+    /// The reload scenario's figures.
+    pub reload: Option<ReloadFigures>,
+}
+
+/// What reloading the hop under load did (the reload scenario).
+#[derive(Debug, Clone, Serialize)]
+pub struct ReloadFigures {
+    pub asked: usize,
+    /// Reloads the hop showed it made (a new HAProxy worker; this proxy's `reload done`).
+    pub done: usize,
+    /// Flows that ended in an error: reset, closed while sending, or a refused connect.
+    pub flows_cut: u64,
+    /// Hop processes alive at the end of the window: after the last reload, flows still open.
+    /// None for direct (no hop).
+    pub processes_after: Option<usize>,
 }
 
 /// What the hop held for idle flows: its RSS after a warm-up and with the flows open.
@@ -102,6 +117,7 @@ impl RunRecord {
             failure: None,
             note: None,
             idle: None,
+            reload: None,
         }
     }
 

@@ -2,7 +2,7 @@
 //! repetition, ratios to HAProxy and to direct; then the Markdown table and the SVG chart.
 
 use crate::hop::Variant;
-use crate::record::{IdleMemory, RunRecord, Unit};
+use crate::record::{IdleMemory, ReloadFigures, RunRecord, Unit};
 use crate::scenario::{Kind, Outcome};
 use crate::stats::{median, median_of, paired_diffs, ratio};
 use serde::Serialize;
@@ -41,6 +41,33 @@ pub struct Summary {
     pub lost_bytes: i64,
     /// The idle scenario: memory per held flow instead of cost per unit.
     pub idle: Option<IdleSummary>,
+    /// p99 latency minus the baseline's (routing's, in the namespace scenarios).
+    pub p99_vs_baseline_us: Option<f64>,
+    /// The reload scenario's figures.
+    pub reload: Option<ReloadSummary>,
+}
+
+/// The reload scenario's figures of one variant, over its repetitions.
+#[derive(Debug, Clone, Serialize)]
+pub struct ReloadSummary {
+    /// Reloads asked and shown done, summed over the runs.
+    pub asked: usize,
+    pub done: usize,
+    pub flows_cut: u64,
+    /// The most hop processes alive after the last reload in any run.
+    pub processes_after_max: Option<usize>,
+}
+
+impl ReloadSummary {
+    fn of(rs: &[&RunRecord]) -> Option<ReloadSummary> {
+        let figs: Vec<&ReloadFigures> = rs.iter().filter_map(|r| r.reload.as_ref()).collect();
+        (!figs.is_empty()).then(|| ReloadSummary {
+            asked: figs.iter().map(|f| f.asked).sum(),
+            done: figs.iter().map(|f| f.done).sum(),
+            flows_cut: figs.iter().map(|f| f.flows_cut).sum(),
+            processes_after_max: figs.iter().filter_map(|f| f.processes_after).max(),
+        })
+    }
 }
 
 /// The idle scenario's figures of one variant (medians over repetitions).
@@ -97,14 +124,13 @@ pub fn summarize(o: &Outcome) -> Vec<Summary> {
             .map(|i| rs.iter().find(|r| r.rep == i).and_then(|r| get(r)))
             .collect()
     };
+    // Direct, or routing in the namespace scenarios.
+    let base = o.scenario.kind.baseline();
     let hop_cost = |v: Variant, get: fn(&RunRecord) -> Option<f64>| -> Option<f64> {
-        if v == Variant::Direct {
+        if v == base {
             return None;
         }
-        median(&paired_diffs(
-            &by_rep(v, get),
-            &by_rep(Variant::Direct, get),
-        ))
+        median(&paired_diffs(&by_rep(v, get), &by_rep(base, get)))
     };
     let is_idle = matches!(o.scenario.kind, Kind::Idle { .. });
     let mut out: Vec<Summary> = o
@@ -148,6 +174,8 @@ pub fn summarize(o: &Outcome) -> Vec<Summary> {
                 errors: rs.iter().map(|r| r.errors).sum(),
                 lost_bytes: rs.iter().filter_map(|r| r.lost_bytes).sum(),
                 idle: is_idle.then(|| IdleSummary::of(v, &rs)),
+                p99_vs_baseline_us: None,
+                reload: ReloadSummary::of(&rs),
             }
         })
         .collect();
@@ -155,7 +183,7 @@ pub fn summarize(o: &Outcome) -> Vec<Summary> {
         idle_only(&mut out);
         return out;
     }
-    add_ratios(&mut out);
+    add_ratios(&mut out, base);
     out
 }
 
@@ -187,12 +215,18 @@ fn win<T>(r: &RunRecord, f: impl Fn(&crate::measure::Window) -> Option<T>) -> Op
     r.window.as_ref().and_then(f)
 }
 
-fn add_ratios(out: &mut [Summary]) {
+/// Ratios to the baseline (`rate_vs_direct` holds the ratio to routing in the namespace
+/// scenarios) and to HAProxy.
+fn add_ratios(out: &mut [Summary], base: Variant) {
     let find = |label: &str| out.iter().find(|s| s.variant == label).cloned();
-    let direct = find(&Variant::Direct.label());
+    let direct = find(&base.label());
     let haproxy = find(&Variant::Haproxy.label());
+    let base_p99 = direct.as_ref().and_then(|d| d.p99_us);
     for s in out.iter_mut() {
         s.rate_vs_direct = ratio(s.rate, direct.as_ref().and_then(|d| d.rate));
+        if s.variant != base.label() {
+            s.p99_vs_baseline_us = s.p99_us.zip(base_p99).map(|(a, b)| a - b);
+        }
         if let Some(h) = &haproxy {
             s.rate_vs_haproxy = ratio(s.rate, h.rate);
             s.hop_cost_vs_haproxy = ratio(s.hop_cost, h.hop_cost);
@@ -228,24 +262,30 @@ pub fn markdown(o: &Outcome, sums: &[Summary]) -> String {
     if matches!(o.scenario.kind, Kind::Idle { .. }) {
         return idle_markdown(o, sums);
     }
-    let unit = o.scenario.kind.unit();
+    let kind = o.scenario.kind;
+    let unit = kind.unit();
     let (scale, cost) = unit.cost_scale();
     let sc = |v: Option<f64>| v.map(|v| v * scale);
+    let base = kind.baseline().label();
+    let extra = extra_heads(kind);
     let mut m = String::new();
     let _ = writeln!(m, "### {}: {}\n", o.scenario.name, o.scenario.title);
     let _ = writeln!(
         m,
-        "| variant | {rate} | ×direct | ×HAProxy | hop cost, machine {cost} | ×HAProxy | hop cost, attributed {cost} | ×HAProxy | hop process {cost} | ×HAProxy | p50 ms | p99 ms | hop RSS MiB | TCP mem MiB | bg busy % | runs ok | errors / lost B |",
+        "| variant | {rate} | ×{base} | ×HAProxy | hop cost, machine {cost} | ×HAProxy | hop cost, attributed {cost} | ×HAProxy | hop process {cost} | ×HAProxy | p50 ms | p99 ms | hop RSS MiB | TCP mem MiB | bg busy % | runs ok | errors / lost B |{}",
+        extra.iter().map(|h| format!(" {h} |")).collect::<String>(),
         rate = unit.rate_label()
     );
     m.push_str(
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     );
+    m.push_str(&"---:|".repeat(extra.len()));
+    m.push('\n');
     let digits = if unit == Unit::Gbit { 3 } else { 1 };
     let rate_digits = if unit == Unit::Gbit { 3 } else { 0 };
     for s in sums {
-        // The direct row shows its absolute cost in parentheses: the baseline subtracted.
-        let (machine, attributed) = if s.variant == Variant::Direct.label() {
+        // The baseline row shows its absolute cost in parentheses: what is subtracted.
+        let (machine, attributed) = if s.variant == base {
             let p = |v: Option<f64>| format!("({})", f(sc(v), digits));
             (p(s.machine_per_unit), p(s.attributed_per_unit))
         } else {
@@ -256,7 +296,7 @@ pub fn markdown(o: &Outcome, sums: &[Summary]) -> String {
         };
         let _ = writeln!(
             m,
-            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {}/{} | {} / {} |",
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {}/{} | {} / {} |{}",
             s.variant,
             f(s.rate, rate_digits),
             x(s.rate_vs_direct),
@@ -276,13 +316,48 @@ pub fn markdown(o: &Outcome, sums: &[Summary]) -> String {
             s.runs,
             s.errors,
             s.lost_bytes,
+            extra_cells(kind, s)
+                .iter()
+                .map(|c| format!(" {c} |"))
+                .collect::<String>(),
         );
     }
     for (v, why) in &o.unavailable {
-        let _ = writeln!(m, "| {v} | {} ||||||||||||||||", cell(why));
+        let empty = "|".repeat(16 + extra.len());
+        let _ = writeln!(m, "| {v} | {} {empty}", cell(why));
     }
     notes_below(o, sums, &mut m);
     m
+}
+
+/// Columns some scenarios add to the table: what a reload did; latency against routing.
+fn extra_heads(kind: Kind) -> Vec<&'static str> {
+    match kind {
+        Kind::Reload { .. } => vec![
+            "reloads done",
+            "flows cut",
+            "lost B",
+            "hop processes after last reload (max)",
+        ],
+        k if k.namespaced() => vec!["p99 − routing's ms"],
+        _ => vec![],
+    }
+}
+
+fn extra_cells(kind: Kind, s: &Summary) -> Vec<String> {
+    match kind {
+        Kind::Reload { .. } => match &s.reload {
+            Some(r) => vec![
+                format!("{}/{}", r.done, r.asked),
+                r.flows_cut.to_string(),
+                s.lost_bytes.to_string(),
+                r.processes_after_max.map_or("–".into(), |n| n.to_string()),
+            ],
+            None => vec!["–".into(); 4],
+        },
+        k if k.namespaced() => vec![f(s.p99_vs_baseline_us.map(|u| u / 1e3), 2)],
+        _ => vec![],
+    }
 }
 
 /// The idle scenario's table: what the hop's memory grew by with the flows held, per 1000
@@ -602,6 +677,81 @@ mod tests {
             md.contains("| proxy copy | 8000 | 19.5 | 35.2 | 1.95 | 2.00 | 0.50× |"),
             "{md}"
         );
+    }
+
+    #[test]
+    fn namespace_scenarios_subtract_routing() {
+        let (r, h, p) = (
+            Variant::Routing,
+            Variant::Haproxy,
+            Variant::Proxy(crate::hop::Engine::Auto),
+        );
+        let with_p99 = |mut x: RunRecord, us: u64| {
+            x.p99_us = Some(us);
+            x
+        };
+        let o = Outcome {
+            scenario: all()
+                .into_iter()
+                .find(|s| s.name == "ns-ingest-200x4")
+                .unwrap(),
+            variants: vec![r, h, p],
+            records: vec![
+                with_p99(rec(r, 0, 1.0, 0.30, None), 1000),
+                with_p99(rec(h, 0, 1.0, 0.70, Some(0.3)), 1500),
+                with_p99(rec(p, 0, 1.0, 0.40, Some(0.1)), 1200),
+            ],
+            unavailable: vec![(
+                "proxy nat".into(),
+                "not available: x.cfg:14: unknown".into(),
+            )],
+        };
+        let s = summarize(&o);
+        assert_eq!(s[0].hop_cost, None, "routing is the floor");
+        assert!((s[1].hop_cost.unwrap() - 0.4).abs() < 1e-9);
+        assert!((s[2].hop_cost_vs_haproxy.unwrap() - 0.25).abs() < 1e-9);
+        assert_eq!(s[2].p99_vs_baseline_us, Some(200.0));
+        let md = markdown(&o, &s);
+        assert!(md.contains("| ×routing |"), "{md}");
+        assert!(md.contains("| p99 − routing's ms |"), "{md}");
+        assert!(md.contains("| routing | 1.000 | 1.00× |"), "{md}");
+        assert!(md.contains("| 0 / 0 | 0.20 |\n"), "{md}");
+        assert!(
+            md.contains("| proxy nat | not available: x.cfg:14: unknown |"),
+            "{md}"
+        );
+    }
+
+    #[test]
+    fn reload_table_adds_its_columns() {
+        let (d, h) = (Variant::Direct, Variant::Haproxy);
+        let reloaded = |v, processes| {
+            let mut x = rec(v, 0, 1.0, 0.5, Some(0.1));
+            x.lost_bytes = Some(0);
+            x.reload = Some(ReloadFigures {
+                asked: 3,
+                done: 3,
+                flows_cut: 0,
+                processes_after: Some(processes),
+            });
+            x
+        };
+        let o = Outcome {
+            scenario: all().into_iter().find(|s| s.name == "reload").unwrap(),
+            variants: vec![d, h],
+            records: vec![rec(d, 0, 1.0, 0.3, None), reloaded(h, 5)],
+            unavailable: vec![],
+        };
+        let s = summarize(&o);
+        let r = s[1].reload.as_ref().unwrap();
+        assert_eq!((r.done, r.asked, r.processes_after_max), (3, 3, Some(5)));
+        let md = markdown(&o, &s);
+        assert!(
+            md.contains("| hop processes after last reload (max) |"),
+            "{md}"
+        );
+        assert!(md.contains("| 0 / 0 | 3/3 | 0 | 0 | 5 |\n"), "{md}");
+        assert!(md.contains("| 0 / 0 | – | – | – | – |\n"), "direct: {md}");
     }
 
     #[test]

@@ -28,7 +28,10 @@ pub const BACK_IP: IpAddr = IpAddr::V4(Ipv4Addr::new(127, 0, 77, 2));
 
 /// How long a hop may take to listen in a run, and in an availability probe (a proxy that
 /// keeps a bind closed because it lacks the feature must not cost the whole run much time).
-const START_LIMIT: Duration = Duration::from_secs(5);
+pub(crate) const START_LIMIT: Duration = Duration::from_secs(5);
+
+/// Reloads in a `--quick` run of the reload scenario (its window is shorter).
+const QUICK_RELOADS: usize = 3;
 const PROBE_LIMIT: Duration = Duration::from_secs(2);
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -58,6 +61,21 @@ pub enum Kind {
     Idle {
         flows: usize,
     },
+    /// The ingest load while the hop is reloaded `reloads` times inside the window; the flows
+    /// open in `reloads + 1` generations, one before the window and one after each reload, as
+    /// publishers come and go (see `crate::reload`).
+    Reload {
+        flows: usize,
+        mbit: f64,
+        reloads: usize,
+    },
+    /// Ingest, and bulk, with client, balancer and backend in network namespaces of their
+    /// own (see `crate::netns`); the floor is routing, not a direct connection.
+    NsIngest {
+        flows: usize,
+        mbit: f64,
+    },
+    NsBulk(Direction),
 }
 
 impl Kind {
@@ -65,6 +83,9 @@ impl Kind {
         match self {
             Kind::Ingest { .. }
             | Kind::Bulk(_)
+            | Kind::Reload { .. }
+            | Kind::NsIngest { .. }
+            | Kind::NsBulk(_)
             | Kind::HttpsBulk
             | Kind::RtmpFfmpeg { .. }
             | Kind::HttpsBulkVm => Unit::Gbit,
@@ -87,6 +108,20 @@ impl Kind {
         )
     }
 
+    /// Runs in network namespaces, against routing instead of a direct connection.
+    pub fn namespaced(self) -> bool {
+        matches!(self, Kind::NsIngest { .. } | Kind::NsBulk(_))
+    }
+
+    /// The variant whose cost is subtracted: what the load costs without a hop.
+    pub fn baseline(self) -> Variant {
+        if self.namespaced() {
+            Variant::Routing
+        } else {
+            Variant::Direct
+        }
+    }
+
     fn needs_tls(self) -> bool {
         matches!(
             self,
@@ -103,8 +138,11 @@ impl Kind {
     /// Repetitions, warm-up and measured window; `quick` keeps the whole bench under 5 min.
     pub fn timing(self, quick: bool) -> Timing {
         let (reps, warm, win) = match (self, quick) {
-            (Kind::Ingest { .. }, true) => (3, 0.5, 1.5),
-            (Kind::Ingest { .. }, false) => (6, 2.0, 10.0),
+            (Kind::Ingest { .. } | Kind::NsIngest { .. }, true) => (3, 0.5, 1.5),
+            (Kind::Ingest { .. } | Kind::NsIngest { .. }, false) => (6, 2.0, 10.0),
+            // The window holds every reload and the generation of flows after it.
+            (Kind::Reload { .. }, true) => (2, 0.5, 4.0),
+            (Kind::Reload { .. }, false) => (3, 2.0, 12.0),
             // Publishers need a second to connect and handshake.
             (Kind::RtmpFfmpeg { .. }, true) => (3, 2.0, 2.0),
             (Kind::RtmpFfmpeg { .. }, false) => (6, 3.0, 10.0),
@@ -209,6 +247,60 @@ pub fn all() -> Vec<Scenario> {
                 Kind::HttpsBulkVm,
             )
         },
+        // Not in the default --quick set (its 5-minute budget): name them with --scenario.
+        Scenario {
+            in_quick: false,
+            ..s(
+                "reload",
+                "reload under ingest: 200 flows x 4 Mbit/s opened in 4 (quick) / 6 generations, \
+                 one after each of 3 / 5 reloads in the window (proxy: SIGHUP; HAProxy: -W, \
+                 SIGUSR2 to the master; no hard-stop-after)",
+                Kind::Reload {
+                    flows: 200,
+                    mbit: 4.0,
+                    reloads: 5,
+                },
+            )
+        },
+        Scenario {
+            in_quick: false,
+            ..s(
+                "ns-ingest-200x4",
+                "RTMP-like ingest across network namespaces (client, balancer, backend on veth): \
+                 200 flows x 4 Mbit/s; floor = routing",
+                Kind::NsIngest {
+                    flows: 200,
+                    mbit: 4.0,
+                },
+            )
+        },
+        Scenario {
+            in_quick: false,
+            ..s(
+                "ns-ingest-1000x1",
+                "RTMP-like ingest across network namespaces: 1000 flows x 1 Mbit/s; floor = routing",
+                Kind::NsIngest {
+                    flows: 1000,
+                    mbit: 1.0,
+                },
+            )
+        },
+        Scenario {
+            in_quick: false,
+            ..s(
+                "ns-bulk-up",
+                "one bulk TCP flow across network namespaces, client to backend; floor = routing",
+                Kind::NsBulk(Direction::Up),
+            )
+        },
+        Scenario {
+            in_quick: false,
+            ..s(
+                "ns-bulk-down",
+                "one bulk TCP flow across network namespaces, backend to client; floor = routing",
+                Kind::NsBulk(Direction::Down),
+            )
+        },
         Scenario {
             in_quick: false,
             ..s(
@@ -293,6 +385,12 @@ pub fn run(ctx: &Ctx, sc: &Scenario, unavailable_engines: &[(String, String)]) -
              descriptors in the bench, client and backend, and 2 in the hop)",
             sc.name
         );
+    } else if sc.kind.namespaced() {
+        (variants, unavailable) = crate::nsrun::variants(ctx, unavailable_engines);
+    } else if matches!(sc.kind, Kind::Reload { .. }) {
+        // splice-auto changes nothing about how HAProxy reloads.
+        variants.extend(ctx.tcp_engines.iter().map(|e| Variant::Proxy(*e)));
+        unavailable.extend_from_slice(unavailable_engines);
     } else if !sc.kind.needs_http() {
         variants.push(Variant::HaproxySplice);
         variants.extend(ctx.tcp_engines.iter().map(|e| Variant::Proxy(*e)));
@@ -352,11 +450,20 @@ fn progress_line(sc: &Scenario, r: &RunRecord, reps: usize) -> String {
     if let Some(m) = &r.idle {
         return idle_line(&head, m);
     }
+    let reload = r.reload.as_ref().map_or(String::new(), |f| {
+        format!(
+            "  reloads {}/{}, flows cut {}, hop processes after {}",
+            f.done,
+            f.asked,
+            f.flows_cut,
+            f.processes_after.map_or("-".into(), |n| n.to_string())
+        )
+    });
     let unit = sc.kind.unit();
     let (scale, cost) = unit.cost_scale();
     let fmt = |x: Option<f64>| x.map_or("-".into(), |v| format!("{:.3}", v * scale));
     format!(
-        "{head} {:>10.3} {}  {cost}: machine {} attributed {} hop-process {}  p99 {}  errors {}  (bg {:.0}% busy, load {})",
+        "{head} {:>10.3} {}  {cost}: machine {} attributed {} hop-process {}  p99 {}  errors {}{reload}  (bg {:.0}% busy, load {})",
         r.rate().unwrap_or(0.0),
         unit.rate_label(),
         fmt(r.machine_per_unit()),
@@ -404,6 +511,24 @@ fn run_once(
         (Kind::ConnRate, _) => rate_run(ctx, v, timing, &mut rec),
         (Kind::RtmpFfmpeg { publishers }, _) => rtmp_run(ctx, v, timing, publishers, &mut rec),
         (Kind::Idle { flows }, _) => idle_run(ctx, v, timing, flows, &mut rec),
+        (
+            Kind::Reload {
+                flows,
+                mbit,
+                reloads,
+            },
+            _,
+        ) => {
+            let load = crate::reload::Load {
+                flows,
+                mbit,
+                reloads: if ctx.quick { QUICK_RELOADS } else { reloads },
+            };
+            crate::reload::run(ctx, v, timing, load, &mut rec)
+        }
+        (Kind::NsIngest { .. } | Kind::NsBulk(_), _) => {
+            crate::nsrun::run(ctx, sc.kind, v, timing, &mut rec)
+        }
         (k, Some(n)) => http_run(ctx, k, v, timing, n, cert, &mut rec),
         (_, None) => Err(BenchError::Run("no HTTP backend".into())),
     };
@@ -448,6 +573,7 @@ fn start_hop_sized(
         tls_cert,
         maxconn,
         alpn,
+        master_worker: false,
     };
     let h = Hop::start(v, &spec, &ctx.work, &ctx.plan, &ctx.proxy_bin, START_LIMIT)?;
     Ok((Some(h), spec.frontend))
@@ -455,7 +581,7 @@ fn start_hop_sized(
 
 /// Sleeps through the warm-up, then measures a window around `during`, reading `counter`
 /// at both edges; returns the window and the counter's growth.
-fn measured<F: FnMut()>(
+pub(crate) fn measured<F: FnMut()>(
     pids: Pids,
     timing: Timing,
     counter: impl Fn() -> u64,
@@ -468,14 +594,15 @@ fn measured<F: FnMut()>(
     (Window::between(&s0, &s1, &pids), c1.saturating_sub(c0))
 }
 
-fn pids(hop: Option<&Hop>, others: &[u32]) -> Pids {
+pub(crate) fn pids(hop: Option<&Hop>, others: &[u32]) -> Pids {
     Pids {
         hop: hop.map(|h| h.pid),
         others: others.to_vec(),
+        hop_tree: false,
     }
 }
 
-fn check_alive(hop: &mut Option<Hop>) -> Result<()> {
+pub(crate) fn check_alive(hop: &mut Option<Hop>) -> Result<()> {
     match hop {
         Some(h) => {
             if h.alive() {
@@ -491,7 +618,7 @@ fn check_alive(hop: &mut Option<Hop>) -> Result<()> {
     }
 }
 
-fn wait_for(limit: Duration, mut done: impl FnMut() -> bool) -> bool {
+pub(crate) fn wait_for(limit: Duration, mut done: impl FnMut() -> bool) -> bool {
     let start = Instant::now();
     while start.elapsed() < limit {
         if done() {
@@ -502,14 +629,14 @@ fn wait_for(limit: Duration, mut done: impl FnMut() -> bool) -> bool {
     done()
 }
 
-fn latencies(v: &Mutex<Vec<u64>>, rec: &mut RunRecord) {
+pub(crate) fn latencies(v: &Mutex<Vec<u64>>, rec: &mut RunRecord) {
     if let Ok(v) = v.lock() {
         rec.p50_us = percentile(&v, 50.0);
         rec.p99_us = percentile(&v, 99.0);
     }
 }
 
-fn gbit(bytes: u64) -> f64 {
+pub(crate) fn gbit(bytes: u64) -> f64 {
     bytes as f64 * 8.0 / 1e9
 }
 
@@ -528,11 +655,26 @@ fn ingest_run(
         mbit_per_flow: mbit,
     };
     let client = ingest::Client::start(target, params)?;
+    ingest_measure(hop.as_ref(), &backend, client, params, timing, rec)?;
+    check_alive(&mut hop)
+}
+
+/// The ingest load's measured window and teardown, once its flows are starting: rate, loss,
+/// errors, latencies into `rec`.
+pub(crate) fn ingest_measure(
+    hop: Option<&Hop>,
+    backend: &Backend,
+    client: ingest::Client,
+    params: ingest::Params,
+    timing: Timing,
+    rec: &mut RunRecord,
+) -> Result<()> {
+    let (flows, mbit) = (params.flows, params.mbit_per_flow);
     client.wait_connected(flows, Duration::from_secs(15))?;
     let shared = client.shared.clone();
     let counters = backend.counters.clone();
     let (w, bytes) = measured(
-        pids(hop.as_ref(), &[]),
+        pids(hop, &[]),
         timing,
         || counters.received.load(Relaxed),
         || {
@@ -561,7 +703,7 @@ fn ingest_run(
     }
     rec.errors = shared.errors.load(Relaxed) + counters.errors.load(Relaxed);
     latencies(&shared.latencies_us, rec);
-    check_alive(&mut hop)
+    Ok(())
 }
 
 fn bulk_run(
@@ -574,6 +716,19 @@ fn bulk_run(
     let backend = Backend::start(BACK_IP)?;
     let (mut hop, target) = start_hop(ctx, v, Mode::Tcp, backend.addr, None, None)?;
     let client = bulk::Client::start(target, d)?;
+    bulk_measure(hop.as_ref(), &backend, client, d, timing, rec)?;
+    check_alive(&mut hop)
+}
+
+/// The bulk flow's measured window and teardown, once it is connected.
+pub(crate) fn bulk_measure(
+    hop: Option<&Hop>,
+    backend: &Backend,
+    client: bulk::Client,
+    d: Direction,
+    timing: Timing,
+    rec: &mut RunRecord,
+) -> Result<()> {
     let counters = backend.counters.clone();
     let shared = client.shared.clone();
     // Count what the receiving side got: that is what was delivered.
@@ -581,7 +736,7 @@ fn bulk_run(
         Direction::Up => counters.received.load(Relaxed),
         Direction::Down => shared.bytes.load(Relaxed),
     };
-    let (w, bytes) = measured(pids(hop.as_ref(), &[]), timing, counter, || {
+    let (w, bytes) = measured(pids(hop, &[]), timing, counter, || {
         std::thread::sleep(timing.window)
     });
     rec.window = Some(w);
@@ -598,7 +753,7 @@ fn bulk_run(
         Direction::Down => counters.sent.load(Relaxed) as i64 - got as i64,
     });
     rec.errors = counters.errors.load(Relaxed);
-    check_alive(&mut hop)
+    Ok(())
 }
 
 fn rate_run(ctx: &Ctx, v: Variant, timing: Timing, rec: &mut RunRecord) -> Result<()> {
@@ -787,6 +942,7 @@ fn probe_http(
         tls_cert: cert.map(|c| c.combined.clone()),
         maxconn: Spec::MAXCONN,
         alpn: None,
+        master_worker: false,
     };
     let tag = if cert.is_some() { "https" } else { "http" };
     if !hop::proxy_check(&ctx.proxy_bin, &hop::render(v, &spec), &ctx.work, tag)
@@ -965,6 +1121,7 @@ fn probe_engine(
         tls_cert: None,
         maxconn: Spec::MAXCONN,
         alpn: None,
+        master_worker: false,
     };
     let v = Variant::Proxy(e);
     match hop::proxy_check(proxy_bin, &hop::render(v, &spec), work, e.keyword()) {
