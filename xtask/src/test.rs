@@ -1,6 +1,9 @@
 //! `cargo xtask test`: what CI runs (`.ci/run`): setup, build, tests, the kernel matrix, a
 //! short run of every fuzz target, rustfmt and clippy. Every step runs even after a failure (except
 //! the tests when the proxy does not build), then a summary; the exit code is 1 if any failed.
+//! The kernel matrix runs beside the test step: its build and its VMs are CPU work, the
+//! end-to-end tests mostly wait on real time (paced publishes, timeouts), and the two side by
+//! side take about ten minutes less than one after the other.
 
 use anyhow::{bail, Result};
 use std::process::Command;
@@ -75,6 +78,12 @@ pub fn test(extra: &[String]) -> Result<()> {
         test_args.push("--workspace");
     }
     let test_name = format!("cargo {}", test_args.join(" "));
+    // The kernel matrix (kTLS needs CONFIG_TLS, which the host may lack): only on a full run.
+    let vmtest = if extra.is_empty() {
+        Some(Background::start("cargo xtask vmtest", "vmtest"))
+    } else {
+        None
+    };
     if built {
         step(&mut steps, &test_name, || cargo_step(&test_args, extra));
     } else {
@@ -85,11 +94,10 @@ pub fn test(extra: &[String]) -> Result<()> {
         });
     }
 
-    // The kernel matrix (kTLS needs CONFIG_TLS, which the host may lack): only on a full run.
+    if let Some(vmtest) = vmtest {
+        steps.push(vmtest.finish());
+    }
     if extra.is_empty() {
-        step(&mut steps, "cargo xtask vmtest", || {
-            crate::vmtest::vmtest(&[])
-        });
         // Every fuzz target for a few seconds (the build takes longer than the runs).
         let smoke = format!(
             "cargo xtask fuzz --dev --seconds {}",
@@ -125,6 +133,63 @@ pub fn test(extra: &[String]) -> Result<()> {
 
 /// Failed tests keep their folders (`.test-out/NAME-PID-N`) for inspection; they would pile up.
 /// Removes those whose test process is gone, and leaves a test run in progress alone.
+/// An xtask subcommand run as a child process beside the other steps, its output kept in a
+/// log file and printed when it is waited for, so that it does not interleave with theirs.
+struct Background {
+    name: &'static str,
+    log: std::path::PathBuf,
+    child: std::io::Result<std::process::Child>,
+    start: Instant,
+}
+
+impl Background {
+    fn start(name: &'static str, subcommand: &str) -> Background {
+        let log = crate::root()
+            .join("target")
+            .join(format!("{subcommand}.log"));
+        println!(
+            "\n==> {name} (beside the next step; output in {})",
+            log.display()
+        );
+        let child = std::fs::File::create(&log).and_then(|out| {
+            let err = out.try_clone()?;
+            Command::new(std::env::current_exe()?)
+                .arg(subcommand)
+                .stdin(std::process::Stdio::null())
+                .stdout(out)
+                .stderr(err)
+                .spawn()
+        });
+        Background {
+            name,
+            log,
+            child,
+            start: Instant::now(),
+        }
+    }
+
+    fn finish(self) -> Step {
+        println!("\n==> {} (its output)", self.name);
+        let status = self.child.and_then(|mut c| c.wait());
+        if let Ok(text) = std::fs::read_to_string(&self.log) {
+            print!("{text}");
+        }
+        let outcome = match status {
+            Ok(s) if s.success() => Outcome::Ok,
+            Ok(s) => Outcome::Failed(format!("exited with {s}")),
+            Err(e) => Outcome::Failed(format!("could not run: {e}")),
+        };
+        if let Outcome::Failed(e) = &outcome {
+            eprintln!("xtask: {}: {e}", self.name);
+        }
+        Step {
+            name: self.name.to_string(),
+            outcome,
+            took: self.start.elapsed(),
+        }
+    }
+}
+
 fn remove_stale_test_dirs() {
     let Ok(entries) = std::fs::read_dir(crate::root().join(".test-out")) else {
         return;
