@@ -400,3 +400,53 @@ fn a_hand_over_cut_part_way_keeps_the_flow() {
         old.stderr()
     );
 }
+
+/// `CMD` on a runtime API socket, non-interactive: the answer up to the close.
+fn api(sock: &std::path::Path, cmd: &str) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::os::unix::net::UnixStream::connect(sock).expect("runtime API socket");
+    s.set_read_timeout(Some(IO_LIMIT)).expect("timeout");
+    s.write_all(format!("{cmd}\n").as_bytes()).expect("command");
+    let mut out = String::new();
+    s.read_to_string(&mut out).expect("answer");
+    out
+}
+
+/// An adopted flow is the new process's like its own: it shows in `show sess`, and it holds
+/// its slot under the frontend's `maxconn`, so that with `maxconn 1` the next connection
+/// waits in the backlog (no connection to the server) until the adopted flow ends.
+#[test]
+fn an_adopted_flow_shows_and_holds_its_maxconn_slot() {
+    let server = TcpServer::start(free_addr(loopback(2)));
+    let mut cfg = tcp_cfg("copy", free_port(Ipv4Addr::LOCALHOST), server.addr())
+        .replace("frontend fe\n", "frontend fe\n    maxconn 1\n");
+    let (mut old, sock) = start_old(&mut cfg);
+    let c = TcpClient::connect(old.addr(), Reply::AfterEof { bytes: 4096 });
+    c.send(MIB).expect("the first MiB");
+    server.wait_received(c.id, MIB, IO_LIMIT);
+    let new = upgrade(&mut old, &cfg, &sock);
+    assert_moved(&old, &new, 1, 0);
+    let me = c.stream.local_addr().expect("client address").to_string();
+    let sess = api(&sock, "show sess");
+    assert!(
+        sess.lines().any(|l| l.contains(&me) && l.contains("fe=fe")),
+        "the adopted flow from {me} in:\n{sess}"
+    );
+    let waiting = std::net::TcpStream::connect(new.addr()).expect("the backlog takes it");
+    // Time for a wrongly accepted connection to reach the server; its absence is the check.
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(
+        server.accepted(),
+        1,
+        "a second flow was let in beside the adopted one under maxconn 1"
+    );
+    c.shutdown_write();
+    let got = c.read_all();
+    assert_eq!(got.bytes, 4096, "the adopted flow ends whole");
+    wait_until(
+        "the waiting connection to reach the server",
+        IO_LIMIT,
+        || (server.accepted() == 2).then_some(()),
+    );
+    drop(waiting);
+}

@@ -45,6 +45,20 @@ impl ConnLimit {
             .is_ok()
     }
 
+    /// A slot for a flow that is already established (adopted in a binary upgrade): taken
+    /// even above the limit, since the flow runs anyway, so that new connections wait until
+    /// the count is back under it.
+    pub fn take_over(self: &Arc<Self>) -> Permit {
+        self.current.fetch_add(1, Ordering::AcqRel);
+        Permit(self.clone())
+    }
+
+    /// More slots taken than the limit allows: flows taken over (or a lowered limit) hold
+    /// them, and a slot already waiting for `accept` should be given back.
+    pub fn over(&self) -> bool {
+        self.current.load(Ordering::Acquire) > self.max.load(Ordering::Acquire)
+    }
+
     /// Waits for a free slot; the slot is returned when the permit drops.
     pub async fn acquire(self: &Arc<Self>) -> Permit {
         loop {
@@ -89,6 +103,23 @@ mod tests {
             limit.set_max(Some(3));
             let _d = limit.acquire().await;
             assert!(!limit.try_take());
+        });
+    }
+
+    #[test]
+    fn a_taken_over_flow_counts_even_above_the_limit() {
+        let limit = ConnLimit::new(Some(1));
+        let rt = compio::runtime::Runtime::new().unwrap();
+        rt.block_on(async {
+            let waiting_accept = limit.acquire().await;
+            assert!(!limit.over());
+            let adopted = limit.take_over();
+            assert!(limit.over(), "the accept's slot must be given back");
+            drop(waiting_accept);
+            assert!(!limit.over());
+            assert!(!limit.try_take(), "the adopted flow holds the only slot");
+            drop(adopted);
+            assert!(limit.try_take());
         });
     }
 

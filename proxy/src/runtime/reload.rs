@@ -160,6 +160,13 @@ impl Reloader {
         fe: Arc<crate::tcp::Frontend>,
     ) {
         let state = self.lock_state();
+        let mut slots = vec![state.global.take_over()];
+        slots.extend(
+            state
+                .listeners
+                .frontend_limit(&fe.name)
+                .map(|l| l.take_over()),
+        );
         let n = state.inboxes.len().max(1);
         let next = self
             .next_worker
@@ -171,6 +178,7 @@ impl Reloader {
                 server,
                 info,
                 fe,
+                slots,
             });
         }
     }

@@ -84,6 +84,8 @@ pub struct AdoptedFlow {
     pub server: std::os::fd::OwnedFd,
     pub info: crate::tcp::handover::FlowInfo,
     pub fe: Arc<crate::tcp::Frontend>,
+    /// Its slots under `maxconn` (global, the frontend's), held while it runs.
+    pub slots: Vec<super::limit::Permit>,
 }
 
 /// What a running worker is handed.
@@ -191,7 +193,12 @@ fn resume(f: AdoptedFlow) {
     };
     match (open(f.client), open(f.server)) {
         (Ok(client), Ok(server)) => {
-            compio::runtime::spawn(crate::tcp::run_adopted(client, server, f.info, f.fe)).detach()
+            let slots = f.slots;
+            compio::runtime::spawn(async move {
+                let _slots = slots;
+                crate::tcp::run_adopted(client, server, f.info, f.fe).await
+            })
+            .detach()
         }
         (Err(e), _) | (_, Err(e)) => {
             log::error!("upgrade: cannot resume the flow of {}: {e}", f.info.src)
@@ -234,11 +241,15 @@ async fn accept_loop(
         let Some(slots) = until_stop(&stops, slots).await else {
             break;
         };
-        let Some(accepted) = until_stop(&stops, accept_ready(&listener)).await else {
+        let over = || global.over() || now.limit.over() || now.bind_limit.over();
+        let Some(accepted) = until_stop(&stops, accept_ready(&listener, over)).await else {
             break;
         };
         match accepted {
-            Ok((stream, peer)) => {
+            // Flows adopted in a binary upgrade took slots while this round waited: give
+            // these back and wait for a free one, the connection stays in the backlog.
+            Ok(None) => continue,
+            Ok(Some((stream, peer))) => {
                 // The newest plan, even if a reload came while this round waited.
                 let front = live.load().front.clone();
                 compio::runtime::spawn(async move {
@@ -266,14 +277,21 @@ async fn accept_loop(
 /// (`None` from a worker that lost the race for it: it waits again). Stopping while waiting
 /// takes nothing: an io_uring accept cancelled by a stop or a binary upgrade after the kernel
 /// completed it would close a connection that nobody served, while here the connection
-/// stays queued for the next process or the remaining workers.
-async fn accept_ready(listener: &TcpListener) -> std::io::Result<(TcpStream, SocketAddr)> {
+/// stays queued for the next process or the remaining workers. `Ok(None)`: the connection
+/// came while `over()` says the limits are overdrawn, and it is left in the backlog.
+async fn accept_ready(
+    listener: &TcpListener,
+    over: impl Fn() -> bool,
+) -> std::io::Result<Option<(TcpStream, SocketAddr)>> {
     use compio::driver::op::{Interest, PollOnce};
     use compio::driver::ToSharedFd;
     use std::os::fd::AsFd;
     loop {
         let op = PollOnce::new(listener.to_shared_fd(), Interest::Readable);
         compio::runtime::submit(op).await.0?;
+        if over() {
+            return Ok(None);
+        }
         // The listening socket is nonblocking (listen.rs): no connection means WouldBlock.
         let taken = socket2::SockRef::from(&listener.as_fd()).accept();
         let (socket, peer) = match taken {
@@ -283,7 +301,7 @@ async fn accept_ready(listener: &TcpListener) -> std::io::Result<(TcpStream, Soc
         };
         let peer = peer.as_socket().unwrap_or(([0, 0, 0, 0], 0).into());
         let stream = std::net::TcpStream::from(socket);
-        return Ok((TcpStream::from_std(stream)?, peer));
+        return Ok(Some((TcpStream::from_std(stream)?, peer)));
     }
 }
 

@@ -12,7 +12,7 @@ use compio::net::TcpStream;
 use super::handover::FlowInfo;
 use super::session::{count_flow, movable, Trip};
 use super::Frontend;
-use crate::counters::{Live, PROCESS};
+use crate::counters::{Live, FLOWS, PROCESS};
 use crate::forward::{Progress, Resume};
 use crate::log::{LineFormat, SessionRecord};
 
@@ -27,13 +27,23 @@ pub async fn run_adopted(client: TcpStream, server: TcpStream, info: FlowInfo, f
     let _be = Live::enter(&up.conns);
     let _fe_session = fe.stats.open_session();
     let _be_session = up.set.stats.traffic.open_session();
+    let engine = be.history.engine(be.engine);
+    // Its line in `show sess`, as this process's own flows have (its age starts again here).
+    let flow = FLOWS.enter(info.src, &fe.stats, engine.name());
+    // Its bytes from both processes, as its log line will say.
+    let bytes = flow.bytes();
+    bytes.up.fetch_add(info.bytes_up, Ordering::Relaxed);
+    bytes.down.fetch_add(info.bytes_down, Ordering::Relaxed);
     // The server, if this configuration still has it: its counts and figures go on.
     let claim = up.set.server(&info.server).map(|s| s.claim());
     let live = match &claim {
-        Some(c) => Progress::to(&fe.stats, &up.set.stats.traffic, &c.server.stats.traffic),
-        None => Progress::none(),
+        Some(c) => {
+            let s = &c.server;
+            flow.set_server(&up.set.stats.traffic, s.index, s.addr(), engine.name());
+            Progress::to(&fe.stats, &up.set.stats.traffic, &s.stats.traffic).with_flow(flow.bytes())
+        }
+        None => Progress::none().with_flow(flow.bytes()),
     };
-    let engine = be.history.engine(be.engine);
     let resume = Resume {
         gate: None,
         bytes_up: info.bytes_up,
