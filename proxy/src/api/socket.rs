@@ -5,7 +5,7 @@
 //! once (the rest wait in the backlog) and drops a client idle for `stats timeout`.
 
 use std::io::{BufRead, BufReader, Write};
-use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::PathBuf;
 use std::sync::{Arc, Condvar, Mutex};
@@ -28,15 +28,23 @@ pub struct Bound {
     paths: Paths,
 }
 
-/// Socket files to remove at exit.
-struct Paths(Vec<PathBuf>);
+/// Socket files to remove at exit, each with the inode it was bound as: after a binary
+/// upgrade the next process has bound its own socket at the same path, and the old one,
+/// exiting, must leave that one alone.
+struct Paths(Vec<(PathBuf, Option<u64>)>);
 
 impl Drop for Paths {
     fn drop(&mut self) {
-        for p in &self.0 {
-            let _ = std::fs::remove_file(p);
+        for (p, ino) in &self.0 {
+            if inode(p) == *ino {
+                let _ = std::fs::remove_file(p);
+            }
         }
     }
+}
+
+fn inode(path: &std::path::Path) -> Option<u64> {
+    std::fs::symlink_metadata(path).ok().map(|m| m.ino())
 }
 
 /// Binds every `stats socket` of `global`. A socket file left by an earlier run is
@@ -64,7 +72,7 @@ pub fn bind(global: &Global) -> Result<Bound, ApiError> {
             std::fs::remove_file(&s.path).map_err(error)?;
         }
         let listener = UnixListener::bind(&s.path).map_err(error)?;
-        bound.paths.0.push(s.path.clone());
+        bound.paths.0.push((s.path.clone(), inode(&s.path)));
         if let Some(mode) = s.mode {
             std::fs::set_permissions(&s.path, std::fs::Permissions::from_mode(mode))
                 .map_err(error)?;
