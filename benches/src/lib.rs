@@ -10,6 +10,7 @@ pub mod nsrun;
 pub mod peers;
 pub mod pin;
 pub mod procfs;
+pub mod profile;
 pub mod record;
 pub mod reload;
 pub mod report;

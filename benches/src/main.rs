@@ -35,6 +35,10 @@ struct Cli {
     /// Where results go.
     #[arg(long, value_name = "DIR", default_value = "benches/results")]
     out: PathBuf,
+    /// Sample the hop with perf in each variant's first repetition: a flame graph per
+    /// variant in the run's folder and system calls per unit in the records.
+    #[arg(long)]
+    profile: bool,
     /// List the scenarios and exit.
     #[arg(long)]
     list: bool,
@@ -63,6 +67,9 @@ fn real_main() -> Result<()> {
         Some(e) => Some(Engine::parse(e).with_context(|| format!("unknown engine {e:?}"))?),
         None => None,
     };
+    if cli.profile {
+        benches::profile::enable();
+    }
     raise_nofile_limit();
     let mut plan = Plan::detect();
     plan.raise_priority();

@@ -55,6 +55,8 @@ pub struct RunRecord {
     pub errors: u64,
     /// Bytes sent but never received (ingest, upload), after teardown.
     pub lost_bytes: Option<i64>,
+    /// The hop's system calls per unit in the window (`--profile`, first repetition).
+    pub syscalls_per_unit: Option<f64>,
     /// Why the run produced no figures.
     pub failure: Option<String>,
     /// Something to know about a run that still produced figures.
@@ -114,6 +116,7 @@ impl RunRecord {
             p99_us: None,
             errors: 0,
             lost_bytes: None,
+            syscalls_per_unit: None,
             failure: None,
             note: None,
             idle: None,

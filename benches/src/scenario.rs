@@ -459,11 +459,14 @@ fn progress_line(sc: &Scenario, r: &RunRecord, reps: usize) -> String {
             f.processes_after.map_or("-".into(), |n| n.to_string())
         )
     });
+    let syscalls = r
+        .syscalls_per_unit
+        .map_or(String::new(), |n| format!("  syscalls/unit {n:.2}"));
     let unit = sc.kind.unit();
     let (scale, cost) = unit.cost_scale();
     let fmt = |x: Option<f64>| x.map_or("-".into(), |v| format!("{:.3}", v * scale));
     format!(
-        "{head} {:>10.3} {}  {cost}: machine {} attributed {} hop-process {}  p99 {}  errors {}{reload}  (bg {:.0}% busy, load {})",
+        "{head} {:>10.3} {}  {cost}: machine {} attributed {} hop-process {}  p99 {}  errors {}{reload}{syscalls}  (bg {:.0}% busy, load {})",
         r.rate().unwrap_or(0.0),
         unit.rate_label(),
         fmt(r.machine_per_unit()),
@@ -505,6 +508,7 @@ fn run_once(
     // The sample also lets the previous run's sockets and processes wind down.
     let bg = measure::background(Duration::from_millis(if ctx.quick { 100 } else { 250 }));
     let mut rec = RunRecord::new(sc.name, &v.label(), rep, bg);
+    crate::profile::set_run(&ctx.work, sc.name, &v.label(), rep);
     let res = match (sc.kind, nginx) {
         (Kind::Ingest { flows, mbit }, _) => ingest_run(ctx, v, timing, flows, mbit, &mut rec),
         (Kind::Bulk(d), _) => bulk_run(ctx, v, timing, d, &mut rec),
@@ -537,6 +541,9 @@ fn run_once(
     } else if rec.units <= 0.0 {
         rec.failure = Some("nothing delivered in the measured window".into());
     }
+    rec.syscalls_per_unit = crate::profile::take_syscalls()
+        .filter(|_| rec.units > 0.0)
+        .map(|n| n as f64 / rec.units);
     rec
 }
 
@@ -588,9 +595,13 @@ pub(crate) fn measured<F: FnMut()>(
     mut during: F,
 ) -> (Window, u64) {
     std::thread::sleep(timing.warmup);
+    let profile = crate::profile::start(pids.hop);
     let (s0, c0) = (Snapshot::take(&pids), counter());
     during();
     let (s1, c1) = (Snapshot::take(&pids), counter());
+    if let Some(p) = profile {
+        p.finish();
+    }
     (Window::between(&s0, &s1, &pids), c1.saturating_sub(c0))
 }
 

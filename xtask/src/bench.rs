@@ -16,6 +16,10 @@ pub struct BenchArgs {
     /// Only this forward engine for the proxy (default: every engine the build has).
     #[arg(long, value_name = "auto|sockmap|splice|copy")]
     engine: Option<String>,
+    /// Sample the hop with perf (cpu-clock) in each variant's first repetition: a flame
+    /// graph per variant beside the report and system calls per unit in the records.
+    #[arg(long)]
+    profile: bool,
     /// List the scenarios and exit.
     #[arg(long)]
     list: bool,
@@ -58,6 +62,9 @@ pub fn bench(args: &BenchArgs) -> Result<()> {
     }
     if args.list {
         cmd.arg("--list");
+    }
+    if args.profile {
+        cmd.arg("--profile");
     }
     for s in &args.scenarios {
         cmd.arg("--scenario").arg(s);

@@ -64,6 +64,11 @@ pub const PACKAGES: &[Package] = &[
         programs: &["/usr/bin/wrk"],
     },
     Package {
+        name: "linux-perf",
+        why: "`cargo xtask bench --profile`: cpu-clock samples (flame graphs) and system-call counts of the hop",
+        programs: &["perf"],
+    },
+    Package {
         name: "socat",
         why: "raw TCP clients in tests",
         programs: &["socat"],
