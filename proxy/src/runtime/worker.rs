@@ -91,7 +91,7 @@ pub struct AdoptedFlow {
 /// What a running worker is handed.
 pub enum Mail {
     Listener(WorkerListener),
-    Flow(AdoptedFlow),
+    Flow(Box<AdoptedFlow>),
 }
 
 /// Listeners a reload adds and flows an upgrade adopts, handed to a running worker. Taken by
@@ -108,7 +108,7 @@ impl Inbox {
     }
 
     pub fn send_flow(&self, f: AdoptedFlow) {
-        self.post(Mail::Flow(f));
+        self.post(Mail::Flow(Box::new(f)));
     }
 
     fn post(&self, m: Mail) {
@@ -174,7 +174,7 @@ pub fn run_worker(
             for mail in added {
                 match mail {
                     Mail::Listener(l) => start(l),
-                    Mail::Flow(f) => resume(f),
+                    Mail::Flow(f) => resume(*f),
                 }
             }
         }
