@@ -108,6 +108,7 @@ mod tests {
             quick,
             scenarios: scenarios.iter().map(|s| s.to_string()).collect(),
             engine: None,
+            profile: false,
             list: false,
         }
     }
