@@ -259,6 +259,12 @@ pub fn ffprobe_count_frames(input: &str) -> std::io::Result<u64> {
 /// connection reaches a live RTMP server (through the proxy, that the proxy connected it to a
 /// backend that is up). Bounded by `limit` for connect and read.
 pub fn rtmp_handshake(addr: SocketAddr, limit: Duration) -> std::io::Result<()> {
+    rtmp_handshake_open(addr, limit).map(drop)
+}
+
+/// [`rtmp_handshake`] that hands back the connection, still open: the caller can see where
+/// it went (its local address names it in other namespaces' socket tables) before closing it.
+pub fn rtmp_handshake_open(addr: SocketAddr, limit: Duration) -> std::io::Result<TcpStream> {
     let mut s = TcpStream::connect_timeout(&addr, limit)?;
     s.set_read_timeout(Some(limit))?;
     s.set_write_timeout(Some(limit))?;
@@ -277,5 +283,5 @@ pub fn rtmp_handshake(addr: SocketAddr, limit: Duration) -> std::io::Result<()> 
             s0s1[0]
         )));
     }
-    Ok(())
+    Ok(s)
 }

@@ -2,15 +2,21 @@
 //! configuration send every HLS path (`balance uri` + `hash-type consistent`) and every
 //! persistence cookie to the same node, as instances behind ECMP or a cloud L4 balancer must;
 //! and three instances behind a router's ECMP route (network namespaces, see
-//! docs/scale-out.md) keep doing so when one of them dies.
+//! docs/scale-out.md) keep doing so when one of them dies, for HTTP and for RTMP publishes
+//! (`balance source` + `hash-type consistent` in `mode tcp`) alike.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::{Ipv4Addr, SocketAddr};
+use std::time::Duration;
 
+use e2e::ffmpeg::{ffmpeg_publish, rtmp_handshake_open, Publisher, FPS};
 use e2e::http_client::{Conn, Response};
 use e2e::netns::{link, Netns};
+use e2e::nginx::Nginx;
+use e2e::nginx_conf::LIVE_APP;
 use e2e::nginx_http::NginxHttp;
-use e2e::{free_addr, free_port, loopback, Proxy, Signal};
+use e2e::process::connections_to;
+use e2e::{free_addr, free_port, loopback, wait_until, Proxy, Signal};
 
 fn cfg(port: u16, a: &NginxHttp, b: &NginxHttp) -> String {
     format!(
@@ -70,10 +76,19 @@ fn two_instances_route_every_path_and_cookie_alike() {
 
 /// The service address every instance holds on its loopback.
 const VIP: &str = "10.9.9.9";
+/// The RTMP port on the VIP.
+const RTMP_PORT: u16 = 1935;
+/// Length of each RTMP publish through the instances.
+const SECONDS: u32 = 10;
+/// RTMP publishers, each from an address of its own (10.4.K.2).
+const SOURCES: usize = 4;
+/// Bound on the new connections one source opens to see every instance it should reach:
+/// with three instances equally likely, missing one in 40 tries has odds of 3 × (2/3)^40.
+const PROBES: usize = 40;
 
 /// The same config on every instance but the `X-Instance` header that tells the test who
-/// served a request.
-fn ecmp_cfg(instance: &str) -> String {
+/// served a request. `rtmp` are the nginx-rtmp nodes ams1 and ams2.
+fn ecmp_cfg(instance: &str, rtmp: [SocketAddr; 2]) -> String {
     format!(
         "defaults\n    mode http\n    timeout connect 2s\n    timeout client 10s\n    timeout server 10s\n\
          frontend f\n    bind {VIP}:80\n    http-response set-header X-Instance {instance}\n\
@@ -81,7 +96,11 @@ fn ecmp_cfg(instance: &str) -> String {
          backend hls\n    balance uri depth 2\n    hash-type consistent sdbm avalanche\n\
          \x20   server ams1 10.3.0.2:8080\n    server ams2 10.3.0.3:8080\n\
          backend cookies\n    cookie JSESSIONID prefix nocache\n\
-         \x20   server ams1 10.3.0.2:8080 cookie ams1\n    server ams2 10.3.0.3:8080 cookie ams2\n"
+         \x20   server ams1 10.3.0.2:8080 cookie ams1\n    server ams2 10.3.0.3:8080 cookie ams2\n\
+         frontend rtmp\n    mode tcp\n    bind {VIP}:{RTMP_PORT}\n    default_backend rtmp\n\
+         backend rtmp\n    mode tcp\n    balance source\n    hash-type consistent sdbm avalanche\n\
+         \x20   server ams1 {}\n    server ams2 {}\n",
+        rtmp[0], rtmp[1]
     )
 }
 
@@ -91,9 +110,17 @@ fn instance(r: &Response) -> String {
         .unwrap_or_else(|| panic!("no X-Instance in {:?}", r.headers))
 }
 
-/// client ── router ══ECMP══ lb1, lb2, lb3 (VIP on lo) ── router ── backends (ams1, ams2).
+/// client, src1..src4 ── router ══ECMP══ lb1, lb2, lb3 (VIP on lo) ── router ── backends
+/// (ams1, ams2: an HTTP node and an nginx-rtmp node each).
 struct Topology {
     client: Netns,
+    /// RTMP publishers, one namespace per client address. In `mode tcp` the stream name is
+    /// inside RTMP, so what keeps a stream on one node is what an operator would use there:
+    /// `balance source` with `hash-type consistent`, keyed on the client address. ffmpeg cannot
+    /// choose the address it connects from, but a process started in a namespace has that
+    /// namespace's only address, so each namespace is one client address, as separate
+    /// publishers (encoders, sites) are in production.
+    sources: Vec<Netns>,
     router: Netns,
     lbs: Vec<Netns>,
     backends: Netns,
@@ -102,6 +129,9 @@ struct Topology {
 fn topology() -> Topology {
     let t = Topology {
         client: Netns::new("so-client"),
+        sources: (1..=SOURCES)
+            .map(|k| Netns::new(&format!("so-src{k}")))
+            .collect(),
         router: Netns::new("so-router"),
         lbs: (1..=3).map(|n| Netns::new(&format!("so-lb{n}"))).collect(),
         backends: Netns::new("so-be"),
@@ -112,6 +142,12 @@ fn topology() -> Topology {
     r.sysctl("net.ipv4.fib_multipath_hash_policy", "1");
     link(r, "r0", "10.1.0.1/24", &t.client, "c0", "10.1.0.2/24");
     t.client.ip(&["route", "add", "default", "via", "10.1.0.1"]);
+    for (i, src) in t.sources.iter().enumerate() {
+        let k = i + 1;
+        let (here, there) = (format!("10.4.{k}.1/24"), format!("10.4.{k}.2/24"));
+        link(r, &format!("s{k}"), &here, src, "s0", &there);
+        src.ip(&["route", "add", "default", "via", &format!("10.4.{k}.1")]);
+    }
     link(r, "rb", "10.3.0.1/24", &t.backends, "b0", "10.3.0.2/24");
     t.backends.ip(&["addr", "add", "10.3.0.3/24", "dev", "b0"]);
     t.backends
@@ -142,24 +178,124 @@ fn topology() -> Topology {
     t
 }
 
-#[test]
-fn three_instances_behind_ecmp_agree_and_survive_one_loss() {
-    let t = topology();
-    let vip: SocketAddr = format!("{VIP}:80").parse().expect("vip");
-    let nodes: Vec<NginxHttp> = t.backends.run(|| {
-        vec![
-            NginxHttp::start("ams1", "10.3.0.2:8080".parse().expect("addr"), None),
-            NginxHttp::start("ams2", "10.3.0.3:8080".parse().expect("addr"), None),
-        ]
-    });
-    let mut lbs: Vec<Proxy> = t
-        .lbs
-        .iter()
-        .enumerate()
-        .map(|(i, ns)| ns.run(|| Proxy::start(&ecmp_cfg(&format!("lb{}", i + 1)))))
-        .collect();
+/// Where one connection went: index of the instance (0 = lb1) and of the node (0 = ams1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Route {
+    instance: usize,
+    node: usize,
+}
 
-    // Each stream path reaches one node whichever instance a new connection lands on.
+/// Each node's count of accepted RTMP connections.
+fn accepted(t: &Topology, nodes: &[Nginx]) -> Vec<u64> {
+    t.backends.run(|| {
+        nodes
+            .iter()
+            .map(|n| {
+                n.stat()
+                    .unwrap_or_else(|e| panic!("/stat of {}: {e}", n.name()))
+                    .naccepted
+            })
+            .collect()
+    })
+}
+
+/// One new RTMP connection from `src` to the VIP, through the RTMP handshake with the node
+/// behind it, held open while the test finds where it went: the instance is the one whose
+/// namespace holds the accepted end (its peer is this connection's local address), the node
+/// is the one whose count of accepted connections grew, by one. Nothing else connects to the
+/// nodes meanwhile: no health checks, and the publishes are connected before any probe runs
+/// beside them.
+fn probe(t: &Topology, src: &Netns, nodes: &[Nginx]) -> Route {
+    let vip = SocketAddr::from((VIP.parse::<Ipv4Addr>().expect("vip"), RTMP_PORT));
+    let before = accepted(t, nodes);
+    let conn = src
+        .run(|| rtmp_handshake_open(vip, Duration::from_secs(5)))
+        .unwrap_or_else(|e| panic!("RTMP handshake from {}: {e}", src.name()));
+    let local = conn.local_addr().expect("local address");
+    let after = accepted(t, nodes);
+    let holders: Vec<usize> = (0..t.lbs.len())
+        .filter(|&i| t.lbs[i].run(|| !connections_to(local).is_empty()))
+        .collect();
+    drop(conn);
+    let grew: Vec<usize> = (0..nodes.len())
+        .filter(|&i| after[i] != before[i])
+        .collect();
+    match (&holders[..], &grew[..]) {
+        (&[instance], &[node]) if after[node] == before[node] + 1 => Route { instance, node },
+        _ => panic!(
+            "RTMP connection from {local}: held by instances {holders:?}, nodes' accepted \
+             connections {before:?} -> {after:?}"
+        ),
+    }
+}
+
+/// Opens connections from `src` until each instance of `want` has carried one (at most
+/// [`PROBES`]); every one must reach the same node and none an instance outside `want`.
+/// Returns that node.
+fn node_of(t: &Topology, src: &Netns, nodes: &[Nginx], want: &BTreeSet<usize>) -> usize {
+    let (mut node, mut seen) = (None, BTreeSet::new());
+    for _ in 0..PROBES {
+        let r = probe(t, src, nodes);
+        assert!(
+            want.contains(&r.instance),
+            "a connection from {} went to instance {} (want {want:?})",
+            src.name(),
+            r.instance
+        );
+        assert_eq!(
+            *node.get_or_insert(r.node),
+            r.node,
+            "{} reached both nodes (through instances {seen:?} and {})",
+            src.name(),
+            r.instance
+        );
+        seen.insert(r.instance);
+        if seen == *want {
+            return r.node;
+        }
+    }
+    panic!(
+        "{PROBES} connections from {} were carried by instances {seen:?}, not all of {want:?}",
+        src.name()
+    )
+}
+
+/// The instance that forwards a publish, from the address the node sees it come from: each
+/// instance connects from its own uplink address, 10.2.N.2.
+fn instance_of(address: &str) -> Option<usize> {
+    let n: usize = address
+        .strip_prefix("10.2.")?
+        .strip_suffix(".2")?
+        .parse()
+        .ok()?;
+    n.checked_sub(1)
+}
+
+/// Where each of the `names` is published, read from the nodes' /stat: the node that has it
+/// and the instance it comes through. Waits until all are there.
+fn locate(t: &Topology, nodes: &[Nginx], names: &[String]) -> BTreeMap<String, Route> {
+    wait_until(
+        "the publishes to reach the nodes",
+        Duration::from_secs(20),
+        || {
+            let mut found = BTreeMap::new();
+            for (node, n) in nodes.iter().enumerate() {
+                let stat = t.backends.run(|| n.stat()).ok()?;
+                for s in stat.app(LIVE_APP).map(|a| &a.streams[..]).unwrap_or(&[]) {
+                    for c in s.clients.iter().filter(|c| c.publishing && !c.is_relay()) {
+                        let instance = instance_of(&c.address)
+                            .unwrap_or_else(|| panic!("publisher from {}", c.address));
+                        found.insert(s.name.clone(), Route { instance, node });
+                    }
+                }
+            }
+            names.iter().all(|n| found.contains_key(n)).then_some(found)
+        },
+    )
+}
+
+/// Each stream path reaches one node whichever instance a new connection lands on.
+fn paths_agree(t: &Topology, vip: SocketAddr) {
     let mut served_by = BTreeSet::new();
     t.client.run(|| {
         for stream in 0..20 {
@@ -174,8 +310,10 @@ fn three_instances_behind_ecmp_agree_and_survive_one_loss() {
         }
     });
     assert_eq!(served_by.len(), 3, "flows spread over {served_by:?}");
+}
 
-    // A cookie set through one instance is honoured by the others.
+/// A cookie set through one instance is honoured by the others.
+fn cookies_agree(t: &Topology, vip: SocketAddr) {
     t.client.run(|| {
         let set = Conn::open(vip).get("/app", &["Connection: close"]);
         let cookie = set
@@ -195,8 +333,10 @@ fn three_instances_behind_ecmp_agree_and_survive_one_loss() {
             "the cookie was tried on {instances:?} only"
         );
     });
+}
 
-    // Keep-alive connections held on the survivors, then lb1 dies and its next hop goes.
+/// Keep-alive connections that landed on instances other than `victim` (by name).
+fn hold_keep_alive(t: &Topology, vip: SocketAddr, victim: &str) -> Vec<(Conn, String)> {
     let held: Vec<(Conn, String)> = t.client.run(|| {
         (0..12)
             .map(|_| {
@@ -204,18 +344,101 @@ fn three_instances_behind_ecmp_agree_and_survive_one_loss() {
                 let who = instance(&c.get("/", &[]));
                 (c, who)
             })
-            .filter(|(_, who)| who != "lb1")
+            .filter(|(_, who)| who != victim)
             .collect()
     });
-    assert!(!held.is_empty(), "no connection landed on lb2 or lb3");
-    lbs[0].signal(Signal::SIGKILL);
-    t.router.ip(&["nexthop", "del", "id", "1"]);
+    assert!(!held.is_empty(), "no connection landed beside {victim}");
+    held
+}
+
+#[test]
+fn three_instances_behind_ecmp_agree_and_survive_one_loss() {
+    let t = topology();
+    let vip: SocketAddr = format!("{VIP}:80").parse().expect("vip");
+    let (http, nodes): (Vec<NginxHttp>, Vec<Nginx>) = t.backends.run(|| {
+        let ams = |n: u8| Ipv4Addr::new(10, 3, 0, n);
+        (
+            vec![
+                NginxHttp::start("ams1", "10.3.0.2:8080".parse().expect("addr"), None),
+                NginxHttp::start("ams2", "10.3.0.3:8080".parse().expect("addr"), None),
+            ],
+            vec![Nginx::rtmp_recording(ams(2)), Nginx::rtmp_recording(ams(3))],
+        )
+    });
+    let rtmp = [nodes[0].rtmp_addr(), nodes[1].rtmp_addr()];
+    let mut lbs: Vec<Proxy> = t
+        .lbs
+        .iter()
+        .enumerate()
+        .map(|(i, ns)| ns.run(|| Proxy::start(&ecmp_cfg(&format!("lb{}", i + 1), rtmp))))
+        .collect();
+    paths_agree(&t, vip);
+    cookies_agree(&t, vip);
+
+    // Each client address reaches one node through every instance, and the addresses use
+    // both nodes (the ring and the addresses are fixed, so this split is too).
+    let all: BTreeSet<usize> = (0..3).collect();
+    let owner: Vec<usize> = t
+        .sources
+        .iter()
+        .map(|src| node_of(&t, src, &nodes, &all))
+        .collect();
+    assert_eq!(
+        owner.iter().collect::<BTreeSet<_>>().len(),
+        2,
+        "sources per node: {owner:?}"
+    );
+
+    // One publish per source, each on its source's node.
+    let names: Vec<String> = (1..=SOURCES).map(|k| format!("src{k}")).collect();
+    let url = |name: &str| format!("rtmp://{VIP}:{RTMP_PORT}/{LIVE_APP}/{name}");
+    let mut publishers: Vec<Publisher> = t
+        .sources
+        .iter()
+        .zip(&names)
+        .map(|(src, name)| src.run(|| ffmpeg_publish(&url(name), SECONDS)))
+        .collect();
+    let placed = locate(&t, &nodes, &names);
+    for (k, name) in names.iter().enumerate() {
+        assert_eq!(placed[name].node, owner[k], "{name}: placed {placed:?}");
+    }
+
+    // The instance with the fewest publishes dies (so that most run on the survivors), with
+    // keep-alive HTTP connections held on the others; its next hop goes.
+    let load = |i: usize| placed.values().filter(|r| r.instance == i).count();
+    let victim = (0..3).min_by_key(|&i| load(i)).expect("three instances");
+    let victim_name = format!("lb{}", victim + 1);
+    let held = hold_keep_alive(&t, vip, &victim_name);
+    for p in publishers.iter_mut() {
+        assert!(p.try_status().is_none(), "{} ended: {}", p.url(), p.log());
+    }
+    lbs[victim].signal(Signal::SIGKILL);
+    t.router
+        .ip(&["nexthop", "del", "id", &(victim + 1).to_string()]);
+
+    // New flows go to the survivors; each client address still reaches its node.
     t.client.run(|| {
         for k in 0..15 {
             let r = Conn::open(vip).get(&format!("/after/{k}"), &["Connection: close"]);
-            assert_ne!(instance(&r), "lb1", "a new flow went to the dead instance");
+            assert_ne!(
+                instance(&r),
+                victim_name,
+                "a new flow went to the dead instance"
+            );
         }
     });
+    let survivors: BTreeSet<usize> = all.iter().copied().filter(|&i| i != victim).collect();
+    for (k, src) in t.sources.iter().enumerate() {
+        let node = node_of(&t, src, &nodes, &survivors);
+        assert_eq!(
+            node,
+            owner[k],
+            "{} moved node after {victim_name} died",
+            src.name()
+        );
+    }
+
+    // Established flows on the survivors are untouched.
     for (mut c, who) in held {
         let r = c.get("/still", &[]);
         assert_eq!(
@@ -224,6 +447,44 @@ fn three_instances_behind_ecmp_agree_and_survive_one_loss() {
             "a survivor's flow moved"
         );
     }
+    eprintln!("DBG owner {owner:?} placed {placed:?} victim {victim}");
+    publishes_end_intact(&t, &nodes, &names, &mut publishers, &placed, victim);
     drop(lbs);
-    drop(nodes);
+    drop((http, nodes));
+}
+
+/// Every publish through a survivor ends well and its node recorded every frame; one through
+/// the dead instance was cut (its publisher would reconnect: same address, same node).
+fn publishes_end_intact(
+    t: &Topology,
+    nodes: &[Nginx],
+    names: &[String],
+    publishers: &mut [Publisher],
+    placed: &BTreeMap<String, Route>,
+    victim: usize,
+) {
+    for (name, p) in names.iter().zip(publishers.iter_mut()) {
+        if placed[name].instance == victim {
+            p.wait_at_most(Duration::from_secs(u64::from(SECONDS) + 30));
+            p.kill();
+        } else {
+            p.wait_success(Duration::from_secs(30));
+        }
+    }
+    let full = u64::from(SECONDS * FPS);
+    for (i, n) in nodes.iter().enumerate() {
+        let here: Vec<&str> = names
+            .iter()
+            .filter(|s| placed[*s].node == i)
+            .map(String::as_str)
+            .collect();
+        let frames = t.backends.run(|| n.recorded_frames(&here));
+        for (name, got) in here.iter().zip(frames) {
+            if placed[*name].instance == victim {
+                assert!(got < full, "{name} through the dead instance: {got} frames");
+            } else {
+                assert_eq!(got, full, "{name} through a survivor: {placed:?}");
+            }
+        }
+    }
 }
