@@ -193,30 +193,14 @@ impl Target {
 pub fn run(ctx: &Ctx, v: Variant, timing: Timing, load: Load, rec: &mut RunRecord) -> Result<()> {
     let backends = start_backends()?;
     let port = backends[0].addr.port();
-    let mut live = vec![0, 1];
+    let live = vec![0, 1];
     let dir = ctx.work.join(format!(
         "dnsmasq-{}-{}",
         v.label().replace(' ', "-"),
         rec.rep
     ));
-    let mut dns = Dnsmasq::start(free_udp(DNS_IP)?, &hosts(&live), &dir)?;
-    let (mut hop, target) = match v {
-        Variant::Direct => (None, Target::Direct(port)),
-        _ => {
-            let frontend = hop::free_addr(FRONT_IP)?;
-            let text = render(v, frontend, port, dns.addr);
-            let h = Hop::start_text(
-                v,
-                &text,
-                frontend,
-                &ctx.work,
-                &ctx.plan,
-                &ctx.proxy_bin,
-                START_LIMIT,
-            )?;
-            (Some(h), Target::Hop(frontend))
-        }
-    };
+    let dns = Dnsmasq::start(free_udp(DNS_IP)?, &hosts(&live), &dir)?;
+    let (mut hop, target) = start_hop(ctx, v, port, dns.addr)?;
     let base = match target {
         Target::Hop(frontend) => wait_servers_up(frontend, &backends, Duration::from_secs(10))?,
         Target::Direct(_) => flows(&backends),
@@ -229,91 +213,145 @@ pub fn run(ctx: &Ctx, v: Variant, timing: Timing, load: Load, rec: &mut RunRecor
         c.wait_connected(n, Duration::from_secs(15))?;
         clients.push(c);
     }
+    let mut s = State {
+        backends: &backends,
+        base,
+        dns,
+        live,
+        target,
+        mbit: load.mbit,
+        clients,
+        figs: DnsFigures {
+            changes: edits.len(),
+            ..DnsFigures::default()
+        },
+        trouble: None,
+    };
     let p = Pids {
         hop: hop.as_ref().map(|h| h.pid),
         others: vec![],
         hop_tree: false,
     };
-    let mut figs = DnsFigures {
-        changes: edits.len(),
-        ..DnsFigures::default()
+    let received = || {
+        backends
+            .iter()
+            .map(|b| b.counters.received.load(Relaxed))
+            .sum()
     };
-    let mut trouble: Option<BenchError> = None;
-    let (w, bytes) = scenario::measured(
-        p,
-        timing,
-        || {
-            backends
-                .iter()
-                .map(|b| b.counters.received.load(Relaxed))
-                .sum()
-        },
-        || {
-            let start = Instant::now();
-            for c in &clients {
-                c.shared.recording.store(true, Relaxed);
-            }
-            let gap = timing.window.div_f64((edits.len() + 1) as f64);
-            for (k, (&edit, &n)) in edits.iter().zip(&sizes[1..]).enumerate() {
-                let at = start + gap * (k as u32 + 1);
-                sleep_until(at);
-                match edit {
-                    Edit::Add(i) => live.push(i),
-                    Edit::Remove(i) => {
-                        live.retain(|&x| x != i);
-                        figs.held_across_removal += open_on(&backends[i], base[i]);
-                    }
-                }
-                if let Err(e) = dns.set_hosts(&hosts(&live)) {
-                    trouble.get_or_insert(e);
-                }
-                sleep_until(at + gap.mul_f64(SETTLE));
-                let before = flows(&backends);
-                let opened = target.open(n, &live, load.mbit);
-                for (_, c) in opened {
-                    match c {
-                        Ok(c) => clients.push(c),
-                        Err(e) => {
-                            trouble.get_or_insert(e);
-                        }
-                    }
-                }
-                scenario::wait_for(ARRIVE_LIMIT, || {
-                    let now: u64 = flows(&backends).iter().sum();
-                    now >= before.iter().sum::<u64>() + n as u64
-                });
-                let after = flows(&backends);
-                let got = |i: usize| after[i] - before[i];
-                match edit {
-                    Edit::Add(i) => {
-                        figs.adds += 1;
-                        figs.adds_with_flows += usize::from(got(i) > 0);
-                    }
-                    Edit::Remove(i) => figs.flows_to_removed += got(i),
-                }
-            }
-            sleep_until(start + timing.window);
-            for c in &clients {
-                c.shared.recording.store(false, Relaxed);
-            }
-        },
-    );
+    let (w, bytes) = scenario::measured(p, timing, received, || {
+        let start = Instant::now();
+        s.recording(true);
+        let gap = timing.window.div_f64((edits.len() + 1) as f64);
+        for (k, (&edit, &n)) in edits.iter().zip(&sizes[1..]).enumerate() {
+            let at = start + gap * (k as u32 + 1);
+            sleep_until(at);
+            s.apply(edit);
+            sleep_until(at + gap.mul_f64(SETTLE));
+            s.open_after(edit, n);
+        }
+        sleep_until(start + timing.window);
+        s.recording(false);
+    });
     rec.window = Some(w);
     rec.units = scenario::gbit(bytes);
     rec.offered_rate = Some(load.flows as f64 * load.mbit / 1e3);
     let refs: Vec<&Backend> = backends.iter().collect();
-    teardown(clients, &refs, rec);
-    figs.per_address = flows(&backends)
+    teardown(s.clients, &refs, rec);
+    s.figs.per_address = flows(&backends)
         .into_iter()
-        .zip(&base)
+        .zip(&s.base)
         .map(|(now, b)| now - b)
         .collect();
-    figs.flows_cut = rec.errors;
-    rec.dns = Some(figs);
-    if let Some(e) = trouble {
+    s.figs.flows_cut = rec.errors;
+    rec.dns = Some(s.figs);
+    if let Some(e) = s.trouble {
         return Err(e);
     }
     scenario::check_alive(&mut hop)
+}
+
+/// The hop for `v` (none for direct) with the template filled from `dns`, and where the load
+/// connects.
+fn start_hop(ctx: &Ctx, v: Variant, port: u16, dns: SocketAddr) -> Result<(Option<Hop>, Target)> {
+    if v == Variant::Direct {
+        return Ok((None, Target::Direct(port)));
+    }
+    let frontend = hop::free_addr(FRONT_IP)?;
+    let text = render(v, frontend, port, dns);
+    let h = Hop::start_text(
+        v,
+        &text,
+        frontend,
+        &ctx.work,
+        &ctx.plan,
+        &ctx.proxy_bin,
+        START_LIMIT,
+    )?;
+    Ok((Some(h), Target::Hop(frontend)))
+}
+
+/// What the measured window changes and counts.
+struct State<'a> {
+    backends: &'a [Backend],
+    /// The backends' flow counts before the load (the readiness probes).
+    base: Vec<u64>,
+    dns: Dnsmasq,
+    /// Indices into [`ADDRS`] the records name now, oldest first.
+    live: Vec<usize>,
+    target: Target,
+    mbit: f64,
+    clients: Vec<ingest::Client>,
+    figs: DnsFigures,
+    /// The first thing that went wrong (the window goes on; the run is reported failed).
+    trouble: Option<BenchError>,
+}
+
+impl State<'_> {
+    fn recording(&self, on: bool) {
+        for c in &self.clients {
+            c.shared.recording.store(on, Relaxed);
+        }
+    }
+
+    /// Makes the record edit: hosts file rewritten, dnsmasq told.
+    fn apply(&mut self, edit: Edit) {
+        match edit {
+            Edit::Add(i) => self.live.push(i),
+            Edit::Remove(i) => {
+                self.live.retain(|&x| x != i);
+                self.figs.held_across_removal += open_on(&self.backends[i], self.base[i]);
+            }
+        }
+        if let Err(e) = self.dns.set_hosts(&hosts(&self.live)) {
+            self.trouble.get_or_insert(e);
+        }
+    }
+
+    /// Opens the generation of `n` flows that follows `edit`, and counts where they went.
+    fn open_after(&mut self, edit: Edit, n: usize) {
+        let before = flows(self.backends);
+        for (_, c) in self.target.open(n, &self.live, self.mbit) {
+            match c {
+                Ok(c) => self.clients.push(c),
+                Err(e) => {
+                    self.trouble.get_or_insert(e);
+                }
+            }
+        }
+        let expected = before.iter().sum::<u64>() + n as u64;
+        scenario::wait_for(ARRIVE_LIMIT, || {
+            flows(self.backends).iter().sum::<u64>() >= expected
+        });
+        let after = flows(self.backends);
+        let got = |i: usize| after[i] - before[i];
+        match edit {
+            Edit::Add(i) => {
+                self.figs.adds += 1;
+                self.figs.adds_with_flows += usize::from(got(i) > 0);
+            }
+            Edit::Remove(i) => self.figs.flows_to_removed += got(i),
+        }
+    }
 }
 
 /// Waits until the hop sends flows to both first addresses (`init-addr none`: the slots start

@@ -820,6 +820,54 @@ mod tests {
     }
 
     #[test]
+    fn dns_change_table_adds_its_columns_and_p99_against_haproxy() {
+        let (d, h, p) = (
+            Variant::Direct,
+            Variant::Haproxy,
+            Variant::Proxy(crate::hop::Engine::Auto),
+        );
+        let changed = |v, p99_us, per_address: Vec<u64>| {
+            let mut x = rec(v, 0, 1.0, 0.5, Some(0.1));
+            x.lost_bytes = Some(0);
+            x.p99_us = Some(p99_us);
+            x.dns = Some(DnsFigures {
+                changes: 4,
+                adds: 2,
+                adds_with_flows: 2,
+                flows_to_removed: 0,
+                held_across_removal: 100,
+                flows_cut: 0,
+                per_address,
+            });
+            x
+        };
+        let o = Outcome {
+            scenario: all().into_iter().find(|s| s.name == "dns-change").unwrap(),
+            variants: vec![d, h, p],
+            records: vec![
+                rec(d, 0, 1.0, 0.3, None),
+                changed(h, 3000, vec![66, 67, 67]),
+                changed(p, 2000, vec![67, 66, 67]),
+            ],
+            unavailable: vec![],
+        };
+        let s = summarize(&o);
+        let dns = s[2].dns.as_ref().unwrap();
+        assert_eq!((dns.adds_with_flows, dns.adds), (2, 2));
+        assert_eq!(s[2].p99_vs_haproxy_us, Some(-1000.0));
+        let md = markdown(&o, &s);
+        assert!(md.contains("| added address got flows |"), "{md}");
+        assert!(
+            md.contains("| 0 / 0 | 4 | 2/2 | 0 | 100 | 0 | 0 | 67 / 66 / 67 | -1.00 |\n"),
+            "{md}"
+        );
+        assert!(
+            md.contains("| 0 / 0 | – | – | – | – | – | – | – | – |\n"),
+            "direct without figures: {md}"
+        );
+    }
+
+    #[test]
     fn svg_renders() {
         let o = outcome();
         let s = summarize(&o);
