@@ -263,6 +263,7 @@ pub fn run(ctx: &Ctx, v: Variant, timing: Timing, load: Load, rec: &mut RunRecor
         .map(|(now, b)| now - b)
         .collect();
     s.figs.flows_cut = rec.errors;
+    s.figs.hop_maintenance_lines = hop.as_ref().map(|h| h.log_count("maintenance"));
     rec.dns = Some(s.figs);
     if let Some(e) = s.trouble {
         return Err(e);

@@ -272,7 +272,8 @@ impl Hop {
             .collect()
     }
 
-    fn log_count(&self, needle: &str) -> usize {
+    /// Lines of the hop's log that contain `needle`.
+    pub fn log_count(&self, needle: &str) -> usize {
         fs::read_to_string(&self.log)
             .unwrap_or_default()
             .matches(needle)

@@ -85,6 +85,9 @@ pub struct DnsFigures {
     pub flows_cut: u64,
     /// Flows each backend address received, in address order.
     pub per_address: Vec<u64>,
+    /// Servers the hop logged putting in maintenance (both hops' lines say `maintenance`):
+    /// the removals it acted on. None for direct (no hop).
+    pub hop_maintenance_lines: Option<usize>,
 }
 
 /// What reloading the hop under load did (the reload scenario).

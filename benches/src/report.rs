@@ -62,6 +62,8 @@ pub struct DnsSummary {
     pub flows_cut: u64,
     /// Flows per backend address, summed over the runs.
     pub per_address: Vec<u64>,
+    /// Maintenance lines in the hop's logs, summed over the runs (None for direct).
+    pub hop_maintenance_lines: Option<usize>,
 }
 
 impl DnsSummary {
@@ -78,6 +80,10 @@ impl DnsSummary {
             per_address: (0..width)
                 .map(|i| figs.iter().filter_map(|f| f.per_address.get(i)).sum())
                 .collect(),
+            hop_maintenance_lines: figs
+                .iter()
+                .map(|f| f.hop_maintenance_lines)
+                .sum::<Option<usize>>(),
         })
     }
 }
@@ -382,6 +388,7 @@ fn extra_heads(kind: Kind) -> Vec<&'static str> {
             "added address got flows",
             "new flows to a removed address",
             "flows held across removal",
+            "removals the hop logged",
             "flows cut",
             "lost B",
             "flows per address",
@@ -409,6 +416,8 @@ fn extra_cells(kind: Kind, s: &Summary) -> Vec<String> {
                 format!("{}/{}", d.adds_with_flows, d.adds),
                 d.flows_to_removed.to_string(),
                 d.held_across_removal.to_string(),
+                d.hop_maintenance_lines
+                    .map_or("–".into(), |n| n.to_string()),
                 d.flows_cut.to_string(),
                 s.lost_bytes.to_string(),
                 d.per_address
@@ -418,7 +427,7 @@ fn extra_cells(kind: Kind, s: &Summary) -> Vec<String> {
                     .join(" / "),
                 f(s.p99_vs_haproxy_us.map(|u| u / 1e3), 2),
             ],
-            None => vec!["–".into(); 8],
+            None => vec!["–".into(); 9],
         },
         k if k.namespaced() => vec![f(s.p99_vs_baseline_us.map(|u| u / 1e3), 2)],
         _ => vec![],
@@ -838,6 +847,7 @@ mod tests {
                 held_across_removal: 100,
                 flows_cut: 0,
                 per_address,
+                hop_maintenance_lines: Some(2),
             });
             x
         };
@@ -858,11 +868,11 @@ mod tests {
         let md = markdown(&o, &s);
         assert!(md.contains("| added address got flows |"), "{md}");
         assert!(
-            md.contains("| 0 / 0 | 4 | 2/2 | 0 | 100 | 0 | 0 | 67 / 66 / 67 | -1.00 |\n"),
+            md.contains("| 0 / 0 | 4 | 2/2 | 0 | 100 | 2 | 0 | 0 | 67 / 66 / 67 | -1.00 |\n"),
             "{md}"
         );
         assert!(
-            md.contains("| 0 / 0 | – | – | – | – | – | – | – | – |\n"),
+            md.contains("| 0 / 0 | – | – | – | – | – | – | – | – | – |\n"),
             "direct without figures: {md}"
         );
     }

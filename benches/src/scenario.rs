@@ -506,12 +506,14 @@ fn progress_line(sc: &Scenario, r: &RunRecord, reps: usize) -> String {
     let dns = r.dns.as_ref().map_or(String::new(), |f| {
         format!(
             "  edits {}, adds with flows {}/{}, flows to removed {}, held across removal {}, \
-             flows per address {:?}",
+             hop maintenance lines {}, flows per address {:?}",
             f.changes,
             f.adds_with_flows,
             f.adds,
             f.flows_to_removed,
             f.held_across_removal,
+            f.hop_maintenance_lines
+                .map_or("-".into(), |n| n.to_string()),
             f.per_address
         )
     });
