@@ -179,12 +179,39 @@ impl Hop {
         plan: &Plan,
         proxy_bin: &Path,
     ) -> Result<Hop> {
+        let text = render(variant, spec);
+        Hop::spawn_text(variant, &text, spec.master_worker, dir, plan, proxy_bin)
+    }
+
+    /// As [`Hop::start`] with a config text of the caller's (a scenario whose servers a
+    /// [`Spec`] cannot say), listening on `frontend`.
+    pub fn start_text(
+        variant: Variant,
+        text: &str,
+        frontend: SocketAddr,
+        dir: &Path,
+        plan: &Plan,
+        proxy_bin: &Path,
+        limit: Duration,
+    ) -> Result<Hop> {
+        let mut hop = Hop::spawn_text(variant, text, false, dir, plan, proxy_bin)?;
+        hop.wait_listening(frontend, limit)?;
+        Ok(hop)
+    }
+
+    fn spawn_text(
+        variant: Variant,
+        text: &str,
+        master_worker: bool,
+        dir: &Path,
+        plan: &Plan,
+        proxy_bin: &Path,
+    ) -> Result<Hop> {
         let name = variant.label().replace(' ', "-");
         let cfg = dir.join(format!("{name}.cfg"));
         let log = dir.join(format!("{name}.log"));
-        fs::write(&cfg, render(variant, spec))
-            .map_err(|e| BenchError::io(format!("write {}", cfg.display()), e))?;
-        let mut cmd = command(variant, plan, proxy_bin, &cfg, spec.master_worker)?;
+        fs::write(&cfg, text).map_err(|e| BenchError::io(format!("write {}", cfg.display()), e))?;
+        let mut cmd = command(variant, plan, proxy_bin, &cfg, master_worker)?;
         let log_file = fs::File::create(&log)
             .map_err(|e| BenchError::io(format!("create {}", log.display()), e))?;
         let err_file = log_file
@@ -245,7 +272,8 @@ impl Hop {
             .collect()
     }
 
-    fn log_count(&self, needle: &str) -> usize {
+    /// Lines of the hop's log that contain `needle`.
+    pub fn log_count(&self, needle: &str) -> usize {
         fs::read_to_string(&self.log)
             .unwrap_or_default()
             .matches(needle)

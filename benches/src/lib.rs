@@ -1,6 +1,7 @@
 //! `cargo xtask bench`: the same workloads against a direct connection, HAProxy and this proxy,
 //! with whole-machine CPU accounting. `main.rs` is the CLI; everything else lives here.
 
+pub mod dnschange;
 pub mod error;
 pub mod hop;
 pub mod machine;

@@ -65,6 +65,31 @@ pub struct RunRecord {
     pub idle: Option<IdleMemory>,
     /// The reload scenario's figures.
     pub reload: Option<ReloadFigures>,
+    /// The dns-change scenario's figures.
+    pub dns: Option<DnsFigures>,
+}
+
+/// What changing the DNS records of the hop's backend under load did (the dns-change
+/// scenario).
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct DnsFigures {
+    /// Record edits made (an address added, or one removed).
+    pub changes: usize,
+    pub adds: usize,
+    /// Adds whose address got at least one flow of the generation opened after the add.
+    pub adds_with_flows: usize,
+    /// Flows of generations opened after a removal that still reached the removed address.
+    pub flows_to_removed: u64,
+    /// Flows open on an address when it was removed from the records (summed over removals):
+    /// they must go on to the end.
+    pub held_across_removal: u64,
+    /// Flows that ended in an error: reset, closed while sending, or a refused connect.
+    pub flows_cut: u64,
+    /// Flows each backend address received, in address order.
+    pub per_address: Vec<u64>,
+    /// Servers the hop logged putting in maintenance (both hops' lines say `maintenance`):
+    /// the removals it acted on. None for direct (no hop).
+    pub hop_maintenance_lines: Option<usize>,
 }
 
 /// What reloading the hop under load did (the reload scenario).
@@ -121,6 +146,7 @@ impl RunRecord {
             note: None,
             idle: None,
             reload: None,
+            dns: None,
         }
     }
 

@@ -18,11 +18,11 @@
 use crate::error::{BenchError, Result};
 use crate::hop::{self, Hop, Mode, Spec, Variant};
 use crate::measure::Pids;
-use crate::peers::backend::Backend;
+use crate::peers::backend::{Backend, Counters};
 use crate::peers::ingest;
 use crate::record::{ReloadFigures, RunRecord};
 use crate::scenario::{self, Ctx, Timing, BACK_IP, FRONT_IP, START_LIMIT};
-use std::sync::atomic::Ordering::Relaxed;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
 /// The load of one run.
@@ -114,7 +114,7 @@ pub fn run(ctx: &Ctx, v: Variant, timing: Timing, load: Load, rec: &mut RunRecor
     rec.window = Some(w);
     rec.units = scenario::gbit(bytes);
     rec.offered_rate = Some(load.flows as f64 * load.mbit / 1e3);
-    teardown(clients, &backend, rec);
+    teardown(clients, &[&backend], rec);
     rec.reload = Some(ReloadFigures {
         asked: if hop.is_some() { load.reloads } else { 0 },
         done,
@@ -128,7 +128,10 @@ pub fn run(ctx: &Ctx, v: Variant, timing: Timing, load: Load, rec: &mut RunRecor
 }
 
 /// A generation's flows, connected (failed connects count as cut flows, not as a failed run).
-fn open_generation(target: std::net::SocketAddr, p: ingest::Params) -> Result<ingest::Client> {
+pub(crate) fn open_generation(
+    target: std::net::SocketAddr,
+    p: ingest::Params,
+) -> Result<ingest::Client> {
     let c = ingest::Client::start(target, p)?;
     c.shared.recording.store(true, Relaxed);
     let limit = Duration::from_secs(5);
@@ -145,17 +148,22 @@ fn open_generation(target: std::net::SocketAddr, p: ingest::Params) -> Result<in
 
 /// Ends every generation (flush, FIN, wait for the backend's EOFs), then: bytes lost, flows
 /// cut (errors at either end), latencies of all generations.
-fn teardown(clients: Vec<ingest::Client>, backend: &Backend, rec: &mut RunRecord) {
+pub(crate) fn teardown(clients: Vec<ingest::Client>, backends: &[&Backend], rec: &mut RunRecord) {
     let shared: Vec<_> = clients.iter().map(|c| c.shared.clone()).collect();
     let sent: u64 = clients.into_iter().map(ingest::Client::finish).sum();
     // Flows that never connected never reach the backend's EOF count.
     let connected: u64 = shared.iter().map(|s| s.connected.load(Relaxed)).sum();
-    let counters = &backend.counters;
+    let sum = |get: fn(&Counters) -> &AtomicU64| -> u64 {
+        backends
+            .iter()
+            .map(|b| get(&b.counters).load(Relaxed))
+            .sum()
+    };
     scenario::wait_for(Duration::from_secs(10), || {
-        counters.finished.load(Relaxed) >= connected
+        sum(|c| &c.finished) >= connected
     });
     let unfinished: u64 = shared.iter().map(|s| s.unfinished.load(Relaxed)).sum();
-    let lost = sent as i64 - counters.received.load(Relaxed) as i64;
+    let lost = sent as i64 - sum(|c| &c.received) as i64;
     if unfinished == 0 {
         rec.lost_bytes = Some(lost);
     } else {
@@ -164,8 +172,7 @@ fn teardown(clients: Vec<ingest::Client>, backend: &Backend, rec: &mut RunRecord
              (yet) received"
         ));
     }
-    rec.errors =
-        shared.iter().map(|s| s.errors.load(Relaxed)).sum::<u64>() + counters.errors.load(Relaxed);
+    rec.errors = shared.iter().map(|s| s.errors.load(Relaxed)).sum::<u64>() + sum(|c| &c.errors);
     let mut all = Vec::new();
     for s in &shared {
         if let Ok(v) = s.latencies_us.lock() {
@@ -176,7 +183,7 @@ fn teardown(clients: Vec<ingest::Client>, backend: &Backend, rec: &mut RunRecord
     rec.p99_us = crate::stats::percentile(&all, 99.0);
 }
 
-fn sleep_until(t: Instant) {
+pub(crate) fn sleep_until(t: Instant) {
     std::thread::sleep(t.saturating_duration_since(Instant::now()));
 }
 

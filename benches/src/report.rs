@@ -2,7 +2,7 @@
 //! repetition, ratios to HAProxy and to direct; then the Markdown table and the SVG chart.
 
 use crate::hop::Variant;
-use crate::record::{IdleMemory, ReloadFigures, RunRecord, Unit};
+use crate::record::{DnsFigures, IdleMemory, ReloadFigures, RunRecord, Unit};
 use crate::scenario::{Kind, Outcome};
 use crate::stats::{median, median_of, paired_diffs, ratio};
 use serde::Serialize;
@@ -45,6 +45,47 @@ pub struct Summary {
     pub p99_vs_baseline_us: Option<f64>,
     /// The reload scenario's figures.
     pub reload: Option<ReloadSummary>,
+    /// p99 latency minus HAProxy's in the same run.
+    pub p99_vs_haproxy_us: Option<f64>,
+    /// The dns-change scenario's figures.
+    pub dns: Option<DnsSummary>,
+}
+
+/// The dns-change scenario's figures of one variant, summed over its repetitions.
+#[derive(Debug, Clone, Serialize)]
+pub struct DnsSummary {
+    pub changes: usize,
+    pub adds: usize,
+    pub adds_with_flows: usize,
+    pub flows_to_removed: u64,
+    pub held_across_removal: u64,
+    pub flows_cut: u64,
+    /// Flows per backend address, summed over the runs.
+    pub per_address: Vec<u64>,
+    /// Maintenance lines in the hop's logs, summed over the runs (None for direct).
+    pub hop_maintenance_lines: Option<usize>,
+}
+
+impl DnsSummary {
+    fn of(rs: &[&RunRecord]) -> Option<DnsSummary> {
+        let figs: Vec<&DnsFigures> = rs.iter().filter_map(|r| r.dns.as_ref()).collect();
+        let width = figs.iter().map(|f| f.per_address.len()).max().unwrap_or(0);
+        (!figs.is_empty()).then(|| DnsSummary {
+            changes: figs.iter().map(|f| f.changes).sum(),
+            adds: figs.iter().map(|f| f.adds).sum(),
+            adds_with_flows: figs.iter().map(|f| f.adds_with_flows).sum(),
+            flows_to_removed: figs.iter().map(|f| f.flows_to_removed).sum(),
+            held_across_removal: figs.iter().map(|f| f.held_across_removal).sum(),
+            flows_cut: figs.iter().map(|f| f.flows_cut).sum(),
+            per_address: (0..width)
+                .map(|i| figs.iter().filter_map(|f| f.per_address.get(i)).sum())
+                .collect(),
+            hop_maintenance_lines: figs
+                .iter()
+                .map(|f| f.hop_maintenance_lines)
+                .sum::<Option<usize>>(),
+        })
+    }
 }
 
 /// The reload scenario's figures of one variant, over its repetitions.
@@ -176,6 +217,8 @@ pub fn summarize(o: &Outcome) -> Vec<Summary> {
                 idle: is_idle.then(|| IdleSummary::of(v, &rs)),
                 p99_vs_baseline_us: None,
                 reload: ReloadSummary::of(&rs),
+                p99_vs_haproxy_us: None,
+                dns: DnsSummary::of(&rs),
             }
         })
         .collect();
@@ -228,6 +271,7 @@ fn add_ratios(out: &mut [Summary], base: Variant) {
             s.p99_vs_baseline_us = s.p99_us.zip(base_p99).map(|(a, b)| a - b);
         }
         if let Some(h) = &haproxy {
+            s.p99_vs_haproxy_us = s.p99_us.zip(h.p99_us).map(|(a, b)| a - b);
             s.rate_vs_haproxy = ratio(s.rate, h.rate);
             s.hop_cost_vs_haproxy = ratio(s.hop_cost, h.hop_cost);
             s.hop_cost_attributed_vs_haproxy = ratio(s.hop_cost_attributed, h.hop_cost_attributed);
@@ -339,6 +383,17 @@ fn extra_heads(kind: Kind) -> Vec<&'static str> {
             "lost B",
             "hop processes after last reload (max)",
         ],
+        Kind::DnsChange { .. } => vec![
+            "record edits",
+            "added address got flows",
+            "new flows to a removed address",
+            "flows held across removal",
+            "removals the hop logged",
+            "flows cut",
+            "lost B",
+            "flows per address",
+            "p99 − HAProxy's ms",
+        ],
         k if k.namespaced() => vec!["p99 − routing's ms"],
         _ => vec![],
     }
@@ -354,6 +409,25 @@ fn extra_cells(kind: Kind, s: &Summary) -> Vec<String> {
                 r.processes_after_max.map_or("–".into(), |n| n.to_string()),
             ],
             None => vec!["–".into(); 4],
+        },
+        Kind::DnsChange { .. } => match &s.dns {
+            Some(d) => vec![
+                d.changes.to_string(),
+                format!("{}/{}", d.adds_with_flows, d.adds),
+                d.flows_to_removed.to_string(),
+                d.held_across_removal.to_string(),
+                d.hop_maintenance_lines
+                    .map_or("–".into(), |n| n.to_string()),
+                d.flows_cut.to_string(),
+                s.lost_bytes.to_string(),
+                d.per_address
+                    .iter()
+                    .map(u64::to_string)
+                    .collect::<Vec<_>>()
+                    .join(" / "),
+                f(s.p99_vs_haproxy_us.map(|u| u / 1e3), 2),
+            ],
+            None => vec!["–".into(); 9],
         },
         k if k.namespaced() => vec![f(s.p99_vs_baseline_us.map(|u| u / 1e3), 2)],
         _ => vec![],
@@ -752,6 +826,55 @@ mod tests {
         );
         assert!(md.contains("| 0 / 0 | 3/3 | 0 | 0 | 5 |\n"), "{md}");
         assert!(md.contains("| 0 / 0 | – | – | – | – |\n"), "direct: {md}");
+    }
+
+    #[test]
+    fn dns_change_table_adds_its_columns_and_p99_against_haproxy() {
+        let (d, h, p) = (
+            Variant::Direct,
+            Variant::Haproxy,
+            Variant::Proxy(crate::hop::Engine::Auto),
+        );
+        let changed = |v, p99_us, per_address: Vec<u64>| {
+            let mut x = rec(v, 0, 1.0, 0.5, Some(0.1));
+            x.lost_bytes = Some(0);
+            x.p99_us = Some(p99_us);
+            x.dns = Some(DnsFigures {
+                changes: 4,
+                adds: 2,
+                adds_with_flows: 2,
+                flows_to_removed: 0,
+                held_across_removal: 100,
+                flows_cut: 0,
+                per_address,
+                hop_maintenance_lines: Some(2),
+            });
+            x
+        };
+        let o = Outcome {
+            scenario: all().into_iter().find(|s| s.name == "dns-change").unwrap(),
+            variants: vec![d, h, p],
+            records: vec![
+                rec(d, 0, 1.0, 0.3, None),
+                changed(h, 3000, vec![66, 67, 67]),
+                changed(p, 2000, vec![67, 66, 67]),
+            ],
+            unavailable: vec![],
+        };
+        let s = summarize(&o);
+        let dns = s[2].dns.as_ref().unwrap();
+        assert_eq!((dns.adds_with_flows, dns.adds), (2, 2));
+        assert_eq!(s[2].p99_vs_haproxy_us, Some(-1000.0));
+        let md = markdown(&o, &s);
+        assert!(md.contains("| added address got flows |"), "{md}");
+        assert!(
+            md.contains("| 0 / 0 | 4 | 2/2 | 0 | 100 | 2 | 0 | 0 | 67 / 66 / 67 | -1.00 |\n"),
+            "{md}"
+        );
+        assert!(
+            md.contains("| 0 / 0 | – | – | – | – | – | – | – | – | – |\n"),
+            "direct without figures: {md}"
+        );
     }
 
     #[test]

@@ -32,6 +32,8 @@ pub(crate) const START_LIMIT: Duration = Duration::from_secs(5);
 
 /// Reloads in a `--quick` run of the reload scenario (its window is shorter).
 const QUICK_RELOADS: usize = 3;
+/// Record changes in a `--quick` run of the dns-change scenario.
+const QUICK_DNS_CHANGES: usize = 2;
 const PROBE_LIMIT: Duration = Duration::from_secs(2);
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -69,6 +71,14 @@ pub enum Kind {
         mbit: f64,
         reloads: usize,
     },
+    /// The ingest load while the hop's servers come from DNS and the records change `changes`
+    /// times inside the window (an address added, then another removed; see
+    /// `crate::dnschange`).
+    DnsChange {
+        flows: usize,
+        mbit: f64,
+        changes: usize,
+    },
     /// Ingest, and bulk, with client, balancer and backend in network namespaces of their
     /// own (see `crate::netns`); the floor is routing, not a direct connection.
     NsIngest {
@@ -84,6 +94,7 @@ impl Kind {
             Kind::Ingest { .. }
             | Kind::Bulk(_)
             | Kind::Reload { .. }
+            | Kind::DnsChange { .. }
             | Kind::NsIngest { .. }
             | Kind::NsBulk(_)
             | Kind::HttpsBulk
@@ -143,6 +154,10 @@ impl Kind {
             // The window holds every reload and the generation of flows after it.
             (Kind::Reload { .. }, true) => (2, 0.5, 4.0),
             (Kind::Reload { .. }, false) => (3, 2.0, 12.0),
+            // Each record edit is left 2.4 s or more: a resolution and the checks of a new
+            // address, then a generation of flows (see `crate::dnschange`).
+            (Kind::DnsChange { .. }, true) => (1, 0.5, 12.0),
+            (Kind::DnsChange { .. }, false) => (3, 2.0, 18.0),
             // Publishers need a second to connect and handshake.
             (Kind::RtmpFfmpeg { .. }, true) => (3, 2.0, 2.0),
             (Kind::RtmpFfmpeg { .. }, false) => (6, 3.0, 10.0),
@@ -259,6 +274,21 @@ pub fn all() -> Vec<Scenario> {
                     flows: 200,
                     mbit: 4.0,
                     reloads: 5,
+                },
+            )
+        },
+        Scenario {
+            in_quick: false,
+            ..s(
+                "dns-change",
+                "DNS change under ingest: 200 flows x 4 Mbit/s to server-template filled from \
+                 dnsmasq (2 of 3 addresses named); 2 (quick) / 3 changes in the window, each an \
+                 address added then another removed; flows opened in generations, one after \
+                 each record edit",
+                Kind::DnsChange {
+                    flows: 200,
+                    mbit: 4.0,
+                    changes: 3,
                 },
             )
         },
@@ -391,6 +421,20 @@ pub fn run(ctx: &Ctx, sc: &Scenario, unavailable_engines: &[(String, String)]) -
         // splice-auto changes nothing about how HAProxy reloads.
         variants.extend(ctx.tcp_engines.iter().map(|e| Variant::Proxy(*e)));
         unavailable.extend_from_slice(unavailable_engines);
+    } else if matches!(sc.kind, Kind::DnsChange { .. }) {
+        // What an operator gets (auto); the engines move bytes, not server changes.
+        variants.extend(
+            ctx.tcp_engines
+                .iter()
+                .map(|e| Variant::Proxy(*e))
+                .filter(|v| crate::dnschange::runs(*v)),
+        );
+        if !ctx.tcp_engines.contains(&Engine::Auto) {
+            unavailable.push((
+                Variant::Proxy(Engine::Auto).label(),
+                "dns-change runs the proxy with forward-engine auto only".into(),
+            ));
+        }
     } else if !sc.kind.needs_http() {
         variants.push(Variant::HaproxySplice);
         variants.extend(ctx.tcp_engines.iter().map(|e| Variant::Proxy(*e)));
@@ -462,11 +506,25 @@ fn progress_line(sc: &Scenario, r: &RunRecord, reps: usize) -> String {
     let syscalls = r
         .syscalls_per_unit
         .map_or(String::new(), |n| format!("  syscalls/unit {n:.2}"));
+    let dns = r.dns.as_ref().map_or(String::new(), |f| {
+        format!(
+            "  edits {}, adds with flows {}/{}, flows to removed {}, held across removal {}, \
+             hop maintenance lines {}, flows per address {:?}",
+            f.changes,
+            f.adds_with_flows,
+            f.adds,
+            f.flows_to_removed,
+            f.held_across_removal,
+            f.hop_maintenance_lines
+                .map_or("-".into(), |n| n.to_string()),
+            f.per_address
+        )
+    });
     let unit = sc.kind.unit();
     let (scale, cost) = unit.cost_scale();
     let fmt = |x: Option<f64>| x.map_or("-".into(), |v| format!("{:.3}", v * scale));
     format!(
-        "{head} {:>10.3} {}  {cost}: machine {} attributed {} hop-process {}  p99 {}  errors {}{reload}{syscalls}  (bg {:.0}% busy, load {})",
+        "{head} {:>10.3} {}  {cost}: machine {} attributed {} hop-process {}  p99 {}  errors {}{reload}{dns}{syscalls}  (bg {:.0}% busy, load {})",
         r.rate().unwrap_or(0.0),
         unit.rate_label(),
         fmt(r.machine_per_unit()),
@@ -529,6 +587,25 @@ fn run_once(
                 reloads: if ctx.quick { QUICK_RELOADS } else { reloads },
             };
             crate::reload::run(ctx, v, timing, load, &mut rec)
+        }
+        (
+            Kind::DnsChange {
+                flows,
+                mbit,
+                changes,
+            },
+            _,
+        ) => {
+            let load = crate::dnschange::Load {
+                flows,
+                mbit,
+                changes: if ctx.quick {
+                    QUICK_DNS_CHANGES
+                } else {
+                    changes
+                },
+            };
+            crate::dnschange::run(ctx, v, timing, load, &mut rec)
         }
         (Kind::NsIngest { .. } | Kind::NsBulk(_), _) => {
             crate::nsrun::run(ctx, sc.kind, v, timing, &mut rec)

@@ -46,6 +46,11 @@ pub struct Counters {
     pub answered: AtomicU64,
     /// Connections that failed with an error other than EOF.
     pub errors: AtomicU64,
+    /// Connections that sent their command byte: flows, not the hops' health checks or the
+    /// readiness probes, which connect and send nothing.
+    pub flows: AtomicU64,
+    /// Every connection accepted, health checks included.
+    pub accepted: AtomicU64,
 }
 
 pub struct Backend {
@@ -59,8 +64,14 @@ pub struct Backend {
 impl Backend {
     /// Binds `ip:0` and starts the loop on a new thread (which inherits the caller's pinning).
     pub fn start(ip: std::net::IpAddr) -> Result<Backend> {
-        let listener = TcpListener::bind(SocketAddr::new(ip, 0))
-            .map_err(|e| BenchError::io(format!("backend bind {ip}:0"), e))?;
+        Backend::start_on(SocketAddr::new(ip, 0))
+    }
+
+    /// As [`Backend::start`] on a given address (several backends on one port, as the
+    /// servers DNS names share the port of a `server-template` line).
+    pub fn start_on(at: SocketAddr) -> Result<Backend> {
+        let listener =
+            TcpListener::bind(at).map_err(|e| BenchError::io(format!("backend bind {at}"), e))?;
         let addr = listener
             .local_addr()
             .map_err(|e| BenchError::io("backend local_addr", e))?;
@@ -186,6 +197,7 @@ impl Loop {
         loop {
             match self.listener.accept() {
                 Ok((mut stream, _)) => {
+                    self.counters.accepted.fetch_add(1, Relaxed);
                     let _ = stream.set_nodelay(true);
                     let i = self.free.pop().unwrap_or_else(|| {
                         self.conns.push(None);
@@ -281,7 +293,7 @@ fn read_side(conn: &mut Conn, buf: &mut [u8], counters: &Counters) -> Outcome {
     loop {
         match conn.stream.read(buf) {
             Ok(0) => {
-                if conn.mode != Mode::Unknown && conn.mode != Mode::Rate {
+                if matches!(conn.mode, Mode::Ingest | Mode::Upload | Mode::Download) {
                     counters.finished.fetch_add(1, Relaxed);
                 }
                 return Outcome::Done;
@@ -297,6 +309,7 @@ fn read_side(conn: &mut Conn, buf: &mut [u8], counters: &Counters) -> Outcome {
 
 fn on_bytes(conn: &mut Conn, mut data: &[u8], counters: &Counters) {
     if conn.mode == Mode::Unknown {
+        counters.flows.fetch_add(1, Relaxed);
         conn.mode = match data[0] {
             b'I' => Mode::Ingest,
             b'U' => Mode::Upload,

@@ -2,6 +2,7 @@
 
 pub mod backend;
 pub mod bulk;
+pub mod dnsmasq;
 pub mod h2load;
 pub mod idle;
 pub mod ingest;
