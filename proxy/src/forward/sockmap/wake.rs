@@ -30,16 +30,29 @@ pub fn start(ring: RingBuf<MapData>) -> io::Result<()> {
     let wakes = wakes();
     std::thread::Builder::new()
         .name("sockmap-wake".into())
-        .spawn(move || read_ring(ring, wakes))
+        .spawn(move || {
+            super::sys::prefer_realtime("sockmap-wake");
+            read_ring(ring, wakes)
+        })
         .map(|_| ())
 }
 
 fn read_ring(mut ring: RingBuf<MapData>, wakes: &'static [Event]) {
     let fd = ring.as_raw_fd();
+    let mut due = Vec::new();
     loop {
         while let Some(item) = ring.next() {
             let index = item.get(..4).and_then(|b| <[u8; 4]>::try_from(b).ok());
-            if let Some(event) = index.and_then(|b| wakes.get(u32::from_ne_bytes(b) as usize)) {
+            if let Some(index) = index.map(u32::from_ne_bytes) {
+                due.push(index);
+            }
+        }
+        due.sort_unstable();
+        due.dedup();
+        // Before the tasks hear of it: a park must not wait for a worker thread.
+        super::guard::park_due(&due);
+        for index in due.drain(..) {
+            if let Some(event) = wakes.get(index as usize) {
                 event.notify(usize::MAX);
             }
         }
