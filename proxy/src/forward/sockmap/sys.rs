@@ -289,35 +289,6 @@ pub fn coarse_now_ns() -> u64 {
         .saturating_add(ts.tv_nsec as u64)
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use std::io::{Read, Write};
-    use std::net::{TcpListener, TcpStream};
-    use std::os::fd::AsRawFd;
-
-    #[test]
-    fn counters_of_a_local_pair() {
-        let l = TcpListener::bind("127.0.0.1:0").expect("bind");
-        let mut c = TcpStream::connect(l.local_addr().expect("addr")).expect("connect");
-        let (mut s, _) = l.accept().expect("accept");
-        c.write_all(&[7u8; 1000]).expect("write");
-        c.shutdown(std::net::Shutdown::Write).expect("shutdown");
-        let mut got = Vec::new();
-        s.read_to_end(&mut got).expect("read");
-        assert_eq!(got.len(), 1000);
-        // The FIN counts in bytes_received.
-        assert_eq!(tcp_info(s.as_raw_fd()).expect("info").bytes_received, 1001);
-        assert_eq!(bytes_consumed(s.as_raw_fd()).expect("consumed"), 1001);
-        assert_eq!(
-            tcp_info(s.as_raw_fd()).expect("info").state,
-            8,
-            "CLOSE_WAIT"
-        );
-        assert!(coarse_now_ns() > 0);
-    }
-}
-
 /// Puts the calling thread in the lowest real-time class (SCHED_FIFO 1), so that it runs as
 /// soon as it wakes even while busy threads hold every CPU: the wake-up and park threads
 /// sleep almost always and, once woken, bound how long a direction can run past its budget
@@ -389,5 +360,34 @@ pub fn squeeze_window(fd: RawFd) -> Option<libc::c_int> {
 pub fn release_window(fd: RawFd, old: Option<libc::c_int>) {
     if let Some(old) = old.filter(|&v| v > 0) {
         let _ = set_window_clamp(fd, old);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{Read, Write};
+    use std::net::{TcpListener, TcpStream};
+    use std::os::fd::AsRawFd;
+
+    #[test]
+    fn counters_of_a_local_pair() {
+        let l = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let mut c = TcpStream::connect(l.local_addr().expect("addr")).expect("connect");
+        let (mut s, _) = l.accept().expect("accept");
+        c.write_all(&[7u8; 1000]).expect("write");
+        c.shutdown(std::net::Shutdown::Write).expect("shutdown");
+        let mut got = Vec::new();
+        s.read_to_end(&mut got).expect("read");
+        assert_eq!(got.len(), 1000);
+        // The FIN counts in bytes_received.
+        assert_eq!(tcp_info(s.as_raw_fd()).expect("info").bytes_received, 1001);
+        assert_eq!(bytes_consumed(s.as_raw_fd()).expect("consumed"), 1001);
+        assert_eq!(
+            tcp_info(s.as_raw_fd()).expect("info").state,
+            8,
+            "CLOSE_WAIT"
+        );
+        assert!(coarse_now_ns() > 0);
     }
 }
