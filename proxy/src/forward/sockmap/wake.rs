@@ -1,7 +1,9 @@
 //! Threshold wake-ups from the verdict. A direction that wants to be looked at again once its
 //! `redirected` total reaches some value writes it to its slot's `wake_at`; the packet that
 //! reaches it makes the verdict send the slot's index through the `WAKE` ring, and one thread
-//! of the proxy reads the ring and wakes that direction's task. A direction thus sleeps through
+//! of the proxy reads the ring, parks the directions that reached their parking point
+//! (`guard.rs`: no hop through a worker, whose delay let megabytes past the budget) and
+//! wakes their tasks. A direction thus sleeps through
 //! any number of packets until its backlog could matter, instead of waking on the first packet
 //! after every quiet spell (which, with 1000 paced flows, was most of the proxy's CPU).
 
