@@ -9,7 +9,8 @@
 //! The state sits behind one mutex per direction slot: the wake-up thread parks only a source
 //! that is in the hash, and holds the mutex through its park, so it can never take out a
 //! source the task has just put back, nor leave the task believing in a park that did not
-//! happen. The task reads the state at every turn of its loop.
+//! happen. The task reads the state at every turn of its loop (and may wait there for a walk
+//! the wake-up thread runs for that same direction: milliseconds, once per park).
 
 use std::os::fd::RawFd;
 use std::sync::atomic::Ordering;

@@ -350,7 +350,8 @@ pub fn set_window_clamp(fd: RawFd, v: libc::c_int) -> io::Result<()> {
 /// Returns the clamp to put back once the source is out of the verdict's hash, where the
 /// socket's own buffer bounds it; the copy then needs the full window.
 pub fn squeeze_window(fd: RawFd) -> Option<libc::c_int> {
-    let old = window_clamp(fd).ok()?;
+    // A clamp that could not be put back (none read) is not set at all.
+    let old = window_clamp(fd).ok().filter(|&v| v > 0)?;
     // The kernel raises it to its minimum (about 1 KiB).
     set_window_clamp(fd, 1).ok()?;
     Some(old)
