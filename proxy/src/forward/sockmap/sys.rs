@@ -350,12 +350,18 @@ pub fn set_window_clamp(fd: RawFd, v: libc::c_int) -> io::Result<()> {
 /// Returns the clamp to put back once the source is out of the verdict's hash, where the
 /// socket's own buffer bounds it; the copy then needs the full window.
 pub fn squeeze_window(fd: RawFd) -> Option<libc::c_int> {
-    // A clamp that could not be put back (none read) is not set at all.
-    let old = window_clamp(fd).ok().filter(|&v| v > 0)?;
+    // Not when the clamp is already tiny: another park of the same source (the task's and
+    // the wake-up thread's may overlap) squeezed it, and puts back the real value; saving
+    // the tiny one would leave it for good. Nor when it cannot be read.
+    let old = window_clamp(fd).ok().filter(|&v| v > SQUEEZED_MAX)?;
     // The kernel raises it to its minimum (about 1 KiB).
     set_window_clamp(fd, 1).ok()?;
     Some(old)
 }
+
+/// Above any clamp `squeeze_window` leaves (the kernel's minimum is half of SOCK_MIN_RCVBUF,
+/// about 1 KiB) and below any real one.
+const SQUEEZED_MAX: libc::c_int = 8 * 1024;
 
 /// Puts back the clamp `squeeze_window` replaced.
 pub fn release_window(fd: RawFd, old: Option<libc::c_int>) {
