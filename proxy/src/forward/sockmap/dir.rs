@@ -222,12 +222,10 @@ impl<'a> Dir<'a> {
     /// stays parked after a pause without hand-over: the parked leg copies what queued and
     /// unparks, as after a budget park.
     async fn rest(&mut self, g: &Gate) -> Result<(), DirEnd> {
-        if self.flow.is_active(self.s) {
-            if self.flow.park(self.s).await.is_err() {
-                // Retried at the next look; not a busy loop.
-                compio::time::sleep(Duration::from_millis(1)).await;
-                return Ok(());
-            }
+        if self.flow.is_active(self.s) && self.flow.park(self.s).await.is_err() {
+            // Retried at the next look; not a busy loop.
+            compio::time::sleep(Duration::from_millis(1)).await;
+            return Ok(());
         }
         if !self.redirected_sent_while(g).await? {
             return Ok(());
