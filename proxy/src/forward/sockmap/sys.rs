@@ -397,4 +397,27 @@ mod tests {
         );
         assert!(coarse_now_ns() > 0);
     }
+
+    /// The window clamp of a park walk is put back exactly, and a squeeze that overlaps
+    /// another (the task's and the wake-up thread's parks of one source) leaves the real value
+    /// to the first: it never saves the tiny one.
+    #[test]
+    fn squeezed_window_is_put_back() {
+        let l = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let _c = TcpStream::connect(l.local_addr().expect("addr")).expect("connect");
+        let (s, _) = l.accept().expect("accept");
+        let fd = s.as_raw_fd();
+        let real = window_clamp(fd).expect("clamp");
+        assert!(real > SQUEEZED_MAX, "an established socket's clamp: {real}");
+        let first = squeeze_window(fd);
+        assert_eq!(first, Some(real));
+        let squeezed = window_clamp(fd).expect("clamp");
+        assert!(squeezed <= SQUEEZED_MAX, "squeezed to {squeezed}");
+        let second = squeeze_window(fd);
+        assert_eq!(second, None, "an overlapping squeeze saves nothing");
+        release_window(fd, second);
+        assert_eq!(window_clamp(fd).expect("clamp"), squeezed);
+        release_window(fd, first);
+        assert_eq!(window_clamp(fd).expect("clamp"), real);
+    }
 }
