@@ -535,11 +535,17 @@ fn slow_backend_bounded(engine: &str) {
     });
     if engine == "sockmap" {
         // The flow is registered: two sockets in each socket hash (the backend side may
-        // already be parked, out of the verdict's), two routes.
-        let counts = bpf_maps::entries(proxy.pid());
-        assert!(
-            counts.len() >= 3 && counts.iter().filter(|(_, n)| *n == 2).count() >= 2,
-            "a live flow should have 2 entries in its maps: {counts:?}"
+        // already be parked, out of the verdict's), two routes. The backend's accept can
+        // return before the proxy has registered the flow (seen once under load: no entries
+        // yet), so this waits for the registration rather than racing it.
+        e2e::wait_until(
+            "a live flow's 2 entries in each of its maps",
+            IO_LIMIT,
+            || {
+                let counts = bpf_maps::entries(proxy.pid());
+                (counts.len() >= 3 && counts.iter().filter(|(_, n)| *n == 2).count() >= 2)
+                    .then_some(())
+            },
         );
     }
     let mut max = Held::default();
