@@ -44,8 +44,11 @@ pub struct Dir<'a> {
     look_redirected: u64,
     look_at: Instant,
     eof: bool,
-    /// Times this direction was parked (for the flow's debug line).
+    /// Times this direction was parked (for the flow's debug line), by its task or the
+    /// wake-up thread (`guard.rs`): counted as the run loop sees the source leave the hash.
     parks: u32,
+    /// Whether the source was in the verdict's hash at the run loop's last turn.
+    was_active: bool,
     /// A flow that may come to rest for a binary upgrade (`handover.rs`).
     gate: Option<&'a Gate>,
 }
@@ -72,6 +75,7 @@ impl<'a> Dir<'a> {
             look_at: Instant::now(),
             eof: false,
             parks: 0,
+            was_active: false,
             gate,
         }
     }
@@ -125,7 +129,12 @@ impl<'a> Dir<'a> {
                 }
                 continue;
             }
-            if !self.flow.is_active(self.s) {
+            let active = self.flow.is_active(self.s);
+            if self.was_active && !active {
+                self.parks += 1;
+            }
+            self.was_active = active;
+            if !active {
                 if let Err(end) = self.copy_parked().await {
                     return end;
                 }
@@ -135,9 +144,7 @@ impl<'a> Dir<'a> {
             if self.slot.queued_estimate() >= (self.budget() / 2) as i64 {
                 // Parking failed (it cannot, short of a vanished map) would just leave the
                 // direction redirecting; try again at the next tick.
-                if self.flow.park(self.s).await.is_ok() {
-                    self.parks += 1;
-                }
+                let _ = self.flow.park(self.s).await;
                 continue;
             }
             // Registered before `wake_at` is set, so that no report is missed.
@@ -215,13 +222,10 @@ impl<'a> Dir<'a> {
     /// stays parked after a pause without hand-over: the parked leg copies what queued and
     /// unparks, as after a budget park.
     async fn rest(&mut self, g: &Gate) -> Result<(), DirEnd> {
-        if self.flow.is_active(self.s) {
-            if self.flow.park(self.s).await.is_err() {
-                // Retried at the next look; not a busy loop.
-                compio::time::sleep(Duration::from_millis(1)).await;
-                return Ok(());
-            }
-            self.parks += 1;
+        if self.flow.is_active(self.s) && self.flow.park(self.s).await.is_err() {
+            // Retried at the next look; not a busy loop.
+            compio::time::sleep(Duration::from_millis(1)).await;
+            return Ok(());
         }
         if !self.redirected_sent_while(g).await? {
             return Ok(());

@@ -15,6 +15,7 @@ use socket2::Socket;
 use proxy_ebpf::Route;
 
 use super::dir::Dir;
+use super::guard::{self, Guard};
 use super::slots::Slot;
 use super::watch::Registration;
 use super::{kernel, sys, Kernel};
@@ -164,8 +165,8 @@ pub struct Flow {
     pub consumed_before: [u64; 2],
     in_targets: [bool; 2],
     /// Whether each side's received bytes go through the verdict (else the direction it
-    /// sources is parked and copied in userspace).
-    active: [Cell<bool>; 2],
+    /// sources is parked and copied in userspace) lives in `guard.rs`, under the direction's
+    /// slot: the wake-up thread may park a direction too.
     routed: bool,
     pub reg: Option<Registration>,
 }
@@ -202,7 +203,6 @@ impl Flow {
             slot_refs: [up_ref, down_ref],
             consumed_before: [0; 2],
             in_targets: [false; 2],
-            active: [Cell::new(false), Cell::new(false)],
             routed: false,
             reg: None,
         };
@@ -231,6 +231,14 @@ impl Flow {
             self.consumed_before[s] = sys::bytes_consumed(src.fd)?;
             let written = sys::bytes_written(dst.fd)?;
             self.slot(s).reset(budget, written, now);
+            if let Some(mut g) = guard::lock(self.slots[s]) {
+                *g = Some(Guard {
+                    cookie: src.cookie,
+                    src_fd: src.fd,
+                    dst_fd: dst.fd,
+                    active: false,
+                });
+            }
         }
         for s in 0..2 {
             let route = Route {
@@ -269,7 +277,7 @@ impl Flow {
     }
 
     pub fn is_active(&self, side: usize) -> bool {
-        self.active[side & 1].get()
+        guard::is_active(self.slots[side & 1])
     }
 
     /// Unparks the direction whose source is `side`: puts the socket back into the
@@ -278,8 +286,13 @@ impl Flow {
     pub fn unpark(&self, side: usize) -> io::Result<()> {
         let s = &self.sides[side & 1];
         let fd = s.fd as u32;
-        sys::map_update(self.k.active, &s.cookie, &fd)?;
-        self.active[side & 1].set(true);
+        {
+            // Held across the update: the wake-up thread parks only what it saw active.
+            let mut g = guard::lock(self.slots[side & 1]).ok_or_else(no_guard)?;
+            let g = g.as_mut().ok_or_else(no_guard)?;
+            sys::map_update(self.k.active, &s.cookie, &fd)?;
+            g.active = true;
+        }
         sys::set_rcvlowat(s.fd, 1)
     }
 
@@ -288,8 +301,11 @@ impl Flow {
     /// is still a target), so bytes the peer redirected to it keep flowing out.
     pub async fn park(&self, side: usize) -> io::Result<()> {
         let s = &self.sides[side & 1];
-        self.k.park(s.cookie, s.fd).await?;
-        self.active[side & 1].set(false);
+        let old = sys::squeeze_window(s.fd);
+        let parked = self.k.park(s.cookie, s.fd).await;
+        sys::release_window(s.fd, old);
+        parked?;
+        guard::set_active(self.slots[side & 1], false);
         Ok(())
     }
 
@@ -303,7 +319,12 @@ impl Flow {
             self.routed = false;
         }
         for s in 0..2 {
-            if self.active[s].replace(false) {
+            // Cleared before the descriptors close (the wake-up thread uses them only under
+            // the entry's lock).
+            let was_active = guard::lock(self.slots[s])
+                .and_then(|mut g| g.take())
+                .is_some_and(|g| g.active);
+            if was_active {
                 let _ = sys::map_delete(self.k.active, &self.sides[s].cookie);
             }
             if std::mem::take(&mut self.in_targets[s]) {
@@ -317,6 +338,10 @@ impl Flow {
             }
         }
     }
+}
+
+fn no_guard() -> io::Error {
+    io::Error::other("the direction's slot is not registered")
 }
 
 impl Drop for Flow {

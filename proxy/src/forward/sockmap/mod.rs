@@ -7,6 +7,7 @@
 mod btf;
 mod dir;
 mod flow;
+mod guard;
 mod park;
 mod slots;
 mod sys;
@@ -73,6 +74,11 @@ pub fn kernel() -> Result<&'static Kernel, String> {
         .get_or_init(|| Kernel::load().map_err(|e| e.to_string()))
         .as_ref()
         .map_err(Clone::clone)
+}
+
+/// The engine if it is loaded already (never loads it: for the wake-up thread).
+fn loaded() -> Option<&'static Kernel> {
+    KERNEL.get()?.as_ref().ok()
 }
 
 /// Start-up probe: the program loads, the verdict attaches to the socket hash, the slots map.

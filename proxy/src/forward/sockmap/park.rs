@@ -9,7 +9,7 @@ use std::os::fd::RawFd;
 use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::{Arc, Mutex};
 
-use event_listener::Event;
+use event_listener::{Event, Listener};
 
 use super::sys;
 
@@ -59,15 +59,35 @@ impl Parker {
         let (requests, incoming) = mpsc::channel();
         std::thread::Builder::new()
             .name("sockmap-park".into())
-            .spawn(move || walk_loop(&fds, incoming))?;
+            .spawn(move || {
+                sys::prefer_realtime("sockmap-park");
+                walk_loop(&fds, incoming)
+            })?;
         Ok(Parker { requests })
     }
 
     /// Takes the socket `cookie` (descriptor `fd`, which the caller keeps open until this
     /// returns) out of the verdict's hash under the socket's lock.
     pub async fn park(&self, cookie: u64, fd: RawFd) -> io::Result<()> {
-        let reply = Arc::new(Reply::default());
+        let reply = self.request(cookie, fd)?;
         let mut listener = reply.ready.listen();
+        loop {
+            if let Some(outcome) = reply.take() {
+                return outcome;
+            }
+            listener.await;
+            listener = reply.ready.listen();
+        }
+    }
+
+    /// As `park`, for a thread that blocks for the answer (the wake-up thread, `guard.rs`):
+    /// requests sent before the first wait share one walk.
+    pub fn request_blocking(&self, cookie: u64, fd: RawFd) -> io::Result<Pending> {
+        self.request(cookie, fd).map(Pending)
+    }
+
+    fn request(&self, cookie: u64, fd: RawFd) -> io::Result<Arc<Reply>> {
+        let reply = Arc::new(Reply::default());
         let request = Request {
             cookie,
             fd,
@@ -76,12 +96,21 @@ impl Parker {
         self.requests
             .send(request)
             .map_err(|_| io::Error::other("the park walk's thread is gone"))?;
+        Ok(reply)
+    }
+}
+
+/// A park request whose answer a thread blocks for.
+pub struct Pending(Arc<Reply>);
+
+impl Pending {
+    pub fn wait(self) -> io::Result<()> {
         loop {
-            if let Some(outcome) = reply.take() {
+            let listener = self.0.ready.listen();
+            if let Some(outcome) = self.0.take() {
                 return outcome;
             }
-            listener.await;
-            listener = reply.ready.listen();
+            listener.wait();
         }
     }
 }

@@ -264,7 +264,9 @@ impl Slot<'_> {
             (offset_of!(DirSlot, dest_base), dest_base),
             (offset_of!(DirSlot, consumed), 0),
             (offset_of!(DirSlot, written), dest_base),
-            (offset_of!(DirSlot, wake_at), 0),
+            // The first report comes at a quarter of the budget (half the way to the parking
+            // point), before the task's first look: a burst right at the start is seen too.
+            (offset_of!(DirSlot, wake_at), budget / 4),
         ] {
             self.u64_at(off).store(v, Ordering::Release);
         }

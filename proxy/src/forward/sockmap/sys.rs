@@ -289,6 +289,87 @@ pub fn coarse_now_ns() -> u64 {
         .saturating_add(ts.tv_nsec as u64)
 }
 
+/// Puts the calling thread in the lowest real-time class (SCHED_FIFO 1), so that it runs as
+/// soon as it wakes even while busy threads hold every CPU: the wake-up and park threads
+/// sleep almost always and, once woken, bound how long a direction can run past its budget
+/// (forward/sockmap/LIFECYCLE.md, "Bounded memory"). Without the privilege it stays as it
+/// is; the bound then depends on the scheduler's latency.
+pub fn prefer_realtime(name: &str) {
+    let param = libc::sched_param { sched_priority: 1 };
+    // SAFETY: plain system call on the calling thread (0) with a valid parameter.
+    if unsafe { libc::sched_setscheduler(0, libc::SCHED_FIFO, &param) } != 0 {
+        log::warn!(
+            "sockmap: thread {name} runs without real-time priority ({}); a direction may \
+             then run further past its memory budget on a busy machine",
+            io::Error::last_os_error()
+        );
+    }
+}
+
+/// `TCP_WINDOW_CLAMP`: the most the socket advertises as its receive window.
+pub fn window_clamp(fd: RawFd) -> io::Result<libc::c_int> {
+    let mut v: libc::c_int = 0;
+    let mut len = size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: the option value is one int, with its size.
+    let r = unsafe {
+        libc::getsockopt(
+            fd,
+            libc::IPPROTO_TCP,
+            libc::TCP_WINDOW_CLAMP,
+            (&mut v as *mut libc::c_int).cast(),
+            &mut len,
+        )
+    };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(v)
+}
+
+pub fn set_window_clamp(fd: RawFd, v: libc::c_int) -> io::Result<()> {
+    // SAFETY: the option value is one int, passed with its size.
+    let r = unsafe {
+        libc::setsockopt(
+            fd,
+            libc::IPPROTO_TCP,
+            libc::TCP_WINDOW_CLAMP,
+            (&v as *const libc::c_int).cast(),
+            size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Closes the source's receive window for as long as a park walk runs (the walk takes
+/// milliseconds, in which a loopback client sends megabytes): the clamp stops the window from
+/// growing again as the verdict takes bytes, so what can still arrive is the window already
+/// advertised (TCP never takes it back) and a trickle of the clamp's size per round trip.
+/// Returns the clamp to put back once the source is out of the verdict's hash, where the
+/// socket's own buffer bounds it; the copy then needs the full window.
+pub fn squeeze_window(fd: RawFd) -> Option<libc::c_int> {
+    // Not when the clamp is already tiny: another park of the same source (the task's and
+    // the wake-up thread's may overlap) squeezed it, and puts back the real value; saving
+    // the tiny one would leave it for good. Nor when it cannot be read.
+    let old = window_clamp(fd).ok().filter(|&v| v > SQUEEZED_MAX)?;
+    // The kernel raises it to its minimum (about 1 KiB).
+    set_window_clamp(fd, 1).ok()?;
+    Some(old)
+}
+
+/// Above any clamp `squeeze_window` leaves (the kernel's minimum is half of SOCK_MIN_RCVBUF,
+/// about 1 KiB) and below any real one.
+const SQUEEZED_MAX: libc::c_int = 8 * 1024;
+
+/// Puts back the clamp `squeeze_window` replaced.
+pub fn release_window(fd: RawFd, old: Option<libc::c_int>) {
+    if let Some(old) = old.filter(|&v| v > 0) {
+        let _ = set_window_clamp(fd, old);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -315,5 +396,28 @@ mod tests {
             "CLOSE_WAIT"
         );
         assert!(coarse_now_ns() > 0);
+    }
+
+    /// The window clamp of a park walk is put back exactly, and a squeeze that overlaps
+    /// another (the task's and the wake-up thread's parks of one source) leaves the real value
+    /// to the first: it never saves the tiny one.
+    #[test]
+    fn squeezed_window_is_put_back() {
+        let l = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let _c = TcpStream::connect(l.local_addr().expect("addr")).expect("connect");
+        let (s, _) = l.accept().expect("accept");
+        let fd = s.as_raw_fd();
+        let real = window_clamp(fd).expect("clamp");
+        assert!(real > SQUEEZED_MAX, "an established socket's clamp: {real}");
+        let first = squeeze_window(fd);
+        assert_eq!(first, Some(real));
+        let squeezed = window_clamp(fd).expect("clamp");
+        assert!(squeezed <= SQUEEZED_MAX, "squeezed to {squeezed}");
+        let second = squeeze_window(fd);
+        assert_eq!(second, None, "an overlapping squeeze saves nothing");
+        release_window(fd, second);
+        assert_eq!(window_clamp(fd).expect("clamp"), squeezed);
+        release_window(fd, first);
+        assert_eq!(window_clamp(fd).expect("clamp"), real);
     }
 }

@@ -1,7 +1,9 @@
 //! Threshold wake-ups from the verdict. A direction that wants to be looked at again once its
 //! `redirected` total reaches some value writes it to its slot's `wake_at`; the packet that
 //! reaches it makes the verdict send the slot's index through the `WAKE` ring, and one thread
-//! of the proxy reads the ring and wakes that direction's task. A direction thus sleeps through
+//! of the proxy reads the ring, parks the directions that reached their parking point
+//! (`guard.rs`: no hop through a worker, whose delay let megabytes past the budget) and
+//! wakes their tasks. A direction thus sleeps through
 //! any number of packets until its backlog could matter, instead of waking on the first packet
 //! after every quiet spell (which, with 1000 paced flows, was most of the proxy's CPU).
 
@@ -30,16 +32,29 @@ pub fn start(ring: RingBuf<MapData>) -> io::Result<()> {
     let wakes = wakes();
     std::thread::Builder::new()
         .name("sockmap-wake".into())
-        .spawn(move || read_ring(ring, wakes))
+        .spawn(move || {
+            super::sys::prefer_realtime("sockmap-wake");
+            read_ring(ring, wakes)
+        })
         .map(|_| ())
 }
 
 fn read_ring(mut ring: RingBuf<MapData>, wakes: &'static [Event]) {
     let fd = ring.as_raw_fd();
+    let mut due = Vec::new();
     loop {
         while let Some(item) = ring.next() {
             let index = item.get(..4).and_then(|b| <[u8; 4]>::try_from(b).ok());
-            if let Some(event) = index.and_then(|b| wakes.get(u32::from_ne_bytes(b) as usize)) {
+            if let Some(index) = index.map(u32::from_ne_bytes) {
+                due.push(index);
+            }
+        }
+        due.sort_unstable();
+        due.dedup();
+        // Before the tasks hear of it: a park must not wait for a worker thread.
+        super::guard::park_due(&due);
+        for index in due.drain(..) {
+            if let Some(event) = wakes.get(index as usize) {
                 event.notify(usize::MAX);
             }
         }
