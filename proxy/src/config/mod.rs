@@ -26,6 +26,7 @@ mod http;
 mod httpchk;
 mod keywords;
 mod lexer;
+mod nat;
 pub mod model;
 mod num;
 mod parse;

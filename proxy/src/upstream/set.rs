@@ -349,6 +349,41 @@ impl ServerSet {
     }
 }
 
+impl ServerSet {
+    /// The servers a new connection may go to now: the usable active ones (UP, weighted,
+    /// below `maxconn`), else the usable backups. For an engine that places connections
+    /// outside the proxy (the kernel's NAT) and needs the whole set at once.
+    pub fn usable_now(&self) -> Vec<Arc<Server>> {
+        let m = self.servers();
+        let at = usable_positions(&m);
+        at.iter().map(|&i| m[i].clone()).collect()
+    }
+
+    /// The server this backend's hashing (`hash-type`: its ring when consistent, else the
+    /// hash modulo the total weight) gives each of `slots` keys among [`Self::usable_now`];
+    /// key `i` is `i` as 4 big-endian bytes. A slot table filled this way depends only on the
+    /// configuration and the usable set, as the ring itself does.
+    pub fn hashed_slots(&self, slots: u32) -> Vec<Option<Arc<Server>>> {
+        let m = self.servers();
+        let at = usable_positions(&m);
+        (0..slots)
+            .map(|i| {
+                self.pick_hashed(&m, &at, &i.to_be_bytes())
+                    .map(|p| m[p].clone())
+            })
+            .collect()
+    }
+}
+
+fn usable_positions(m: &Members) -> Eligible {
+    let active = eligible(m, &[], false, false);
+    if active.is_empty() {
+        eligible_backups(m, &[], false)
+    } else {
+        active
+    }
+}
+
 /// Usable active servers, as positions in `m`; with `full_too`, also those whose every slot
 /// is taken. `avoid` holds server ids ([`Server::index`]). Inline up to 16 servers: picking
 /// runs once per request, and a heap list per pick showed in the per-request allocations

@@ -1,0 +1,184 @@
+//! Flows the kernel's NAT carries, as the conntrack events tell them: a NEW event opens a
+//! session on the frontend, backend and server rows, enters the flow in the process's flow
+//! table (`show sess` shows it with engine `nat`) and counts it against the server (its
+//! `maxconn` and leastconn read that count); DESTROY closes it, adds its bytes and sends its
+//! log line. Bytes are conntrack's: whole IP packets, headers included.
+
+use std::collections::HashMap;
+use std::net::{SocketAddr, SocketAddrV4};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use crate::counters::{Counters, Flow, FLOWS};
+use crate::log::{Cause, Phase, SessionRecord, TermState};
+use crate::upstream::{Server, ServerClaim};
+
+use super::event::{Count, CtEvent, Kind, TCP_STATE_CLOSE};
+use super::NatFrontend;
+
+/// The most flows followed at once; beyond it a NEW event is counted but not followed (its
+/// DESTROY then logs what conntrack says, without the flow-table entry).
+const MAX_FLOWS: usize = 1 << 20;
+
+struct Live {
+    fe: Arc<NatFrontend>,
+    claim: ServerClaim,
+    /// The flow table's entry, while it is open.
+    _flow: Flow,
+    started: SystemTime,
+    started_at: Instant,
+}
+
+#[derive(Default)]
+pub struct Tracker {
+    live: HashMap<u32, Live>,
+    /// Events the kernel could not deliver (receive buffer overflow).
+    pub overruns: u64,
+}
+
+impl Tracker {
+    /// A NEW event of `fe`'s flow.
+    pub fn opened(&mut self, ev: &CtEvent, fe: &Arc<NatFrontend>) {
+        let Some(server) = server_of(fe, ev.server) else {
+            return;
+        };
+        if self.live.len() >= MAX_FLOWS || self.live.contains_key(&ev.id) {
+            return;
+        }
+        fe.stats.accepted();
+        for c in rows(fe, &server) {
+            c.open_detached();
+        }
+        let flow = FLOWS.enter(SocketAddr::V4(ev.client), &fe.stats, "nat");
+        flow.set_server(
+            &fe.set.stats.traffic,
+            server.index,
+            SocketAddr::V4(ev.server),
+            "nat",
+        );
+        self.live.insert(
+            ev.id,
+            Live {
+                fe: fe.clone(),
+                claim: server.claim(),
+                _flow: flow,
+                started: ev.started_ns.map_or_else(SystemTime::now, from_ns),
+                started_at: Instant::now(),
+            },
+        );
+    }
+
+    /// A DESTROY event of a flow of `fe` (found by its mark when it was not followed).
+    pub fn closed(&mut self, ev: &CtEvent, fe: &Arc<NatFrontend>) {
+        debug_assert_eq!(ev.kind, Kind::Destroy);
+        let up = ev.up.unwrap_or_default();
+        let down = ev.down.unwrap_or_default();
+        let (fe, server, started, total) = match self.live.remove(&ev.id) {
+            Some(live) => {
+                let server = live.claim.server.clone();
+                for c in rows(&live.fe, &server) {
+                    c.close_detached();
+                }
+                (live.fe, Some(server), live.started, live.started_at.elapsed())
+            }
+            // Made before this process followed it (a binary upgrade, a restart).
+            None => {
+                let started = ev.started_ns.map_or_else(SystemTime::now, from_ns);
+                let total = SystemTime::now()
+                    .duration_since(started)
+                    .unwrap_or_default();
+                (fe.clone(), server_of(fe, ev.server), started, total)
+            }
+        };
+        if let Some(server) = &server {
+            for c in rows(&fe, server) {
+                c.add_bytes(up.bytes, down.bytes);
+                Counters::bump(&c.flows);
+            }
+        } else {
+            fe.stats.add_bytes(up.bytes, down.bytes);
+        }
+        if fe.dont_log_null && up.packets <= 3 && down.packets <= 3 {
+            return;
+        }
+        let line = FlowLine {
+            record: record(ev, &fe, server.as_deref(), started, total, down),
+            up,
+            down,
+        };
+        fe.access_log.send_flow_line(line);
+    }
+}
+
+/// The frontend, backend and server rows a flow counts in.
+fn rows<'a>(fe: &'a NatFrontend, server: &'a Server) -> [&'a Counters; 3] {
+    [&fe.stats, &fe.set.stats.traffic, &server.stats.traffic]
+}
+
+fn server_of(fe: &NatFrontend, addr: SocketAddrV4) -> Option<Arc<Server>> {
+    fe.set
+        .servers()
+        .iter()
+        .find(|s| s.addr() == SocketAddr::V4(addr))
+        .cloned()
+}
+
+fn from_ns(ns: u64) -> SystemTime {
+    UNIX_EPOCH + Duration::from_nanos(ns)
+}
+
+fn record<'a>(
+    ev: &CtEvent,
+    fe: &'a NatFrontend,
+    server: Option<&'a Server>,
+    started: SystemTime,
+    total: Duration,
+    down: Count,
+) -> SessionRecord<'a> {
+    // An RST leaves the entry in CLOSE; a FIN exchange in TIME_WAIT or later.
+    let term = if ev.tcp_state == Some(TCP_STATE_CLOSE) {
+        TermState::new(Cause::Client, Phase::Data)
+    } else {
+        TermState::NORMAL
+    };
+    SessionRecord {
+        client: SocketAddr::V4(ev.client),
+        accepted: started,
+        frontend: &fe.name,
+        backend: &fe.set.backend,
+        server: server.map_or("<NOSRV>", |s| s.name.as_str()),
+        queue_wait: Some(Duration::ZERO),
+        connect: None,
+        total,
+        bytes_down: down.bytes,
+        term,
+        active: 0,
+        frontend_conns: fe.stats.current.load(std::sync::atomic::Ordering::Relaxed) as usize,
+        backend_conns: fe
+            .set
+            .stats
+            .traffic
+            .current
+            .load(std::sync::atomic::Ordering::Relaxed) as usize,
+        server_conns: server.map_or(0, |s| s.current() as usize),
+        retries: 0,
+    }
+}
+
+/// HAProxy's tcplog fields, then what a NAT flow has that they have no place for:
+/// `nat up=PACKETS/BYTES down=PACKETS/BYTES` (IP bytes each way).
+struct FlowLine<'a> {
+    record: SessionRecord<'a>,
+    up: Count,
+    down: Count,
+}
+
+impl std::fmt::Display for FlowLine<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} nat up={}/{} down={}/{}",
+            self.record, self.up.packets, self.up.bytes, self.down.packets, self.down.bytes
+        )
+    }
+}
