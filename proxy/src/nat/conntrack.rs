@@ -87,3 +87,105 @@ pub fn enable_accounting() -> Result<(), NatError> {
     }
     Ok(())
 }
+
+/// Conntrack removes an expired entry (and sends its DESTROY) only when its garbage
+/// collector passes, which on a quiet table can be a minute after the flow closed. A dump
+/// evicts the expired entries it walks, so one dump of our entries a second keeps each
+/// flow's log line within about a second of its close, and gives the live flows' bytes so
+/// far (`show sess`). The dump is filtered by our mark in the kernel.
+pub struct Dumper {
+    socket: Socket,
+    buf: Vec<u8>,
+    seq: u32,
+}
+
+/// `NFNL_SUBSYS_CTNETLINK << 8 | IPCTNL_MSG_CT_GET`; `NLM_F_REQUEST | NLM_F_DUMP`.
+const MSG_CT_GET: u16 = 1 << 8 | 1;
+const DUMP_FLAGS: u16 = 0x1 | 0x300;
+const NLMSG_DONE: u16 = 3;
+const NLMSG_ERROR: u16 = 2;
+const CTA_MARK: u16 = 8;
+const CTA_MARK_MASK: u16 = 21;
+
+/// The most datagrams one dump reads: a bound on the time one pass takes.
+const DUMP_DATAGRAMS: usize = 4096;
+
+impl Dumper {
+    pub fn open() -> Result<Dumper, NatError> {
+        let events = |e: std::io::Error| NatError::Events(e.to_string());
+        let mut socket = Socket::new(NETLINK_NETFILTER).map_err(events)?;
+        socket.bind_auto().map_err(events)?;
+        socket.set_non_blocking(true).map_err(events)?;
+        Ok(Dumper {
+            socket,
+            buf: vec![0; 1 << 16],
+            seq: 0,
+        })
+    }
+
+    /// Our entries now (`Kind::New` messages carrying their counters).
+    pub fn dump(&mut self, mark: u32, mask: u32) -> Vec<Message> {
+        self.seq = self.seq.wrapping_add(1);
+        if self.socket.send(&request(self.seq, mark, mask), 0).is_err() {
+            return Vec::new();
+        }
+        let mut out = Vec::new();
+        for _ in 0..DUMP_DATAGRAMS {
+            let mut fds = [PollFd::new(self.socket.as_fd(), PollFlags::POLLIN)];
+            if !matches!(poll(&mut fds, PollTimeout::from(200u16)), Ok(n) if n > 0) {
+                break;
+            }
+            let mut slice = &mut self.buf[..];
+            let Ok(n) = self.socket.recv(&mut slice, 0) else {
+                break;
+            };
+            let data = &self.buf[..n.min(self.buf.len())];
+            out.extend(event::parse_datagram(data));
+            if ends_dump(data) {
+                break;
+            }
+        }
+        out
+    }
+}
+
+/// The dump request, filtered by `ct mark & mask == mark`.
+fn request(seq: u32, mark: u32, mask: u32) -> Vec<u8> {
+    let attr = |t: u16, v: u32| {
+        let mut a = Vec::with_capacity(8);
+        a.extend_from_slice(&8u16.to_ne_bytes());
+        a.extend_from_slice(&t.to_ne_bytes());
+        a.extend_from_slice(&v.to_be_bytes());
+        a
+    };
+    let body = [
+        vec![libc::AF_INET as u8, 0, 0, 0],
+        attr(CTA_MARK, mark),
+        attr(CTA_MARK_MASK, mask),
+    ]
+    .concat();
+    let mut m = Vec::with_capacity(16 + body.len());
+    m.extend_from_slice(&((16 + body.len()) as u32).to_ne_bytes());
+    m.extend_from_slice(&MSG_CT_GET.to_ne_bytes());
+    m.extend_from_slice(&DUMP_FLAGS.to_ne_bytes());
+    m.extend_from_slice(&seq.to_ne_bytes());
+    m.extend_from_slice(&0u32.to_ne_bytes());
+    m.extend(body);
+    m
+}
+
+/// Whether a datagram holds the dump's end (`NLMSG_DONE`) or an error answer.
+fn ends_dump(mut buf: &[u8]) -> bool {
+    while buf.len() >= 16 {
+        let len = u32::from_ne_bytes([buf[0], buf[1], buf[2], buf[3]]) as usize;
+        let kind = u16::from_ne_bytes([buf[4], buf[5]]);
+        if kind == NLMSG_DONE || kind == NLMSG_ERROR {
+            return true;
+        }
+        if len < 16 || len > buf.len() {
+            return true;
+        }
+        buf = buf.get((len + 3) & !3..).unwrap_or_default();
+    }
+    false
+}

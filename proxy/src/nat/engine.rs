@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use super::conntrack::{self, Events};
+use super::conntrack::{self, Dumper, Events};
 use super::event::{Kind, Message};
 use super::flows::Tracker;
 use super::ruleset::{self, FrontendRules, MARK_BASE, MARK_MASK};
@@ -17,6 +17,9 @@ use super::{nft, slots, NatError, NatFrontend};
 /// How often the slot tables are recomputed from the servers' state when no event came:
 /// a health check's verdict or a runtime API change reaches the kernel within this.
 const TICK: Duration = Duration::from_millis(100);
+
+/// How often our conntrack entries are dumped (see `conntrack::Dumper`).
+const DUMP_EVERY: Duration = Duration::from_secs(1);
 
 /// Failed writes are said at most this often.
 const WARN_EVERY: Duration = Duration::from_secs(10);
@@ -38,6 +41,7 @@ impl NatEngine {
         probe()?;
         conntrack::enable_accounting()?;
         let events = Events::open()?;
+        let dumper = Dumper::open()?;
         let mut state = State::new(std::process::id());
         state.write(&frontends, true)?;
         let shared = Arc::new(Shared {
@@ -48,7 +52,7 @@ impl NatEngine {
             let shared = shared.clone();
             std::thread::Builder::new()
                 .name("nat".to_string())
-                .spawn(move || run(&shared, state, events))
+                .spawn(move || run(&shared, state, events, dumper))
                 .map_err(|e| NatError::Probe(format!("cannot start its thread: {e}")))?
         };
         Ok(NatEngine {
@@ -96,8 +100,8 @@ impl Drop for NatEngine {
 /// Whether this kernel and this process can run nat: the nft program, the right to change
 /// the ruleset (CAP_NET_ADMIN), a nat chain (nf_nat, loaded on demand), and forwarding.
 fn probe() -> Result<(), NatError> {
-    let probe_table = "table ip amsproxy_nat_probe { chain pre { type nat hook prerouting \
-                       priority dstnat; policy accept; } }\ndelete table ip amsproxy_nat_probe\n";
+    let probe_table = "table ip amsproxy_nat_probe {\n  chain pre { type nat hook prerouting \
+                       priority dstnat; policy accept; }\n}\ndelete table ip amsproxy_nat_probe\n";
     nft::apply(probe_table).map_err(|e| {
         NatError::Probe(format!(
             "cannot write an nftables nat table (the nft program, CAP_NET_ADMIN, nf_nat): {e}"
@@ -114,11 +118,20 @@ fn probe() -> Result<(), NatError> {
     Ok(())
 }
 
-fn run(shared: &Shared, mut state: State, mut events: Events) {
+fn run(shared: &Shared, mut state: State, mut events: Events, mut dumper: Dumper) {
+    let mut dumped = Instant::now();
     while !shared.stop.load(Ordering::Relaxed) {
         let frontends = lock(&shared.frontends).clone();
         for m in events.receive(TICK) {
             state.event(m, &frontends);
+        }
+        if dumped.elapsed() >= DUMP_EVERY {
+            dumped = Instant::now();
+            for m in dumper.dump(MARK_BASE, MARK_MASK) {
+                if let Message::Event(ev) = m {
+                    state.tracker.progress(&ev);
+                }
+            }
         }
         if let Err(e) = state.write(&frontends, false) {
             state.warn(&e);

@@ -50,8 +50,9 @@ const CTA_PROTOINFO_TCP_STATE: u16 = 1;
 
 const IPPROTO_TCP: u8 = 6;
 
-/// Conntrack's TCP state `TCP_CONNTRACK_CLOSE`: where an RST leaves an entry.
-pub const TCP_STATE_CLOSE: u8 = 7;
+/// Conntrack's TCP state `TCP_CONNTRACK_CLOSE` (after TIME_WAIT, 7): where an RST leaves
+/// an entry.
+pub const TCP_STATE_CLOSE: u8 = 8;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {

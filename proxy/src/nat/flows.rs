@@ -24,7 +24,7 @@ struct Live {
     fe: Arc<NatFrontend>,
     claim: ServerClaim,
     /// The flow table's entry, while it is open.
-    _flow: Flow,
+    flow: Flow,
     started: SystemTime,
     started_at: Instant,
 }
@@ -61,11 +61,24 @@ impl Tracker {
             Live {
                 fe: fe.clone(),
                 claim: server.claim(),
-                _flow: flow,
+                flow: flow,
                 started: ev.started_ns.map_or_else(SystemTime::now, from_ns),
                 started_at: Instant::now(),
             },
         );
+    }
+
+    /// A dumped entry of a followed flow: its bytes so far, for `show sess`.
+    pub fn progress(&mut self, ev: &CtEvent) {
+        if let Some(live) = self.live.get(&ev.id) {
+            let bytes = live.flow.bytes();
+            if let Some(up) = ev.up {
+                bytes.up.store(up.bytes, std::sync::atomic::Ordering::Relaxed);
+            }
+            if let Some(down) = ev.down {
+                bytes.down.store(down.bytes, std::sync::atomic::Ordering::Relaxed);
+            }
+        }
     }
 
     /// A DESTROY event of a flow of `fe` (found by its mark when it was not followed).

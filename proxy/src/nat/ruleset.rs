@@ -50,19 +50,17 @@ pub fn render(owner: u32, frontends: &[FrontendRules], stale_maps: &[String]) ->
             fe.map_name()
         );
     }
-    let timeouts: std::collections::BTreeSet<u64> =
-        frontends.iter().filter_map(|f| f.idle_secs).collect();
+    let timeouts: std::collections::BTreeSet<Option<u64>> =
+        frontends.iter().map(|f| f.idle_secs).collect();
     for secs in timeouts {
+        let established = secs.map_or(String::new(), |s| format!("established: {s}, "));
         let _ = writeln!(
             s,
-            "  ct timeout idle_{secs} {{ protocol tcp; l3proto ip; \
-             policy = {{ established: {secs} }}; }}"
+            "  ct timeout {} {{ protocol tcp; l3proto ip; \
+             policy = {{ {established}time_wait: {CLOSED_SECS}, close: {CLOSED_SECS} }}; }}",
+            timeout_name(secs)
         );
     }
-    let _ = writeln!(
-        s,
-        "  chain raw {{ type filter hook prerouting priority raw; policy accept; }}"
-    );
     let _ = writeln!(
         s,
         "  chain pre {{ type nat hook prerouting priority dstnat; policy accept; }}"
@@ -101,12 +99,6 @@ fn frontend(s: &mut String, fe: &FrontendRules) {
     }
     for bind in &fe.binds {
         let matches = bind_match(bind);
-        if let Some(secs) = fe.idle_secs {
-            let _ = writeln!(
-                s,
-                "add rule ip {TABLE} raw {matches} ct timeout set \"idle_{secs}\""
-            );
-        }
         if n == 0 {
             // No usable server: refused at once, as a proxy with no server closes.
             let _ = writeln!(s, "add rule ip {TABLE} pre {matches} reject with tcp reset");
@@ -117,10 +109,14 @@ fn frontend(s: &mut String, fe: &FrontendRules) {
             Selector::Random => format!("numgen random mod {n}"),
             Selector::SourceHash => format!("jhash ip saddr mod {n} seed 0x0"),
         };
+        // In the nat chain, which sees a connection's first packet only: the entry exists
+        // and is not confirmed yet, the one moment a timeout policy can be attached to it.
         let _ = writeln!(
             s,
-            "add rule ip {TABLE} pre {matches} ct mark set {:#010x} dnat ip to {selector} map @{map}",
-            fe.mark
+            "add rule ip {TABLE} pre {matches} ct mark set {:#010x} ct timeout set \"{}\" \
+             dnat ip to {selector} map @{map}",
+            fe.mark,
+            timeout_name(fe.idle_secs)
         );
     }
     // The client's address is replaced by the balancer's on the way to the server, so that
@@ -130,6 +126,20 @@ fn frontend(s: &mut String, fe: &FrontendRules) {
         "add rule ip {TABLE} post ct mark {:#010x} masquerade",
         fe.mark
     );
+}
+
+/// How long a closed flow's entry stays (TIME_WAIT after FINs, CLOSE after an RST): its
+/// DESTROY event, and so its log line, comes this long after the close instead of the
+/// kernel's two minutes. Both ends keep their own TIME_WAIT; a late segment of the old flow
+/// finds no entry and is dropped or reset, as it would be by a proxy that closed.
+const CLOSED_SECS: u64 = 1;
+
+/// The `ct timeout` object of an idle timeout (`None`: the kernel's established timeout).
+fn timeout_name(idle_secs: Option<u64>) -> String {
+    match idle_secs {
+        Some(secs) => format!("idle_{secs}"),
+        None => "idle_kernel".to_string(),
+    }
 }
 
 /// `bind :PORT` takes every local address, as a listening socket on 0.0.0.0 would.
@@ -173,7 +183,7 @@ mod tests {
         ));
         assert!(s.contains(
             "add rule ip amsproxy_nat pre fib daddr type local tcp dport 1935 ct mark set \
-             0xa5a50001 dnat ip to numgen inc mod 2 map @slots_0001"
+             0xa5a50001 ct timeout set \"idle_30\" dnat ip to numgen inc mod 2 map @slots_0001"
         ));
         assert!(s.contains("pre ip daddr 10.0.2.1 tcp dport 1936 ct mark set"));
         assert!(s.contains("ct timeout set \"idle_30\""));
@@ -195,6 +205,6 @@ mod tests {
         let s = render(1, &[fe], &[]);
         assert!(s.contains("tcp dport 1935 reject with tcp reset"), "{s}");
         assert!(!s.contains("dnat"));
-        assert!(!s.contains("ct timeout"));
+        assert!(s.contains("ct timeout idle_kernel { protocol tcp; l3proto ip; policy = { time_wait: 1, close: 1 }; }"), "{s}");
     }
 }
