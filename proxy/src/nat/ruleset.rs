@@ -1,7 +1,8 @@
 //! The nftables script that puts the nat frontends in the kernel, rendered from what they
 //! should be now. One script is one `nft -f` transaction: the kernel sees the old rules or
 //! the new ones, never a mix. The table is flushed and refilled rather than deleted and
-//! made again, so the `ct timeout` objects that established flows point at stay (deleting
+//! made again (chains with `flush table`, each map and set by name, as `flush table` leaves
+//! their elements), so the `ct timeout` objects that established flows point at stay (deleting
 //! one would send those flows back to the kernel's default timeouts).
 
 use std::fmt::Write;
@@ -70,9 +71,14 @@ pub fn render(owner: u32, frontends: &[FrontendRules], stale_maps: &[String]) ->
         "  chain post {{ type nat hook postrouting priority srcnat; policy accept; }}"
     );
     let _ = writeln!(s, "}}");
+    // `flush table` empties chains, not sets and maps.
+    for fe in frontends {
+        let _ = writeln!(s, "flush map ip {TABLE} {}", fe.map_name());
+    }
     for name in stale_maps {
         let _ = writeln!(s, "delete map ip {TABLE} {name}");
     }
+    let _ = writeln!(s, "flush set ip {TABLE} owner");
     let _ = writeln!(s, "add element ip {TABLE} owner {{ {owner:#010x} }}");
     for fe in frontends {
         frontend(&mut s, fe);
@@ -177,6 +183,7 @@ mod tests {
         };
         let s = render(42, &[fe], &["slots_0009".to_string()]);
         assert!(s.contains("flush table ip amsproxy_nat"), "{s}");
+        assert!(s.contains("flush map ip amsproxy_nat slots_0001"), "{s}");
         assert!(s.contains("add element ip amsproxy_nat owner { 0x0000002a }"));
         assert!(s.contains(
             "add element ip amsproxy_nat slots_0001 { 0 : 10.0.3.2 . 1935, 1 : 10.0.4.2 . 1935 }"
