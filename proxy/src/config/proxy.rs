@@ -88,7 +88,10 @@ pub(crate) fn directive(draft: &mut Draft, words: &[String], ctx: &Ctx<'_>) -> R
         }
     }
     if ctx.scope != Scope::Defaults && NOT_AT_L4.contains(&keyword.as_str()) {
-        draft.notes.not_at_l4.push((keyword.clone(), ctx.loc.clone()));
+        draft
+            .notes
+            .not_at_l4
+            .push((keyword.clone(), ctx.loc.clone()));
     }
     if let ("forward-engine", Some(word)) = (keyword.as_str(), words.get(1)) {
         draft.notes.engine = Some((word.clone(), ctx.loc.clone()));

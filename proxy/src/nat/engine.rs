@@ -80,7 +80,10 @@ impl NatEngine {
         let me = std::process::id();
         match nft::owner() {
             Some(owner) if owner != me => {
-                log::info!("nat: table {} now belongs to pid {owner}; left in place", ruleset::TABLE)
+                log::info!(
+                    "nat: table {} now belongs to pid {owner}; left in place",
+                    ruleset::TABLE
+                )
             }
             _ => match nft::apply(&ruleset::delete()) {
                 Ok(()) => log::info!("nat: table {} deleted", ruleset::TABLE),
@@ -185,7 +188,10 @@ impl State {
         }
         if !first {
             if let Some(owner) = nft::owner().filter(|o| *o != self.pid) {
-                log::info!("nat: pid {owner} took table {} over; no longer writing it", ruleset::TABLE);
+                log::info!(
+                    "nat: pid {owner} took table {} over; no longer writing it",
+                    ruleset::TABLE
+                );
                 self.handed_over = true;
                 return Ok(());
             }
@@ -259,8 +265,9 @@ impl State {
 
 /// FNV-1a: an id for a name, not a balancing hash.
 fn fnv(s: &str) -> u32 {
-    s.bytes()
-        .fold(0x811c_9dc5u32, |h, b| (h ^ u32::from(b)).wrapping_mul(0x0100_0193))
+    s.bytes().fold(0x811c_9dc5u32, |h, b| {
+        (h ^ u32::from(b)).wrapping_mul(0x0100_0193)
+    })
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {

@@ -329,7 +329,11 @@ pub mod build {
         }
         if let Some(state) = ev.tcp_state {
             let tcp = attr(CTA_PROTOINFO_TCP_STATE, false, &[state]);
-            attrs.extend(attr(CTA_PROTOINFO, true, &attr(CTA_PROTOINFO_TCP, true, &tcp)));
+            attrs.extend(attr(
+                CTA_PROTOINFO,
+                true,
+                &attr(CTA_PROTOINFO_TCP, true, &tcp),
+            ));
         }
         let kind = match ev.kind {
             Kind::New => MSG_CT_NEW,
@@ -390,6 +394,26 @@ mod tests {
         ev.started_ns = None;
         ev.tcp_state = None;
         assert_eq!(parse_datagram(&message(&ev)), vec![Message::Event(ev)]);
+    }
+
+    /// The fuzz target's seeds (`fuzz/corpus/nat_event/`) are kernel messages we read.
+    #[test]
+    fn fuzz_seeds_are_events() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus/nat_event");
+        let mut seen = 0;
+        for entry in std::fs::read_dir(&dir).expect("seed folder").flatten() {
+            let data = std::fs::read(entry.path()).expect("seed");
+            let got = parse_datagram(&data);
+            assert!(!got.is_empty(), "{}", entry.path().display());
+            for m in got {
+                let Message::Event(ev) = m else {
+                    panic!("{}: {m:?}", entry.path().display())
+                };
+                assert_eq!(parse_datagram(&message(&ev)), vec![Message::Event(ev)]);
+                seen += 1;
+            }
+        }
+        assert_eq!(seen, 4);
     }
 
     #[test]

@@ -61,7 +61,7 @@ impl Tracker {
             Live {
                 fe: fe.clone(),
                 claim: server.claim(),
-                flow: flow,
+                flow,
                 started: ev.started_ns.map_or_else(SystemTime::now, from_ns),
                 started_at: Instant::now(),
             },
@@ -73,10 +73,14 @@ impl Tracker {
         if let Some(live) = self.live.get(&ev.id) {
             let bytes = live.flow.bytes();
             if let Some(up) = ev.up {
-                bytes.up.store(up.bytes, std::sync::atomic::Ordering::Relaxed);
+                bytes
+                    .up
+                    .store(up.bytes, std::sync::atomic::Ordering::Relaxed);
             }
             if let Some(down) = ev.down {
-                bytes.down.store(down.bytes, std::sync::atomic::Ordering::Relaxed);
+                bytes
+                    .down
+                    .store(down.bytes, std::sync::atomic::Ordering::Relaxed);
             }
         }
     }
@@ -92,7 +96,12 @@ impl Tracker {
                 for c in rows(&live.fe, &server) {
                     c.close_detached();
                 }
-                (live.fe, Some(server), live.started, live.started_at.elapsed())
+                (
+                    live.fe,
+                    Some(server),
+                    live.started,
+                    live.started_at.elapsed(),
+                )
             }
             // Made before this process followed it (a binary upgrade, a restart).
             None => {
@@ -111,7 +120,7 @@ impl Tracker {
         } else {
             fe.stats.add_bytes(up.bytes, down.bytes);
         }
-        if fe.dont_log_null && up.packets <= 3 && down.packets <= 3 {
+        if fe.dont_log_null && headers_only(up) && headers_only(down) {
             return;
         }
         let line = FlowLine {
@@ -121,6 +130,13 @@ impl Tracker {
         };
         fe.access_log.send_flow_line(line);
     }
+}
+
+/// `option dontlognull` from IP counts: every packet could have been a bare header (60
+/// bytes: IPv4 and TCP with the options of a SYN). A flow that carried a few bytes within
+/// that slack is taken for a null one too: conntrack does not count payload apart.
+fn headers_only(c: Count) -> bool {
+    c.bytes <= c.packets.saturating_mul(60)
 }
 
 /// The frontend, backend and server rows a flow counts in.

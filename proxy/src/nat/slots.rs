@@ -129,7 +129,10 @@ pub fn interleave(servers: &[(SocketAddrV4, u32)]) -> Vec<SocketAddrV4> {
         for (c, w) in current.iter_mut().zip(&scaled) {
             *c += w;
         }
-        let Some((best, _)) = current.iter().enumerate().max_by_key(|(i, c)| (**c, -(*i as i64)))
+        let Some((best, _)) = current
+            .iter()
+            .enumerate()
+            .max_by_key(|(i, c)| (**c, -(*i as i64)))
         else {
             break;
         };
@@ -159,7 +162,13 @@ mod tests {
 
     #[test]
     fn large_weights_are_scaled_down() {
-        let t = interleave(&[(a(1), 256), (a(2), 256), (a(3), 256), (a(4), 256), (a(5), 1)]);
+        let t = interleave(&[
+            (a(1), 256),
+            (a(2), 256),
+            (a(3), 256),
+            (a(4), 256),
+            (a(5), 1),
+        ]);
         assert!(t.len() as u64 <= MAX_SLOTS + 5);
         assert!(t.contains(&a(5)), "a light server keeps one slot");
         let ones = t.iter().filter(|x| **x == a(1)).count();

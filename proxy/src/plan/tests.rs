@@ -278,7 +278,11 @@ fn nat_frontends_get_no_listener() {
     let fe = &plan.nat[0];
     assert_eq!(fe.name, "rtmp");
     assert_eq!(fe.binds, ["0.0.0.0:1935".parse().unwrap()]);
-    assert_eq!(fe.idle, Some(Duration::from_secs(3600)), "timeout tunnel wins");
+    assert_eq!(
+        fe.idle,
+        Some(Duration::from_secs(3600)),
+        "timeout tunnel wins"
+    );
     assert_eq!(fe.set.stats.engine(), Some("nat"));
     assert!(plan.checked.iter().any(|c| c.servers.backend == "nodes"));
 }
