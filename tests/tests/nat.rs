@@ -388,3 +388,89 @@ fn a_reload_keeps_established_flows_and_the_stop_leaves_nothing() {
         "with the table gone the balancer itself answers (nothing listens there)"
     );
 }
+
+/// A binary upgrade (`-x SOCKET -sf OLDPID`): the new process takes the table over (its pid
+/// becomes the owner), the old one exits without deleting it, an established flow runs on
+/// through the hand-over, and the new process's stop then takes the table out.
+#[test]
+fn a_binary_upgrade_adopts_the_table() {
+    let t = topology("u");
+    let server = NodeServer::start(&t.node1, NODE1);
+    let dir = e2e::TestDir::new("nat-upgrade");
+    let sock = dir.join("admin.sock");
+    let cfg = cfg(&[("s1", server.addr())], false, "").replacen(
+        "global\n",
+        &format!(
+            "global\n    stats socket {} mode 600 level admin expose-fd listeners\n",
+            sock.display()
+        ),
+        1,
+    );
+    let mut old = start_proxy(&t.lb, &cfg);
+    wait_slots(&t.lb, &[server.addr()]);
+    let held = t
+        .client
+        .run(|| TcpClient::connect(front(), Reply::AfterEof { bytes: MIB }));
+    held.send(MIB).expect("send before the upgrade");
+    server.wait_received(held.id, MIB, IO_LIMIT);
+
+    let stderr = std::fs::File::create(dir.join("new.log")).expect("new.log");
+    let mut new = t.lb.run(|| {
+        Command::new(e2e::proxy_bin())
+            .arg("-f")
+            .arg(old.config_path())
+            .arg("-x")
+            .arg(&sock)
+            .arg("-sf")
+            .arg(old.pid().to_string())
+            .stdout(stderr.try_clone().expect("dup"))
+            .stderr(stderr)
+            .spawn()
+            .expect("start the new process")
+    });
+    let status = old.wait_exit(Duration::from_secs(20));
+    let new_log = || std::fs::read_to_string(dir.join("new.log")).unwrap_or_default();
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "the old process should exit cleanly: {status:?}\n{}\nnew:\n{}",
+        old.stderr(),
+        new_log()
+    );
+    let owner = format!("{:#010x}", new.id());
+    wait_until(
+        "the new process to own the table",
+        Duration::from_secs(10),
+        || {
+            nft(&t.lb, &["list", "set", "ip", "amsproxy_nat", "owner"])
+                .is_some_and(|s| s.contains(&owner))
+                .then_some(())
+        },
+    );
+    wait_slots(&t.lb, &[server.addr()]);
+
+    held.send(MIB).expect("send after the upgrade");
+    held.shutdown_write();
+    let got = held.read_all();
+    let r = server.report(held.id, IO_LIMIT);
+    assert_eq!((r.received.bytes, r.received.end), (2 * MIB, End::Eof));
+    assert_eq!(
+        (got.bytes, got.end),
+        (MIB, End::Eof),
+        "the reply after the upgrade"
+    );
+    let p = t.client.run(|| pump(front(), &server, 1000, 1000));
+    p.assert_intact(1000, 1000);
+
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(new.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .expect("SIGTERM");
+    let status = new.wait().expect("wait for the new process");
+    assert!(status.success(), "new process: {status}\n{}", new_log());
+    let tables = nft(&t.lb, &["list", "tables"]).expect("nft list tables");
+    assert!(
+        !tables.contains("amsproxy_nat"),
+        "table left behind: {tables}"
+    );
+}
