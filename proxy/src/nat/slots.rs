@@ -160,6 +160,82 @@ mod tests {
         assert!(interleave(&[]).is_empty());
     }
 
+    fn set(balance: &str, servers: &str) -> ServerSet {
+        let cfg = crate::config::parse_str(
+            &format!("backend be\n mode tcp\n balance {balance}\n{servers}"),
+            std::path::Path::new("slots.cfg"),
+        )
+        .expect("cfg");
+        ServerSet::from_config(cfg.proxy_backend("be").expect("backend"))
+    }
+
+    const THREE: &str = " hash-type consistent\n server s1 10.0.0.1:1935\n \
+                         server s2 10.0.0.2:1935\n server s3 10.0.0.3:1935\n \
+                         server b1 10.0.0.9:1935 backup\n";
+
+    #[test]
+    fn source_slots_depend_on_the_config_and_move_only_with_their_server() {
+        let one = table(&set("source", THREE));
+        let two = table(&set("source", THREE));
+        assert_eq!(one.selector, Selector::SourceHash);
+        assert_eq!(one.slots.len(), HASH_SLOTS as usize);
+        assert_eq!(one, two, "two instances with one config agree");
+        for n in 1..=3 {
+            let share = one.slots.iter().filter(|s| **s == a(n)).count();
+            assert!((40..=130).contains(&share), "s{n} holds {share} of 256");
+        }
+        assert!(!one.slots.contains(&a(9)), "the backup waits");
+        let s = set("source", THREE);
+        s.server("s2")
+            .expect("s2")
+            .set_admin(crate::upstream::Admin::Maint);
+        let without = table(&s);
+        for (before, after) in one.slots.iter().zip(&without.slots) {
+            if *before != a(2) {
+                assert_eq!(before, after, "a slot moved although its server stayed");
+            }
+        }
+        assert!(!without.slots.contains(&a(2)));
+    }
+
+    #[test]
+    fn down_full_and_drained_servers_leave_and_backups_step_in() {
+        let s = set(
+            "roundrobin",
+            " server s1 10.0.0.1:1935 weight 2\n server s2 10.0.0.2:1935 maxconn 1\n \
+             server b1 10.0.0.9:1935 backup\n",
+        );
+        assert_eq!(table(&s).slots, vec![a(1), a(2), a(1)]);
+        let s2 = s.server("s2").expect("s2");
+        let claim = s2.claim();
+        assert_eq!(table(&s).slots, vec![a(1), a(1)], "s2 is at its maxconn");
+        drop(claim);
+        s.server("s1")
+            .expect("s1")
+            .set_admin(crate::upstream::Admin::Drain);
+        assert_eq!(table(&s).slots, vec![a(2)], "s1 drains");
+        s2.set_state(crate::upstream::ServerState::Down);
+        assert_eq!(table(&s).slots, vec![a(9)], "only the backup is left");
+        s.server("b1")
+            .expect("b1")
+            .set_state(crate::upstream::ServerState::Down);
+        assert!(
+            table(&s).slots.is_empty(),
+            "nothing usable: the rule resets"
+        );
+    }
+
+    #[test]
+    fn leastconn_gives_the_slots_to_the_least_loaded() {
+        let s = set(
+            "leastconn",
+            " server s1 10.0.0.1:1935\n server s2 10.0.0.2:1935\n",
+        );
+        assert_eq!(table(&s).slots, vec![a(1), a(2)]);
+        let _busy = s.server("s1").expect("s1").claim();
+        assert_eq!(table(&s).slots, vec![a(2)]);
+    }
+
     #[test]
     fn large_weights_are_scaled_down() {
         let t = interleave(&[
