@@ -21,6 +21,10 @@ const TICK: Duration = Duration::from_millis(100);
 /// How often our conntrack entries are dumped (see `conntrack::Dumper`).
 const DUMP_EVERY: Duration = Duration::from_secs(1);
 
+/// How often the table's owner is read back: a table deleted by hand is written again, one
+/// taken over by a newer process is left to it.
+const OWNER_EVERY: Duration = Duration::from_secs(5);
+
 /// Failed writes are said at most this often.
 const WARN_EVERY: Duration = Duration::from_secs(10);
 
@@ -123,6 +127,7 @@ fn probe() -> Result<(), NatError> {
 
 fn run(shared: &Shared, mut state: State, mut events: Events, mut dumper: Dumper) {
     let mut dumped = Instant::now();
+    let mut owned = Instant::now();
     while !shared.stop.load(Ordering::Relaxed) {
         let frontends = lock(&shared.frontends).clone();
         for m in events.receive(TICK) {
@@ -135,6 +140,10 @@ fn run(shared: &Shared, mut state: State, mut events: Events, mut dumper: Dumper
                     state.tracker.progress(&ev);
                 }
             }
+        }
+        if owned.elapsed() >= OWNER_EVERY {
+            owned = Instant::now();
+            state.check_owner();
         }
         if let Err(e) = state.write(&frontends, false) {
             state.warn(&e);
@@ -201,6 +210,27 @@ impl State {
         self.last = script;
         self.maps = names;
         Ok(())
+    }
+
+    fn check_owner(&mut self) {
+        if self.handed_over {
+            return;
+        }
+        match nft::owner() {
+            Some(owner) if owner == self.pid => {}
+            Some(owner) => {
+                log::info!(
+                    "nat: pid {owner} took table {} over; no longer writing it",
+                    ruleset::TABLE
+                );
+                self.handed_over = true;
+            }
+            None => {
+                log::warn!("nat: table {} is gone; writing it again", ruleset::TABLE);
+                self.last.clear();
+                self.maps.clear();
+            }
+        }
     }
 
     fn rules(&mut self, frontends: &[Arc<NatFrontend>]) -> Vec<FrontendRules> {
