@@ -474,3 +474,26 @@ fn a_binary_upgrade_adopts_the_table() {
         "table left behind: {tables}"
     );
 }
+
+/// The start is refused, with the reason, where the kernel would not carry the flows: a
+/// balancer that does not forward (`net.ipv4.ip_forward` 0, a fresh namespace's default).
+/// Nothing is left in the kernel.
+#[test]
+fn a_balancer_that_does_not_forward_refuses_to_start() {
+    let lb = Netns::new("natf-lb");
+    let mut proxy = start_proxy(
+        &lb,
+        &cfg(&[("s1", "10.3.0.2:9000".parse().unwrap())], false, ""),
+    );
+    let status = proxy
+        .wait_exit(Duration::from_secs(20))
+        .expect("the start should be refused");
+    assert!(!status.success());
+    let log = proxy.stderr();
+    assert!(
+        log.contains("forward-engine nat cannot start") && log.contains("net.ipv4.ip_forward"),
+        "{log}"
+    );
+    let tables = nft(&lb, &["list", "tables"]).expect("nft list tables");
+    assert!(!tables.contains("amsproxy_nat"), "{tables}");
+}
