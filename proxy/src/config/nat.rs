@@ -114,6 +114,14 @@ fn frontend_problems(fe: &Proxy, notes: &Notes, out: &mut Vec<(Loc, String)>) {
 
 fn backend_problems(be: &Proxy, notes: &Notes, out: &mut Vec<(Loc, String)>) {
     for (keyword, loc) in &notes.not_at_l4 {
+        if keyword == "timeout queue" {
+            out.push((
+                loc.clone(),
+                "'timeout queue' with forward-engine nat: the kernel never queues a connection \
+                 (a full server leaves the slot table instead)"
+                    .to_string(),
+            ));
+        }
         if keyword == "retries" || keyword == "option redispatch" {
             out.push((
                 loc.clone(),
@@ -133,6 +141,16 @@ fn backend_problems(be: &Proxy, notes: &Notes, out: &mut Vec<(Loc, String)>) {
                     "server {}: 'send-proxy' with forward-engine nat: the kernel forwards the \
                      client's own bytes and cannot put a PROXY header in front of them (the \
                      server sees the balancer's address)",
+                    s.name
+                ),
+            ));
+        }
+        if s.params.maxqueue.is_some() {
+            out.push((
+                s.loc.clone(),
+                format!(
+                    "server {}: 'maxqueue' with forward-engine nat: nothing waits for a server \
+                     (a full server leaves the slot table instead)",
                     s.name
                 ),
             ));

@@ -26,7 +26,7 @@ pub(crate) const ERROR_CODES: &[u16] = &[
 
 /// Directives that act once a proxy holds a connection; `forward-engine nat` hands the
 /// connection to a server in the kernel, so there is nothing for them to act on.
-const NOT_AT_L4: &[&str] = &["retries", "option redispatch", "maxconn"];
+const NOT_AT_L4: &[&str] = &["retries", "option redispatch", "maxconn", "timeout queue"];
 
 /// Directives that only act on HTTP traffic. Written in a mode tcp proxy they would silently
 /// do nothing (HAProxy only warns), so validation refuses them there. Inherited from

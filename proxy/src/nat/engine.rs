@@ -251,7 +251,8 @@ impl State {
                 mark: self.mark(&fe.name),
                 binds: fe.binds.clone(),
                 table: slots::table(&fe.set),
-                idle_secs: fe.idle.map(|d| d.as_secs_f64().ceil().max(1.0) as u64),
+                idle_secs: fe.idle.map(secs),
+                fin_secs: fe.fin.map(secs),
             })
             .collect()
     }
@@ -302,6 +303,11 @@ impl State {
         self.warned = Some(Instant::now());
         log::warn!("nat: cannot write table {}: {e}", ruleset::TABLE);
     }
+}
+
+/// Whole seconds, rounded up, at least one: conntrack's timeouts are in seconds.
+fn secs(d: Duration) -> u64 {
+    d.as_secs_f64().ceil().max(1.0) as u64
 }
 
 /// FNV-1a: an id for a name, not a balancing hash.

@@ -48,8 +48,11 @@ pub struct NatFrontend {
     pub stats: Arc<Counters>,
     pub access_log: AccessLog,
     /// How long an established flow may stay idle before the kernel forgets it:
-    /// `timeout tunnel`, else `timeout client`; `None` leaves the kernel's default.
+    /// `timeout tunnel`, else the shorter of `timeout client` and `timeout server`; `None`
+    /// leaves the kernel's default.
     pub idle: Option<Duration>,
+    /// How long a half-closed flow may stay: `timeout client-fin`/`server-fin`.
+    pub fin: Option<Duration>,
     pub dont_log_null: bool,
 }
 

@@ -26,6 +26,8 @@ pub struct FrontendRules {
     pub table: Table,
     /// The idle timeout of its established flows, in seconds.
     pub idle_secs: Option<u64>,
+    /// The timeout of its half-closed flows, in seconds.
+    pub fin_secs: Option<u64>,
 }
 
 impl FrontendRules {
@@ -51,15 +53,26 @@ pub fn render(owner: u32, frontends: &[FrontendRules], stale_maps: &[String]) ->
             fe.map_name()
         );
     }
-    let timeouts: std::collections::BTreeSet<Option<u64>> =
-        frontends.iter().map(|f| f.idle_secs).collect();
-    for secs in timeouts {
-        let established = secs.map_or(String::new(), |s| format!("established: {s}, "));
+    let timeouts: std::collections::BTreeSet<(Option<u64>, Option<u64>)> = frontends
+        .iter()
+        .map(|f| (f.idle_secs, f.fin_secs))
+        .collect();
+    for (idle, fin) in timeouts {
+        let mut policy = String::new();
+        if let Some(secs) = idle {
+            let _ = write!(policy, "established: {secs}, ");
+        }
+        if let Some(secs) = fin {
+            let _ = write!(
+                policy,
+                "fin_wait: {secs}, close_wait: {secs}, last_ack: {secs}, "
+            );
+        }
         let _ = writeln!(
             s,
             "  ct timeout {} {{ protocol tcp; l3proto ip; \
-             policy = {{ {established}time_wait: {CLOSED_SECS}, close: {CLOSED_SECS} }}; }}",
-            timeout_name(secs)
+             policy = {{ {policy}time_wait: {CLOSED_SECS}, close: {CLOSED_SECS} }}; }}",
+            timeout_name(idle, fin)
         );
     }
     let _ = writeln!(
@@ -122,7 +135,7 @@ fn frontend(s: &mut String, fe: &FrontendRules) {
             "add rule ip {TABLE} pre {matches} ct mark set {:#010x} ct timeout set \"{}\" \
              dnat ip to {selector} map @{map}",
             fe.mark,
-            timeout_name(fe.idle_secs)
+            timeout_name(fe.idle_secs, fe.fin_secs)
         );
     }
     // The client's address is replaced by the balancer's on the way to the server, so that
@@ -140,12 +153,10 @@ fn frontend(s: &mut String, fe: &FrontendRules) {
 /// finds no entry and is dropped or reset, as it would be by a proxy that closed.
 const CLOSED_SECS: u64 = 1;
 
-/// The `ct timeout` object of an idle timeout (`None`: the kernel's established timeout).
-fn timeout_name(idle_secs: Option<u64>) -> String {
-    match idle_secs {
-        Some(secs) => format!("idle_{secs}"),
-        None => "idle_kernel".to_string(),
-    }
+/// The `ct timeout` object of an idle and a half-close timeout (`None`: the kernel's).
+fn timeout_name(idle_secs: Option<u64>, fin_secs: Option<u64>) -> String {
+    let part = |t: Option<u64>| t.map_or("kernel".to_string(), |s| s.to_string());
+    format!("idle_{}_fin_{}", part(idle_secs), part(fin_secs))
 }
 
 /// `bind :PORT` takes every local address, as a listening socket on 0.0.0.0 would.
@@ -180,6 +191,7 @@ mod tests {
                 slots: vec![a("10.0.3.2:1935"), a("10.0.4.2:1935")],
             },
             idle_secs: Some(30),
+            fin_secs: Some(5),
         };
         let s = render(42, &[fe], &["slots_0009".to_string()]);
         assert!(s.contains("flush table ip amsproxy_nat"), "{s}");
@@ -190,10 +202,13 @@ mod tests {
         ));
         assert!(s.contains(
             "add rule ip amsproxy_nat pre fib daddr type local tcp dport 1935 ct mark set \
-             0xa5a50001 ct timeout set \"idle_30\" dnat ip to numgen inc mod 2 map @slots_0001"
+             0xa5a50001 ct timeout set \"idle_30_fin_5\" dnat ip to numgen inc mod 2 map @slots_0001"
         ));
         assert!(s.contains("pre ip daddr 10.0.2.1 tcp dport 1936 ct mark set"));
-        assert!(s.contains("ct timeout set \"idle_30\""));
+        assert!(s.contains(
+            "ct timeout idle_30_fin_5 { protocol tcp; l3proto ip; policy = { established: 30, \
+             fin_wait: 5, close_wait: 5, last_ack: 5, time_wait: 1, close: 1 }; }"
+        ));
         assert!(s.contains("post ct mark 0xa5a50001 masquerade"));
         assert!(s.contains("delete map ip amsproxy_nat slots_0009"));
     }
@@ -208,10 +223,11 @@ mod tests {
                 slots: vec![],
             },
             idle_secs: None,
+            fin_secs: None,
         };
         let s = render(1, &[fe], &[]);
         assert!(s.contains("tcp dport 1935 reject with tcp reset"), "{s}");
         assert!(!s.contains("dnat"));
-        assert!(s.contains("ct timeout idle_kernel { protocol tcp; l3proto ip; policy = { time_wait: 1, close: 1 }; }"), "{s}");
+        assert!(s.contains("ct timeout idle_kernel_fin_kernel { protocol tcp; l3proto ip; policy = { time_wait: 1, close: 1 }; }"), "{s}");
     }
 }

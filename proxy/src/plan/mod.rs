@@ -311,7 +311,8 @@ impl<'c> Compiler<'c> {
             set: upstream.set.clone(),
             stats: self.registry.frontend(&fe.name).unwrap_or_default(),
             access_log: AccessLog::for_proxy(fe),
-            idle: be.timeouts.tunnel.or(fe.timeouts.client),
+            idle: nat_idle(&fe.timeouts, &be.timeouts),
+            fin: nat_fin(&fe.timeouts, &be.timeouts),
             dont_log_null: fe.options.dontlognull,
         }));
     }
@@ -546,6 +547,25 @@ fn missing_timeouts(cfg: &Config) -> Vec<String> {
         ));
     }
     notes
+}
+
+/// A nat flow's idle timeout, as the other engines read the timeouts (forward/LIFECYCLE.md):
+/// `timeout tunnel`, else the shorter of `timeout client` and `timeout server`. Conntrack
+/// has one idle clock per flow, not one per side.
+fn nat_idle(fe: &Timeouts, be: &Timeouts) -> Option<Duration> {
+    be.tunnel.or(match (fe.client, be.server) {
+        (Some(c), Some(s)) => Some(c.min(s)),
+        (c, s) => c.or(s),
+    })
+}
+
+/// How long a half-closed nat flow may stay: the shorter of `timeout client-fin` and
+/// `timeout server-fin` (conntrack's FIN_WAIT, CLOSE_WAIT and LAST_ACK states).
+fn nat_fin(fe: &Timeouts, be: &Timeouts) -> Option<Duration> {
+    match (fe.client_fin, be.server_fin) {
+        (Some(c), Some(s)) => Some(c.min(s)),
+        (c, s) => c.or(s),
+    }
 }
 
 fn flow_limits(fe: &Timeouts, be: &Timeouts) -> IdleLimits {
