@@ -131,6 +131,32 @@ fn wait_slots(lb: &Netns, want: &[SocketAddr]) {
     );
 }
 
+/// One runtime API command on `sock`, its whole answer.
+fn api(sock: &std::path::Path, command: &str) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::os::unix::net::UnixStream::connect(sock)
+        .unwrap_or_else(|e| panic!("{}: {e}", sock.display()));
+    s.write_all(format!("{command}\n").as_bytes())
+        .expect("send the command");
+    let mut answer = String::new();
+    s.read_to_string(&mut answer).expect("read the answer");
+    answer
+}
+
+/// `cfg` with a runtime API socket in `dir`.
+fn with_api(cfg: &str, dir: &e2e::TestDir) -> (String, std::path::PathBuf) {
+    let sock = dir.join("admin.sock");
+    let cfg = cfg.replacen(
+        "global\n",
+        &format!(
+            "global\n    stats socket {} mode 600 level admin expose-fd listeners\n",
+            sock.display()
+        ),
+        1,
+    );
+    (cfg, sock)
+}
+
 fn start_proxy(lb: &Netns, cfg: &str) -> Proxy {
     lb.run(|| Proxy::spawn(cfg))
 }
@@ -322,7 +348,9 @@ fn a_reload_keeps_established_flows_and_the_stop_leaves_nothing() {
     let s1 = NodeServer::start(&t.node1, NODE1);
     let s2 = NodeServer::start(&t.node2, NODE2);
     let both = [("s1", s1.addr()), ("s2", s2.addr())];
-    let mut proxy = start_proxy(&t.lb, &cfg(&both, false, ""));
+    let dir = e2e::TestDir::new("nat-reload");
+    let (config, sock) = with_api(&cfg(&both, false, ""), &dir);
+    let mut proxy = start_proxy(&t.lb, &config);
     wait_slots(&t.lb, &[s1.addr(), s2.addr()]);
 
     let held = t
@@ -337,10 +365,28 @@ fn a_reload_keeps_established_flows_and_the_stop_leaves_nothing() {
         }
     });
     holder.wait_received(held.id, MIB, IO_LIMIT);
+    // The runtime API and the stats rows see the flow the kernel carries.
+    let removed = if kept == "s1" { "s2" } else { "s1" };
+    let sess = wait_until("the flow in show sess", Duration::from_secs(10), || {
+        let sess = api(&sock, "show sess");
+        sess.contains("engine=nat").then_some(sess)
+    });
+    assert!(
+        sess.lines().any(|l| l.contains("fe=rtmp be=nodes")
+            && l.contains(&format!("srv={removed} "))
+            && l.contains("engine=nat")),
+        "{sess}"
+    );
+    let stat = api(&sock, "show stat");
+    assert!(
+        stat.lines().any(|l| l.starts_with("nodes,BACKEND,0,0,1,")),
+        "one current session on the backend: {stat}"
+    );
 
     let remaining: Vec<(&str, SocketAddr)> =
         both.iter().copied().filter(|(n, _)| *n == kept).collect();
-    std::fs::write(proxy.config_path(), cfg(&remaining, false, "")).expect("rewrite");
+    let (config, _) = with_api(&cfg(&remaining, false, ""), &dir);
+    std::fs::write(proxy.config_path(), config).expect("rewrite");
     proxy.signal(Signal::SIGHUP);
     wait_slots(&t.lb, &[other.addr()]);
 
@@ -397,15 +443,7 @@ fn a_binary_upgrade_adopts_the_table() {
     let t = topology("u");
     let server = NodeServer::start(&t.node1, NODE1);
     let dir = e2e::TestDir::new("nat-upgrade");
-    let sock = dir.join("admin.sock");
-    let cfg = cfg(&[("s1", server.addr())], false, "").replacen(
-        "global\n",
-        &format!(
-            "global\n    stats socket {} mode 600 level admin expose-fd listeners\n",
-            sock.display()
-        ),
-        1,
-    );
+    let (cfg, sock) = with_api(&cfg(&[("s1", server.addr())], false, ""), &dir);
     let mut old = start_proxy(&t.lb, &cfg);
     wait_slots(&t.lb, &[server.addr()]);
     let held = t
