@@ -443,8 +443,8 @@ fn a_binary_upgrade_adopts_the_table() {
     let t = topology("u");
     let server = NodeServer::start(&t.node1, NODE1);
     let dir = e2e::TestDir::new("nat-upgrade");
-    let (cfg, sock) = with_api(&cfg(&[("s1", server.addr())], false, ""), &dir);
-    let mut old = start_proxy(&t.lb, &cfg);
+    let (old_cfg, sock) = with_api(&cfg(&[("s1", server.addr())], false, ""), &dir);
+    let mut old = start_proxy(&t.lb, &old_cfg);
     wait_slots(&t.lb, &[server.addr()]);
     let held = t
         .client
@@ -452,11 +452,16 @@ fn a_binary_upgrade_adopts_the_table() {
     held.send(MIB).expect("send before the upgrade");
     server.wait_received(held.id, MIB, IO_LIMIT);
 
+    // The new process's own API socket: the old one removes its path when it exits.
+    let new_dir = e2e::TestDir::new("nat-upgrade-new");
+    let (new_cfg, new_sock) = with_api(&cfg(&[("s1", server.addr())], false, ""), &new_dir);
+    let new_cfg_path = new_dir.join("proxy.cfg");
+    std::fs::write(&new_cfg_path, new_cfg).expect("the new process's config");
     let stderr = std::fs::File::create(dir.join("new.log")).expect("new.log");
     let mut new = t.lb.run(|| {
         Command::new(e2e::proxy_bin())
             .arg("-f")
-            .arg(old.config_path())
+            .arg(&new_cfg_path)
             .arg("-x")
             .arg(&sock)
             .arg("-sf")
@@ -485,6 +490,18 @@ fn a_binary_upgrade_adopts_the_table() {
         },
     );
     wait_slots(&t.lb, &[server.addr()]);
+    // The flow made before the upgrade is followed by the new process (from its dump of
+    // the kernel's entries).
+    wait_until(
+        "the held flow in the new process's show sess",
+        Duration::from_secs(10),
+        || {
+            api(&new_sock, "show sess")
+                .lines()
+                .any(|l| l.contains("fe=rtmp be=nodes srv=s1 ") && l.contains("engine=nat"))
+                .then_some(())
+        },
+    );
 
     held.send(MIB).expect("send after the upgrade");
     held.shutdown_write();

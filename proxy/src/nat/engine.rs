@@ -139,9 +139,7 @@ fn run(shared: &Shared, mut state: State, mut events: Events, mut dumper: Dumper
         if dumped.elapsed() >= DUMP_EVERY {
             dumped = Instant::now();
             for m in dumper.dump(MARK_BASE, MARK_MASK) {
-                if let Message::Event(ev) = m {
-                    state.tracker.progress(&ev);
-                }
+                state.dumped(m, &frontends);
             }
         }
         if owned.elapsed() >= OWNER_EVERY {
@@ -271,6 +269,27 @@ impl State {
         MARK_BASE | low
     }
 
+    /// A dumped entry: its bytes so far; one this process has not followed yet (made before a
+    /// binary upgrade handed the table over, or whose NEW event was lost) is followed from now.
+    fn dumped(&mut self, m: Message, frontends: &[Arc<NatFrontend>]) {
+        let Message::Event(ev) = m else { return };
+        let Some(fe) = self.frontend_of(ev.mark, frontends) else {
+            return;
+        };
+        self.tracker.opened(&ev, &fe);
+        self.tracker.progress(&ev);
+    }
+
+    fn frontend_of(&self, mark: u32, frontends: &[Arc<NatFrontend>]) -> Option<Arc<NatFrontend>> {
+        if mark & MARK_MASK != MARK_BASE {
+            return None;
+        }
+        frontends
+            .iter()
+            .find(|fe| self.marks.get(&fe.name) == Some(&mark))
+            .cloned()
+    }
+
     fn event(&mut self, m: Message, frontends: &[Arc<NatFrontend>]) {
         let ev = match m {
             Message::Event(ev) => ev,
@@ -281,18 +300,12 @@ impl State {
             }
             Message::Other => return,
         };
-        if ev.mark & MARK_MASK != MARK_BASE {
-            return;
-        }
-        let Some(fe) = frontends
-            .iter()
-            .find(|fe| self.marks.get(&fe.name) == Some(&ev.mark))
-        else {
+        let Some(fe) = self.frontend_of(ev.mark, frontends) else {
             return;
         };
         match ev.kind {
-            Kind::New => self.tracker.opened(&ev, fe),
-            Kind::Destroy => self.tracker.closed(&ev, fe),
+            Kind::New => self.tracker.opened(&ev, &fe),
+            Kind::Destroy => self.tracker.closed(&ev, &fe),
         }
     }
 
