@@ -300,12 +300,14 @@ impl State {
             }
             Message::Other => return,
         };
-        let Some(fe) = self.frontend_of(ev.mark, frontends) else {
+        if ev.mark & MARK_MASK != MARK_BASE {
             return;
-        };
-        match ev.kind {
-            Kind::New => self.tracker.opened(&ev, &fe),
-            Kind::Destroy => self.tracker.closed(&ev, &fe),
+        }
+        let fe = self.frontend_of(ev.mark, frontends);
+        match (ev.kind, fe) {
+            (Kind::New, Some(fe)) => self.tracker.opened(&ev, &fe),
+            (Kind::New, None) => {}
+            (Kind::Destroy, fe) => self.tracker.closed(&ev, fe.as_ref()),
         }
     }
 

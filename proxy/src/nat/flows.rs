@@ -85,8 +85,10 @@ impl Tracker {
         }
     }
 
-    /// A DESTROY event of a flow of `fe` (found by its mark when it was not followed).
-    pub fn closed(&mut self, ev: &CtEvent, fe: &Arc<NatFrontend>) {
+    /// A DESTROY event. A followed flow ends against the frontend that opened it (a reload
+    /// may have removed or renamed that one since); another is counted against `fe`, the
+    /// frontend its mark names now, and ignored when none does.
+    pub fn closed(&mut self, ev: &CtEvent, fe: Option<&Arc<NatFrontend>>) {
         debug_assert_eq!(ev.kind, Kind::Destroy);
         let up = ev.up.unwrap_or_default();
         let down = ev.down.unwrap_or_default();
@@ -105,6 +107,7 @@ impl Tracker {
             }
             // Made before this process followed it (a binary upgrade, a restart).
             None => {
+                let Some(fe) = fe else { return };
                 let started = ev.started_ns.map_or_else(SystemTime::now, from_ns);
                 let total = SystemTime::now()
                     .duration_since(started)
@@ -209,5 +212,85 @@ impl std::fmt::Display for FlowLine<'_> {
             "{} nat up={}/{} down={}/{}",
             self.record, self.up.packets, self.up.bytes, self.down.packets, self.down.bytes
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::Ordering::Relaxed;
+
+    fn frontend() -> Arc<NatFrontend> {
+        let cfg = crate::config::parse_str(
+            "backend be\n mode tcp\n server s1 10.0.3.2:1935\n server s2 10.0.4.2:1935\n",
+            std::path::Path::new("flows.cfg"),
+        )
+        .expect("cfg");
+        let set = crate::upstream::ServerSet::from_config(cfg.proxy_backend("be").expect("be"));
+        Arc::new(NatFrontend {
+            name: "rtmp".to_string(),
+            binds: vec!["0.0.0.0:1935".parse().unwrap()],
+            set: Arc::new(set),
+            stats: Arc::default(),
+            access_log: Default::default(),
+            idle: None,
+            fin: None,
+            dont_log_null: false,
+        })
+    }
+
+    fn event(kind: Kind, id: u32) -> CtEvent {
+        CtEvent {
+            kind,
+            id,
+            mark: 0xa5a5_0001,
+            client: "10.0.1.2:40000".parse().unwrap(),
+            dst: "10.0.1.1:1935".parse().unwrap(),
+            server: "10.0.4.2:1935".parse().unwrap(),
+            up: Some(Count {
+                packets: 10,
+                bytes: 5_000,
+            }),
+            down: Some(Count {
+                packets: 9,
+                bytes: 70_000,
+            }),
+            started_ns: None,
+            tcp_state: None,
+        }
+    }
+
+    #[test]
+    fn a_flow_is_counted_from_new_to_destroy_even_after_its_frontend_left() {
+        let fe = frontend();
+        let s2 = fe.set.server("s2").expect("s2");
+        let mut t = Tracker::default();
+        t.opened(&event(Kind::New, 7), &fe);
+        t.opened(&event(Kind::New, 7), &fe);
+        assert_eq!(s2.current(), 1, "counted once against the server NAT chose");
+        assert_eq!(fe.stats.current.load(Relaxed), 1);
+        let listed = FLOWS
+            .snapshot()
+            .into_iter()
+            .filter(|f| {
+                f.meta.engine == "nat"
+                    && f.meta.client == SocketAddr::V4(event(Kind::New, 7).client)
+            })
+            .count();
+        assert_eq!(listed, 1, "in show sess");
+        t.progress(&event(Kind::New, 7));
+        // A reload removed the frontend: the flow still ends against the one that opened it.
+        t.closed(&event(Kind::Destroy, 7), None);
+        assert_eq!(s2.current(), 0);
+        assert_eq!(fe.stats.current.load(Relaxed), 0);
+        assert_eq!(fe.stats.bytes_in.load(Relaxed), 5_000);
+        assert_eq!(fe.stats.bytes_out.load(Relaxed), 70_000);
+        assert_eq!(s2.stats.traffic.bytes_out.load(Relaxed), 70_000);
+        // An unknown flow with no frontend is nobody's.
+        t.closed(&event(Kind::Destroy, 8), None);
+        assert_eq!(fe.stats.bytes_in.load(Relaxed), 5_000);
+        // An unknown flow of a frontend (made before an upgrade) is counted at its end.
+        t.closed(&event(Kind::Destroy, 9), Some(&fe));
+        assert_eq!(fe.stats.bytes_in.load(Relaxed), 10_000);
     }
 }
