@@ -88,6 +88,16 @@ fn frontend_problems(fe: &Proxy, notes: &Notes, out: &mut Vec<(Loc, String)>) {
                     .to_string(),
             ));
         }
+        if b.addr.ip().is_loopback() {
+            out.push((
+                b.loc.clone(),
+                format!(
+                    "bind {}: forward-engine nat translates connections that arrive from the \
+                     network (prerouting); a loopback address only ever sees this host's own",
+                    b.addr
+                ),
+            ));
+        }
         if !is_v4(b.addr) {
             out.push((
                 b.loc.clone(),
