@@ -18,8 +18,9 @@ use super::{nft, slots, NatError, NatFrontend};
 /// a health check's verdict or a runtime API change reaches the kernel within this.
 const TICK: Duration = Duration::from_millis(100);
 
-/// How often our conntrack entries are dumped (see `conntrack::Dumper`).
-const DUMP_EVERY: Duration = Duration::from_secs(1);
+/// How often our conntrack entries are dumped when no closed flow waits for its DESTROY
+/// (see `conntrack::Dumper`).
+const DUMP_EVERY: Duration = Duration::from_secs(10);
 
 /// How often the table's owner is read back: a table deleted by hand is written again, one
 /// taken over by a newer process is left to it.
@@ -129,17 +130,23 @@ fn probe() -> Result<(), NatError> {
 }
 
 fn run(shared: &Shared, mut state: State, mut events: Events, mut dumper: Dumper) {
-    let mut dumped = Instant::now();
+    // The first pass dumps: flows running before this process took the table over are
+    // followed from the start.
+    let mut dumped: Option<Instant> = None;
     let mut owned = Instant::now();
     while !shared.stop.load(Ordering::Relaxed) {
         let frontends = lock(&shared.frontends).clone();
         for m in events.receive(TICK) {
             state.event(m, &frontends);
         }
-        if dumped.elapsed() >= DUMP_EVERY {
-            dumped = Instant::now();
+        let reap = state.tracker.reap_due();
+        if reap || dumped.is_none_or(|t| t.elapsed() >= DUMP_EVERY) {
+            dumped = Some(Instant::now());
             for m in dumper.dump(MARK_BASE, MARK_MASK) {
                 state.dumped(m, &frontends);
+            }
+            if reap {
+                state.tracker.reaped();
             }
         }
         if owned.elapsed() >= OWNER_EVERY {
@@ -278,6 +285,7 @@ impl State {
         };
         self.tracker.opened(&ev, &fe);
         self.tracker.progress(&ev);
+        self.tracker.seen(&ev);
     }
 
     fn frontend_of(&self, mark: u32, frontends: &[Arc<NatFrontend>]) -> Option<Arc<NatFrontend>> {
@@ -305,8 +313,13 @@ impl State {
         }
         let fe = self.frontend_of(ev.mark, frontends);
         match (ev.kind, fe) {
-            (Kind::New, Some(fe)) => self.tracker.opened(&ev, &fe),
-            (Kind::New, None) => {}
+            // A new entry, or a state change of one (an update).
+            (Kind::New, fe) => {
+                if let Some(fe) = fe {
+                    self.tracker.opened(&ev, &fe);
+                }
+                self.tracker.seen(&ev);
+            }
             (Kind::Destroy, fe) => self.tracker.closed(&ev, fe.as_ref()),
         }
     }

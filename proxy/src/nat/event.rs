@@ -7,7 +7,8 @@
 
 use std::net::{Ipv4Addr, SocketAddrV4};
 
-/// `NFNL_SUBSYS_CTNETLINK << 8 | IPCTNL_MSG_CT_NEW`.
+/// `NFNL_SUBSYS_CTNETLINK << 8 | IPCTNL_MSG_CT_NEW`: new entries, updates (state changes) and
+/// dumped entries alike, all read as [`Kind::New`].
 const MSG_CT_NEW: u16 = 1 << 8;
 /// `NFNL_SUBSYS_CTNETLINK << 8 | IPCTNL_MSG_CT_DELETE`.
 const MSG_CT_DELETE: u16 = (1 << 8) | 2;
@@ -49,6 +50,9 @@ const CTA_PROTOINFO_TCP: u16 = 1;
 const CTA_PROTOINFO_TCP_STATE: u16 = 1;
 
 const IPPROTO_TCP: u8 = 6;
+
+/// Conntrack's TCP state `TCP_CONNTRACK_TIME_WAIT`: both sides closed (then CLOSE, 8).
+pub const TCP_STATE_TIME_WAIT: u8 = 7;
 
 /// Conntrack's TCP state `TCP_CONNTRACK_CLOSE` (after TIME_WAIT, 7): where an RST leaves
 /// an entry.

@@ -13,7 +13,7 @@ use crate::counters::{Counters, Flow, FLOWS};
 use crate::log::{Cause, Phase, SessionRecord, TermState};
 use crate::upstream::{Server, ServerClaim};
 
-use super::event::{Count, CtEvent, Kind, TCP_STATE_CLOSE};
+use super::event::{Count, CtEvent, Kind, TCP_STATE_CLOSE, TCP_STATE_TIME_WAIT};
 use super::NatFrontend;
 
 /// The most flows followed at once; beyond it a NEW event is counted but not followed (its
@@ -27,11 +27,20 @@ struct Live {
     flow: Flow,
     started: SystemTime,
     started_at: Instant,
+    /// Seen closed: TIME_WAIT after FINs both ways, or CLOSE after a reset (a half-closed
+    /// flow may run on for long; its entry changes state again when it closes).
+    closing: bool,
 }
+
+/// A closed entry lives `CLOSED_SECS` (1 s, `ruleset.rs`) before it expires; a dump this
+/// long after the close evicts it.
+const REAP_AFTER: Duration = Duration::from_millis(1200);
 
 #[derive(Default)]
 pub struct Tracker {
     live: HashMap<u32, Live>,
+    /// Followed flows seen closing, oldest first, for [`Tracker::reap_due`].
+    closing: std::collections::VecDeque<(Instant, u32)>,
     /// Events the kernel could not deliver (receive buffer overflow).
     pub overruns: u64,
 }
@@ -64,8 +73,55 @@ impl Tracker {
                 flow,
                 started: ev.started_ns.map_or_else(SystemTime::now, from_ns),
                 started_at: Instant::now(),
+                closing: false,
             },
         );
+        self.seen(ev);
+    }
+
+    /// Any event or dumped entry of a flow: one seen closing for the first time is queued for
+    /// [`Tracker::reap_due`].
+    pub fn seen(&mut self, ev: &CtEvent) {
+        let Some(live) = self.live.get_mut(&ev.id) else {
+            return;
+        };
+        if live.closing || ev.tcp_state.is_none_or(|s| s < TCP_STATE_TIME_WAIT) {
+            return;
+        }
+        live.closing = true;
+        self.closing.push_back((Instant::now(), ev.id));
+    }
+
+    /// Whether a followed flow closed long enough ago for its entry to have expired: a dump
+    /// now evicts it, and its DESTROY (and log line) follows.
+    pub fn reap_due(&mut self) -> bool {
+        while let Some((_, id)) = self.closing.front() {
+            if self.live.contains_key(id) {
+                break;
+            }
+            self.closing.pop_front();
+        }
+        self.closing
+            .front()
+            .is_some_and(|(at, _)| at.elapsed() >= REAP_AFTER)
+    }
+
+    /// After a dump: a flow it should have evicted but whose DESTROY has not come yet (the
+    /// dump walked its bucket a moment before it expired) is given one more period.
+    pub fn reaped(&mut self) {
+        let now = Instant::now();
+        let due: Vec<u32> = self
+            .closing
+            .iter()
+            .take_while(|(at, _)| at.elapsed() >= REAP_AFTER)
+            .map(|(_, id)| *id)
+            .collect();
+        self.closing.drain(..due.len());
+        for id in due {
+            if self.live.contains_key(&id) {
+                self.closing.push_back((now, id));
+            }
+        }
     }
 
     /// A dumped entry of a followed flow: its bytes so far, for `show sess`.
@@ -220,6 +276,14 @@ mod tests {
     use super::*;
     use std::sync::atomic::Ordering::Relaxed;
 
+    pub(super) fn frontend_for_reap() -> Arc<NatFrontend> {
+        frontend()
+    }
+
+    pub(super) fn event_for_reap(kind: Kind, id: u32) -> CtEvent {
+        event(kind, id)
+    }
+
     fn frontend() -> Arc<NatFrontend> {
         let cfg = crate::config::parse_str(
             "backend be\n mode tcp\n server s1 10.0.3.2:1935\n server s2 10.0.4.2:1935\n",
@@ -292,5 +356,34 @@ mod tests {
         // An unknown flow of a frontend (made before an upgrade) is counted at its end.
         t.closed(&event(Kind::Destroy, 9), Some(&fe));
         assert_eq!(fe.stats.bytes_in.load(Relaxed), 10_000);
+    }
+}
+
+#[cfg(test)]
+mod reap_tests {
+    use super::*;
+
+    #[test]
+    fn a_closed_flow_asks_for_a_dump_once_its_entry_expired() {
+        let fe = super::tests::frontend_for_reap();
+        let mut t = Tracker::default();
+        let mut ev = super::tests::event_for_reap(Kind::New, 21);
+        t.opened(&ev, &fe);
+        assert!(!t.reap_due(), "an open flow needs no dump");
+        ev.tcp_state = Some(4); // FIN_WAIT: half-closed, may run on
+        t.seen(&ev);
+        assert!(t.closing.is_empty());
+        ev.tcp_state = Some(TCP_STATE_TIME_WAIT);
+        t.seen(&ev);
+        t.seen(&ev);
+        assert_eq!(t.closing.len(), 1, "queued once");
+        assert!(!t.reap_due(), "not before its entry expired");
+        t.closing[0].0 -= REAP_AFTER;
+        assert!(t.reap_due());
+        t.reaped();
+        assert!(!t.reap_due(), "given one more period");
+        t.closed(&super::tests::event_for_reap(Kind::Destroy, 21), Some(&fe));
+        assert!(!t.reap_due());
+        assert!(t.closing.is_empty(), "gone with its flow");
     }
 }
