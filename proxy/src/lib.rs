@@ -9,6 +9,7 @@ pub mod forward;
 pub mod health;
 pub mod http;
 pub mod log;
+pub mod nat;
 pub mod plan;
 pub mod runtime;
 pub mod stats;

@@ -27,6 +27,7 @@ mod httpchk;
 mod keywords;
 mod lexer;
 pub mod model;
+mod nat;
 mod num;
 mod parse;
 mod proxy;

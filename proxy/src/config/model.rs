@@ -245,6 +245,9 @@ pub enum EngineChoice {
     Sockmap,
     Splice,
     Copy,
+    /// `nat`: no socket on the proxy's side; the kernel's NAT balances new connections and
+    /// rewrites addresses (`nat/`). Only `mode tcp` without TLS; never picked by `auto`.
+    Nat,
 }
 
 #[derive(Debug, Clone, Default, PartialEq)]

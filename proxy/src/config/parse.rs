@@ -30,6 +30,12 @@ pub(crate) struct Notes {
     pub had_errors: bool,
     /// `option httpchk` and `http-check` lines of this section, with the check inherited.
     pub http_check: Rules,
+    /// Lines of this section (not `defaults`) that act after a proxy holds the connection
+    /// (`retries`, `option redispatch`, `maxconn`): refused where the kernel's NAT carries
+    /// the flows (`forward-engine nat`), which has no such moment.
+    pub not_at_l4: Vec<(String, Loc)>,
+    /// The `forward-engine` line, as written, possibly in `defaults`.
+    pub engine: Option<(String, Loc)>,
 }
 
 /// A proxy being filled, with its notes.
@@ -327,6 +333,7 @@ fn inherit(defaults: &Draft, name: &str, kind: ProxyKind, loc: &Loc) -> Draft {
     let mut notes = Notes {
         default_backend: defaults.notes.default_backend.clone(),
         http_check: Rules::inherit(defaults.proxy.http_check.clone()),
+        engine: defaults.notes.engine.clone(),
         ..Notes::default()
     };
     if !kind.has_frontend() {

@@ -24,6 +24,10 @@ pub(crate) const ERROR_CODES: &[u16] = &[
     200, 400, 401, 403, 404, 405, 407, 408, 410, 413, 425, 429, 500, 501, 502, 503, 504,
 ];
 
+/// Directives that act once a proxy holds a connection; `forward-engine nat` hands the
+/// connection to a server in the kernel, so there is nothing for them to act on.
+const NOT_AT_L4: &[&str] = &["retries", "option redispatch", "maxconn", "timeout queue"];
+
 /// Directives that only act on HTTP traffic. Written in a mode tcp proxy they would silently
 /// do nothing (HAProxy only warns), so validation refuses them there. Inherited from
 /// `defaults` they are fine: a tcp frontend beside http ones is the seeds' usual layout.
@@ -82,6 +86,15 @@ pub(crate) fn directive(draft: &mut Draft, words: &[String], ctx: &Ctx<'_>) -> R
         if first == "default_backend" {
             draft.notes.default_backend = Some(ctx.loc.clone());
         }
+    }
+    if ctx.scope != Scope::Defaults && NOT_AT_L4.contains(&keyword.as_str()) {
+        draft
+            .notes
+            .not_at_l4
+            .push((keyword.clone(), ctx.loc.clone()));
+    }
+    if let ("forward-engine", Some(word)) = (keyword.as_str(), words.get(1)) {
+        draft.notes.engine = Some((word.clone(), ctx.loc.clone()));
     }
     if !negated && ctx.scope != Scope::Defaults && HTTP_ONLY.contains(&keyword.as_str()) {
         draft.notes.http_only.push((keyword, ctx.loc.clone()));
@@ -288,8 +301,9 @@ fn engine(word: &str) -> Result<EngineChoice, String> {
         "sockmap" => Ok(EngineChoice::Sockmap),
         "splice" => Ok(EngineChoice::Splice),
         "copy" => Ok(EngineChoice::Copy),
+        "nat" => Ok(EngineChoice::Nat),
         _ => Err(format!(
-            "unknown forward engine '{word}' (supported: auto, sockmap, splice, copy)"
+            "unknown forward engine '{word}' (supported: auto, sockmap, splice, copy, nat)"
         )),
     }
 }

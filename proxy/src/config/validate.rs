@@ -35,6 +35,9 @@ pub(crate) fn validate(config: &Config, notes: &[Notes]) -> Vec<ConfigError> {
         check_server_resolvers(config, proxy, &mut errors);
         check_balance_mode(proxy, &mut errors);
         check_references(config, proxy, notes, &mut errors);
+        for (loc, reason) in super::nat::problems(config, proxy, notes) {
+            push(&mut errors, &loc, reason);
+        }
     }
     for proxy in &config.proxies {
         for (loc, reason) in super::udp::problems(proxy) {

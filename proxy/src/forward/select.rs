@@ -55,6 +55,9 @@ pub fn choose_from(p: &Probed, choice: EngineChoice) -> Result<Engine, String> {
             .clone()
             .map(|()| Engine::Sockmap)
             .map_err(|why| format!("forward-engine sockmap: not available here ({why})")),
+        // The plan gives nat backends to the `nat` room before asking here: no proxied
+        // flow ever runs on it.
+        EngineChoice::Nat => Err("forward-engine nat moves no proxied flow".to_string()),
     }
 }
 

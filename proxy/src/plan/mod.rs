@@ -17,7 +17,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::config::{
-    Bind, Config, ConfigError, HttpCheck, Loc, Mode, Proxy, ProxyKind, SslBind, Timeouts,
+    Bind, Config, ConfigError, EngineChoice, HttpCheck, Loc, Mode, Proxy, ProxyKind, SslBind,
+    Timeouts,
 };
 use crate::forward::{Engine, FlowHistory, FlowParams, IdleLimits, Probed};
 use crate::http::{self, StatsPages};
@@ -146,6 +147,9 @@ pub struct Plan {
     pub certs: tls::CertWatch,
     /// `udp-lb` sections, started by the runtime (`udp::Engines`).
     pub udp: Vec<Arc<crate::udp::UdpLb>>,
+    /// `mode tcp` frontends whose backend says `forward-engine nat`: no listener; the
+    /// runtime hands them to the `nat` room, which writes them into the kernel.
+    pub nat: Vec<Arc<crate::nat::NatFrontend>>,
 }
 
 /// The compile pass's working state: what is built so far and every problem met.
@@ -164,6 +168,7 @@ struct Compiler<'c> {
     plan_binds: Vec<PlannedBind>,
     checked: Vec<Checked>,
     udp: Vec<Arc<crate::udp::UdpLb>>,
+    nat: Vec<Arc<crate::nat::NatFrontend>>,
     notes: Vec<String>,
     problems: Vec<PlanError>,
 }
@@ -188,11 +193,16 @@ pub fn compile(cfg: &Config, env: &Env<'_>) -> Result<Plan, Vec<PlanError>> {
         plan_binds: Vec::new(),
         checked: Vec::new(),
         udp: Vec::new(),
+        nat: Vec::new(),
         notes: Vec::new(),
         problems: Vec::new(),
     };
     c.notes.extend(missing_timeouts(cfg));
     for fe in cfg.frontends() {
+        if fe.mode == Mode::Tcp && c.goes_nat(fe) {
+            c.nat_frontend(fe);
+            continue;
+        }
         let service = match fe.mode {
             Mode::Http => c.http_service(fe),
             Mode::Tcp => c.tcp_service(fe),
@@ -220,6 +230,7 @@ pub fn compile(cfg: &Config, env: &Env<'_>) -> Result<Plan, Vec<PlanError>> {
         registry: c.registry,
         certs: c.certs.watch(),
         udp: c.udp,
+        nat: c.nat,
     })
 }
 
@@ -241,6 +252,12 @@ impl<'c> Compiler<'c> {
             .registry
             .backend(&be.name)
             .unwrap_or_else(|| Arc::new(ServerSet::from_config(be)));
+        if be.engine == EngineChoice::Nat {
+            // Its flows never reach a forward engine; the nat frontends hold the set.
+            set.stats.set_engine("nat");
+            self.push_checked(be, &set);
+            return Some((Arc::new(upstream::Backend::new(be, set)), Engine::Copy));
+        }
         // `forward-engine`: forcing an engine this kernel lacks is a config error rather
         // than a silent fallback.
         let engine = match crate::forward::choose_from(self.env.engines, be.engine) {
@@ -251,6 +268,11 @@ impl<'c> Compiler<'c> {
             }
         };
         set.stats.set_engine(engine.name());
+        self.push_checked(be, &set);
+        Some((Arc::new(upstream::Backend::new(be, set)), engine))
+    }
+
+    fn push_checked(&mut self, be: &Proxy, set: &Arc<ServerSet>) {
         self.checked.push(Checked {
             servers: set.clone(),
             timeout: be.timeouts.check,
@@ -258,7 +280,41 @@ impl<'c> Compiler<'c> {
             http: be.http_check.clone(),
             response_limit: self.bufsize,
         });
-        Some((Arc::new(upstream::Backend::new(be, set)), engine))
+    }
+
+    /// Whether the kernel's NAT carries `fe`'s flows: its backend says `forward-engine nat`.
+    fn goes_nat(&mut self, fe: &'c Proxy) -> bool {
+        self.tcp_backend_of(fe)
+            .is_some_and(|be| be.engine == EngineChoice::Nat)
+    }
+
+    /// A nat frontend: no bind becomes a listener. What nat cannot carry was refused by the
+    /// config room with its line.
+    fn nat_frontend(&mut self, fe: &'c Proxy) {
+        let Some(be) = self.tcp_backend_of(fe) else {
+            return;
+        };
+        let Some((upstream, _)) = self.upstream(be) else {
+            return;
+        };
+        let binds = fe
+            .binds
+            .iter()
+            .filter_map(|b| match b.addr {
+                SocketAddr::V4(a) => Some(a),
+                SocketAddr::V6(_) => None,
+            })
+            .collect();
+        self.nat.push(Arc::new(crate::nat::NatFrontend {
+            name: fe.name.clone(),
+            binds,
+            set: upstream.set.clone(),
+            stats: self.registry.frontend(&fe.name).unwrap_or_default(),
+            access_log: AccessLog::for_proxy(fe),
+            idle: nat_idle(&fe.timeouts, &be.timeouts),
+            fin: nat_fin(&fe.timeouts, &be.timeouts),
+            dont_log_null: fe.options.dontlognull,
+        }));
     }
 
     /// A `udp-lb` section: its servers are checked like a backend's (TCP connect or
@@ -491,6 +547,25 @@ fn missing_timeouts(cfg: &Config) -> Vec<String> {
         ));
     }
     notes
+}
+
+/// A nat flow's idle timeout, as the other engines read the timeouts (forward/LIFECYCLE.md):
+/// `timeout tunnel`, else the shorter of `timeout client` and `timeout server`. Conntrack
+/// has one idle clock per flow, not one per side.
+fn nat_idle(fe: &Timeouts, be: &Timeouts) -> Option<Duration> {
+    be.tunnel.or(match (fe.client, be.server) {
+        (Some(c), Some(s)) => Some(c.min(s)),
+        (c, s) => c.or(s),
+    })
+}
+
+/// How long a half-closed nat flow may stay: the shorter of `timeout client-fin` and
+/// `timeout server-fin` (conntrack's FIN_WAIT, CLOSE_WAIT and LAST_ACK states).
+fn nat_fin(fe: &Timeouts, be: &Timeouts) -> Option<Duration> {
+    match (fe.client_fin, be.server_fin) {
+        (Some(c), Some(s)) => Some(c.min(s)),
+        (c, s) => c.or(s),
+    }
 }
 
 fn flow_limits(fe: &Timeouts, be: &Timeouts) -> IdleLimits {

@@ -251,3 +251,38 @@ fn unused_backends_are_checked_too() {
     checked.sort_unstable();
     assert_eq!(checked, ["spare", "used"]);
 }
+
+/// A nat frontend opens no listener: the plan hands it to the nat room with its backend's
+/// servers (health-checked as any backend's) and its idle timeout.
+#[test]
+fn nat_frontends_get_no_listener() {
+    let cfg = crate::config::parse_str(
+        "defaults\n mode tcp\n timeout connect 1s\n timeout client 30s\n timeout server 1s\n\
+         frontend rtmp\n bind :1935\n default_backend nodes\n\
+         frontend other\n bind 127.0.0.1:1\n default_backend plain\n\
+         backend nodes\n forward-engine nat\n timeout tunnel 1h\n server a 10.0.0.1:1935 check\n\
+         backend plain\n server b 127.0.0.1:3\n",
+        std::path::Path::new("nat.cfg"),
+    )
+    .expect("cfg");
+    let env = Env {
+        ktls: false,
+        engines: crate::forward::probed(),
+        pages: &|_| Arc::new(NoPages),
+        previous: None,
+    };
+    let plan = compile(&cfg, &env).expect("plan");
+    let binds: Vec<String> = plan.binds.iter().map(|b| b.frontend.clone()).collect();
+    assert_eq!(binds, ["other"]);
+    assert_eq!(plan.nat.len(), 1);
+    let fe = &plan.nat[0];
+    assert_eq!(fe.name, "rtmp");
+    assert_eq!(fe.binds, ["0.0.0.0:1935".parse().unwrap()]);
+    assert_eq!(
+        fe.idle,
+        Some(Duration::from_secs(3600)),
+        "timeout tunnel wins"
+    );
+    assert_eq!(fe.set.stats.engine(), Some("nat"));
+    assert!(plan.checked.iter().any(|c| c.servers.backend == "nodes"));
+}

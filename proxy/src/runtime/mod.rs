@@ -52,6 +52,8 @@ pub enum RuntimeError {
     Api(#[from] crate::api::ApiError),
     #[error("binary upgrade: {0}")]
     Upgrade(#[from] upgrade::UpgradeError),
+    #[error(transparent)]
+    Nat(#[from] crate::nat::NatError),
 }
 
 #[derive(Debug, Clone, Default)]
@@ -121,6 +123,7 @@ pub fn run(files: &[PathBuf], opts: &RunOptions) -> Result<(), RuntimeError> {
         Some(n) => process::set_file_limit(n)?,
         None => process::raise_file_limit(),
     }
+    refuse_nat_without_root(cfg, &plan)?;
     let maxconn = session_limit(cfg, &plan);
     let workers = cfg
         .global
@@ -191,8 +194,23 @@ pub fn run(files: &[PathBuf], opts: &RunOptions) -> Result<(), RuntimeError> {
         &reloader,
     );
     udp.stop();
+    reloader.stop_nat();
     crate::log::flush(Duration::from_millis(500));
     stopped
+}
+
+/// The nat engine runs nft(8) whenever a table changes, which needs CAP_NET_ADMIN in that
+/// program: a process that dropped to another `user` would keep serving with a table it
+/// can no longer change, so the start is refused instead.
+fn refuse_nat_without_root(cfg: &Config, plan: &Plan) -> Result<(), RuntimeError> {
+    if plan.nat.is_empty() || (cfg.global.user.is_none() && cfg.global.group.is_none()) {
+        return Ok(());
+    }
+    Err(crate::nat::NatError::Probe(
+        "'user'/'group' in global: the nat engine rewrites its nftables table with nft(8)          for as long as it runs and needs root for it; remove them to use forward-engine nat"
+            .to_string(),
+    )
+    .into())
 }
 
 /// `-sf`: the old processes stop accepting (SIGUSR1, their soft stop) and, with `-x`, hand
@@ -311,6 +329,9 @@ fn report_start(
                 .unwrap_or_default(),
             b.service.destination()
         );
+    }
+    for fe in &plan.nat {
+        log::info!("{}", fe.describe());
     }
     for line in &plan.notes {
         log::warn!("{line}");

@@ -101,6 +101,8 @@ struct State {
     certs: CertWatch,
     global: Arc<ConnLimit>,
     logs: LogLines,
+    /// The kernel's NAT for `forward-engine nat` frontends, once a plan had any.
+    nat: Option<crate::nat::NatEngine>,
 }
 
 impl Reloader {
@@ -120,6 +122,7 @@ impl Reloader {
             mut listeners,
             prepared,
         } = first;
+        let nat = start_nat(None, &plan)?;
         listeners.commit(prepared, &plan, &inboxes);
         let checker = start_checker(&plan, choice)?;
         start_resolver(cfg, &plan, choice)?;
@@ -135,10 +138,19 @@ impl Reloader {
                 certs: plan.certs,
                 global,
                 logs: LogLines::of(cfg),
+                nat,
             }),
             last: Mutex::new(None),
             next_worker: Default::default(),
         })
+    }
+
+    /// The stop of the nat engine, if one runs: its table leaves the kernel unless a newer
+    /// process took it over.
+    pub(super) fn stop_nat(&self) {
+        if let Some(nat) = self.lock_state().nat.take() {
+            nat.stop();
+        }
     }
 
     /// Dups of the open listening sockets, for a binary upgrade to hand over.
@@ -257,6 +269,7 @@ impl Reloader {
         let (cfg, plan) =
             super::load(&self.files, self.ktls, false, Some(&old)).map_err(problems)?;
         let prepared = state.listeners.prepare(&plan).map_err(problems)?;
+        state.nat = start_nat(state.nat.take(), &plan).map_err(problems)?;
         let diff = state.listeners.commit(prepared, &plan, &state.inboxes);
         // The old checker's loops end before the new ones start: no server is checked twice.
         if let Some(c) = state.checker.take() {
@@ -296,6 +309,23 @@ impl Reloader {
             servers_removed,
             logs_kept,
         })
+    }
+}
+
+/// The nat engine for `plan`: `running` gets the plan's frontends (the kernel's table follows
+/// within a tick; established flows stay as they are), or one starts for the first plan that
+/// has nat frontends, probing the kernel.
+fn start_nat(
+    running: Option<crate::nat::NatEngine>,
+    plan: &Plan,
+) -> Result<Option<crate::nat::NatEngine>, RuntimeError> {
+    match running {
+        Some(engine) => {
+            engine.update(plan.nat.clone());
+            Ok(Some(engine))
+        }
+        None if plan.nat.is_empty() => Ok(None),
+        None => Ok(Some(crate::nat::NatEngine::start(plan.nat.clone())?)),
     }
 }
 

@@ -349,6 +349,43 @@ impl ServerSet {
     }
 }
 
+impl ServerSet {
+    /// The servers a new connection may go to now: the usable active ones (UP, weighted,
+    /// below `maxconn`), else the usable backups. For an engine that places connections
+    /// outside the proxy (the kernel's NAT) and needs the whole set at once.
+    pub fn usable_now(&self) -> Vec<Arc<Server>> {
+        let m = self.servers();
+        let at = usable_positions(&m);
+        at.iter().map(|&i| m[i].clone()).collect()
+    }
+
+    /// The server this backend's hashing (`hash-type`: its ring when consistent, else the
+    /// hash modulo the total weight) gives each of `slots` slots among [`Self::usable_now`].
+    /// Slot `i` stands for the clients the kernel hashed to it, so it is placed at
+    /// `full_hash(i)` (evenly spread over the ring whatever the configured function, which
+    /// the kernel's own hash of the client replaces). A slot table filled this way depends
+    /// only on the configuration and the usable set, as the ring itself does.
+    pub fn hashed_slots(&self, slots: u32) -> Vec<Option<Arc<Server>>> {
+        let m = self.servers();
+        let at = usable_positions(&m);
+        (0..slots)
+            .map(|i| {
+                self.pick_at_hash(&m, &at, hash::full_hash(i))
+                    .map(|p| m[p].clone())
+            })
+            .collect()
+    }
+}
+
+fn usable_positions(m: &Members) -> Eligible {
+    let active = eligible(m, &[], false, false);
+    if active.is_empty() {
+        eligible_backups(m, &[], false)
+    } else {
+        active
+    }
+}
+
 /// Usable active servers, as positions in `m`; with `full_too`, also those whose every slot
 /// is taken. `avoid` holds server ids ([`Server::index`]). Inline up to 16 servers: picking
 /// runs once per request, and a heap list per pick showed in the per-request allocations
@@ -405,7 +442,11 @@ impl ServerSet {
     /// the eligible servers' total weight (`map-based`). Either way the same key finds the
     /// same server while the eligible set is unchanged.
     fn pick_hashed(&self, m: &Members, eligible: &[usize], key: &[u8]) -> Option<usize> {
-        let h = hash::hash(self.hash_type, key);
+        self.pick_at_hash(m, eligible, hash::hash(self.hash_type, key))
+    }
+
+    /// The server for hash value `h`: the ring's, or `h` modulo the total weight.
+    fn pick_at_hash(&self, m: &Members, eligible: &[usize], h: u32) -> Option<usize> {
         match &m.rings {
             Some((active, backup)) => {
                 let on_backups = eligible.first().is_some_and(|&at| m[at].backup);
