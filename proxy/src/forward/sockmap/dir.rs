@@ -120,11 +120,13 @@ impl<'a> Dir<'a> {
             if dst_ev & ERR != 0 {
                 return DirEnd::DestFailed;
             }
+            // The rare paths are boxed: inline, the largest of their states would be held
+            // by every direction for its whole life, idle or not (issue #14).
             if src_ev & (RDHUP | HUP) != 0 || self.eof {
-                return self.finish().await;
+                return Box::pin(self.finish()).await;
             }
             if let Some(g) = self.gate.filter(|g| g.holding()) {
-                if let Err(end) = self.rest(g).await {
+                if let Err(end) = Box::pin(self.rest(g)).await {
                     return end;
                 }
                 continue;
@@ -135,7 +137,7 @@ impl<'a> Dir<'a> {
             }
             self.was_active = active;
             if !active {
-                if let Err(end) = self.copy_parked().await {
+                if let Err(end) = Box::pin(self.copy_parked()).await {
                     return end;
                 }
                 continue;
@@ -144,7 +146,7 @@ impl<'a> Dir<'a> {
             if self.slot.queued_estimate() >= (self.budget() / 2) as i64 {
                 // Parking failed (it cannot, short of a vanished map) would just leave the
                 // direction redirecting; try again at the next tick.
-                let _ = self.flow.park(self.s).await;
+                let _ = Box::pin(self.flow.park(self.s)).await;
                 continue;
             }
             // Registered before `wake_at` is set, so that no report is missed.

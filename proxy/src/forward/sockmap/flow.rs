@@ -70,7 +70,11 @@ pub async fn run(
             },
         );
     let Some(mut flow) = registered else {
-        return crate::forward::copy::run(client, server, p, progress, resume).await;
+        // Boxed: inline, the copy engine's state would be held by every sockmap flow.
+        return Box::pin(crate::forward::copy::run(
+            client, server, p, progress, resume,
+        ))
+        .await;
     };
     let (up_slot, down_slot) = (flow.slot(0), flow.slot(1));
     let user_stamp = Cell::new(sys::coarse_now_ns());
