@@ -42,6 +42,21 @@ impl Config {
             .find(|p| p.name == name && p.kind.has_backend())
     }
 
+    /// The backend a `mode tcp` frontend sends to: its first `use_backend` (conditions are
+    /// refused by the plan), else its `default_backend`, else itself when it is a listen.
+    pub fn tcp_backend_of<'c>(&'c self, fe: &'c Proxy) -> Option<&'c Proxy> {
+        let name = fe
+            .use_backends
+            .first()
+            .map(|r| &r.backend)
+            .or(fe.default_backend.as_ref());
+        match name {
+            Some(name) => self.proxy_backend(name),
+            None if fe.kind.has_backend() => Some(fe),
+            None => None,
+        }
+    }
+
     /// Proxies that accept connections (frontend, listen).
     pub fn frontends(&self) -> impl Iterator<Item = &Proxy> {
         self.proxies.iter().filter(|p| p.kind.has_frontend())

@@ -31,7 +31,7 @@ pub(crate) fn problems(config: &Config, proxy: &Proxy, notes: &Notes) -> Vec<(Lo
         return out;
     }
     if proxy.kind.has_frontend() && proxy.mode == Mode::Tcp {
-        let backend = backend_of(config, proxy);
+        let backend = config.tcp_backend_of(proxy);
         let backend_nat = backend.is_some_and(|b| b.engine == EngineChoice::Nat);
         // A `listen` section is its own backend: `backend_nat` covers it.
         if proxy.engine == EngineChoice::Nat && !backend_nat {
@@ -54,20 +54,6 @@ pub(crate) fn problems(config: &Config, proxy: &Proxy, notes: &Notes) -> Vec<(Lo
         backend_problems(proxy, notes, &mut out);
     }
     out
-}
-
-/// The backend a `mode tcp` frontend sends to (its only one: conditions are refused later).
-fn backend_of<'c>(config: &'c Config, fe: &'c Proxy) -> Option<&'c Proxy> {
-    let name = fe
-        .use_backends
-        .first()
-        .map(|r| &r.backend)
-        .or(fe.default_backend.as_ref());
-    match name {
-        Some(name) => config.proxy_backend(name),
-        None if fe.kind.has_backend() => Some(fe),
-        None => None,
-    }
 }
 
 fn frontend_problems(fe: &Proxy, notes: &Notes, out: &mut Vec<(Loc, String)>) {

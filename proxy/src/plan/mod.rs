@@ -376,16 +376,7 @@ impl<'c> Compiler<'c> {
             ));
             return None;
         }
-        let name = fe
-            .use_backends
-            .first()
-            .map(|r| &r.backend)
-            .or(fe.default_backend.as_ref());
-        match name {
-            Some(name) => self.cfg.proxy_backend(name),
-            None if fe.kind.has_backend() => Some(fe),
-            None => None,
-        }
+        self.cfg.tcp_backend_of(fe)
     }
 
     /// An HTTP frontend: the upstream side of every backend it may route to, then its rules
