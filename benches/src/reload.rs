@@ -164,14 +164,7 @@ pub(crate) fn teardown(clients: Vec<ingest::Client>, backends: &[&Backend], rec:
     });
     let unfinished: u64 = shared.iter().map(|s| s.unfinished.load(Relaxed)).sum();
     let lost = sent as i64 - sum(|c| &c.received) as i64;
-    if unfinished == 0 {
-        rec.lost_bytes = Some(lost);
-    } else {
-        rec.note = Some(format!(
-            "{unfinished} flows not closed 10 s after the load stopped; {lost} bytes not \
-             (yet) received"
-        ));
-    }
+    scenario::record_loss(rec, unfinished, lost);
     rec.errors = shared.iter().map(|s| s.errors.load(Relaxed)).sum::<u64>() + sum(|c| &c.errors);
     let mut all = Vec::new();
     for s in &shared {

@@ -682,6 +682,19 @@ pub(crate) fn measured<F: FnMut()>(
     (Window::between(&s0, &s1, &pids), c1.saturating_sub(c0))
 }
 
+/// Bytes sent and never received, once every flow closed; with flows still open it is only a
+/// note, not proof of loss: their bytes may still have been queued in the hop.
+pub(crate) fn record_loss(rec: &mut RunRecord, unfinished: u64, lost: i64) {
+    if unfinished == 0 {
+        rec.lost_bytes = Some(lost);
+    } else {
+        rec.note = Some(format!(
+            "{unfinished} flows not closed 10 s after the load stopped; {lost} bytes not \
+             (yet) received"
+        ));
+    }
+}
+
 pub(crate) fn pids(hop: Option<&Hop>, others: &[u32]) -> Pids {
     Pids {
         hop: hop.map(|h| h.pid),
@@ -778,17 +791,8 @@ pub(crate) fn ingest_measure(
     wait_for(Duration::from_secs(10), || {
         counters.finished.load(Relaxed) >= flows as u64
     });
-    let unfinished = shared.unfinished.load(Relaxed);
     let lost = sent as i64 - counters.received.load(Relaxed) as i64;
-    if unfinished == 0 {
-        rec.lost_bytes = Some(lost);
-    } else {
-        // Not proof of loss: those flows' bytes may still have been queued in the hop.
-        rec.note = Some(format!(
-            "{unfinished} flows not closed 10 s after the load stopped; {lost} bytes not \
-             (yet) received"
-        ));
-    }
+    record_loss(rec, shared.unfinished.load(Relaxed), lost);
     rec.errors = shared.errors.load(Relaxed) + counters.errors.load(Relaxed);
     latencies(&shared.latencies_us, rec);
     Ok(())
