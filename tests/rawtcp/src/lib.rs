@@ -68,6 +68,7 @@ impl Watch {
             return Err(io::Error::last_os_error());
         }
         syn_only(&fd)?;
+        drain(&fd);
         Ok(Watch { fd })
     }
 
@@ -140,8 +141,23 @@ impl Injector {
 }
 
 /// Bytes of the stream `overlapping_retransmission` sends, and of its overlap.
-pub const OVERLAP_STREAM: usize = 3000;
-pub const OVERLAP: usize = 1500;
+#[derive(Clone, Copy, Debug)]
+pub struct Overlap {
+    pub stream: usize,
+    pub overlap: usize,
+}
+
+/// A few bytes: one trim step of the verdict.
+pub const SMALL: Overlap = Overlap {
+    stream: 3000,
+    overlap: 1500,
+};
+
+/// Nearly a whole loopback packet (60 000 of a 61 000-byte segment): fifteen trim steps.
+pub const LARGE: Overlap = Overlap {
+    stream: 64_000,
+    overlap: 60_000,
+};
 
 /// What `overlapping_retransmission` sent and what the backend received.
 pub struct Exchange {
@@ -150,12 +166,18 @@ pub struct Exchange {
 }
 
 /// The overlapping-retransmission case through a proxy at `front` whose backend listens on
-/// `backend`: a kernel client sends bytes 0..2000; once the backend has them, one injected
-/// segment carries bytes 500..3000 (1 500 of them already received); once the backend has
-/// 3 000 bytes, the client sends its own 2000..3000 (a duplicate by then, which TCP drops) and
-/// FIN. The backend reads to EOF. Panics (a test tool) when a step does not happen within 10 s.
-pub fn overlapping_retransmission(front: SocketAddr, backend: TcpListener) -> Exchange {
-    let sent: Vec<u8> = (0..OVERLAP_STREAM).map(|i| (i % 251) as u8).collect();
+/// `backend`, for `SMALL`: a kernel client sends bytes 0..2000; once the backend has them, one
+/// injected segment carries bytes 500..3000 (1 500 of them already received); once the backend
+/// has 3 000 bytes, the client sends its own 2000..3000 (a duplicate by then, which TCP drops)
+/// and FIN. The backend reads to EOF. Panics (a test tool) when a step does not happen within
+/// 10 s.
+pub fn overlapping_retransmission(
+    front: SocketAddr,
+    backend: TcpListener,
+    shape: Overlap,
+) -> Exchange {
+    let Overlap { stream, overlap } = shape;
+    let sent: Vec<u8> = (0..stream).map(|i| (i % 251) as u8).collect();
     let received = Arc::new(AtomicUsize::new(0));
     let counter = received.clone();
     let reader = std::thread::spawn(move || {
@@ -189,13 +211,13 @@ pub fn overlapping_retransmission(front: SocketAddr, backend: TcpListener) -> Ex
     let inject = watch
         .handshake(from, to, Duration::from_secs(5))
         .expect("the client's handshake");
-    let first = OVERLAP_STREAM - 1000;
+    let first = stream - 1000;
     client.write_all(&sent[..first]).expect("write");
     at_backend(first);
     inject
-        .send_at((first - OVERLAP) as u32, &sent[first - OVERLAP..])
+        .send_at((first - overlap) as u32, &sent[first - overlap..])
         .expect("inject");
-    at_backend(OVERLAP_STREAM);
+    at_backend(stream);
     client.write_all(&sent[first..]).expect("write");
     client.shutdown(Shutdown::Write).expect("shutdown");
     let received = reader.join().expect("backend reader");
@@ -289,6 +311,27 @@ fn checksum(bytes: &[u8]) -> u16 {
 /// loopback its receive buffer overflows and a SYN can be lost before `handshake` reads it.
 /// A classic BPF filter keeps only packets with SYN set (the kernel drops the rest before
 /// queueing them): IP header length from byte 0, then the TCP flags byte at offset 13.
+/// Empties the socket of what it queued before its filter was attached: beside a bulk test,
+/// three 64 KiB packets fill its buffer in microseconds, and a full buffer drops the SYN and
+/// SYN-ACK that `handshake` waits for.
+fn drain(fd: &OwnedFd) {
+    let mut buf = [0u8; 65536];
+    loop {
+        // SAFETY: reads into a buffer of its stated size.
+        let n = unsafe {
+            libc::recv(
+                fd.as_raw_fd(),
+                buf.as_mut_ptr().cast(),
+                buf.len(),
+                libc::MSG_DONTWAIT,
+            )
+        };
+        if n <= 0 {
+            return;
+        }
+    }
+}
+
 fn syn_only(fd: &OwnedFd) -> io::Result<()> {
     const SYN_FLAG: u32 = 0x02;
     let code = [
