@@ -64,6 +64,8 @@ pub struct DirSlot {
     /// Packets whose overlap could not be cut off (the helper failed): dropped, and the
     /// flow is reset by the proxy, since the stream can no longer be trusted.
     pub faults: u64,
+    /// The overlap of the last packet that could not be trimmed (for the proxy's log line).
+    pub fault_cut: u64,
 
     /// Most bytes this direction may have waiting in the destination's psock backlog (taken
     /// off the source, not yet in the destination socket).
@@ -97,5 +99,7 @@ impl DirSlot {
 /// Bytes `bpf_skb_adjust_room` may take off a packet per call (SK_SKB: at most 0xfff).
 pub const TRIM_STEP: u32 = 4095;
 
-/// Calls the verdict may make to trim one packet: enough for a 64 KiB loopback packet.
-pub const MAX_TRIM_STEPS: u32 = 17;
+/// Calls the verdict may make to trim one packet: 256 KiB less 64 bytes, four 64 KiB loopback
+/// packets (a retransmission TCP collapsed from several segments, or one the receive queue
+/// merged). An overlap beyond it resets the flow (LIFECYCLE.md, "Overlapping packets").
+pub const MAX_TRIM_STEPS: u32 = 64;

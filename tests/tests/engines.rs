@@ -901,7 +901,12 @@ macro_rules! engine_tests {
             #[test]
             $(#[$attr])?
             fn overlapping_retransmission() {
-                super::overlapping_retransmission(ENGINE)
+                super::overlapping_retransmission(ENGINE, rawtcp::SMALL)
+            }
+            #[test]
+            $(#[$attr])?
+            fn overlapping_retransmission_large() {
+                super::overlapping_retransmission(ENGINE, rawtcp::LARGE)
             }
             #[test]
             $(#[$attr])?
@@ -920,8 +925,8 @@ engine_tests!(sockmap, "sockmap");
 /// boundaries than the original, which TCP queues whole): every byte reaches the backend once,
 /// in order. The client is a kernel socket; the overlapping segment is sent by hand over a raw
 /// socket that saw the handshake (`rawtcp`). For sockmap the verdict must trim the overlap
-/// (the engine's flow line says how much).
-fn overlapping_retransmission(engine: &str) {
+/// (the engine's flow line says how much), in as many steps as the overlap needs.
+fn overlapping_retransmission(engine: &str, shape: rawtcp::Overlap) {
     require_root(engine);
     let listener = TcpListener::bind(free_addr(loopback(2))).expect("bind");
     let proxy = start_proxy(
@@ -930,7 +935,7 @@ fn overlapping_retransmission(engine: &str) {
         false,
         DEFAULT_TIMEOUTS,
     );
-    let x = rawtcp::overlapping_retransmission(proxy.addr(), listener);
+    let x = rawtcp::overlapping_retransmission(proxy.addr(), listener, shape);
     assert_eq!(x.received.len(), x.sent.len(), "bytes at the backend");
     assert!(
         x.received == x.sent,
@@ -944,8 +949,9 @@ fn overlapping_retransmission(engine: &str) {
                 .map(str::to_string)
         });
         assert!(
-            line.contains(&format!("{} overlapping bytes trimmed", rawtcp::OVERLAP)),
-            "the verdict should have cut the 1500 bytes already taken: {line}"
+            line.contains(&format!("{} overlapping bytes trimmed", shape.overlap)),
+            "the verdict should have cut the {} bytes already taken: {line}",
+            shape.overlap
         );
     }
 }

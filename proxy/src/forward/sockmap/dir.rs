@@ -211,7 +211,8 @@ impl<'a> Dir<'a> {
         if faults != 0 {
             log::error!(
                 "sockmap: {faults} packet(s) of a direction overlapped bytes already taken \
-                 and could not be trimmed; resetting the flow"
+                 and could not be trimmed (the last by {} bytes); resetting the flow",
+                self.slot.fault_cut()
             );
         }
         faults != 0

@@ -214,6 +214,10 @@ impl Slot<'_> {
         self.u64_at(offset_of!(DirSlot, faults))
             .load(Ordering::Acquire)
     }
+    pub fn fault_cut(&self) -> u64 {
+        self.u64_at(offset_of!(DirSlot, fault_cut))
+            .load(Ordering::Acquire)
+    }
     pub fn consumed(&self) -> u64 {
         self.u64_at(offset_of!(DirSlot, consumed))
             .load(Ordering::Acquire)
@@ -260,6 +264,7 @@ impl Slot<'_> {
             (offset_of!(DirSlot, overruns), 0),
             (offset_of!(DirSlot, trimmed), 0),
             (offset_of!(DirSlot, faults), 0),
+            (offset_of!(DirSlot, fault_cut), 0),
             (offset_of!(DirSlot, budget), budget),
             (offset_of!(DirSlot, dest_base), dest_base),
             (offset_of!(DirSlot, consumed), 0),

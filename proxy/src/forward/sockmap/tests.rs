@@ -152,25 +152,34 @@ fn probe_loads_or_reports_and_falls_back() {
 /// matrix too, since the cut leans on the kernel's verdict path (`tcp_read_skb`,
 /// `tcp_eat_skb`) and its struct layout (read from BTF): see LIFECYCLE.md, "Overlapping
 /// packets".
+///
+/// Then the same with 60 000 bytes of overlap: fifteen cuts of the verdict's bounded loop
+/// after one linear pull. One test for both, since the trim counter is the program's, shared
+/// by the tests running beside each other.
 #[test]
 fn an_overlapping_segment_is_trimmed() {
+    overlap_is_trimmed(rawtcp::SMALL);
+    overlap_is_trimmed(rawtcp::LARGE);
+}
+
+fn overlap_is_trimmed(shape: rawtcp::Overlap) {
     require_loaded("this test loads a BPF program and sends raw packets: it must run as root");
     let front = TcpListener::bind("127.0.0.1:0").expect("bind");
     let back = TcpListener::bind("127.0.0.1:0").expect("bind");
     let front_addr = front.local_addr().expect("addr");
     let proxy = proxy_one(front, back.local_addr().expect("addr"), Engine::Sockmap);
     let trimmed_before = trimmed();
-    let x = rawtcp::overlapping_retransmission(front_addr, back);
+    let x = rawtcp::overlapping_retransmission(front_addr, back, shape);
     let stats = proxy.join().expect("proxy");
     assert_eq!(x.received.len(), x.sent.len(), "bytes at the backend");
     assert!(
         x.received == x.sent,
         "the backend's bytes differ from the stream"
     );
-    assert_eq!(stats.bytes_up, rawtcp::OVERLAP_STREAM as u64);
+    assert_eq!(stats.bytes_up, shape.stream as u64);
     assert_eq!(
         trimmed() - trimmed_before,
-        rawtcp::OVERLAP as u64,
+        shape.overlap as u64,
         "bytes cut by the verdict"
     );
 }
