@@ -125,8 +125,17 @@ fn walk_loop(fds: &WalkFds, incoming: Receiver<Request>) {
             .map(|r| sys::map_update(fds.park_map, &r.cookie, &proxy_ebpf::PARK_REQUESTED))
             .collect();
         let walked = sys::iter_run(fds.link);
-        for (r, asked) in batch.into_iter().zip(requested) {
-            let outcome = asked.and_then(|()| outcome(fds, &r, &walked));
+        // Every state is read before any entry is removed: two requests for one socket (its
+        // task's and the wake-up thread's) share an entry, and both are answered by it.
+        let states: Vec<Option<u32>> = batch
+            .iter()
+            .map(|r| sys::map_lookup(fds.park_map, &r.cookie).unwrap_or(None))
+            .collect();
+        for r in &batch {
+            let _ = sys::map_delete(fds.park_map, &r.cookie);
+        }
+        for ((r, asked), state) in batch.into_iter().zip(requested).zip(states) {
+            let outcome = asked.and_then(|()| outcome(fds, &r, state, &walked));
             r.reply.set(outcome);
         }
     }
@@ -137,9 +146,12 @@ fn walk_loop(fds: &WalkFds, incoming: Receiver<Request>) {
 /// new packet reaches it, but its last one may still be going through the verdict on
 /// another CPU, so the socket's lock is taken (TCP_INFO) before taking it out from here.
 /// See LIFECYCLE.md, "Parking".
-fn outcome(fds: &WalkFds, r: &Request, walked: &io::Result<()>) -> io::Result<()> {
-    let state: Option<u32> = sys::map_lookup(fds.park_map, &r.cookie).unwrap_or(None);
-    let _ = sys::map_delete(fds.park_map, &r.cookie);
+fn outcome(
+    fds: &WalkFds,
+    r: &Request,
+    state: Option<u32>,
+    walked: &io::Result<()>,
+) -> io::Result<()> {
     if state == Some(proxy_ebpf::PARK_DONE) {
         return Ok(());
     }
