@@ -171,6 +171,75 @@ fn bulk_transfer_moves_byte_exact_sockmap() {
     bulk_transfer_moves_byte_exact("sockmap")
 }
 
+/// Idle timeout of `an_idle_flow_keeps_its_idle_time`, and how long the flow is idle in the
+/// old process before the upgrade: if the new process started the timer again the flow
+/// would end no sooner than `IDLE_BEFORE + IDLE_LIMIT` after its last byte.
+const IDLE_LIMIT: Duration = Duration::from_secs(6);
+const IDLE_BEFORE: Duration = Duration::from_secs(4);
+
+/// A flow idle for 4 s in the old process ends at its 6 s idle timeout counted from its last
+/// byte, not 6 s after the hand-over: the time it spent idle in the old process moves with it.
+/// The bound checked (8 s) lies halfway between the two.
+fn an_idle_flow_keeps_its_idle_time(engine: &str) {
+    use std::io::{Read, Write};
+    let backend = std::net::TcpListener::bind(free_addr(loopback(2))).expect("bind");
+    let cfg_timeouts = tcp_cfg(
+        engine,
+        free_port(Ipv4Addr::LOCALHOST),
+        backend.local_addr().expect("addr"),
+    )
+    .replace("timeout client 60s", "timeout client 6s")
+    .replace("timeout server 60s", "timeout server 6s");
+    let mut cfg = cfg_timeouts;
+    let (mut old, sock) = start_old(&mut cfg);
+    let mut client = std::net::TcpStream::connect(old.addr()).expect("connect");
+    client.write_all(b"sixteen bytes..!").expect("write");
+    let (mut server_side, _) = backend.accept().expect("accept");
+    let mut got = [0u8; 16];
+    server_side
+        .read_exact(&mut got)
+        .expect("the backend gets the bytes");
+    let last_byte = std::time::Instant::now();
+    std::thread::sleep(IDLE_BEFORE);
+    let new = upgrade(&mut old, &cfg, &sock);
+    assert_moved(&old, &new, 1, 0);
+    client
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .expect("timeout");
+    let mut rest = [0u8; 16];
+    let end = client.read(&mut rest);
+    let idle = last_byte.elapsed();
+    assert!(
+        matches!(end, Ok(0))
+            || end
+                .as_ref()
+                .is_err_and(|e| e.kind() != std::io::ErrorKind::WouldBlock),
+        "the proxy ends the idle flow: {end:?}"
+    );
+    assert!(
+        idle >= IDLE_LIMIT - Duration::from_millis(500) && idle < Duration::from_secs(8),
+        "the flow ended {idle:?} after its last byte; its idle timeout is {IDLE_LIMIT:?}, \
+         of which {IDLE_BEFORE:?} passed in the old process\nnew:\n{}",
+        new.stderr()
+    );
+}
+
+#[test]
+fn an_idle_flow_keeps_its_idle_time_copy() {
+    an_idle_flow_keeps_its_idle_time("copy")
+}
+
+#[test]
+fn an_idle_flow_keeps_its_idle_time_splice() {
+    an_idle_flow_keeps_its_idle_time("splice")
+}
+
+#[test]
+fn an_idle_flow_keeps_its_idle_time_sockmap() {
+    require_root();
+    an_idle_flow_keeps_its_idle_time("sockmap")
+}
+
 /// Length of the publishes that run across the upgrade.
 const SECONDS: u32 = 20;
 

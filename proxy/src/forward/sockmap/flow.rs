@@ -58,17 +58,18 @@ pub async fn run(
     progress: Progress<'_>,
     resume: &Resume<'_>,
 ) -> Forwarded {
-    let registered =
-        kernel().ok().and_then(
-            |k| match Flow::register(k, &client, &server, adopted(resume)) {
-                Ok(f) => Some(f),
-                Err(e) => {
-                    k.fallbacks.fetch_add(1, Ordering::Relaxed);
-                    log::debug!("sockmap: flow not registered ({e}); copying it instead");
-                    None
-                }
-            },
-        );
+    // A resumed flow's idle time in the old process counts: its stamps start that far back.
+    let start = sys::coarse_now_ns().saturating_sub(nanos(resume.idle_for));
+    let registered = kernel().ok().and_then(|k| {
+        match Flow::register(k, &client, &server, adopted(resume), start) {
+            Ok(f) => Some(f),
+            Err(e) => {
+                k.fallbacks.fetch_add(1, Ordering::Relaxed);
+                log::debug!("sockmap: flow not registered ({e}); copying it instead");
+                None
+            }
+        }
+    });
     let Some(mut flow) = registered else {
         // Boxed: inline, the copy engine's state would be held by every sockmap flow.
         return Box::pin(crate::forward::copy::run(
@@ -77,7 +78,7 @@ pub async fn run(
         .await;
     };
     let (up_slot, down_slot) = (flow.slot(0), flow.slot(1));
-    let user_stamp = Cell::new(sys::coarse_now_ns());
+    let user_stamp = Cell::new(start);
     let reported = [Cell::new(0u64), Cell::new(0u64)];
     let mut up = Dir::new(&flow, up_slot, 0, &user_stamp, p.bufsize, resume.gate);
     let mut down = Dir::new(&flow, down_slot, 1, &user_stamp, p.bufsize, resume.gate);
@@ -96,6 +97,10 @@ pub async fn run(
             progress.moved(i == 0, total.saturating_sub(reported[i].get()));
         }
         let (bytes_up, bytes_down) = (up.moved(), down.moved());
+        let last = [up_slot.last_ns(), down_slot.last_ns(), user_stamp.get()]
+            .into_iter()
+            .max()
+            .unwrap_or(0);
         drop((up, down));
         // Both sources parked, every redirected byte in its destination: the entries go as
         // at a flow's end, and the sockets stay open for the next process.
@@ -105,9 +110,7 @@ pub async fn run(
             server,
             bytes_up: bytes_up + resume.bytes_up,
             bytes_down: bytes_down + resume.bytes_down,
-            // The kernel's per-direction stamps are not carried: the idle timer starts
-            // again in the next process (at most one more idle period for an idle flow).
-            idle_for: Duration::ZERO,
+            idle_for: Duration::from_nanos(sys::coarse_now_ns().saturating_sub(last)),
         });
     };
     let stats = FlowStats {
@@ -153,6 +156,10 @@ pub async fn run(
 /// right after the pause its senders may retransmit over bytes already taken, which the copy
 /// leg's reads skip and the verdict would have to trim; the copy leg unparks each side once
 /// its queue is empty (`dir.rs`).
+fn nanos(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+}
+
 fn adopted(resume: &Resume<'_>) -> bool {
     resume.bytes_up > 0 || resume.bytes_down > 0
 }
@@ -192,6 +199,7 @@ impl Flow {
         client: &TcpStream,
         server: &TcpStream,
         parked: bool,
+        start_ns: u64,
     ) -> Result<Flow, RegisterError> {
         let sides = [Side::new(client)?, Side::new(server)?];
         let (up, down) = k.slots.take_pair().ok_or(RegisterError::Full)?;
@@ -212,7 +220,7 @@ impl Flow {
         };
         // On any error below, dropping `flow` undoes what was done; nothing has touched the
         // sockets' bytes until the verdict is attached, the last step.
-        flow.prepare()?;
+        flow.prepare(start_ns)?;
         flow.join(parked)?;
         Ok(flow)
     }
@@ -222,9 +230,9 @@ impl Flow {
         self.slot_refs[side & 1]
     }
 
-    /// Slots, routes and the event watch, before any socket is in a hash.
-    fn prepare(&mut self) -> Result<(), RegisterError> {
-        let now = sys::coarse_now_ns();
+    /// Slots, routes and the event watch, before any socket is in a hash. `start_ns`: the
+    /// flow's last activity so far (now, or earlier for a resumed flow).
+    fn prepare(&mut self, start_ns: u64) -> Result<(), RegisterError> {
         let budget = self.k.budget.load(Ordering::Relaxed);
         for s in 0..2 {
             let (src, dst) = (&self.sides[s], &self.sides[1 - s]);
@@ -234,7 +242,7 @@ impl Flow {
             }
             self.consumed_before[s] = sys::bytes_consumed(src.fd)?;
             let written = sys::bytes_written(dst.fd)?;
-            self.slot(s).reset(budget, written, now);
+            self.slot(s).reset(budget, written, start_ns);
             if let Some(mut g) = guard::lock(self.slots[s]) {
                 *g = Some(Guard {
                     cookie: src.cookie,
