@@ -2,13 +2,16 @@
 //! proxy per forward engine), each started by the bench with a config it generates: the same
 //! HAProxy-syntax text for both, so "configured equivalently" is literal. Both run one worker
 //! thread on the hop CPU and log nothing (no `log` lines), so neither pays for logging.
+//! The UDP scenario's hops (nginx `stream`, this proxy's `udp-lb`) have configs of their own
+//! (`crate::udphop`) and are started and stopped here too.
 
 use crate::error::{BenchError, Result};
+use crate::peers::nginx::NGINX;
 use crate::pin::Plan;
 use crate::procfs;
 use std::fmt::Write as _;
 use std::fs;
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -56,6 +59,11 @@ pub enum Variant {
     Proxy(Engine),
     /// The namespace scenarios' floor: the balancer namespace only routes (no hop process).
     Routing,
+    /// nginx's `stream` UDP proxy, one worker: `srt-ingest`'s reference peer (HAProxy
+    /// community has no UDP proxy).
+    NginxStream,
+    /// This proxy's `udp-lb` section, forwarding in userspace (`srt-ingest`).
+    ProxyUdp,
 }
 
 impl Variant {
@@ -66,6 +74,8 @@ impl Variant {
             Variant::Haproxy => "haproxy".into(),
             Variant::HaproxySplice => "haproxy splice-auto".into(),
             Variant::Proxy(e) => format!("proxy {}", e.keyword()),
+            Variant::NginxStream => "nginx stream".into(),
+            Variant::ProxyUdp => "proxy userspace".into(),
         }
     }
 }
@@ -138,6 +148,21 @@ pub fn render(variant: Variant, spec: &Spec) -> String {
     c
 }
 
+/// Whether a UDP socket is bound on `addr` (IPv4: the bench's addresses are).
+fn udp_bound(addr: SocketAddr) -> bool {
+    match addr {
+        SocketAddr::V4(a) => procfs::udp_bound(a),
+        SocketAddr::V6(_) => false,
+    }
+}
+
+/// A free UDP port on `ip` (bound and released, as [`free_addr`]).
+pub fn free_udp_addr(ip: std::net::IpAddr) -> Result<SocketAddr> {
+    let s = UdpSocket::bind(SocketAddr::new(ip, 0))
+        .map_err(|e| BenchError::io(format!("bind udp {ip}:0"), e))?;
+    s.local_addr().map_err(|e| BenchError::io("local_addr", e))
+}
+
 /// A free TCP port on `ip` (bound and released: the small race with other programs is
 /// accepted; the hop's start then fails loudly).
 pub fn free_addr(ip: std::net::IpAddr) -> Result<SocketAddr> {
@@ -196,6 +221,23 @@ impl Hop {
     ) -> Result<Hop> {
         let mut hop = Hop::spawn_text(variant, text, false, dir, plan, proxy_bin)?;
         hop.wait_listening(frontend, limit)?;
+        Ok(hop)
+    }
+
+    /// As [`Hop::start_text`] for a UDP frontend: waits until `frontend` is bound (a UDP
+    /// socket has no handshake to probe; the bench picked the port free, so a socket bound
+    /// there is the hop's).
+    pub fn start_udp(
+        variant: Variant,
+        text: &str,
+        frontend: SocketAddr,
+        dir: &Path,
+        plan: &Plan,
+        proxy_bin: &Path,
+        limit: Duration,
+    ) -> Result<Hop> {
+        let mut hop = Hop::spawn_text(variant, text, false, dir, plan, proxy_bin)?;
+        hop.wait_until(frontend, limit, udp_bound)?;
         Ok(hop)
     }
 
@@ -283,6 +325,18 @@ impl Hop {
     /// Waits until `addr` accepts a connection (the hop listens, or forwards), at most
     /// `limit`; fails at once if the hop exited.
     pub fn wait_listening(&mut self, addr: SocketAddr, limit: Duration) -> Result<()> {
+        self.wait_until(addr, limit, |a| {
+            TcpStream::connect_timeout(&a, Duration::from_millis(200)).is_ok()
+        })
+    }
+
+    /// Waits until `ready(addr)`, at most `limit`; fails at once if the hop exited.
+    fn wait_until(
+        &mut self,
+        addr: SocketAddr,
+        limit: Duration,
+        ready: impl Fn(SocketAddr) -> bool,
+    ) -> Result<()> {
         let start = Instant::now();
         while start.elapsed() < limit {
             if let Ok(Some(status)) = self.child.try_wait() {
@@ -291,7 +345,7 @@ impl Hop {
                     format!("exited at start ({status}): {}", self.log_tail()),
                 ));
             }
-            if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
+            if ready(addr) {
                 return Ok(());
             }
             std::thread::sleep(Duration::from_millis(20));
@@ -340,11 +394,11 @@ impl Drop for Hop {
     }
 }
 
-/// SIGKILL to `pid` if it is still a hop process (its name says haproxy or proxy): the pid was
-/// read from the hop's tree a moment ago, the check guards against its reuse since.
+/// SIGKILL to `pid` if it is still a hop process (its name says haproxy, proxy or nginx): the
+/// pid was read from the hop's tree a moment ago, the check guards against its reuse since.
 fn kill_if_hop(pid: u32) {
     let comm = fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
-    if comm.contains("haproxy") || comm.contains("proxy") {
+    if comm.contains("haproxy") || comm.contains("proxy") || comm.contains("nginx") {
         // SAFETY: kill(2) has no memory effects; the pid is checked just above.
         unsafe { libc::kill(pid as i32, libc::SIGKILL) };
     }
@@ -388,7 +442,15 @@ fn command(
             c.arg("-db").arg("-f").arg(cfg);
             c
         }
-        Variant::Proxy(_) => {
+        Variant::NginxStream => {
+            // -p: relative paths under the run's folder; -e: errors to the hop's log from the
+            // start, before the config's own `error_log` is read.
+            let mut c = plan.hop_command(NGINX);
+            c.arg("-p").arg(cfg.parent().unwrap_or(Path::new(".")));
+            c.arg("-e").arg("stderr").arg("-c").arg(cfg);
+            c
+        }
+        Variant::Proxy(_) | Variant::ProxyUdp => {
             let mut c = plan.hop_command(&proxy_bin.to_string_lossy());
             c.arg("-f").arg(cfg);
             c

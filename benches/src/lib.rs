@@ -16,7 +16,9 @@ pub mod record;
 pub mod reload;
 pub mod report;
 pub mod scenario;
+pub mod srtingest;
 pub mod stats;
+pub mod udphop;
 pub mod vm;
 
 pub use error::{BenchError, Result};

@@ -155,7 +155,7 @@ fn engines(
     only: Option<Engine>,
     selected: &[Scenario],
 ) -> (Vec<Engine>, Vec<(String, String)>) {
-    if selected.iter().all(|s| s.kind.needs_http()) {
+    if selected.iter().all(|s| !s.kind.uses_tcp_engines()) {
         return (vec![], vec![]);
     }
     if only == Some(Engine::Auto) {

@@ -265,6 +265,27 @@ pub fn tcp_mem_kib() -> Option<u64> {
     Some(pages * page_size() / 1024)
 }
 
+/// Whether `/proc/net/udp` text lists a socket bound on `addr` (exactly, or on the wildcard
+/// address and its port). The kernel prints the address as the 32-bit word it stores (network
+/// order) in hex, as read in host order, and the port in hex.
+pub fn parse_udp_bound(text: &str, addr: std::net::SocketAddrV4) -> bool {
+    let ip = format!("{:08X}", u32::from_ne_bytes(addr.ip().octets()));
+    let port = format!("{:04X}", addr.port());
+    text.lines().skip(1).any(|l| {
+        let local = l.split_whitespace().nth(1).unwrap_or("");
+        local.split_once(':').is_some_and(|(i, p)| {
+            p.eq_ignore_ascii_case(&port) && (i.eq_ignore_ascii_case(&ip) || i == "00000000")
+        })
+    })
+}
+
+/// Whether a UDP socket of this network namespace is bound on `addr`: a hop is up without
+/// the probe taking the port, even for a moment (a bind to test it could make the hop's own
+/// bind fail).
+pub fn udp_bound(addr: std::net::SocketAddrV4) -> bool {
+    read("/proc/net/udp").is_ok_and(|t| parse_udp_bound(&t, addr))
+}
+
 /// The three load averages.
 pub fn parse_loadavg(text: &str) -> Option<[f64; 3]> {
     let mut f = text.split_whitespace().map(|x| x.parse::<f64>().ok());
@@ -314,6 +335,25 @@ fn bad(what: &str, text: &str) -> BenchError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn udp_bound_reads_address_and_port() {
+        // 127.0.77.1:4200 bound; a wildcard socket on 5353.
+        let text = "   sl  local_address rem_address   st tx_queue rx_queue tr tx_rx uid timeout inode ref pointer drops\n\
+  1: 014D007F:1068 00000000:0000 07 00000000:00000000 00:00000000 00000000     0        0 1 2 0 0\n\
+  2: 00000000:14E9 00000000:0000 07 00000000:00000000 00:00000000 00000000     0        0 3 2 0 0\n";
+        let a = |s: &str| s.parse().unwrap();
+        if cfg!(target_endian = "little") {
+            assert!(parse_udp_bound(text, a("127.0.77.1:4200")));
+            assert!(
+                !parse_udp_bound(text, a("127.0.77.2:4200")),
+                "other address"
+            );
+        }
+        assert!(!parse_udp_bound(text, a("127.0.77.1:4201")), "other port");
+        assert!(parse_udp_bound(text, a("127.0.77.9:5353")), "wildcard");
+        assert!(!parse_udp_bound("", a("127.0.77.1:4200")));
+    }
 
     const STAT: &str = "cpu  4705 150 1120 1000000 300 0 17 5 0 0\n\
 cpu0 2000 100 600 500000 100 0 10 2 0 0\n\

@@ -67,6 +67,27 @@ pub struct RunRecord {
     pub reload: Option<ReloadFigures>,
     /// The dns-change scenario's figures.
     pub dns: Option<DnsFigures>,
+    /// The srt-ingest scenario's datagram figures.
+    pub srt: Option<SrtFigures>,
+}
+
+/// What became of the datagrams of one srt-ingest run (counted over the whole run, warm-up
+/// and drain included).
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct SrtFigures {
+    /// Datagrams the clients' sockets took.
+    pub sent: u64,
+    /// Datagrams the backend received.
+    pub received: u64,
+    /// Sent and never received (negative would mean duplicates).
+    pub lost: i64,
+    /// Received after a later datagram of the same flow.
+    pub reordered: u64,
+    /// Sends the clients' sockets refused (EAGAIN): not sent, so not in `sent`.
+    pub send_blocked: u64,
+    /// ACK-sized replies the backend sent, and those the clients received.
+    pub replies_sent: u64,
+    pub replies_received: u64,
 }
 
 /// What changing the DNS records of the hop's backend under load did (the dns-change
@@ -147,6 +168,7 @@ impl RunRecord {
             idle: None,
             reload: None,
             dns: None,
+            srt: None,
         }
     }
 

@@ -1,8 +1,9 @@
 //! From runs to figures: per-variant medians, hop cost against the direct run of the same
-//! repetition, ratios to HAProxy and to direct; then the Markdown table and the SVG chart.
+//! repetition, ratios to the reference peer (HAProxy; nginx `stream` over UDP, see
+//! `Kind::reference`) and to direct; then the Markdown table and the SVG chart.
 
 use crate::hop::Variant;
-use crate::record::{DnsFigures, IdleMemory, ReloadFigures, RunRecord, Unit};
+use crate::record::{DnsFigures, IdleMemory, ReloadFigures, RunRecord, SrtFigures, Unit};
 use crate::scenario::{Kind, Outcome};
 use crate::stats::{median, median_of, paired_diffs, ratio};
 use serde::Serialize;
@@ -15,21 +16,24 @@ pub struct Summary {
     pub unit: Unit,
     pub runs_ok: usize,
     pub runs: usize,
+    /// The variant the `*_vs_reference` figures compare with: HAProxy, or nginx stream in
+    /// the UDP scenario.
+    pub reference: String,
     pub rate: Option<f64>,
     pub rate_vs_direct: Option<f64>,
-    pub rate_vs_haproxy: Option<f64>,
+    pub rate_vs_reference: Option<f64>,
     /// Whole-machine CPU-seconds per unit.
     pub machine_per_unit: Option<f64>,
     /// Machine CPU per unit minus the direct run's (paired by repetition, then median).
     pub hop_cost: Option<f64>,
-    pub hop_cost_vs_haproxy: Option<f64>,
+    pub hop_cost_vs_reference: Option<f64>,
     /// Load + hop + kernel threads, CPU-seconds per unit, and the hop's share of it.
     pub attributed_per_unit: Option<f64>,
     pub hop_cost_attributed: Option<f64>,
-    pub hop_cost_attributed_vs_haproxy: Option<f64>,
+    pub hop_cost_attributed_vs_reference: Option<f64>,
     /// The hop process alone, CPU-seconds per unit.
     pub hop_process: Option<f64>,
-    pub hop_process_vs_haproxy: Option<f64>,
+    pub hop_process_vs_reference: Option<f64>,
     pub p50_us: Option<f64>,
     pub p99_us: Option<f64>,
     pub hop_rss_kib: Option<f64>,
@@ -41,14 +45,44 @@ pub struct Summary {
     pub lost_bytes: i64,
     /// The idle scenario: memory per held flow instead of cost per unit.
     pub idle: Option<IdleSummary>,
-    /// p99 latency minus the baseline's (routing's, in the namespace scenarios).
+    /// p50 and p99 latency minus the baseline's (routing's, in the namespace scenarios).
+    pub p50_vs_baseline_us: Option<f64>,
     pub p99_vs_baseline_us: Option<f64>,
     /// The reload scenario's figures.
     pub reload: Option<ReloadSummary>,
-    /// p99 latency minus HAProxy's in the same run.
-    pub p99_vs_haproxy_us: Option<f64>,
+    /// p99 latency minus the reference peer's in the same run.
+    pub p99_vs_reference_us: Option<f64>,
     /// The dns-change scenario's figures.
     pub dns: Option<DnsSummary>,
+    /// The srt-ingest scenario's datagram figures.
+    pub srt: Option<SrtSummary>,
+}
+
+/// The srt-ingest scenario's datagram figures of one variant, summed over its repetitions.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct SrtSummary {
+    pub sent: u64,
+    pub received: u64,
+    pub lost: i64,
+    pub reordered: u64,
+    pub send_blocked: u64,
+    pub replies_sent: u64,
+    pub replies_received: u64,
+}
+
+impl SrtSummary {
+    fn of(rs: &[&RunRecord]) -> Option<SrtSummary> {
+        let figs: Vec<&SrtFigures> = rs.iter().filter_map(|r| r.srt.as_ref()).collect();
+        (!figs.is_empty()).then(|| SrtSummary {
+            sent: figs.iter().map(|f| f.sent).sum(),
+            received: figs.iter().map(|f| f.received).sum(),
+            lost: figs.iter().map(|f| f.lost).sum(),
+            reordered: figs.iter().map(|f| f.reordered).sum(),
+            send_blocked: figs.iter().map(|f| f.send_blocked).sum(),
+            replies_sent: figs.iter().map(|f| f.replies_sent).sum(),
+            replies_received: figs.iter().map(|f| f.replies_received).sum(),
+        })
+    }
 }
 
 /// The dns-change scenario's figures of one variant, summed over its repetitions.
@@ -185,17 +219,18 @@ pub fn summarize(o: &Outcome) -> Vec<Summary> {
                 unit,
                 runs_ok: rs.iter().filter(|r| r.rate().is_some()).count(),
                 runs: rs.len(),
+                reference: o.scenario.kind.reference().label(),
                 rate: median_of(rs.iter().map(|r| r.rate())),
                 rate_vs_direct: None,
-                rate_vs_haproxy: None,
+                rate_vs_reference: None,
                 machine_per_unit: median_of(rs.iter().map(|r| r.machine_per_unit())),
                 hop_cost: hop_cost(v, RunRecord::machine_per_unit),
-                hop_cost_vs_haproxy: None,
+                hop_cost_vs_reference: None,
                 attributed_per_unit: median_of(rs.iter().map(|r| r.attributed_per_unit())),
                 hop_cost_attributed: hop_cost(v, RunRecord::attributed_per_unit),
-                hop_cost_attributed_vs_haproxy: None,
+                hop_cost_attributed_vs_reference: None,
                 hop_process: median_of(rs.iter().map(|r| r.hop_per_unit())),
-                hop_process_vs_haproxy: None,
+                hop_process_vs_reference: None,
                 p50_us: median_of(rs.iter().map(|r| r.p50_us.map(|x| x as f64))),
                 p99_us: median_of(rs.iter().map(|r| r.p99_us.map(|x| x as f64))),
                 hop_rss_kib: median_of(
@@ -215,10 +250,12 @@ pub fn summarize(o: &Outcome) -> Vec<Summary> {
                 errors: rs.iter().map(|r| r.errors).sum(),
                 lost_bytes: rs.iter().filter_map(|r| r.lost_bytes).sum(),
                 idle: is_idle.then(|| IdleSummary::of(v, &rs)),
+                p50_vs_baseline_us: None,
                 p99_vs_baseline_us: None,
                 reload: ReloadSummary::of(&rs),
-                p99_vs_haproxy_us: None,
+                p99_vs_reference_us: None,
                 dns: DnsSummary::of(&rs),
+                srt: SrtSummary::of(&rs),
             }
         })
         .collect();
@@ -226,7 +263,7 @@ pub fn summarize(o: &Outcome) -> Vec<Summary> {
         idle_only(&mut out);
         return out;
     }
-    add_ratios(&mut out, base);
+    add_ratios(&mut out, base, o.scenario.kind.reference());
     out
 }
 
@@ -259,23 +296,26 @@ fn win<T>(r: &RunRecord, f: impl Fn(&crate::measure::Window) -> Option<T>) -> Op
 }
 
 /// Ratios to the baseline (`rate_vs_direct` holds the ratio to routing in the namespace
-/// scenarios) and to HAProxy.
-fn add_ratios(out: &mut [Summary], base: Variant) {
+/// scenarios) and to the reference peer (HAProxy, or nginx stream over UDP).
+fn add_ratios(out: &mut [Summary], base: Variant, reference: Variant) {
     let find = |label: &str| out.iter().find(|s| s.variant == label).cloned();
     let direct = find(&base.label());
-    let haproxy = find(&Variant::Haproxy.label());
+    let haproxy = find(&reference.label());
+    let base_p50 = direct.as_ref().and_then(|d| d.p50_us);
     let base_p99 = direct.as_ref().and_then(|d| d.p99_us);
     for s in out.iter_mut() {
         s.rate_vs_direct = ratio(s.rate, direct.as_ref().and_then(|d| d.rate));
         if s.variant != base.label() {
+            s.p50_vs_baseline_us = s.p50_us.zip(base_p50).map(|(a, b)| a - b);
             s.p99_vs_baseline_us = s.p99_us.zip(base_p99).map(|(a, b)| a - b);
         }
         if let Some(h) = &haproxy {
-            s.p99_vs_haproxy_us = s.p99_us.zip(h.p99_us).map(|(a, b)| a - b);
-            s.rate_vs_haproxy = ratio(s.rate, h.rate);
-            s.hop_cost_vs_haproxy = ratio(s.hop_cost, h.hop_cost);
-            s.hop_cost_attributed_vs_haproxy = ratio(s.hop_cost_attributed, h.hop_cost_attributed);
-            s.hop_process_vs_haproxy = ratio(s.hop_process, h.hop_process);
+            s.p99_vs_reference_us = s.p99_us.zip(h.p99_us).map(|(a, b)| a - b);
+            s.rate_vs_reference = ratio(s.rate, h.rate);
+            s.hop_cost_vs_reference = ratio(s.hop_cost, h.hop_cost);
+            s.hop_cost_attributed_vs_reference =
+                ratio(s.hop_cost_attributed, h.hop_cost_attributed);
+            s.hop_process_vs_reference = ratio(s.hop_process, h.hop_process);
         }
     }
 }
@@ -311,12 +351,13 @@ pub fn markdown(o: &Outcome, sums: &[Summary]) -> String {
     let (scale, cost) = unit.cost_scale();
     let sc = |v: Option<f64>| v.map(|v| v * scale);
     let base = kind.baseline().label();
+    let r = kind.reference_name();
     let extra = extra_heads(kind);
     let mut m = String::new();
     let _ = writeln!(m, "### {}: {}\n", o.scenario.name, o.scenario.title);
     let _ = writeln!(
         m,
-        "| variant | {rate} | ×{base} | ×HAProxy | hop cost, machine {cost} | ×HAProxy | hop cost, attributed {cost} | ×HAProxy | hop process {cost} | ×HAProxy | p50 ms | p99 ms | hop RSS MiB | TCP mem MiB | bg busy % | runs ok | errors / lost B |{}",
+        "| variant | {rate} | ×{base} | ×{r} | hop cost, machine {cost} | ×{r} | hop cost, attributed {cost} | ×{r} | hop process {cost} | ×{r} | p50 ms | p99 ms | hop RSS MiB | TCP mem MiB | bg busy % | runs ok | errors / lost B |{}",
         extra.iter().map(|h| format!(" {h} |")).collect::<String>(),
         rate = unit.rate_label()
     );
@@ -344,13 +385,13 @@ pub fn markdown(o: &Outcome, sums: &[Summary]) -> String {
             s.variant,
             f(s.rate, rate_digits),
             x(s.rate_vs_direct),
-            x(s.rate_vs_haproxy),
+            x(s.rate_vs_reference),
             machine,
-            x(s.hop_cost_vs_haproxy),
+            x(s.hop_cost_vs_reference),
             attributed,
-            x(s.hop_cost_attributed_vs_haproxy),
+            x(s.hop_cost_attributed_vs_reference),
             f(sc(s.hop_process), digits),
-            x(s.hop_process_vs_haproxy),
+            x(s.hop_process_vs_reference),
             f(s.p50_us.map(|u| u / 1e3), 2),
             f(s.p99_us.map(|u| u / 1e3), 2),
             f(s.hop_rss_kib.map(|k| k / 1024.0), 1),
@@ -395,6 +436,16 @@ fn extra_heads(kind: Kind) -> Vec<&'static str> {
             "p99 − HAProxy's ms",
         ],
         k if k.namespaced() => vec!["p99 − routing's ms"],
+        Kind::SrtIngest { .. } => vec![
+            "p50 − direct's µs",
+            "p99 − direct's µs",
+            "p99 − nginx's µs",
+            "datagrams sent",
+            "lost",
+            "reordered",
+            "send refused (EAGAIN)",
+            "replies received / sent",
+        ],
         _ => vec![],
     }
 }
@@ -425,11 +476,29 @@ fn extra_cells(kind: Kind, s: &Summary) -> Vec<String> {
                     .map(u64::to_string)
                     .collect::<Vec<_>>()
                     .join(" / "),
-                f(s.p99_vs_haproxy_us.map(|u| u / 1e3), 2),
+                f(s.p99_vs_reference_us.map(|u| u / 1e3), 2),
             ],
             None => vec!["–".into(); 9],
         },
         k if k.namespaced() => vec![f(s.p99_vs_baseline_us.map(|u| u / 1e3), 2)],
+        Kind::SrtIngest { .. } => {
+            let mut cells = vec![
+                f(s.p50_vs_baseline_us, 0),
+                f(s.p99_vs_baseline_us, 0),
+                f(s.p99_vs_reference_us, 0),
+            ];
+            cells.extend(match &s.srt {
+                Some(d) => vec![
+                    d.sent.to_string(),
+                    d.lost.to_string(),
+                    d.reordered.to_string(),
+                    d.send_blocked.to_string(),
+                    format!("{} / {}", d.replies_received, d.replies_sent),
+                ],
+                None => vec!["–".into(); 5],
+            });
+            cells
+        }
         _ => vec![],
     }
 }
@@ -514,20 +583,20 @@ type Panel = (&'static str, fn(&Summary) -> Option<f64>);
 
 const PANELS: [Panel; 3] = [
     (
-        "hop cost per unit, whole machine (/proc/stat), ratio to HAProxy (lower is better)",
-        |s| s.hop_cost_vs_haproxy,
+        "hop cost per unit, whole machine (/proc/stat), ratio to HAProxy (srt-ingest: nginx) (lower is better)",
+        |s| s.hop_cost_vs_reference,
     ),
     (
-        "hop cost per unit, attributed (load+hop+kthreads), ratio to HAProxy (lower is better)",
-        |s| s.hop_cost_attributed_vs_haproxy,
+        "hop cost per unit, attributed (load+hop+kthreads), ratio to HAProxy (srt-ingest: nginx) (lower is better)",
+        |s| s.hop_cost_attributed_vs_reference,
     ),
-    ("throughput, ratio to HAProxy (higher is better)", |s| {
-        s.rate_vs_haproxy
+    ("throughput, ratio to HAProxy (srt-ingest: nginx) (higher is better)", |s| {
+        s.rate_vs_reference
     }),
 ];
 
-/// The chart: per scenario, each hop's cost and throughput as a ratio to HAProxy
-/// (1.0 = HAProxy, the black line).
+/// The chart: per scenario, each hop's cost and throughput as a ratio to the scenario's
+/// reference peer (1.0 = HAProxy, or nginx stream in srt-ingest: the black line).
 pub fn svg(all: &[Vec<Summary>], path: &std::path::Path) -> Result<(), String> {
     use plotters::prelude::*;
     // The idle scenario has no cost or throughput to plot: its table says what it measured.
@@ -690,9 +759,9 @@ mod tests {
         // haproxy: 0.5-0.3, 0.6-0.4 → 0.2; proxy: 0.4-0.3, 0.5-0.4 → 0.1
         assert!((s[1].hop_cost.unwrap() - 0.2).abs() < 1e-9);
         assert!((s[2].hop_cost.unwrap() - 0.1).abs() < 1e-9);
-        assert!((s[2].hop_cost_vs_haproxy.unwrap() - 0.5).abs() < 1e-9);
+        assert!((s[2].hop_cost_vs_reference.unwrap() - 0.5).abs() < 1e-9);
         assert!((s[2].rate.unwrap() - 1.5).abs() < 1e-9);
-        assert!((s[2].rate_vs_haproxy.unwrap() - 1.5).abs() < 1e-9);
+        assert!((s[2].rate_vs_reference.unwrap() - 1.5).abs() < 1e-9);
         assert!((s[2].rate_vs_direct.unwrap() - 1.5).abs() < 1e-9);
         assert!((s[2].hop_process.unwrap() - 0.1).abs() < 1e-9);
         assert_eq!(s[1].hop_rss_kib, Some(2048.0));
@@ -783,7 +852,7 @@ mod tests {
         let s = summarize(&o);
         assert_eq!(s[0].hop_cost, None, "routing is the floor");
         assert!((s[1].hop_cost.unwrap() - 0.4).abs() < 1e-9);
-        assert!((s[2].hop_cost_vs_haproxy.unwrap() - 0.25).abs() < 1e-9);
+        assert!((s[2].hop_cost_vs_reference.unwrap() - 0.25).abs() < 1e-9);
         assert_eq!(s[2].p99_vs_baseline_us, Some(200.0));
         let md = markdown(&o, &s);
         assert!(md.contains("| ×routing |"), "{md}");
@@ -864,7 +933,7 @@ mod tests {
         let s = summarize(&o);
         let dns = s[2].dns.as_ref().unwrap();
         assert_eq!((dns.adds_with_flows, dns.adds), (2, 2));
-        assert_eq!(s[2].p99_vs_haproxy_us, Some(-1000.0));
+        assert_eq!(s[2].p99_vs_reference_us, Some(-1000.0));
         let md = markdown(&o, &s);
         assert!(md.contains("| added address got flows |"), "{md}");
         assert!(
@@ -875,6 +944,64 @@ mod tests {
             md.contains("| 0 / 0 | – | – | – | – | – | – | – | – | – |\n"),
             "direct without figures: {md}"
         );
+    }
+
+    #[test]
+    fn srt_ingest_compares_with_nginx_stream_not_haproxy() {
+        let (d, n, p) = (Variant::Direct, Variant::NginxStream, Variant::ProxyUdp);
+        let run = |v, machine, hop, p50_us, p99_us, lost: i64| {
+            let mut x = rec(v, 0, 1.0, machine, hop);
+            x.scenario = "srt-ingest".into();
+            x.p50_us = Some(p50_us);
+            x.p99_us = Some(p99_us);
+            x.lost_bytes = Some(lost * 1316);
+            x.srt = Some(SrtFigures {
+                sent: 1000,
+                received: (1000 - lost) as u64,
+                lost,
+                reordered: 0,
+                send_blocked: 0,
+                replies_sent: 250,
+                replies_received: 250,
+            });
+            x
+        };
+        let o = Outcome {
+            scenario: all().into_iter().find(|s| s.name == "srt-ingest").unwrap(),
+            variants: vec![d, n, p],
+            records: vec![
+                run(d, 0.30, None, 20, 100, 0),
+                run(n, 0.70, Some(0.3), 40, 400, 2),
+                run(p, 0.50, Some(0.2), 30, 250, 0),
+            ],
+            unavailable: vec![("proxy kernel".into(), "not built yet".into())],
+        };
+        let s = summarize(&o);
+        assert_eq!(s[2].reference, "nginx stream");
+        // nginx: 0.7-0.3 = 0.4; proxy: 0.5-0.3 = 0.2 → 0.5× nginx's.
+        assert!((s[2].hop_cost_vs_reference.unwrap() - 0.5).abs() < 1e-9);
+        assert!((s[2].hop_process_vs_reference.unwrap() - 2.0 / 3.0).abs() < 1e-9);
+        assert_eq!(s[1].hop_cost_vs_reference, Some(1.0));
+        assert_eq!(s[2].p50_vs_baseline_us, Some(10.0));
+        assert_eq!(s[2].p99_vs_baseline_us, Some(150.0));
+        assert_eq!(s[2].p99_vs_reference_us, Some(-150.0));
+        assert_eq!(s[1].srt.as_ref().unwrap().lost, 2);
+        let md = markdown(&o, &s);
+        assert!(
+            md.contains("| ×direct | ×nginx | hop cost, machine"),
+            "{md}"
+        );
+        assert!(!md.contains("×HAProxy"), "{md}");
+        assert!(md.contains("| p50 − direct's µs | p99 − direct's µs | p99 − nginx's µs |"));
+        assert!(
+            md.contains("| 20 | 300 | 0 | 1000 | 2 | 0 | 0 | 250 / 250 |\n"),
+            "nginx row: {md}"
+        );
+        assert!(
+            md.contains("| 10 | 150 | -150 | 1000 | 0 | 0 | 0 | 250 / 250 |\n"),
+            "proxy row: {md}"
+        );
+        assert!(md.contains("| proxy kernel | not built yet |"), "{md}");
     }
 
     #[test]

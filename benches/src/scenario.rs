@@ -86,6 +86,13 @@ pub enum Kind {
         mbit: f64,
     },
     NsBulk(Direction),
+    /// SRT-like ingest over UDP: `flows` paced flows of 1316-byte datagrams at `mbit` each,
+    /// a 44-byte reply per 4 datagrams; the reference peer is nginx `stream`, not HAProxy
+    /// (see `crate::srtingest`).
+    SrtIngest {
+        flows: usize,
+        mbit: f64,
+    },
 }
 
 impl Kind {
@@ -97,6 +104,7 @@ impl Kind {
             | Kind::DnsChange { .. }
             | Kind::NsIngest { .. }
             | Kind::NsBulk(_)
+            | Kind::SrtIngest { .. }
             | Kind::HttpsBulk
             | Kind::RtmpFfmpeg { .. }
             | Kind::HttpsBulkVm => Unit::Gbit,
@@ -119,6 +127,11 @@ impl Kind {
         )
     }
 
+    /// Runs the proxy once per TCP forward engine (which the runner probes first).
+    pub fn uses_tcp_engines(self) -> bool {
+        !self.needs_http() && !matches!(self, Kind::SrtIngest { .. })
+    }
+
     /// Runs in network namespaces, against routing instead of a direct connection.
     pub fn namespaced(self) -> bool {
         matches!(self, Kind::NsIngest { .. } | Kind::NsBulk(_))
@@ -130,6 +143,23 @@ impl Kind {
             Variant::Routing
         } else {
             Variant::Direct
+        }
+    }
+
+    /// The peer the ratios (×HAProxy columns) compare with: HAProxy, except over UDP, which
+    /// HAProxy community does not proxy: nginx's `stream` module there.
+    pub fn reference(self) -> Variant {
+        match self {
+            Kind::SrtIngest { .. } => Variant::NginxStream,
+            _ => Variant::Haproxy,
+        }
+    }
+
+    /// How the report names [`Kind::reference`] in column heads.
+    pub fn reference_name(self) -> &'static str {
+        match self.reference() {
+            Variant::NginxStream => "nginx",
+            _ => "HAProxy",
         }
     }
 
@@ -149,8 +179,12 @@ impl Kind {
     /// Repetitions, warm-up and measured window; `quick` keeps the whole bench under 5 min.
     pub fn timing(self, quick: bool) -> Timing {
         let (reps, warm, win) = match (self, quick) {
-            (Kind::Ingest { .. } | Kind::NsIngest { .. }, true) => (3, 0.5, 1.5),
-            (Kind::Ingest { .. } | Kind::NsIngest { .. }, false) => (6, 2.0, 10.0),
+            (Kind::Ingest { .. } | Kind::NsIngest { .. } | Kind::SrtIngest { .. }, true) => {
+                (3, 0.5, 1.5)
+            }
+            (Kind::Ingest { .. } | Kind::NsIngest { .. } | Kind::SrtIngest { .. }, false) => {
+                (6, 2.0, 10.0)
+            }
             // The window holds every reload and the generation of flows after it.
             (Kind::Reload { .. }, true) => (2, 0.5, 4.0),
             (Kind::Reload { .. }, false) => (3, 2.0, 12.0),
@@ -334,6 +368,19 @@ pub fn all() -> Vec<Scenario> {
         Scenario {
             in_quick: false,
             ..s(
+                "srt-ingest",
+                "SRT-like ingest over UDP: 100 flows x 4 Mbit/s of 1316 B datagrams, a 44 B \
+                 reply per 4 datagrams; reference peer nginx stream (1 worker), not HAProxy \
+                 (no UDP in HAProxy community)",
+                Kind::SrtIngest {
+                    flows: 100,
+                    mbit: 4.0,
+                },
+            )
+        },
+        Scenario {
+            in_quick: false,
+            ..s(
                 "rtmp-ffmpeg",
                 "real RTMP: 20 ffmpeg publishers (-re, ~2 Mbit/s clip, stream copy) into nginx-rtmp",
                 Kind::RtmpFfmpeg { publishers: 20 },
@@ -417,6 +464,9 @@ pub fn run(ctx: &Ctx, sc: &Scenario, unavailable_engines: &[(String, String)]) -
         );
     } else if sc.kind.namespaced() {
         (variants, unavailable) = crate::nsrun::variants(ctx, unavailable_engines);
+    } else if matches!(sc.kind, Kind::SrtIngest { .. }) {
+        // UDP: no HAProxy, no TCP forward engines.
+        (variants, unavailable) = crate::srtingest::variants(ctx);
     } else if matches!(sc.kind, Kind::Reload { .. }) {
         // splice-auto changes nothing about how HAProxy reloads.
         variants.extend(ctx.tcp_engines.iter().map(|e| Variant::Proxy(*e)));
@@ -503,6 +553,18 @@ fn progress_line(sc: &Scenario, r: &RunRecord, reps: usize) -> String {
             f.processes_after.map_or("-".into(), |n| n.to_string())
         )
     });
+    let srt = r.srt.as_ref().map_or(String::new(), |f| {
+        format!(
+            "  p50 {}  datagrams sent {} lost {} reordered {} blocked {}  replies {}/{}",
+            r.p50_us.map_or("-".into(), |u| format!("{u} µs")),
+            f.sent,
+            f.lost,
+            f.reordered,
+            f.send_blocked,
+            f.replies_received,
+            f.replies_sent
+        )
+    });
     let syscalls = r
         .syscalls_per_unit
         .map_or(String::new(), |n| format!("  syscalls/unit {n:.2}"));
@@ -524,7 +586,7 @@ fn progress_line(sc: &Scenario, r: &RunRecord, reps: usize) -> String {
     let (scale, cost) = unit.cost_scale();
     let fmt = |x: Option<f64>| x.map_or("-".into(), |v| format!("{:.3}", v * scale));
     format!(
-        "{head} {:>10.3} {}  {cost}: machine {} attributed {} hop-process {}  p99 {}  errors {}{reload}{dns}{syscalls}  (bg {:.0}% busy, load {})",
+        "{head} {:>10.3} {}  {cost}: machine {} attributed {} hop-process {}  p99 {}  errors {}{reload}{dns}{srt}{syscalls}  (bg {:.0}% busy, load {})",
         r.rate().unwrap_or(0.0),
         unit.rate_label(),
         fmt(r.machine_per_unit()),
@@ -609,6 +671,10 @@ fn run_once(
         }
         (Kind::NsIngest { .. } | Kind::NsBulk(_), _) => {
             crate::nsrun::run(ctx, sc.kind, v, timing, &mut rec)
+        }
+        (Kind::SrtIngest { flows, mbit }, _) => {
+            let load = crate::srtingest::Load { flows, mbit };
+            crate::srtingest::run(ctx, v, timing, load, &mut rec)
         }
         (k, Some(n)) => http_run(ctx, k, v, timing, n, cert, &mut rec),
         (_, None) => Err(BenchError::Run("no HTTP backend".into())),

@@ -39,6 +39,12 @@ pub const PACKAGES: &[Package] = &[
         programs: &[],
     },
     Package {
+        name: "libnginx-mod-stream",
+        why: "nginx's `stream` UDP proxy: the reference peer of the bench's `srt-ingest` \
+              (HAProxy community has no UDP proxy)",
+        programs: &[],
+    },
+    Package {
         name: "libnginx-mod-http-echo",
         why: "the echo module for the HTTP backends of the mode http tests",
         programs: &[],
@@ -151,6 +157,7 @@ pub const PACKAGES: &[Package] = &[
 const PROVIDED: &[&str] = &[
     "/usr/lib/nginx/modules/ngx_rtmp_module.so",
     "/usr/lib/nginx/modules/ngx_http_echo_module.so",
+    "/usr/lib/nginx/modules/ngx_stream_module.so",
     "/usr/lib/python3/dist-packages/websockets/__init__.py",
 ];
 

@@ -2,6 +2,7 @@
 
 pub mod backend;
 pub mod bulk;
+pub mod datagram;
 pub mod dnsmasq;
 pub mod h2load;
 pub mod idle;
@@ -9,7 +10,9 @@ pub mod ingest;
 pub mod nginx;
 pub mod rate;
 pub mod rtmp;
+pub mod srt;
 pub mod tls;
+pub mod udp_backend;
 pub mod wrk;
 
 use crate::error::{BenchError, Result};
