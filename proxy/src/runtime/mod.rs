@@ -118,6 +118,7 @@ pub fn run(files: &[PathBuf], opts: &RunOptions) -> Result<(), RuntimeError> {
     signals::block()?;
     let ktls = crate::tls::ktls::support().available();
     let (cfg, plan) = load(files, ktls, true, None)?;
+    process::give_back_free_heap();
     let cfg = &cfg;
     match cfg.global.ulimit_n {
         Some(n) => process::set_file_limit(n)?,

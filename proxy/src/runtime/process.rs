@@ -1,5 +1,6 @@
 //! Process-wide settings of the `global` section that act on the process itself: `ulimit-n`,
-//! `pidfile` and `chroot`, each at the point of the start where HAProxy applies it.
+//! `pidfile` and `chroot`, each at the point of the start where HAProxy applies it; and the
+//! heap given back after a start or reload.
 
 use std::io;
 use std::path::{Path, PathBuf};
@@ -71,6 +72,18 @@ pub fn enter_chroot(dir: &Path) -> Result<(), RuntimeError> {
     let fail = |e: nix::Error| RuntimeError::Privileges(format!("chroot {}: {e}", dir.display()));
     nix::unistd::chroot(dir).map_err(fail)?;
     nix::unistd::chdir("/").map_err(fail)
+}
+
+/// Returns the heap's free pages to the system. A start (or reload) parses the kernel's BTF
+/// to load the sockmap programs and the config: about 17 MB allocated and freed again, which
+/// glibc keeps in its arena, interleaved with the long-lived allocations made meanwhile. On
+/// this machine the process sat at 21 MB of anonymous memory with no flow, 1.8 MB after this.
+pub fn give_back_free_heap() {
+    #[cfg(target_env = "gnu")]
+    // SAFETY: malloc_trim only releases free memory of the allocator's own arenas.
+    unsafe {
+        libc::malloc_trim(0);
+    }
 }
 
 #[cfg(test)]

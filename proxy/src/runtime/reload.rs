@@ -251,6 +251,7 @@ impl Reloader {
             }
         }
         *self.lock_last() = Some(outcome.clone());
+        super::process::give_back_free_heap();
         outcome
     }
 
