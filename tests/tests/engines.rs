@@ -948,8 +948,9 @@ fn overlapping_retransmission(engine: &str, shape: rawtcp::Overlap) {
                 .find(|l| l.contains("sockmap flow"))
                 .map(str::to_string)
         });
+        let cut_by_kernel = shape.may_collapse() && line.contains(" 0 overlapping bytes trimmed");
         assert!(
-            line.contains(&format!("{} overlapping bytes trimmed", shape.overlap)),
+            line.contains(&format!("{} overlapping bytes trimmed", shape.overlap)) || cut_by_kernel,
             "the verdict should have cut the {} bytes already taken: {line}",
             shape.overlap
         );

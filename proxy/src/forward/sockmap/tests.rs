@@ -154,8 +154,10 @@ fn probe_loads_or_reports_and_falls_back() {
 /// packets".
 ///
 /// Then the same with 60 000 bytes of overlap: fifteen cuts of the verdict's bounded loop
-/// after one linear pull. One test for both, since the trim counter is the program's, shared
-/// by the tests running beside each other.
+/// after one linear pull, or none where the kernel's receive queue collapsed the packet
+/// first (see `rawtcp::Overlap::may_collapse`); the stream must arrive whole either way. One
+/// test for both, since the trim counter is the program's, shared by the tests running
+/// beside each other.
 #[test]
 fn an_overlapping_segment_is_trimmed() {
     overlap_is_trimmed(rawtcp::SMALL);
@@ -177,10 +179,11 @@ fn overlap_is_trimmed(shape: rawtcp::Overlap) {
         "the backend's bytes differ from the stream"
     );
     assert_eq!(stats.bytes_up, shape.stream as u64);
-    assert_eq!(
-        trimmed() - trimmed_before,
-        shape.overlap as u64,
-        "bytes cut by the verdict"
+    let cut = trimmed() - trimmed_before;
+    assert!(
+        cut == shape.overlap as u64 || (shape.may_collapse() && cut == 0),
+        "bytes cut by the verdict: {cut}, want {} (the stream itself arrived whole)",
+        shape.overlap
     );
 }
 
