@@ -397,9 +397,7 @@ impl Stamps<'_> {
     /// Resolves once nothing moved for `limit`; never without a limit. Wakes at least every
     /// [`REPORT_EVERY`] to report the bytes moved meanwhile.
     async fn expired(&self, limit: Option<Duration>) {
-        let limit = limit.map_or(u64::MAX, |l| {
-            u64::try_from(l.as_nanos()).unwrap_or(u64::MAX)
-        });
+        let limit = limit.map_or(u64::MAX, nanos);
         loop {
             self.report();
             let deadline = self.last().saturating_add(limit);
