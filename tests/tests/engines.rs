@@ -1123,6 +1123,18 @@ fn sockmap_backlog_is_reported_and_released() {
 /// counters at rest; the window is bounded by that socket's receive buffer (`ss -m`, `rb`).
 #[test]
 fn sockmap_backlog_within_budget() {
+    backlog_within_budget(false)
+}
+
+/// As `sockmap_backlog_within_budget`, after the flow was quiet for seconds: an idle
+/// direction sleeps with no timer until its next packet (sockmap LIFECYCLE.md, "Idle
+/// directions"), and that packet's report must still bring the park in time.
+#[test]
+fn sockmap_backlog_within_budget_after_a_quiet_spell() {
+    backlog_within_budget(true)
+}
+
+fn backlog_within_budget(quiet_first: bool) {
     require_root("sockmap");
     // The default budget: with a lower one the parking point comes while TCP still ramps up
     // (the client-side window opens as the verdict takes bytes), not at full speed.
@@ -1136,6 +1148,10 @@ fn sockmap_backlog_within_budget() {
     client.set_write_timeout(Some(IO_LIMIT)).expect("timeout");
     let client_local = client.local_addr().expect("addr");
     let (held, server_side) = backend.accept().expect("backend accept");
+    if quiet_first {
+        (&client).write_all(b"hello").expect("first bytes");
+        std::thread::sleep(Duration::from_millis(2500));
+    }
     let writer = {
         let mut w = client.try_clone().expect("clone");
         std::thread::spawn(move || {

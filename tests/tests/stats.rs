@@ -967,6 +967,57 @@ fn an_open_flow_shows_its_bytes_on_the_splice_engine() {
     s.check_live_then_closed(conn, LIVE_BYTES, "splice");
 }
 
+#[test]
+fn an_open_flow_shows_its_bytes_on_the_sockmap_engine() {
+    require_root_for_sockmap();
+    let s = live_setup("sockmap", None);
+    let conn = TcpStream::connect(s.front).expect("connect to the frontend");
+    conn.set_read_timeout(Some(Duration::from_secs(20)))
+        .expect("timeout");
+    s.check_live_then_closed(conn, LIVE_BYTES, "sockmap");
+}
+
+/// A sockmap flow quiet for a while stops reporting every second (its watchdog then sleeps
+/// until the 30 s idle limit); bytes that move again must still reach the rows within a
+/// second or two, not at that limit.
+#[test]
+fn a_quiet_sockmap_flow_counts_its_bytes_again_when_it_resumes() {
+    require_root_for_sockmap();
+    let s = live_setup("sockmap", None);
+    let mut conn = TcpStream::connect(s.front).expect("connect to the frontend");
+    conn.set_read_timeout(Some(Duration::from_secs(20)))
+        .expect("timeout");
+    let data: Vec<u8> = (0..LIVE_BYTES).map(|i| (i % 251) as u8).collect();
+    let mut back = vec![0u8; data.len()];
+    conn.write_all(&data).expect("send");
+    conn.read_exact(&mut back).expect("echo");
+    s.assert_open_flow(LIVE_BYTES, "sockmap");
+    // Quiet for longer than a look and a report: both directions and the watchdog go idle.
+    std::thread::sleep(Duration::from_millis(3500));
+    conn.write_all(&data).expect("send again");
+    conn.read_exact(&mut back).expect("echo again");
+    assert!(back == data, "echoed bytes intact");
+    let csv = wait_until(
+        "the resumed flow's bytes counted",
+        Duration::from_secs(8),
+        || {
+            let csv = s.csv();
+            (csv.num("live", "FRONTEND", "bin") == 2 * LIVE_BYTES
+                && csv.num("live", "FRONTEND", "bout") == 2 * LIVE_BYTES)
+                .then_some(csv)
+        },
+    );
+    s.assert_bytes(&csv, 2 * LIVE_BYTES, "sockmap");
+}
+
+fn require_root_for_sockmap() {
+    assert!(
+        nix::unistd::geteuid().is_root(),
+        "the sockmap engine loads BPF programs and needs root (CAP_BPF, CAP_NET_ADMIN); run \
+         these tests as root (CI does)"
+    );
+}
+
 /// A TLS client for the RTMPS case: sends `n` bytes, checks their echo, says so on stdout,
 /// then holds the connection open until its stdin closes.
 const TLS_ECHO_CLIENT: &str = r#"

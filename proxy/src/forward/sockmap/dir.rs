@@ -151,12 +151,22 @@ impl<'a> Dir<'a> {
             }
             // Registered before `wake_at` is set, so that no report is missed.
             let wake = super::wake::listen(self.slot.index);
-            let target = self.wake_target();
+            // A direction that moved nothing since its last look sleeps without a timer
+            // until its next packet: 10 000 idle players cost no wake-ups (issue #14). A
+            // moving one keeps the threshold and the backstop, so a paced flow is not woken
+            // per packet. A lost report is found by the wake-up thread's sweep (`wake.rs`).
+            let tick = self.backstop();
+            let idle = tick.is_none() && wake.is_some();
+            let target = if idle {
+                self.slot.redirected().wrapping_add(1)
+            } else {
+                self.wake_target()
+            };
             self.slot.set_wake_at(target);
             if self.slot.redirected_now() >= target {
                 continue;
             }
-            let sleep = pin!(compio::time::sleep(self.backstop()));
+            let sleep = pin!(sleep_or_never((!idle).then(|| tick.unwrap_or(MAX_TICK))));
             // A hand-over's pause is noticed at once, not at the next look.
             let holding = pin!(until_holding(self.gate));
             let sleep = select(sleep, holding);
@@ -184,24 +194,25 @@ impl<'a> Dir<'a> {
     }
 
     /// How long to sleep if no wake-up comes: half the time the current rate needs to cover
-    /// the headroom to the parking point, 2 ms to 1 s. A wake-up can be lost (the proxy's store
-    /// of `wake_at` and the verdict's of `redirected` may cross on two CPUs; a full ring); a
+    /// the headroom to the parking point, 2 ms to 1 s. A wake-up can be lost (a full ring); a
     /// fast flow then still gets looked at before it can run far past the parking point, while
-    /// a paced one (whose rate needs seconds) sleeps the whole second.
-    fn backstop(&mut self) -> Duration {
+    /// a paced one (whose rate needs seconds) sleeps the whole second. `None` when nothing
+    /// moved since the last look: the direction is idle.
+    fn backstop(&mut self) -> Option<Duration> {
         let now = Instant::now();
         let r = self.slot.redirected();
         let moved = r.saturating_sub(self.look_redirected) as f64;
         let secs = now.duration_since(self.look_at).as_secs_f64().max(1e-6);
         (self.look_redirected, self.look_at) = (r, now);
         if moved == 0.0 {
-            return MAX_TICK;
+            return None;
         }
         let park_at = (self.budget() / 2) as i64;
         let headroom = (park_at - self.slot.queued_estimate().max(0)).max(0) as f64;
-        Duration::try_from_secs_f64(headroom / (moved / secs) / 2.0)
+        let tick = Duration::try_from_secs_f64(headroom / (moved / secs) / 2.0)
             .unwrap_or(MAX_TICK)
-            .clamp(MIN_TICK, MAX_TICK)
+            .clamp(MIN_TICK, MAX_TICK);
+        Some(tick)
     }
 
     /// The verdict met a packet it could not trim (LIFECYCLE.md, "Overlapping packets"): the
@@ -500,6 +511,14 @@ impl<'a> Dir<'a> {
 }
 
 /// Resolves when a hand-over wants this direction to rest; never without a gate.
+/// Sleeps for `d`, or forever without it.
+pub(super) async fn sleep_or_never(d: Option<Duration>) {
+    match d {
+        Some(d) => compio::time::sleep(d).await,
+        None => std::future::pending().await,
+    }
+}
+
 async fn until_holding(gate: Option<&Gate>) {
     match gate {
         Some(g) => g.until_holding().await,

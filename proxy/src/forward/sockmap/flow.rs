@@ -5,8 +5,12 @@
 use std::cell::Cell;
 use std::io;
 use std::os::fd::{AsRawFd, RawFd};
+use std::pin::pin;
 use std::sync::atomic::Ordering;
+use std::task::Poll;
 use std::time::Duration;
+
+use futures_util::future::select;
 
 use compio::net::TcpStream;
 use compio::runtime::fd::PollFd;
@@ -14,7 +18,7 @@ use socket2::Socket;
 
 use proxy_ebpf::Route;
 
-use super::dir::Dir;
+use super::dir::{sleep_or_never, Dir};
 use super::guard::{self, Guard};
 use super::slots::Slot;
 use super::watch::Registration;
@@ -385,29 +389,60 @@ impl Stamps<'_> {
             .unwrap_or(0)
     }
 
-    /// Passes on what the program redirected since the last report.
-    fn report(&self) {
+    /// Passes on what the program redirected since the last report; whether there was any.
+    fn report(&self) -> bool {
+        let mut any = false;
         for (i, slot) in self.slots.iter().enumerate() {
             let now = slot.redirected();
             let before = self.reported[i].replace(now.max(self.reported[i].get()));
             self.progress.moved(i == 0, now.saturating_sub(before));
+            any |= now > before;
+        }
+        any
+    }
+
+    /// Resolves once nothing moved for `limit`; never without a limit. While bytes move it
+    /// wakes every [`REPORT_EVERY`] to report them. Once a report finds nothing new and the
+    /// flow has been quiet that long, it sleeps until the limit alone, so an idle flow costs
+    /// no wake-up a second (issue #14), and looks again as soon as a byte moves.
+    async fn expired(&self, limit: Option<Duration>) {
+        let limit = limit.map(nanos);
+        loop {
+            let moved = self.report();
+            let last = self.last();
+            let now = sys::coarse_now_ns();
+            // The coarse clock moves by jiffies; a few ms late is within HAProxy's accuracy.
+            let wait = match limit.map(|l| last.saturating_add(l)) {
+                Some(deadline) if now >= deadline => return,
+                Some(deadline) => Some(Duration::from_nanos(deadline - now) + LATE),
+                None => None,
+            };
+            if moved || now.saturating_sub(last) < nanos(REPORT_EVERY) {
+                compio::time::sleep(wait.map_or(REPORT_EVERY, |w| w.min(REPORT_EVERY))).await;
+            } else {
+                let quiet = pin!(sleep_or_never(wait));
+                let _ = select(quiet, pin!(self.moved_since(last))).await;
+            }
         }
     }
 
-    /// Resolves once nothing moved for `limit`; never without a limit. Wakes at least every
-    /// [`REPORT_EVERY`] to report the bytes moved meanwhile.
-    async fn expired(&self, limit: Option<Duration>) {
-        let limit = limit.map_or(u64::MAX, nanos);
-        loop {
-            self.report();
-            let deadline = self.last().saturating_add(limit);
-            let now = sys::coarse_now_ns();
-            if now >= deadline {
-                return;
+    /// Resolves once a byte moved after `last`. It registers no waker of its own: it is
+    /// polled whenever the flow's task is, which a direction's first packet after a quiet
+    /// spell wakes (`dir.rs`; `pair.rs` polls the watchdog beside both directions).
+    fn moved_since(&self, last: u64) -> impl std::future::Future<Output = ()> + '_ {
+        std::future::poll_fn(move |_| {
+            let redirected = self.slots.iter().map(Slot::redirected);
+            let unreported = redirected
+                .zip(self.reported)
+                .any(|(r, seen)| r > seen.get());
+            if unreported || self.last() != last {
+                Poll::Ready(())
+            } else {
+                Poll::Pending
             }
-            // The coarse clock moves by jiffies; a few ms late is within HAProxy's accuracy.
-            let wait = Duration::from_nanos(deadline - now) + Duration::from_millis(4);
-            compio::time::sleep(wait.min(REPORT_EVERY)).await;
-        }
+        })
     }
 }
+
+/// Slack added to a deadline on the coarse clock.
+const LATE: Duration = Duration::from_millis(4);

@@ -156,6 +156,25 @@ impl Slots {
             .sum()
     }
 
+    /// Adds to `due` the slots in use whose `redirected` passed their `wake_at` without the
+    /// verdict's report reaching the proxy (a full ring), and disarms them (`wake_at` 0), so
+    /// that each lost report is found once: the direction it wakes arms its next one.
+    pub fn overdue(&self, due: &mut Vec<u32>) {
+        for i in 0..self.count {
+            let used = self.used.get(i as usize);
+            if !used.is_some_and(|u| u.load(Ordering::Relaxed)) {
+                continue;
+            }
+            if let Some(slot) = self.get(i) {
+                let at = slot.wake_at();
+                if at != 0 && slot.redirected_now() >= at {
+                    slot.set_wake_at(0);
+                    due.push(i);
+                }
+            }
+        }
+    }
+
     pub fn in_use(&self) -> u32 {
         self.free_list().in_use(self.count)
     }
@@ -245,6 +264,10 @@ impl Slot<'_> {
     pub fn set_wake_at(&self, v: u64) {
         self.u64_at(offset_of!(DirSlot, wake_at))
             .store(v, Ordering::SeqCst);
+    }
+    pub fn wake_at(&self) -> u64 {
+        self.u64_at(offset_of!(DirSlot, wake_at))
+            .load(Ordering::SeqCst)
     }
     /// `redirected`, read after everything this thread stored before (see `set_wake_at`).
     pub fn redirected_now(&self) -> u64 {
@@ -341,6 +364,34 @@ mod tests {
         slots.give_back(a);
         slots.give_back(b);
         assert_eq!(slots.queued_total(), 1000);
+    }
+
+    #[test]
+    fn a_lost_report_is_found_once_and_only_for_live_slots() {
+        let slots = anonymous(8);
+        let (a, b) = slots.take_pair().expect("a pair");
+        let (sa, sb) = (slots.get(a).expect("a"), slots.get(b).expect("b"));
+        sa.reset(1 << 20, 0, 0);
+        sb.reset(1 << 20, 0, 0);
+        sa.set_wake_at(1);
+        sb.set_wake_at(1 << 18);
+        let mut due = Vec::new();
+        slots.overdue(&mut due);
+        assert!(due.is_empty(), "nothing crossed a wake_at yet: {due:?}");
+        // a's first packet went by and its report was lost; b is still short of its mark.
+        redirect(&sa, 1400);
+        redirect(&sb, 1400);
+        slots.overdue(&mut due);
+        assert_eq!(due, [a]);
+        assert_eq!(sa.wake_at(), 0, "disarmed: found once");
+        assert_eq!(sb.wake_at(), 1 << 18, "b keeps its mark");
+        slots.overdue(&mut due);
+        assert_eq!(due, [a], "not found twice");
+        // A slot given back is not looked at, whatever its figures.
+        sb.set_wake_at(1);
+        slots.give_back(b);
+        slots.overdue(&mut due);
+        assert_eq!(due, [a]);
     }
 
     #[test]

@@ -10,6 +10,7 @@
 use std::io;
 use std::os::fd::AsRawFd;
 use std::sync::OnceLock;
+use std::time::{Duration, Instant};
 
 use aya::maps::{MapData, RingBuf};
 use event_listener::{Event, EventListener};
@@ -39,14 +40,26 @@ pub fn start(ring: RingBuf<MapData>) -> io::Result<()> {
         .map(|_| ())
 }
 
+/// How often the slots are swept for reports the ring lost. An idle direction waits for its
+/// next packet with no timer of its own (`dir.rs`), so a lost report would leave it asleep
+/// while its backlog grows: the sweep bounds that to this long.
+const SWEEP_EVERY: Duration = Duration::from_millis(100);
+
 fn read_ring(mut ring: RingBuf<MapData>, wakes: &'static [Event]) {
     let fd = ring.as_raw_fd();
     let mut due = Vec::new();
+    let mut swept = Instant::now();
     loop {
         while let Some(item) = ring.next() {
             let index = item.get(..4).and_then(|b| <[u8; 4]>::try_from(b).ok());
             if let Some(index) = index.map(u32::from_ne_bytes) {
                 due.push(index);
+            }
+        }
+        if swept.elapsed() >= SWEEP_EVERY {
+            swept = Instant::now();
+            if let Some(k) = super::loaded() {
+                k.slots.overdue(&mut due);
             }
         }
         due.sort_unstable();
@@ -63,7 +76,8 @@ fn read_ring(mut ring: RingBuf<MapData>, wakes: &'static [Event]) {
             events: libc::POLLIN,
             revents: 0,
         };
+        let timeout = SWEEP_EVERY.saturating_sub(swept.elapsed()).as_millis() as i32;
         // SAFETY: one valid pollfd; an error (EINTR) just reads the ring again.
-        unsafe { libc::poll(&mut pfd, 1, -1) };
+        unsafe { libc::poll(&mut pfd, 1, timeout.max(1)) };
     }
 }
