@@ -137,3 +137,67 @@ impl Client {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::fake::{self, name};
+    use super::*;
+    use crate::config::Loc;
+    use std::cell::RefCell;
+
+    fn resolvers(ns: SocketAddr, transport: DnsTransport) -> Resolvers {
+        let mut r = Resolvers::new("dns", Loc::default());
+        r.nameservers.push(Nameserver {
+            name: "a".into(),
+            addr: ns,
+            transport,
+        });
+        r.retry = Duration::from_millis(300);
+        r.retries = 2;
+        r
+    }
+
+    /// Asks `many.test` A and returns the outcome and what was told.
+    fn ask(r: &Resolvers) -> (Result<Answer, DnsError>, Vec<String>) {
+        let client = Client::new(r);
+        let notices = RefCell::new(Vec::new());
+        let told = |_: SocketAddr, n: Notice<'_>| notices.borrow_mut().push(format!("{n:?}"));
+        let rt = compio::runtime::Runtime::new().expect("runtime");
+        let got = rt.block_on(client.ask(&name(), RecordType::A, &told));
+        (got, notices.into_inner())
+    }
+
+    #[test]
+    fn a_truncated_udp_answer_is_asked_again_over_tcp() {
+        let (udp, tcp) = fake::both_on_one_port();
+        let ns = udp.local_addr().expect("addr");
+        fake::serve_udp(udp, |q| fake::truncated(q, 30));
+        fake::serve_tcp(tcp, |q, s| fake::send_framed(s, &fake::reply(&q, 50)));
+        let (got, told) = ask(&resolvers(ns, DnsTransport::Udp));
+        assert_eq!(got.expect("the TCP answer").addrs.len(), 50);
+        assert_eq!(told, ["OverTcp"]);
+    }
+
+    #[test]
+    fn a_failed_tcp_retry_leaves_the_truncated_answer_unused() {
+        let (udp, tcp) = fake::both_on_one_port();
+        let ns = udp.local_addr().expect("addr");
+        drop(tcp);
+        fake::serve_udp(udp, |q| fake::truncated(q, 30));
+        let (got, told) = ask(&resolvers(ns, DnsTransport::Udp));
+        assert_eq!(got, Err(DnsError::Timeout));
+        assert_eq!(told.len(), 2, "one per round: {told:?}");
+        assert!(
+            told.iter().all(|t| t.starts_with("TcpFailed(Io(")),
+            "{told:?}"
+        );
+    }
+
+    #[test]
+    fn a_tcp_nameserver_is_asked_over_tcp_only() {
+        let ns = fake::tcp_server(|q, s| fake::send_framed(s, &fake::reply(&q, 50)));
+        let (got, told) = ask(&resolvers(ns, DnsTransport::Tcp));
+        assert_eq!(got.expect("the TCP answer").addrs.len(), 50);
+        assert!(told.is_empty(), "{told:?}");
+    }
+}

@@ -13,6 +13,8 @@
 mod answer;
 mod client;
 mod error;
+#[cfg(test)]
+mod fake;
 mod frame;
 mod query;
 mod records;
