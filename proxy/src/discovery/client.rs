@@ -67,6 +67,10 @@ impl Client {
         kind: RecordType,
         told: Told<'_>,
     ) -> Result<Answer, DnsError> {
+        // The config refuses a section without nameservers; `select_ok` would panic on none.
+        if self.nameservers.is_empty() {
+            return Err(DnsError::Io("no nameserver".into()));
+        }
         for _ in 0..self.retries {
             let id: u16 = rand::random();
             let bytes = query::build(id, name, kind, self.payload)?;
