@@ -3,6 +3,8 @@
 //! record goes is put in maintenance while its established request finishes; a record added
 //! back takes a free slot and gets traffic once its checks pass), SRV records give each slot
 //! its port and weight, and a DNS server answering garbage changes nothing and is logged once.
+//! A record set too large for one UDP answer (TC) is read over TCP, as it is from a
+//! `tcp@` nameserver.
 
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, UdpSocket};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -57,9 +59,14 @@ fn nodes_seen(proxy: SocketAddr, n: usize) -> Vec<String> {
 
 /// The frontend comes first: [`Proxy::addr`] is the first bind.
 fn head(proxy_port: u16, stats: u16, dns: SocketAddr) -> String {
+    head_with(proxy_port, stats, &dns.to_string(), "")
+}
+
+/// As [`head`], the nameserver's address as written (`tcp@…`) and `extra` resolvers lines.
+fn head_with(proxy_port: u16, stats: u16, dns: &str, extra: &str) -> String {
     format!(
         "resolvers dns\n    nameserver local {dns}\n    hold valid 1s\n    timeout resolve 200ms\n\
-         \x20   timeout retry 300ms\n    resolve_retries 2\n\
+         \x20   timeout retry 300ms\n    resolve_retries 2\n{extra}\
          defaults\n    mode http\n    timeout connect 2s\n    timeout client 20s\n    timeout server 20s\n\
          frontend f\n    bind 127.0.0.1:{proxy_port}\n    default_backend ams\n\
          listen stats\n    bind 127.0.0.1:{stats}\n    stats enable\n    stats uri /stats\n    stats show-legends\n"
@@ -299,4 +306,117 @@ fn malformed_answers_are_logged_once_and_change_nothing() {
     assert_eq!(csv_field(stats, "ams", "s1", "addr"), n.addr().to_string());
     assert_eq!(csv_field(stats, "ams", "s1", "status"), "no check");
     assert_eq!(nodes_of(proxy.addr(), 3), ["steady"; 3]);
+}
+
+/// The number of A records of `many.test`: more than one 512-byte UDP answer holds (dnsmasq
+/// puts 30 in it and sets TC).
+const MANY: u8 = 50;
+
+/// `many.test` with [`MANY`] addresses (none listens: only the slots' addresses are read).
+fn many_hosts() -> (String, Vec<String>) {
+    let ips: Vec<Ipv4Addr> = (1..=MANY).map(|i| Ipv4Addr::new(127, 0, 9, i)).collect();
+    let hosts = ips.iter().map(|ip| format!("{ip} many.test\n")).collect();
+    (hosts, ips.iter().map(|ip| ip.to_string()).collect())
+}
+
+/// The `addr` column of every server row of backend `ams`, from one stats CSV.
+fn server_addrs(stats: u16) -> Vec<String> {
+    let (status, body) = http_get(SocketAddr::from((Ipv4Addr::LOCALHOST, stats)), "/stats;csv")
+        .expect("the stats CSV");
+    assert_eq!(status, 200, "{body}");
+    let mut lines = body.lines();
+    let header: Vec<&str> = lines
+        .next()
+        .expect("a CSV header")
+        .trim_start_matches("# ")
+        .split(',')
+        .collect();
+    let at = header
+        .iter()
+        .position(|c| *c == "addr")
+        .expect("addr column");
+    lines
+        .map(|l| l.split(',').collect::<Vec<_>>())
+        .filter(|r| {
+            r.first() == Some(&"ams") && !matches!(r.get(1), Some(&"FRONTEND" | &"BACKEND"))
+        })
+        .filter_map(|r| r.get(at).map(|v| v.to_string()))
+        .collect()
+}
+
+/// A `server-template` with a slot per record of `many.test`, asked through `nameserver`
+/// (`IP:PORT` or `tcp@IP:PORT`) at `accepted_payload_size 512`: once every slot holds its
+/// address, returns the proxy (for its log).
+fn every_record_fills_a_slot(nameserver: impl Fn(SocketAddr) -> String) -> Proxy {
+    let ip = loopback(7);
+    let (hosts, ips) = many_hosts();
+    let dns = Dnsmasq::start(SocketAddr::from((ip, free_port(ip))), &hosts, &[]);
+    let (pport, stats) = (
+        free_port(Ipv4Addr::LOCALHOST),
+        free_port(Ipv4Addr::LOCALHOST),
+    );
+    let cfg = format!(
+        "{}backend ams\n    server-template m {MANY} many.test:8080 resolvers dns init-addr none \
+         resolve-prefer ipv4\n",
+        head_with(
+            pport,
+            stats,
+            &nameserver(dns.addr()),
+            "    accepted_payload_size 512\n"
+        )
+    );
+    let proxy = Proxy::start(&cfg);
+    let mut want: Vec<String> = ips.iter().map(|ip| format!("{ip}:8080")).collect();
+    want.sort();
+    let mut last = Vec::new();
+    let filled = wait_until_or_none(LIMIT, || {
+        last = server_addrs(stats);
+        last.sort();
+        (last == want).then_some(())
+    });
+    assert!(
+        filled.is_some(),
+        "not every record took a slot: {last:?}\n{}",
+        proxy.stderr()
+    );
+    // Several resolutions more (TTL 1 s): the set stays whole.
+    thread::sleep(Duration::from_millis(2500));
+    let mut again = server_addrs(stats);
+    again.sort();
+    assert_eq!(again, want);
+    drop(dns);
+    proxy
+}
+
+/// `f` until it gives `Some`, at most `limit`; `None` past it.
+fn wait_until_or_none<T>(limit: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
+    let end = std::time::Instant::now() + limit;
+    loop {
+        if let Some(v) = f() {
+            return Some(v);
+        }
+        if std::time::Instant::now() > end {
+            return None;
+        }
+        thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn a_truncated_udp_answer_is_asked_again_over_tcp() {
+    let proxy = every_record_fills_a_slot(|dns| dns.to_string());
+    let log = proxy.stderr();
+    let said = log
+        .lines()
+        .filter(|l| l.contains("asked again over TCP"))
+        .count();
+    assert_eq!(said, 1, "the TCP retry logged {said} times:\n{log}");
+}
+
+#[test]
+fn a_tcp_nameserver_is_asked_over_tcp() {
+    let proxy = every_record_fills_a_slot(|dns| format!("tcp@{dns}"));
+    // Over UDP the answer would have been truncated, and said so.
+    let log = proxy.stderr();
+    assert!(!log.contains("truncated"), "a UDP answer was read:\n{log}");
 }

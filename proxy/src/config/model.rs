@@ -494,8 +494,8 @@ pub struct Resolvers {
     /// `resolve_retries`: queries sent for one resolution before it counts as timed out
     /// (default 3).
     pub retries: u32,
-    /// `accepted_payload_size`: the EDNS0 size announced and the largest answer read
-    /// (default 512).
+    /// `accepted_payload_size`: the EDNS0 size announced and the largest UDP answer read
+    /// (default 512; a truncated one is asked again over TCP, up to 64 KiB).
     pub payload_size: u16,
     pub loc: Loc,
 }
@@ -515,11 +515,23 @@ impl Resolvers {
     }
 }
 
-/// `nameserver NAME ADDR:PORT`, or one line of `/etc/resolv.conf` (`parse-resolv-conf`).
+/// `nameserver NAME [udp@|tcp@]ADDR:PORT`, or one line of `/etc/resolv.conf`
+/// (`parse-resolv-conf`).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Nameserver {
     pub name: String,
     pub addr: SocketAddr,
+    pub transport: DnsTransport,
+}
+
+/// How a nameserver is asked: over UDP (HAProxy's default, `udp@`), where an answer too
+/// large for `accepted_payload_size` is asked again over TCP, or always over TCP (`tcp@`,
+/// HAProxy 2.4+).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum DnsTransport {
+    #[default]
+    Udp,
+    Tcp,
 }
 
 /// `hold STATUS PERIOD`: how long the last good answer stands.

@@ -5,7 +5,7 @@ use std::net::{IpAddr, SocketAddr};
 
 use super::addr::parse_nameserver_addr;
 use super::args::Args;
-use super::model::{Nameserver, Resolvers};
+use super::model::{DnsTransport, IpFamily, Nameserver, Resolvers};
 use super::num::{parse_in_range, parse_positive};
 use super::time::parse_duration;
 
@@ -61,7 +61,7 @@ pub(crate) fn directive(r: &mut Resolvers, words: &[String]) -> Result<(), Strin
 
 fn nameserver(r: &mut Resolvers, args: &mut Args<'_>) -> Result<(), String> {
     let name = args.need("a name")?;
-    let addr = parse_nameserver_addr(args.need("an address")?)?;
+    let (transport, addr) = nameserver_addr(args.need("an address")?)?;
     if r.nameservers.iter().any(|n| n.name == name) {
         return Err(format!(
             "resolvers '{}' already has a nameserver named '{name}'",
@@ -71,8 +71,50 @@ fn nameserver(r: &mut Resolvers, args: &mut Args<'_>) -> Result<(), String> {
     r.nameservers.push(Nameserver {
         name: name.to_string(),
         addr,
+        transport,
     });
     Ok(())
+}
+
+/// The address prefixes HAProxy takes on a `nameserver` (its manual, 11. Address formats):
+/// a datagram one (the default) means UDP, a stream one TCP; a `4`/`6` names the family.
+const PREFIXES: [(&str, DnsTransport, Option<IpFamily>); 8] = [
+    ("udp@", DnsTransport::Udp, None),
+    ("udp4@", DnsTransport::Udp, Some(IpFamily::V4)),
+    ("udp6@", DnsTransport::Udp, Some(IpFamily::V6)),
+    ("ipv4@", DnsTransport::Udp, Some(IpFamily::V4)),
+    ("ipv6@", DnsTransport::Udp, Some(IpFamily::V6)),
+    ("tcp@", DnsTransport::Tcp, None),
+    ("tcp4@", DnsTransport::Tcp, Some(IpFamily::V4)),
+    ("tcp6@", DnsTransport::Tcp, Some(IpFamily::V6)),
+];
+
+/// `[PREFIX@]IP:PORT`: how the nameserver is asked, and where.
+fn nameserver_addr(text: &str) -> Result<(DnsTransport, SocketAddr), String> {
+    let Some((prefix, rest)) = text.split_once('@') else {
+        return Ok((DnsTransport::Udp, parse_nameserver_addr(text)?));
+    };
+    let (_, transport, family) = PREFIXES
+        .iter()
+        .find(|(p, _, _)| p.strip_suffix('@') == Some(prefix))
+        .ok_or_else(|| {
+            format!(
+                "unsupported nameserver address prefix '{prefix}@' in '{text}' (supported: \
+                 udp@, tcp@, udp4@, udp6@, tcp4@, tcp6@, ipv4@, ipv6@)"
+            )
+        })?;
+    let addr = parse_nameserver_addr(rest)?;
+    let fits = match family {
+        None => true,
+        Some(IpFamily::V4) => addr.is_ipv4(),
+        Some(IpFamily::V6) => addr.is_ipv6(),
+    };
+    if !fits {
+        return Err(format!(
+            "nameserver address '{text}' does not match its family prefix"
+        ));
+    }
+    Ok((*transport, addr))
 }
 
 fn hold(r: &mut Resolvers, args: &mut Args<'_>) -> Result<(), String> {
@@ -110,6 +152,7 @@ pub(crate) fn resolv_conf(text: &str) -> Vec<Nameserver> {
         .map(|(i, ip)| Nameserver {
             name: format!("resolvconf{}", i + 1),
             addr: SocketAddr::new(ip, 53),
+            transport: DnsTransport::Udp,
         })
         .collect()
 }
@@ -176,6 +219,40 @@ mod tests {
         assert!(refused("frob 1").contains("unsupported keyword 'frob'"));
         let twice = apply(&["nameserver a 127.0.0.1:53", "nameserver a 127.0.0.2:53"]);
         assert!(twice.expect_err("dup").contains("already has"));
+    }
+
+    #[test]
+    fn address_prefixes_choose_udp_or_tcp() {
+        let r = apply(&[
+            "nameserver plain 127.0.0.1:53",
+            "nameserver u udp@127.0.0.2:53",
+            "nameserver t tcp@127.0.0.3:5353",
+            "nameserver t6 tcp6@[::1]:53",
+            "nameserver u4 ipv4@127.0.0.4:53",
+        ])
+        .expect("valid");
+        let got: Vec<(String, DnsTransport)> = r
+            .nameservers
+            .iter()
+            .map(|n| (n.addr.to_string(), n.transport))
+            .collect();
+        let want = [
+            ("127.0.0.1:53", DnsTransport::Udp),
+            ("127.0.0.2:53", DnsTransport::Udp),
+            ("127.0.0.3:5353", DnsTransport::Tcp),
+            ("[::1]:53", DnsTransport::Tcp),
+            ("127.0.0.4:53", DnsTransport::Udp),
+        ]
+        .map(|(a, t)| (a.to_string(), t));
+        assert_eq!(got, want);
+
+        let refused = |line: &str| apply(&[line]).expect_err(line);
+        assert!(refused("nameserver a unix@/run/dns.sock").contains("unsupported"));
+        assert!(refused("nameserver a quic4@127.0.0.1:53").contains("'quic4@'"));
+        assert!(refused("nameserver a tcp4@[::1]:53").contains("family prefix"));
+        assert!(refused("nameserver a tcp@127.0.0.1").contains("port"));
+        assert!(refused("nameserver a tcp@dns.example:53").contains("IP address"));
+        assert!(refused("nameserver a tcp@127.0.0.1:53 maxconn 4").contains("unexpected"));
     }
 
     #[test]

@@ -5,7 +5,7 @@ pub enum DnsError {
     #[error("malformed answer: {0}")]
     Malformed(String),
     /// The TC bit: the answer did not fit (`accepted_payload_size`); its records may be
-    /// partial, so none is used.
+    /// partial, so none is used (over UDP the question is asked again over TCP).
     #[error("truncated answer (TC bit set)")]
     Truncated,
     /// Not the reply to our query: another id, a query rather than a response, or another

@@ -5,16 +5,22 @@
 //! the health checker read through atomics.
 //!
 //! One concern per file: `query` builds a query, `answer` reads one (defensively: network
-//! input), `client` runs one bounded UDP exchange, `records` turns a name into records
-//! (A/AAAA or SRV), `slots` decides which slot a record takes (no I/O), `watch` follows one
-//! name over time, `error` names what went wrong.
+//! input), `client` runs one bounded resolution over the section's nameservers, `udp` and
+//! `tcp` one exchange each (`frame`: the length prefix of DNS over TCP), `records` turns a
+//! name into records (A/AAAA or SRV), `slots` decides which slot a record takes (no I/O),
+//! `watch` follows one name over time, `error` names what went wrong.
 
 mod answer;
 mod client;
 mod error;
+#[cfg(test)]
+mod fake;
+mod frame;
 mod query;
 mod records;
 mod slots;
+mod tcp;
+mod udp;
 mod watch;
 
 pub use answer::{parse_answer, Answer, Srv};

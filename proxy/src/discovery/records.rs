@@ -6,7 +6,7 @@ use std::net::{IpAddr, SocketAddr};
 use hickory_proto::rr::{Name, RecordType};
 
 use super::answer::{self, Answer};
-use super::client::{Client, Dropped};
+use super::client::{Client, Told};
 use super::error::DnsError;
 use super::slots::Found;
 use crate::config::IpFamily;
@@ -26,10 +26,10 @@ pub async fn addresses(
     name: &Name,
     port: u16,
     prefer: IpFamily,
-    dropped: Dropped<'_>,
+    told: Told<'_>,
 ) -> Result<Resolved, DnsError> {
     for kind in kinds(prefer) {
-        let answer = client.ask(name, kind, dropped).await?;
+        let answer = client.ask(name, kind, told).await?;
         let addrs = answer::addrs_of(&answer, kind);
         if !addrs.is_empty() {
             return Ok(Resolved {
@@ -57,16 +57,16 @@ pub async fn services(
     client: &Client,
     name: &Name,
     prefer: IpFamily,
-    dropped: Dropped<'_>,
+    told: Told<'_>,
 ) -> Result<Resolved, DnsError> {
-    let answer = client.ask(name, RecordType::SRV, dropped).await?;
+    let answer = client.ask(name, RecordType::SRV, told).await?;
     let mut found = Vec::new();
     let mut ttl = answer.min_ttl();
     for srv in answer.srvs.iter().take(MAX_SRV) {
         let ip = match extra_addr(&answer, &srv.target, prefer) {
             Some(ip) => Some(ip),
             None => {
-                let r = addresses(client, &srv.target, srv.port, prefer, dropped).await;
+                let r = addresses(client, &srv.target, srv.port, prefer, told).await;
                 match r {
                     Ok(r) => {
                         ttl = min_opt(ttl, r.ttl);

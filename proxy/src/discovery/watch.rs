@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use hickory_proto::rr::Name;
 
-use super::client::Client;
+use super::client::{Client, Notice};
 use super::error::DnsError;
 use super::records::{self, Resolved};
 use super::slots::{self, Change, Found, Slot};
@@ -67,9 +67,14 @@ pub async fn follow(group: Group, client: Arc<Client>, timing: Timing) {
     let mut last_valid = started;
     // One warning per name and kind of dropped packet until an answer is good again.
     let warned = Cell::new(0u8);
+    // Answers asked again over TCP: said once per name, not at every resolution.
+    let over_tcp = Cell::new(false);
     loop {
-        let dropped = |ns: SocketAddr, e: &DnsError| warn_once(&warned, &group, ns, e);
-        let outcome = resolve(&group, &client, &name, &dropped).await;
+        let told = |ns: SocketAddr, n: Notice<'_>| match n {
+            Notice::OverTcp => say_over_tcp_once(&over_tcp, &group, ns),
+            n => warn_once(&warned, &group, ns, n),
+        };
+        let outcome = resolve(&group, &client, &name, &told).await;
         let Some(set) = group.set.upgrade() else {
             log::info!(
                 "DNS: {}: backend {} is gone; no longer followed",
@@ -108,12 +113,12 @@ async fn resolve(
     group: &Group,
     client: &Client,
     name: &Name,
-    dropped: &dyn Fn(SocketAddr, &DnsError),
+    told: &dyn Fn(SocketAddr, Notice<'_>),
 ) -> Result<Resolved, DnsError> {
     if group.srv {
-        records::services(client, name, group.prefer, dropped).await
+        records::services(client, name, group.prefer, told).await
     } else {
-        records::addresses(client, name, group.port, group.prefer, dropped).await
+        records::addresses(client, name, group.port, group.prefer, told).await
     }
 }
 
@@ -132,17 +137,41 @@ fn hold_of(hold: &Hold, e: &DnsError) -> Duration {
     }
 }
 
-fn warn_once(warned: &Cell<u8>, group: &Group, ns: SocketAddr, e: &DnsError) {
-    let bit = match e {
-        DnsError::Malformed(_) => 1,
-        DnsError::Truncated => 2,
-        _ => 4,
+/// A packet that changed nothing: one warning per kind until an answer is good again.
+fn warn_once(warned: &Cell<u8>, group: &Group, ns: SocketAddr, n: Notice<'_>) {
+    let (bit, what) = match n {
+        Notice::Dropped(e @ DnsError::Malformed(_)) => (1, e.to_string()),
+        Notice::Dropped(e @ DnsError::Truncated) => (2, e.to_string()),
+        Notice::TcpFailed(e) => (
+            2,
+            format!(
+                "{}, and asking again over TCP failed ({e})",
+                DnsError::Truncated
+            ),
+        ),
+        Notice::Dropped(e) => (4, e.to_string()),
+        Notice::OverTcp => return,
     };
     if warned.get() & bit == 0 {
         warned.set(warned.get() | bit);
         log::warn!(
-            "DNS: {}: {e} from {ns}: ignored, nothing changed (logged once until a valid answer)",
+            "DNS: {}: {what} from {ns}: ignored, nothing changed (logged once until a valid \
+             answer)",
             group.fqdn
+        );
+    }
+}
+
+/// Answers too large for `accepted_payload_size` work, at the cost of a second query:
+/// worth saying, once.
+fn say_over_tcp_once(said: &Cell<bool>, group: &Group, ns: SocketAddr) {
+    if !said.replace(true) {
+        log::info!(
+            "DNS: {}: truncated answer (TC bit set) from {ns}: asked again over TCP, whose \
+             answer is used (logged once; a larger accepted_payload_size in resolvers {} \
+             saves the second query)",
+            group.fqdn,
+            group.resolvers
         );
     }
 }
