@@ -294,6 +294,107 @@ fn a_gib_each_way_arrives_intact_and_is_logged() {
     assert!(carries(down, GIB), "down: {down} IP bytes for 1 GiB");
 }
 
+/// A client on the balancer itself (in its namespace, where a probe or an ffmpeg on the
+/// host would run) connects to the bind address and is balanced like a forwarded one: one
+/// connection to each node by round robin, both intact, and each flow logged from its
+/// conntrack events with the bytes that carried it. The nodes have no route to the client
+/// network: the masquerade makes their answers come back.
+#[test]
+fn a_client_on_the_balancer_is_balanced() {
+    let t = topology("o");
+    let s1 = NodeServer::start(&t.node1, NODE1);
+    let s2 = NodeServer::start(&t.node2, NODE2);
+    let dir = e2e::TestDir::new("nat-local");
+    let (config, sock) = with_api(
+        &cfg(&[("s1", s1.addr()), ("s2", s2.addr())], false, ""),
+        &dir,
+    );
+    let proxy = start_proxy(&t.lb, &config);
+    wait_slots(&t.lb, &[s1.addr(), s2.addr()]);
+
+    let local = |down| {
+        t.lb.run(|| TcpClient::connect(front(), Reply::Concurrent { bytes: down }))
+    };
+    let first = local(MIB);
+    let (a, b) = wait_until("the first connection on a node", IO_LIMIT, || {
+        match (s1.accepted(), s2.accepted()) {
+            (1, 0) => Some((&*s1, &*s2)),
+            (0, 1) => Some((&*s2, &*s1)),
+            _ => None,
+        }
+    });
+    let second = local(MIB);
+    wait_until("the second connection on the other node", IO_LIMIT, || {
+        (b.accepted() == 1).then_some(())
+    });
+    assert_eq!(a.accepted(), 1, "round robin: one connection each");
+    for (c, server) in [(&first, a), (&second, b)] {
+        let sent = c.send(MIB).expect("send");
+        c.shutdown_write();
+        let got = c.read_all();
+        assert_eq!((got.end, got.bytes), (End::Eof, MIB));
+        assert_eq!(got.sha256, c.expected_from_server(MIB));
+        let r = server.report(c.id, IO_LIMIT);
+        assert_eq!((r.received.end, r.received.bytes), (End::Eof, MIB));
+        assert_eq!(r.received.sha256, sent);
+    }
+    let lines = wait_until("a log line per flow", Duration::from_secs(20), || {
+        let l = [flow_lines(&proxy, "s1"), flow_lines(&proxy, "s2")];
+        l.iter().all(|l| l.len() == 1).then_some(l)
+    });
+    for l in lines {
+        let (up, down) = l[0];
+        // The 40-byte request header goes up before the data.
+        assert!(
+            carries(up, MIB + 40) && carries(down, MIB),
+            "{up} up, {down} down"
+        );
+    }
+    let log = proxy.stderr();
+    assert!(
+        log.lines()
+            .filter(|l| l.contains(" nat up="))
+            .all(|l| l.contains("10.1.0.1:")),
+        "the client is the balancer's own address: {log}"
+    );
+    let stat = api(&sock, "show stat");
+    for s in ["s1", "s2"] {
+        assert!(
+            stat.lines()
+                .any(|l| l.starts_with(&format!("nodes,{s},")) && stot(l) == Some(1)),
+            "{s} counted one session: {stat}"
+        );
+    }
+}
+
+/// The `stot` column of a `show stat` line.
+fn stot(line: &str) -> Option<u64> {
+    line.split(',').nth(7)?.parse().ok()
+}
+
+/// The proxy's own health check to a server on the balancer host (here the balancer's own
+/// address and the frontend's port, where nothing listens) reaches that address, not the
+/// table: the server stays down. Were the check balanced, it would reach the live node, and
+/// the server would come back up (rise 1).
+#[test]
+fn health_checks_from_the_balancer_are_not_balanced() {
+    let t = topology("k");
+    let s1 = NodeServer::start(&t.node1, NODE1);
+    let own: SocketAddr = "10.3.0.1:1935".parse().expect("address");
+    let _proxy = start_proxy(&t.lb, &cfg(&[("s1", s1.addr()), ("here", own)], true, ""));
+    wait_slots(&t.lb, &[s1.addr()]);
+    for _ in 0..10 {
+        std::thread::sleep(Duration::from_millis(300));
+        let mut got = slot_servers(&t.lb);
+        got.sort();
+        assert_eq!(
+            got,
+            [format!("{} . {}", NODE1, 9000)],
+            "the server on the balancer came back up: its check was balanced"
+        );
+    }
+}
+
 /// Half-close each way and resets each way pass through unchanged (the kernel forwards the
 /// segments themselves).
 #[test]

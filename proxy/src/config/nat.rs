@@ -78,8 +78,10 @@ fn frontend_problems(fe: &Proxy, notes: &Notes, out: &mut Vec<(Loc, String)>) {
             out.push((
                 b.loc.clone(),
                 format!(
-                    "bind {}: forward-engine nat translates connections that arrive from the \
-                     network (prerouting); a loopback address only ever sees this host's own",
+                    "bind {}: forward-engine nat cannot balance a loopback address: the kernel \
+                     does not route a connection from a loopback source to another host \
+                     (route_localnet would, but opens 127/8 to the network); bind an address \
+                     of the host or ':PORT'",
                     b.addr
                 ),
             ));

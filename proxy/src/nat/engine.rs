@@ -12,7 +12,7 @@ use super::conntrack::{self, Dumper, Events};
 use super::event::{Kind, Message};
 use super::flows::Tracker;
 use super::ruleset::{self, FrontendRules, MARK_BASE, MARK_MASK};
-use super::{nft, slots, NatError, NatFrontend};
+use super::{local, nft, slots, NatError, NatFrontend};
 
 /// How often the slot tables are recomputed from the servers' state when no event came:
 /// a health check's verdict or a runtime API change reaches the kernel within this.
@@ -258,6 +258,7 @@ impl State {
                 table: slots::table(&fe.set),
                 idle_secs: fe.idle.map(secs),
                 fin_secs: fe.fin.map(secs),
+                untouched: local::untouched(&fe.set),
             })
             .collect()
     }

@@ -11,6 +11,7 @@ mod conntrack;
 mod engine;
 pub mod event;
 mod flows;
+mod local;
 mod nft;
 mod ruleset;
 mod slots;

@@ -8,6 +8,7 @@
 use std::fmt::Write;
 use std::net::SocketAddrV4;
 
+use super::local;
 use super::slots::{Selector, Table};
 
 /// The table the process owns; nothing else of ours is in the kernel.
@@ -28,6 +29,9 @@ pub struct FrontendRules {
     pub idle_secs: Option<u64>,
     /// The timeout of its half-closed flows, in seconds.
     pub fin_secs: Option<u64>,
+    /// Where the proxy itself connects (servers, check targets): connections made on this
+    /// host to them are not balanced (`local.rs`).
+    pub untouched: Vec<SocketAddrV4>,
 }
 
 impl FrontendRules {
@@ -79,6 +83,12 @@ pub fn render(owner: u32, frontends: &[FrontendRules], stale_maps: &[String]) ->
         s,
         "  chain pre {{ type nat hook prerouting priority dstnat; policy accept; }}"
     );
+    // Connections made on this host (`local.rs`); nft 1.0.6 has no `dstnat` keyword for
+    // the output hook, whose number it is.
+    let _ = writeln!(
+        s,
+        "  chain out {{ type nat hook output priority -100; policy accept; }}"
+    );
     let _ = writeln!(
         s,
         "  chain post {{ type nat hook postrouting priority srcnat; policy accept; }}"
@@ -101,8 +111,7 @@ pub fn render(owner: u32, frontends: &[FrontendRules], stale_maps: &[String]) ->
 
 fn frontend(s: &mut String, fe: &FrontendRules) {
     let map = fe.map_name();
-    let n = fe.table.slots.len();
-    if n > 0 {
+    if !fe.table.slots.is_empty() {
         let elements: Vec<String> = fe
             .table
             .slots
@@ -116,27 +125,12 @@ fn frontend(s: &mut String, fe: &FrontendRules) {
             elements.join(", ")
         );
     }
+    let action = action(fe);
     for bind in &fe.binds {
-        let matches = bind_match(bind);
-        if n == 0 {
-            // No usable server: refused at once, as a proxy with no server closes.
-            let _ = writeln!(s, "add rule ip {TABLE} pre {matches} reject with tcp reset");
-            continue;
-        }
-        let selector = match fe.table.selector {
-            Selector::Next => format!("numgen inc mod {n}"),
-            Selector::Random => format!("numgen random mod {n}"),
-            Selector::SourceHash => format!("jhash ip saddr mod {n} seed 0x0"),
-        };
-        // In the nat chain, which sees a connection's first packet only: the entry exists
-        // and is not confirmed yet, the one moment a timeout policy can be attached to it.
-        let _ = writeln!(
-            s,
-            "add rule ip {TABLE} pre {matches} ct mark set {:#010x} ct timeout set \"{}\" \
-             dnat ip to {selector} map @{map}",
-            fe.mark,
-            timeout_name(fe.idle_secs, fe.fin_secs)
-        );
+        let forwarded = bind_match(bind);
+        let local = local::output_match(bind, &fe.untouched);
+        let _ = writeln!(s, "add rule ip {TABLE} pre {forwarded} {action}");
+        let _ = writeln!(s, "add rule ip {TABLE} out {local} {action}");
     }
     // The client's address is replaced by the balancer's on the way to the server, so that
     // the server's answers come back through the balancer to be translated back.
@@ -145,6 +139,28 @@ fn frontend(s: &mut String, fe: &FrontendRules) {
         "add rule ip {TABLE} post ct mark {:#010x} masquerade",
         fe.mark
     );
+}
+
+/// What a matched new connection gets: the frontend's mark, its idle timeout and a server
+/// from the slot table; with no usable server, a TCP reset, as a proxy with no server closes.
+fn action(fe: &FrontendRules) -> String {
+    let n = fe.table.slots.len();
+    if n == 0 {
+        return "reject with tcp reset".to_string();
+    }
+    let selector = match fe.table.selector {
+        Selector::Next => format!("numgen inc mod {n}"),
+        Selector::Random => format!("numgen random mod {n}"),
+        Selector::SourceHash => format!("jhash ip saddr mod {n} seed 0x0"),
+    };
+    // In a nat chain, which sees a connection's first packet only: the entry exists and is
+    // not confirmed yet, the one moment a timeout policy can be attached to it.
+    format!(
+        "ct mark set {:#010x} ct timeout set \"{}\" dnat ip to {selector} map @{}",
+        fe.mark,
+        timeout_name(fe.idle_secs, fe.fin_secs),
+        fe.map_name()
+    )
 }
 
 /// How long a closed flow's entry stays (TIME_WAIT after FINs, CLOSE after an RST): its
@@ -192,6 +208,7 @@ mod tests {
             },
             idle_secs: Some(30),
             fin_secs: Some(5),
+            untouched: vec![a("10.0.3.2:1935")],
         };
         let s = render(42, &[fe], &["slots_0009".to_string()]);
         assert!(s.contains("flush table ip amsproxy_nat"), "{s}");
@@ -205,6 +222,20 @@ mod tests {
              0xa5a50001 ct timeout set \"idle_30_fin_5\" dnat ip to numgen inc mod 2 map @slots_0001"
         ));
         assert!(s.contains("pre ip daddr 10.0.2.1 tcp dport 1936 ct mark set"));
+        // The same balancing for connections made on this host, the servers' own left alone.
+        assert!(s.contains("chain out { type nat hook output priority -100; policy accept; }"));
+        assert!(
+            s.contains(
+                "add rule ip amsproxy_nat out fib daddr type local ip daddr != 127.0.0.0/8 \
+                 ip saddr != 127.0.0.0/8 tcp dport 1935 ip daddr . tcp dport != { 10.0.3.2 . 1935 } \
+                 ct mark set 0xa5a50001 ct timeout set \"idle_30_fin_5\" dnat ip to numgen inc mod 2 \
+                 map @slots_0001"
+            ),
+            "{s}"
+        );
+        assert!(
+            s.contains("out ip daddr 10.0.2.1 ip saddr != 127.0.0.0/8 tcp dport 1936 ct mark set")
+        );
         assert!(s.contains(
             "ct timeout idle_30_fin_5 { protocol tcp; l3proto ip; policy = { established: 30, \
              fin_wait: 5, close_wait: 5, last_ack: 5, time_wait: 1, close: 1 }; }"
@@ -224,9 +255,14 @@ mod tests {
             },
             idle_secs: None,
             fin_secs: None,
+            untouched: vec![],
         };
         let s = render(1, &[fe], &[]);
-        assert!(s.contains("tcp dport 1935 reject with tcp reset"), "{s}");
+        assert!(
+            s.contains("pre fib daddr type local tcp dport 1935 reject with tcp reset"),
+            "{s}"
+        );
+        assert!(s.contains("out fib daddr type local ip daddr != 127.0.0.0/8 ip saddr != 127.0.0.0/8 tcp dport 1935 reject with tcp reset"), "{s}");
         assert!(!s.contains("dnat"));
         assert!(s.contains("ct timeout idle_kernel_fin_kernel { protocol tcp; l3proto ip; policy = { time_wait: 1, close: 1 }; }"), "{s}");
     }
