@@ -2,12 +2,12 @@
 //! never pass prerouting: they leave through the `output` hook. The same balancing applies
 //! to them from a nat chain there, with three things a forwarded connection cannot meet:
 //!
-//! - A loopback source (127.0.0.0/8): after the destination is rewritten to a server the
+//! - A loopback source (127.0.0.0/8, ::1): after the destination is rewritten to a server the
 //!   kernel routes the packet again, and refuses a loopback source on any other interface
-//!   unless `route_localnet` is set, which would also open 127/8 to packets from the network.
-//!   Such connections (to 127.0.0.1 under `bind :PORT`, or from a socket bound to a
-//!   loopback address) are left alone: nothing listens, so they are refused, as loopback
-//!   binds are refused by the config.
+//!   (IPv4 unless `route_localnet` is set, which would also open 127/8 to packets from the
+//!   network; IPv6 always). Such connections (to 127.0.0.1 under `bind :PORT`, or from a
+//!   socket bound to a loopback address) are left alone: nothing listens, so they are
+//!   refused, as loopback binds are refused by the config.
 //! - The proxy's own health checks go to a server's address (or `addr`/`port`): when that
 //!   address is one of this host's and its port a bind's (a server on the balancer host
 //!   itself), balancing the check would test whichever server the table picked. A
@@ -18,21 +18,20 @@
 //! The masquerade in postrouting applies to these flows as to forwarded ones (same mark):
 //! the server answers the address of the interface that reaches it.
 
-use std::net::{SocketAddr, SocketAddrV4};
+use std::net::SocketAddr;
 
+use super::family::{self, Family};
 use crate::upstream::{Server, ServerSet};
 
 /// Where the proxy itself connects for `set`: each server's address and its check target,
-/// IPv4 and known, sorted, each once. The output chain leaves connections to them alone.
-pub fn untouched(set: &ServerSet) -> Vec<SocketAddrV4> {
-    let mut out: Vec<SocketAddrV4> = set
+/// known, sorted, each once. The output chain leaves connections to them alone.
+pub fn untouched(set: &ServerSet) -> Vec<SocketAddr> {
+    let mut out: Vec<SocketAddr> = set
         .servers()
         .iter()
         .flat_map(|s| [s.addr(), check_target(s)])
-        .filter_map(|a| match a {
-            SocketAddr::V4(a) if !a.ip().is_unspecified() && a.port() != 0 => Some(a),
-            _ => None,
-        })
+        .map(family::plain)
+        .filter(|a| !a.ip().is_unspecified() && a.port() != 0)
         .collect();
     out.sort();
     out.dedup();
@@ -54,28 +53,29 @@ fn check_target(server: &Server) -> SocketAddr {
 
 /// The output chain's match for `bind` (as `ruleset::bind_match` for prerouting), leaving
 /// out loopback sources and destinations and the connections to `untouched`.
-pub fn output_match(bind: &SocketAddrV4, untouched: &[SocketAddrV4]) -> String {
+pub fn output_match(family: Family, bind: &SocketAddr, untouched: &[SocketAddr]) -> String {
+    let bind = family::plain(*bind);
+    let (proto, loopback, port) = (family.proto(), family.loopback(), bind.port());
     let mut m = if bind.ip().is_unspecified() {
         format!(
-            "fib daddr type local ip daddr != 127.0.0.0/8 ip saddr != 127.0.0.0/8 tcp dport {}",
-            bind.port()
+            "fib daddr type local {proto} daddr != {loopback} {proto} saddr != {loopback} \
+             tcp dport {port}"
         )
     } else {
         format!(
-            "ip daddr {} ip saddr != 127.0.0.0/8 tcp dport {}",
-            bind.ip(),
-            bind.port()
+            "{proto} daddr {} {proto} saddr != {loopback} tcp dport {port}",
+            bind.ip()
         )
     };
     let mine: Vec<String> = untouched
         .iter()
-        .filter(|a| a.port() == bind.port())
+        .filter(|a| Family::of(a) == family && a.port() == port)
         .filter(|a| bind.ip().is_unspecified() || a.ip() == bind.ip())
-        .map(|a| format!("{} . {}", a.ip(), a.port()))
+        .map(family::element)
         .collect();
     if !mine.is_empty() {
         m.push_str(&format!(
-            " ip daddr . tcp dport != {{ {} }}",
+            " {proto} daddr . tcp dport != {{ {} }}",
             mine.join(", ")
         ));
     }
@@ -86,22 +86,32 @@ pub fn output_match(bind: &SocketAddrV4, untouched: &[SocketAddrV4]) -> String {
 mod tests {
     use super::*;
 
-    fn a(s: &str) -> SocketAddrV4 {
+    fn a(s: &str) -> SocketAddr {
         s.parse().unwrap()
     }
 
     #[test]
     fn every_local_address_but_loopback_and_the_servers_own() {
-        let untouched = [a("10.0.0.5:1935"), a("10.3.0.2:9000"), a("10.0.0.5:5080")];
+        let untouched = [
+            a("10.0.0.5:1935"),
+            a("10.3.0.2:9000"),
+            a("10.0.0.5:5080"),
+            a("[fd00::5]:1935"),
+        ];
         assert_eq!(
-            output_match(&a("0.0.0.0:1935"), &untouched),
+            output_match(Family::V4, &a("0.0.0.0:1935"), &untouched),
             "fib daddr type local ip daddr != 127.0.0.0/8 ip saddr != 127.0.0.0/8 \
              tcp dport 1935 ip daddr . tcp dport != { 10.0.0.5 . 1935 }"
         );
         assert_eq!(
-            output_match(&a("10.1.0.1:1935"), &untouched),
+            output_match(Family::V4, &a("10.1.0.1:1935"), &untouched),
             "ip daddr 10.1.0.1 ip saddr != 127.0.0.0/8 tcp dport 1935",
             "a server elsewhere is never this bind's destination"
+        );
+        assert_eq!(
+            output_match(Family::V6, &a("[::]:1935"), &untouched),
+            "fib daddr type local ip6 daddr != ::1 ip6 saddr != ::1 tcp dport 1935 \
+             ip6 daddr . tcp dport != { fd00::5 . 1935 }"
         );
     }
 
