@@ -359,6 +359,14 @@ fn a_client_on_the_balancer_is_balanced() {
         &s1,
         &s2,
     );
+    // Loopback is left alone (a loopback source may not leave the host): under `bind :1935`
+    // 127.0.0.1:1935 is the host's own, where nothing listens, not a connection that hangs.
+    let loopback = t.lb.run(|| {
+        TcpStream::connect_timeout(&"127.0.0.1:1935".parse().unwrap(), Duration::from_secs(3))
+            .err()
+            .map(|e| e.kind())
+    });
+    assert_eq!(loopback, Some(std::io::ErrorKind::ConnectionRefused));
     let lines = wait_until("a log line per flow", Duration::from_secs(20), || {
         let l = [flow_lines(&proxy, "s1"), flow_lines(&proxy, "s2")];
         l.iter().all(|l| l.len() == 1).then_some(l)
