@@ -8,7 +8,7 @@
 //! The nodes have no route back to the client: only the balancer's source rewriting
 //! (masquerade) makes their answers come back, as the engine promises.
 
-use std::net::{Ipv4Addr, SocketAddr, TcpStream};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpStream};
 use std::process::Command;
 use std::time::Duration;
 
@@ -20,6 +20,10 @@ use e2e::{pump, wait_until, End, Nginx, Proxy, Reply, Signal, TcpClient, TcpServ
 const NODE1: Ipv4Addr = Ipv4Addr::new(10, 3, 0, 2);
 const NODE2: Ipv4Addr = Ipv4Addr::new(10, 4, 0, 2);
 const FRONT: &str = "10.1.0.1:1935";
+/// IPv6 (`topology6`): unique local addresses, on the tests' own veths only.
+const NODE1_V6: Ipv6Addr = Ipv6Addr::new(0xfd00, 3, 0, 0, 0, 0, 0, 2);
+const NODE2_V6: Ipv6Addr = Ipv6Addr::new(0xfd00, 4, 0, 0, 0, 0, 0, 2);
+const FRONT_V6: &str = "[fd00:1::1]:1935";
 const MIB: u64 = 1 << 20;
 const GIB: u64 = 1 << 30;
 
@@ -45,6 +49,30 @@ fn topology(tag: &str) -> Topology {
     t
 }
 
+/// [`topology`] with IPv6 beside IPv4: the same veths get unique local addresses (without
+/// duplicate address detection, which would hold them back a second or two), the client a
+/// default route through the balancer, and the balancer forwards IPv6. The nodes again have
+/// no route back to the client.
+///
+/// ```text
+/// client fd00:1::2 ── fd00:1::1 balancer fd00:3::1 ── fd00:3::2 node1
+///                                        fd00:4::1 ── fd00:4::2 node2
+/// ```
+fn topology6(tag: &str) -> Topology {
+    let t = topology(tag);
+    let addr = |ns: &Netns, a: &str, dev: &str| ns.ip(&["addr", "add", a, "dev", dev, "nodad"]);
+    addr(&t.lb, "fd00:1::1/64", "c0");
+    addr(&t.client, "fd00:1::2/64", "l0");
+    addr(&t.lb, "fd00:3::1/64", "n1");
+    addr(&t.node1, "fd00:3::2/64", "l0");
+    addr(&t.lb, "fd00:4::1/64", "n2");
+    addr(&t.node2, "fd00:4::2/64", "l0");
+    t.client
+        .ip(&["-6", "route", "add", "default", "via", "fd00:1::1"]);
+    t.lb.sysctl("net.ipv6.conf.all.forwarding", "1");
+    t
+}
+
 /// A [`TcpServer`] in a node's namespace, dropped there: its drop wakes its accept loop by
 /// connecting to it, which only works from inside.
 struct NodeServer<'a> {
@@ -53,8 +81,9 @@ struct NodeServer<'a> {
 }
 
 impl<'a> NodeServer<'a> {
-    fn start(ns: &'a Netns, ip: Ipv4Addr) -> NodeServer<'a> {
-        let server = ns.run(|| TcpServer::start(SocketAddr::from((ip, 9000))));
+    fn start(ns: &'a Netns, ip: impl Into<IpAddr>) -> NodeServer<'a> {
+        let addr = SocketAddr::new(ip.into(), 9000);
+        let server = ns.run(|| TcpServer::start(addr));
         NodeServer {
             ns,
             server: Some(server),
@@ -92,9 +121,14 @@ fn nft(lb: &Netns, args: &[&str]) -> Option<String> {
         .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
-/// The servers the table's slot map names now, each once, in slot order of first use.
+/// The servers the IPv4 table's slot map names now, each once, in slot order of first use.
 fn slot_servers(lb: &Netns) -> Vec<String> {
-    let Some(table) = nft(lb, &["list", "table", "ip", "amsproxy_nat"]) else {
+    slot_servers_in(lb, "ip")
+}
+
+/// The same in our table of `family` (`ip`, `ip6`).
+fn slot_servers_in(lb: &Netns, family: &str) -> Vec<String> {
+    let Some(table) = nft(lb, &["list", "table", family, "amsproxy_nat"]) else {
         return Vec::new();
     };
     let mut servers = Vec::new();
@@ -103,7 +137,8 @@ fn slot_servers(lb: &Netns) -> Vec<String> {
         .filter(|l| l.contains("elements") && l.contains(" . "))
         .flat_map(|l| l.split(',').map(str::to_string).collect::<Vec<_>>());
     for e in elements {
-        if let Some(server) = e.split(':').nth(1) {
+        // `SLOT : ADDR . PORT`; IPv6 addresses have colons of their own.
+        if let Some((_, server)) = e.split_once(" : ") {
             let server = server.trim().trim_end_matches('}').trim().to_string();
             if !servers.contains(&server) {
                 servers.push(server);
@@ -115,6 +150,11 @@ fn slot_servers(lb: &Netns) -> Vec<String> {
 
 /// Waits until the slot map names exactly `want` (addresses as nft prints them, `IP . PORT`).
 fn wait_slots(lb: &Netns, want: &[SocketAddr]) {
+    wait_slots_in(lb, "ip", want)
+}
+
+/// The same in our table of `family`.
+fn wait_slots_in(lb: &Netns, family: &str, want: &[SocketAddr]) {
     let mut want: Vec<String> = want
         .iter()
         .map(|a| format!("{} . {}", a.ip(), a.port()))
@@ -124,7 +164,7 @@ fn wait_slots(lb: &Netns, want: &[SocketAddr]) {
         &format!("the slot map to name {want:?}"),
         Duration::from_secs(20),
         || {
-            let mut got = slot_servers(lb);
+            let mut got = slot_servers_in(lb, family);
             got.sort();
             (got == want).then_some(())
         },
@@ -292,6 +332,174 @@ fn a_gib_each_way_arrives_intact_and_is_logged() {
     // The pump's 40-byte request header goes up before the data.
     assert!(carries(up, GIB + 40), "up: {up} IP bytes for 1 GiB");
     assert!(carries(down, GIB), "down: {down} IP bytes for 1 GiB");
+}
+
+/// A client on the balancer itself (in its namespace, where a probe or an ffmpeg on the
+/// host would run) connects to the bind address and is balanced like a forwarded one: one
+/// connection to each node by round robin, both intact, and each flow logged from its
+/// conntrack events with the bytes that carried it. The nodes have no route to the client
+/// network: the masquerade makes their answers come back.
+#[test]
+fn a_client_on_the_balancer_is_balanced() {
+    let t = topology("o");
+    let s1 = NodeServer::start(&t.node1, NODE1);
+    let s2 = NodeServer::start(&t.node2, NODE2);
+    let dir = e2e::TestDir::new("nat-local");
+    let (config, sock) = with_api(
+        &cfg(&[("s1", s1.addr()), ("s2", s2.addr())], false, ""),
+        &dir,
+    );
+    let proxy = start_proxy(&t.lb, &config);
+    wait_slots(&t.lb, &[s1.addr(), s2.addr()]);
+
+    one_on_each(
+        || {
+            t.lb.run(|| TcpClient::connect(front(), Reply::Concurrent { bytes: MIB }))
+        },
+        &s1,
+        &s2,
+    );
+    // Loopback is left alone (a loopback source may not leave the host): under `bind :1935`
+    // 127.0.0.1:1935 is the host's own, where nothing listens, not a connection that hangs.
+    let loopback = t.lb.run(|| {
+        TcpStream::connect_timeout(&"127.0.0.1:1935".parse().unwrap(), Duration::from_secs(3))
+            .err()
+            .map(|e| e.kind())
+    });
+    assert_eq!(loopback, Some(std::io::ErrorKind::ConnectionRefused));
+    let lines = wait_until("a log line per flow", Duration::from_secs(20), || {
+        let l = [flow_lines(&proxy, "s1"), flow_lines(&proxy, "s2")];
+        l.iter().all(|l| l.len() == 1).then_some(l)
+    });
+    for l in lines {
+        let (up, down) = l[0];
+        // The 40-byte request header goes up before the data.
+        assert!(
+            carries(up, MIB + 40) && carries(down, MIB),
+            "{up} up, {down} down"
+        );
+    }
+    let log = proxy.stderr();
+    let flows: Vec<&str> = log.lines().filter(|l| l.contains(" nat up=")).collect();
+    assert_eq!(flows.len(), 2, "{log}");
+    assert!(
+        flows.iter().all(|l| l.contains("10.1.0.1:")),
+        "the client is the balancer's own address: {log}"
+    );
+    let stat = api(&sock, "show stat");
+    for s in ["s1", "s2"] {
+        assert!(
+            stat.lines()
+                .any(|l| l.starts_with(&format!("nodes,{s},")) && stot(l) == Some(1)),
+            "{s} counted one session: {stat}"
+        );
+    }
+}
+
+/// Two connections made by `connect`, one after the other: round robin puts one on each
+/// server, and each carries 1 MiB up and 1 MiB down intact.
+fn one_on_each(connect: impl Fn() -> TcpClient, s1: &TcpServer, s2: &TcpServer) {
+    let (n1, n2) = (s1.accepted(), s2.accepted());
+    let first = connect();
+    let (a, b, nb) = wait_until("the first connection on a node", IO_LIMIT, || {
+        match (s1.accepted() - n1, s2.accepted() - n2) {
+            (1, 0) => Some((s1, s2, n2)),
+            (0, 1) => Some((s2, s1, n1)),
+            _ => None,
+        }
+    });
+    let second = connect();
+    wait_until("the second connection on the other node", IO_LIMIT, || {
+        (b.accepted() == nb + 1).then_some(())
+    });
+    assert_eq!(
+        (s1.accepted() - n1, s2.accepted() - n2),
+        (1, 1),
+        "round robin: one connection each"
+    );
+    for (c, server) in [(&first, a), (&second, b)] {
+        let sent = c.send(MIB).expect("send");
+        c.shutdown_write();
+        let got = c.read_all();
+        assert_eq!((got.end, got.bytes), (End::Eof, MIB));
+        assert_eq!(got.sha256, c.expected_from_server(MIB));
+        let r = server.report(c.id, IO_LIMIT);
+        assert_eq!((r.received.end, r.received.bytes), (End::Eof, MIB));
+        assert_eq!(r.received.sha256, sent);
+    }
+}
+
+/// IPv6: a frontend on a unique local address balances clients from the network and from
+/// the balancer itself over two IPv6 nodes (round robin, one of each on each node), every
+/// flow intact, and every flow logged from its conntrack events (AF_INET6 entries) with the
+/// client it came from. The IPv6 table goes with the stop.
+#[test]
+fn ipv6_clients_are_balanced() {
+    let t = topology6("6");
+    let s1 = NodeServer::start(&t.node1, NODE1_V6);
+    let s2 = NodeServer::start(&t.node2, NODE2_V6);
+    let config = cfg(&[("s1", s1.addr()), ("s2", s2.addr())], false, "")
+        .replace("    bind :1935\n", &format!("    bind {FRONT_V6}\n"));
+    let mut proxy = start_proxy(&t.lb, &config);
+    wait_slots_in(&t.lb, "ip6", &[s1.addr(), s2.addr()]);
+    let front: SocketAddr = FRONT_V6.parse().expect("front address");
+    let connect =
+        |ns: &Netns| ns.run(|| TcpClient::connect(front, Reply::Concurrent { bytes: MIB }));
+    one_on_each(|| connect(&t.client), &s1, &s2);
+    one_on_each(|| connect(&t.lb), &s1, &s2);
+    let lines = wait_until("a log line per flow", Duration::from_secs(20), || {
+        let l = [flow_lines(&proxy, "s1"), flow_lines(&proxy, "s2")];
+        l.iter().all(|l| l.len() == 2).then_some(l)
+    });
+    for (up, down) in lines.iter().flatten() {
+        assert!(
+            carries(*up, MIB + 40) && carries(*down, MIB),
+            "{up} up, {down} down"
+        );
+    }
+    let log = proxy.stderr();
+    let flows: Vec<&str> = log.lines().filter(|l| l.contains(" nat up=")).collect();
+    let from = |client: &str| flows.iter().filter(|l| l.contains(client)).count();
+    assert_eq!(
+        (from("fd00:1::2"), from("fd00:1::1")),
+        (2, 2),
+        "two flows from the client, two from the balancer: {log}"
+    );
+    proxy.signal(Signal::SIGTERM);
+    assert!(proxy.wait_exit(Duration::from_secs(20)).is_some());
+    let tables = nft(&t.lb, &["list", "tables"]).expect("nft list tables");
+    assert!(
+        !tables.contains("amsproxy_nat"),
+        "table left behind: {tables}"
+    );
+}
+
+/// The `stot` column of a `show stat` line.
+fn stot(line: &str) -> Option<u64> {
+    line.split(',').nth(7)?.parse().ok()
+}
+
+/// The proxy's own health check to a server on the balancer host (here the balancer's own
+/// address and the frontend's port, where nothing listens) reaches that address, not the
+/// table: the server stays down. Were the check balanced, it would reach the live node, and
+/// the server would come back up (rise 1).
+#[test]
+fn health_checks_from_the_balancer_are_not_balanced() {
+    let t = topology("k");
+    let s1 = NodeServer::start(&t.node1, NODE1);
+    let own: SocketAddr = "10.3.0.1:1935".parse().expect("address");
+    let _proxy = start_proxy(&t.lb, &cfg(&[("s1", s1.addr()), ("here", own)], true, ""));
+    wait_slots(&t.lb, &[s1.addr()]);
+    for _ in 0..10 {
+        std::thread::sleep(Duration::from_millis(300));
+        let mut got = slot_servers(&t.lb);
+        got.sort();
+        assert_eq!(
+            got,
+            [format!("{} . {}", NODE1, 9000)],
+            "the server on the balancer came back up: its check was balanced"
+        );
+    }
 }
 
 /// Half-close each way and resets each way pass through unchanged (the kernel forwards the

@@ -46,8 +46,8 @@ pub(crate) fn problems(config: &Config, proxy: &Proxy, notes: &Notes) -> Vec<(Lo
                 ));
             }
         }
-        if backend_nat {
-            frontend_problems(proxy, notes, &mut out);
+        if let Some(b) = backend.filter(|_| backend_nat) {
+            frontend_problems(proxy, b, notes, &mut out);
         }
     }
     if proxy.kind.has_backend() && proxy.engine == EngineChoice::Nat {
@@ -56,7 +56,8 @@ pub(crate) fn problems(config: &Config, proxy: &Proxy, notes: &Notes) -> Vec<(Lo
     out
 }
 
-fn frontend_problems(fe: &Proxy, notes: &Notes, out: &mut Vec<(Loc, String)>) {
+fn frontend_problems(fe: &Proxy, be: &Proxy, notes: &Notes, out: &mut Vec<(Loc, String)>) {
+    family_problems(fe, be, out);
     for b in &fe.binds {
         if b.ssl.is_some() {
             out.push((
@@ -74,22 +75,14 @@ fn frontend_problems(fe: &Proxy, notes: &Notes, out: &mut Vec<(Loc, String)>) {
                     .to_string(),
             ));
         }
-        if b.addr.ip().is_loopback() {
+        if b.addr.ip().to_canonical().is_loopback() {
             out.push((
                 b.loc.clone(),
                 format!(
-                    "bind {}: forward-engine nat translates connections that arrive from the \
-                     network (prerouting); a loopback address only ever sees this host's own",
-                    b.addr
-                ),
-            ));
-        }
-        if !is_v4(b.addr) {
-            out.push((
-                b.loc.clone(),
-                format!(
-                    "bind {}: forward-engine nat balances IPv4 only (its nftables table is \
-                     'ip'); bind an IPv4 address or ':PORT'",
+                    "bind {}: forward-engine nat cannot balance a loopback address: the kernel \
+                     does not route a connection from a loopback source to another host \
+                     (for IPv4 route_localnet would, but it opens 127/8 to the network); bind \
+                     an address of the host or ':PORT'",
                     b.addr
                 ),
             ));
@@ -151,15 +144,84 @@ fn backend_problems(be: &Proxy, notes: &Notes, out: &mut Vec<(Loc, String)>) {
                 ),
             ));
         }
-        if !s.addr.ip().is_unspecified() && !is_v4(s.addr) {
-            out.push((
+    }
+    let mut first: Option<&super::model::Server> = None;
+    for s in be.servers.iter().filter(|s| !s.addr.ip().is_unspecified()) {
+        match first {
+            None => first = Some(s),
+            Some(f) if is_v4(f.addr) != is_v4(s.addr) => out.push((
                 s.loc.clone(),
                 format!(
-                    "server {}: forward-engine nat balances IPv4 only; {} is IPv6",
-                    s.name, s.addr
+                    "server {}: forward-engine nat does not translate between families: {} is \
+                     {} and server {} is {}",
+                    s.name,
+                    s.addr,
+                    family(s.addr),
+                    f.name,
+                    family(f.addr)
+                ),
+            )),
+            Some(_) => {}
+        }
+    }
+}
+
+/// One family per frontend, that of its backend's servers: the kernel's NAT rewrites
+/// addresses within a family (IPv4 in `ip amsproxy_nat`, IPv6 in `ip6 amsproxy_nat`).
+fn family_problems(fe: &Proxy, be: &Proxy, out: &mut Vec<(Loc, String)>) {
+    let server = be.servers.iter().find(|s| !s.addr.ip().is_unspecified());
+    let first = fe.binds.first();
+    for b in &fe.binds {
+        let other_bind = first.filter(|f| is_v4(f.addr) != is_v4(b.addr));
+        let other_server = server.filter(|s| is_v4(s.addr) != is_v4(b.addr));
+        if let Some(f) = other_bind {
+            out.push((
+                b.loc.clone(),
+                format!(
+                    "bind {}: forward-engine nat balances one family per frontend: {} is {} \
+                     and bind {} is {}",
+                    b.addr,
+                    b.addr,
+                    family(b.addr),
+                    f.addr,
+                    family(f.addr)
+                ),
+            ));
+        } else if let Some(s) = other_server {
+            out.push((
+                b.loc.clone(),
+                format!(
+                    "bind {}: forward-engine nat does not translate between families: the bind \
+                     is {} and server {} of backend '{}' is {}",
+                    b.addr,
+                    family(b.addr),
+                    s.name,
+                    be.name,
+                    family(s.addr)
                 ),
             ));
         }
+        let wildcard6 = !is_v4(b.addr) && b.addr.ip().is_unspecified();
+        if wildcard6 && b.v6only != Some(true) {
+            out.push((
+                b.loc.clone(),
+                format!(
+                    "bind {}: an IPv6 wildcard takes IPv4 clients too, and forward-engine nat \
+                     balances one family per frontend; add 'v6only' (IPv6 clients only) or \
+                     bind ':{}' for IPv4",
+                    b.addr,
+                    b.addr.port()
+                ),
+            ));
+        }
+    }
+}
+
+fn family(addr: SocketAddr) -> &'static str {
+    if is_v4(addr) {
+        "IPv4"
+    } else {
+        "IPv6"
     }
 }
 
@@ -172,4 +234,22 @@ fn is_v4(addr: SocketAddr) -> bool {
 
 fn describe(proxy: &Proxy) -> String {
     format!("{} '{}'", proxy.kind.keyword(), proxy.name)
+}
+
+#[cfg(test)]
+mod tests {
+    /// IPv6 binds over IPv6 servers, and IPv4-mapped servers under an IPv4 bind, are one
+    /// family each: accepted.
+    #[test]
+    fn one_family_per_frontend_is_accepted() {
+        for cfg in [
+            "listen rtmp\n bind [fd00:1::1]:1935\n bind :::1936 v6only\n forward-engine nat\n \
+             server a [fd00:3::2]:1935\n server b [fd00:4::2]:1935\n",
+            "listen rtmp\n bind :1935\n forward-engine nat\n server a [::ffff:10.0.0.1]:1935\n \
+             server b 10.0.0.2:1935\n",
+        ] {
+            let parsed = crate::config::parse_str(cfg, std::path::Path::new("nat6.cfg"));
+            assert!(parsed.is_ok(), "{cfg}: {:?}", parsed.err());
+        }
+    }
 }

@@ -165,7 +165,8 @@ fn request(seq: u32, mark: u32, mask: u32) -> Vec<u8> {
         a
     };
     let body = [
-        vec![libc::AF_INET as u8, 0, 0, 0],
+        // AF_UNSPEC: entries of both families (IPv4 and IPv6 frontends).
+        vec![libc::AF_UNSPEC as u8, 0, 0, 0],
         attr(CTA_MARK, mark),
         attr(CTA_MARK_MASK, mask),
     ]

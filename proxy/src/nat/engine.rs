@@ -10,9 +10,10 @@ use std::time::{Duration, Instant};
 
 use super::conntrack::{self, Dumper, Events};
 use super::event::{Kind, Message};
+use super::family::Family;
 use super::flows::Tracker;
 use super::ruleset::{self, FrontendRules, MARK_BASE, MARK_MASK};
-use super::{nft, slots, NatError, NatFrontend};
+use super::{local, nft, slots, NatError, NatFrontend};
 
 /// How often the slot tables are recomputed from the servers' state when no event came:
 /// a health check's verdict or a runtime API change reaches the kernel within this.
@@ -46,11 +47,12 @@ impl NatEngine {
     /// Probes the kernel (nft, nat table, conntrack events), writes the table for
     /// `frontends` and starts following them. Any failure refuses the start, with why.
     pub fn start(frontends: Vec<Arc<NatFrontend>>) -> Result<NatEngine, NatError> {
-        probe()?;
+        probe(&frontends)?;
         conntrack::enable_accounting()?;
         let events = Events::open()?;
         let dumper = Dumper::open()?;
         let mut state = State::new(std::process::id());
+        state.v6_table = nft::has_table(Family::V6);
         state.write(&frontends, true)?;
         let shared = Arc::new(Shared {
             frontends: Mutex::new(frontends),
@@ -93,7 +95,7 @@ impl NatEngine {
                     ruleset::TABLE
                 )
             }
-            _ => match nft::apply(&ruleset::delete()) {
+            _ => match nft::apply(&ruleset::delete(nft::has_table(Family::V6))) {
                 Ok(()) => log::info!("nat: table {} deleted", ruleset::TABLE),
                 Err(e) => log::error!("nat: cannot delete table {}: {e}", ruleset::TABLE),
             },
@@ -109,22 +111,40 @@ impl Drop for NatEngine {
 }
 
 /// Whether this kernel and this process can run nat: the nft program, the right to change
-/// the ruleset (CAP_NET_ADMIN), a nat chain (nf_nat, loaded on demand), and forwarding.
-fn probe() -> Result<(), NatError> {
-    let probe_table = "table ip amsproxy_nat_probe {\n  chain pre { type nat hook prerouting \
-                       priority dstnat; policy accept; }\n}\ndelete table ip amsproxy_nat_probe\n";
-    nft::apply(probe_table).map_err(|e| {
+/// the ruleset (CAP_NET_ADMIN), a nat chain (nf_nat, loaded on demand), and forwarding, for
+/// IPv4 and, when a frontend is IPv6, for IPv6. A reload that brings the first IPv6 frontend
+/// is not probed again: a failing write is warned about.
+fn probe(frontends: &[Arc<NatFrontend>]) -> Result<(), NatError> {
+    let mut families = vec![Family::V4];
+    if frontends.iter().any(|fe| fe.family() == Family::V6) {
+        families.push(Family::V6);
+    }
+    for family in families {
+        probe_family(family)?;
+    }
+    Ok(())
+}
+
+fn probe_family(family: Family) -> Result<(), NatError> {
+    let t = family.table();
+    let probe_table = format!(
+        "table {t} amsproxy_nat_probe {{\n  chain pre {{ type nat hook prerouting \
+         priority dstnat; policy accept; }}\n}}\ndelete table {t} amsproxy_nat_probe\n"
+    );
+    nft::apply(&probe_table).map_err(|e| {
         NatError::Probe(format!(
-            "cannot write an nftables nat table (the nft program, CAP_NET_ADMIN, nf_nat): {e}"
+            "cannot write an nftables nat table of family {t} (the nft program, \
+             CAP_NET_ADMIN, nf_nat): {e}"
         ))
     })?;
-    let forward = std::fs::read_to_string("/proc/sys/net/ipv4/ip_forward").unwrap_or_default();
+    let sysctl = family.forwarding_sysctl();
+    let path = format!("/proc/sys/{}", sysctl.replace('.', "/"));
+    let forward = std::fs::read_to_string(path).unwrap_or_default();
     if forward.trim() != "1" {
-        return Err(NatError::Probe(
-            "net.ipv4.ip_forward is not 1: the kernel would not forward translated \
-             connections (sysctl -w net.ipv4.ip_forward=1)"
-                .to_string(),
-        ));
+        return Err(NatError::Probe(format!(
+            "{sysctl} is not 1: the kernel would not forward translated connections \
+             (sysctl -w {sysctl}=1)"
+        )));
     }
     Ok(())
 }
@@ -165,7 +185,10 @@ struct State {
     /// Each frontend's mark, by name, kept over reloads so its flows stay its own.
     marks: HashMap<String, u32>,
     last: String,
-    maps: Vec<String>,
+    /// The slot maps the last write made, by table.
+    maps: Vec<(Family, String)>,
+    /// The IPv6 table exists (written by us or a process before us).
+    v6_table: bool,
     tracker: Tracker,
     /// Another process took the table over (a binary upgrade): this one no longer writes it.
     handed_over: bool,
@@ -180,6 +203,7 @@ impl State {
             marks: HashMap::new(),
             last: String::new(),
             maps: Vec::new(),
+            v6_table: false,
             tracker: Tracker::default(),
             handed_over: false,
             warned: None,
@@ -194,14 +218,14 @@ impl State {
             return Ok(());
         }
         let rules = self.rules(frontends);
-        let names: Vec<String> = rules.iter().map(FrontendRules::map_name).collect();
-        let stale: Vec<String> = self
+        let names: Vec<(Family, String)> = rules.iter().map(|r| (r.family, r.map_name())).collect();
+        let stale: Vec<(Family, String)> = self
             .maps
             .iter()
             .filter(|m| !names.contains(m))
             .cloned()
             .collect();
-        let script = ruleset::render(self.pid, &rules, &stale);
+        let script = ruleset::render(self.pid, &rules, &stale, self.v6_table);
         if script == self.last {
             return Ok(());
         }
@@ -224,6 +248,7 @@ impl State {
         self.written = Some(Instant::now());
         log::debug!("nat: table written:\n{script}");
         self.last = script;
+        self.v6_table = names.iter().any(|(f, _)| *f == Family::V6);
         self.maps = names;
         Ok(())
     }
@@ -254,10 +279,12 @@ impl State {
             .iter()
             .map(|fe| FrontendRules {
                 mark: self.mark(&fe.name),
+                family: fe.family(),
                 binds: fe.binds.clone(),
-                table: slots::table(&fe.set),
+                table: slots::table(&fe.set, fe.family()),
                 idle_secs: fe.idle.map(secs),
                 fin_secs: fe.fin.map(secs),
+                untouched: local::untouched(&fe.set),
             })
             .collect()
     }

@@ -5,7 +5,7 @@
 //! skipped (`None`), never a panic. Attribute numbers are those of
 //! `include/uapi/linux/netfilter/nfnetlink_conntrack.h`; no maintained crate covers them.
 
-use std::net::{Ipv4Addr, SocketAddrV4};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 /// `NFNL_SUBSYS_CTNETLINK << 8 | IPCTNL_MSG_CT_NEW`: new entries, updates (state changes) and
 /// dumped entries alike, all read as [`Kind::New`].
@@ -36,6 +36,8 @@ const CTA_TUPLE_PROTO: u16 = 2;
 // CTA_IP_*
 const CTA_IP_V4_SRC: u16 = 1;
 const CTA_IP_V4_DST: u16 = 2;
+const CTA_IP_V6_SRC: u16 = 3;
+const CTA_IP_V6_DST: u16 = 4;
 // CTA_PROTO_*
 const CTA_PROTO_NUM: u16 = 1;
 const CTA_PROTO_SRC_PORT: u16 = 2;
@@ -71,7 +73,7 @@ pub struct Count {
     pub bytes: u64,
 }
 
-/// One IPv4 TCP conntrack event.
+/// One TCP conntrack event, IPv4 or IPv6.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CtEvent {
     pub kind: Kind,
@@ -79,10 +81,10 @@ pub struct CtEvent {
     pub id: u32,
     pub mark: u32,
     /// The original direction: client → the address it connected to.
-    pub client: SocketAddrV4,
-    pub dst: SocketAddrV4,
+    pub client: SocketAddr,
+    pub dst: SocketAddr,
     /// The reply direction's source: the server the kernel's NAT chose.
-    pub server: SocketAddrV4,
+    pub server: SocketAddr,
     /// Client → server (original direction), when accounting is on.
     pub up: Option<Count>,
     /// Server → client (reply direction).
@@ -139,9 +141,9 @@ fn event(kind: Kind, attrs: &[u8]) -> Option<CtEvent> {
         kind,
         id: 0,
         mark: 0,
-        client: SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0),
-        dst: SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0),
-        server: SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0),
+        client: SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0)),
+        dst: SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0)),
+        server: SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0)),
         up: None,
         down: None,
         started_ns: None,
@@ -175,8 +177,9 @@ fn event(kind: Kind, attrs: &[u8]) -> Option<CtEvent> {
     Some(ev)
 }
 
-/// An IPv4 TCP tuple: (source, destination). Other protocols and families are `None`.
-fn tuple(v: &[u8]) -> Option<(SocketAddrV4, SocketAddrV4)> {
+/// A TCP tuple: (source, destination), both IPv4 or both IPv6 (as the kernel sends them).
+/// Other protocols, and a tuple whose two addresses differ in family, are `None`.
+fn tuple(v: &[u8]) -> Option<(SocketAddr, SocketAddr)> {
     let (mut src, mut dst, mut sport, mut dport, mut proto) = (None, None, None, None, None);
     for (t, inner) in Attrs(v) {
         match t {
@@ -185,6 +188,8 @@ fn tuple(v: &[u8]) -> Option<(SocketAddrV4, SocketAddrV4)> {
                     match t {
                         CTA_IP_V4_SRC => src = ipv4(a),
                         CTA_IP_V4_DST => dst = ipv4(a),
+                        CTA_IP_V6_SRC => src = ipv6(a),
+                        CTA_IP_V6_DST => dst = ipv6(a),
                         _ => {}
                     }
                 }
@@ -202,13 +207,11 @@ fn tuple(v: &[u8]) -> Option<(SocketAddrV4, SocketAddrV4)> {
             _ => {}
         }
     }
-    if proto? != IPPROTO_TCP {
+    let (src, dst) = (src?, dst?);
+    if proto? != IPPROTO_TCP || src.is_ipv4() != dst.is_ipv4() {
         return None;
     }
-    Some((
-        SocketAddrV4::new(src?, sport?),
-        SocketAddrV4::new(dst?, dport?),
-    ))
+    Some((SocketAddr::new(src, sport?), SocketAddr::new(dst, dport?)))
 }
 
 fn counters(v: &[u8]) -> Option<Count> {
@@ -237,9 +240,14 @@ fn be16(v: &[u8]) -> Option<u16> {
     Some(u16::from_be_bytes(v.get(..2)?.try_into().ok()?))
 }
 
-fn ipv4(v: &[u8]) -> Option<Ipv4Addr> {
+fn ipv4(v: &[u8]) -> Option<IpAddr> {
     let o: [u8; 4] = v.get(..4)?.try_into().ok()?;
-    Some(Ipv4Addr::from(o))
+    Some(IpAddr::V4(Ipv4Addr::from(o)))
+}
+
+fn ipv6(v: &[u8]) -> Option<IpAddr> {
+    let o: [u8; 16] = v.get(..16)?.try_into().ok()?;
+    Some(IpAddr::V6(Ipv6Addr::from(o)))
 }
 
 fn align(len: usize) -> usize {
@@ -285,10 +293,17 @@ pub mod build {
         out
     }
 
-    fn tuple(src: SocketAddrV4, dst: SocketAddrV4) -> Vec<u8> {
+    fn ip(v4: u16, v6: u16, addr: SocketAddr) -> Vec<u8> {
+        match addr.ip() {
+            IpAddr::V4(ip) => attr(v4, false, &ip.octets()),
+            IpAddr::V6(ip) => attr(v6, false, &ip.octets()),
+        }
+    }
+
+    fn tuple(src: SocketAddr, dst: SocketAddr) -> Vec<u8> {
         let ip = [
-            attr(CTA_IP_V4_SRC, false, &src.ip().octets()),
-            attr(CTA_IP_V4_DST, false, &dst.ip().octets()),
+            ip(CTA_IP_V4_SRC, CTA_IP_V6_SRC, src),
+            ip(CTA_IP_V4_DST, CTA_IP_V6_DST, dst),
         ]
         .concat();
         let proto = [
@@ -348,7 +363,9 @@ pub mod build {
         out.extend_from_slice(&(len as u32).to_ne_bytes());
         out.extend_from_slice(&kind.to_ne_bytes());
         out.extend_from_slice(&[0; 10]);
-        out.extend_from_slice(&[2, 0, 0, 0]); // AF_INET, version 0, res_id 0
+        // The family (AF_INET, AF_INET6), version 0, res_id 0.
+        let family = if ev.client.is_ipv4() { 2 } else { 10 };
+        out.extend_from_slice(&[family, 0, 0, 0]);
         out.extend(attrs);
         out
     }
@@ -391,6 +408,20 @@ mod tests {
     }
 
     #[test]
+    fn reads_ipv6_flows() {
+        let mut ev = sample(Kind::New);
+        ev.client = "[fd00:1::2]:40000".parse().unwrap();
+        ev.dst = "[fd00:1::1]:1935".parse().unwrap();
+        ev.server = "[fd00:3::2]:9000".parse().unwrap();
+        let msg = message(&ev);
+        assert_eq!(msg[NLMSG_HDRLEN], 10, "AF_INET6 in the nfgenmsg");
+        assert_eq!(parse_datagram(&msg), vec![Message::Event(ev)]);
+        // A tuple of two families is nothing the kernel sends: skipped.
+        ev.dst = "10.0.2.1:1935".parse().unwrap();
+        assert_eq!(parse_datagram(&message(&ev)), vec![Message::Other]);
+    }
+
+    #[test]
     fn missing_parts_are_skipped_not_guessed() {
         let mut ev = sample(Kind::Destroy);
         ev.up = None;
@@ -417,20 +448,25 @@ mod tests {
                 seen += 1;
             }
         }
-        assert_eq!(seen, 4);
+        assert_eq!(seen, 5);
     }
 
     #[test]
     fn every_truncation_and_corruption_is_survived() {
-        let msg = message(&sample(Kind::Destroy));
-        for cut in 0..msg.len() {
-            let _ = parse_datagram(&msg[..cut]);
-        }
-        for at in 0..msg.len() {
-            for byte in [0u8, 1, 3, 0x7f, 0xff] {
-                let mut bad = msg.clone();
-                bad[at] = byte;
-                let _ = parse_datagram(&bad);
+        let mut v6 = sample(Kind::Destroy);
+        v6.client = "[fd00:1::2]:40000".parse().unwrap();
+        v6.dst = "[fd00:1::1]:1935".parse().unwrap();
+        v6.server = "[fd00:3::2]:9000".parse().unwrap();
+        for msg in [message(&sample(Kind::Destroy)), message(&v6)] {
+            for cut in 0..msg.len() {
+                let _ = parse_datagram(&msg[..cut]);
+            }
+            for at in 0..msg.len() {
+                for byte in [0u8, 1, 3, 0x7f, 0xff] {
+                    let mut bad = msg.clone();
+                    bad[at] = byte;
+                    let _ = parse_datagram(&bad);
+                }
             }
         }
     }

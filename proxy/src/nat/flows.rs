@@ -5,7 +5,7 @@
 //! log line. Bytes are conntrack's: whole IP packets, headers included.
 
 use std::collections::HashMap;
-use std::net::{SocketAddr, SocketAddrV4};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -58,13 +58,8 @@ impl Tracker {
         for c in rows(fe, &server) {
             c.open_detached();
         }
-        let flow = FLOWS.enter(SocketAddr::V4(ev.client), &fe.stats, "nat");
-        flow.set_server(
-            &fe.set.stats.traffic,
-            server.index,
-            SocketAddr::V4(ev.server),
-            "nat",
-        );
+        let flow = FLOWS.enter(ev.client, &fe.stats, "nat");
+        flow.set_server(&fe.set.stats.traffic, server.index, ev.server, "nat");
         self.live.insert(
             ev.id,
             Live {
@@ -203,11 +198,13 @@ fn rows<'a>(fe: &'a NatFrontend, server: &'a Server) -> [&'a Counters; 3] {
     [&fe.stats, &fe.set.stats.traffic, &server.stats.traffic]
 }
 
-fn server_of(fe: &NatFrontend, addr: SocketAddrV4) -> Option<Arc<Server>> {
+/// The server the NAT chose: conntrack writes addresses as the kernel sees them, an
+/// IPv4-mapped server address as IPv4.
+fn server_of(fe: &NatFrontend, addr: SocketAddr) -> Option<Arc<Server>> {
     fe.set
         .servers()
         .iter()
-        .find(|s| s.addr() == SocketAddr::V4(addr))
+        .find(|s| super::family::plain(s.addr()) == addr)
         .cloned()
 }
 
@@ -230,7 +227,7 @@ fn record<'a>(
         TermState::NORMAL
     };
     SessionRecord {
-        client: SocketAddr::V4(ev.client),
+        client: ev.client,
         accepted: started,
         frontend: &fe.name,
         backend: &fe.set.backend,
@@ -336,10 +333,7 @@ mod tests {
         let listed = FLOWS
             .snapshot()
             .into_iter()
-            .filter(|f| {
-                f.meta.engine == "nat"
-                    && f.meta.client == SocketAddr::V4(event(Kind::New, 7).client)
-            })
+            .filter(|f| f.meta.engine == "nat" && f.meta.client == event(Kind::New, 7).client)
             .count();
         assert_eq!(listed, 1, "in show sess");
         t.progress(&event(Kind::New, 7));

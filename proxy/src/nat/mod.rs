@@ -10,12 +10,14 @@
 mod conntrack;
 mod engine;
 pub mod event;
+mod family;
 mod flows;
+mod local;
 mod nft;
 mod ruleset;
 mod slots;
 
-use std::net::SocketAddrV4;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -40,8 +42,10 @@ pub enum NatError {
 #[derive(Debug)]
 pub struct NatFrontend {
     pub name: String,
-    /// `0.0.0.0:PORT` takes every local address.
-    pub binds: Vec<SocketAddrV4>,
+    /// `0.0.0.0:PORT` (`[::]:PORT`) takes every local address of its family. All of one
+    /// family, that of the backend's servers (the config refuses a mix; an IPv4-mapped IPv6
+    /// address is IPv4).
+    pub binds: Vec<SocketAddr>,
     /// Its backend's servers, shared with the health checker and the stats page.
     pub set: Arc<ServerSet>,
     /// The frontend's row.
@@ -57,6 +61,13 @@ pub struct NatFrontend {
 }
 
 impl NatFrontend {
+    /// The family of its binds, and so of its table and its servers.
+    fn family(&self) -> family::Family {
+        self.binds
+            .first()
+            .map_or(family::Family::V4, family::Family::of)
+    }
+
     /// For the start-up report.
     pub fn describe(&self) -> String {
         let binds: Vec<String> = self.binds.iter().map(|b| b.to_string()).collect();

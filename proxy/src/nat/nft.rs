@@ -6,6 +6,7 @@
 use std::io::Write;
 use std::process::{Command, Stdio};
 
+use super::family::Family;
 use super::ruleset::TABLE;
 use super::NatError;
 
@@ -33,7 +34,8 @@ pub fn apply(script: &str) -> Result<(), NatError> {
     Err(NatError::Nft(err.trim().chars().take(2000).collect()))
 }
 
-/// The pid recorded in our table's `owner` set, if the table exists.
+/// The pid recorded in the `owner` set of our IPv4 table (always there while we run), if the
+/// table exists.
 pub fn owner() -> Option<u32> {
     let out = Command::new("nft")
         .args(["list", "set", "ip", TABLE, "owner"])
@@ -44,6 +46,16 @@ pub fn owner() -> Option<u32> {
         return None;
     }
     parse_owner(&String::from_utf8_lossy(&out.stdout))
+}
+
+/// Whether our table of `family` exists (the IPv6 one only while IPv6 frontends do).
+pub fn has_table(family: Family) -> bool {
+    Command::new("nft")
+        .args(["list", "table", family.table(), TABLE])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
 }
 
 /// `elements = { 0x0000002a }` in `nft list set` output.

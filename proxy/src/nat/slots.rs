@@ -3,8 +3,9 @@
 //! S slots naming servers. The table is recomputed from the servers' live state (health,
 //! admin state, weight, `maxconn`, backups) and rewritten whenever it changes.
 
-use std::net::{SocketAddr, SocketAddrV4};
+use std::net::SocketAddr;
 
+use super::family::{self, Family};
 use crate::config::Balance;
 use crate::upstream::{Server, ServerSet};
 
@@ -21,7 +22,7 @@ pub enum Selector {
     Next,
     /// `numgen random` (`balance random`).
     Random,
-    /// `jhash ip saddr` (`balance source`): one client address, one slot.
+    /// `jhash ip saddr` (`ip6 saddr`) (`balance source`): one client address, one slot.
     SourceHash,
 }
 
@@ -30,20 +31,21 @@ pub enum Selector {
 pub struct Table {
     pub selector: Selector,
     /// The servers in slot order; empty: no server can take a connection.
-    pub slots: Vec<SocketAddrV4>,
+    pub slots: Vec<SocketAddr>,
 }
 
-/// The table for `set`'s algorithm now.
-pub fn table(set: &ServerSet) -> Table {
+/// The table for `set`'s algorithm now, over its servers of `family` (the frontend's: a
+/// server the runtime API or DNS moved to the other family cannot be reached by its NAT).
+pub fn table(set: &ServerSet, family: Family) -> Table {
     match set.algorithm {
-        Balance::Source => hashed(set),
+        Balance::Source => hashed(set, family),
         Balance::Random => Table {
             selector: Selector::Random,
-            slots: interleave(&weighted(&set.usable_now())),
+            slots: interleave(&weighted(&set.usable_now(), family)),
         },
         Balance::LeastConn => Table {
             selector: Selector::Next,
-            slots: interleave(&weighted(&least_loaded(set.usable_now()))),
+            slots: interleave(&weighted(&least_loaded(set.usable_now()), family)),
         },
         // The first usable server takes every connection until it is full.
         Balance::First => Table {
@@ -51,25 +53,25 @@ pub fn table(set: &ServerSet) -> Table {
             slots: set
                 .usable_now()
                 .first()
-                .and_then(|s| v4(s))
+                .and_then(|s| reachable(s, family))
                 .into_iter()
                 .collect(),
         },
         // roundrobin; the request-hashing kinds are refused by the config room.
         _ => Table {
             selector: Selector::Next,
-            slots: interleave(&weighted(&set.usable_now())),
+            slots: interleave(&weighted(&set.usable_now(), family)),
         },
     }
 }
 
 /// `balance source`: every slot filled by upstream's hashing, so a client keeps its server
 /// while that server is usable. A slot without a server (none usable) empties the table.
-fn hashed(set: &ServerSet) -> Table {
-    let slots: Option<Vec<SocketAddrV4>> = set
+fn hashed(set: &ServerSet, family: Family) -> Table {
+    let slots: Option<Vec<SocketAddr>> = set
         .hashed_slots(HASH_SLOTS)
         .iter()
-        .map(|s| s.as_deref().and_then(v4))
+        .map(|s| s.as_deref().and_then(|s| reachable(s, family)))
         .collect();
     Table {
         selector: Selector::SourceHash,
@@ -88,24 +90,23 @@ fn least_loaded(usable: Vec<std::sync::Arc<Server>>) -> Vec<std::sync::Arc<Serve
     usable.into_iter().filter(|s| load(s) == min).collect()
 }
 
-fn weighted(servers: &[std::sync::Arc<Server>]) -> Vec<(SocketAddrV4, u32)> {
+fn weighted(servers: &[std::sync::Arc<Server>], family: Family) -> Vec<(SocketAddr, u32)> {
     servers
         .iter()
-        .filter_map(|s| Some((v4(s)?, s.weight())))
+        .filter_map(|s| Some((reachable(s, family)?, s.weight())))
         .collect()
 }
 
-fn v4(s: &Server) -> Option<SocketAddrV4> {
-    match s.addr() {
-        SocketAddr::V4(a) if !a.ip().is_unspecified() => Some(a),
-        _ => None,
-    }
+/// The server's address, when it has one (not yet resolved: none) of `family`.
+fn reachable(s: &Server, family: Family) -> Option<SocketAddr> {
+    let addr = family::plain(s.addr());
+    (!addr.ip().is_unspecified() && Family::of(&addr) == family).then_some(addr)
 }
 
 /// Each server as many times as its weight (scaled to at most `MAX_SLOTS` in all, at least
 /// once each), spread out by smooth weighted round robin so that consecutive connections
 /// alternate instead of going to one server weight times in a row.
-pub fn interleave(servers: &[(SocketAddrV4, u32)]) -> Vec<SocketAddrV4> {
+pub fn interleave(servers: &[(SocketAddr, u32)]) -> Vec<SocketAddr> {
     let total: u64 = servers.iter().map(|(_, w)| u64::from(*w)).sum();
     if total == 0 {
         return Vec::new();
@@ -146,8 +147,8 @@ pub fn interleave(servers: &[(SocketAddrV4, u32)]) -> Vec<SocketAddrV4> {
 mod tests {
     use super::*;
 
-    fn a(n: u8) -> SocketAddrV4 {
-        SocketAddrV4::new([10, 0, 0, n].into(), 1935)
+    fn a(n: u8) -> SocketAddr {
+        SocketAddr::from(([10, 0, 0, n], 1935))
     }
 
     #[test]
@@ -175,8 +176,8 @@ mod tests {
 
     #[test]
     fn source_slots_depend_on_the_config_and_move_only_with_their_server() {
-        let one = table(&set("source", THREE));
-        let two = table(&set("source", THREE));
+        let one = table(&set("source", THREE), Family::V4);
+        let two = table(&set("source", THREE), Family::V4);
         assert_eq!(one.selector, Selector::SourceHash);
         assert_eq!(one.slots.len(), HASH_SLOTS as usize);
         assert_eq!(one, two, "two instances with one config agree");
@@ -189,7 +190,7 @@ mod tests {
         s.server("s2")
             .expect("s2")
             .set_admin(crate::upstream::Admin::Maint);
-        let without = table(&s);
+        let without = table(&s, Family::V4);
         for (before, after) in one.slots.iter().zip(&without.slots) {
             if *before != a(2) {
                 assert_eq!(before, after, "a slot moved although its server stayed");
@@ -205,22 +206,30 @@ mod tests {
             " server s1 10.0.0.1:1935 weight 2\n server s2 10.0.0.2:1935 maxconn 1\n \
              server b1 10.0.0.9:1935 backup\n",
         );
-        assert_eq!(table(&s).slots, vec![a(1), a(2), a(1)]);
+        assert_eq!(table(&s, Family::V4).slots, vec![a(1), a(2), a(1)]);
         let s2 = s.server("s2").expect("s2");
         let claim = s2.claim();
-        assert_eq!(table(&s).slots, vec![a(1), a(1)], "s2 is at its maxconn");
+        assert_eq!(
+            table(&s, Family::V4).slots,
+            vec![a(1), a(1)],
+            "s2 is at its maxconn"
+        );
         drop(claim);
         s.server("s1")
             .expect("s1")
             .set_admin(crate::upstream::Admin::Drain);
-        assert_eq!(table(&s).slots, vec![a(2)], "s1 drains");
+        assert_eq!(table(&s, Family::V4).slots, vec![a(2)], "s1 drains");
         s2.set_state(crate::upstream::ServerState::Down);
-        assert_eq!(table(&s).slots, vec![a(9)], "only the backup is left");
+        assert_eq!(
+            table(&s, Family::V4).slots,
+            vec![a(9)],
+            "only the backup is left"
+        );
         s.server("b1")
             .expect("b1")
             .set_state(crate::upstream::ServerState::Down);
         assert!(
-            table(&s).slots.is_empty(),
+            table(&s, Family::V4).slots.is_empty(),
             "nothing usable: the rule resets"
         );
     }
@@ -231,9 +240,24 @@ mod tests {
             "leastconn",
             " server s1 10.0.0.1:1935\n server s2 10.0.0.2:1935\n",
         );
-        assert_eq!(table(&s).slots, vec![a(1), a(2)]);
+        assert_eq!(table(&s, Family::V4).slots, vec![a(1), a(2)]);
         let _busy = s.server("s1").expect("s1").claim();
-        assert_eq!(table(&s).slots, vec![a(2)]);
+        assert_eq!(table(&s, Family::V4).slots, vec![a(2)]);
+    }
+
+    #[test]
+    fn an_ipv6_table_holds_the_ipv6_servers() {
+        let s = set(
+            "roundrobin",
+            " server s1 [fd00:3::2]:9000\n server s2 [fd00:4::2]:9000\n server s3 10.0.0.3:1935\n",
+        );
+        let v6 = |t: &str| -> SocketAddr { t.parse().unwrap() };
+        assert_eq!(
+            table(&s, Family::V6).slots,
+            vec![v6("[fd00:3::2]:9000"), v6("[fd00:4::2]:9000")],
+            "a server of the other family cannot be reached by this NAT"
+        );
+        assert_eq!(table(&s, Family::V4).slots, vec![a(3)]);
     }
 
     #[test]

@@ -297,14 +297,7 @@ impl<'c> Compiler<'c> {
         let Some((upstream, _)) = self.upstream(be) else {
             return;
         };
-        let binds = fe
-            .binds
-            .iter()
-            .filter_map(|b| match b.addr {
-                SocketAddr::V4(a) => Some(a),
-                SocketAddr::V6(_) => None,
-            })
-            .collect();
+        let binds = fe.binds.iter().map(|b| b.addr).collect();
         self.nat.push(Arc::new(crate::nat::NatFrontend {
             name: fe.name.clone(),
             binds,
