@@ -417,20 +417,28 @@ impl Stamps<'_> {
                 Some(deadline) => Some(Duration::from_nanos(deadline - now) + LATE),
                 None => None,
             };
-            if moved || now.saturating_sub(last) < nanos(REPORT_EVERY) {
-                compio::time::sleep(wait.map_or(REPORT_EVERY, |w| w.min(REPORT_EVERY))).await;
+            let quiet = !moved && now.saturating_sub(last) >= nanos(REPORT_EVERY);
+            let sleep = if quiet {
+                wait
             } else {
-                let quiet = pin!(sleep_or_never(wait));
-                let _ = select(quiet, pin!(self.moved_since(last))).await;
-            }
+                Some(wait.map_or(REPORT_EVERY, |w| w.min(REPORT_EVERY)))
+            };
+            // One await point for both cases: each would take its own room in every flow's
+            // future (issue #14).
+            let sleep = pin!(sleep_or_never(sleep));
+            let _ = select(sleep, pin!(self.moved_since(last, quiet))).await;
         }
     }
 
-    /// Resolves once a byte moved after `last`. It registers no waker of its own: it is
-    /// polled whenever the flow's task is, which a direction's first packet after a quiet
-    /// spell wakes (`dir.rs`; `pair.rs` polls the watchdog beside both directions).
-    fn moved_since(&self, last: u64) -> impl std::future::Future<Output = ()> + '_ {
+    /// Once `quiet`, resolves when a byte moved after `last`; never otherwise. It registers
+    /// no waker of its own: it is polled whenever the flow's task is, which a direction's
+    /// first packet after a quiet spell wakes (`dir.rs`; `pair.rs` polls the watchdog beside
+    /// both directions).
+    fn moved_since(&self, last: u64, quiet: bool) -> impl std::future::Future<Output = ()> + '_ {
         std::future::poll_fn(move |_| {
+            if !quiet {
+                return Poll::Pending;
+            }
             let redirected = self.slots.iter().map(Slot::redirected);
             let unreported = redirected
                 .zip(self.reported)
