@@ -1149,8 +1149,9 @@ fn backlog_within_budget(quiet_first: bool) {
     let client_local = client.local_addr().expect("addr");
     let (held, server_side) = backend.accept().expect("backend accept");
     if quiet_first {
+        // Idle after two seconds without a byte, and looked at every second until then.
         (&client).write_all(b"hello").expect("first bytes");
-        std::thread::sleep(Duration::from_millis(2500));
+        std::thread::sleep(Duration::from_millis(3500));
     }
     let writer = {
         let mut w = client.try_clone().expect("clone");

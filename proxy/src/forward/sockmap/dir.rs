@@ -22,6 +22,8 @@ use crate::forward::pair::DirEnd;
 /// Bounds of the sleep between two looks when no wake-up comes (see `backstop`).
 const MIN_TICK: Duration = Duration::from_millis(2);
 const MAX_TICK: Duration = Duration::from_secs(1);
+/// How long a direction must have moved nothing to sleep without a timer (see `backstop`).
+const IDLE_AFTER: Duration = Duration::from_secs(2);
 /// How long the end-of-stream waits for the kernel to catch up before giving up on the flow.
 const DRAIN_LIMIT: Duration = Duration::from_secs(60);
 
@@ -43,6 +45,8 @@ pub struct Dir<'a> {
     /// `redirected` at the last look, and when (the rate for `backstop`).
     look_redirected: u64,
     look_at: Instant,
+    /// When a look last found `redirected` moved.
+    moved_at: Instant,
     eof: bool,
     /// Times this direction was parked (for the flow's debug line), by its task or the
     /// wake-up thread (`guard.rs`): counted as the run loop sees the source leave the hash.
@@ -73,6 +77,7 @@ impl<'a> Dir<'a> {
             published_at: 0,
             look_redirected: 0,
             look_at: Instant::now(),
+            moved_at: Instant::now(),
             eof: false,
             parks: 0,
             was_active: false,
@@ -151,10 +156,9 @@ impl<'a> Dir<'a> {
             }
             // Registered before `wake_at` is set, so that no report is missed.
             let wake = super::wake::listen(self.slot.index);
-            // A direction that moved nothing since its last look sleeps without a timer
-            // until its next packet: 10 000 idle players cost no wake-ups (issue #14). A
-            // moving one keeps the threshold and the backstop, so a paced flow is not woken
-            // per packet. A lost report is found by the wake-up thread's sweep (`wake.rs`).
+            // A direction that moved nothing for seconds sleeps without a timer until its
+            // next packet: 10 000 idle players cost no wake-ups (issue #14). A moving one
+            // keeps the threshold and the backstop, so a paced flow is not woken per packet. A lost report is found by the wake-up thread's sweep (`wake.rs`).
             let tick = self.backstop();
             let idle = tick.is_none() && wake.is_some();
             let target = if idle {
@@ -196,16 +200,22 @@ impl<'a> Dir<'a> {
     /// How long to sleep if no wake-up comes: half the time the current rate needs to cover
     /// the headroom to the parking point, 2 ms to 1 s. A wake-up can be lost (a full ring); a
     /// fast flow then still gets looked at before it can run far past the parking point, while
-    /// a paced one (whose rate needs seconds) sleeps the whole second. `None` when nothing
-    /// moved since the last look: the direction is idle.
+    /// a paced one (whose rate needs seconds) sleeps the whole second. `None` once nothing
+    /// moved for [`IDLE_AFTER`]: the direction is idle. Not "since the last look": looks
+    /// can come milliseconds apart, and a paced flow between two chunks would then be woken
+    /// by every chunk (the first design's cost, LIFECYCLE.md).
     fn backstop(&mut self) -> Option<Duration> {
         let now = Instant::now();
         let r = self.slot.redirected();
         let moved = r.saturating_sub(self.look_redirected) as f64;
         let secs = now.duration_since(self.look_at).as_secs_f64().max(1e-6);
         (self.look_redirected, self.look_at) = (r, now);
-        if moved == 0.0 {
+        if moved > 0.0 {
+            self.moved_at = now;
+        } else if now.duration_since(self.moved_at) >= IDLE_AFTER {
             return None;
+        } else {
+            return Some(MAX_TICK);
         }
         let park_at = (self.budget() / 2) as i64;
         let headroom = (park_at - self.slot.queued_estimate().max(0)).max(0) as f64;
