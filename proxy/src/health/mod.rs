@@ -181,7 +181,7 @@ async fn check_loop(
     probe: Option<Arc<HttpProbe>>,
 ) {
     let mut state = CheckState::resume(&server.params, server.state() != ServerState::Down);
-    let Some(tls) = tls_probe(&server, check_target(&server)) else {
+    let Some(tls) = tls_probe(&server, server.check_target()) else {
         return;
     };
     let mut checked_addr = server.addr();
@@ -198,7 +198,7 @@ async fn check_loop(
             compio::time::sleep(server.params.inter).await;
             continue;
         }
-        let target = check_target(&server);
+        let target = server.check_target();
         let started = Instant::now();
         let probes = check::Probes {
             http: probe.as_deref(),
@@ -247,18 +247,6 @@ fn tls_probe(server: &Server, target: SocketAddr) -> Option<Option<TlsProbe>> {
             None
         }
     }
-}
-
-/// The server's address, or `addr`, with its port, or `port`.
-fn check_target(server: &Server) -> SocketAddr {
-    let mut addr = server.addr();
-    if let Some(ip) = server.params.check_addr {
-        addr.set_ip(ip);
-    }
-    if let Some(port) = server.params.check_port {
-        addr.set_port(port);
-    }
-    addr
 }
 
 /// Logs a transition in HAProxy's words, so operators' log alerts keep matching.
@@ -433,7 +421,7 @@ mod tests {
         let targets: Vec<String> = set
             .servers()
             .iter()
-            .map(|s| check_target(s).to_string())
+            .map(|s| s.check_target().to_string())
             .collect();
         assert_eq!(targets, ["127.0.0.9:8080", "10.0.0.2:80"]);
     }

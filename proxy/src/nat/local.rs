@@ -21,7 +21,7 @@
 use std::net::SocketAddr;
 
 use super::family::{self, Family};
-use crate::upstream::{Server, ServerSet};
+use crate::upstream::ServerSet;
 
 /// Where the proxy itself connects for `set`: each server's address and its check target,
 /// known, sorted, each once. The output chain leaves connections to them alone.
@@ -29,26 +29,13 @@ pub fn untouched(set: &ServerSet) -> Vec<SocketAddr> {
     let mut out: Vec<SocketAddr> = set
         .servers()
         .iter()
-        .flat_map(|s| [s.addr(), check_target(s)])
+        .flat_map(|s| [s.addr(), s.check_target()])
         .map(family::plain)
         .filter(|a| !a.ip().is_unspecified() && a.port() != 0)
         .collect();
     out.sort();
     out.dedup();
     out
-}
-
-/// Where the health checker connects: the server's address, or `addr`, with its port, or
-/// `port` (as `health::check_target`).
-fn check_target(server: &Server) -> SocketAddr {
-    let mut addr = server.addr();
-    if let Some(ip) = server.params.check_addr {
-        addr.set_ip(ip);
-    }
-    if let Some(port) = server.params.check_port {
-        addr.set_port(port);
-    }
-    addr
 }
 
 /// The output chain's match for `bind` (as `ruleset::bind_match` for prerouting), leaving

@@ -190,6 +190,18 @@ impl Server {
         **self.addr.load()
     }
 
+    /// Where its health checks connect: its address, or `addr`, with its port, or `port`.
+    pub fn check_target(&self) -> SocketAddr {
+        let mut addr = self.addr();
+        if let Some(ip) = self.params.check_addr {
+            addr.set_ip(ip);
+        }
+        if let Some(port) = self.params.check_port {
+            addr.set_port(port);
+        }
+        addr
+    }
+
     /// New connections (and checks) go to `addr` from now on; established ones stay.
     pub fn set_addr(&self, addr: SocketAddr) {
         self.addr.store(Arc::new(addr));
