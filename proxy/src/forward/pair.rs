@@ -41,6 +41,10 @@ where
 /// As [`run`]; with a gate, `None` once the flow came to rest for a hand-over (both
 /// directions dropped while they wait with nothing in hand, `handover.rs`). Only a flow with
 /// both directions open may rest: a half-closed one runs to its end.
+///
+/// Engines pin their directions and pass `Pin<&mut _>`: a direction passed by value is held
+/// twice in this future's state, as the argument and as its pinned copy (288 bytes each for a
+/// sockmap direction, in every flow: issue #14).
 pub async fn run_gated<U, D, W, F>(
     up: U,
     down: D,

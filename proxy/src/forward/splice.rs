@@ -12,6 +12,7 @@
 use std::cell::RefCell;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::pin::pin;
 
 use compio::net::TcpStream;
 use compio::runtime::fd::PollFd;
@@ -186,8 +187,9 @@ pub async fn run(
     let mut up = Dir::new(&s.up, progress, true, resume.bytes_up);
     let mut down = Dir::new(&s.down, progress, false, resume.bytes_down);
     let end = {
-        let u = up.pump(&s.client, &s.server, &activity, resume.gate);
-        let d = down.pump(&s.server, &s.client, &activity, resume.gate);
+        // Pinned here and lent (see `pair::run_gated`).
+        let u = pin!(up.pump(&s.client, &s.server, &activity, resume.gate));
+        let d = pin!(down.pump(&s.server, &s.client, &activity, resume.gate));
         let watchdog = |limit| activity.expired(limit);
         pair::run_gated(u, d, &p.limits, watchdog, resume.gate).await
     };

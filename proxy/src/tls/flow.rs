@@ -12,6 +12,8 @@
 //! One bounded buffer per direction. With kTLS the socket gives plaintext and the kernel does
 //! the crypto; in userspace rustls does, on this thread.
 
+use std::pin::pin;
+
 use compio::net::TcpStream;
 
 use crate::counters::{Process, PROCESS};
@@ -58,14 +60,23 @@ pub async fn forward_counted(
     let watchdog = |limit| activity.expired(limit);
     let end = match (&spliced, &client) {
         (Some(s), TlsClient::Kernel(k)) => {
-            let up_f = splice::up(s, k, &activity, &mut up);
-            let down_f = splice::down(s, k, &activity, &mut down);
+            // Pinned here and lent (see `pair::run_gated`).
+            let up_f = pin!(splice::up(s, k, &activity, &mut up));
+            let down_f = pin!(splice::down(s, k, &activity, &mut down));
             pair::run(up_f, down_f, &p.limits, watchdog).await
         }
         _ => {
             let bufsize = p.bufsize;
-            let up_f = client_to_server(&client, &server, bufsize, &activity, &mut up);
-            let down_f = pump(&server, &client, bufsize.max(1024), &activity, &mut down);
+            let up_f = pin!(client_to_server(
+                &client, &server, bufsize, &activity, &mut up
+            ));
+            let down_f = pin!(pump(
+                &server,
+                &client,
+                bufsize.max(1024),
+                &activity,
+                &mut down
+            ));
             pair::run(up_f, down_f, &p.limits, watchdog).await
         }
     };

@@ -55,105 +55,117 @@ pub async fn forward(
 /// As [`forward`], from `resume`; with a gate the flow may come to rest for a hand-over:
 /// both directions parked, every redirected byte in its destination socket, then the map
 /// entries removed as at the end of a flow, without closing the sockets (`Dir::rest`).
-pub async fn run(
+///
+/// A plain function returning an `async move` block, for the reason `tcp::session::movable`
+/// is one: an `async fn` would keep room for its arguments twice.
+#[allow(
+    clippy::manual_async_fn,
+    reason = "an async fn holds its arguments twice"
+)]
+pub fn run<'a>(
     client: TcpStream,
     server: TcpStream,
     p: FlowParams,
-    progress: Progress<'_>,
-    resume: &Resume<'_>,
-) -> Forwarded {
-    // A resumed flow's idle time in the old process counts: its stamps start that far back.
-    let start = sys::coarse_now_ns().saturating_sub(nanos(resume.idle_for));
-    let registered = kernel().ok().and_then(|k| {
-        match Flow::register(k, &client, &server, adopted(resume), start) {
-            Ok(f) => Some(f),
-            Err(e) => {
-                k.fallbacks.fetch_add(1, Ordering::Relaxed);
-                log::debug!("sockmap: flow not registered ({e}); copying it instead");
-                None
+    progress: Progress<'a>,
+    resume: &'a Resume<'a>,
+) -> impl std::future::Future<Output = Forwarded> + use<'a> {
+    async move {
+        // A resumed flow's idle time in the old process counts: its stamps start that far back.
+        let start = sys::coarse_now_ns().saturating_sub(nanos(resume.idle_for));
+        // One binding from the start: `let registered = …; let Some(flow) = registered` kept
+        // room for the flow twice in every flow's future (issue #14).
+        let Some(mut flow) = kernel().ok().and_then(|k| {
+            match Flow::register(k, &client, &server, adopted(resume), start) {
+                Ok(f) => Some(f),
+                Err(e) => {
+                    k.fallbacks.fetch_add(1, Ordering::Relaxed);
+                    log::debug!("sockmap: flow not registered ({e}); copying it instead");
+                    None
+                }
             }
-        }
-    });
-    let Some(mut flow) = registered else {
-        // Boxed: inline, the copy engine's state would be held by every sockmap flow.
-        return Box::pin(crate::forward::copy::run(
-            client, server, p, progress, resume,
-        ))
-        .await;
-    };
-    let (up_slot, down_slot) = (flow.slot(0), flow.slot(1));
-    let user_stamp = Cell::new(start);
-    let reported = [Cell::new(0u64), Cell::new(0u64)];
-    let mut up = Dir::new(&flow, up_slot, 0, &user_stamp, p.bufsize, resume.gate);
-    let mut down = Dir::new(&flow, down_slot, 1, &user_stamp, p.bufsize, resume.gate);
-    let end = {
-        let stamps = Stamps {
-            slots: [up_slot, down_slot],
-            user: &user_stamp,
-            progress,
-            reported: &reported,
+        }) else {
+            // Boxed: inline, the copy engine's state would be held by every sockmap flow.
+            return Box::pin(crate::forward::copy::run(
+                client, server, p, progress, resume,
+            ))
+            .await;
         };
-        let watchdog = |limit| stamps.expired(limit);
-        pair::run_gated(up.run(), down.run(), &p.limits, watchdog, resume.gate).await
-    };
-    let Some(end) = end else {
-        for (i, total) in [up.moved(), down.moved()].into_iter().enumerate() {
+        let (up_slot, down_slot) = (flow.slot(0), flow.slot(1));
+        let user_stamp = Cell::new(start);
+        let reported = [Cell::new(0u64), Cell::new(0u64)];
+        let mut up = Dir::new(&flow, up_slot, 0, &user_stamp, p.bufsize, resume.gate);
+        let mut down = Dir::new(&flow, down_slot, 1, &user_stamp, p.bufsize, resume.gate);
+        let end = {
+            let stamps = Stamps {
+                slots: [up_slot, down_slot],
+                user: &user_stamp,
+                progress,
+                reported: &reported,
+            };
+            let watchdog = |limit| stamps.expired(limit);
+            // Pinned here and lent (see `pair::run_gated`).
+            let (up_run, down_run) = (pin!(up.run()), pin!(down.run()));
+            pair::run_gated(up_run, down_run, &p.limits, watchdog, resume.gate).await
+        };
+        let Some(end) = end else {
+            for (i, total) in [up.moved(), down.moved()].into_iter().enumerate() {
+                progress.moved(i == 0, total.saturating_sub(reported[i].get()));
+            }
+            let (bytes_up, bytes_down) = (up.moved(), down.moved());
+            let last = [up_slot.last_ns(), down_slot.last_ns(), user_stamp.get()]
+                .into_iter()
+                .max()
+                .unwrap_or(0);
+            drop((up, down));
+            // Both sources parked, every redirected byte in its destination: the entries go as
+            // at a flow's end, and the sockets stay open for the next process.
+            flow.unregister();
+            return Forwarded::Paused(Paused {
+                client,
+                server,
+                bytes_up: bytes_up + resume.bytes_up,
+                bytes_down: bytes_down + resume.bytes_down,
+                idle_for: Duration::from_nanos(sys::coarse_now_ns().saturating_sub(last)),
+            });
+        };
+        let stats = FlowStats {
+            bytes_up: up.moved(),
+            bytes_down: down.moved(),
+            end,
+        };
+        // The rest of the bytes (the copied ones, the last redirected ones) reach the live rows
+        // now, so the rows end on exactly the flow's totals.
+        for (i, total) in [stats.bytes_up, stats.bytes_down].into_iter().enumerate() {
             progress.moved(i == 0, total.saturating_sub(reported[i].get()));
         }
-        let (bytes_up, bytes_down) = (up.moved(), down.moved());
-        let last = [up_slot.last_ns(), down_slot.last_ns(), user_stamp.get()]
-            .into_iter()
-            .max()
-            .unwrap_or(0);
-        drop((up, down));
-        // Both sources parked, every redirected byte in its destination: the entries go as
-        // at a flow's end, and the sockets stay open for the next process.
-        flow.unregister();
-        return Forwarded::Paused(Paused {
-            client,
-            server,
-            bytes_up: bytes_up + resume.bytes_up,
-            bytes_down: bytes_down + resume.bytes_down,
-            idle_for: Duration::from_nanos(sys::coarse_now_ns().saturating_sub(last)),
-        });
-    };
-    let stats = FlowStats {
-        bytes_up: up.moved(),
-        bytes_down: down.moved(),
-        end,
-    };
-    // The rest of the bytes (the copied ones, the last redirected ones) reach the live rows
-    // now, so the rows end on exactly the flow's totals.
-    for (i, total) in [stats.bytes_up, stats.bytes_down].into_iter().enumerate() {
-        progress.moved(i == 0, total.saturating_sub(reported[i].get()));
-    }
-    log::debug!(
-        "sockmap flow {:?}: up {} redirected + {} copied ({} over budget, parked {} times, \
+        log::debug!(
+            "sockmap flow {:?}: up {} redirected + {} copied ({} over budget, parked {} times, \
          {} overlapping bytes trimmed), down {} + {} ({}, {}, {})",
-        end,
-        up_slot.redirected(),
-        stats.bytes_up - up_slot.redirected(),
-        up_slot.overruns(),
-        up.parks(),
-        up_slot.trimmed(),
-        down_slot.redirected(),
-        stats.bytes_down - down_slot.redirected(),
-        down_slot.overruns(),
-        down.parks(),
-        down_slot.trimmed(),
-    );
-    flow.k
-        .trimmed
-        .fetch_add(up_slot.trimmed() + down_slot.trimmed(), Ordering::Relaxed);
-    drop((up, down));
-    // Every byte is delivered (clean end) or the flow is being reset: the entries can go.
-    flow.unregister();
-    pair::apply_end(end, &client, &server);
-    Forwarded::Ended(FlowStats {
-        bytes_up: stats.bytes_up + resume.bytes_up,
-        bytes_down: stats.bytes_down + resume.bytes_down,
-        ..stats
-    })
+            end,
+            up_slot.redirected(),
+            stats.bytes_up - up_slot.redirected(),
+            up_slot.overruns(),
+            up.parks(),
+            up_slot.trimmed(),
+            down_slot.redirected(),
+            stats.bytes_down - down_slot.redirected(),
+            down_slot.overruns(),
+            down.parks(),
+            down_slot.trimmed(),
+        );
+        flow.k
+            .trimmed
+            .fetch_add(up_slot.trimmed() + down_slot.trimmed(), Ordering::Relaxed);
+        drop((up, down));
+        // Every byte is delivered (clean end) or the flow is being reset: the entries can go.
+        flow.unregister();
+        pair::apply_end(end, &client, &server);
+        Forwarded::Ended(FlowStats {
+            bytes_up: stats.bytes_up + resume.bytes_up,
+            bytes_down: stats.bytes_down + resume.bytes_down,
+            ..stats
+        })
+    }
 }
 
 /// A flow resumed from another process (binary upgrade) starts with both sources parked:
