@@ -410,6 +410,16 @@ pub fn scripted_server(addr: SocketAddr, reply: &'static [u8]) {
 
 /// One column of one CSV row of the stats page on `127.0.0.1:stats` (`/stats;csv`).
 pub fn csv_field(stats: u16, proxy: &str, service: &str, column: &str) -> String {
+    csv_column(stats, proxy, column)
+        .into_iter()
+        .find(|(sv, _)| sv == service)
+        .map(|(_, v)| v)
+        .unwrap_or_else(|| panic!("no row {proxy}/{service}"))
+}
+
+/// One column of every row of `proxy` (its servers, FRONTEND and BACKEND), as (service,
+/// value), from one read of the stats page on `127.0.0.1:stats` (`/stats;csv`).
+pub fn csv_column(stats: u16, proxy: &str, column: &str) -> Vec<(String, String)> {
     let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, stats));
     let (status, body) = crate::nginx::http_get(addr, "/stats;csv").expect("the stats CSV");
     assert_eq!(status, 200, "{body}");
@@ -426,7 +436,7 @@ pub fn csv_field(stats: u16, proxy: &str, service: &str, column: &str) -> String
         .unwrap_or_else(|| panic!("no column {column}"));
     lines
         .map(|l| l.split(',').collect::<Vec<_>>())
-        .find(|r| r.first() == Some(&proxy) && r.get(1) == Some(&service))
-        .and_then(|r| r.get(at).map(|v| v.to_string()))
-        .unwrap_or_else(|| panic!("no row {proxy}/{service}"))
+        .filter(|r| r.first() == Some(&proxy))
+        .filter_map(|r| Some((r.get(1)?.to_string(), r.get(at)?.to_string())))
+        .collect()
 }

@@ -13,9 +13,10 @@ use std::thread;
 use std::time::Duration;
 
 use e2e::dnsmasq::Dnsmasq;
-use e2e::http_client::{csv_field, Conn, Response};
+use e2e::http_client::{csv_column, csv_field, Conn, Response};
 use e2e::nginx::http_get;
 use e2e::nginx_http::NginxHttp;
+use e2e::util::poll_until;
 use e2e::{free_port, loopback, wait_until, Proxy};
 
 const LIMIT: Duration = Duration::from_secs(30);
@@ -321,26 +322,10 @@ fn many_hosts() -> (String, Vec<String>) {
 
 /// The `addr` column of every server row of backend `ams`, from one stats CSV.
 fn server_addrs(stats: u16) -> Vec<String> {
-    let (status, body) = http_get(SocketAddr::from((Ipv4Addr::LOCALHOST, stats)), "/stats;csv")
-        .expect("the stats CSV");
-    assert_eq!(status, 200, "{body}");
-    let mut lines = body.lines();
-    let header: Vec<&str> = lines
-        .next()
-        .expect("a CSV header")
-        .trim_start_matches("# ")
-        .split(',')
-        .collect();
-    let at = header
-        .iter()
-        .position(|c| *c == "addr")
-        .expect("addr column");
-    lines
-        .map(|l| l.split(',').collect::<Vec<_>>())
-        .filter(|r| {
-            r.first() == Some(&"ams") && !matches!(r.get(1), Some(&"FRONTEND" | &"BACKEND"))
-        })
-        .filter_map(|r| r.get(at).map(|v| v.to_string()))
+    csv_column(stats, "ams", "addr")
+        .into_iter()
+        .filter(|(sv, _)| sv != "FRONTEND" && sv != "BACKEND")
+        .map(|(_, addr)| addr)
         .collect()
 }
 
@@ -369,7 +354,7 @@ fn every_record_fills_a_slot(nameserver: impl Fn(SocketAddr) -> String) -> Proxy
     let mut want: Vec<String> = ips.iter().map(|ip| format!("{ip}:8080")).collect();
     want.sort();
     let mut last = Vec::new();
-    let filled = wait_until_or_none(LIMIT, || {
+    let filled = poll_until(LIMIT, || {
         last = server_addrs(stats);
         last.sort();
         (last == want).then_some(())
@@ -386,20 +371,6 @@ fn every_record_fills_a_slot(nameserver: impl Fn(SocketAddr) -> String) -> Proxy
     assert_eq!(again, want);
     drop(dns);
     proxy
-}
-
-/// `f` until it gives `Some`, at most `limit`; `None` past it.
-fn wait_until_or_none<T>(limit: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
-    let end = std::time::Instant::now() + limit;
-    loop {
-        if let Some(v) = f() {
-            return Some(v);
-        }
-        if std::time::Instant::now() > end {
-            return None;
-        }
-        thread::sleep(Duration::from_millis(100));
-    }
 }
 
 #[test]
