@@ -158,7 +158,8 @@ impl<'a> Dir<'a> {
             let wake = super::wake::listen(self.slot.index);
             // A direction that moved nothing for seconds sleeps without a timer until its
             // next packet: 10 000 idle players cost no wake-ups (issue #14). A moving one
-            // keeps the threshold and the backstop, so a paced flow is not woken per packet. A lost report is found by the wake-up thread's sweep (`wake.rs`).
+            // keeps the threshold and the backstop, so a paced flow is not woken per packet.
+            // A lost report is found by the wake-up thread's sweep (`wake.rs`).
             let tick = self.backstop();
             let idle = tick.is_none() && wake.is_some();
             let target = if idle {
@@ -198,7 +199,8 @@ impl<'a> Dir<'a> {
     }
 
     /// How long to sleep if no wake-up comes: half the time the current rate needs to cover
-    /// the headroom to the parking point, 2 ms to 1 s. A wake-up can be lost (a full ring); a
+    /// the headroom to the parking point, 2 ms to 1 s. A wake-up can be lost (the proxy's store
+    /// of `wake_at` and the verdict's of `redirected` may cross on two CPUs; a full ring); a
     /// fast flow then still gets looked at before it can run far past the parking point, while
     /// a paced one (whose rate needs seconds) sleeps the whole second. `None` once nothing
     /// moved for [`IDLE_AFTER`]: the direction is idle. Not "since the last look": looks
