@@ -31,7 +31,8 @@ impl Nginx {
     }
 
     /// A node alone (no peer) that records every publish of `live` to
-    /// [`Nginx::recording`]: what it received, frame for frame.
+    /// [`Nginx::recording`] (what it received, frame for frame) and serves it as HLS under
+    /// `/hls/STREAM/index.m3u8` on its HTTP port, naming itself in `X-Node`.
     pub fn rtmp_recording(addr: Ipv4Addr) -> Nginx {
         let (rtmp, http) = (free_port(addr), free_port(addr));
         Nginx::rtmp_with(addr, rtmp, http, &[], true)
@@ -78,10 +79,11 @@ impl Nginx {
             dir: dir.path().to_path_buf(),
             user_root: nix::unistd::geteuid().is_root(),
             record: record.then(|| dir.join("rec")),
+            hls: record.then(|| dir.join("hls")),
         };
-        if let Some(rec) = &conf.record {
-            std::fs::create_dir_all(rec)
-                .unwrap_or_else(|e| panic!("creating {}: {e}", rec.display()));
+        for made in [&conf.record, &conf.hls].into_iter().flatten() {
+            std::fs::create_dir_all(made)
+                .unwrap_or_else(|e| panic!("creating {}: {e}", made.display()));
         }
         conf.write()
             .unwrap_or_else(|e| panic!("writing {}: {e}", conf.conf_path().display()));

@@ -46,6 +46,10 @@ pub struct NginxConf {
     /// `record all` of the `live` application into this folder (`NAME.flv` per publish), so
     /// a test can count what the node received.
     pub record: Option<PathBuf>,
+    /// HLS of the `live` application written into this folder (`NAME/index.m3u8` and its
+    /// segments, one per keyframe second) and served on the HTTP port under `/hls/`, each
+    /// answer (a 404 too) naming the node in `X-Node`: what an edge serves to players.
+    pub hls: Option<PathBuf>,
 }
 
 impl NginxConf {
@@ -95,6 +99,14 @@ impl NginxConf {
             }
             None => c.push_str("            record off;\n"),
         }
+        if let Some(dir) = &self.hls {
+            let _ = writeln!(
+                c,
+                "            hls on;\n            hls_path {};\n            hls_nested on;\n            \
+                 hls_fragment 1s;\n            hls_playlist_length 6s;",
+                dir.display()
+            );
+        }
         if !self.push_to.is_empty() {
             for peer in &self.push_to {
                 let _ = writeln!(c, "            push rtmp://{peer}/{RELAY_APP};");
@@ -124,6 +136,16 @@ impl NginxConf {
         c.push_str("    server {\n");
         let _ = writeln!(c, "        listen {};", self.http_addr());
         c.push_str("        location /stat { rtmp_stat all; }\n");
+        if let Some(dir) = &self.hls {
+            let _ = writeln!(
+                c,
+                "        location /hls/ {{ alias {}/; \
+                 types {{ application/vnd.apple.mpegurl m3u8; video/mp2t ts; }} \
+                 add_header Cache-Control no-cache always; add_header X-Node {} always; }}",
+                dir.display(),
+                self.name
+            );
+        }
         let _ = writeln!(
             c,
             "        location / {{ default_type text/plain; return 200 \"node {}\\n\"; }}",

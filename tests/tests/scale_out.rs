@@ -3,7 +3,8 @@
 //! persistence cookie to the same node, as instances behind ECMP or a cloud L4 balancer must;
 //! and three instances behind a router's ECMP route (network namespaces, see
 //! docs/scale-out.md) keep doing so when one of them dies, for HTTP and for RTMP publishes
-//! (`balance source` + `hash-type consistent` in `mode tcp`) alike.
+//! (`balance source` + `hash-type consistent` in `mode tcp`) alike, and HLS players of those
+//! publishes reach the node that has them through any instance.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{Ipv4Addr, SocketAddr};
@@ -79,7 +80,7 @@ const VIP: &str = "10.9.9.9";
 /// The RTMP port on the VIP.
 const RTMP_PORT: u16 = 1935;
 /// Length of each RTMP publish through the instances.
-const SECONDS: u32 = 10;
+const SECONDS: u32 = 12;
 /// RTMP publishers, each from an address of its own (10.4.K.2).
 const SOURCES: usize = 4;
 /// Bound on the new connections one source opens to see every instance it should reach:
@@ -87,20 +88,24 @@ const SOURCES: usize = 4;
 const PROBES: usize = 40;
 
 /// The same config on every instance but the `X-Instance` header that tells the test who
-/// served a request. `rtmp` are the nginx-rtmp nodes ams1 and ams2.
-fn ecmp_cfg(instance: &str, rtmp: [SocketAddr; 2]) -> String {
+/// served a request. `rtmp` are the nginx-rtmp nodes ams1 and ams2, and `hls` their HTTP ports,
+/// where they serve what is published to them as HLS.
+fn ecmp_cfg(instance: &str, rtmp: [SocketAddr; 2], hls: [SocketAddr; 2]) -> String {
     format!(
         "defaults\n    mode http\n    timeout connect 2s\n    timeout client 10s\n    timeout server 10s\n\
          frontend f\n    bind {VIP}:80\n    http-response set-header X-Instance {instance}\n\
-         \x20   use_backend cookies if {{ path_beg /app }}\n    default_backend hls\n\
+         \x20   use_backend cookies if {{ path_beg /app }}\n\
+         \x20   use_backend live if {{ path_beg /hls/ }}\n    default_backend hls\n\
          backend hls\n    balance uri depth 2\n    hash-type consistent sdbm avalanche\n\
          \x20   server ams1 10.3.0.2:8080\n    server ams2 10.3.0.3:8080\n\
+         backend live\n    balance uri depth 2\n    hash-type consistent sdbm avalanche\n\
+         \x20   server ams1 {}\n    server ams2 {}\n\
          backend cookies\n    cookie JSESSIONID prefix nocache\n\
          \x20   server ams1 10.3.0.2:8080 cookie ams1\n    server ams2 10.3.0.3:8080 cookie ams2\n\
          frontend rtmp\n    mode tcp\n    bind {VIP}:{RTMP_PORT}\n    default_backend rtmp\n\
          backend rtmp\n    mode tcp\n    balance source\n    hash-type consistent sdbm avalanche\n\
          \x20   server ams1 {}\n    server ams2 {}\n",
-        rtmp[0], rtmp[1]
+        hls[0], hls[1], rtmp[0], rtmp[1]
     )
 }
 
@@ -366,11 +371,12 @@ fn three_instances_behind_ecmp_agree_and_survive_one_loss() {
         )
     });
     let rtmp = [nodes[0].rtmp_addr(), nodes[1].rtmp_addr()];
+    let hls = [nodes[0].http_addr(), nodes[1].http_addr()];
     let mut lbs: Vec<Proxy> = t
         .lbs
         .iter()
         .enumerate()
-        .map(|(i, ns)| ns.run(|| Proxy::start(&ecmp_cfg(&format!("lb{}", i + 1), rtmp))))
+        .map(|(i, ns)| ns.run(|| Proxy::start(&ecmp_cfg(&format!("lb{}", i + 1), rtmp, hls))))
         .collect();
     paths_agree(&t, vip);
     cookies_agree(&t, vip);
@@ -389,8 +395,8 @@ fn three_instances_behind_ecmp_agree_and_survive_one_loss() {
         "sources per node: {owner:?}"
     );
 
-    // One publish per source, each on its source's node.
-    let names: Vec<String> = (1..=SOURCES).map(|k| format!("src{k}")).collect();
+    // One publish per source, each on its source's node, and played as HLS from there.
+    let names = hls_names(&t, vip, &nodes, &owner);
     let url = |name: &str| format!("rtmp://{VIP}:{RTMP_PORT}/{LIVE_APP}/{name}");
     let mut publishers: Vec<Publisher> = t
         .sources
@@ -402,6 +408,7 @@ fn three_instances_behind_ecmp_agree_and_survive_one_loss() {
     for (k, name) in names.iter().enumerate() {
         assert_eq!(placed[name].node, owner[k], "{name}: placed {placed:?}");
     }
+    hls_served(&t, vip, &nodes, &names, &placed);
 
     // The instance with the fewest publishes dies (so that most run on the survivors), with
     // keep-alive HTTP connections held on the others; its next hop goes.
@@ -447,10 +454,96 @@ fn three_instances_behind_ecmp_agree_and_survive_one_loss() {
             "a survivor's flow moved"
         );
     }
-    eprintln!("DBG owner {owner:?} placed {placed:?} victim {victim}");
     publishes_end_intact(&t, &nodes, &names, &mut publishers, &placed, victim);
     drop(lbs);
     drop((http, nodes));
+}
+
+/// The node that answered an HLS request (its `X-Node`), as an index into `nodes`.
+fn hls_node(r: &Response, nodes: &[Nginx]) -> usize {
+    let name = r
+        .header("x-node")
+        .unwrap_or_else(|| panic!("no X-Node in {:?}", r.headers));
+    nodes
+        .iter()
+        .position(|n| n.name() == name)
+        .unwrap_or_else(|| panic!("X-Node {name} is no node"))
+}
+
+/// A stream name for each source (`owner[k]`: the node its address reaches) whose HLS path the
+/// instances send to that same node. nginx-rtmp serves HLS only for what is published to it
+/// (an Ant Media cluster serves any stream from any node), so the test names each stream the
+/// way an operator with these two rings would point players: it asks the VIP where a path
+/// goes before anything is published, since a 404 still names the node. Deterministic: the
+/// ring depends on the configuration only.
+fn hls_names(t: &Topology, vip: SocketAddr, nodes: &[Nginx], owner: &[usize]) -> Vec<String> {
+    t.client.run(|| {
+        let node_for = |name: &str| {
+            let path = format!("/hls/{name}/index.m3u8");
+            let r = Conn::open(vip).get(&path, &["Connection: close"]);
+            assert_eq!(r.status, 404, "{path} before any publish");
+            hls_node(&r, nodes)
+        };
+        (1..=SOURCES)
+            .map(|k| {
+                (0..32)
+                    .map(|j| format!("src{k}-{j}"))
+                    .find(|name| node_for(name) == owner[k - 1])
+                    .unwrap_or_else(|| {
+                        panic!("no name of source {k} maps to node {}", owner[k - 1])
+                    })
+            })
+            .collect()
+    })
+}
+
+/// Players fetch each stream's playlist and newest segment through new connections to the VIP,
+/// so ECMP spreads them over the instances: every answer is a real playlist or MPEG-TS segment
+/// from the node that has the publish, whichever instance carried the request.
+fn hls_served(
+    t: &Topology,
+    vip: SocketAddr,
+    nodes: &[Nginx],
+    names: &[String],
+    placed: &BTreeMap<String, Route>,
+) {
+    let mut instances = BTreeSet::new();
+    t.client.run(|| {
+        for name in names {
+            let (want, playlist) = (placed[name].node, format!("/hls/{name}/index.m3u8"));
+            let get = |path: &str| {
+                let r = Conn::open(vip).get(path, &["Connection: close"]);
+                assert_eq!(hls_node(&r, nodes), want, "{path}: {placed:?}");
+                r
+            };
+            wait_until(&playlist, Duration::from_secs(8), || {
+                (get(&playlist).status == 200).then_some(())
+            });
+            for _ in 0..6 {
+                let list = get(&playlist);
+                let text = list.text();
+                assert!(text.starts_with("#EXTM3U"), "{playlist}: {text}");
+                let segment = text
+                    .lines()
+                    .rev()
+                    .find(|l| !l.starts_with('#') && !l.is_empty())
+                    .unwrap_or_else(|| panic!("{playlist} lists no segment: {text}"));
+                let ts = get(&format!("/hls/{name}/{segment}"));
+                let body = &ts.body;
+                assert_eq!(ts.status, 200, "{name}/{segment}");
+                assert!(
+                    !body.is_empty()
+                        && body.len() % 188 == 0
+                        && body.chunks(188).all(|p| p[0] == 0x47),
+                    "{name}/{segment} is not MPEG-TS ({} bytes)",
+                    body.len()
+                );
+                instances.insert(instance(&list));
+                instances.insert(instance(&ts));
+            }
+        }
+    });
+    assert_eq!(instances.len(), 3, "HLS requests spread over {instances:?}");
 }
 
 /// Every publish through a survivor ends well and its node recorded every frame; one through

@@ -194,6 +194,7 @@ fn start_demo_backends(dir: &Path) -> Result<Vec<Guard>> {
             dir: dir.join(name),
             user_root,
             record: None,
+            hls: None,
         };
         let _ = std::fs::remove_dir_all(&conf.dir);
         conf.write()

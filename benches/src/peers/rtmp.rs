@@ -81,6 +81,7 @@ impl RtmpNode {
             // SAFETY: geteuid has no preconditions.
             user_root: unsafe { libc::geteuid() } == 0,
             record: None,
+            hls: None,
         };
         conf.write()
             .map_err(|e| BenchError::io("write nginx-rtmp config", e))?;
