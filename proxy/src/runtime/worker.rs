@@ -227,6 +227,13 @@ async fn accept_loop(
     global: Arc<ConnLimit>,
     stops: [Arc<Shutdown>; 2],
 ) {
+    // After a connection is taken the backlog may hold more (a burst of new connections):
+    // the next round tries accept(2) first and polls only when it finds none, as HAProxy
+    // accepts until EAGAIN. A poll per connection was one submission and one turn of the
+    // loop more for every new connection (issue #14, conn-rate). At most `BURST` in a row:
+    // the poll goes through the ring and lets the sessions just spawned run.
+    const BURST: u32 = 16;
+    let (mut more, mut run) = (false, 0);
     loop {
         let now = live.load_full();
         // Take the slots first: at maxconn (global, the frontend's, the bind's) we stop
@@ -242,9 +249,15 @@ async fn accept_loop(
             break;
         };
         let over = || global.over() || now.limit.over() || now.bind_limit.over();
-        let Some(accepted) = until_stop(&stops, accept_ready(&listener, over)).await else {
+        let Some(accepted) = until_stop(&stops, accept_ready(&listener, over, more)).await else {
             break;
         };
+        run = if matches!(accepted, Ok(Some(_))) {
+            run + 1
+        } else {
+            0
+        };
+        more = run % BURST != 0;
         match accepted {
             // Flows adopted in a binary upgrade took slots while this round waited: give
             // these back and wait for a free one, the connection stays in the backlog.
@@ -274,7 +287,8 @@ async fn accept_loop(
 }
 
 /// Waits until the listener has a connection, then takes it with a nonblocking accept(2)
-/// (`None` from a worker that lost the race for it: it waits again). Stopping while waiting
+/// (`None` from a worker that lost the race for it: it waits again); with `more`, tries the
+/// accept before the first wait. Stopping while waiting
 /// takes nothing: an io_uring accept cancelled by a stop or a binary upgrade after the kernel
 /// completed it would close a connection that nobody served, while here the connection
 /// stays queued for the next process or the remaining workers. `Ok(None)`: the connection
@@ -282,13 +296,17 @@ async fn accept_loop(
 async fn accept_ready(
     listener: &TcpListener,
     over: impl Fn() -> bool,
+    mut more: bool,
 ) -> std::io::Result<Option<(TcpStream, SocketAddr)>> {
     use compio::driver::op::{Interest, PollOnce};
     use compio::driver::ToSharedFd;
     use std::os::fd::AsFd;
     loop {
-        let op = PollOnce::new(listener.to_shared_fd(), Interest::Readable);
-        compio::runtime::submit(op).await.0?;
+        if !more {
+            let op = PollOnce::new(listener.to_shared_fd(), Interest::Readable);
+            compio::runtime::submit(op).await.0?;
+        }
+        more = false;
         if over() {
             return Ok(None);
         }
