@@ -63,10 +63,11 @@ where
 {
     let mut up = pin!(up);
     let mut down = pin!(down);
-    let first_is_up = match match ended {
+    let first = match ended {
         None => first_end(up.as_mut(), down.as_mut(), limits.idle, &watchdog, gate).await,
         Some(e) => First::Ended(DirEnd::Eof, e.is_up()),
-    } {
+    };
+    let first_is_up = match first {
         First::Rest => return Err(Rested { ended: None }),
         First::Idle => return Ok(FlowEnd::ClientTimeout),
         First::Ended(end, is_up) => match failure(end, is_up) {

@@ -72,11 +72,11 @@ pub fn run<'a>(
     async move {
         // A resumed flow's idle time in the old process counts: its stamps start that far back.
         let start = sys::coarse_now_ns().saturating_sub(nanos(resume.idle_for));
-        // One binding from the start: `let registered = …; let Some(flow) = registered` kept
-        // room for the flow twice in every flow's future (issue #14).
         // Both sockets of a half-closed flow are past ESTABLISHED (one got its FIN, the
         // other sent ours), which the hashes refuse: its live direction is copied.
         let kernel = kernel().ok().filter(|_| resume.ended.is_none());
+        // One binding from the start: `let registered = …; let Some(flow) = registered` kept
+        // room for the flow twice in every flow's future (issue #14).
         let Some(mut flow) = kernel.and_then(|k| {
             match Flow::register(k, &client, &server, adopted(resume), start) {
                 Ok(f) => Some(f),
@@ -108,8 +108,8 @@ pub fn run<'a>(
             let watchdog = |limit| stamps.expired(limit);
             // Pinned here and lent (see `pair::run_gated`).
             let (up_run, down_run) = (pin!(up.run()), pin!(down.run()));
-            let ended = resume.ended;
-            pair::run_gated(up_run, down_run, &p.limits, watchdog, resume.gate, ended).await
+            let (gate, ended) = (resume.gate, resume.ended);
+            pair::run_gated(up_run, down_run, &p.limits, watchdog, gate, ended).await
         };
         let end = match end {
             Ok(end) => end,
