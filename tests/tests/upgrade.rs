@@ -696,3 +696,46 @@ fn a_server_half_closed_flow_moves_sockmap() {
     require_root();
     server_half_closed_flow_moves("sockmap")
 }
+
+/// A half-closed flow offered and not taken (the peer reads the offer and goes away) resumes
+/// in the old process with only its live direction: the offer says which one ended, the
+/// backend's further bytes reach the client byte-exact, its close reaches it as EOF, and the
+/// old process logs the flow.
+#[test]
+fn a_half_closed_flow_not_taken_resumes_in_the_old_process() {
+    use std::io::{Read, Write};
+    use std::net::Shutdown;
+    let backend = std::net::TcpListener::bind(free_addr(loopback(2))).expect("bind");
+    let to = backend.local_addr().expect("addr");
+    let mut cfg = tcp_cfg("copy", free_port(Ipv4Addr::LOCALHOST), to);
+    let (old, sock) = start_old(&mut cfg);
+    let (mut client, mut server) = half_close_pair(&old, &backend);
+    client.shutdown(Shutdown::Write).expect("client FIN");
+    let mut got = Vec::new();
+    server.read_to_end(&mut got).expect("the client's FIN");
+    {
+        let mut peer = std::os::unix::net::UnixStream::connect(&sock).expect("hand-over socket");
+        peer.write_all(b"_getflows\n").expect("write");
+        let mut len = [0u8; 4];
+        peer.read_exact(&mut len).expect("the offer's length");
+        let mut offer = vec![0u8; u32::from_be_bytes(len) as usize];
+        peer.read_exact(&mut offer).expect("the offer");
+        let offer = String::from_utf8_lossy(&offer).to_string();
+        assert!(offer.ends_with(" ended=up"), "{offer}");
+    }
+    wait_until("the old process to keep the flow", IO_LIMIT, || {
+        old.stderr()
+            .contains("upgrade: hand-over failed")
+            .then_some(())
+    });
+    let down = pattern(5, HALF_AFTER);
+    carry(&mut server, &mut client, &down);
+    drop(server);
+    let mut rest = Vec::new();
+    let end = client.read_to_end(&mut rest);
+    assert_eq!((end.ok(), rest.len()), (Some(0), 0), "EOF after the close");
+    let want = format!(" {HALF_AFTER} --");
+    wait_until("the flow's access line", IO_LIMIT, || {
+        old.stderr().contains(&want).then_some(())
+    });
+}
