@@ -53,7 +53,8 @@ fn offer_all(sock: &UnixStream, total: &AtomicUsize) -> Result<usize, UpgradeErr
             }
         }
         // Every mode-tcp session gone means every flow moved; otherwise, those that did not
-        // come to rest by the deadline (TLS, half-closed, busy) are finished here.
+        // come to rest by the deadline (TLS, a destination that does not read) are finished
+        // here.
         if none && (PROCESS.tcp_sessions.load(Ordering::Relaxed) == 0 || Instant::now() >= deadline)
         {
             break;
