@@ -739,3 +739,55 @@ fn a_half_closed_flow_not_taken_resumes_in_the_old_process() {
         old.stderr().contains(&want).then_some(())
     });
 }
+
+/// A half-closed flow keeps its idle time and its half-closed limit across the upgrade: the
+/// client half-closed, the server says nothing, `timeout server-fin` (6 s) bounds the wait;
+/// 4 s of it pass in the old process, and the new one ends the flow at 6 s from the last
+/// byte (`sD`), not 6 s after the hand-over, nor at the 60 s idle limit.
+fn a_half_closed_flow_keeps_its_fin_timeout(engine: &str) {
+    use std::io::{Read, Write};
+    use std::net::Shutdown;
+    let backend = std::net::TcpListener::bind(free_addr(loopback(2))).expect("bind");
+    let to = backend.local_addr().expect("addr");
+    let mut cfg = tcp_cfg(engine, free_port(Ipv4Addr::LOCALHOST), to).replace(
+        "timeout server 60s",
+        "timeout server 60s\n    timeout server-fin 6s",
+    );
+    let (mut old, sock) = start_old(&mut cfg);
+    let (mut client, mut server) = half_close_pair(&old, &backend);
+    client.write_all(b"sixteen bytes..!").expect("write");
+    client.shutdown(Shutdown::Write).expect("client FIN");
+    let mut got = Vec::new();
+    server.read_to_end(&mut got).expect("the bytes and the FIN");
+    let last_byte = std::time::Instant::now();
+    std::thread::sleep(IDLE_BEFORE);
+    let new = upgrade(&mut old, &cfg, &sock);
+    assert_moved(&old, &new, 1, 0);
+    let mut rest = Vec::new();
+    let end = client.read_to_end(&mut rest);
+    let idle = last_byte.elapsed();
+    assert!(
+        end.is_ok_and(|n| n == 0),
+        "the proxy ends the flow: {rest:?}"
+    );
+    assert!(
+        idle >= IDLE_LIMIT - Duration::from_millis(500) && idle < Duration::from_secs(8),
+        "the flow ended {idle:?} after its last byte; its server-fin timeout is {IDLE_LIMIT:?}, \
+         of which {IDLE_BEFORE:?} passed in the old process\nnew:\n{}",
+        new.stderr()
+    );
+    wait_until("the flow's access line", IO_LIMIT, || {
+        new.stderr().contains(" 0 sD ").then_some(())
+    });
+}
+
+#[test]
+fn a_half_closed_flow_keeps_its_fin_timeout_copy() {
+    a_half_closed_flow_keeps_its_fin_timeout("copy")
+}
+
+#[test]
+fn a_half_closed_flow_keeps_its_fin_timeout_sockmap() {
+    require_root();
+    a_half_closed_flow_keeps_its_fin_timeout("sockmap")
+}
