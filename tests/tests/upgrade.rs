@@ -519,3 +519,275 @@ fn an_adopted_flow_shows_and_holds_its_maxconn_slot() {
     );
     drop(waiting);
 }
+
+/// What a half-closed flow carries each way: `before` bytes in the old process, `after` in
+/// the new one. More than a socket's buffers after the move, so that the new process must
+/// move them (a flow left in the old process, or one whose live direction did not resume,
+/// stalls).
+const HALF_BEFORE: u64 = 70_000;
+const HALF_AFTER: u64 = 3 * MIB;
+
+fn pattern(seed: u64, len: u64) -> Vec<u8> {
+    let mut v = Vec::new();
+    Pattern::new(seed).write_to(&mut v, len).expect("pattern");
+    v
+}
+
+/// A client and the backend's end of its flow through `old`, with read timeouts.
+fn half_close_pair(
+    old: &Proxy,
+    backend: &std::net::TcpListener,
+) -> (std::net::TcpStream, std::net::TcpStream) {
+    let client = std::net::TcpStream::connect(old.addr()).expect("connect");
+    let (server, _) = backend.accept().expect("accept");
+    for s in [&client, &server] {
+        s.set_read_timeout(Some(IO_LIMIT)).expect("timeout");
+    }
+    (client, server)
+}
+
+/// `reader` reads exactly `want`, which `writer` writes meanwhile (more than the sockets
+/// buffer, so the two run at once).
+fn carry(writer: &mut std::net::TcpStream, reader: &mut std::net::TcpStream, want: &[u8]) {
+    use std::io::{Read, Write};
+    std::thread::scope(|s| {
+        s.spawn(|| writer.write_all(want).expect("write"));
+        let mut got = vec![0u8; want.len()];
+        reader.read_exact(&mut got).expect("read");
+        assert!(got == want, "{} bytes arrived, not byte-exact", want.len());
+    });
+}
+
+/// The access line of the flow: one in both processes together, with `down` bytes to the
+/// client and a clean end, from the new process.
+fn assert_one_line(old: &Proxy, new: &Proxy, down: u64) {
+    let want = format!(" {down} --");
+    wait_until("the flow's access line", IO_LIMIT, || {
+        new.stderr().contains(&want).then_some(())
+    });
+    let lines = |p: &Proxy| {
+        p.stderr()
+            .lines()
+            .filter(|l| l.contains(" fe be/s1 "))
+            .count()
+    };
+    assert_eq!(
+        (lines(old), lines(new)),
+        (0, 1),
+        "one access line, from the new process, with {want:?}:\nold:\n{}\nnew:\n{}",
+        old.stderr(),
+        new.stderr()
+    );
+}
+
+/// The moved flow in the new process's `show sess`, with the old process's bytes.
+fn assert_sess_bytes(sock: &std::path::Path, up: u64, down: u64) {
+    let sess = api(sock, "show sess");
+    let want = format!("bytes_in={up} bytes_out={down}");
+    assert!(
+        sess.lines()
+            .any(|l| l.contains("fe=fe") && l.contains(&want)),
+        "{want} in:\n{sess}"
+    );
+}
+
+/// The client half-closes (an RTMP player that shut its write side) and the backend goes on
+/// sending: the flow moves in the upgrade, the old process exits at once, the backend's
+/// further bytes reach the client byte-exact, and its close reaches the client as EOF.
+fn client_half_closed_flow_moves(engine: &str) {
+    use std::io::{Read, Write};
+    use std::net::Shutdown;
+    let backend = std::net::TcpListener::bind(free_addr(loopback(2))).expect("bind");
+    let to = backend.local_addr().expect("addr");
+    let mut cfg = tcp_cfg(engine, free_port(Ipv4Addr::LOCALHOST), to);
+    let (mut old, sock) = start_old(&mut cfg);
+    let (mut client, mut server) = half_close_pair(&old, &backend);
+    let up = pattern(1, 5000);
+    client.write_all(&up).expect("client write");
+    client.shutdown(Shutdown::Write).expect("client FIN");
+    let mut got = Vec::new();
+    server
+        .read_to_end(&mut got)
+        .expect("the client's bytes and FIN");
+    assert!(got == up, "the upload, byte-exact");
+    let down = pattern(2, HALF_BEFORE + HALF_AFTER);
+    let (before, after) = down.split_at(HALF_BEFORE as usize);
+    carry(&mut server, &mut client, before);
+    let new = upgrade(&mut old, &cfg, &sock);
+    assert_moved(&old, &new, 1, 0);
+    assert_sess_bytes(&sock, up.len() as u64, HALF_BEFORE);
+    carry(&mut server, &mut client, after);
+    drop(server);
+    let mut rest = Vec::new();
+    let end = client.read_to_end(&mut rest);
+    assert_eq!(
+        (end.ok(), rest.len()),
+        (Some(0), 0),
+        "EOF after the backend's close"
+    );
+    assert_one_line(&old, &new, HALF_BEFORE + HALF_AFTER);
+}
+
+#[test]
+fn a_client_half_closed_flow_moves_copy() {
+    client_half_closed_flow_moves("copy")
+}
+
+#[test]
+fn a_client_half_closed_flow_moves_splice() {
+    client_half_closed_flow_moves("splice")
+}
+
+#[test]
+fn a_client_half_closed_flow_moves_sockmap() {
+    require_root();
+    client_half_closed_flow_moves("sockmap")
+}
+
+/// The opposite half: the backend half-closes and the client goes on sending. Its further
+/// bytes reach the backend byte-exact after the move, and its FIN reaches the backend as
+/// EOF, which ends the flow.
+fn server_half_closed_flow_moves(engine: &str) {
+    use std::io::{Read, Write};
+    use std::net::Shutdown;
+    let backend = std::net::TcpListener::bind(free_addr(loopback(2))).expect("bind");
+    let to = backend.local_addr().expect("addr");
+    let mut cfg = tcp_cfg(engine, free_port(Ipv4Addr::LOCALHOST), to);
+    let (mut old, sock) = start_old(&mut cfg);
+    let (mut client, mut server) = half_close_pair(&old, &backend);
+    let down = pattern(3, 5000);
+    server.write_all(&down).expect("server write");
+    server.shutdown(Shutdown::Write).expect("server FIN");
+    let mut got = Vec::new();
+    client
+        .read_to_end(&mut got)
+        .expect("the backend's bytes and FIN");
+    assert!(got == down, "the download, byte-exact");
+    let up = pattern(4, HALF_BEFORE + HALF_AFTER);
+    let (before, after) = up.split_at(HALF_BEFORE as usize);
+    carry(&mut client, &mut server, before);
+    let new = upgrade(&mut old, &cfg, &sock);
+    assert_moved(&old, &new, 1, 0);
+    assert_sess_bytes(&sock, HALF_BEFORE, down.len() as u64);
+    carry(&mut client, &mut server, after);
+    client.shutdown(Shutdown::Write).expect("client FIN");
+    let mut rest = Vec::new();
+    let end = server.read_to_end(&mut rest);
+    assert_eq!(
+        (end.ok(), rest.len()),
+        (Some(0), 0),
+        "EOF after the client's FIN"
+    );
+    assert_one_line(&old, &new, down.len() as u64);
+}
+
+#[test]
+fn a_server_half_closed_flow_moves_copy() {
+    server_half_closed_flow_moves("copy")
+}
+
+#[test]
+fn a_server_half_closed_flow_moves_splice() {
+    server_half_closed_flow_moves("splice")
+}
+
+#[test]
+fn a_server_half_closed_flow_moves_sockmap() {
+    require_root();
+    server_half_closed_flow_moves("sockmap")
+}
+
+/// A half-closed flow offered and not taken (the peer reads the offer and goes away) resumes
+/// in the old process with only its live direction: the offer says which one ended, the
+/// backend's further bytes reach the client byte-exact, its close reaches it as EOF, and the
+/// old process logs the flow.
+#[test]
+fn a_half_closed_flow_not_taken_resumes_in_the_old_process() {
+    use std::io::{Read, Write};
+    use std::net::Shutdown;
+    let backend = std::net::TcpListener::bind(free_addr(loopback(2))).expect("bind");
+    let to = backend.local_addr().expect("addr");
+    let mut cfg = tcp_cfg("copy", free_port(Ipv4Addr::LOCALHOST), to);
+    let (old, sock) = start_old(&mut cfg);
+    let (mut client, mut server) = half_close_pair(&old, &backend);
+    client.shutdown(Shutdown::Write).expect("client FIN");
+    let mut got = Vec::new();
+    server.read_to_end(&mut got).expect("the client's FIN");
+    {
+        let mut peer = std::os::unix::net::UnixStream::connect(&sock).expect("hand-over socket");
+        peer.write_all(b"_getflows\n").expect("write");
+        let mut len = [0u8; 4];
+        peer.read_exact(&mut len).expect("the offer's length");
+        let mut offer = vec![0u8; u32::from_be_bytes(len) as usize];
+        peer.read_exact(&mut offer).expect("the offer");
+        let offer = String::from_utf8_lossy(&offer).to_string();
+        assert!(offer.ends_with(" ended=up"), "{offer}");
+    }
+    wait_until("the old process to keep the flow", IO_LIMIT, || {
+        old.stderr()
+            .contains("upgrade: hand-over failed")
+            .then_some(())
+    });
+    let down = pattern(5, HALF_AFTER);
+    carry(&mut server, &mut client, &down);
+    drop(server);
+    let mut rest = Vec::new();
+    let end = client.read_to_end(&mut rest);
+    assert_eq!((end.ok(), rest.len()), (Some(0), 0), "EOF after the close");
+    let want = format!(" {HALF_AFTER} --");
+    wait_until("the flow's access line", IO_LIMIT, || {
+        old.stderr().contains(&want).then_some(())
+    });
+}
+
+/// A half-closed flow keeps its idle time and its half-closed limit across the upgrade: the
+/// client half-closed, the server says nothing, `timeout server-fin` (6 s) bounds the wait;
+/// 4 s of it pass in the old process, and the new one ends the flow at 6 s from the last
+/// byte (`sD`), not 6 s after the hand-over, nor at the 60 s idle limit.
+fn a_half_closed_flow_keeps_its_fin_timeout(engine: &str) {
+    use std::io::{Read, Write};
+    use std::net::Shutdown;
+    let backend = std::net::TcpListener::bind(free_addr(loopback(2))).expect("bind");
+    let to = backend.local_addr().expect("addr");
+    let mut cfg = tcp_cfg(engine, free_port(Ipv4Addr::LOCALHOST), to).replace(
+        "timeout server 60s",
+        "timeout server 60s\n    timeout server-fin 6s",
+    );
+    let (mut old, sock) = start_old(&mut cfg);
+    let (mut client, mut server) = half_close_pair(&old, &backend);
+    client.write_all(b"sixteen bytes..!").expect("write");
+    client.shutdown(Shutdown::Write).expect("client FIN");
+    let mut got = Vec::new();
+    server.read_to_end(&mut got).expect("the bytes and the FIN");
+    let last_byte = std::time::Instant::now();
+    std::thread::sleep(IDLE_BEFORE);
+    let new = upgrade(&mut old, &cfg, &sock);
+    assert_moved(&old, &new, 1, 0);
+    let mut rest = Vec::new();
+    let end = client.read_to_end(&mut rest);
+    let idle = last_byte.elapsed();
+    assert!(
+        end.is_ok_and(|n| n == 0),
+        "the proxy ends the flow: {rest:?}"
+    );
+    assert!(
+        idle >= IDLE_LIMIT - Duration::from_millis(500) && idle < Duration::from_secs(8),
+        "the flow ended {idle:?} after its last byte; its server-fin timeout is {IDLE_LIMIT:?}, \
+         of which {IDLE_BEFORE:?} passed in the old process\nnew:\n{}",
+        new.stderr()
+    );
+    wait_until("the flow's access line", IO_LIMIT, || {
+        new.stderr().contains(" 0 sD ").then_some(())
+    });
+}
+
+#[test]
+fn a_half_closed_flow_keeps_its_fin_timeout_copy() {
+    a_half_closed_flow_keeps_its_fin_timeout("copy")
+}
+
+#[test]
+fn a_half_closed_flow_keeps_its_fin_timeout_sockmap() {
+    require_root();
+    a_half_closed_flow_keeps_its_fin_timeout("sockmap")
+}

@@ -6,8 +6,10 @@
 //!
 //! The pause is process-wide: once asked for, every gated direction that reaches its wait
 //! stays there instead of moving the bytes it was woken for, and each flow's `settled`
-//! resolves as soon as both of its directions rest. A flow that does not come to rest within
-//! [`SETTLE`] (a destination that does not read, a half-closed flow) gives up and runs on here.
+//! resolves as soon as both of its directions rest. A half-closed flow's ended direction
+//! rests for good (its FIN went on, it holds nothing), and the next process is told which it
+//! is. A flow that does not come to rest within [`SETTLE`] (a destination that does not read)
+//! gives up and runs on here.
 
 use std::cell::Cell;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -73,6 +75,12 @@ impl Gate {
     /// The direction (`up`: client → server) waits for its source with nothing in hand.
     pub(crate) fn rest(&self, up: bool, resting: bool) {
         self.resting[Self::index(up)].set(resting);
+    }
+
+    /// The direction ended cleanly, its FIN passed on (`pair.rs`): it holds nothing, and
+    /// rests from now on whatever the other one does.
+    pub(crate) fn end(&self, up: bool) {
+        self.rest(up, true);
     }
 
     /// Whether a direction woken at its safe point must stay there.
@@ -144,5 +152,16 @@ mod tests {
         g.gave_up.set(true);
         assert!(!g.holding(), "a flow that gave up runs on");
         end_pause();
+    }
+
+    #[test]
+    fn an_ended_direction_rests_for_good() {
+        let g = Gate::new();
+        g.end(false);
+        assert!(g.resting[Gate::index(false)].get());
+        assert!(
+            !g.resting[Gate::index(true)].get(),
+            "the live one rests on its own"
+        );
     }
 }

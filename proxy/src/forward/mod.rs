@@ -26,6 +26,7 @@ use crate::log::{Cause, Phase, TermState};
 pub use fin::shut_write;
 pub use handover::{end_pause, request_pause, Gate, SETTLE};
 pub use idle::IdleLimits;
+pub use pair::Ended;
 pub use progress::Progress;
 pub use select::{choose, choose_from, probed, summary, FlowHistory, Probed};
 pub use sockmap::{set_budget as set_sockmap_budget, status as sockmap_status};
@@ -130,14 +131,16 @@ impl Default for FlowParams {
 }
 
 /// Where a flow starts from: nothing for a new one; for one resumed after a hand-over, the
-/// bytes it moved in the old process and how long it had been idle there. `gate`: the flow
-/// may come to rest for a hand-over (`handover.rs`).
+/// bytes it moved in the old process, how long it had been idle there and, if it was
+/// half-closed, which direction had ended. `gate`: the flow may come to rest for a hand-over
+/// (`handover.rs`).
 #[derive(Debug, Default, Clone, Copy)]
 pub struct Resume<'a> {
     pub gate: Option<&'a Gate>,
     pub bytes_up: u64,
     pub bytes_down: u64,
     pub idle_for: Duration,
+    pub ended: Option<Ended>,
 }
 
 /// A flow that came to rest for a hand-over: its sockets, with nothing of its bytes in hand,
@@ -150,6 +153,8 @@ pub struct Paused {
     pub bytes_down: u64,
     /// Since the last byte moved: the idle timer's elapsed part.
     pub idle_for: Duration,
+    /// A half-closed flow's direction that ended (its FIN passed on) before it rested.
+    pub ended: Option<Ended>,
 }
 
 impl Resume<'_> {
@@ -159,6 +164,7 @@ impl Resume<'_> {
         bytes_up: 0,
         bytes_down: 0,
         idle_for: Duration::ZERO,
+        ended: None,
     };
 }
 

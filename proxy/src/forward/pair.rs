@@ -33,14 +33,16 @@ where
     W: Fn(Option<Duration>) -> F,
     F: Future<Output = ()>,
 {
-    run_gated(up, down, limits, watchdog, None)
+    run_gated(up, down, limits, watchdog, None, None)
         .await
         .unwrap_or(FlowEnd::Closed)
 }
 
-/// As [`run`]; with a gate, `None` once the flow came to rest for a hand-over (both
-/// directions dropped while they wait with nothing in hand, `handover.rs`). Only a flow with
-/// both directions open may rest: a half-closed one runs to its end.
+/// As [`run`]; with a gate, [`Rested`] once the flow came to rest for a hand-over (each
+/// direction dropped while it waits with nothing in hand, or already ended: `handover.rs`).
+/// `ended`: a half-closed flow resumed from another process, whose ended direction is not
+/// run again (its FIN was read and passed on there), so that the live one's end closes the
+/// flow as it would have closed there.
 ///
 /// Engines pin their directions and pass `Pin<&mut _>`: a direction passed by value is held
 /// twice in this future's state, as the argument and as its pinned copy (288 bytes each for a
@@ -51,7 +53,8 @@ pub async fn run_gated<U, D, W, F>(
     limits: &IdleLimits,
     watchdog: W,
     gate: Option<&Gate>,
-) -> Option<FlowEnd>
+    ended: Option<Ended>,
+) -> Result<FlowEnd, Rested>
 where
     U: Future<Output = DirEnd>,
     D: Future<Output = DirEnd>,
@@ -60,16 +63,67 @@ where
 {
     let mut up = pin!(up);
     let mut down = pin!(down);
-    Some(
-        match first_end(up.as_mut(), down.as_mut(), limits.idle, &watchdog, gate).await {
-            First::Rest => return None,
-            First::Idle => FlowEnd::ClientTimeout,
-            First::Ended(up_end, true) => finish_other(up_end, true, down, limits, &watchdog).await,
-            First::Ended(down_end, false) => {
-                finish_other(down_end, false, up, limits, &watchdog).await
-            }
+    let first = match ended {
+        None => first_end(up.as_mut(), down.as_mut(), limits.idle, &watchdog, gate).await,
+        Some(e) => First::Ended(DirEnd::Eof, e.is_up()),
+    };
+    let first_is_up = match first {
+        First::Rest => return Err(Rested { ended: None }),
+        First::Idle => return Ok(FlowEnd::ClientTimeout),
+        First::Ended(end, is_up) => match failure(end, is_up) {
+            Some(abort) => return Ok(abort),
+            None => is_up,
         },
-    )
+    };
+    // A clean FIN lets the other direction run on (half-close), under the half-closed limit
+    // and, with a gate, still free to rest: the ended direction holds nothing.
+    if let Some(g) = gate {
+        g.end(first_is_up);
+    }
+    // Each branch names its own ended direction and timeout end: a flag kept across the
+    // wait would take room in every flow's state (issue #14).
+    if first_is_up {
+        let never = pin!(std::future::pending());
+        let second = first_end(never, down, limits.after_half_close(true), &watchdog, gate);
+        second_end(second.await, Ended::Up, FlowEnd::ServerTimeout)
+    } else {
+        let never = pin!(std::future::pending());
+        let second = first_end(up, never, limits.after_half_close(false), &watchdog, gate);
+        second_end(second.await, Ended::Down, FlowEnd::ClientTimeout)
+    }
+}
+
+/// A flow that came to rest for a hand-over, and which direction had ended before (none
+/// unless it was half-closed): what the next process needs to resume only the live one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rested {
+    pub ended: Option<Ended>,
+}
+
+/// How a half-closed flow ended, from how its live direction did: `idle` while waiting on
+/// the side that has not finished yet.
+fn second_end(second: First, ended: Ended, idle: FlowEnd) -> Result<FlowEnd, Rested> {
+    Ok(match second {
+        First::Rest => return Err(Rested { ended: Some(ended) }),
+        First::Ended(end, is_up) => failure(end, is_up).unwrap_or(FlowEnd::Closed),
+        First::Idle => idle,
+    })
+}
+
+/// The direction of a half-closed flow that has ended cleanly: its source's FIN was read and
+/// passed on (shutdown of its destination's write side), while the other one still runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ended {
+    /// Client → server.
+    Up,
+    /// Server → client.
+    Down,
+}
+
+impl Ended {
+    pub fn is_up(self) -> bool {
+        self == Ended::Up
+    }
 }
 
 /// What ended the part of a flow where both directions run.
@@ -114,31 +168,6 @@ where
         Either::Right((Either::Right(_), _)) => First::Rest,
         Either::Left((Either::Left((up_end, _)), _)) => First::Ended(up_end, true),
         Either::Left((Either::Right((down_end, _)), _)) => First::Ended(down_end, false),
-    }
-}
-
-/// One direction is over; a clean FIN lets the other run on (half-close), a failure ends both.
-async fn finish_other<O, W, F>(
-    first: DirEnd,
-    first_is_up: bool,
-    other: O,
-    limits: &IdleLimits,
-    watchdog: &W,
-) -> FlowEnd
-where
-    O: Future<Output = DirEnd> + Unpin,
-    W: Fn(Option<Duration>) -> F,
-    F: Future<Output = ()>,
-{
-    if let Some(end) = failure(first, first_is_up) {
-        return end;
-    }
-    let dog = pin!(watchdog(limits.after_half_close(first_is_up)));
-    match select(other, dog).await {
-        Either::Left((second, _)) => failure(second, !first_is_up).unwrap_or(FlowEnd::Closed),
-        // Waiting on the side that has not finished yet.
-        Either::Right(_) if first_is_up => FlowEnd::ServerTimeout,
-        Either::Right(_) => FlowEnd::ClientTimeout,
     }
 }
 

@@ -191,20 +191,24 @@ pub async fn run(
         let u = pin!(up.pump(&s.client, &s.server, &activity, resume.gate));
         let d = pin!(down.pump(&s.server, &s.client, &activity, resume.gate));
         let watchdog = |limit| activity.expired(limit);
-        pair::run_gated(u, d, &p.limits, watchdog, resume.gate).await
+        pair::run_gated(u, d, &p.limits, watchdog, resume.gate, resume.ended).await
     };
     let (up_left, down_left) = (up.in_pipe, down.in_pipe);
     let (bytes_up, bytes_down) = (up.moved, down.moved);
     give_back(s.up, up_left);
     give_back(s.down, down_left);
-    let Some(end) = end else {
-        return Forwarded::Paused(Paused {
-            client,
-            server,
-            bytes_up,
-            bytes_down,
-            idle_for: activity.idle_for(),
-        });
+    let end = match end {
+        Ok(end) => end,
+        Err(rested) => {
+            return Forwarded::Paused(Paused {
+                client,
+                server,
+                bytes_up,
+                bytes_down,
+                idle_for: activity.idle_for(),
+                ended: rested.ended,
+            });
+        }
     };
     pair::apply_end(end, &client, &server);
     Forwarded::Ended(super::FlowStats {

@@ -49,6 +49,7 @@ pub async fn run_adopted(client: TcpStream, server: TcpStream, info: FlowInfo, f
         bytes_up: info.bytes_up,
         bytes_down: info.bytes_down,
         idle_for: info.idle_for,
+        ended: info.ended,
     };
     let trip = Trip {
         info: info.clone(),

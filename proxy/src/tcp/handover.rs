@@ -11,6 +11,8 @@ use std::time::{Duration, SystemTime};
 
 use event_listener::Event;
 
+use crate::forward::Ended;
+
 /// What the next process needs to resume a flow and log it as the one it is.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FlowInfo {
@@ -27,6 +29,8 @@ pub struct FlowInfo {
     pub bytes_down: u64,
     /// Since the flow's last byte: the idle timer's elapsed part.
     pub idle_for: Duration,
+    /// Half-closed: the direction whose FIN was already passed on, not to be run again.
+    pub ended: Option<Ended>,
 }
 
 /// One resting flow offered to the next process.
@@ -165,6 +169,7 @@ mod tests {
             bytes_up: 0,
             bytes_down: 0,
             idle_for: Duration::ZERO,
+            ended: None,
         }
     }
 

@@ -153,6 +153,7 @@ fn run(client: Client, origin: Origin, fe: Arc<Frontend>) -> impl std::future::F
                                 bytes_up: 0,
                                 bytes_down: 0,
                                 idle_for: Duration::ZERO,
+                                ended: None,
                             },
                             started,
                         };
@@ -249,6 +250,7 @@ pub(super) fn movable<'a>(
             bytes_up: paused.bytes_up,
             bytes_down: paused.bytes_down,
             idle_for: paused.idle_for,
+            ended: paused.ended,
             ..trip.info
         };
         if handover::depart(&paused.client, &paused.server, info).await {
@@ -259,6 +261,7 @@ pub(super) fn movable<'a>(
             bytes_up: paused.bytes_up,
             bytes_down: paused.bytes_down,
             idle_for: paused.idle_for,
+            ended: paused.ended,
         };
         let (client, server) = (paused.client, paused.server);
         match forward::forward_movable(engine, client, server, p, live, again).await {

@@ -72,9 +72,12 @@ pub fn run<'a>(
     async move {
         // A resumed flow's idle time in the old process counts: its stamps start that far back.
         let start = sys::coarse_now_ns().saturating_sub(nanos(resume.idle_for));
+        // Both sockets of a half-closed flow are past ESTABLISHED (one got its FIN, the
+        // other sent ours), which the hashes refuse: its live direction is copied.
+        let kernel = kernel().ok().filter(|_| resume.ended.is_none());
         // One binding from the start: `let registered = …; let Some(flow) = registered` kept
         // room for the flow twice in every flow's future (issue #14).
-        let Some(mut flow) = kernel().ok().and_then(|k| {
+        let Some(mut flow) = kernel.and_then(|k| {
             match Flow::register(k, &client, &server, adopted(resume), start) {
                 Ok(f) => Some(f),
                 Err(e) => {
@@ -105,28 +108,33 @@ pub fn run<'a>(
             let watchdog = |limit| stamps.expired(limit);
             // Pinned here and lent (see `pair::run_gated`).
             let (up_run, down_run) = (pin!(up.run()), pin!(down.run()));
-            pair::run_gated(up_run, down_run, &p.limits, watchdog, resume.gate).await
+            let (gate, ended) = (resume.gate, resume.ended);
+            pair::run_gated(up_run, down_run, &p.limits, watchdog, gate, ended).await
         };
-        let Some(end) = end else {
-            for (i, total) in [up.moved(), down.moved()].into_iter().enumerate() {
-                progress.moved(i == 0, total.saturating_sub(reported[i].get()));
+        let end = match end {
+            Ok(end) => end,
+            Err(rested) => {
+                for (i, total) in [up.moved(), down.moved()].into_iter().enumerate() {
+                    progress.moved(i == 0, total.saturating_sub(reported[i].get()));
+                }
+                let (bytes_up, bytes_down) = (up.moved(), down.moved());
+                let last = [up_slot.last_ns(), down_slot.last_ns(), user_stamp.get()]
+                    .into_iter()
+                    .max()
+                    .unwrap_or(0);
+                drop((up, down));
+                // Both sources parked, every redirected byte in its destination: the entries
+                // go as at a flow's end, and the sockets stay open for the next process.
+                flow.unregister();
+                return Forwarded::Paused(Paused {
+                    client,
+                    server,
+                    bytes_up: bytes_up + resume.bytes_up,
+                    bytes_down: bytes_down + resume.bytes_down,
+                    idle_for: Duration::from_nanos(sys::coarse_now_ns().saturating_sub(last)),
+                    ended: rested.ended,
+                });
             }
-            let (bytes_up, bytes_down) = (up.moved(), down.moved());
-            let last = [up_slot.last_ns(), down_slot.last_ns(), user_stamp.get()]
-                .into_iter()
-                .max()
-                .unwrap_or(0);
-            drop((up, down));
-            // Both sources parked, every redirected byte in its destination: the entries go as
-            // at a flow's end, and the sockets stay open for the next process.
-            flow.unregister();
-            return Forwarded::Paused(Paused {
-                client,
-                server,
-                bytes_up: bytes_up + resume.bytes_up,
-                bytes_down: bytes_down + resume.bytes_down,
-                idle_for: Duration::from_nanos(sys::coarse_now_ns().saturating_sub(last)),
-            });
         };
         let stats = FlowStats {
             bytes_up: up.moved(),

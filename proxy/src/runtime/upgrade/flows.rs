@@ -2,6 +2,12 @@
 //! offers each with its two sockets (`flow …`); the new process answers `take` or `keep
 //! REASON`; on `take` the old process writes `yours`, and from that write on the flow is the
 //! new one's. `end moved=N` closes the exchange. Ownership at each step: LIFECYCLE.md.
+//!
+//! A `flow` line is `key=value` words, and grows by keys whose absence keeps the meaning
+//! they had before the key existed: `ended=up|down` (a half-closed flow) is written only for
+//! such a flow, so a flow with both directions open is offered as an older process offers
+//! it, and an older process's offers read right here. A value this process does not know
+//! (a newer process's) is refused with `keep` and a log line on both sides, never guessed.
 
 use std::fmt;
 use std::os::fd::{AsRawFd, OwnedFd};
@@ -12,7 +18,7 @@ use std::time::{Duration, Instant, UNIX_EPOCH};
 use super::wire;
 use super::{Reloader, UpgradeError};
 use crate::counters::PROCESS;
-use crate::forward;
+use crate::forward::{self, Ended};
 use crate::tcp::handover::{self, Departure, FlowInfo};
 
 pub const COMMAND: &str = "_getflows";
@@ -47,7 +53,8 @@ fn offer_all(sock: &UnixStream, total: &AtomicUsize) -> Result<usize, UpgradeErr
             }
         }
         // Every mode-tcp session gone means every flow moved; otherwise, those that did not
-        // come to rest by the deadline (TLS, half-closed, busy) are finished here.
+        // come to rest by the deadline (TLS, a destination that does not read) are finished
+        // here.
         if none && (PROCESS.tcp_sessions.load(Ordering::Relaxed) == 0 || Instant::now() >= deadline)
         {
             break;
@@ -125,7 +132,16 @@ pub fn take(sock: &UnixStream, reloader: &Reloader) -> Result<Adopted, UpgradeEr
         if text.starts_with("end") {
             return Ok(n);
         }
-        let info = decode(&text).ok_or_else(|| UpgradeError::Protocol(text.clone()))?;
+        let info = match decode(&text) {
+            Ok(info) => info,
+            Err(Unreadable::Unknown(why)) => {
+                log::warn!("upgrade: a flow refused: {why}");
+                wire::send(sock, &format!("keep {why}"), &[])?;
+                n.refused += 1;
+                continue;
+            }
+            Err(Unreadable::Malformed) => return Err(UpgradeError::Protocol(text)),
+        };
         let Ok::<[OwnedFd; 2], _>([client, server]) = fds.try_into() else {
             wire::send(sock, "keep two sockets expected", &[])?;
             n.refused += 1;
@@ -154,7 +170,7 @@ pub fn take(sock: &UnixStream, reloader: &Reloader) -> Result<Adopted, UpgradeEr
 
 fn encode(id: u64, i: &FlowInfo) -> String {
     let accepted = i.accepted.duration_since(UNIX_EPOCH).unwrap_or_default();
-    format!(
+    let mut line = format!(
         "flow id={id} fe={} be={} srv={} src={} dst={} accepted_us={} age_us={} up={} down={} idle_us={}",
         i.frontend,
         i.backend,
@@ -166,16 +182,54 @@ fn encode(id: u64, i: &FlowInfo) -> String {
         i.bytes_up,
         i.bytes_down,
         i.idle_for.as_micros(),
-    )
+    );
+    if let Some(e) = i.ended {
+        line.push_str(" ended=");
+        line.push_str(ended_word(e));
+    }
+    line
 }
 
-fn decode(text: &str) -> Option<FlowInfo> {
+fn ended_word(e: Ended) -> &'static str {
+    match e {
+        Ended::Up => "up",
+        Ended::Down => "down",
+    }
+}
+
+/// Why a `flow` line is not taken.
+#[derive(Debug, PartialEq, Eq)]
+enum Unreadable {
+    /// Not a flow line, or a field missing or garbled: the peer speaks something else.
+    Malformed,
+    /// A well-formed line with a value this process does not know: that flow stays.
+    Unknown(String),
+}
+
+fn decode(text: &str) -> Result<FlowInfo, Unreadable> {
     let mut words = text.split_whitespace();
-    if words.next()? != "flow" {
-        return None;
+    if words.next() != Some("flow") {
+        return Err(Unreadable::Malformed);
     }
     let fields: std::collections::HashMap<&str, &str> =
         words.filter_map(|w| w.split_once('=')).collect();
+    let ended = match fields.get("ended").copied() {
+        None => None,
+        Some("up") => Some(Ended::Up),
+        Some("down") => Some(Ended::Down),
+        Some(other) => {
+            return Err(Unreadable::Unknown(format!(
+                "unknown ended={other} (a newer process's flow state)"
+            )))
+        }
+    };
+    decode_fields(&fields, ended).ok_or(Unreadable::Malformed)
+}
+
+fn decode_fields(
+    fields: &std::collections::HashMap<&str, &str>,
+    ended: Option<Ended>,
+) -> Option<FlowInfo> {
     let get = |k: &str| fields.get(k).copied();
     let us = |k: &str| get(k)?.parse::<u64>().ok().map(Duration::from_micros);
     Some(FlowInfo {
@@ -189,6 +243,7 @@ fn decode(text: &str) -> Option<FlowInfo> {
         bytes_up: get("up")?.parse().ok()?,
         bytes_down: get("down")?.parse().ok()?,
         idle_for: us("idle_us")?,
+        ended,
     })
 }
 
@@ -196,9 +251,8 @@ fn decode(text: &str) -> Option<FlowInfo> {
 mod tests {
     use super::*;
 
-    #[test]
-    fn a_flow_line_reads_back_as_written() {
-        let info = FlowInfo {
+    fn info() -> FlowInfo {
+        FlowInfo {
             frontend: "rtmp".into(),
             backend: "ams".into(),
             server: "s1".into(),
@@ -209,8 +263,48 @@ mod tests {
             bytes_up: 123_456_789,
             bytes_down: 42,
             idle_for: Duration::from_micros(1500),
+            ended: None,
+        }
+    }
+
+    #[test]
+    fn a_flow_line_reads_back_as_written() {
+        assert_eq!(decode(&encode(7, &info())), Ok(info()));
+        assert_eq!(decode("flow id=1 fe=x"), Err(Unreadable::Malformed));
+        assert_eq!(decode("listener 127.0.0.1:1 -"), Err(Unreadable::Malformed));
+    }
+
+    #[test]
+    fn a_half_closed_flow_reads_back_with_its_ended_direction() {
+        for (ended, word) in [(Ended::Up, " ended=up"), (Ended::Down, " ended=down")] {
+            let half = FlowInfo {
+                ended: Some(ended),
+                ..info()
+            };
+            let line = encode(3, &half);
+            assert!(line.ends_with(word), "{line}");
+            assert_eq!(decode(&line), Ok(half));
+        }
+    }
+
+    /// A flow with both directions open is written as a process without the key wrote it,
+    /// and such a process's line (no `ended=`) reads as both directions open.
+    #[test]
+    fn both_directions_open_is_the_line_without_the_key() {
+        let line = encode(1, &info());
+        assert!(!line.contains("ended"), "{line}");
+        let older = "flow id=1 fe=rtmp be=ams srv=s1 src=127.0.0.1:40000 dst=[::1]:1935 \
+                     accepted_us=1765000000123456 age_us=61000001 up=123456789 down=42 \
+                     idle_us=1500";
+        assert_eq!(decode(older), Ok(info()));
+    }
+
+    #[test]
+    fn an_unknown_ended_value_is_refused_not_guessed() {
+        let line = format!("{} ended=both", encode(1, &info()));
+        let Err(Unreadable::Unknown(why)) = decode(&line) else {
+            panic!("{line} read as {:?}", decode(&line));
         };
-        assert_eq!(decode(&encode(7, &info)), Some(info));
-        assert_eq!(decode("flow id=1 fe=x"), None);
+        assert!(why.contains("ended=both"), "{why}");
     }
 }
