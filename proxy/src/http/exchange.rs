@@ -1,6 +1,7 @@
 //! The upstream exchange of one request: backend rules, persistence, a server slot and a
 //! connection (pooled or fresh, with retries), the request out, the response back.
 
+use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -26,159 +27,184 @@ use super::side::{deadline, write_all, write_timed, Side};
 use super::stats_hook::{self};
 use super::Backend;
 
-impl<'f, C: Client> Exchange<'f, '_, C> {
+impl<'f, 'c, C: Client> Exchange<'f, 'c, C> {
     /// Backend rules, stats, forwardfor, persistence, then the server.
-    pub(super) async fn forward_to(mut self, mut req: Request, be: Arc<Backend>) -> Next<'f> {
-        self.record.backend = be.name.clone();
-        let src = self.origin.src.ip();
-        if be.name != self.fe.name {
-            let ssl = self.client.is_tls();
-            let verdict = be.rules.apply(&mut req, src, ssl);
-            if verdict != Verdict::Pass {
-                return self.verdict(verdict, &req, Some(&be)).await;
+    /// A plain function returning an `async move` block, as `Exchange::run` says why.
+    #[allow(
+        clippy::manual_async_fn,
+        reason = "an async fn holds its arguments twice"
+    )]
+    pub(super) fn forward_to(
+        mut self,
+        mut req: Request,
+        be: Arc<Backend>,
+    ) -> impl Future<Output = Next<'f>> + use<'f, 'c, C> {
+        async move {
+            self.record.backend = be.name.clone();
+            let src = self.origin.src.ip();
+            if be.name != self.fe.name {
+                let ssl = self.client.is_tls();
+                let verdict = be.rules.apply(&mut req, src, ssl);
+                if verdict != Verdict::Pass {
+                    return self.verdict(verdict, &req, Some(&be)).await;
+                }
             }
-        }
-        if let Some(spec) = &be.stats {
-            let has_servers = !be.upstream.set.servers().is_empty();
-            if stats_hook::is_stats_request(spec, &req.target, has_servers) {
-                let answer =
-                    stats_hook::answer(&*self.fe.pages, spec, &self.stats_request(&req, &be.name));
-                return self.local_answer(&req, answer, Some(&be)).await;
+            if let Some(spec) = &be.stats {
+                let has_servers = !be.upstream.set.servers().is_empty();
+                if stats_hook::is_stats_request(spec, &req.target, has_servers) {
+                    let answer = stats_hook::answer(
+                        &*self.fe.pages,
+                        spec,
+                        &self.stats_request(&req, &be.name),
+                    );
+                    return self.local_answer(&req, answer, Some(&be)).await;
+                }
             }
-        }
-        if let Some(ff) = be.forwardfor.as_ref().or(self.fe.forwardfor.as_ref()) {
-            ff.apply(&mut req, src);
-        }
-        let (sticky_server, seen) = match &be.sticky {
-            Some(s) => {
-                let routed = s.on_request(&mut req.headers, &be.upstream.set);
-                self.record.cookie[0] = routed.seen.flag();
-                (routed.server, routed.seen)
+            if let Some(ff) = be.forwardfor.as_ref().or(self.fe.forwardfor.as_ref()) {
+                ff.apply(&mut req, src);
             }
-            None => (None, Seen::None),
-        };
-        let first = sticky_server.or_else(|| {
-            be.upstream.set.pick_server(PickContext {
-                request: Some(&req),
-                ..PickContext::new(src, &[])
-            })
-        });
-        let Some(first) = first else {
-            log::warn!("backend {} has no server available!", be.name);
-            self.tally.no_server();
-            return self
-                .fail(
-                    503,
-                    TermState::new(Cause::Server, Phase::Connect),
-                    Some(&be),
-                )
-                .await;
-        };
-        let _count = Live::enter(&be.upstream.conns);
-        self.with_server(req, &be, first, seen).await
+            let (sticky_server, seen) = match &be.sticky {
+                Some(s) => {
+                    let routed = s.on_request(&mut req.headers, &be.upstream.set);
+                    self.record.cookie[0] = routed.seen.flag();
+                    (routed.server, routed.seen)
+                }
+                None => (None, Seen::None),
+            };
+            let first = sticky_server.or_else(|| {
+                be.upstream.set.pick_server(PickContext {
+                    request: Some(&req),
+                    ..PickContext::new(src, &[])
+                })
+            });
+            let Some(first) = first else {
+                log::warn!("backend {} has no server available!", be.name);
+                self.tally.no_server();
+                return self
+                    .fail(
+                        503,
+                        TermState::new(Cause::Server, Phase::Connect),
+                        Some(&be),
+                    )
+                    .await;
+            };
+            let _count = Live::enter(&be.upstream.conns);
+            self.with_server(req, &be, first, seen).await
+        }
     }
 
     /// The server side of one request: connection (pooled or fresh), request out, response
     /// head back; a pooled connection that turns out dead is replaced once by a fresh one.
-    pub(super) async fn with_server(
+    /// A plain function returning an `async move` block, as `Exchange::run` says why.
+    #[allow(
+        clippy::manual_async_fn,
+        reason = "an async fn holds its arguments twice"
+    )]
+    pub(super) fn with_server<'b>(
         mut self,
         req: Request,
-        be: &Arc<Backend>,
+        be: &'b Arc<Backend>,
         first: Arc<Server>,
         seen: Seen,
-    ) -> Next<'f> {
-        let fe = self.fe;
-        let close_server =
-            fe.server_close || be.server_close || fe.httpclose || be.httpclose || req.minor == 0;
-        let connection = if req.upgrade.is_some() {
-            Some("upgrade")
-        } else if close_server {
-            Some("close")
-        } else {
-            None
-        };
-        let mut head = req.serialize(connection);
-        let buffered = match self.client.buffer_body(&req, fe.client_timeout).await {
-            Ok(b) => b,
-            Err(e) => return self.upload_failed(e, be).await,
-        };
-        let idempotent = reuse::is_idempotent(&req.method);
-        // A request is sent again on a fresh connection when a pooled one died under it,
-        // which needs its whole body at hand, and is allowed for idempotent requests only.
-        let mut may_reuse = if buffered.is_some() && req.upgrade.is_none() {
-            reuse::take(be.reuse, self.first, idempotent)
-        } else {
-            Take::Fresh
-        };
-        loop {
-            let (stream, server, claim, served) = match self.open(be, &first, may_reuse).await {
-                Ok(c) => c,
-                Err(next) => return next,
+    ) -> impl Future<Output = Next<'f>> + use<'f, 'c, 'b, C> {
+        async move {
+            let fe = self.fe;
+            let close_server = fe.server_close
+                || be.server_close
+                || fe.httpclose
+                || be.httpclose
+                || req.minor == 0;
+            let connection = if req.upgrade.is_some() {
+                Some("upgrade")
+            } else if close_server {
+                Some("close")
+            } else {
+                None
             };
-            let reused = served > 0;
-            let retry = reused && idempotent;
-            self.record.server = server.name.clone().into();
-            self.record.server_conns = server.current() as usize;
-            let sent_at = Instant::now();
-            let mut server_side = Side::new(stream, fe.bufsize);
-            let outcome = match buffered {
-                Some(n) => {
-                    self.send_buffered(&server_side.stream, &mut head, n, be)
-                        .await
-                }
-                None => {
-                    // A streamed body is never replayed (the connection is fresh), so the
-                    // head is needed once.
-                    let head = std::mem::take(&mut head);
-                    self.send_streamed(&server_side.stream, &req, head, be)
-                        .await
-                }
+            let mut head = req.serialize(connection);
+            let buffered = match self.client.buffer_body(&req, fe.client_timeout).await {
+                Ok(b) => b,
+                Err(e) => return self.upload_failed(e, be).await,
             };
-            if let Err(e) = outcome {
-                if retry && matches!(e, HttpError::ServerClosed(_)) {
-                    may_reuse = Take::Fresh;
-                    continue;
-                }
-                return self.upload_failed(e, be).await;
-            }
-            let response = {
-                let read = std::pin::pin!(read_response(&mut server_side, &req, be.server_timeout));
-                let gone = std::pin::pin!(self.client.gone());
-                match select(read, gone).await {
-                    Either::Left((r, _)) => Some(r),
-                    Either::Right(_) => None,
-                }
+            let idempotent = reuse::is_idempotent(&req.method);
+            // A request is sent again on a fresh connection when a pooled one died under it,
+            // which needs its whole body at hand, and is allowed for idempotent requests only.
+            let mut may_reuse = if buffered.is_some() && req.upgrade.is_none() {
+                reuse::take(be.reuse, self.first, idempotent)
+            } else {
+                Take::Fresh
             };
-            let Some(response) = response else {
-                return self.client_gone(be, Phase::Headers);
-            };
-            match response {
-                Ok(resp) => {
-                    if let Some(n) = buffered {
-                        Client::consume(&mut *self.client, n);
+            loop {
+                let (stream, server, claim, served) = match self.open(be, &first, may_reuse).await {
+                    Ok(c) => c,
+                    Err(next) => return next,
+                };
+                let reused = served > 0;
+                let retry = reused && idempotent;
+                self.record.server = server.name.clone().into();
+                self.record.server_conns = server.current() as usize;
+                let sent_at = Instant::now();
+                let mut server_side = Side::new(stream, fe.bufsize);
+                let outcome = match buffered {
+                    Some(n) => {
+                        self.send_buffered(&server_side.stream, &mut head, n, be)
+                            .await
                     }
-                    self.record.response = Some(sent_at.elapsed());
-                    self.tally.response_head(resp.status);
-                    let done = Done {
-                        server,
-                        claim,
-                        seen,
-                        close_server,
-                        served: served + 1,
-                    };
-                    return self.respond(req, resp, server_side, be, done).await;
+                    None => {
+                        // A streamed body is never replayed (the connection is fresh), so the
+                        // head is needed once.
+                        let head = std::mem::take(&mut head);
+                        self.send_streamed(&server_side.stream, &req, head, be)
+                            .await
+                    }
+                };
+                if let Err(e) = outcome {
+                    if retry && matches!(e, HttpError::ServerClosed(_)) {
+                        may_reuse = Take::Fresh;
+                        continue;
+                    }
+                    return self.upload_failed(e, be).await;
                 }
-                Err(ResponseFail::Nothing) if retry => {
-                    may_reuse = Take::Fresh;
-                    continue;
+                let response = {
+                    let read =
+                        std::pin::pin!(read_response(&mut server_side, &req, be.server_timeout));
+                    let gone = std::pin::pin!(self.client.gone());
+                    match select(read, gone).await {
+                        Either::Left((r, _)) => Some(r),
+                        Either::Right(_) => None,
+                    }
+                };
+                let Some(response) = response else {
+                    return self.client_gone(be, Phase::Headers);
+                };
+                match response {
+                    Ok(resp) => {
+                        if let Some(n) = buffered {
+                            Client::consume(&mut *self.client, n);
+                        }
+                        self.record.response = Some(sent_at.elapsed());
+                        self.tally.response_head(resp.status);
+                        let done = Done {
+                            server,
+                            claim,
+                            seen,
+                            close_server,
+                            served: served + 1,
+                        };
+                        return self.respond(req, resp, server_side, be, done).await;
+                    }
+                    Err(ResponseFail::Nothing) if retry => {
+                        may_reuse = Take::Fresh;
+                        continue;
+                    }
+                    Err(ResponseFail::Nothing) => {
+                        self.tally.error(|c| &c.failed_resp);
+                        return self
+                            .fail(502, TermState::new(Cause::Server, Phase::Headers), Some(be))
+                            .await;
+                    }
+                    Err(ResponseFail::Error(e)) => return self.response_failed(e, be).await,
                 }
-                Err(ResponseFail::Nothing) => {
-                    self.tally.error(|c| &c.failed_resp);
-                    return self
-                        .fail(502, TermState::new(Cause::Server, Phase::Headers), Some(be))
-                        .await;
-                }
-                Err(ResponseFail::Error(e)) => return self.response_failed(e, be).await,
             }
         }
     }
@@ -352,82 +378,89 @@ impl<'f, C: Client> Exchange<'f, '_, C> {
     }
 
     /// Passes the response back and decides what happens to both connections.
-    pub(super) async fn respond(
+    /// A plain function returning an `async move` block, as `Exchange::run` says why.
+    #[allow(
+        clippy::manual_async_fn,
+        reason = "an async fn holds its arguments twice"
+    )]
+    pub(super) fn respond<'b>(
         mut self,
         req: Request,
         mut resp: Response,
         mut server: Side,
-        be: &Arc<Backend>,
+        be: &'b Arc<Backend>,
         done: Done,
-    ) -> Next<'f> {
-        self.record.status = Some(resp.status);
-        let tunnel = self.client.may_tunnel()
-            && ((resp.status == 101 && req.upgrade.is_some())
-                || (req.method == "CONNECT" && (200..300).contains(&resp.status)));
-        if resp.status == 101 && !tunnel {
-            self.tally.error(|c| &c.failed_resp);
-            return self
-                .fail(502, TermState::new(Cause::Proxy, Phase::Headers), Some(be))
+    ) -> impl Future<Output = Next<'f>> + use<'f, 'c, 'b, C> {
+        async move {
+            self.record.status = Some(resp.status);
+            let tunnel = self.client.may_tunnel()
+                && ((resp.status == 101 && req.upgrade.is_some())
+                    || (req.method == "CONNECT" && (200..300).contains(&resp.status)));
+            if resp.status == 101 && !tunnel {
+                self.tally.error(|c| &c.failed_resp);
+                return self
+                    .fail(502, TermState::new(Cause::Proxy, Phase::Headers), Some(be))
+                    .await;
+            }
+            if let Err(status) = self.response_rules(&req, &mut resp, be) {
+                self.tally.denied_response();
+                return self
+                    .fail(
+                        status,
+                        TermState::new(Cause::Proxy, Phase::Headers),
+                        Some(be),
+                    )
+                    .await;
+            }
+            if let Some(s) = &be.sticky {
+                let id = done.server.params.cookie.as_deref();
+                self.record.cookie[1] = s.on_response(&mut resp.headers, id, &done.seen);
+            }
+            if tunnel {
+                return self.start_tunnel(resp, server, be, done).await;
+            }
+            let fe = self.fe;
+            let client_close = req.close
+                || fe.httpclose
+                || be.httpclose
+                || resp.framing == Framing::UntilClose
+                || (resp.framing == Framing::Chunked && !chunked_out(&req));
+            let idle = self.client_idle();
+            let whole = self
+                .client
+                .send_whole(&req, &resp, client_close, &mut server, idle)
                 .await;
-        }
-        if let Err(status) = self.response_rules(&req, &mut resp, be) {
-            self.tally.denied_response();
-            return self
-                .fail(
-                    status,
-                    TermState::new(Cause::Proxy, Phase::Headers),
-                    Some(be),
-                )
-                .await;
-        }
-        if let Some(s) = &be.sticky {
-            let id = done.server.params.cookie.as_deref();
-            self.record.cookie[1] = s.on_response(&mut resp.headers, id, &done.seen);
-        }
-        if tunnel {
-            return self.start_tunnel(resp, server, be, done).await;
-        }
-        let fe = self.fe;
-        let client_close = req.close
-            || fe.httpclose
-            || be.httpclose
-            || resp.framing == Framing::UntilClose
-            || (resp.framing == Framing::Chunked && !chunked_out(&req));
-        let idle = self.client_idle();
-        let whole = self
-            .client
-            .send_whole(&req, &resp, client_close, &mut server, idle)
-            .await;
-        match whole {
-            Some(Ok(n)) => self.record.bytes += n,
-            Some(Err(e)) => return self.aborted(e, be),
-            None => {
-                if let Err(e) = self
-                    .send_apart(&req, &resp, client_close, &mut server, be)
-                    .await
-                {
-                    return self.aborted(e, be);
+            match whole {
+                Some(Ok(n)) => self.record.bytes += n,
+                Some(Err(e)) => return self.aborted(e, be),
+                None => {
+                    if let Err(e) = self
+                        .send_apart(&req, &resp, client_close, &mut server, be)
+                        .await
+                    {
+                        return self.aborted(e, be);
+                    }
                 }
             }
-        }
-        let reusable = !done.close_server && !resp.close && server.data().is_empty();
-        let shared = reuse::shared(be.reuse, &done.server);
-        if reusable && shared {
-            pool::put(&done.server, server.stream, be.pool_idle, done.served);
-        } else if let (true, Some(slot)) = (reusable, self.private.as_deref_mut()) {
-            *slot = Some(pool::Private::new(
-                &done.server,
-                server.stream,
-                be.pool_idle,
-                done.served,
-            ));
-        }
-        self.finish(Some(be));
-        drop(done.claim);
-        if client_close {
-            Next::Close
-        } else {
-            Next::KeepAlive
+            let reusable = !done.close_server && !resp.close && server.data().is_empty();
+            let shared = reuse::shared(be.reuse, &done.server);
+            if reusable && shared {
+                pool::put(&done.server, server.stream, be.pool_idle, done.served);
+            } else if let (true, Some(slot)) = (reusable, self.private.as_deref_mut()) {
+                *slot = Some(pool::Private::new(
+                    &done.server,
+                    server.stream,
+                    be.pool_idle,
+                    done.served,
+                ));
+            }
+            self.finish(Some(be));
+            drop(done.claim);
+            if client_close {
+                Next::Close
+            } else {
+                Next::KeepAlive
+            }
         }
     }
 

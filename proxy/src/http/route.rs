@@ -1,6 +1,8 @@
 //! Routing one request: the frontend's rules in HAProxy's order, `use_backend`, and the
 //! answers the proxy gives by itself (stats page, exporter, redirects, denials).
 
+use std::future::Future;
+
 use crate::log::{Cause, Phase, TermState};
 
 use super::answers::{self};
@@ -12,40 +14,50 @@ use super::session::Next;
 use super::stats_hook::{self, StatsAnswer, StatsRequest};
 use super::{Backend, Frontend};
 
-impl<'f, C: Client> Exchange<'f, '_, C> {
+impl<'f, 'c, C: Client> Exchange<'f, 'c, C> {
     /// Frontend rules, then `use_backend`/`default_backend`.
-    pub(super) async fn route(mut self, mut req: Request) -> Next<'f> {
-        let fe: &'f Frontend = self.fe;
-        let ssl = self.client.is_tls();
-        let verdict = fe.rules.apply(&mut req, self.origin.src.ip(), ssl);
-        if verdict != Verdict::Pass {
-            return self.verdict(verdict, &req, None).await;
-        }
-        let has_route = fe.default.is_some() || !fe.routes.is_empty();
-        if let Some(spec) = &fe.stats {
-            if stats_hook::is_stats_request(spec, &req.target, has_route) {
-                let answer =
-                    stats_hook::answer(&*fe.pages, spec, &self.stats_request(&req, &fe.name));
-                return self.local_answer(&req, answer, None).await;
+    /// A plain function returning an `async move` block, as `Exchange::run` says why.
+    #[allow(
+        clippy::manual_async_fn,
+        reason = "an async fn holds its arguments twice"
+    )]
+    pub(super) fn route(
+        mut self,
+        mut req: Request,
+    ) -> impl Future<Output = Next<'f>> + use<'f, 'c, C> {
+        async move {
+            let fe: &'f Frontend = self.fe;
+            let ssl = self.client.is_tls();
+            let verdict = fe.rules.apply(&mut req, self.origin.src.ip(), ssl);
+            if verdict != Verdict::Pass {
+                return self.verdict(verdict, &req, None).await;
             }
-        }
-        let ctx = self.ctx(&req);
-        let be = fe
-            .routes
-            .iter()
-            .find(|(cond, _)| cond.matches(&ctx))
-            .map(|(_, b)| b)
-            .or(fe.default.as_ref());
-        match be {
-            Some(be) => {
-                // From here on the request is the backend's (HAProxy's `SF_BE_ASSIGNED`):
-                // its rules' denials, answers and bytes count there too.
-                self.tally.assign(&be.upstream.set.stats.traffic);
-                self.forward_to(req, be.clone()).await
+            let has_route = fe.default.is_some() || !fe.routes.is_empty();
+            if let Some(spec) = &fe.stats {
+                if stats_hook::is_stats_request(spec, &req.target, has_route) {
+                    let answer =
+                        stats_hook::answer(&*fe.pages, spec, &self.stats_request(&req, &fe.name));
+                    return self.local_answer(&req, answer, None).await;
+                }
             }
-            None => {
-                self.fail(503, TermState::new(Cause::Server, Phase::Connect), None)
-                    .await
+            let ctx = self.ctx(&req);
+            let be = fe
+                .routes
+                .iter()
+                .find(|(cond, _)| cond.matches(&ctx))
+                .map(|(_, b)| b)
+                .or(fe.default.as_ref());
+            match be {
+                Some(be) => {
+                    // From here on the request is the backend's (HAProxy's `SF_BE_ASSIGNED`):
+                    // its rules' denials, answers and bytes count there too.
+                    self.tally.assign(&be.upstream.set.stats.traffic);
+                    self.forward_to(req, be.clone()).await
+                }
+                None => {
+                    self.fail(503, TermState::new(Cause::Server, Phase::Connect), None)
+                        .await
+                }
             }
         }
     }

@@ -4,6 +4,7 @@
 //! connection (`session.rs`) runs one exchange after the other; an HTTP/2 connection
 //! (`h2/`) runs one per stream, side by side.
 
+use std::future::Future;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
@@ -85,8 +86,10 @@ impl<'f, 'c, C: Client> Exchange<'f, 'c, C> {
         self
     }
 
-    /// A request head was read: counted, noted for the log, then routed.
-    pub(super) async fn serve(mut self, req: Request) -> Next<'f> {
+    /// A request head was read: counted, noted for the log, then routed. Not an `async fn`:
+    /// its future would be one more level that holds the rest of the exchange, moved into
+    /// its caller's for every request (issue #14); this returns `route`'s own.
+    pub(super) fn serve(mut self, req: Request) -> impl Future<Output = Next<'f>> + use<'f, 'c, C> {
         self.tally.request();
         self.head_only = req.method == "HEAD";
         self.record.head = Some(self.t0.elapsed());
@@ -94,7 +97,7 @@ impl<'f, 'c, C: Client> Exchange<'f, 'c, C> {
         if self.fe.access_log.logs(LineFormat::Http) {
             self.record.request = req.line();
         }
-        self.route(req).await
+        self.route(req)
     }
 
     /// An answer of the proxy's own as it goes out: without its body for a `HEAD` (the head's

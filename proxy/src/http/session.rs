@@ -13,6 +13,7 @@
 //! `tunnel` hands an upgraded pair to the forward room. A TLS client that chose `h2` by
 //! ALPN goes to `h2/` instead, which serves each stream with the same exchange.
 
+use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -158,29 +159,38 @@ enum NoRequest {
     Failed(HttpError),
 }
 
-impl<'f> Exchange<'f, '_> {
-    /// Reads the next request head on the connection, then serves it.
-    pub(super) async fn run(mut self) -> Next<'f> {
-        let req = match self.read_request().await {
-            Ok(r) => r,
-            Err(NoRequest::Quiet { timed_out }) => {
-                // Not a request error: HAProxy's H1 mux makes no stream for a connection
-                // that sent nothing, so only its stray bytes (blank lines) are counted.
-                if self.first && !self.fe.dont_log_null {
-                    self.record.term = if timed_out {
-                        TermState::new(Cause::ClientTimeout, Phase::Request)
+impl<'f, 'c> Exchange<'f, 'c> {
+    /// Reads the next request head on the connection, then serves it. A plain function
+    /// returning an `async move` block, as every step of an exchange: an `async fn` keeps
+    /// room for its arguments twice (rust-lang/rust#62958), and each step's future is moved
+    /// into its caller's for every request (issue #14).
+    #[allow(
+        clippy::manual_async_fn,
+        reason = "an async fn holds its arguments twice"
+    )]
+    pub(super) fn run(mut self) -> impl Future<Output = Next<'f>> + use<'f, 'c> {
+        async move {
+            let req = match self.read_request().await {
+                Ok(r) => r,
+                Err(NoRequest::Quiet { timed_out }) => {
+                    // Not a request error: HAProxy's H1 mux makes no stream for a connection
+                    // that sent nothing, so only its stray bytes (blank lines) are counted.
+                    if self.first && !self.fe.dont_log_null {
+                        self.record.term = if timed_out {
+                            TermState::new(Cause::ClientTimeout, Phase::Request)
+                        } else {
+                            TermState::new(Cause::Client, Phase::Request)
+                        };
+                        self.finish(None);
                     } else {
-                        TermState::new(Cause::Client, Phase::Request)
-                    };
-                    self.finish(None);
-                } else {
-                    self.tally.settle(&self.record, self.client.read_total);
+                        self.tally.settle(&self.record, self.client.read_total);
+                    }
+                    return Next::Close;
                 }
-                return Next::Close;
-            }
-            Err(NoRequest::Failed(e)) => return self.request_failed(e).await,
-        };
-        self.serve(req).await
+                Err(NoRequest::Failed(e)) => return self.request_failed(e).await,
+            };
+            self.serve(req).await
+        }
     }
 
     async fn read_request(&mut self) -> Result<Request, NoRequest> {
