@@ -32,6 +32,10 @@ impl Shutdown {
         self.event.notify(usize::MAX);
     }
 
+    pub fn is_set(&self) -> bool {
+        self.stopping.load(Ordering::Acquire)
+    }
+
     pub async fn wait(&self) {
         loop {
             if self.stopping.load(Ordering::Acquire) {
@@ -248,6 +252,12 @@ async fn accept_loop(
         let Some(slots) = until_stop(&stops, slots).await else {
             break;
         };
+        // A direct accept (`more`) completes at its first poll, before `until_stop` looks at
+        // the stops: a stopped loop (SIGTERM, a binary upgrade, a reload closing this
+        // listener) must leave the backlog to the next process or the other workers.
+        if more && stops.iter().any(|s| s.is_set()) {
+            break;
+        }
         let over = || global.over() || now.limit.over() || now.bind_limit.over();
         let Some(accepted) = until_stop(&stops, accept_ready(&listener, over, more)).await else {
             break;
