@@ -30,6 +30,12 @@ pub struct Process {
     pub tcp_sessions: AtomicUsize,
     /// Live `mode http` client connections, TLS handshakes included (http).
     pub http_sessions: AtomicUsize,
+    /// Accept loops running (runtime): a stopping process waits for them to end, so that a
+    /// connection one of them takes while the stop is set is counted before it counts.
+    pub accept_loops: AtomicUsize,
+    /// Connections taken by an accept loop and not yet ended, from the accept on (runtime):
+    /// a session counts itself only once its task runs, which may be after the stop looked.
+    pub accepted: AtomicUsize,
 }
 
 pub static PROCESS: Process = Process {
@@ -42,6 +48,8 @@ pub static PROCESS: Process = Process {
     dropped_log_lines: AtomicU64::new(0),
     tcp_sessions: AtomicUsize::new(0),
     http_sessions: AtomicUsize::new(0),
+    accept_loops: AtomicUsize::new(0),
+    accepted: AtomicUsize::new(0),
 };
 
 impl Process {

@@ -14,6 +14,7 @@ mod signals;
 pub mod upgrade;
 mod worker;
 
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -340,9 +341,19 @@ fn report_start(
     Ok(())
 }
 
-/// Live client connections, both modes.
+/// Live client connections, both modes, counted from their accept on.
 fn session_count() -> usize {
-    PROCESS.sessions()
+    PROCESS
+        .sessions()
+        .max(PROCESS.accepted.load(Ordering::Relaxed))
+}
+
+/// After the stop: until every accept loop has seen it (bounded by `deadline`). A loop may be
+/// taking a connection as the stop comes; once the loop ends, that connection is counted.
+fn wait_accept_loops(deadline: Instant) {
+    while PROCESS.accept_loops.load(Ordering::Relaxed) > 0 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(1));
+    }
 }
 
 /// Blocks on signals. The first stop signal closes the listeners and lets sessions finish for
@@ -368,6 +379,7 @@ fn wait_for_stop(
     reloader.release_listeners();
     stop.trigger();
     let deadline = Instant::now() + grace;
+    wait_accept_loops(deadline);
     log::info!(
         "stopping: listeners closed, {} session(s) may finish within {grace:?}",
         session_count()

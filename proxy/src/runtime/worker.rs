@@ -15,7 +15,7 @@ use futures_util::future::{select, Either};
 
 use super::driver::{self, DriverChoice};
 use super::limit::ConnLimit;
-use crate::counters::Counters;
+use crate::counters::{self, Counters, PROCESS};
 use crate::plan::Service;
 use crate::upstream::{proxy_proto, Origin};
 
@@ -238,6 +238,7 @@ async fn accept_loop(
     // the poll goes through the ring and lets the sessions just spawned run.
     const BURST: u32 = 16;
     let (mut more, mut run) = (false, 0);
+    let _running = counters::Live::enter(&PROCESS.accept_loops);
     loop {
         let now = live.load_full();
         // Take the slots first: at maxconn (global, the frontend's, the bind's) we stop
@@ -275,8 +276,9 @@ async fn accept_loop(
             Ok(Some((stream, peer))) => {
                 // The newest plan, even if a reload came while this round waited.
                 let front = live.load().front.clone();
+                let counted = counters::Live::enter(&PROCESS.accepted);
                 compio::runtime::spawn(async move {
-                    let _slots = slots;
+                    let _slots = (slots, counted);
                     serve(stream, peer, front).await
                 })
                 .detach();
