@@ -411,27 +411,17 @@ fn rtmp_publish_moves_sockmap() {
 /// process, byte-exact, and is logged there.
 #[test]
 fn a_hand_over_cut_part_way_keeps_the_flow() {
-    use std::io::{Read, Write};
     let server = TcpServer::start(free_addr(loopback(2)));
     let mut cfg = tcp_cfg("copy", free_port(Ipv4Addr::LOCALHOST), server.addr());
     let (old, sock) = start_old(&mut cfg);
     let c = TcpClient::connect(old.addr(), Reply::AfterEof { bytes: 4 * MIB });
     let first = c.send(MIB).unwrap_or_else(|(e, _)| panic!("send: {e}"));
     server.wait_received(c.id, MIB, IO_LIMIT);
-    {
-        let mut peer = std::os::unix::net::UnixStream::connect(&sock).expect("hand-over socket");
-        peer.write_all(b"_getflows\n").expect("write");
-        let mut len = [0u8; 4];
-        peer.read_exact(&mut len).expect("the offer's length");
-        let mut offer = vec![0u8; u32::from_be_bytes(len) as usize];
-        // Read without taking the descriptors: the kernel closes the copies they carried.
-        peer.read_exact(&mut offer).expect("the offer");
-        let offer = String::from_utf8_lossy(&offer).to_string();
-        assert!(
-            offer.starts_with("flow id=1 fe=fe be=be srv=s1 "),
-            "{offer}"
-        );
-    }
+    let offer = offer_and_leave(&sock);
+    assert!(
+        offer.starts_with("flow id=1 fe=fe be=be srv=s1 "),
+        "{offer}"
+    );
     wait_until("the old process to keep the flow", IO_LIMIT, || {
         old.stderr()
             .contains("upgrade: hand-over failed")
@@ -546,6 +536,42 @@ fn half_close_pair(
     (client, server)
 }
 
+/// Asks the old process for its flows as a new process would, reads the offer and goes away
+/// without answering: the hand-over is cut part way.
+fn offer_and_leave(sock: &std::path::Path) -> String {
+    use std::io::{Read, Write};
+    let mut peer = std::os::unix::net::UnixStream::connect(sock).expect("hand-over socket");
+    peer.write_all(b"_getflows\n").expect("write");
+    let mut len = [0u8; 4];
+    peer.read_exact(&mut len).expect("the offer's length");
+    let mut offer = vec![0u8; u32::from_be_bytes(len) as usize];
+    // Read without taking the descriptors: the kernel closes the copies they carried.
+    peer.read_exact(&mut offer).expect("the offer");
+    String::from_utf8_lossy(&offer).to_string()
+}
+
+/// `from` sends `bytes` and half-closes; `to` reads them and the FIN.
+fn half_close(from: &mut std::net::TcpStream, to: &mut std::net::TcpStream, bytes: &[u8]) {
+    use std::io::{Read, Write};
+    from.write_all(bytes).expect("write before the FIN");
+    from.shutdown(std::net::Shutdown::Write).expect("FIN");
+    let mut got = Vec::new();
+    to.read_to_end(&mut got).expect("the bytes and the FIN");
+    assert!(
+        got == bytes,
+        "{} bytes before the FIN, byte-exact",
+        bytes.len()
+    );
+}
+
+/// `reader` sees EOF and nothing before it.
+fn assert_eof(reader: &mut std::net::TcpStream, what: &str) {
+    use std::io::Read;
+    let mut rest = Vec::new();
+    let end = reader.read_to_end(&mut rest);
+    assert_eq!((end.ok(), rest.len()), (Some(0), 0), "{what}");
+}
+
 /// `reader` reads exactly `want`, which `writer` writes meanwhile (more than the sockets
 /// buffer, so the two run at once).
 fn carry(writer: &mut std::net::TcpStream, reader: &mut std::net::TcpStream, want: &[u8]) {
@@ -595,21 +621,13 @@ fn assert_sess_bytes(sock: &std::path::Path, up: u64, down: u64) {
 /// sending: the flow moves in the upgrade, the old process exits at once, the backend's
 /// further bytes reach the client byte-exact, and its close reaches the client as EOF.
 fn client_half_closed_flow_moves(engine: &str) {
-    use std::io::{Read, Write};
-    use std::net::Shutdown;
     let backend = std::net::TcpListener::bind(free_addr(loopback(2))).expect("bind");
     let to = backend.local_addr().expect("addr");
     let mut cfg = tcp_cfg(engine, free_port(Ipv4Addr::LOCALHOST), to);
     let (mut old, sock) = start_old(&mut cfg);
     let (mut client, mut server) = half_close_pair(&old, &backend);
     let up = pattern(1, 5000);
-    client.write_all(&up).expect("client write");
-    client.shutdown(Shutdown::Write).expect("client FIN");
-    let mut got = Vec::new();
-    server
-        .read_to_end(&mut got)
-        .expect("the client's bytes and FIN");
-    assert!(got == up, "the upload, byte-exact");
+    half_close(&mut client, &mut server, &up);
     let down = pattern(2, HALF_BEFORE + HALF_AFTER);
     let (before, after) = down.split_at(HALF_BEFORE as usize);
     carry(&mut server, &mut client, before);
@@ -618,13 +636,7 @@ fn client_half_closed_flow_moves(engine: &str) {
     assert_sess_bytes(&sock, up.len() as u64, HALF_BEFORE);
     carry(&mut server, &mut client, after);
     drop(server);
-    let mut rest = Vec::new();
-    let end = client.read_to_end(&mut rest);
-    assert_eq!(
-        (end.ok(), rest.len()),
-        (Some(0), 0),
-        "EOF after the backend's close"
-    );
+    assert_eof(&mut client, "EOF after the backend's close");
     assert_one_line(&old, &new, HALF_BEFORE + HALF_AFTER);
 }
 
@@ -648,7 +660,6 @@ fn a_client_half_closed_flow_moves_sockmap() {
 /// bytes reach the backend byte-exact after the move, and its FIN reaches the backend as
 /// EOF, which ends the flow.
 fn server_half_closed_flow_moves(engine: &str) {
-    use std::io::{Read, Write};
     use std::net::Shutdown;
     let backend = std::net::TcpListener::bind(free_addr(loopback(2))).expect("bind");
     let to = backend.local_addr().expect("addr");
@@ -656,13 +667,7 @@ fn server_half_closed_flow_moves(engine: &str) {
     let (mut old, sock) = start_old(&mut cfg);
     let (mut client, mut server) = half_close_pair(&old, &backend);
     let down = pattern(3, 5000);
-    server.write_all(&down).expect("server write");
-    server.shutdown(Shutdown::Write).expect("server FIN");
-    let mut got = Vec::new();
-    client
-        .read_to_end(&mut got)
-        .expect("the backend's bytes and FIN");
-    assert!(got == down, "the download, byte-exact");
+    half_close(&mut server, &mut client, &down);
     let up = pattern(4, HALF_BEFORE + HALF_AFTER);
     let (before, after) = up.split_at(HALF_BEFORE as usize);
     carry(&mut client, &mut server, before);
@@ -671,13 +676,7 @@ fn server_half_closed_flow_moves(engine: &str) {
     assert_sess_bytes(&sock, HALF_BEFORE, down.len() as u64);
     carry(&mut client, &mut server, after);
     client.shutdown(Shutdown::Write).expect("client FIN");
-    let mut rest = Vec::new();
-    let end = server.read_to_end(&mut rest);
-    assert_eq!(
-        (end.ok(), rest.len()),
-        (Some(0), 0),
-        "EOF after the client's FIN"
-    );
+    assert_eof(&mut server, "EOF after the client's FIN");
     assert_one_line(&old, &new, down.len() as u64);
 }
 
@@ -703,26 +702,14 @@ fn a_server_half_closed_flow_moves_sockmap() {
 /// old process logs the flow.
 #[test]
 fn a_half_closed_flow_not_taken_resumes_in_the_old_process() {
-    use std::io::{Read, Write};
-    use std::net::Shutdown;
     let backend = std::net::TcpListener::bind(free_addr(loopback(2))).expect("bind");
     let to = backend.local_addr().expect("addr");
     let mut cfg = tcp_cfg("copy", free_port(Ipv4Addr::LOCALHOST), to);
     let (old, sock) = start_old(&mut cfg);
     let (mut client, mut server) = half_close_pair(&old, &backend);
-    client.shutdown(Shutdown::Write).expect("client FIN");
-    let mut got = Vec::new();
-    server.read_to_end(&mut got).expect("the client's FIN");
-    {
-        let mut peer = std::os::unix::net::UnixStream::connect(&sock).expect("hand-over socket");
-        peer.write_all(b"_getflows\n").expect("write");
-        let mut len = [0u8; 4];
-        peer.read_exact(&mut len).expect("the offer's length");
-        let mut offer = vec![0u8; u32::from_be_bytes(len) as usize];
-        peer.read_exact(&mut offer).expect("the offer");
-        let offer = String::from_utf8_lossy(&offer).to_string();
-        assert!(offer.ends_with(" ended=up"), "{offer}");
-    }
+    half_close(&mut client, &mut server, b"");
+    let offer = offer_and_leave(&sock);
+    assert!(offer.ends_with(" ended=up"), "{offer}");
     wait_until("the old process to keep the flow", IO_LIMIT, || {
         old.stderr()
             .contains("upgrade: hand-over failed")
@@ -731,9 +718,7 @@ fn a_half_closed_flow_not_taken_resumes_in_the_old_process() {
     let down = pattern(5, HALF_AFTER);
     carry(&mut server, &mut client, &down);
     drop(server);
-    let mut rest = Vec::new();
-    let end = client.read_to_end(&mut rest);
-    assert_eq!((end.ok(), rest.len()), (Some(0), 0), "EOF after the close");
+    assert_eof(&mut client, "EOF after the close");
     let want = format!(" {HALF_AFTER} --");
     wait_until("the flow's access line", IO_LIMIT, || {
         old.stderr().contains(&want).then_some(())
@@ -745,8 +730,7 @@ fn a_half_closed_flow_not_taken_resumes_in_the_old_process() {
 /// 4 s of it pass in the old process, and the new one ends the flow at 6 s from the last
 /// byte (`sD`), not 6 s after the hand-over, nor at the 60 s idle limit.
 fn a_half_closed_flow_keeps_its_fin_timeout(engine: &str) {
-    use std::io::{Read, Write};
-    use std::net::Shutdown;
+    use std::io::Read;
     let backend = std::net::TcpListener::bind(free_addr(loopback(2))).expect("bind");
     let to = backend.local_addr().expect("addr");
     let mut cfg = tcp_cfg(engine, free_port(Ipv4Addr::LOCALHOST), to).replace(
@@ -755,10 +739,7 @@ fn a_half_closed_flow_keeps_its_fin_timeout(engine: &str) {
     );
     let (mut old, sock) = start_old(&mut cfg);
     let (mut client, mut server) = half_close_pair(&old, &backend);
-    client.write_all(b"sixteen bytes..!").expect("write");
-    client.shutdown(Shutdown::Write).expect("client FIN");
-    let mut got = Vec::new();
-    server.read_to_end(&mut got).expect("the bytes and the FIN");
+    half_close(&mut client, &mut server, b"sixteen bytes..!");
     let last_byte = std::time::Instant::now();
     std::thread::sleep(IDLE_BEFORE);
     let new = upgrade(&mut old, &cfg, &sock);
