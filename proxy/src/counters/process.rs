@@ -31,7 +31,7 @@ pub struct Process {
     /// Live `mode http` client connections, TLS handshakes included (http).
     pub http_sessions: AtomicUsize,
     /// Accept loops running (runtime): a stopping process waits for them to end, so that a
-    /// connection one of them takes while the stop is set is counted before it counts.
+    /// connection one of them takes as the stop comes is in `accepted` before it reads that.
     pub accept_loops: AtomicUsize,
     /// Connections taken by an accept loop and not yet ended, from the accept on (runtime):
     /// a session counts itself only once its task runs, which may be after the stop looked.

@@ -237,7 +237,8 @@ async fn accept_loop(
     // loop more for every new connection (issue #14, conn-rate). At most `BURST` in a row:
     // the poll goes through the ring and lets the sessions just spawned run.
     const BURST: u32 = 16;
-    let (mut more, mut run) = (false, 0);
+    // Connections taken in a row by the rounds before this one.
+    let mut run = 0;
     let _running = counters::Live::enter(&PROCESS.accept_loops);
     loop {
         let now = live.load_full();
@@ -253,6 +254,7 @@ async fn accept_loop(
         let Some(slots) = until_stop(&stops, slots).await else {
             break;
         };
+        let more = run % BURST != 0;
         // A direct accept (`more`) completes at its first poll, before `until_stop` looks at
         // the stops: a stopped loop (SIGTERM, a binary upgrade, a reload closing this
         // listener) must leave the backlog to the next process or the other workers.
@@ -268,7 +270,6 @@ async fn accept_loop(
         } else {
             0
         };
-        more = run % BURST != 0;
         match accepted {
             // Flows adopted in a binary upgrade took slots while this round waited: give
             // these back and wait for a free one, the connection stays in the backlog.
